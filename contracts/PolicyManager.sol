@@ -1,0 +1,507 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+pragma solidity ^0.8.28;
+
+import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
+import {Ownable2Step} from "@openzeppelin/contracts/access/Ownable2Step.sol";
+
+import {IPolicyManager} from "./interfaces/IPolicyManager.sol";
+import {IStakingEscrow} from "./interfaces/IStakingEscrow.sol";
+import {Errors} from "./libraries/Errors.sol";
+import {PeriodBitmap} from "./libraries/PeriodBitmap.sol";
+
+/// @title PolicyManager
+/// @notice Policies and their fees. Alice pays `feeRate * nodes * periods` in ETH for a policy that
+/// runs from the current period through the period of its end timestamp. Each node earns the policy's
+/// `feeRate` for every period it commits to; Alice is refunded the periods a node did not commit to,
+/// and what remains of a revoked policy or arrangement.
+///
+/// Fees accrue in O(1) per commitment: each node keeps a running fee rate (the sum of the rates of
+/// its live policies) and a per-period table of the rates that stop at that period. A commitment to
+/// period `p` applies the table's entries between the node's last processed period and `p`, then
+/// credits the running rate. Refunds count a node's commitments in a range with a bitmap popcount.
+contract PolicyManager is IPolicyManager, Ownable2Step {
+    using PeriodBitmap for mapping(uint256 => uint256);
+
+    /*//////////////////////////////////////////////////////////////
+                                 TYPES
+    //////////////////////////////////////////////////////////////*/
+
+    /// @dev Three slots. The policy pays for periods `[startPeriod, lastPeriod]`, where `lastPeriod`
+    /// is the period of `endTimestamp - 1`. The node list is kept as its hash (one slot instead of
+    /// one per node: the bulk of a policy's storage cost); the `PolicyCreated` event carries the
+    /// list, and calls that need it take it as an argument, checked against the hash.
+    struct Policy {
+        // slot 0
+        address owner;
+        uint32 endTimestamp;
+        uint32 startPeriod;
+        uint32 refundedThrough; // periods up to here are settled with the owner
+        // slot 1
+        address kfragSigner;
+        uint80 feeRate; // wei per node per period
+        uint8 nodeCount;
+        bool revoked;
+        // slot 2
+        bytes32 nodesHash; // keccak256(abi.encodePacked(nodes))
+    }
+
+    /// @dev One slot per node.
+    struct NodeInfo {
+        uint96 runningRate; // the summed fee rate of the node's policies as of `lastProcessedPeriod`
+        uint32 lastProcessedPeriod;
+        uint96 minFeeRate; // zero: the global default
+    }
+
+    /// @notice A policy as clients see it.
+    struct PolicyView {
+        address owner;
+        address kfragSigner;
+        uint256 endTimestamp;
+        uint256 startPeriod;
+        uint256 lastPeriod;
+        uint256 feeRate;
+        uint256 refundedThrough;
+        uint256 nodeCount;
+        bool revoked;
+        bytes32 nodesHash;
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                          CONSTANTS AND STORAGE
+    //////////////////////////////////////////////////////////////*/
+
+    /// @notice The most nodes one policy may name.
+    uint256 public constant MAX_NODES = 32;
+
+    IStakingEscrow public immutable escrow;
+    uint256 public immutable secondsPerPeriod;
+
+    /// @notice Global bounds of the nodes' minimum fee rates, and the default (wei per period).
+    uint80 public minFeeRateBound;
+    uint80 public defaultFeeRate;
+    uint80 public maxFeeRateBound;
+
+    /// @notice ETH accrued to a node and not yet withdrawn.
+    mapping(address node => uint256) public fees;
+
+    mapping(bytes16 policyId => Policy) internal policies;
+    mapping(bytes16 policyId => mapping(address node => bool)) public arrangementRevoked;
+    mapping(address node => NodeInfo) internal nodeInfos;
+    mapping(address node => mapping(uint256 period => uint256 rate)) internal rateEnding;
+    mapping(address node => mapping(uint256 word => uint256 bits)) internal commitments;
+
+    /*//////////////////////////////////////////////////////////////
+                                 EVENTS
+    //////////////////////////////////////////////////////////////*/
+
+    /// @notice A policy was created; carries all a node needs to accept its kfrag.
+    event PolicyCreated(
+        bytes16 indexed policyId,
+        address indexed owner,
+        address indexed sponsor,
+        address kfragSigner,
+        uint256 endTimestamp,
+        uint256 startPeriod,
+        uint256 lastPeriod,
+        uint256 feeRate,
+        address[] nodes
+    );
+    event PolicyRevoked(bytes16 indexed policyId, address indexed owner, uint256 refund);
+    event ArrangementRevoked(bytes16 indexed policyId, address indexed node, uint256 refund);
+    event RefundPaid(bytes16 indexed policyId, address indexed owner, uint256 amount, uint256 refundedThrough);
+    event FeesAccrued(address indexed node, uint256 indexed period, uint256 amount);
+    event FeesWithdrawn(address indexed node, uint256 amount);
+    event MinFeeRateSet(address indexed node, uint256 rate);
+    event FeeRateRangeSet(uint256 min, uint256 defaultRate, uint256 max);
+
+    /*//////////////////////////////////////////////////////////////
+                              CONSTRUCTOR
+    //////////////////////////////////////////////////////////////*/
+
+    /// @param escrow_ The staking escrow (its periods are this contract's periods).
+    /// @param owner_ May change the fee-rate bounds.
+    /// @param minRate Lowest minimum fee rate a node may ask (wei per period).
+    /// @param defaultRate The minimum fee rate of a node that set none.
+    /// @param maxRate Highest minimum fee rate a node may ask.
+    constructor(IStakingEscrow escrow_, address owner_, uint256 minRate, uint256 defaultRate, uint256 maxRate)
+        Ownable(owner_)
+    {
+        escrow = escrow_;
+        secondsPerPeriod = escrow_.secondsPerPeriod();
+        _setFeeRateRange(minRate, defaultRate, maxRate);
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                                POLICIES
+    //////////////////////////////////////////////////////////////*/
+
+    /// @notice Creates a policy paid by `msg.value = feeRate * nodes.length * periods`, where
+    /// `periods` runs from the current period through the period of `endTimestamp - 1`.
+    /// Requirements: a new id; `owner` and `kfragSigner` non-zero; `endTimestamp` in the future and
+    /// within uint32; 1 to `MAX_NODES` nodes, strictly ascending; every node staked through the last
+    /// period with a bonded worker and asking no more than `feeRate`.
+    /// @param policyId Chosen by Alice (umbral-pre clients derive it from the label and Bob's key).
+    /// @param owner Alice: receives refunds and may revoke.
+    /// @param kfragSigner The address of the key that signs the policy's kfrags.
+    /// @param endTimestamp When the policy stops, in Unix seconds.
+    /// @param nodes The stakers holding the policy's kfrags, ascending.
+    function createPolicy(
+        bytes16 policyId,
+        address owner,
+        address kfragSigner,
+        uint256 endTimestamp,
+        address[] calldata nodes
+    ) external payable {
+        if (policies[policyId].owner != address(0)) revert Errors.PolicyManager_PolicyExists(policyId);
+        if (owner == address(0)) revert Errors.PolicyManager_ZeroAddress("owner");
+        if (kfragSigner == address(0)) revert Errors.PolicyManager_ZeroAddress("kfragSigner");
+        if (endTimestamp <= block.timestamp || endTimestamp > type(uint32).max) {
+            revert Errors.PolicyManager_InvalidEnd(endTimestamp, block.timestamp);
+        }
+        uint256 count = nodes.length;
+        if (count == 0 || count > MAX_NODES) revert Errors.PolicyManager_InvalidNodeCount(count, MAX_NODES);
+
+        uint256 current = block.timestamp / secondsPerPeriod;
+        uint256 lastPeriod = (endTimestamp - 1) / secondsPerPeriod;
+        uint256 periods = lastPeriod - current + 1;
+        if (msg.value == 0 || msg.value % (count * periods) != 0) {
+            revert Errors.PolicyManager_InvalidPayment(msg.value, count, periods);
+        }
+        uint256 feeRate = msg.value / (count * periods);
+        if (feeRate > type(uint80).max) revert Errors.PolicyManager_FeeRateTooHigh(feeRate);
+
+        policies[policyId] = Policy({
+            owner: owner,
+            endTimestamp: uint32(endTimestamp),
+            startPeriod: uint32(current),
+            refundedThrough: uint32(current - 1),
+            kfragSigner: kfragSigner,
+            feeRate: uint80(feeRate),
+            nodeCount: uint8(count),
+            revoked: false,
+            nodesHash: keccak256(abi.encodePacked(nodes))
+        });
+
+        _addNodes(nodes, feeRate, current, lastPeriod);
+
+        emit PolicyCreated(
+            policyId, owner, msg.sender, kfragSigner, endTimestamp, current, lastPeriod, feeRate, nodes
+        );
+    }
+
+    /// @notice Revokes a live policy and refunds the owner everything its nodes have not earned.
+    /// Requirements: the caller is the policy's owner; the policy is neither revoked nor ended;
+    /// `nodes` is the policy's node list.
+    /// @return refunded The wei sent to the owner.
+    function revokePolicy(bytes16 policyId, address[] calldata nodes) external returns (uint256 refunded) {
+        Policy storage policy = _livePolicyOfCaller(policyId);
+        _checkNodes(policyId, policy, nodes);
+        uint256 lastPeriod = _lastPeriod(policy);
+        uint256 from = uint256(policy.refundedThrough) + 1;
+        uint256 feeRate = policy.feeRate;
+        for (uint256 i; i < nodes.length; ++i) {
+            address node = nodes[i];
+            if (arrangementRevoked[policyId][node]) continue;
+            refunded += _revokeNode(node, feeRate, from, lastPeriod);
+        }
+        policy.revoked = true;
+        policy.refundedThrough = uint32(lastPeriod);
+        address owner = policy.owner;
+        emit PolicyRevoked(policyId, owner, refunded);
+        _send(owner, refunded);
+    }
+
+    /// @notice Revokes one node's part of a live policy and refunds what that node has not earned.
+    /// Requirements: the caller is the policy's owner; the policy is neither revoked nor ended; the
+    /// node is in the policy and its arrangement not yet revoked; `nodes` is the policy's node list.
+    /// @return refunded The wei sent to the owner.
+    function revokeArrangement(bytes16 policyId, address node, address[] calldata nodes)
+        external
+        returns (uint256 refunded)
+    {
+        Policy storage policy = _livePolicyOfCaller(policyId);
+        _checkNodes(policyId, policy, nodes);
+        if (!_contains(nodes, node)) {
+            revert Errors.PolicyManager_NodeNotInPolicy(policyId, node);
+        }
+        if (arrangementRevoked[policyId][node]) revert Errors.PolicyManager_AlreadyRevoked(policyId, node);
+        refunded = _revokeNode(node, policy.feeRate, uint256(policy.refundedThrough) + 1, _lastPeriod(policy));
+        arrangementRevoked[policyId][node] = true;
+        address owner = policy.owner;
+        emit ArrangementRevoked(policyId, node, refunded);
+        _send(owner, refunded);
+    }
+
+    /// @notice Refunds the owner for the settled periods (up to the current one) that nodes did not
+    /// commit to. Anyone may call it; the ETH always goes to the owner.
+    /// Requirements: `nodes` is the policy's node list; something to refund.
+    /// @return amount The wei sent to the owner.
+    function refund(bytes16 policyId, address[] calldata nodes) external returns (uint256 amount) {
+        Policy storage policy = policies[policyId];
+        address owner = policy.owner;
+        if (owner == address(0)) revert Errors.PolicyManager_PolicyNotFound(policyId);
+        _checkNodes(policyId, policy, nodes);
+        uint256 lastPeriod = _lastPeriod(policy);
+        uint256 current = block.timestamp / secondsPerPeriod;
+        // Commitments to a period are made before it starts, so the current period is settled.
+        uint256 to = current < lastPeriod ? current : lastPeriod;
+        uint256 from = uint256(policy.refundedThrough) + 1;
+        if (policy.revoked || from > to) revert Errors.PolicyManager_NothingToPay();
+
+        uint256 feeRate = policy.feeRate;
+        for (uint256 i; i < nodes.length; ++i) {
+            address node = nodes[i];
+            if (arrangementRevoked[policyId][node]) continue;
+            amount += (to - from + 1 - commitments[node].countInRange(from, to)) * feeRate;
+        }
+        if (amount == 0) revert Errors.PolicyManager_NothingToPay();
+        policy.refundedThrough = uint32(to);
+        emit RefundPaid(policyId, owner, amount, to);
+        _send(owner, amount);
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                                 NODES
+    //////////////////////////////////////////////////////////////*/
+
+    /// @inheritdoc IPolicyManager
+    function recordCommitment(address node, uint256 period) external override {
+        if (msg.sender != address(escrow)) revert Errors.PolicyManager_CallerNotEscrow(msg.sender);
+        NodeInfo storage info = nodeInfos[node];
+        uint256 rate = _applyRateEndings(node, info.runningRate, info.lastProcessedPeriod, period);
+        info.runningRate = uint96(rate);
+        info.lastProcessedPeriod = uint32(period);
+        commitments[node].set(period);
+        if (rate != 0) {
+            fees[node] += rate;
+            emit FeesAccrued(node, period, rate);
+        }
+    }
+
+    /// @notice Applies up to `maxPeriods` of a node's ended-rate table, up to the current period.
+    /// @dev Only needed by a node back from a long absence, whose next commitment would otherwise
+    /// walk every period it missed in one transaction. Anyone may call it; no fee changes hands.
+    /// @return processedThrough The node's last processed period afterwards.
+    function processRateEndings(address node, uint256 maxPeriods) external returns (uint256 processedThrough) {
+        NodeInfo storage info = nodeInfos[node];
+        uint256 last = info.lastProcessedPeriod;
+        uint256 current = block.timestamp / secondsPerPeriod;
+        if (last >= current || maxPeriods == 0) revert Errors.PolicyManager_NothingToPay();
+        processedThrough = current - last > maxPeriods ? last + maxPeriods : current;
+        info.runningRate = uint96(_applyRateEndings(node, info.runningRate, last, processedThrough));
+        info.lastProcessedPeriod = uint32(processedThrough);
+    }
+
+    /// @notice Sends the node's accrued fees to the node (the staker's address).
+    /// Requirements: the caller is the node or its bonded worker; fees to withdraw.
+    /// @return amount The wei sent.
+    function withdrawFees(address node) external returns (uint256 amount) {
+        if (msg.sender != node && escrow.workerOf(node) != msg.sender) {
+            revert Errors.PolicyManager_CallerNotNodeOrWorker(msg.sender, node);
+        }
+        amount = fees[node];
+        if (amount == 0) revert Errors.PolicyManager_NothingToPay();
+        fees[node] = 0;
+        emit FeesWithdrawn(node, amount);
+        _send(node, amount);
+    }
+
+    /// @notice Sets the lowest fee rate (wei per period) the caller's node accepts for new policies.
+    /// Requirements: the caller has a stake; `minFeeRateBound <= rate <= maxFeeRateBound`.
+    function setMinFeeRate(uint256 rate) external {
+        if (escrow.stakeOf(msg.sender) == 0) revert Errors.PolicyManager_NotANode(msg.sender);
+        if (rate < minFeeRateBound || rate > maxFeeRateBound) {
+            revert Errors.PolicyManager_FeeRateOutOfRange(rate, minFeeRateBound, maxFeeRateBound);
+        }
+        nodeInfos[msg.sender].minFeeRate = uint96(rate);
+        emit MinFeeRateSet(msg.sender, rate);
+    }
+
+    /// @notice Sets the global bounds of nodes' minimum fee rates. Owner only.
+    /// Requirements: `min <= defaultRate <= max <= type(uint80).max`.
+    function setFeeRateRange(uint256 min, uint256 defaultRate, uint256 max) external onlyOwner {
+        _setFeeRateRange(min, defaultRate, max);
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                                 VIEWS
+    //////////////////////////////////////////////////////////////*/
+
+    /// @notice A policy (its node list is in the `PolicyCreated` event; here, its hash).
+    function getPolicy(bytes16 policyId) external view returns (PolicyView memory view_) {
+        Policy storage policy = policies[policyId];
+        if (policy.owner == address(0)) revert Errors.PolicyManager_PolicyNotFound(policyId);
+        view_.owner = policy.owner;
+        view_.kfragSigner = policy.kfragSigner;
+        view_.endTimestamp = policy.endTimestamp;
+        view_.startPeriod = policy.startPeriod;
+        view_.lastPeriod = _lastPeriod(policy);
+        view_.feeRate = policy.feeRate;
+        view_.refundedThrough = policy.refundedThrough;
+        view_.nodeCount = policy.nodeCount;
+        view_.revoked = policy.revoked;
+        view_.nodesHash = policy.nodesHash;
+    }
+
+    /// @notice Whether `node` must serve `policyId` now: the policy exists, is not revoked, has not
+    /// ended, names the node, and the node's arrangement is not revoked. `nodes` is the node list
+    /// from the `PolicyCreated` event; a list that does not match the policy answers false.
+    function isArrangementActive(bytes16 policyId, address node, address[] calldata nodes)
+        external
+        view
+        returns (bool)
+    {
+        Policy storage policy = policies[policyId];
+        return policy.owner != address(0) && !policy.revoked && block.timestamp < policy.endTimestamp
+            && policy.nodesHash == keccak256(abi.encodePacked(nodes)) && _contains(nodes, node)
+            && !arrangementRevoked[policyId][node];
+    }
+
+    /// @notice The lowest fee rate `node` accepts now.
+    function effectiveMinFeeRate(address node) public view returns (uint256 rate) {
+        rate = nodeInfos[node].minFeeRate;
+        if (rate == 0) rate = defaultFeeRate;
+        if (rate < minFeeRateBound) rate = minFeeRateBound;
+        if (rate > maxFeeRateBound) rate = maxFeeRateBound;
+    }
+
+    /// @notice A node's fee state.
+    function getNodeInfo(address node) external view returns (NodeInfo memory) {
+        return nodeInfos[node];
+    }
+
+    /// @notice Whether `node` committed to `period`.
+    function isCommitted(address node, uint256 period) external view returns (bool) {
+        return commitments[node].get(period);
+    }
+
+    /// @notice How many of the periods `[from, to]` `node` committed to.
+    function committedCount(address node, uint256 from, uint256 to) external view returns (uint256) {
+        return commitments[node].countInRange(from, to);
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                                INTERNAL
+    //////////////////////////////////////////////////////////////*/
+
+    /// @dev Checks and records a new policy's nodes.
+    function _addNodes(
+        address[] calldata nodes,
+        uint256 feeRate,
+        uint256 start,
+        uint256 lastPeriod
+    ) internal {
+        address previous;
+        for (uint256 i; i < nodes.length; ++i) {
+            address node = nodes[i];
+            if (node <= previous) revert Errors.PolicyManager_NodesNotSorted(i);
+            previous = node;
+            (uint256 locked, address worker) = escrow.policyEligibility(node, lastPeriod);
+            if (locked == 0 || worker == address(0)) revert Errors.PolicyManager_NodeNotEligible(node, lastPeriod);
+            _addPolicyRate(node, feeRate, start, lastPeriod);
+        }
+    }
+
+    /// @dev Adds a policy's rate to a node's accounting for `[start, lastPeriod]`.
+    function _addPolicyRate(address node, uint256 feeRate, uint256 start, uint256 lastPeriod) internal {
+        NodeInfo storage info = nodeInfos[node];
+        uint256 minRate = effectiveMinFeeRate(node);
+        if (feeRate < minRate) revert Errors.PolicyManager_FeeRateBelowNodeMinimum(node, feeRate, minRate);
+        uint256 last = info.lastProcessedPeriod;
+        uint256 running = info.runningRate;
+        // With no live policy the ended-rate table past `last` is empty: skip ahead, so the next
+        // commitment does not walk periods that cannot hold an entry.
+        if (running == 0 && last + 1 < start) last = start - 1;
+        // The rate is live from now on; it leaves the running rate when `lastPeriod + 1` is processed.
+        if (lastPeriod >= last) {
+            running += feeRate;
+            rateEnding[node][lastPeriod + 1] += feeRate;
+        }
+        // A node may already have committed to the current and the next period: credit those now.
+        if (last >= start) {
+            uint256 through = last < lastPeriod ? last : lastPeriod;
+            uint256 credit = commitments[node].countInRange(start, through) * feeRate;
+            if (credit != 0) {
+                fees[node] += credit;
+                emit FeesAccrued(node, start, credit);
+            }
+        }
+        info.runningRate = uint96(running);
+        info.lastProcessedPeriod = uint32(last);
+    }
+
+    /// @dev Removes a policy's rate from a node and returns what the node has not earned of
+    /// `[from, lastPeriod]`: every period it has not committed to. Commitments already made (to the
+    /// current and the next period) were made while the policy was live, so they stay earned.
+    function _revokeNode(address node, uint256 feeRate, uint256 from, uint256 lastPeriod)
+        internal
+        returns (uint256 unearned)
+    {
+        NodeInfo storage info = nodeInfos[node];
+        // The rate is still in the running rate until `lastPeriod + 1` is processed.
+        if (info.lastProcessedPeriod <= lastPeriod) {
+            info.runningRate -= uint96(feeRate);
+            rateEnding[node][lastPeriod + 1] -= feeRate;
+        }
+        if (from > lastPeriod) return 0;
+        unearned = (lastPeriod - from + 1 - commitments[node].countInRange(from, lastPeriod)) * feeRate;
+    }
+
+    /// @dev The running rate after processing the periods `(last, through]`. Stops early once it is
+    /// zero: every entry of the table belongs to a rate inside the running rate.
+    function _applyRateEndings(address node, uint256 rate, uint256 last, uint256 through)
+        internal
+        view
+        returns (uint256)
+    {
+        mapping(uint256 => uint256) storage endings = rateEnding[node];
+        for (uint256 period = last + 1; rate != 0 && period <= through; ++period) {
+            rate -= endings[period];
+        }
+        return rate;
+    }
+
+    function _livePolicyOfCaller(bytes16 policyId) internal view returns (Policy storage policy) {
+        policy = policies[policyId];
+        address owner = policy.owner;
+        if (owner == address(0)) revert Errors.PolicyManager_PolicyNotFound(policyId);
+        if (msg.sender != owner) revert Errors.PolicyManager_CallerNotPolicyOwner(msg.sender, owner);
+        if (policy.revoked) revert Errors.PolicyManager_AlreadyRevoked(policyId, address(0));
+        if (block.timestamp >= policy.endTimestamp) {
+            revert Errors.PolicyManager_PolicyEnded(policyId, policy.endTimestamp);
+        }
+    }
+
+    function _checkNodes(bytes16 policyId, Policy storage policy, address[] calldata nodes) internal view {
+        if (policy.nodesHash != keccak256(abi.encodePacked(nodes))) {
+            revert Errors.PolicyManager_NodesMismatch(policyId);
+        }
+    }
+
+    function _contains(address[] calldata nodes, address node) internal pure returns (bool) {
+        for (uint256 i; i < nodes.length; ++i) {
+            if (nodes[i] == node) return true;
+        }
+        return false;
+    }
+
+    function _lastPeriod(Policy storage policy) internal view returns (uint256) {
+        return (uint256(policy.endTimestamp) - 1) / secondsPerPeriod;
+    }
+
+    function _setFeeRateRange(uint256 min, uint256 defaultRate, uint256 max) internal {
+        if (min > defaultRate || defaultRate > max || max > type(uint80).max) {
+            revert Errors.PolicyManager_InvalidFeeRateRange(min, defaultRate, max);
+        }
+        minFeeRateBound = uint80(min);
+        defaultFeeRate = uint80(defaultRate);
+        maxFeeRateBound = uint80(max);
+        emit FeeRateRangeSet(min, defaultRate, max);
+    }
+
+    function _send(address recipient, uint256 amount) internal {
+        if (amount == 0) return;
+        (bool success,) = recipient.call{value: amount}("");
+        if (!success) revert Errors.PolicyManager_TransferFailed(recipient, amount);
+    }
+}

@@ -1,0 +1,769 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+pragma solidity ^0.8.28;
+
+import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+
+import {KMSToken} from "./KMSToken.sol";
+import {IPolicyManager} from "./interfaces/IPolicyManager.sol";
+import {IStakingEscrow} from "./interfaces/IStakingEscrow.sol";
+import {Errors} from "./libraries/Errors.sol";
+
+/// @title StakingEscrow
+/// @notice Holds stakers' KMS tokens in sub-stakes locked for a number of periods, bonds each staker
+/// to a worker (the node's hot key), takes the worker's commitment to the next period and mints the
+/// mining reward for every period a staker committed to:
+///
+///     reward(staker, p) = locked(staker, p) * issuance(p) / lockedTotal(p)
+///
+/// where `lockedTotal(p)` sums the locked tokens of the stakers committed to `p` and `issuance(p)` is
+/// a fixed fraction (`issuanceRate`) of the reserve not yet allocated, taken when the first staker
+/// commits to `p` (so the reserve decays geometrically and is never exceeded). See docs/economics.md.
+///
+/// Every state-changing function is O(1) in the number of stakers and policies: loops only run over
+/// the caller's own sub-stakes, bounded by `MAX_SUB_STAKES`.
+contract StakingEscrow is IStakingEscrow {
+    using SafeERC20 for IERC20;
+
+    /*//////////////////////////////////////////////////////////////
+                                 TYPES
+    //////////////////////////////////////////////////////////////*/
+
+    /// @notice Constructor parameters (token amounts in token units, durations in periods).
+    struct Parameters {
+        uint256 secondsPerPeriod;
+        uint256 minStake; // smallest sub-stake
+        uint256 maxStake; // largest total locked per staker
+        uint256 minLockPeriods;
+        uint256 maxLockPeriods;
+        uint256 minWorkerPeriods; // a worker stays bonded at least this long
+        uint256 issuanceRate; // WAD fraction of the unallocated reserve issued per period
+    }
+
+    /// @notice Tokens locked from `firstPeriod` through `lastPeriod`, both included.
+    /// @dev `amount == 0` marks a free slot (merged away or cut to zero by a slash).
+    struct SubStake {
+        uint32 firstPeriod;
+        uint32 lastPeriod;
+        uint96 amount;
+    }
+
+    /// @dev Three slots plus one per sub-stake. The sub-stake count sits beside the worker, so the
+    /// one read that finds the worker also bounds the sub-stake loop.
+    struct StakerInfo {
+        // slot 0
+        uint96 value; // tokens held for the staker, locked or not
+        uint96 rewardsMinted; // cumulative
+        // slot 1
+        address worker;
+        uint32 workerBondedPeriod;
+        bool listed; // in `stakerList`
+        uint8 subStakeCount;
+        // slot 2: at most two commitments await their reward: the current period and the next one.
+        // A zero period is a free slot; the last commitment is the larger period.
+        uint32 commitPeriodA;
+        uint96 commitLockedA;
+        uint32 commitPeriodB;
+        uint96 commitLockedB;
+        // slot 3
+        mapping(uint256 index => SubStake) subStakes;
+    }
+
+    /// @notice Per-period totals, one slot.
+    struct PeriodTotals {
+        uint96 lockedTotal; // sum of committed stakers' locked tokens
+        uint96 issuance; // reward for the whole period, allocated at the first commitment
+        bool allocated;
+    }
+
+    /// @notice Where a staker's node can be reached, published by its worker.
+    struct NodeRecord {
+        string url;
+        bytes umbralPublicKey; // 33-byte compressed secp256k1 point (umbral-pre's PublicKey bytes)
+    }
+
+    /// @notice A staker's state, for clients.
+    struct StakerView {
+        uint256 value;
+        uint256 lockedNow;
+        uint256 lockedNextPeriod;
+        uint256 rewardsMinted;
+        uint256 pendingReward;
+        uint256 lastCommittedPeriod;
+        address worker;
+        uint256 workerBondedPeriod;
+        uint256[2] commitPeriods;
+        uint256[2] commitLocked;
+    }
+
+    /// @notice A node as clients see it.
+    struct NodeView {
+        address staker;
+        address worker;
+        string url;
+        bytes umbralPublicKey;
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                               CONSTANTS
+    //////////////////////////////////////////////////////////////*/
+
+    /// @notice Sub-stake slots per staker (free slots are reused).
+    uint256 public constant MAX_SUB_STAKES = 16;
+
+    /// @notice The longest URL a node record may hold, in bytes.
+    uint256 public constant MAX_URL_LENGTH = 256;
+
+    uint256 internal constant WAD = 1e18;
+
+    /*//////////////////////////////////////////////////////////////
+                               IMMUTABLES
+    //////////////////////////////////////////////////////////////*/
+
+    KMSToken public immutable token;
+    address public immutable owner; // may link the policy manager and adjudicator, once each
+    uint256 public immutable override secondsPerPeriod;
+    uint256 public immutable minStake;
+    uint256 public immutable maxStake;
+    uint256 public immutable minLockPeriods;
+    uint256 public immutable maxLockPeriods;
+    uint256 public immutable minWorkerPeriods;
+    uint256 public immutable issuanceRate;
+
+    /*//////////////////////////////////////////////////////////////
+                                STORAGE
+    //////////////////////////////////////////////////////////////*/
+
+    /// @notice The policy manager told of every commitment (slot shared with the reserve: one read).
+    IPolicyManager public policyManager;
+
+    /// @notice The part of the mining reserve not yet allocated to a period.
+    uint96 public unallocatedReserve;
+
+    /// @notice The only caller of `slash`.
+    address public adjudicator;
+
+    mapping(address staker => StakerInfo) internal stakers;
+    mapping(address worker => address staker) public override stakerOf;
+    mapping(uint256 period => PeriodTotals) internal periodTotals;
+    mapping(address staker => NodeRecord) internal nodeRecords;
+    address[] internal stakerList;
+
+    /*//////////////////////////////////////////////////////////////
+                                 EVENTS
+    //////////////////////////////////////////////////////////////*/
+
+    event PolicyManagerSet(address indexed policyManager);
+    event AdjudicatorSet(address indexed adjudicator);
+    event Deposited(
+        address indexed staker, uint256 indexed index, uint256 amount, uint256 firstPeriod, uint256 lastPeriod
+    );
+    event Prolonged(address indexed staker, uint256 indexed index, uint256 lastPeriod);
+    event Divided(
+        address indexed staker, uint256 indexed index, uint256 newIndex, uint256 newAmount, uint256 newLastPeriod
+    );
+    event Merged(address indexed staker, uint256 indexed index, uint256 mergedIndex);
+    event Withdrawn(address indexed staker, uint256 amount);
+    event WorkerBonded(address indexed staker, address indexed worker, uint256 period);
+    event NodeRecordPublished(address indexed staker, address indexed worker, string url, bytes umbralPublicKey);
+    event CommitmentMade(address indexed staker, uint256 indexed period, uint256 locked);
+    event IssuanceAllocated(uint256 indexed period, uint256 issuance);
+    /// @notice Rewards of the commitments to periods `firstPeriod..lastPeriod` (one or two periods:
+    /// the pending commitments are always consecutive) were added to the stake.
+    event RewardMinted(address indexed staker, uint256 firstPeriod, uint256 lastPeriod, uint256 amount);
+    event Slashed(address indexed staker, uint256 penalty, address indexed investigator, uint256 reward);
+
+    /*//////////////////////////////////////////////////////////////
+                              CONSTRUCTOR
+    //////////////////////////////////////////////////////////////*/
+
+    /// @param token_ The KMS token; its whole unminted reserve becomes this escrow's to issue.
+    /// @param params See `Parameters`.
+    constructor(KMSToken token_, Parameters memory params) {
+        // Period 0 is the "no period" sentinel of commitments and refund cursors: start past it.
+        if (params.secondsPerPeriod == 0 || block.timestamp < params.secondsPerPeriod) {
+            revert Errors.StakingEscrow_InvalidParameter("secondsPerPeriod");
+        }
+        if (params.minStake == 0 || params.minStake > params.maxStake) {
+            revert Errors.StakingEscrow_InvalidParameter("minStake/maxStake");
+        }
+        if (params.maxStake > type(uint96).max) revert Errors.StakingEscrow_InvalidParameter("maxStake");
+        if (params.minLockPeriods == 0 || params.minLockPeriods > params.maxLockPeriods) {
+            revert Errors.StakingEscrow_InvalidParameter("minLockPeriods/maxLockPeriods");
+        }
+        if (params.maxLockPeriods > type(uint16).max) revert Errors.StakingEscrow_InvalidParameter("maxLockPeriods");
+        if (params.issuanceRate == 0 || params.issuanceRate > WAD) {
+            revert Errors.StakingEscrow_InvalidParameter("issuanceRate");
+        }
+        if (token_.minter() != address(this)) revert Errors.StakingEscrow_NotTheMinter(token_.minter());
+        token = token_;
+        owner = msg.sender;
+        secondsPerPeriod = params.secondsPerPeriod;
+        minStake = params.minStake;
+        maxStake = params.maxStake;
+        minLockPeriods = params.minLockPeriods;
+        maxLockPeriods = params.maxLockPeriods;
+        minWorkerPeriods = params.minWorkerPeriods;
+        issuanceRate = params.issuanceRate;
+        // The token's cap fits 96 bits (KMSToken enforces it), so the reserve does too.
+        unallocatedReserve = uint96(token_.cap() - token_.totalSupply());
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                                LINKING
+    //////////////////////////////////////////////////////////////*/
+
+    /// @notice Links the policy manager. Callable once, by the deployer.
+    function setPolicyManager(IPolicyManager policyManager_) external {
+        if (msg.sender != owner || address(policyManager) != address(0) || address(policyManager_) == address(0)) {
+            revert Errors.StakingEscrow_LinkNotSettable("policyManager");
+        }
+        policyManager = policyManager_;
+        emit PolicyManagerSet(address(policyManager_));
+    }
+
+    /// @notice Links the adjudicator, the only caller of `slash`. Callable once, by the deployer.
+    function setAdjudicator(address adjudicator_) external {
+        if (msg.sender != owner || adjudicator != address(0) || adjudicator_ == address(0)) {
+            revert Errors.StakingEscrow_LinkNotSettable("adjudicator");
+        }
+        adjudicator = adjudicator_;
+        emit AdjudicatorSet(adjudicator_);
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                                STAKING
+    //////////////////////////////////////////////////////////////*/
+
+    /// @notice Deposits `amount` tokens as a new sub-stake locked from now through `periods` more periods.
+    /// Requirements: `amount >= minStake`; `minLockPeriods <= periods <= maxLockPeriods`; the staker's
+    /// locked total stays within `maxStake`; an allowance of `amount` for this contract.
+    /// @dev A deposit counts toward rewards from the staker's next commitment.
+    /// @param amount Tokens, in token units.
+    /// @param periods Lock duration in whole periods after the current one.
+    /// @return index The sub-stake's index.
+    function deposit(uint256 amount, uint256 periods) external returns (uint256 index) {
+        if (amount < minStake) revert Errors.StakingEscrow_AmountBelowMinStake(amount, minStake);
+        if (periods < minLockPeriods || periods > maxLockPeriods) {
+            revert Errors.StakingEscrow_LockOutOfRange(periods, minLockPeriods, maxLockPeriods);
+        }
+        address bondedTo = stakerOf[msg.sender];
+        if (bondedTo != address(0) && bondedTo != msg.sender) revert Errors.StakingEscrow_WorkerIsAStaker(msg.sender);
+
+        StakerInfo storage info = stakers[msg.sender];
+        uint256 current = currentPeriod();
+        (uint256 lockedNow, uint256 freeIndex) = _scan(info, current);
+        if (lockedNow + amount > maxStake) revert Errors.StakingEscrow_StakeAboveMax(lockedNow + amount, maxStake);
+
+        uint256 lastPeriod = current + periods;
+        index = _store(info, freeIndex, SubStake(uint32(current), uint32(lastPeriod), uint96(amount)));
+        info.value += uint96(amount);
+        if (!info.listed) {
+            info.listed = true;
+            stakerList.push(msg.sender);
+        }
+        emit Deposited(msg.sender, index, amount, current, lastPeriod);
+
+        IERC20(address(token)).safeTransferFrom(msg.sender, address(this), amount);
+    }
+
+    /// @notice Extends a locked sub-stake by `periods`.
+    /// Requirements: the sub-stake is still locked; the remaining lock stays within `maxLockPeriods`.
+    function prolong(uint256 index, uint256 periods) external {
+        if (periods == 0) revert Errors.StakingEscrow_ZeroValue();
+        uint256 current = currentPeriod();
+        SubStake storage subStake = _activeSubStake(msg.sender, index, current);
+        uint256 lastPeriod = subStake.lastPeriod + periods;
+        _checkRemainingLock(lastPeriod, current);
+        subStake.lastPeriod = uint32(lastPeriod);
+        emit Prolonged(msg.sender, index, lastPeriod);
+    }
+
+    /// @notice Splits `newAmount` off a locked sub-stake into a new sub-stake locked `periods` longer.
+    /// Requirements: both parts at least `minStake`; `periods > 0`; the remaining lock stays within
+    /// `maxLockPeriods`; a free sub-stake slot.
+    /// @return newIndex The new sub-stake's index.
+    function divide(uint256 index, uint256 newAmount, uint256 periods) external returns (uint256 newIndex) {
+        if (periods == 0) revert Errors.StakingEscrow_ZeroValue();
+        uint256 current = currentPeriod();
+        SubStake storage subStake = _activeSubStake(msg.sender, index, current);
+        uint256 amount = subStake.amount;
+        if (newAmount < minStake) revert Errors.StakingEscrow_AmountBelowMinStake(newAmount, minStake);
+        if (newAmount >= amount || amount - newAmount < minStake) {
+            revert Errors.StakingEscrow_AmountBelowMinStake(amount > newAmount ? amount - newAmount : 0, minStake);
+        }
+        uint256 newLastPeriod = subStake.lastPeriod + periods;
+        _checkRemainingLock(newLastPeriod, current);
+
+        StakerInfo storage info = stakers[msg.sender];
+        (, uint256 freeIndex) = _scan(info, current);
+        subStake.amount = uint96(amount - newAmount);
+        newIndex = _store(info, freeIndex, SubStake(subStake.firstPeriod, uint32(newLastPeriod), uint96(newAmount)));
+        emit Divided(msg.sender, index, newIndex, newAmount, newLastPeriod);
+    }
+
+    /// @notice Merges sub-stake `mergedIndex` into sub-stake `index`; the merged slot becomes free.
+    /// Requirements: two different locked sub-stakes with the same last period.
+    function merge(uint256 index, uint256 mergedIndex) external {
+        uint256 current = currentPeriod();
+        SubStake storage target = _activeSubStake(msg.sender, index, current);
+        SubStake storage merged = _activeSubStake(msg.sender, mergedIndex, current);
+        if (index == mergedIndex || target.lastPeriod != merged.lastPeriod) {
+            revert Errors.StakingEscrow_SubStakesNotMergeable(index, mergedIndex);
+        }
+        target.amount += merged.amount;
+        if (merged.firstPeriod < target.firstPeriod) target.firstPeriod = merged.firstPeriod;
+        delete stakers[msg.sender].subStakes[mergedIndex];
+        emit Merged(msg.sender, index, mergedIndex);
+    }
+
+    /// @notice Withdraws unlocked tokens (expired sub-stakes and minted rewards).
+    /// Requirements: `0 < amount <= value - locked(current period)`.
+    function withdraw(uint256 amount) external {
+        if (amount == 0) revert Errors.StakingEscrow_ZeroValue();
+        StakerInfo storage info = stakers[msg.sender];
+        (uint256 lockedNow,) = _scan(info, currentPeriod());
+        uint256 unlocked = info.value - lockedNow;
+        if (amount > unlocked) revert Errors.StakingEscrow_InsufficientUnlocked(amount, unlocked);
+        info.value -= uint96(amount);
+        emit Withdrawn(msg.sender, amount);
+        IERC20(address(token)).safeTransfer(msg.sender, amount);
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                                WORKERS
+    //////////////////////////////////////////////////////////////*/
+
+    /// @notice Bonds `worker` (zero to unbond) to the caller's stake and clears the node record.
+    /// Requirements: the caller has deposited; the current worker has been bonded at least
+    /// `minWorkerPeriods`; `worker` is bonded to nobody and is not another staker.
+    function bondWorker(address worker) external {
+        StakerInfo storage info = stakers[msg.sender];
+        if (!info.listed) revert Errors.StakingEscrow_NotAStaker(msg.sender);
+        uint256 current = currentPeriod();
+        address previous = info.worker;
+        if (previous != address(0) && current < info.workerBondedPeriod + minWorkerPeriods) {
+            revert Errors.StakingEscrow_WorkerBondedTooRecently(
+                info.workerBondedPeriod, info.workerBondedPeriod + minWorkerPeriods
+            );
+        }
+        if (worker != address(0)) {
+            address bondedTo = stakerOf[worker];
+            if (bondedTo != address(0)) revert Errors.StakingEscrow_WorkerAlreadyBonded(worker, bondedTo);
+            if (worker != msg.sender && stakers[worker].listed) revert Errors.StakingEscrow_WorkerIsAStaker(worker);
+            stakerOf[worker] = msg.sender;
+        }
+        if (previous != address(0)) delete stakerOf[previous];
+        info.worker = worker;
+        info.workerBondedPeriod = uint32(current);
+        delete nodeRecords[msg.sender];
+        emit WorkerBonded(msg.sender, worker, current);
+    }
+
+    /// @notice The worker publishes where its node listens and its Umbral public key.
+    /// Requirements: the caller is a bonded worker; `0 < url length <= MAX_URL_LENGTH`; the key is a
+    /// 33-byte compressed point (first byte 0x02 or 0x03).
+    function publishNodeRecord(string calldata url, bytes calldata umbralPublicKey) external {
+        address staker = _stakerOfWorker(msg.sender);
+        uint256 urlLength = bytes(url).length;
+        if (urlLength == 0 || urlLength > MAX_URL_LENGTH) revert Errors.StakingEscrow_InvalidNodeRecord("url length");
+        if (umbralPublicKey.length != 33 || (umbralPublicKey[0] != 0x02 && umbralPublicKey[0] != 0x03)) {
+            revert Errors.StakingEscrow_InvalidNodeRecord("umbral public key");
+        }
+        nodeRecords[staker] = NodeRecord(url, umbralPublicKey);
+        emit NodeRecordPublished(staker, msg.sender, url, umbralPublicKey);
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                          COMMITMENTS AND REWARDS
+    //////////////////////////////////////////////////////////////*/
+
+    /// @notice The worker commits its staker to the next period, minting the rewards of the
+    /// commitments whose period has ended and accruing the node's fees for the next period.
+    /// Requirements: the caller is a bonded worker; not yet committed to the next period; something
+    /// locked in the next period.
+    function commitToNextPeriod() external {
+        address staker = _stakerOfWorker(msg.sender);
+        StakerInfo storage info = stakers[staker];
+        uint256 current = currentPeriod();
+        uint256 next = current + 1;
+        if (info.commitPeriodA == next || info.commitPeriodB == next) revert Errors.StakingEscrow_AlreadyCommitted(next);
+        (uint256 locked,) = _scan(info, next);
+        if (locked == 0) revert Errors.StakingEscrow_NothingLockedNextPeriod(staker, next);
+
+        uint256 reward = _settleFinished(staker, info, current);
+        // After settling, at most the current period's commitment remains: one slot is free.
+        if (info.commitPeriodA == 0) {
+            info.commitPeriodA = uint32(next);
+            info.commitLockedA = uint96(locked);
+        } else {
+            info.commitPeriodB = uint32(next);
+            info.commitLockedB = uint96(locked);
+        }
+
+        PeriodTotals storage totals = periodTotals[next];
+        IPolicyManager manager = policyManager;
+        if (!totals.allocated) {
+            uint256 unallocated = unallocatedReserve;
+            uint256 issuance = unallocated * issuanceRate / WAD;
+            unallocatedReserve = uint96(unallocated - issuance);
+            totals.issuance = uint96(issuance);
+            totals.allocated = true;
+            emit IssuanceAllocated(next, issuance);
+        }
+        totals.lockedTotal += uint96(locked);
+        emit CommitmentMade(staker, next, locked);
+
+        if (reward != 0) token.mint(address(this), reward);
+        if (address(manager) != address(0)) manager.recordCommitment(staker, next);
+    }
+
+    /// @notice Mints the rewards of the caller's (or its worker's staker's) ended commitments.
+    /// @dev A no-op returning zero when nothing is due, so it is safe to call from a duty loop.
+    /// @return reward The tokens minted to the stake.
+    function mint() external returns (uint256 reward) {
+        // Workers (the daemons) call this most: look them up first.
+        address staker = stakerOf[msg.sender];
+        if (staker == address(0)) {
+            if (!stakers[msg.sender].listed) revert Errors.StakingEscrow_NotStakerOrWorker(msg.sender, address(0));
+            staker = msg.sender;
+        }
+        reward = _settleFinished(staker, stakers[staker], currentPeriod());
+        if (reward != 0) token.mint(address(this), reward);
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                                SLASHING
+    //////////////////////////////////////////////////////////////*/
+
+    /// @inheritdoc IStakingEscrow
+    /// @dev The penalty is capped at the stake; it comes from unlocked tokens first, then from the
+    /// sub-stakes that unlock soonest. Commitments awaiting their period shrink with the stake.
+    function slash(address staker, uint256 penalty, address investigator, uint256 reward) external override {
+        if (msg.sender != adjudicator) revert Errors.StakingEscrow_CallerNotAdjudicator(msg.sender);
+        if (reward > penalty || (reward != 0 && investigator == address(0))) {
+            revert Errors.StakingEscrow_InvalidSlash(penalty, reward);
+        }
+        StakerInfo storage info = stakers[staker];
+        uint256 value = info.value;
+        if (penalty > value) {
+            // Keep the investigator's share proportional when the stake cannot cover the penalty.
+            reward = penalty == 0 ? 0 : reward * value / penalty;
+            penalty = value;
+        }
+        value -= penalty;
+        info.value = uint96(value);
+
+        uint256 current = currentPeriod();
+        (uint256 lockedNow,) = _scan(info, current);
+        if (lockedNow > value) _cutSubStakes(info, current, lockedNow - value);
+        _shrinkCommitments(info, current);
+
+        uint256 burnt = penalty - reward;
+        unallocatedReserve += uint96(burnt);
+        emit Slashed(staker, penalty, investigator, reward);
+
+        if (reward != 0) IERC20(address(token)).safeTransfer(investigator, reward);
+        if (burnt != 0) token.burn(burnt);
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                                 VIEWS
+    //////////////////////////////////////////////////////////////*/
+
+    /// @inheritdoc IStakingEscrow
+    function currentPeriod() public view override returns (uint256) {
+        return block.timestamp / secondsPerPeriod;
+    }
+
+    /// @notice The staker's tokens locked in `period` (meaningful for the current period and later).
+    function lockedAt(address staker, uint256 period) external view returns (uint256 locked) {
+        (locked,) = _scan(stakers[staker], period);
+    }
+
+    /// @inheritdoc IStakingEscrow
+    function policyEligibility(address staker, uint256 period)
+        external
+        view
+        override
+        returns (uint256 locked, address worker)
+    {
+        StakerInfo storage info = stakers[staker];
+        (locked,) = _scan(info, period);
+        worker = info.worker;
+    }
+
+    /// @inheritdoc IStakingEscrow
+    function stakeOf(address staker) external view override returns (uint256) {
+        return stakers[staker].value;
+    }
+
+    /// @inheritdoc IStakingEscrow
+    function workerOf(address staker) external view override returns (address) {
+        return stakers[staker].worker;
+    }
+
+    /// @notice The staker's sub-stakes (free slots have a zero amount).
+    function getSubStakes(address staker) external view returns (SubStake[] memory subStakes) {
+        StakerInfo storage info = stakers[staker];
+        uint256 count = info.subStakeCount;
+        subStakes = new SubStake[](count);
+        for (uint256 i; i < count; ++i) {
+            subStakes[i] = info.subStakes[i];
+        }
+    }
+
+    /// @notice A summary of the staker's state.
+    function getStakerInfo(address staker) external view returns (StakerView memory view_) {
+        StakerInfo storage info = stakers[staker];
+        uint256 current = currentPeriod();
+        view_.value = info.value;
+        (view_.lockedNow,) = _scan(info, current);
+        (view_.lockedNextPeriod,) = _scan(info, current + 1);
+        view_.rewardsMinted = info.rewardsMinted;
+        view_.pendingReward = _pendingReward(info, current);
+        view_.lastCommittedPeriod = _lastCommittedPeriod(info);
+        view_.worker = info.worker;
+        view_.workerBondedPeriod = info.workerBondedPeriod;
+        view_.commitPeriods = [uint256(info.commitPeriodA), uint256(info.commitPeriodB)];
+        view_.commitLocked = [uint256(info.commitLockedA), uint256(info.commitLockedB)];
+    }
+
+    /// @notice Rewards of ended commitments, not yet minted.
+    function pendingReward(address staker) external view returns (uint256) {
+        return _pendingReward(stakers[staker], currentPeriod());
+    }
+
+    /// @notice The totals of `period`: locked tokens committed to it and its issuance.
+    function getPeriodTotals(uint256 period) external view returns (PeriodTotals memory) {
+        return periodTotals[period];
+    }
+
+    /// @notice How many stakers ever deposited (the length of the paged lists).
+    function stakersCount() external view returns (uint256) {
+        return stakerList.length;
+    }
+
+    /// @notice Stakers that can take a policy ending `periodsAhead` periods from now: a bonded worker,
+    /// committed to the current or the next period, and tokens locked in period `current + periodsAhead`.
+    /// Sample nodes weighted by `locked`. Paged over the staker list: `[offset, offset + limit)`.
+    /// @return activeStakers The stakers of the page that qualify.
+    /// @return locked Each one's locked tokens in period `current + periodsAhead`.
+    /// @return lockedSum The sum of `locked`.
+    function getActiveStakers(uint256 periodsAhead, uint256 offset, uint256 limit)
+        external
+        view
+        returns (address[] memory activeStakers, uint256[] memory locked, uint256 lockedSum)
+    {
+        uint256 end = _pageEnd(offset, limit);
+        uint256 current = currentPeriod();
+        activeStakers = new address[](end - offset);
+        locked = new uint256[](end - offset);
+        uint256 count;
+        for (uint256 i = offset; i < end; ++i) {
+            address staker = stakerList[i];
+            StakerInfo storage info = stakers[staker];
+            if (info.worker == address(0) || _lastCommittedPeriod(info) < current) continue;
+            (uint256 amount,) = _scan(info, current + periodsAhead);
+            if (amount == 0) continue;
+            activeStakers[count] = staker;
+            locked[count] = amount;
+            lockedSum += amount;
+            ++count;
+        }
+        assembly ("memory-safe") {
+            mstore(activeStakers, count)
+            mstore(locked, count)
+        }
+    }
+
+    /// @notice The node record of a staker (empty when none is published).
+    function nodeRecordOf(address staker) external view returns (NodeView memory) {
+        NodeRecord storage record = nodeRecords[staker];
+        return NodeView(staker, stakers[staker].worker, record.url, record.umbralPublicKey);
+    }
+
+    /// @notice The published node records of the stakers in `[offset, offset + limit)` of the list.
+    function getNodeRecords(uint256 offset, uint256 limit) external view returns (NodeView[] memory records) {
+        uint256 end = _pageEnd(offset, limit);
+        records = new NodeView[](end - offset);
+        uint256 count;
+        for (uint256 i = offset; i < end; ++i) {
+            address staker = stakerList[i];
+            NodeRecord storage record = nodeRecords[staker];
+            if (record.umbralPublicKey.length == 0) continue;
+            records[count++] = NodeView(staker, stakers[staker].worker, record.url, record.umbralPublicKey);
+        }
+        assembly ("memory-safe") {
+            mstore(records, count)
+        }
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                                INTERNAL
+    //////////////////////////////////////////////////////////////*/
+
+    function _stakerOfWorker(address worker) internal view returns (address staker) {
+        staker = stakerOf[worker];
+        if (staker == address(0)) revert Errors.StakingEscrow_NotAWorker(worker);
+    }
+
+    /// @dev One pass over the sub-stakes: the amount locked in `period` and the first free slot
+    /// (unlocked before `period` or emptied), `type(uint256).max` when there is none.
+    function _scan(StakerInfo storage info, uint256 period)
+        internal
+        view
+        returns (uint256 locked, uint256 freeIndex)
+    {
+        freeIndex = type(uint256).max;
+        uint256 count = info.subStakeCount;
+        for (uint256 i; i < count; ++i) {
+            SubStake memory subStake = info.subStakes[i];
+            if (subStake.amount != 0 && subStake.lastPeriod >= period) {
+                if (subStake.firstPeriod <= period) locked += subStake.amount;
+            } else if (freeIndex == type(uint256).max) {
+                freeIndex = i;
+            }
+        }
+    }
+
+    /// @dev Writes `subStake` into the free slot `freeIndex`, or appends it within `MAX_SUB_STAKES`.
+    function _store(StakerInfo storage info, uint256 freeIndex, SubStake memory subStake)
+        internal
+        returns (uint256 index)
+    {
+        if (freeIndex != type(uint256).max) {
+            info.subStakes[freeIndex] = subStake;
+            return freeIndex;
+        }
+        index = info.subStakeCount;
+        if (index >= MAX_SUB_STAKES) revert Errors.StakingEscrow_TooManySubStakes(MAX_SUB_STAKES);
+        info.subStakes[index] = subStake;
+        info.subStakeCount = uint8(index + 1);
+    }
+
+    function _activeSubStake(address staker, uint256 index, uint256 current)
+        internal
+        view
+        returns (SubStake storage subStake)
+    {
+        StakerInfo storage info = stakers[staker];
+        if (index >= info.subStakeCount) revert Errors.StakingEscrow_SubStakeNotFound(staker, index);
+        subStake = info.subStakes[index];
+        if (subStake.amount == 0 || subStake.lastPeriod < current) {
+            revert Errors.StakingEscrow_SubStakeInactive(index, subStake.lastPeriod, current);
+        }
+    }
+
+    function _checkRemainingLock(uint256 lastPeriod, uint256 current) internal view {
+        if (lastPeriod - current > maxLockPeriods) {
+            revert Errors.StakingEscrow_LockOutOfRange(lastPeriod - current, minLockPeriods, maxLockPeriods);
+        }
+    }
+
+    /// @dev Credits the rewards of commitments to periods before `current` and frees their slots.
+    /// The caller mints the returned amount.
+    function _settleFinished(address staker, StakerInfo storage info, uint256 current)
+        internal
+        returns (uint256 reward)
+    {
+        uint256 periodA = info.commitPeriodA;
+        uint256 periodB = info.commitPeriodB;
+        bool settleA = periodA != 0 && periodA < current;
+        bool settleB = periodB != 0 && periodB < current;
+        if (!settleA && !settleB) return 0;
+        uint256 firstPeriod = type(uint256).max;
+        uint256 lastPeriod;
+        if (settleA) {
+            reward = _formula(periodA, info.commitLockedA);
+            (firstPeriod, lastPeriod) = (periodA, periodA);
+            info.commitPeriodA = 0;
+            info.commitLockedA = 0;
+        }
+        if (settleB) {
+            reward += _formula(periodB, info.commitLockedB);
+            if (periodB < firstPeriod) firstPeriod = periodB;
+            if (periodB > lastPeriod) lastPeriod = periodB;
+            info.commitPeriodB = 0;
+            info.commitLockedB = 0;
+        }
+        if (reward != 0) {
+            info.value += uint96(reward);
+            info.rewardsMinted += uint96(reward);
+        }
+        emit RewardMinted(staker, firstPeriod, lastPeriod, reward);
+    }
+
+    /// @dev The mining formula: `locked * issuance(p) / lockedTotal(p)`, rounded down, so the rewards
+    /// of a period never sum to more than its issuance.
+    function _formula(uint256 period, uint256 locked) internal view returns (uint256) {
+        PeriodTotals memory totals = periodTotals[period];
+        if (totals.lockedTotal == 0) return 0;
+        return locked * totals.issuance / totals.lockedTotal;
+    }
+
+    function _pendingReward(StakerInfo storage info, uint256 current) internal view returns (uint256 reward) {
+        if (info.commitPeriodA != 0 && info.commitPeriodA < current) {
+            reward = _formula(info.commitPeriodA, info.commitLockedA);
+        }
+        if (info.commitPeriodB != 0 && info.commitPeriodB < current) {
+            reward += _formula(info.commitPeriodB, info.commitLockedB);
+        }
+    }
+
+    /// @dev Takes `amount` out of the locked sub-stakes, those unlocking soonest first.
+    function _cutSubStakes(StakerInfo storage info, uint256 current, uint256 amount) internal {
+        uint256 count = info.subStakeCount;
+        while (amount != 0) {
+            uint256 soonest = type(uint256).max;
+            uint256 soonestLast = type(uint256).max;
+            for (uint256 i; i < count; ++i) {
+                SubStake memory subStake = info.subStakes[i];
+                if (subStake.amount != 0 && subStake.lastPeriod >= current && subStake.lastPeriod < soonestLast) {
+                    soonest = i;
+                    soonestLast = subStake.lastPeriod;
+                }
+            }
+            // The caller only asks for what is locked, so a locked sub-stake always remains here.
+            SubStake storage cut = info.subStakes[soonest];
+            uint256 taken = cut.amount < amount ? cut.amount : amount;
+            cut.amount -= uint96(taken);
+            amount -= taken;
+        }
+    }
+
+    /// @dev After a slash, a commitment to the current or next period cannot count more than is
+    /// still locked in its period.
+    function _shrinkCommitments(StakerInfo storage info, uint256 current) internal {
+        uint256 periodA = info.commitPeriodA;
+        if (periodA >= current) {
+            info.commitLockedA = uint96(_shrinkCommitment(info, periodA, info.commitLockedA));
+        }
+        uint256 periodB = info.commitPeriodB;
+        if (periodB >= current) {
+            info.commitLockedB = uint96(_shrinkCommitment(info, periodB, info.commitLockedB));
+        }
+    }
+
+    function _shrinkCommitment(StakerInfo storage info, uint256 period, uint256 committed)
+        internal
+        returns (uint256)
+    {
+        (uint256 locked,) = _scan(info, period);
+        if (locked >= committed) return committed;
+        periodTotals[period].lockedTotal -= uint96(committed - locked);
+        return locked;
+    }
+
+    function _lastCommittedPeriod(StakerInfo storage info) internal view returns (uint256) {
+        uint256 periodA = info.commitPeriodA;
+        uint256 periodB = info.commitPeriodB;
+        return periodA > periodB ? periodA : periodB;
+    }
+
+    function _pageEnd(uint256 offset, uint256 limit) internal view returns (uint256 end) {
+        uint256 length = stakerList.length;
+        if (offset >= length) return offset;
+        end = limit > length - offset ? length : offset + limit;
+    }
+}

@@ -1,0 +1,12 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+pragma solidity ^0.8.28;
+
+/// @title IPolicyManager
+/// @notice What the staking escrow calls on the policy manager.
+interface IPolicyManager {
+    /// @notice Records that `node` committed to `period`, accruing the node's fees for that period.
+    /// Requirements: called by the escrow, at most once per node and period, with `period` increasing.
+    /// @param node The staker's address.
+    /// @param period The period committed to (always the escrow's current period + 1).
+    function recordCommitment(address node, uint256 period) external;
+}

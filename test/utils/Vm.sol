@@ -1,0 +1,78 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+pragma solidity ^0.8.28;
+
+/// @notice The subset of Foundry's cheatcodes this project uses (the npm forge-std lacks ds-test,
+/// so the project carries its own base). Signatures follow forge's cheatcode ABI.
+interface Vm {
+    // Environment
+    function warp(uint256 timestamp) external;
+    function roll(uint256 blockNumber) external;
+    function deal(address account, uint256 balance) external;
+    function prank(address sender) external;
+    function startPrank(address sender) external;
+    function stopPrank() external;
+    function label(address account, string calldata name) external;
+    function addr(uint256 privateKey) external pure returns (address);
+    function sign(uint256 privateKey, bytes32 digest) external pure returns (uint8 v, bytes32 r, bytes32 s);
+    function assume(bool condition) external pure;
+    function getBlockTimestamp() external view returns (uint256);
+    function getNonce(address account) external view returns (uint64);
+    function computeCreateAddress(address deployer, uint256 nonce) external pure returns (address);
+
+    // Expectations
+    function expectRevert() external;
+    function expectRevert(bytes4 selector) external;
+    function expectRevert(bytes calldata revertData) external;
+    function expectEmit() external;
+    function expectEmit(address emitter) external;
+    function expectEmit(bool checkTopic1, bool checkTopic2, bool checkTopic3, bool checkData) external;
+
+    // Gas
+    function snapshotGasLastCall(string calldata name) external returns (uint256 gasUsed);
+    function snapshotValue(string calldata name, uint256 value) external;
+
+    // Files and JSON
+    function readFile(string calldata path) external view returns (string memory);
+    function writeFile(string calldata path, string calldata data) external;
+    function writeJson(string calldata json, string calldata path) external;
+    function serializeAddress(string calldata objectKey, string calldata valueKey, address value)
+        external
+        returns (string memory);
+    function serializeUint(string calldata objectKey, string calldata valueKey, uint256 value)
+        external
+        returns (string memory);
+    function projectRoot() external view returns (string memory);
+    function createDir(string calldata path, bool recursive) external;
+
+    // Environment variables and broadcasting
+    function envOr(string calldata name, uint256 defaultValue) external view returns (uint256);
+    function envOr(string calldata name, address defaultValue) external view returns (address);
+    function envOr(string calldata name, string calldata defaultValue) external view returns (string memory);
+    function startBroadcast(uint256 privateKey) external;
+    function startBroadcast() external;
+    function stopBroadcast() external;
+    function toString(uint256 value) external pure returns (string memory);
+
+    // Assertions (forge's assertion cheatcodes print both sides on failure)
+    function assertTrue(bool condition, string calldata message) external pure;
+    function assertFalse(bool condition, string calldata message) external pure;
+    function assertEq(uint256 left, uint256 right) external pure;
+    function assertEq(uint256 left, uint256 right, string calldata message) external pure;
+    function assertEq(int256 left, int256 right) external pure;
+    function assertEq(address left, address right) external pure;
+    function assertEq(address left, address right, string calldata message) external pure;
+    function assertEq(bool left, bool right) external pure;
+    function assertEq(bool left, bool right, string calldata message) external pure;
+    function assertEq(bytes32 left, bytes32 right) external pure;
+    function assertEq(bytes calldata left, bytes calldata right) external pure;
+    function assertEq(string calldata left, string calldata right) external pure;
+    function assertLe(uint256 left, uint256 right) external pure;
+    function assertLe(uint256 left, uint256 right, string calldata message) external pure;
+    function assertGe(uint256 left, uint256 right) external pure;
+    function assertGe(uint256 left, uint256 right, string calldata message) external pure;
+    function assertLt(uint256 left, uint256 right) external pure;
+    function assertGt(uint256 left, uint256 right) external pure;
+    function assertApproxEqRel(uint256 left, uint256 right, uint256 maxPercentDelta, string calldata message)
+        external
+        pure;
+}
