@@ -68,6 +68,10 @@ abstract contract Test {
         vm.assertFalse(condition, "assertion failed");
     }
 
+    function assertFalse(bool condition, string memory message) internal pure {
+        vm.assertFalse(condition, message);
+    }
+
     function assertEq(uint256 left, uint256 right) internal pure {
         vm.assertEq(left, right);
     }
@@ -78,6 +82,10 @@ abstract contract Test {
 
     function assertEq(address left, address right) internal pure {
         vm.assertEq(left, right);
+    }
+
+    function assertEq(address left, address right, string memory message) internal pure {
+        vm.assertEq(left, right, message);
     }
 
     function assertEq(bool left, bool right) internal pure {

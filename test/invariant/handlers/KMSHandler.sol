@@ -1,0 +1,309 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+pragma solidity ^0.8.28;
+
+import {KMSToken} from "../../../contracts/KMSToken.sol";
+import {PolicyManager} from "../../../contracts/PolicyManager.sol";
+import {StakingEscrow} from "../../../contracts/StakingEscrow.sol";
+import {Vm} from "../../utils/Vm.sol";
+
+/// @notice Drives the escrow and the policy manager with bounded random actions by a fixed cast
+/// of stakers (each with its worker) and policy owners, and keeps ghost totals of every token and
+/// every wei that moves, for the invariants to check against the contracts' own state.
+contract KMSHandler {
+    Vm internal constant vm = Vm(address(uint160(uint256(keccak256("hevm cheat code")))));
+
+    uint256 internal constant STAKERS = 5;
+    uint256 internal constant OWNERS = 2;
+
+    KMSToken public immutable token;
+    StakingEscrow public immutable escrow;
+    PolicyManager public immutable policyManager;
+    address public immutable adjudicator;
+    address public immutable treasury; // holds the initial supply, funds the stakers
+
+    address[STAKERS] public stakers;
+    address[STAKERS] public workers;
+    address[OWNERS] public owners;
+    address public investigator = address(0x1111);
+
+    struct PolicyRecord {
+        bytes16 id;
+        address owner;
+        address[] nodes;
+    }
+
+    PolicyRecord[] internal policies;
+
+    // Ghost totals: tokens
+    mapping(address => uint256) public ghostDeposited;
+    mapping(address => uint256) public ghostWithdrawn;
+    mapping(address => uint256) public ghostRewards;
+    mapping(address => uint256) public ghostPenalties;
+    uint256 public ghostRewardsTotal;
+    uint256 public ghostBurnt;
+    uint256 public ghostInvestigatorRewards;
+    // Ghost totals: ETH
+    uint256 public ghostPaid;
+    uint256 public ghostRefunded;
+    uint256 public ghostFeesWithdrawn;
+    // Counters, to see that the run did something
+    mapping(bytes32 => uint256) public calls;
+
+    constructor(KMSToken token_, StakingEscrow escrow_, PolicyManager policyManager_, address adjudicator_) {
+        token = token_;
+        escrow = escrow_;
+        policyManager = policyManager_;
+        adjudicator = adjudicator_;
+        treasury = msg.sender;
+        for (uint256 i; i < STAKERS; ++i) {
+            stakers[i] = address(uint160(0xA000 + i));
+            workers[i] = address(uint160(0xB000 + i));
+        }
+        for (uint256 i; i < OWNERS; ++i) {
+            owners[i] = address(uint160(0xC000 + i));
+        }
+    }
+
+    function stakerCount() external pure returns (uint256) {
+        return STAKERS;
+    }
+
+    function policyCount() external view returns (uint256) {
+        return policies.length;
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                                 TIME
+    //////////////////////////////////////////////////////////////*/
+
+    function advance(uint256 seconds_) external {
+        seconds_ = seconds_ % (3 * escrow.secondsPerPeriod());
+        vm.warp(vm.getBlockTimestamp() + seconds_);
+        calls["advance"]++;
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                                STAKING
+    //////////////////////////////////////////////////////////////*/
+
+    function deposit(uint256 actorSeed, uint256 amount, uint256 periods) external {
+        uint256 i = actorSeed % STAKERS;
+        address staker = stakers[i];
+        amount = _bound(amount, escrow.minStake(), 500_000e18);
+        periods = _bound(periods, escrow.minLockPeriods(), 120);
+        uint256 current = escrow.currentPeriod();
+        if (escrow.lockedAt(staker, current) + amount > escrow.maxStake()) return;
+        vm.prank(treasury);
+        token.transfer(staker, amount);
+        vm.startPrank(staker);
+        token.approve(address(escrow), amount);
+        try escrow.deposit(amount, periods) {
+            ghostDeposited[staker] += amount;
+            calls["deposit"]++;
+        } catch {
+            // Only a full sub-stake table may refuse here: give the tokens back.
+            token.transfer(treasury, amount);
+        }
+        vm.stopPrank();
+        if (escrow.workerOf(staker) == address(0)) {
+            vm.prank(staker);
+            escrow.bondWorker(workers[i]);
+        }
+    }
+
+    function prolong(uint256 actorSeed, uint256 index, uint256 periods) external {
+        address staker = stakers[actorSeed % STAKERS];
+        index = _pickSubStake(staker, index);
+        if (index == type(uint256).max) return;
+        periods = _bound(periods, 1, 30);
+        vm.prank(staker);
+        try escrow.prolong(index, periods) {
+            calls["prolong"]++;
+        } catch {}
+    }
+
+    function divide(uint256 actorSeed, uint256 index, uint256 fraction, uint256 periods) external {
+        address staker = stakers[actorSeed % STAKERS];
+        index = _pickSubStake(staker, index);
+        if (index == type(uint256).max) return;
+        uint256 amount = escrow.getSubStakes(staker)[index].amount;
+        uint256 newAmount = amount * _bound(fraction, 1, 99) / 100;
+        vm.prank(staker);
+        try escrow.divide(index, newAmount, _bound(periods, 1, 10)) {
+            calls["divide"]++;
+        } catch {}
+    }
+
+    function merge(uint256 actorSeed, uint256 index1, uint256 index2) external {
+        address staker = stakers[actorSeed % STAKERS];
+        uint256 count = escrow.getSubStakes(staker).length;
+        if (count < 2) return;
+        vm.prank(staker);
+        try escrow.merge(index1 % count, index2 % count) {
+            calls["merge"]++;
+        } catch {}
+    }
+
+    function withdraw(uint256 actorSeed, uint256 amount) external {
+        address staker = stakers[actorSeed % STAKERS];
+        uint256 unlocked = escrow.stakeOf(staker) - escrow.lockedAt(staker, escrow.currentPeriod());
+        if (unlocked == 0) return;
+        amount = _bound(amount, 1, unlocked);
+        vm.prank(staker);
+        escrow.withdraw(amount);
+        ghostWithdrawn[staker] += amount;
+        calls["withdraw"]++;
+        // Hand the tokens back so the treasury can keep funding deposits.
+        vm.prank(staker);
+        token.transfer(treasury, amount);
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                          COMMITMENTS AND REWARDS
+    //////////////////////////////////////////////////////////////*/
+
+    function commit(uint256 actorSeed) external {
+        uint256 i = actorSeed % STAKERS;
+        address staker = stakers[i];
+        uint256 expected = escrow.pendingReward(staker);
+        uint256 before = escrow.stakeOf(staker);
+        vm.prank(workers[i]);
+        try escrow.commitToNextPeriod() {
+            uint256 reward = escrow.stakeOf(staker) - before;
+            require(reward == expected, "commit minted other than the formula's reward");
+            ghostRewards[staker] += reward;
+            ghostRewardsTotal += reward;
+            calls["commit"]++;
+        } catch {}
+    }
+
+    function mint(uint256 actorSeed) external {
+        uint256 i = actorSeed % STAKERS;
+        address staker = stakers[i];
+        if (escrow.workerOf(staker) == address(0)) return;
+        uint256 expected = escrow.pendingReward(staker);
+        vm.prank(workers[i]);
+        uint256 reward = escrow.mint();
+        require(reward == expected, "mint minted other than the formula's reward");
+        ghostRewards[staker] += reward;
+        ghostRewardsTotal += reward;
+        calls["mint"]++;
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                                SLASHING
+    //////////////////////////////////////////////////////////////*/
+
+    function slash(uint256 actorSeed, uint256 penalty, uint256 rewardShare) external {
+        address staker = stakers[actorSeed % STAKERS];
+        uint256 value = escrow.stakeOf(staker);
+        if (value == 0) return;
+        penalty = _bound(penalty, 1, value * 2); // sometimes more than the stake: capped
+        uint256 reward = penalty * _bound(rewardShare, 0, 100) / 100;
+        uint256 investigatorBefore = token.balanceOf(investigator);
+        vm.prank(adjudicator);
+        escrow.slash(staker, penalty, investigator, reward);
+        uint256 taken = value - escrow.stakeOf(staker);
+        uint256 paid = token.balanceOf(investigator) - investigatorBefore;
+        require(taken <= penalty && paid <= reward && paid <= taken, "slash took more than asked");
+        ghostPenalties[staker] += taken;
+        ghostInvestigatorRewards += paid;
+        ghostBurnt += taken - paid;
+        calls["slash"]++;
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                                POLICIES
+    //////////////////////////////////////////////////////////////*/
+
+    function createPolicy(uint256 ownerSeed, uint256 nodeMask, uint256 periods, uint256 rate) external {
+        address owner = owners[ownerSeed % OWNERS];
+        periods = _bound(periods, 1, 20);
+        rate = _bound(rate, 1 gwei, 100 gwei);
+        uint256 current = escrow.currentPeriod();
+        uint256 lastPeriod = current + periods - 1;
+        // Eligible nodes among the mask, in ascending address order (stakers are ascending).
+        address[] memory chosen = new address[](STAKERS);
+        uint256 count;
+        for (uint256 i; i < STAKERS; ++i) {
+            if ((nodeMask >> i) & 1 == 0) continue;
+            (uint256 locked, address worker) = escrow.policyEligibility(stakers[i], lastPeriod);
+            if (locked == 0 || worker == address(0)) continue;
+            chosen[count++] = stakers[i];
+        }
+        if (count == 0) return;
+        assembly ("memory-safe") {
+            mstore(chosen, count)
+        }
+        uint256 value = rate * count * periods;
+        bytes16 id = bytes16(keccak256(abi.encode("policy", policies.length)));
+        uint256 end = (current + periods) * escrow.secondsPerPeriod();
+        vm.deal(owner, owner.balance + value);
+        vm.prank(owner); // the next call, and its value, come from the owner
+        policyManager.createPolicy{value: value}(id, owner, owner, end, chosen);
+        policies.push(PolicyRecord(id, owner, chosen));
+        ghostPaid += value;
+        calls["createPolicy"]++;
+    }
+
+    function revokePolicy(uint256 policySeed) external {
+        if (policies.length == 0) return;
+        PolicyRecord storage policy = policies[policySeed % policies.length];
+        uint256 before = policy.owner.balance;
+        vm.prank(policy.owner);
+        try policyManager.revokePolicy(policy.id, policy.nodes) returns (uint256 refunded) {
+            require(policy.owner.balance - before == refunded, "refund not sent");
+            ghostRefunded += refunded;
+            calls["revokePolicy"]++;
+        } catch {}
+    }
+
+    function revokeArrangement(uint256 policySeed, uint256 nodeSeed) external {
+        if (policies.length == 0) return;
+        PolicyRecord storage policy = policies[policySeed % policies.length];
+        address node = policy.nodes[nodeSeed % policy.nodes.length];
+        vm.prank(policy.owner);
+        try policyManager.revokeArrangement(policy.id, node, policy.nodes) returns (uint256 refunded) {
+            ghostRefunded += refunded;
+            calls["revokeArrangement"]++;
+        } catch {}
+    }
+
+    function refund(uint256 policySeed) external {
+        if (policies.length == 0) return;
+        PolicyRecord storage policy = policies[policySeed % policies.length];
+        try policyManager.refund(policy.id, policy.nodes) returns (uint256 amount) {
+            ghostRefunded += amount;
+            calls["refund"]++;
+        } catch {}
+    }
+
+    function withdrawFees(uint256 actorSeed) external {
+        address staker = stakers[actorSeed % STAKERS];
+        if (policyManager.fees(staker) == 0) return;
+        vm.prank(staker);
+        ghostFeesWithdrawn += policyManager.withdrawFees(staker);
+        calls["withdrawFees"]++;
+    }
+
+    function processRateEndings(uint256 actorSeed, uint256 maxPeriods) external {
+        try policyManager.processRateEndings(stakers[actorSeed % STAKERS], _bound(maxPeriods, 1, 5)) {
+            calls["processRateEndings"]++;
+        } catch {}
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                                HELPERS
+    //////////////////////////////////////////////////////////////*/
+
+    function _pickSubStake(address staker, uint256 seed) internal view returns (uint256) {
+        StakingEscrow.SubStake[] memory subStakes = escrow.getSubStakes(staker);
+        if (subStakes.length == 0) return type(uint256).max;
+        return seed % subStakes.length;
+    }
+
+    function _bound(uint256 x, uint256 min, uint256 max) internal pure returns (uint256) {
+        if (x >= min && x <= max) return x;
+        return min + x % (max - min + 1);
+    }
+}

@@ -1,0 +1,609 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+pragma solidity ^0.8.28;
+
+import {IERC20Errors} from "@openzeppelin/contracts/interfaces/draft-IERC6093.sol";
+
+import {KMSToken} from "../../contracts/KMSToken.sol";
+import {StakingEscrow} from "../../contracts/StakingEscrow.sol";
+import {IPolicyManager} from "../../contracts/interfaces/IPolicyManager.sol";
+import {Errors} from "../../contracts/libraries/Errors.sol";
+import {Base} from "../utils/Base.sol";
+
+contract StakingEscrowTest is Base {
+    uint256 internal constant STAKE = 100_000e18;
+
+    address internal staker = makeAddr("staker");
+    address internal worker = makeAddr("worker");
+    address internal investigator = makeAddr("investigator");
+
+    event Deposited(
+        address indexed staker, uint256 indexed index, uint256 amount, uint256 firstPeriod, uint256 lastPeriod
+    );
+    event Prolonged(address indexed staker, uint256 indexed index, uint256 lastPeriod);
+    event Divided(
+        address indexed staker, uint256 indexed index, uint256 newIndex, uint256 newAmount, uint256 newLastPeriod
+    );
+    event Merged(address indexed staker, uint256 indexed index, uint256 mergedIndex);
+    event Withdrawn(address indexed staker, uint256 amount);
+    event WorkerBonded(address indexed staker, address indexed worker, uint256 period);
+    event NodeRecordPublished(address indexed staker, address indexed worker, string url, bytes umbralPublicKey);
+    event CommitmentMade(address indexed staker, uint256 indexed period, uint256 locked);
+    event IssuanceAllocated(uint256 indexed period, uint256 issuance);
+    event RewardMinted(address indexed staker, uint256 firstPeriod, uint256 lastPeriod, uint256 amount);
+    event Slashed(address indexed staker, uint256 penalty, address indexed investigator, uint256 reward);
+
+    /*//////////////////////////////////////////////////////////////
+                              CONSTRUCTION
+    //////////////////////////////////////////////////////////////*/
+
+    function test_Constructor_TakesTheWholeReserve() public view {
+        assertEq(escrow.unallocatedReserve(), RESERVE);
+        assertEq(address(escrow.token()), address(token));
+        assertEq(escrow.currentPeriod(), START_TIME / PERIOD);
+    }
+
+    function test_RevertWhen_EscrowIsNotTheMinter() public {
+        KMSToken other = new KMSToken(CAP, 0, address(this), address(0xdead));
+        vm.expectRevert(abi.encodeWithSelector(Errors.StakingEscrow_NotTheMinter.selector, address(0xdead)));
+        new StakingEscrow(other, escrowParameters());
+    }
+
+    function test_RevertWhen_ParametersInvalid() public {
+        StakingEscrow.Parameters memory params = escrowParameters();
+        params.minLockPeriods = params.maxLockPeriods + 1;
+        address next = vm.computeCreateAddress(address(this), vm.getNonce(address(this)) + 1);
+        KMSToken fresh = new KMSToken(CAP, 0, address(this), next);
+        vm.expectRevert(
+            abi.encodeWithSelector(
+                Errors.StakingEscrow_InvalidParameter.selector, "minLockPeriods/maxLockPeriods"
+            )
+        );
+        new StakingEscrow(fresh, params);
+    }
+
+    function test_RevertWhen_LinkSetTwice() public {
+        vm.expectRevert(abi.encodeWithSelector(Errors.StakingEscrow_LinkNotSettable.selector, "policyManager"));
+        escrow.setPolicyManager(IPolicyManager(address(1)));
+        vm.expectRevert(abi.encodeWithSelector(Errors.StakingEscrow_LinkNotSettable.selector, "adjudicator"));
+        escrow.setAdjudicator(address(1));
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                                DEPOSIT
+    //////////////////////////////////////////////////////////////*/
+
+    function test_Deposit_LocksFromNowThroughThePeriods() public {
+        uint256 current = currentPeriod();
+        fund(staker, STAKE);
+        vm.startPrank(staker);
+        token.approve(address(escrow), STAKE);
+        vm.expectEmit(address(escrow));
+        emit Deposited(staker, 0, STAKE, current, current + 60);
+        uint256 index = escrow.deposit(STAKE, 60);
+        vm.stopPrank();
+
+        assertEq(index, 0);
+        assertEq(escrow.stakeOf(staker), STAKE);
+        assertEq(escrow.lockedAt(staker, current), STAKE);
+        assertEq(escrow.lockedAt(staker, current + 60), STAKE);
+        assertEq(escrow.lockedAt(staker, current + 61), 0);
+        assertEq(token.balanceOf(address(escrow)), STAKE);
+        assertEq(escrow.stakersCount(), 1);
+    }
+
+    function test_RevertWhen_DepositBelowMinStake() public {
+        vm.expectRevert(
+            abi.encodeWithSelector(Errors.StakingEscrow_AmountBelowMinStake.selector, MIN_STAKE - 1, MIN_STAKE)
+        );
+        vm.prank(staker);
+        escrow.deposit(MIN_STAKE - 1, 60);
+    }
+
+    function test_RevertWhen_DepositLockTooShortOrTooLong() public {
+        vm.startPrank(staker);
+        vm.expectRevert(
+            abi.encodeWithSelector(Errors.StakingEscrow_LockOutOfRange.selector, MIN_LOCK - 1, MIN_LOCK, MAX_LOCK)
+        );
+        escrow.deposit(STAKE, MIN_LOCK - 1);
+        vm.expectRevert(
+            abi.encodeWithSelector(Errors.StakingEscrow_LockOutOfRange.selector, MAX_LOCK + 1, MIN_LOCK, MAX_LOCK)
+        );
+        escrow.deposit(STAKE, MAX_LOCK + 1);
+        vm.stopPrank();
+    }
+
+    function test_RevertWhen_DepositAboveMaxStake() public {
+        deposit(staker, MAX_STAKE, 60);
+        fund(staker, MIN_STAKE);
+        vm.startPrank(staker);
+        token.approve(address(escrow), MIN_STAKE);
+        vm.expectRevert(
+            abi.encodeWithSelector(Errors.StakingEscrow_StakeAboveMax.selector, MAX_STAKE + MIN_STAKE, MAX_STAKE)
+        );
+        escrow.deposit(MIN_STAKE, 60);
+        vm.stopPrank();
+    }
+
+    function test_RevertWhen_DepositWithoutAllowance() public {
+        fund(staker, STAKE);
+        vm.expectRevert(
+            abi.encodeWithSelector(IERC20Errors.ERC20InsufficientAllowance.selector, address(escrow), 0, STAKE)
+        );
+        vm.prank(staker);
+        escrow.deposit(STAKE, 60);
+    }
+
+    function test_RevertWhen_TooManySubStakes() public {
+        for (uint256 i; i < escrow.MAX_SUB_STAKES(); ++i) {
+            deposit(staker, MIN_STAKE, 60);
+        }
+        fund(staker, MIN_STAKE);
+        vm.startPrank(staker);
+        token.approve(address(escrow), MIN_STAKE);
+        vm.expectRevert(abi.encodeWithSelector(Errors.StakingEscrow_TooManySubStakes.selector, 16));
+        escrow.deposit(MIN_STAKE, 60);
+        vm.stopPrank();
+    }
+
+    function test_Deposit_ReusesAnUnlockedSlot() public {
+        deposit(staker, MIN_STAKE, 30);
+        deposit(staker, MIN_STAKE, 90);
+        advancePeriods(31);
+        uint256 index = deposit(staker, STAKE, 60);
+        assertEq(index, 0, "the unlocked slot 0 is reused");
+        assertEq(escrow.getSubStakes(staker).length, 2);
+    }
+
+    function test_RevertWhen_WorkerDeposits() public {
+        deposit(staker, STAKE, 60);
+        bond(staker, worker);
+        fund(worker, STAKE);
+        vm.startPrank(worker);
+        token.approve(address(escrow), STAKE);
+        vm.expectRevert(abi.encodeWithSelector(Errors.StakingEscrow_WorkerIsAStaker.selector, worker));
+        escrow.deposit(STAKE, 60);
+        vm.stopPrank();
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                        PROLONG, DIVIDE, MERGE
+    //////////////////////////////////////////////////////////////*/
+
+    function test_Prolong() public {
+        deposit(staker, STAKE, 60);
+        uint256 last = currentPeriod() + 60;
+        vm.expectEmit(address(escrow));
+        emit Prolonged(staker, 0, last + 10);
+        vm.prank(staker);
+        escrow.prolong(0, 10);
+        assertEq(escrow.lockedAt(staker, last + 10), STAKE);
+    }
+
+    function test_RevertWhen_ProlongBeyondMaxLock() public {
+        deposit(staker, STAKE, MAX_LOCK);
+        vm.expectRevert(
+            abi.encodeWithSelector(Errors.StakingEscrow_LockOutOfRange.selector, MAX_LOCK + 1, MIN_LOCK, MAX_LOCK)
+        );
+        vm.prank(staker);
+        escrow.prolong(0, 1);
+    }
+
+    function test_RevertWhen_ProlongUnknownOrUnlockedSubStake() public {
+        vm.expectRevert(abi.encodeWithSelector(Errors.StakingEscrow_SubStakeNotFound.selector, staker, 0));
+        vm.prank(staker);
+        escrow.prolong(0, 1);
+
+        deposit(staker, STAKE, 30);
+        uint256 last = currentPeriod() + 30;
+        advancePeriods(31);
+        vm.expectRevert(
+            abi.encodeWithSelector(Errors.StakingEscrow_SubStakeInactive.selector, 0, last, last + 1)
+        );
+        vm.prank(staker);
+        escrow.prolong(0, 1);
+    }
+
+    function test_RevertWhen_ProlongByZero() public {
+        deposit(staker, STAKE, 60);
+        vm.expectRevert(Errors.StakingEscrow_ZeroValue.selector);
+        vm.prank(staker);
+        escrow.prolong(0, 0);
+    }
+
+    function test_Divide() public {
+        deposit(staker, STAKE, 60);
+        uint256 last = currentPeriod() + 60;
+        vm.expectEmit(address(escrow));
+        emit Divided(staker, 0, 1, 40_000e18, last + 5);
+        vm.prank(staker);
+        uint256 newIndex = escrow.divide(0, 40_000e18, 5);
+        assertEq(newIndex, 1);
+        StakingEscrow.SubStake[] memory subStakes = escrow.getSubStakes(staker);
+        assertEq(subStakes[0].amount, 60_000e18);
+        assertEq(subStakes[1].amount, 40_000e18);
+        assertEq(subStakes[1].lastPeriod, last + 5);
+        assertEq(escrow.lockedAt(staker, last), STAKE, "dividing keeps the total locked");
+        assertEq(escrow.lockedAt(staker, last + 1), 40_000e18);
+    }
+
+    function test_RevertWhen_DivideLeavesAPartBelowMinStake() public {
+        deposit(staker, STAKE, 60);
+        vm.startPrank(staker);
+        vm.expectRevert(
+            abi.encodeWithSelector(Errors.StakingEscrow_AmountBelowMinStake.selector, MIN_STAKE - 1, MIN_STAKE)
+        );
+        escrow.divide(0, MIN_STAKE - 1, 5);
+        vm.expectRevert(
+            abi.encodeWithSelector(Errors.StakingEscrow_AmountBelowMinStake.selector, MIN_STAKE - 1, MIN_STAKE)
+        );
+        escrow.divide(0, STAKE - MIN_STAKE + 1, 5);
+        vm.expectRevert(abi.encodeWithSelector(Errors.StakingEscrow_AmountBelowMinStake.selector, 0, MIN_STAKE));
+        escrow.divide(0, STAKE, 5);
+        vm.expectRevert(Errors.StakingEscrow_ZeroValue.selector);
+        escrow.divide(0, MIN_STAKE, 0);
+        vm.stopPrank();
+    }
+
+    function test_Merge() public {
+        deposit(staker, STAKE, 60);
+        advancePeriods(2);
+        deposit(staker, MIN_STAKE, 58);
+        vm.expectEmit(address(escrow));
+        emit Merged(staker, 0, 1);
+        vm.prank(staker);
+        escrow.merge(0, 1);
+        StakingEscrow.SubStake[] memory subStakes = escrow.getSubStakes(staker);
+        assertEq(subStakes[0].amount, STAKE + MIN_STAKE);
+        assertEq(subStakes[1].amount, 0, "the merged slot is freed");
+        assertEq(escrow.lockedAt(staker, currentPeriod()), STAKE + MIN_STAKE);
+        // The freed slot is reused by the next deposit.
+        assertEq(deposit(staker, MIN_STAKE, 60), 1);
+    }
+
+    function test_RevertWhen_MergeDifferentEnds() public {
+        deposit(staker, STAKE, 60);
+        deposit(staker, STAKE, 61);
+        vm.startPrank(staker);
+        vm.expectRevert(abi.encodeWithSelector(Errors.StakingEscrow_SubStakesNotMergeable.selector, 0, 1));
+        escrow.merge(0, 1);
+        vm.expectRevert(abi.encodeWithSelector(Errors.StakingEscrow_SubStakesNotMergeable.selector, 0, 0));
+        escrow.merge(0, 0);
+        vm.stopPrank();
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                                WITHDRAW
+    //////////////////////////////////////////////////////////////*/
+
+    function test_RevertWhen_WithdrawLocked() public {
+        deposit(staker, STAKE, 30);
+        vm.expectRevert(abi.encodeWithSelector(Errors.StakingEscrow_InsufficientUnlocked.selector, 1, 0));
+        vm.prank(staker);
+        escrow.withdraw(1);
+        // Still locked in its last period.
+        advancePeriods(30);
+        vm.expectRevert(abi.encodeWithSelector(Errors.StakingEscrow_InsufficientUnlocked.selector, 1, 0));
+        vm.prank(staker);
+        escrow.withdraw(1);
+    }
+
+    function test_Withdraw_AfterUnlock() public {
+        deposit(staker, STAKE, 30);
+        advancePeriods(31);
+        vm.expectEmit(address(escrow));
+        emit Withdrawn(staker, STAKE);
+        vm.prank(staker);
+        escrow.withdraw(STAKE);
+        assertEq(token.balanceOf(staker), STAKE);
+        assertEq(escrow.stakeOf(staker), 0);
+    }
+
+    function test_RevertWhen_WithdrawZero() public {
+        vm.expectRevert(Errors.StakingEscrow_ZeroValue.selector);
+        vm.prank(staker);
+        escrow.withdraw(0);
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                                WORKERS
+    //////////////////////////////////////////////////////////////*/
+
+    function test_BondWorker() public {
+        deposit(staker, STAKE, 60);
+        vm.expectEmit(address(escrow));
+        emit WorkerBonded(staker, worker, currentPeriod());
+        bond(staker, worker);
+        assertEq(escrow.workerOf(staker), worker);
+        assertEq(escrow.stakerOf(worker), staker);
+    }
+
+    function test_RevertWhen_BondWorkerWithoutStake() public {
+        vm.expectRevert(abi.encodeWithSelector(Errors.StakingEscrow_NotAStaker.selector, staker));
+        bond(staker, worker);
+    }
+
+    function test_RevertWhen_RebondTooSoon() public {
+        deposit(staker, STAKE, 60);
+        bond(staker, worker);
+        uint256 bonded = currentPeriod();
+        advancePeriods(MIN_WORKER_PERIODS - 1);
+        vm.expectRevert(
+            abi.encodeWithSelector(
+                Errors.StakingEscrow_WorkerBondedTooRecently.selector, bonded, bonded + MIN_WORKER_PERIODS
+            )
+        );
+        bond(staker, address(0));
+        advancePeriods(1);
+        bond(staker, address(0));
+        assertEq(escrow.stakerOf(worker), address(0), "unbonding frees the worker");
+        assertEq(escrow.workerOf(staker), address(0));
+    }
+
+    function test_RevertWhen_WorkerTakenOrAStaker() public {
+        address other = makeAddr("other");
+        deposit(staker, STAKE, 60);
+        deposit(other, STAKE, 60);
+        bond(staker, worker);
+        vm.expectRevert(abi.encodeWithSelector(Errors.StakingEscrow_WorkerAlreadyBonded.selector, worker, staker));
+        bond(other, worker);
+        vm.expectRevert(abi.encodeWithSelector(Errors.StakingEscrow_WorkerIsAStaker.selector, staker));
+        bond(other, staker);
+        // A staker may be its own worker.
+        bond(other, other);
+        assertEq(escrow.stakerOf(other), other);
+    }
+
+    function test_PublishNodeRecord_AndRebondClearsIt() public {
+        deposit(staker, STAKE, 60);
+        bond(staker, worker);
+        bytes memory key = abi.encodePacked(bytes1(0x02), keccak256("key"));
+        vm.expectEmit(address(escrow));
+        emit NodeRecordPublished(staker, worker, "http://127.0.0.1:9151", key);
+        vm.prank(worker);
+        escrow.publishNodeRecord("http://127.0.0.1:9151", key);
+        StakingEscrow.NodeView memory record = escrow.nodeRecordOf(staker);
+        assertEq(record.url, "http://127.0.0.1:9151");
+        assertEq(record.umbralPublicKey, key);
+        assertEq(escrow.getNodeRecords(0, 10).length, 1);
+
+        advancePeriods(MIN_WORKER_PERIODS);
+        bond(staker, makeAddr("new-worker"));
+        assertEq(escrow.nodeRecordOf(staker).umbralPublicKey.length, 0);
+        assertEq(escrow.getNodeRecords(0, 10).length, 0);
+    }
+
+    function test_RevertWhen_NodeRecordMalformed() public {
+        deposit(staker, STAKE, 60);
+        bond(staker, worker);
+        bytes memory key = abi.encodePacked(bytes1(0x02), keccak256("key"));
+        vm.startPrank(worker);
+        vm.expectRevert(abi.encodeWithSelector(Errors.StakingEscrow_InvalidNodeRecord.selector, "url length"));
+        escrow.publishNodeRecord("", key);
+        vm.expectRevert(abi.encodeWithSelector(Errors.StakingEscrow_InvalidNodeRecord.selector, "umbral public key"));
+        escrow.publishNodeRecord("http://node", abi.encodePacked(bytes1(0x04), keccak256("key")));
+        vm.expectRevert(abi.encodeWithSelector(Errors.StakingEscrow_InvalidNodeRecord.selector, "umbral public key"));
+        escrow.publishNodeRecord("http://node", abi.encodePacked(keccak256("key")));
+        vm.stopPrank();
+        vm.expectRevert(abi.encodeWithSelector(Errors.StakingEscrow_NotAWorker.selector, staker));
+        vm.prank(staker);
+        escrow.publishNodeRecord("http://node", key);
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                          COMMITMENTS AND REWARDS
+    //////////////////////////////////////////////////////////////*/
+
+    function test_Commit_AllocatesIssuanceOnceAndRecordsLocked() public {
+        address other = newNode("other", 3 * STAKE, 60);
+        deposit(staker, STAKE, 60);
+        bond(staker, worker);
+        uint256 next = currentPeriod() + 1;
+        uint256 issuance = RESERVE * ISSUANCE_RATE / 1e18;
+
+        vm.expectEmit(address(escrow));
+        emit IssuanceAllocated(next, issuance);
+        vm.expectEmit(address(escrow));
+        emit CommitmentMade(staker, next, STAKE);
+        vm.prank(worker);
+        escrow.commitToNextPeriod();
+        commit(other);
+
+        StakingEscrow.PeriodTotals memory totals = escrow.getPeriodTotals(next);
+        assertEq(totals.issuance, issuance);
+        assertEq(totals.lockedTotal, 4 * STAKE);
+        assertEq(escrow.unallocatedReserve(), RESERVE - issuance);
+        assertTrue(policyManager.isCommitted(staker, next));
+    }
+
+    function test_RevertWhen_CommitTwiceOrByNonWorker() public {
+        deposit(staker, STAKE, 60);
+        bond(staker, worker);
+        vm.prank(worker);
+        escrow.commitToNextPeriod();
+        vm.expectRevert(abi.encodeWithSelector(Errors.StakingEscrow_AlreadyCommitted.selector, currentPeriod() + 1));
+        vm.prank(worker);
+        escrow.commitToNextPeriod();
+        vm.expectRevert(abi.encodeWithSelector(Errors.StakingEscrow_NotAWorker.selector, staker));
+        vm.prank(staker);
+        escrow.commitToNextPeriod();
+    }
+
+    function test_RevertWhen_CommitWithNothingLockedNextPeriod() public {
+        deposit(staker, STAKE, 30);
+        bond(staker, worker);
+        advancePeriods(30);
+        vm.expectRevert(
+            abi.encodeWithSelector(
+                Errors.StakingEscrow_NothingLockedNextPeriod.selector, staker, currentPeriod() + 1
+            )
+        );
+        vm.prank(worker);
+        escrow.commitToNextPeriod();
+    }
+
+    /// @dev The formula, end to end: two stakers 1:3, the reward of a period split 1:3.
+    function test_Reward_FollowsTheFormula() public {
+        address other = newNode("other", 3 * STAKE, 60);
+        deposit(staker, STAKE, 60);
+        bond(staker, worker);
+        uint256 period = currentPeriod() + 1;
+        vm.prank(worker);
+        escrow.commitToNextPeriod();
+        commit(other);
+        uint256 issuance = escrow.getPeriodTotals(period).issuance;
+
+        advancePeriods(2); // `period` has ended
+        assertEq(escrow.pendingReward(staker), issuance / 4);
+        vm.expectEmit(address(escrow));
+        emit RewardMinted(staker, period, period, issuance / 4);
+        vm.prank(worker);
+        uint256 reward = escrow.mint();
+        assertEq(reward, STAKE * issuance / (4 * STAKE));
+        vm.prank(other);
+        uint256 otherReward = escrow.mint();
+        assertEq(otherReward, 3 * STAKE * issuance / (4 * STAKE));
+        assertLe(reward + otherReward, issuance);
+        assertEq(escrow.stakeOf(staker), STAKE + reward, "rewards join the stake, unlocked");
+        assertEq(escrow.getStakerInfo(staker).rewardsMinted, reward);
+        assertEq(token.totalSupply(), INITIAL_SUPPLY + reward + otherReward);
+
+        // Rewards are withdrawable at once.
+        vm.prank(staker);
+        escrow.withdraw(reward);
+        assertEq(token.balanceOf(staker), reward);
+    }
+
+    function test_Commit_MintsTheEndedPeriods() public {
+        deposit(staker, STAKE, 60);
+        bond(staker, worker);
+        uint256 first = currentPeriod() + 1;
+        vm.prank(worker);
+        escrow.commitToNextPeriod();
+        advancePeriods(1);
+        vm.prank(worker);
+        escrow.commitToNextPeriod();
+        advancePeriods(1);
+        // `first` ended; `first + 1` is the current period; the commitment goes to `first + 2`.
+        uint256 expected = escrow.getPeriodTotals(first).issuance;
+        vm.expectEmit(address(escrow));
+        emit RewardMinted(staker, first, first, expected);
+        vm.prank(worker);
+        escrow.commitToNextPeriod();
+        assertEq(escrow.getStakerInfo(staker).rewardsMinted, expected);
+        // A lone staker gets the whole issuance (rounding down at most one wei).
+        assertEq(expected, escrow.getPeriodTotals(first).issuance);
+    }
+
+    function test_Mint_IsANoOpWhenNothingIsDue() public {
+        deposit(staker, STAKE, 60);
+        vm.prank(staker);
+        assertEq(escrow.mint(), 0);
+    }
+
+    function test_RevertWhen_MintByStranger() public {
+        vm.expectRevert(abi.encodeWithSelector(Errors.StakingEscrow_NotStakerOrWorker.selector, staker, address(0)));
+        vm.prank(staker);
+        escrow.mint();
+    }
+
+    function test_Issuance_DecaysGeometrically() public {
+        deposit(staker, STAKE, 60);
+        bond(staker, worker);
+        uint256 reserve = RESERVE;
+        for (uint256 i; i < 5; ++i) {
+            uint256 next = currentPeriod() + 1;
+            vm.prank(worker);
+            escrow.commitToNextPeriod();
+            uint256 expected = reserve * ISSUANCE_RATE / 1e18;
+            assertEq(escrow.getPeriodTotals(next).issuance, expected);
+            reserve -= expected;
+            advancePeriods(1);
+        }
+        assertEq(escrow.unallocatedReserve(), reserve);
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                                SLASHING
+    //////////////////////////////////////////////////////////////*/
+
+    function test_RevertWhen_SlashByOther() public {
+        vm.expectRevert(abi.encodeWithSelector(Errors.StakingEscrow_CallerNotAdjudicator.selector, address(this)));
+        escrow.slash(staker, 1, investigator, 0);
+    }
+
+    function test_RevertWhen_SlashRewardAbovePenalty() public {
+        vm.expectRevert(abi.encodeWithSelector(Errors.StakingEscrow_InvalidSlash.selector, 1, 2));
+        vm.prank(adjudicator);
+        escrow.slash(staker, 1, investigator, 2);
+        vm.expectRevert(abi.encodeWithSelector(Errors.StakingEscrow_InvalidSlash.selector, 2, 1));
+        vm.prank(adjudicator);
+        escrow.slash(staker, 2, address(0), 1);
+    }
+
+    function test_Slash_TakesUnlockedFirstThenSoonestSubStakes() public {
+        deposit(staker, STAKE, 30); // index 0, unlocks first
+        deposit(staker, STAKE, 90); // index 1
+        bond(staker, worker);
+        vm.prank(worker);
+        escrow.commitToNextPeriod();
+        uint256 next = currentPeriod() + 1;
+
+        vm.expectEmit(address(escrow));
+        emit Slashed(staker, 50_000e18, investigator, 5_000e18);
+        vm.prank(adjudicator);
+        escrow.slash(staker, 50_000e18, investigator, 5_000e18);
+
+        StakingEscrow.SubStake[] memory subStakes = escrow.getSubStakes(staker);
+        assertEq(subStakes[0].amount, 50_000e18, "the soonest-unlocking sub-stake pays");
+        assertEq(subStakes[1].amount, STAKE);
+        assertEq(escrow.stakeOf(staker), 150_000e18);
+        assertEq(token.balanceOf(investigator), 5_000e18);
+        assertEq(escrow.getStakerInfo(staker).commitLocked[0], 150_000e18, "the commitment shrinks with the stake");
+        assertEq(escrow.getPeriodTotals(next).lockedTotal, 150_000e18);
+        // The burnt part is back in the reserve, for the token and for future issuance.
+        assertEq(token.reserve(), RESERVE + 45_000e18);
+    }
+
+    function test_Slash_IsCappedAtTheStake() public {
+        deposit(staker, STAKE, 30);
+        vm.prank(adjudicator);
+        escrow.slash(staker, 4 * STAKE, investigator, 2 * STAKE);
+        assertEq(escrow.stakeOf(staker), 0);
+        assertEq(escrow.lockedAt(staker, currentPeriod()), 0);
+        assertEq(token.balanceOf(investigator), STAKE / 2, "the investigator's share stays proportional");
+        assertEq(token.balanceOf(address(escrow)), 0);
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                                 VIEWS
+    //////////////////////////////////////////////////////////////*/
+
+    function test_GetActiveStakers_FiltersAndPages() public {
+        address a = newNode("a", STAKE, 60);
+        address b = newNode("b", 2 * STAKE, 30);
+        deposit(makeAddr("idle"), STAKE, 60); // no worker
+        address c = newNode("c", 3 * STAKE, 60); // never commits
+        commit(a);
+        commit(b);
+
+        (address[] memory stakers, uint256[] memory locked, uint256 sum) = escrow.getActiveStakers(10, 0, 10);
+        assertEq(stakers.length, 2);
+        assertEq(stakers[0], a);
+        assertEq(stakers[1], b);
+        assertEq(locked[1], 2 * STAKE);
+        assertEq(sum, 3 * STAKE);
+
+        // b unlocks after period +30: not eligible for a 40-period policy.
+        (stakers,, sum) = escrow.getActiveStakers(40, 0, 10);
+        assertEq(stakers.length, 1);
+        assertEq(sum, STAKE);
+
+        // Paging.
+        (stakers,,) = escrow.getActiveStakers(10, 1, 1);
+        assertEq(stakers.length, 1);
+        assertEq(stakers[0], b);
+        (stakers,,) = escrow.getActiveStakers(10, 10, 5);
+        assertEq(stakers.length, 0);
+        c; // listed but inactive
+    }
+}
