@@ -108,7 +108,9 @@ contract PolicyManager is IPolicyManager, Ownable2Step {
     );
     event PolicyRevoked(bytes16 indexed policyId, address indexed owner, uint256 refund);
     event ArrangementRevoked(bytes16 indexed policyId, address indexed node, uint256 refund);
-    event RefundPaid(bytes16 indexed policyId, address indexed owner, uint256 amount, uint256 refundedThrough);
+    event RefundPaid(
+        bytes16 indexed policyId, address indexed owner, uint256 amount, uint256 refundedThrough
+    );
     event FeesAccrued(address indexed node, uint256 indexed period, uint256 amount);
     event FeesWithdrawn(address indexed node, uint256 amount);
     event MinFeeRateSet(address indexed node, uint256 rate);
@@ -152,7 +154,9 @@ contract PolicyManager is IPolicyManager, Ownable2Step {
         uint256 endTimestamp,
         address[] calldata nodes
     ) external payable {
-        if (policies[policyId].owner != address(0)) revert Errors.PolicyManager_PolicyExists(policyId);
+        if (policies[policyId].owner != address(0)) {
+            revert Errors.PolicyManager_PolicyExists(policyId);
+        }
         if (owner == address(0)) revert Errors.PolicyManager_ZeroAddress("owner");
         if (kfragSigner == address(0)) revert Errors.PolicyManager_ZeroAddress("kfragSigner");
         if (endTimestamp <= block.timestamp || endTimestamp > type(uint32).max) {
@@ -282,7 +286,10 @@ contract PolicyManager is IPolicyManager, Ownable2Step {
     /// @dev Only needed by a node back from a long absence, whose next commitment would otherwise
     /// walk every period it missed in one transaction. Anyone may call it; no fee changes hands.
     /// @return processedThrough The node's last processed period afterwards.
-    function processRateEndings(address node, uint256 maxPeriods) external returns (uint256 processedThrough) {
+    function processRateEndings(address node, uint256 maxPeriods)
+        external
+        returns (uint256 processedThrough)
+    {
         NodeInfo storage info = nodeInfos[node];
         uint256 last = info.lastProcessedPeriod;
         uint256 current = block.timestamp / secondsPerPeriod;
@@ -385,19 +392,18 @@ contract PolicyManager is IPolicyManager, Ownable2Step {
     //////////////////////////////////////////////////////////////*/
 
     /// @dev Checks and records a new policy's nodes.
-    function _addNodes(
-        address[] calldata nodes,
-        uint256 feeRate,
-        uint256 start,
-        uint256 lastPeriod
-    ) internal {
+    function _addNodes(address[] calldata nodes, uint256 feeRate, uint256 start, uint256 lastPeriod)
+        internal
+    {
         address previous;
         for (uint256 i; i < nodes.length; ++i) {
             address node = nodes[i];
             if (node <= previous) revert Errors.PolicyManager_NodesNotSorted(i);
             previous = node;
             (uint256 locked, address worker) = escrow.policyEligibility(node, lastPeriod);
-            if (locked == 0 || worker == address(0)) revert Errors.PolicyManager_NodeNotEligible(node, lastPeriod);
+            if (locked == 0 || worker == address(0)) {
+                revert Errors.PolicyManager_NodeNotEligible(node, lastPeriod);
+            }
             _addPolicyRate(node, feeRate, start, lastPeriod);
         }
     }

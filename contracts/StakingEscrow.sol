@@ -160,12 +160,18 @@ contract StakingEscrow is IStakingEscrow {
     );
     event Prolonged(address indexed staker, uint256 indexed index, uint256 lastPeriod);
     event Divided(
-        address indexed staker, uint256 indexed index, uint256 newIndex, uint256 newAmount, uint256 newLastPeriod
+        address indexed staker,
+        uint256 indexed index,
+        uint256 newIndex,
+        uint256 newAmount,
+        uint256 newLastPeriod
     );
     event Merged(address indexed staker, uint256 indexed index, uint256 mergedIndex);
     event Withdrawn(address indexed staker, uint256 amount);
     event WorkerBonded(address indexed staker, address indexed worker, uint256 period);
-    event NodeRecordPublished(address indexed staker, address indexed worker, string url, bytes umbralPublicKey);
+    event NodeRecordPublished(
+        address indexed staker, address indexed worker, string url, bytes umbralPublicKey
+    );
     event CommitmentMade(address indexed staker, uint256 indexed period, uint256 locked);
     event IssuanceAllocated(uint256 indexed period, uint256 issuance);
     /// @notice Rewards of the commitments to periods `firstPeriod..lastPeriod` (one or two periods:
@@ -191,7 +197,9 @@ contract StakingEscrow is IStakingEscrow {
         if (params.minLockPeriods == 0 || params.minLockPeriods > params.maxLockPeriods) {
             revert Errors.StakingEscrow_InvalidParameter("minLockPeriods/maxLockPeriods");
         }
-        if (params.maxLockPeriods > type(uint16).max) revert Errors.StakingEscrow_InvalidParameter("maxLockPeriods");
+        if (params.maxLockPeriods > type(uint16).max) {
+            revert Errors.StakingEscrow_InvalidParameter("maxLockPeriods");
+        }
         if (params.issuanceRate == 0 || params.issuanceRate > WAD) {
             revert Errors.StakingEscrow_InvalidParameter("issuanceRate");
         }
@@ -215,7 +223,10 @@ contract StakingEscrow is IStakingEscrow {
 
     /// @notice Links the policy manager. Callable once, by the deployer.
     function setPolicyManager(IPolicyManager policyManager_) external {
-        if (msg.sender != owner || address(policyManager) != address(0) || address(policyManager_) == address(0)) {
+        if (
+            msg.sender != owner || address(policyManager) != address(0)
+                || address(policyManager_) == address(0)
+        ) {
             revert Errors.StakingEscrow_LinkNotSettable("policyManager");
         }
         policyManager = policyManager_;
@@ -248,12 +259,16 @@ contract StakingEscrow is IStakingEscrow {
             revert Errors.StakingEscrow_LockOutOfRange(periods, minLockPeriods, maxLockPeriods);
         }
         address bondedTo = stakerOf[msg.sender];
-        if (bondedTo != address(0) && bondedTo != msg.sender) revert Errors.StakingEscrow_WorkerIsAStaker(msg.sender);
+        if (bondedTo != address(0) && bondedTo != msg.sender) {
+            revert Errors.StakingEscrow_WorkerIsAStaker(msg.sender);
+        }
 
         StakerInfo storage info = stakers[msg.sender];
         uint256 current = currentPeriod();
         (uint256 lockedNow, uint256 freeIndex) = _scan(info, current);
-        if (lockedNow + amount > maxStake) revert Errors.StakingEscrow_StakeAboveMax(lockedNow + amount, maxStake);
+        if (lockedNow + amount > maxStake) {
+            revert Errors.StakingEscrow_StakeAboveMax(lockedNow + amount, maxStake);
+        }
 
         uint256 lastPeriod = current + periods;
         index = _store(info, freeIndex, SubStake(uint32(current), uint32(lastPeriod), uint96(amount)));
@@ -290,7 +305,9 @@ contract StakingEscrow is IStakingEscrow {
         uint256 amount = subStake.amount;
         if (newAmount < minStake) revert Errors.StakingEscrow_AmountBelowMinStake(newAmount, minStake);
         if (newAmount >= amount || amount - newAmount < minStake) {
-            revert Errors.StakingEscrow_AmountBelowMinStake(amount > newAmount ? amount - newAmount : 0, minStake);
+            revert Errors.StakingEscrow_AmountBelowMinStake(
+                amount > newAmount ? amount - newAmount : 0, minStake
+            );
         }
         uint256 newLastPeriod = subStake.lastPeriod + periods;
         _checkRemainingLock(newLastPeriod, current);
@@ -298,7 +315,8 @@ contract StakingEscrow is IStakingEscrow {
         StakerInfo storage info = stakers[msg.sender];
         (, uint256 freeIndex) = _scan(info, current);
         subStake.amount = uint96(amount - newAmount);
-        newIndex = _store(info, freeIndex, SubStake(subStake.firstPeriod, uint32(newLastPeriod), uint96(newAmount)));
+        newIndex =
+            _store(info, freeIndex, SubStake(subStake.firstPeriod, uint32(newLastPeriod), uint96(newAmount)));
         emit Divided(msg.sender, index, newIndex, newAmount, newLastPeriod);
     }
 
@@ -350,7 +368,9 @@ contract StakingEscrow is IStakingEscrow {
         if (worker != address(0)) {
             address bondedTo = stakerOf[worker];
             if (bondedTo != address(0)) revert Errors.StakingEscrow_WorkerAlreadyBonded(worker, bondedTo);
-            if (worker != msg.sender && stakers[worker].listed) revert Errors.StakingEscrow_WorkerIsAStaker(worker);
+            if (worker != msg.sender && stakers[worker].listed) {
+                revert Errors.StakingEscrow_WorkerIsAStaker(worker);
+            }
             stakerOf[worker] = msg.sender;
         }
         if (previous != address(0)) delete stakerOf[previous];
@@ -366,7 +386,9 @@ contract StakingEscrow is IStakingEscrow {
     function publishNodeRecord(string calldata url, bytes calldata umbralPublicKey) external {
         address staker = _stakerOfWorker(msg.sender);
         uint256 urlLength = bytes(url).length;
-        if (urlLength == 0 || urlLength > MAX_URL_LENGTH) revert Errors.StakingEscrow_InvalidNodeRecord("url length");
+        if (urlLength == 0 || urlLength > MAX_URL_LENGTH) {
+            revert Errors.StakingEscrow_InvalidNodeRecord("url length");
+        }
         if (umbralPublicKey.length != 33 || (umbralPublicKey[0] != 0x02 && umbralPublicKey[0] != 0x03)) {
             revert Errors.StakingEscrow_InvalidNodeRecord("umbral public key");
         }
@@ -387,7 +409,9 @@ contract StakingEscrow is IStakingEscrow {
         StakerInfo storage info = stakers[staker];
         uint256 current = currentPeriod();
         uint256 next = current + 1;
-        if (info.commitPeriodA == next || info.commitPeriodB == next) revert Errors.StakingEscrow_AlreadyCommitted(next);
+        if (info.commitPeriodA == next || info.commitPeriodB == next) {
+            revert Errors.StakingEscrow_AlreadyCommitted(next);
+        }
         (uint256 locked,) = _scan(info, next);
         if (locked == 0) revert Errors.StakingEscrow_NothingLockedNextPeriod(staker, next);
 
@@ -425,7 +449,9 @@ contract StakingEscrow is IStakingEscrow {
         // Workers (the daemons) call this most: look them up first.
         address staker = stakerOf[msg.sender];
         if (staker == address(0)) {
-            if (!stakers[msg.sender].listed) revert Errors.StakingEscrow_NotStakerOrWorker(msg.sender, address(0));
+            if (!stakers[msg.sender].listed) {
+                revert Errors.StakingEscrow_NotStakerOrWorker(msg.sender, address(0));
+            }
             staker = msg.sender;
         }
         reward = _settleFinished(staker, stakers[staker], currentPeriod());
@@ -719,7 +745,10 @@ contract StakingEscrow is IStakingEscrow {
             uint256 soonestLast = type(uint256).max;
             for (uint256 i; i < count; ++i) {
                 SubStake memory subStake = info.subStakes[i];
-                if (subStake.amount != 0 && subStake.lastPeriod >= current && subStake.lastPeriod < soonestLast) {
+                if (
+                    subStake.amount != 0 && subStake.lastPeriod >= current
+                        && subStake.lastPeriod < soonestLast
+                ) {
                     soonest = i;
                     soonestLast = subStake.lastPeriod;
                 }

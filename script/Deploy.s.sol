@@ -20,7 +20,8 @@ contract Deploy {
     Vm internal constant vm = Vm(address(uint160(uint256(keccak256("hevm cheat code")))));
 
     /// @dev anvil's first development key: only a default for local chains.
-    uint256 internal constant ANVIL_KEY_0 = 0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80;
+    uint256 internal constant ANVIL_KEY_0 =
+        0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80;
 
     struct Deployment {
         KMSToken token;
@@ -39,7 +40,7 @@ contract Deploy {
             maxLockPeriods: vm.envOr("MAX_LOCK_PERIODS", uint256(1825)),
             minWorkerPeriods: vm.envOr("MIN_WORKER_PERIODS", uint256(2)),
             // 1 - 2^(-1/1461): with daily periods the reserve halves every four years.
-            issuanceRate: vm.envOr("ISSUANCE_RATE", uint256(474_323_552_147_416))
+            issuanceRate: vm.envOr("ISSUANCE_RATE", uint256(474_320_862_749_566))
         });
         uint256 cap = vm.envOr("TOKEN_CAP", uint256(3_800_000_000e18));
         uint256 initialSupply = vm.envOr("INITIAL_SUPPLY", uint256(1_000_000_000e18));
@@ -63,9 +64,11 @@ contract Deploy {
         writeDeployment(deployment, deployer, params);
     }
 
-    function writeDeployment(Deployment memory deployment, address deployer, StakingEscrow.Parameters memory params)
-        internal
-    {
+    function writeDeployment(
+        Deployment memory deployment,
+        address deployer,
+        StakingEscrow.Parameters memory params
+    ) internal {
         string memory defaultPath = string.concat("deployments/", vm.toString(block.chainid), ".json");
         string memory path = vm.envOr("DEPLOYMENTS_PATH", defaultPath);
         string memory key = "deployment";

@@ -72,7 +72,8 @@ contract FeesFuzzTest is Base {
             vm.prank(alice);
             try policyManager.refund(ID, nodeList()) {} catch {}
         }
-        uint256 fees = policyManager.fees(nodes[0]) + policyManager.fees(nodes[1]) + policyManager.fees(nodes[2]);
+        uint256 fees =
+            policyManager.fees(nodes[0]) + policyManager.fees(nodes[1]) + policyManager.fees(nodes[2]);
         assertEq(fees, expectedFees, "fees != committed periods of the live policy");
         assertEq(fees + alice.balance, paid, "paid != earned + refunded");
         assertEq(address(policyManager).balance, fees);

@@ -32,7 +32,9 @@ contract PolicyManagerTest is Base {
     );
     event PolicyRevoked(bytes16 indexed policyId, address indexed owner, uint256 refund);
     event ArrangementRevoked(bytes16 indexed policyId, address indexed node, uint256 refund);
-    event RefundPaid(bytes16 indexed policyId, address indexed owner, uint256 amount, uint256 refundedThrough);
+    event RefundPaid(
+        bytes16 indexed policyId, address indexed owner, uint256 amount, uint256 refundedThrough
+    );
     event FeesAccrued(address indexed node, uint256 indexed period, uint256 amount);
     event FeesWithdrawn(address indexed node, uint256 amount);
     event MinFeeRateSet(address indexed node, uint256 rate);
@@ -120,13 +122,17 @@ contract PolicyManagerTest is Base {
         );
         policyManager.createPolicy{value: pay(10)}(ID, alice, signer, block.timestamp, nodes);
         uint256 tooFar = uint256(type(uint32).max) + 1;
-        vm.expectRevert(abi.encodeWithSelector(Errors.PolicyManager_InvalidEnd.selector, tooFar, block.timestamp));
+        vm.expectRevert(
+            abi.encodeWithSelector(Errors.PolicyManager_InvalidEnd.selector, tooFar, block.timestamp)
+        );
         policyManager.createPolicy{value: pay(10)}(ID, alice, signer, tooFar, nodes);
         vm.expectRevert(abi.encodeWithSelector(Errors.PolicyManager_InvalidNodeCount.selector, 0, 32));
         policyManager.createPolicy{value: pay(10)}(ID, alice, signer, end, new address[](0));
         vm.expectRevert(abi.encodeWithSelector(Errors.PolicyManager_InvalidNodeCount.selector, 33, 32));
         policyManager.createPolicy{value: pay(10)}(ID, alice, signer, end, new address[](33));
-        vm.expectRevert(abi.encodeWithSelector(Errors.PolicyManager_InvalidPayment.selector, pay(10) + 1, 3, 10));
+        vm.expectRevert(
+            abi.encodeWithSelector(Errors.PolicyManager_InvalidPayment.selector, pay(10) + 1, 3, 10)
+        );
         policyManager.createPolicy{value: pay(10) + 1}(ID, alice, signer, end, nodes);
         vm.expectRevert(abi.encodeWithSelector(Errors.PolicyManager_InvalidPayment.selector, 0, 3, 10));
         policyManager.createPolicy(ID, alice, signer, end, nodes);
@@ -153,7 +159,9 @@ contract PolicyManagerTest is Base {
         uint256 end = endAfter(40);
         vm.deal(alice, RATE * 40);
         vm.expectRevert(
-            abi.encodeWithSelector(Errors.PolicyManager_NodeNotEligible.selector, shortNode, currentPeriod() + 39)
+            abi.encodeWithSelector(
+                Errors.PolicyManager_NodeNotEligible.selector, shortNode, currentPeriod() + 39
+            )
         );
         vm.prank(alice);
         policyManager.createPolicy{value: RATE * 40}(ID, alice, signer, end, list(shortNode));
@@ -175,7 +183,9 @@ contract PolicyManagerTest is Base {
         policyManager.setMinFeeRate(2 * RATE);
         vm.deal(alice, pay(10));
         vm.expectRevert(
-            abi.encodeWithSelector(Errors.PolicyManager_FeeRateBelowNodeMinimum.selector, nodeB, RATE, 2 * RATE)
+            abi.encodeWithSelector(
+                Errors.PolicyManager_FeeRateBelowNodeMinimum.selector, nodeB, RATE, 2 * RATE
+            )
         );
         vm.prank(alice);
         policyManager.createPolicy{value: pay(10)}(ID, alice, signer, endAfter(10), nodes);
@@ -307,7 +317,9 @@ contract PolicyManagerTest is Base {
 
     function test_RevertWhen_RevokeByOtherOrTwiceOrAfterEnd() public {
         create(10);
-        vm.expectRevert(abi.encodeWithSelector(Errors.PolicyManager_CallerNotPolicyOwner.selector, nodeA, alice));
+        vm.expectRevert(
+            abi.encodeWithSelector(Errors.PolicyManager_CallerNotPolicyOwner.selector, nodeA, alice)
+        );
         vm.prank(nodeA);
         policyManager.revokePolicy(ID, nodes);
 
@@ -360,7 +372,9 @@ contract PolicyManagerTest is Base {
     }
 
     function test_RevertWhen_WithdrawFeesByStrangerOrEmpty() public {
-        vm.expectRevert(abi.encodeWithSelector(Errors.PolicyManager_CallerNotNodeOrWorker.selector, alice, nodeA));
+        vm.expectRevert(
+            abi.encodeWithSelector(Errors.PolicyManager_CallerNotNodeOrWorker.selector, alice, nodeA)
+        );
         vm.prank(alice);
         policyManager.withdrawFees(nodeA);
         vm.expectRevert(Errors.PolicyManager_NothingToPay.selector);
@@ -426,7 +440,9 @@ contract PolicyManagerTest is Base {
         create(100);
         vm.deal(alice, RATE * 200);
         vm.prank(alice);
-        policyManager.createPolicy{value: RATE * 200}(bytes16("long"), alice, signer, endAfter(200), list(nodeA));
+        policyManager.createPolicy{value: RATE * 200}(
+            bytes16("long"), alice, signer, endAfter(200), list(nodeA)
+        );
         commit(nodeA);
         assertEq(policyManager.getNodeInfo(nodeA).runningRate, 2 * RATE);
         advancePeriods(300);

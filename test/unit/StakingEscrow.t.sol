@@ -21,12 +21,18 @@ contract StakingEscrowTest is Base {
     );
     event Prolonged(address indexed staker, uint256 indexed index, uint256 lastPeriod);
     event Divided(
-        address indexed staker, uint256 indexed index, uint256 newIndex, uint256 newAmount, uint256 newLastPeriod
+        address indexed staker,
+        uint256 indexed index,
+        uint256 newIndex,
+        uint256 newAmount,
+        uint256 newLastPeriod
     );
     event Merged(address indexed staker, uint256 indexed index, uint256 mergedIndex);
     event Withdrawn(address indexed staker, uint256 amount);
     event WorkerBonded(address indexed staker, address indexed worker, uint256 period);
-    event NodeRecordPublished(address indexed staker, address indexed worker, string url, bytes umbralPublicKey);
+    event NodeRecordPublished(
+        address indexed staker, address indexed worker, string url, bytes umbralPublicKey
+    );
     event CommitmentMade(address indexed staker, uint256 indexed period, uint256 locked);
     event IssuanceAllocated(uint256 indexed period, uint256 issuance);
     event RewardMinted(address indexed staker, uint256 firstPeriod, uint256 lastPeriod, uint256 amount);
@@ -62,7 +68,9 @@ contract StakingEscrowTest is Base {
     }
 
     function test_RevertWhen_LinkSetTwice() public {
-        vm.expectRevert(abi.encodeWithSelector(Errors.StakingEscrow_LinkNotSettable.selector, "policyManager"));
+        vm.expectRevert(
+            abi.encodeWithSelector(Errors.StakingEscrow_LinkNotSettable.selector, "policyManager")
+        );
         escrow.setPolicyManager(IPolicyManager(address(1)));
         vm.expectRevert(abi.encodeWithSelector(Errors.StakingEscrow_LinkNotSettable.selector, "adjudicator"));
         escrow.setAdjudicator(address(1));
@@ -93,7 +101,9 @@ contract StakingEscrowTest is Base {
 
     function test_RevertWhen_DepositBelowMinStake() public {
         vm.expectRevert(
-            abi.encodeWithSelector(Errors.StakingEscrow_AmountBelowMinStake.selector, MIN_STAKE - 1, MIN_STAKE)
+            abi.encodeWithSelector(
+                Errors.StakingEscrow_AmountBelowMinStake.selector, MIN_STAKE - 1, MIN_STAKE
+            )
         );
         vm.prank(staker);
         escrow.deposit(MIN_STAKE - 1, 60);
@@ -102,11 +112,15 @@ contract StakingEscrowTest is Base {
     function test_RevertWhen_DepositLockTooShortOrTooLong() public {
         vm.startPrank(staker);
         vm.expectRevert(
-            abi.encodeWithSelector(Errors.StakingEscrow_LockOutOfRange.selector, MIN_LOCK - 1, MIN_LOCK, MAX_LOCK)
+            abi.encodeWithSelector(
+                Errors.StakingEscrow_LockOutOfRange.selector, MIN_LOCK - 1, MIN_LOCK, MAX_LOCK
+            )
         );
         escrow.deposit(STAKE, MIN_LOCK - 1);
         vm.expectRevert(
-            abi.encodeWithSelector(Errors.StakingEscrow_LockOutOfRange.selector, MAX_LOCK + 1, MIN_LOCK, MAX_LOCK)
+            abi.encodeWithSelector(
+                Errors.StakingEscrow_LockOutOfRange.selector, MAX_LOCK + 1, MIN_LOCK, MAX_LOCK
+            )
         );
         escrow.deposit(STAKE, MAX_LOCK + 1);
         vm.stopPrank();
@@ -118,7 +132,9 @@ contract StakingEscrowTest is Base {
         vm.startPrank(staker);
         token.approve(address(escrow), MIN_STAKE);
         vm.expectRevert(
-            abi.encodeWithSelector(Errors.StakingEscrow_StakeAboveMax.selector, MAX_STAKE + MIN_STAKE, MAX_STAKE)
+            abi.encodeWithSelector(
+                Errors.StakingEscrow_StakeAboveMax.selector, MAX_STAKE + MIN_STAKE, MAX_STAKE
+            )
         );
         escrow.deposit(MIN_STAKE, 60);
         vm.stopPrank();
@@ -127,7 +143,9 @@ contract StakingEscrowTest is Base {
     function test_RevertWhen_DepositWithoutAllowance() public {
         fund(staker, STAKE);
         vm.expectRevert(
-            abi.encodeWithSelector(IERC20Errors.ERC20InsufficientAllowance.selector, address(escrow), 0, STAKE)
+            abi.encodeWithSelector(
+                IERC20Errors.ERC20InsufficientAllowance.selector, address(escrow), 0, STAKE
+            )
         );
         vm.prank(staker);
         escrow.deposit(STAKE, 60);
@@ -182,7 +200,9 @@ contract StakingEscrowTest is Base {
     function test_RevertWhen_ProlongBeyondMaxLock() public {
         deposit(staker, STAKE, MAX_LOCK);
         vm.expectRevert(
-            abi.encodeWithSelector(Errors.StakingEscrow_LockOutOfRange.selector, MAX_LOCK + 1, MIN_LOCK, MAX_LOCK)
+            abi.encodeWithSelector(
+                Errors.StakingEscrow_LockOutOfRange.selector, MAX_LOCK + 1, MIN_LOCK, MAX_LOCK
+            )
         );
         vm.prank(staker);
         escrow.prolong(0, 1);
@@ -230,14 +250,20 @@ contract StakingEscrowTest is Base {
         deposit(staker, STAKE, 60);
         vm.startPrank(staker);
         vm.expectRevert(
-            abi.encodeWithSelector(Errors.StakingEscrow_AmountBelowMinStake.selector, MIN_STAKE - 1, MIN_STAKE)
+            abi.encodeWithSelector(
+                Errors.StakingEscrow_AmountBelowMinStake.selector, MIN_STAKE - 1, MIN_STAKE
+            )
         );
         escrow.divide(0, MIN_STAKE - 1, 5);
         vm.expectRevert(
-            abi.encodeWithSelector(Errors.StakingEscrow_AmountBelowMinStake.selector, MIN_STAKE - 1, MIN_STAKE)
+            abi.encodeWithSelector(
+                Errors.StakingEscrow_AmountBelowMinStake.selector, MIN_STAKE - 1, MIN_STAKE
+            )
         );
         escrow.divide(0, STAKE - MIN_STAKE + 1, 5);
-        vm.expectRevert(abi.encodeWithSelector(Errors.StakingEscrow_AmountBelowMinStake.selector, 0, MIN_STAKE));
+        vm.expectRevert(
+            abi.encodeWithSelector(Errors.StakingEscrow_AmountBelowMinStake.selector, 0, MIN_STAKE)
+        );
         escrow.divide(0, STAKE, 5);
         vm.expectRevert(Errors.StakingEscrow_ZeroValue.selector);
         escrow.divide(0, MIN_STAKE, 0);
@@ -344,7 +370,9 @@ contract StakingEscrowTest is Base {
         deposit(staker, STAKE, 60);
         deposit(other, STAKE, 60);
         bond(staker, worker);
-        vm.expectRevert(abi.encodeWithSelector(Errors.StakingEscrow_WorkerAlreadyBonded.selector, worker, staker));
+        vm.expectRevert(
+            abi.encodeWithSelector(Errors.StakingEscrow_WorkerAlreadyBonded.selector, worker, staker)
+        );
         bond(other, worker);
         vm.expectRevert(abi.encodeWithSelector(Errors.StakingEscrow_WorkerIsAStaker.selector, staker));
         bond(other, staker);
@@ -379,9 +407,13 @@ contract StakingEscrowTest is Base {
         vm.startPrank(worker);
         vm.expectRevert(abi.encodeWithSelector(Errors.StakingEscrow_InvalidNodeRecord.selector, "url length"));
         escrow.publishNodeRecord("", key);
-        vm.expectRevert(abi.encodeWithSelector(Errors.StakingEscrow_InvalidNodeRecord.selector, "umbral public key"));
+        vm.expectRevert(
+            abi.encodeWithSelector(Errors.StakingEscrow_InvalidNodeRecord.selector, "umbral public key")
+        );
         escrow.publishNodeRecord("http://node", abi.encodePacked(bytes1(0x04), keccak256("key")));
-        vm.expectRevert(abi.encodeWithSelector(Errors.StakingEscrow_InvalidNodeRecord.selector, "umbral public key"));
+        vm.expectRevert(
+            abi.encodeWithSelector(Errors.StakingEscrow_InvalidNodeRecord.selector, "umbral public key")
+        );
         escrow.publishNodeRecord("http://node", abi.encodePacked(keccak256("key")));
         vm.stopPrank();
         vm.expectRevert(abi.encodeWithSelector(Errors.StakingEscrow_NotAWorker.selector, staker));
@@ -420,7 +452,9 @@ contract StakingEscrowTest is Base {
         bond(staker, worker);
         vm.prank(worker);
         escrow.commitToNextPeriod();
-        vm.expectRevert(abi.encodeWithSelector(Errors.StakingEscrow_AlreadyCommitted.selector, currentPeriod() + 1));
+        vm.expectRevert(
+            abi.encodeWithSelector(Errors.StakingEscrow_AlreadyCommitted.selector, currentPeriod() + 1)
+        );
         vm.prank(worker);
         escrow.commitToNextPeriod();
         vm.expectRevert(abi.encodeWithSelector(Errors.StakingEscrow_NotAWorker.selector, staker));
@@ -501,7 +535,9 @@ contract StakingEscrowTest is Base {
     }
 
     function test_RevertWhen_MintByStranger() public {
-        vm.expectRevert(abi.encodeWithSelector(Errors.StakingEscrow_NotStakerOrWorker.selector, staker, address(0)));
+        vm.expectRevert(
+            abi.encodeWithSelector(Errors.StakingEscrow_NotStakerOrWorker.selector, staker, address(0))
+        );
         vm.prank(staker);
         escrow.mint();
     }
@@ -527,7 +563,9 @@ contract StakingEscrowTest is Base {
     //////////////////////////////////////////////////////////////*/
 
     function test_RevertWhen_SlashByOther() public {
-        vm.expectRevert(abi.encodeWithSelector(Errors.StakingEscrow_CallerNotAdjudicator.selector, address(this)));
+        vm.expectRevert(
+            abi.encodeWithSelector(Errors.StakingEscrow_CallerNotAdjudicator.selector, address(this))
+        );
         escrow.slash(staker, 1, investigator, 0);
     }
 
@@ -558,7 +596,9 @@ contract StakingEscrowTest is Base {
         assertEq(subStakes[1].amount, STAKE);
         assertEq(escrow.stakeOf(staker), 150_000e18);
         assertEq(token.balanceOf(investigator), 5_000e18);
-        assertEq(escrow.getStakerInfo(staker).commitLocked[0], 150_000e18, "the commitment shrinks with the stake");
+        assertEq(
+            escrow.getStakerInfo(staker).commitLocked[0], 150_000e18, "the commitment shrinks with the stake"
+        );
         assertEq(escrow.getPeriodTotals(next).lockedTotal, 150_000e18);
         // The burnt part is back in the reserve, for the token and for future issuance.
         assertEq(token.reserve(), RESERVE + 45_000e18);

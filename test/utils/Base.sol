@@ -19,7 +19,7 @@ abstract contract Base is Test {
     uint256 internal constant MAX_LOCK = 1825;
     uint256 internal constant MIN_WORKER_PERIODS = 2;
     /// @dev 1 - 2^(-1/1461): the reserve halves every four years of daily periods.
-    uint256 internal constant ISSUANCE_RATE = 474_323_552_147_416;
+    uint256 internal constant ISSUANCE_RATE = 474_320_862_749_566;
     uint256 internal constant MIN_FEE_RATE = 0;
     uint256 internal constant DEFAULT_FEE_RATE = 1 gwei;
     uint256 internal constant MAX_FEE_RATE = 1 ether;
@@ -112,7 +112,9 @@ abstract contract Base is Test {
         uint256 value = feeRate * nodes.length * periods;
         vm.deal(owner, owner.balance + value);
         vm.prank(owner);
-        policyManager.createPolicy{value: value}(id, owner, makeAddr("kfrag-signer"), endAfter(periods), nodes);
+        policyManager.createPolicy{value: value}(
+            id, owner, makeAddr("kfrag-signer"), endAfter(periods), nodes
+        );
     }
 
     /// @dev Sorts in place (insertion sort: test-sized arrays).
