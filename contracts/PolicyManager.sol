@@ -3,6 +3,7 @@ pragma solidity ^0.8.28;
 
 import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
 import {Ownable2Step} from "@openzeppelin/contracts/access/Ownable2Step.sol";
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 
 import {IPolicyManager} from "./interfaces/IPolicyManager.sol";
 import {IStakingEscrow} from "./interfaces/IStakingEscrow.sol";
@@ -432,7 +433,8 @@ contract PolicyManager is IPolicyManager, Ownable2Step {
                 emit FeesAccrued(node, start, credit);
             }
         }
-        info.runningRate = uint96(running);
+        // Checked: a running rate past 96 bits must refuse the policy, never wrap.
+        info.runningRate = SafeCast.toUint96(running);
         info.lastProcessedPeriod = uint32(last);
     }
 

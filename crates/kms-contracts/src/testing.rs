@@ -1,0 +1,269 @@
+//! A throwaway local chain with the KMS contracts deployed, for integration tests.
+//!
+//! The contracts are deployed by the very script production uses (`script/Deploy.s.sol`), so the
+//! tests exercise the real deployment path and the real deployments file rather than a Rust
+//! re-implementation of it. Anvil and forge are the npm-pinned binaries in `node_modules/`
+//! (`npm ci` installs them), so tests use the same toolchain versions as the Solidity side.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{ExitStatus, Stdio},
+};
+
+use alloy::{
+    hex,
+    node_bindings::{Anvil, AnvilInstance, NodeError},
+    primitives::Address,
+    providers::{DynProvider, Provider, ProviderBuilder},
+    signers::local::PrivateKeySigner,
+    transports::http::reqwest::Url,
+};
+use tokio::sync::Mutex;
+
+use crate::{Deployment, DeploymentError};
+
+/// The anvil binary itself, relative to the repository root. `node_modules/.bin/anvil` is a node
+/// wrapper that does not forward signals: killing it would leave anvil running.
+pub const ANVIL_BIN: &str = "node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil";
+
+/// forge, relative to the repository root.
+pub const FORGE_BIN: &str = "node_modules/.bin/forge";
+
+/// The deployment script, relative to the repository root (forge must run from there).
+pub const DEPLOY_SCRIPT: &str = "script/Deploy.s.sol";
+
+/// Deployment parameters the script reads from the environment. They are cleared for the forge
+/// run so that a developer's shell cannot change what the tests deploy.
+const SCRIPT_PARAMETERS: &[&str] = &[
+    "PRIVATE_KEY",
+    "DEPLOYMENTS_PATH",
+    "SECONDS_PER_PERIOD",
+    "TOKEN_CAP",
+    "INITIAL_SUPPLY",
+    "MIN_STAKE",
+    "MAX_STAKE",
+    "MIN_LOCK_PERIODS",
+    "MAX_LOCK_PERIODS",
+    "MIN_WORKER_PERIODS",
+    "ISSUANCE_RATE",
+    "MIN_FEE_RATE",
+    "DEFAULT_FEE_RATE",
+    "MAX_FEE_RATE",
+    "FEE_GOVERNOR",
+];
+
+/// Serializes forge runs within a test binary: concurrent runs would race on forge's compilation
+/// cache and on `broadcast/` (every anvil has chain id 31337), and two compilations at once on a
+/// small machine are slower than one after the other.
+static FORGE_LOCK: Mutex<()> = Mutex::const_new(());
+
+/// Why a test chain could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum TestChainError {
+    /// No ancestor of this crate holds `foundry.toml`.
+    #[error("no foundry.toml in {} or any of its parents", start.display())]
+    RepoRootNotFound {
+        /// Where the search started.
+        start: PathBuf,
+    },
+    /// A Foundry binary is not installed.
+    #[error("{} not found: run `npm ci` in {}", path.display(), root.display())]
+    ToolMissing {
+        /// The missing binary.
+        path: PathBuf,
+        /// The repository root.
+        root: PathBuf,
+    },
+    /// Anvil did not start.
+    #[error("could not start anvil: {0}")]
+    Anvil(#[from] NodeError),
+    /// The blocking task that starts anvil did not finish.
+    #[error("the task starting anvil failed: {0}")]
+    AnvilTask(#[from] tokio::task::JoinError),
+    /// forge could not be run at all.
+    #[error("could not run {FORGE_BIN}: {0}")]
+    ForgeSpawn(#[source] std::io::Error),
+    /// The deployment script failed; its whole output is kept since forge reports the reason
+    /// (a revert, a compilation error) there.
+    #[error("`forge script {DEPLOY_SCRIPT}` failed ({status})\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}")]
+    ForgeFailed {
+        /// forge's exit status.
+        status: ExitStatus,
+        /// forge's standard output.
+        stdout: String,
+        /// forge's standard error.
+        stderr: String,
+    },
+    /// The script ran but its deployments file is unusable.
+    #[error(transparent)]
+    Deployment(#[from] DeploymentError),
+    /// The deployments file is for another chain than the one started.
+    #[error("deployed to chain {deployed}, but anvil runs chain {anvil}")]
+    ChainMismatch {
+        /// The chain id in the deployments file.
+        deployed: u64,
+        /// Anvil's chain id.
+        anvil: u64,
+    },
+    /// Anvil has fewer dev accounts than asked for.
+    #[error("anvil has no dev account #{index} (it has {count})")]
+    NoSuchAccount {
+        /// The index asked for.
+        index: usize,
+        /// How many accounts anvil has.
+        count: usize,
+    },
+}
+
+/// The repository root: the nearest ancestor of this crate that holds `foundry.toml`.
+pub fn repo_root() -> Result<PathBuf, TestChainError> {
+    let start = Path::new(env!("CARGO_MANIFEST_DIR"));
+    start
+        .ancestors()
+        .find(|dir| dir.join("foundry.toml").is_file())
+        .map(Path::to_path_buf)
+        .ok_or_else(|| TestChainError::RepoRootNotFound {
+            start: start.to_path_buf(),
+        })
+}
+
+/// A running anvil with the KMS contracts deployed on it. Dropping it stops anvil.
+#[derive(Debug)]
+pub struct TestChain {
+    anvil: AnvilInstance,
+    deployment: Deployment,
+}
+
+impl TestChain {
+    /// Starts anvil on a free port and deploys the contracts with periods of
+    /// `seconds_per_period` seconds and the script's defaults for everything else.
+    pub async fn start(seconds_per_period: u64) -> Result<Self, TestChainError> {
+        Self::start_with(seconds_per_period, &[]).await
+    }
+
+    /// Like [`TestChain::start`], with further script parameters (e.g. `("MIN_STAKE", "1")`);
+    /// see `script/Deploy.s.sol` for the names.
+    pub async fn start_with(
+        seconds_per_period: u64,
+        parameters: &[(&str, &str)],
+    ) -> Result<Self, TestChainError> {
+        let root = repo_root()?;
+        let anvil_bin = tool(&root, ANVIL_BIN)?;
+        tool(&root, FORGE_BIN)?;
+
+        // Port 0: anvil binds a port the OS picks and reports it, so parallel tests never collide.
+        let anvil = tokio::task::spawn_blocking(move || Anvil::at(anvil_bin).try_spawn()).await??;
+        let port = anvil.port();
+        let deployer_key = anvil
+            .keys()
+            .first()
+            .ok_or(TestChainError::NoSuchAccount { index: 0, count: 0 })?;
+
+        // Must stay under ./deployments: foundry.toml only lets scripts write there.
+        let relative_path = format!("deployments/test-{port}.json");
+        let mut command = tokio::process::Command::new(root.join(FORGE_BIN));
+        command
+            .current_dir(&root)
+            .args(["script", DEPLOY_SCRIPT, "--rpc-url"])
+            .arg(anvil.endpoint())
+            .arg("--broadcast");
+        for name in SCRIPT_PARAMETERS {
+            command.env_remove(name);
+        }
+        command
+            .env("PRIVATE_KEY", hex::encode_prefixed(deployer_key.to_bytes()))
+            .env("SECONDS_PER_PERIOD", seconds_per_period.to_string())
+            .env("DEPLOYMENTS_PATH", &relative_path)
+            .envs(parameters.iter().copied())
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+
+        tracing::debug!(port, "deploying the KMS contracts with forge");
+        let output = {
+            let _guard = FORGE_LOCK.lock().await;
+            command.output().await.map_err(TestChainError::ForgeSpawn)?
+        };
+        if !output.status.success() {
+            return Err(TestChainError::ForgeFailed {
+                status: output.status,
+                stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            });
+        }
+
+        let path = root.join(&relative_path);
+        let deployment = Deployment::load(&path);
+        // The file only served to hand the addresses over; a leftover one is gitignored anyway.
+        let _ = std::fs::remove_file(&path);
+        let deployment = deployment?;
+        let anvil_chain = anvil.chain_id();
+        if deployment.chain_id != anvil_chain {
+            return Err(TestChainError::ChainMismatch {
+                deployed: deployment.chain_id,
+                anvil: anvil_chain,
+            });
+        }
+        Ok(Self { anvil, deployment })
+    }
+
+    /// The deployment, as loaded from the file the script wrote.
+    pub fn deployment(&self) -> &Deployment {
+        &self.deployment
+    }
+
+    /// The running anvil (endpoints, dev keys and addresses).
+    pub fn anvil(&self) -> &AnvilInstance {
+        &self.anvil
+    }
+
+    /// Anvil's HTTP endpoint.
+    pub fn endpoint_url(&self) -> Url {
+        self.anvil.endpoint_url()
+    }
+
+    /// Anvil's dev account `index` (0 is the deployer, holding the initial token supply).
+    pub fn address(&self, index: usize) -> Result<Address, TestChainError> {
+        self.signer(index).map(|signer| signer.address())
+    }
+
+    /// The signer of anvil's dev account `index`.
+    pub fn signer(&self, index: usize) -> Result<PrivateKeySigner, TestChainError> {
+        let keys = self.anvil.keys();
+        keys.get(index)
+            .map(|key| PrivateKeySigner::from(key.clone()))
+            .ok_or(TestChainError::NoSuchAccount {
+                index,
+                count: keys.len(),
+            })
+    }
+
+    /// An HTTP provider that signs with dev account `index`; type-erased so that tests can keep
+    /// providers of several accounts side by side.
+    pub fn provider(&self, index: usize) -> Result<DynProvider, TestChainError> {
+        let signer = self.signer(index)?;
+        Ok(ProviderBuilder::new()
+            .wallet(signer)
+            .connect_http(self.endpoint_url())
+            .erased())
+    }
+
+    /// A read-only HTTP provider (no wallet).
+    pub fn read_provider(&self) -> DynProvider {
+        ProviderBuilder::new()
+            .connect_http(self.endpoint_url())
+            .erased()
+    }
+}
+
+fn tool(root: &Path, relative: &str) -> Result<PathBuf, TestChainError> {
+    let path = root.join(relative);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(TestChainError::ToolMissing {
+            path,
+            root: root.to_path_buf(),
+        })
+    }
+}
