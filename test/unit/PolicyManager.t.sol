@@ -19,26 +19,6 @@ contract PolicyManagerTest is Base {
     address internal nodeC;
     address[] internal nodes;
 
-    event PolicyCreated(
-        bytes16 indexed policyId,
-        address indexed owner,
-        address indexed sponsor,
-        address kfragSigner,
-        uint256 endTimestamp,
-        uint256 startPeriod,
-        uint256 lastPeriod,
-        uint256 feeRate,
-        address[] nodes
-    );
-    event PolicyRevoked(bytes16 indexed policyId, address indexed owner, uint256 refund);
-    event ArrangementRevoked(bytes16 indexed policyId, address indexed node, uint256 refund);
-    event RefundPaid(
-        bytes16 indexed policyId, address indexed owner, uint256 amount, uint256 refundedThrough
-    );
-    event FeesAccrued(address indexed node, uint256 indexed period, uint256 amount);
-    event FeesWithdrawn(address indexed node, uint256 amount);
-    event MinFeeRateSet(address indexed node, uint256 rate);
-
     function setUp() public override {
         super.setUp();
         nodeA = newNode("node-a", STAKE, 365);
@@ -72,7 +52,7 @@ contract PolicyManagerTest is Base {
         uint256 end = endAfter(10);
         vm.deal(alice, pay(10));
         vm.expectEmit(address(policyManager));
-        emit PolicyCreated(ID, alice, alice, signer, end, current, current + 9, RATE, nodes);
+        emit PolicyManager.PolicyCreated(ID, alice, alice, signer, end, current, current + 9, RATE, nodes);
         vm.prank(alice);
         policyManager.createPolicy{value: pay(10)}(ID, alice, signer, end, nodes);
 
@@ -201,7 +181,7 @@ contract PolicyManagerTest is Base {
         for (uint256 i; i < 6; ++i) {
             if (i < 4) {
                 vm.expectEmit(address(policyManager));
-                emit FeesAccrued(nodeA, start + i + 1, RATE);
+                emit PolicyManager.FeesAccrued(nodeA, start + i + 1, RATE);
             }
             commitAll();
             advancePeriods(1);
@@ -211,7 +191,7 @@ contract PolicyManagerTest is Base {
         assertEq(policyManager.getNodeInfo(nodeA).runningRate, 0, "the rate left when the policy ended");
         // The owner gets back `start` for every node (nobody could commit to it any more).
         vm.expectEmit(address(policyManager));
-        emit RefundPaid(ID, alice, 3 * RATE, start + 4);
+        emit PolicyManager.RefundPaid(ID, alice, 3 * RATE, start + 4);
         vm.prank(alice);
         assertEq(policyManager.refund(ID, nodes), 3 * RATE);
         _assertConserved(pay(5));
@@ -281,7 +261,7 @@ contract PolicyManagerTest is Base {
         // Earned: start+1 and start+2 for each node; the other 8 periods of 10 are refunded.
         uint256 expected = 3 * 8 * RATE;
         vm.expectEmit(address(policyManager));
-        emit PolicyRevoked(ID, alice, expected);
+        emit PolicyManager.PolicyRevoked(ID, alice, expected);
         vm.prank(alice);
         assertEq(policyManager.revokePolicy(ID, nodes), expected);
         assertEq(alice.balance, expected);
@@ -298,7 +278,7 @@ contract PolicyManagerTest is Base {
         create(10);
         commitAll();
         vm.expectEmit(address(policyManager));
-        emit ArrangementRevoked(ID, nodeB, 9 * RATE);
+        emit PolicyManager.ArrangementRevoked(ID, nodeB, 9 * RATE);
         vm.prank(alice);
         assertEq(policyManager.revokeArrangement(ID, nodeB, nodes), 9 * RATE);
         assertFalse(policyManager.isArrangementActive(ID, nodeB, nodes));
@@ -361,7 +341,7 @@ contract PolicyManagerTest is Base {
         commitAll();
         // Committed to start+1 and start+2: two periods earned.
         vm.expectEmit(address(policyManager));
-        emit FeesWithdrawn(nodeA, 2 * RATE);
+        emit PolicyManager.FeesWithdrawn(nodeA, 2 * RATE);
         vm.prank(workerOf(nodeA));
         assertEq(policyManager.withdrawFees(nodeA), 2 * RATE);
         assertEq(nodeA.balance, 2 * RATE, "fees always go to the staker");
@@ -394,7 +374,7 @@ contract PolicyManagerTest is Base {
 
     function test_SetMinFeeRate() public {
         vm.expectEmit(address(policyManager));
-        emit MinFeeRateSet(nodeA, 5 gwei);
+        emit PolicyManager.MinFeeRateSet(nodeA, 5 gwei);
         vm.prank(nodeA);
         policyManager.setMinFeeRate(5 gwei);
         assertEq(policyManager.effectiveMinFeeRate(nodeA), 5 gwei);

@@ -16,28 +16,6 @@ contract StakingEscrowTest is Base {
     address internal worker = makeAddr("worker");
     address internal investigator = makeAddr("investigator");
 
-    event Deposited(
-        address indexed staker, uint256 indexed index, uint256 amount, uint256 firstPeriod, uint256 lastPeriod
-    );
-    event Prolonged(address indexed staker, uint256 indexed index, uint256 lastPeriod);
-    event Divided(
-        address indexed staker,
-        uint256 indexed index,
-        uint256 newIndex,
-        uint256 newAmount,
-        uint256 newLastPeriod
-    );
-    event Merged(address indexed staker, uint256 indexed index, uint256 mergedIndex);
-    event Withdrawn(address indexed staker, uint256 amount);
-    event WorkerBonded(address indexed staker, address indexed worker, uint256 period);
-    event NodeRecordPublished(
-        address indexed staker, address indexed worker, string url, bytes umbralPublicKey
-    );
-    event CommitmentMade(address indexed staker, uint256 indexed period, uint256 locked);
-    event IssuanceAllocated(uint256 indexed period, uint256 issuance);
-    event RewardMinted(address indexed staker, uint256 firstPeriod, uint256 lastPeriod, uint256 amount);
-    event Slashed(address indexed staker, uint256 penalty, address indexed investigator, uint256 reward);
-
     /*//////////////////////////////////////////////////////////////
                               CONSTRUCTION
     //////////////////////////////////////////////////////////////*/
@@ -86,7 +64,7 @@ contract StakingEscrowTest is Base {
         vm.startPrank(staker);
         token.approve(address(escrow), STAKE);
         vm.expectEmit(address(escrow));
-        emit Deposited(staker, 0, STAKE, current, current + 60);
+        emit StakingEscrow.Deposited(staker, 0, STAKE, current, current + 60);
         uint256 index = escrow.deposit(STAKE, 60);
         vm.stopPrank();
 
@@ -191,7 +169,7 @@ contract StakingEscrowTest is Base {
         deposit(staker, STAKE, 60);
         uint256 last = currentPeriod() + 60;
         vm.expectEmit(address(escrow));
-        emit Prolonged(staker, 0, last + 10);
+        emit StakingEscrow.Prolonged(staker, 0, last + 10);
         vm.prank(staker);
         escrow.prolong(0, 10);
         assertEq(escrow.lockedAt(staker, last + 10), STAKE);
@@ -234,7 +212,7 @@ contract StakingEscrowTest is Base {
         deposit(staker, STAKE, 60);
         uint256 last = currentPeriod() + 60;
         vm.expectEmit(address(escrow));
-        emit Divided(staker, 0, 1, 40_000e18, last + 5);
+        emit StakingEscrow.Divided(staker, 0, 1, 40_000e18, last + 5);
         vm.prank(staker);
         uint256 newIndex = escrow.divide(0, 40_000e18, 5);
         assertEq(newIndex, 1);
@@ -275,7 +253,7 @@ contract StakingEscrowTest is Base {
         advancePeriods(2);
         deposit(staker, MIN_STAKE, 58);
         vm.expectEmit(address(escrow));
-        emit Merged(staker, 0, 1);
+        emit StakingEscrow.Merged(staker, 0, 1);
         vm.prank(staker);
         escrow.merge(0, 1);
         StakingEscrow.SubStake[] memory subStakes = escrow.getSubStakes(staker);
@@ -317,7 +295,7 @@ contract StakingEscrowTest is Base {
         deposit(staker, STAKE, 30);
         advancePeriods(31);
         vm.expectEmit(address(escrow));
-        emit Withdrawn(staker, STAKE);
+        emit StakingEscrow.Withdrawn(staker, STAKE);
         vm.prank(staker);
         escrow.withdraw(STAKE);
         assertEq(token.balanceOf(staker), STAKE);
@@ -337,7 +315,7 @@ contract StakingEscrowTest is Base {
     function test_BondWorker() public {
         deposit(staker, STAKE, 60);
         vm.expectEmit(address(escrow));
-        emit WorkerBonded(staker, worker, currentPeriod());
+        emit StakingEscrow.WorkerBonded(staker, worker, currentPeriod());
         bond(staker, worker);
         assertEq(escrow.workerOf(staker), worker);
         assertEq(escrow.stakerOf(worker), staker);
@@ -386,7 +364,7 @@ contract StakingEscrowTest is Base {
         bond(staker, worker);
         bytes memory key = abi.encodePacked(bytes1(0x02), keccak256("key"));
         vm.expectEmit(address(escrow));
-        emit NodeRecordPublished(staker, worker, "http://127.0.0.1:9151", key);
+        emit StakingEscrow.NodeRecordPublished(staker, worker, "http://127.0.0.1:9151", key);
         vm.prank(worker);
         escrow.publishNodeRecord("http://127.0.0.1:9151", key);
         StakingEscrow.NodeView memory record = escrow.nodeRecordOf(staker);
@@ -433,9 +411,9 @@ contract StakingEscrowTest is Base {
         uint256 issuance = RESERVE * ISSUANCE_RATE / 1e18;
 
         vm.expectEmit(address(escrow));
-        emit IssuanceAllocated(next, issuance);
+        emit StakingEscrow.IssuanceAllocated(next, issuance);
         vm.expectEmit(address(escrow));
-        emit CommitmentMade(staker, next, STAKE);
+        emit StakingEscrow.CommitmentMade(staker, next, STAKE);
         vm.prank(worker);
         escrow.commitToNextPeriod();
         commit(other);
@@ -489,7 +467,7 @@ contract StakingEscrowTest is Base {
         advancePeriods(2); // `period` has ended
         assertEq(escrow.pendingReward(staker), issuance / 4);
         vm.expectEmit(address(escrow));
-        emit RewardMinted(staker, period, period, issuance / 4);
+        emit StakingEscrow.RewardMinted(staker, period, period, issuance / 4);
         vm.prank(worker);
         uint256 reward = escrow.mint();
         assertEq(reward, STAKE * issuance / (4 * STAKE));
@@ -520,7 +498,7 @@ contract StakingEscrowTest is Base {
         // `first` ended; `first + 1` is the current period; the commitment goes to `first + 2`.
         uint256 expected = escrow.getPeriodTotals(first).issuance;
         vm.expectEmit(address(escrow));
-        emit RewardMinted(staker, first, first, expected);
+        emit StakingEscrow.RewardMinted(staker, first, first, expected);
         vm.prank(worker);
         escrow.commitToNextPeriod();
         assertEq(escrow.getStakerInfo(staker).rewardsMinted, expected);
@@ -587,7 +565,7 @@ contract StakingEscrowTest is Base {
         uint256 next = currentPeriod() + 1;
 
         vm.expectEmit(address(escrow));
-        emit Slashed(staker, 50_000e18, investigator, 5_000e18);
+        emit StakingEscrow.Slashed(staker, 50_000e18, investigator, 5_000e18);
         vm.prank(adjudicator);
         escrow.slash(staker, 50_000e18, investigator, 5_000e18);
 
