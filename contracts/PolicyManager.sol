@@ -351,6 +351,11 @@ contract PolicyManager is IPolicyManager, Ownable2Step {
         view_.nodesHash = policy.nodesHash;
     }
 
+    /// @inheritdoc IPolicyManager
+    function kfragSignerOf(bytes16 policyId) external view override returns (address) {
+        return policies[policyId].kfragSigner;
+    }
+
     /// @notice Whether `node` must serve `policyId` now: the policy exists, is not revoked, has not
     /// ended, names the node, and the node's arrangement is not revoked. `nodes` is the node list
     /// from the `PolicyCreated` event; a list that does not match the policy answers false.

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 pragma solidity ^0.8.28;
 
+import {Adjudicator} from "../contracts/Adjudicator.sol";
 import {KMSToken} from "../contracts/KMSToken.sol";
 import {PolicyManager} from "../contracts/PolicyManager.sol";
 import {StakingEscrow} from "../contracts/StakingEscrow.sol";
@@ -15,7 +16,9 @@ import {Vm} from "../test/utils/Vm.sol";
 ///   PRIVATE_KEY (anvil's first key), DEPLOYMENTS_PATH (deployments/<chainid>.json),
 ///   SECONDS_PER_PERIOD, TOKEN_CAP, INITIAL_SUPPLY, MIN_STAKE, MAX_STAKE, MIN_LOCK_PERIODS,
 ///   MAX_LOCK_PERIODS, MIN_WORKER_PERIODS, ISSUANCE_RATE (WAD per period), MIN_FEE_RATE,
-///   DEFAULT_FEE_RATE, MAX_FEE_RATE (wei per node per period), FEE_GOVERNOR (the deployer).
+///   DEFAULT_FEE_RATE, MAX_FEE_RATE (wei per node per period), FEE_GOVERNOR (the deployer),
+///   BASE_PENALTY, PENALTY_HISTORY_COEFFICIENT (token units), PERCENTAGE_PENALTY_COEFFICIENT
+///   (the penalty is at most stake / this), REWARD_COEFFICIENT (the investigator gets penalty / this).
 contract Deploy {
     Vm internal constant vm = Vm(address(uint160(uint256(keccak256("hevm cheat code")))));
 
@@ -27,6 +30,7 @@ contract Deploy {
         KMSToken token;
         StakingEscrow escrow;
         PolicyManager policyManager;
+        Adjudicator adjudicator;
     }
 
     function run() external returns (Deployment memory deployment) {
@@ -59,9 +63,22 @@ contract Deploy {
             vm.envOr("MAX_FEE_RATE", uint256(1 ether))
         );
         deployment.escrow.setPolicyManager(deployment.policyManager);
+        deployment.adjudicator = deployAdjudicator(deployment);
+        deployment.escrow.setAdjudicator(address(deployment.adjudicator));
         vm.stopBroadcast();
 
         writeDeployment(deployment, deployer, params);
+    }
+
+    function deployAdjudicator(Deployment memory deployment) internal returns (Adjudicator) {
+        return new Adjudicator(
+            deployment.escrow,
+            deployment.policyManager,
+            vm.envOr("BASE_PENALTY", uint256(1_000e18)),
+            vm.envOr("PENALTY_HISTORY_COEFFICIENT", uint256(1_000e18)),
+            vm.envOr("PERCENTAGE_PENALTY_COEFFICIENT", uint256(10)),
+            vm.envOr("REWARD_COEFFICIENT", uint256(2))
+        );
     }
 
     function writeDeployment(
@@ -78,7 +95,7 @@ contract Deploy {
         vm.serializeAddress(key, "token", address(deployment.token));
         vm.serializeAddress(key, "stakingEscrow", address(deployment.escrow));
         vm.serializeAddress(key, "policyManager", address(deployment.policyManager));
-        vm.serializeAddress(key, "adjudicator", address(0));
+        vm.serializeAddress(key, "adjudicator", address(deployment.adjudicator));
         vm.serializeUint(key, "secondsPerPeriod", params.secondsPerPeriod);
         vm.serializeUint(key, "minStake", params.minStake);
         vm.serializeUint(key, "maxStake", params.maxStake);

@@ -9,4 +9,7 @@ interface IPolicyManager {
     /// @param node The staker's address.
     /// @param period The period committed to (always the escrow's current period + 1).
     function recordCommitment(address node, uint256 period) external;
+
+    /// @notice The address of the key that signs the policy's kfrags, or zero for an unknown policy.
+    function kfragSignerOf(bytes16 policyId) external view returns (address);
 }

@@ -159,4 +159,29 @@ library Errors {
 
     /// @notice Thrown when the caller is not a staker with a stake in the escrow.
     error PolicyManager_NotANode(address caller);
+
+    /*//////////////////////////////////////////////////////////////
+                               ADJUDICATOR
+    //////////////////////////////////////////////////////////////*/
+
+    /// @notice Thrown when a constructor coefficient is zero.
+    error Adjudicator_InvalidParameter();
+
+    /// @notice Thrown when the evidence is malformed (lengths, points, products): never a slash.
+    error Adjudicator_MalformedEvidence(string what);
+
+    /// @notice Thrown when the same capsule and cfrag were already evaluated.
+    error Adjudicator_AlreadyEvaluated(bytes32 evidenceHash);
+
+    /// @notice Thrown when the evidence names an unknown policy.
+    error Adjudicator_PolicyNotFound(bytes16 policyId);
+
+    /// @notice Thrown when the cfrag's kfrag signature does not recover the policy's kfrag signer.
+    error Adjudicator_KfragSignatureMismatch(address recovered, address expected);
+
+    /// @notice Thrown when the worker signature cannot be parsed or recovered.
+    error Adjudicator_InvalidWorkerSignature();
+
+    /// @notice Thrown when the answer was not signed by a bonded worker.
+    error Adjudicator_UnknownWorker(address signer);
 }

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 pragma solidity ^0.8.28;
 
+import {Adjudicator} from "../../contracts/Adjudicator.sol";
 import {KMSToken} from "../../contracts/KMSToken.sol";
 import {PolicyManager} from "../../contracts/PolicyManager.sol";
 import {StakingEscrow} from "../../contracts/StakingEscrow.sol";
@@ -24,12 +25,19 @@ abstract contract Base is Test {
     uint256 internal constant DEFAULT_FEE_RATE = 1 gwei;
     uint256 internal constant MAX_FEE_RATE = 1 ether;
     uint256 internal constant START_TIME = 1_700_000_000;
+    uint256 internal constant BASE_PENALTY = 1_000e18;
+    uint256 internal constant PENALTY_HISTORY_COEFFICIENT = 1_000e18;
+    uint256 internal constant PERCENTAGE_PENALTY_COEFFICIENT = 10; // at most 10% of the stake
+    uint256 internal constant REWARD_COEFFICIENT = 2; // half to the investigator
 
     KMSToken internal token;
     StakingEscrow internal escrow;
     PolicyManager internal policyManager;
     address internal governor;
+    /// @dev The escrow's adjudicator: an address the tests prank as, or the real contract when
+    /// `realAdjudicator()` says so.
     address internal adjudicator;
+    Adjudicator internal adjudicatorContract;
 
     function setUp() public virtual {
         vm.warp(START_TIME);
@@ -41,7 +49,23 @@ abstract contract Base is Test {
         escrow = new StakingEscrow(token, escrowParameters());
         policyManager = new PolicyManager(escrow, governor, MIN_FEE_RATE, DEFAULT_FEE_RATE, MAX_FEE_RATE);
         escrow.setPolicyManager(policyManager);
+        if (realAdjudicator()) {
+            adjudicatorContract = new Adjudicator(
+                escrow,
+                policyManager,
+                BASE_PENALTY,
+                PENALTY_HISTORY_COEFFICIENT,
+                PERCENTAGE_PENALTY_COEFFICIENT,
+                REWARD_COEFFICIENT
+            );
+            adjudicator = address(adjudicatorContract);
+        }
         escrow.setAdjudicator(adjudicator);
+    }
+
+    /// @dev Override to link the real Adjudicator contract instead of a pranked address.
+    function realAdjudicator() internal pure virtual returns (bool) {
+        return false;
     }
 
     function escrowParameters() internal pure returns (StakingEscrow.Parameters memory) {

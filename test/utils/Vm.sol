@@ -16,6 +16,8 @@ interface Vm {
     function sign(uint256 privateKey, bytes32 digest) external pure returns (uint8 v, bytes32 r, bytes32 s);
     function assume(bool condition) external pure;
     function getBlockTimestamp() external view returns (uint256);
+    function snapshotState() external returns (uint256 snapshotId);
+    function revertToState(uint256 snapshotId) external returns (bool success);
     function getNonce(address account) external view returns (uint64);
     function computeCreateAddress(address deployer, uint256 nonce) external pure returns (address);
 
@@ -23,6 +25,7 @@ interface Vm {
     function expectRevert() external;
     function expectRevert(bytes4 selector) external;
     function expectRevert(bytes calldata revertData) external;
+    function expectPartialRevert(bytes4 selector) external;
     function expectEmit() external;
     function expectEmit(address emitter) external;
     function expectEmit(bool checkTopic1, bool checkTopic2, bool checkTopic3, bool checkData) external;
@@ -33,6 +36,11 @@ interface Vm {
 
     // Files and JSON
     function readFile(string calldata path) external view returns (string memory);
+    function parseJsonUint(string calldata json, string calldata key) external pure returns (uint256);
+    function parseJsonString(string calldata json, string calldata key) external pure returns (string memory);
+    function parseJsonBytes(string calldata json, string calldata key) external pure returns (bytes memory);
+    function parseJsonAddress(string calldata json, string calldata key) external pure returns (address);
+    function parseJson(string calldata json, string calldata key) external pure returns (bytes memory);
     function writeFile(string calldata path, string calldata data) external;
     function writeJson(string calldata json, string calldata path) external;
     function serializeAddress(string calldata objectKey, string calldata valueKey, address value)
@@ -52,6 +60,7 @@ interface Vm {
     function startBroadcast() external;
     function stopBroadcast() external;
     function toString(uint256 value) external pure returns (string memory);
+    function toString(address value) external pure returns (string memory);
 
     // Assertions (forge's assertion cheatcodes print both sides on failure)
     function assertTrue(bool condition, string calldata message) external pure;

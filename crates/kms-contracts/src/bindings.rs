@@ -36,3 +36,10 @@ sol!(
     PolicyManager,
     "../../out/PolicyManager.sol/PolicyManager.json"
 );
+
+sol!(
+    #[sol(rpc)]
+    #[derive(Debug, PartialEq, Eq)]
+    Adjudicator,
+    "../../out/Adjudicator.sol/Adjudicator.json"
+);

@@ -16,8 +16,8 @@ use alloy::{
 use serde_json::value::RawValue;
 
 use crate::bindings::{
-    KMSToken::KMSTokenInstance, PolicyManager::PolicyManagerInstance,
-    StakingEscrow::StakingEscrowInstance,
+    Adjudicator::AdjudicatorInstance, KMSToken::KMSTokenInstance,
+    PolicyManager::PolicyManagerInstance, StakingEscrow::StakingEscrowInstance,
 };
 
 /// Addresses and parameters of one deployment of the KMS contracts, as written by
@@ -179,6 +179,14 @@ impl Deployment {
         provider: P,
     ) -> PolicyManagerInstance<P, N> {
         PolicyManagerInstance::new(self.policy_manager, provider)
+    }
+
+    /// The adjudicator, bound to `provider` (check `has_adjudicator` first on old deployments).
+    pub fn adjudicator<P: Provider<N>, N: Network>(
+        &self,
+        provider: P,
+    ) -> AdjudicatorInstance<P, N> {
+        AdjudicatorInstance::new(self.adjudicator, provider)
     }
 }
 

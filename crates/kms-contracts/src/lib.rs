@@ -10,5 +10,5 @@ mod deployment;
 #[cfg(feature = "test-utils")]
 pub mod testing;
 
-pub use bindings::{KMSToken, PolicyManager, StakingEscrow};
+pub use bindings::{Adjudicator, KMSToken, PolicyManager, StakingEscrow};
 pub use deployment::{Deployment, DeploymentError};

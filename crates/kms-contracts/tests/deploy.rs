@@ -36,7 +36,7 @@ async fn deployment_file_matches_the_linked_contracts() -> Result<()> {
     assert_eq!(d.deployer, chain.address(DEPLOYER)?);
     assert_eq!(d.chain_id, provider.get_chain_id().await?);
     assert_eq!(d.seconds_per_period, SECONDS_PER_PERIOD);
-    assert!(!d.has_adjudicator());
+    assert!(d.has_adjudicator());
 
     // The links the script makes, read back through the bindings.
     assert_eq!(token.minter().call().await?, d.staking_escrow);
@@ -45,6 +45,9 @@ async fn deployment_file_matches_the_linked_contracts() -> Result<()> {
     assert_eq!(policy_manager.escrow().call().await?, d.staking_escrow);
     assert_eq!(escrow.owner().call().await?, d.deployer);
     assert_eq!(escrow.adjudicator().call().await?, d.adjudicator);
+    let adjudicator = d.adjudicator(&provider);
+    assert_eq!(adjudicator.escrow().call().await?, d.staking_escrow);
+    assert_eq!(adjudicator.policyManager().call().await?, d.policy_manager);
 
     // The parameters in the file are the escrow's immutables.
     assert_eq!(

@@ -1,0 +1,37 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+pragma solidity ^0.8.28;
+
+/// @title IAdjudicator
+/// @notice Verifies on chain a re-encryption a node answered with, and slashes the node's staker
+/// when the re-encryption is wrong. The wire formats are umbral-pre 0.11's own: see docs/adjudicator.md.
+interface IAdjudicator {
+    /// @notice An affine secp256k1 point.
+    struct Point {
+        uint256 x;
+        uint256 y;
+    }
+
+    /// @notice What an investigator submits: the node's signed answer and the data to check it.
+    /// @dev `ys` gives the y coordinates of the points that `capsule` and `cfrag` carry compressed, in
+    /// this order: E, V (capsule), E1, V1, E2, V2, U1, U2 (cfrag). The six products are the ones of
+    /// umbral-pre's `ReencryptionEvidence` (`z*E, h*E1, z*V, h*V1, z*U, h*U1`).
+    struct Evidence {
+        bytes16 policyId;
+        bytes capsule; // Capsule::to_bytes_simple: E (33) | V (33) | signature (32) = 98 bytes
+        bytes cfrag; // CapsuleFrag::to_bytes_simple: 359 bytes
+        bytes delegatingKey; // Alice's delegating public key, compressed (33 bytes)
+        bytes receivingKey; // Bob's public key, compressed (33 bytes)
+        uint256[8] ys;
+        Point ez;
+        Point e1h;
+        Point vz;
+        Point v1h;
+        Point uz;
+        Point u1h;
+        bool kfragSignatureV; // recovery bit of the kfrag signature (true: odd y)
+        bytes workerSignature; // 65 bytes r | s | v (27/28): EIP-191 signature of the answer digest
+    }
+
+    /// @notice Evaluates `evidence` once: slashes the node if its re-encryption is wrong.
+    function evaluateCFrag(Evidence calldata evidence) external;
+}

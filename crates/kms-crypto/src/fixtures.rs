@@ -1,0 +1,439 @@
+//! Deterministic test vectors for the Adjudicator's Solidity tests:
+//! `test/fixtures/adjudicator/cases.json`, written by the `gen-adjudicator-fixtures` binary and
+//! checked by this crate's tests (the committed file must equal what [`generate`] produces).
+//!
+//! Each of [`SCENARIOS`] scenarios draws, from a ChaCha20 RNG seeded with the scenario's index,
+//! Alice's delegating key, her kfrag signer, Bob's key, the node's worker key, a key that is not
+//! the worker, a policy id and a message; encrypts the message, makes 2-of-3 kfrags signing both
+//! keys, re-encrypts with one of them, and emits one case per entry of [`CASES`].
+
+use alloy::primitives::{hex, Address, Signature};
+use alloy::signers::local::PrivateKeySigner;
+use alloy::sol_types::SolValue;
+use k256::{NonZeroScalar, ProjectivePoint};
+use rand_chacha::ChaCha20Rng;
+use rand_core::{RngCore, SeedableRng};
+use serde::Serialize;
+use umbral_pre::{
+    encrypt_with_rng, generate_kfrags_with_rng, reencrypt_with_rng, Capsule, CapsuleFrag,
+    PublicKey, SecretKey, Signer,
+};
+
+use crate::answer::{recover_answer_signer, sign_answer, AnswerError};
+use crate::curve::compress;
+use crate::evidence::{Evidence, EvidenceError, Outcome};
+use crate::umbral::{ethereum_address, layout};
+
+/// The chain id the answers are signed for (anvil's and forge's default).
+pub const CHAIN_ID: u64 = 31337;
+/// Number of scenarios (independent sets of keys, capsule and cfrag).
+pub const SCENARIOS: u64 = 8;
+/// The RNG seed of scenario `i` is `SEED + i`.
+pub const SEED: u64 = 0x4b4d_535f_4144_4a00;
+/// Where the fixtures live, relative to the repository root.
+pub const FIXTURE_PATH: &str = "test/fixtures/adjudicator/cases.json";
+/// The command that rewrites [`FIXTURE_PATH`].
+pub const REGENERATE: &str = "cargo run -p kms-crypto --bin gen-adjudicator-fixtures";
+
+/// What a case does to the scenario's valid answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tamper {
+    /// Nothing: the node's real cfrag, signed by the worker.
+    None,
+    /// Replaces a 33-byte point of the cfrag by another valid point; the worker re-signs.
+    Point(CfragPoint),
+    /// Replaces `z` by another nonzero scalar; the worker re-signs.
+    Z,
+    /// Replaces `E1` but keeps the worker's signature of the original answer.
+    PointUnsigned,
+    /// Replaces the kfrag id by other random bytes; the worker re-signs.
+    KfragId,
+    /// Replaces the kfrag signature's `s` by another nonzero scalar; the worker re-signs.
+    KfragSignatureS,
+    /// Flips `kfragSignatureV` in the valid evidence.
+    KfragSignatureV,
+    /// The valid answer, signed by a key that is not the worker.
+    OtherSigner,
+}
+
+/// One kind of case: `(name suffix, field, expected outcome, tampering)`.
+pub type CaseKind = (&'static str, &'static str, Outcome, Tamper);
+
+/// The cases emitted for every scenario, in order.
+pub const CASES: [CaseKind; 14] = [
+    ("valid", "none", Outcome::Correct, Tamper::None),
+    ("e1", "e1", Outcome::Slash, Tamper::Point(CfragPoint::E1)),
+    ("v1", "v1", Outcome::Slash, Tamper::Point(CfragPoint::V1)),
+    ("e2", "e2", Outcome::Slash, Tamper::Point(CfragPoint::E2)),
+    ("v2", "v2", Outcome::Slash, Tamper::Point(CfragPoint::V2)),
+    ("u2", "u2", Outcome::Slash, Tamper::Point(CfragPoint::U2)),
+    ("z", "z", Outcome::Slash, Tamper::Z),
+    (
+        "e1-unsigned",
+        "e1",
+        Outcome::UnknownWorker,
+        Tamper::PointUnsigned,
+    ),
+    (
+        "u1",
+        "u1",
+        Outcome::KfragSignature,
+        Tamper::Point(CfragPoint::U1),
+    ),
+    (
+        "kfragId",
+        "kfragId",
+        Outcome::KfragSignature,
+        Tamper::KfragId,
+    ),
+    (
+        "precursor",
+        "precursor",
+        Outcome::KfragSignature,
+        Tamper::Point(CfragPoint::Precursor),
+    ),
+    (
+        "kfragSignatureS",
+        "kfragSignatureS",
+        Outcome::KfragSignature,
+        Tamper::KfragSignatureS,
+    ),
+    (
+        "kfragSignatureV",
+        "kfragSignatureV",
+        Outcome::KfragSignature,
+        Tamper::KfragSignatureV,
+    ),
+    (
+        "unknown-worker",
+        "workerSignature",
+        Outcome::UnknownWorker,
+        Tamper::OtherSigner,
+    ),
+];
+
+/// Errors of the generator.
+#[derive(Debug, thiserror::Error)]
+pub enum FixtureError {
+    /// umbral-pre failed.
+    #[error("umbral: {0}")]
+    Umbral(String),
+    /// A key could not be made.
+    #[error("key: {0}")]
+    Key(String),
+    /// Building the evidence failed.
+    #[error(transparent)]
+    Evidence(#[from] EvidenceError),
+    /// Signing or recovering the answer failed.
+    #[error(transparent)]
+    Answer(#[from] AnswerError),
+    /// A case does not produce the outcome it is meant to (a bug, or an astronomically unlucky
+    /// draw).
+    #[error("case {name}: expected {expected:?}, the model says {got:?}")]
+    Unexpected {
+        /// The case.
+        name: String,
+        /// Its intended outcome.
+        expected: Outcome,
+        /// What [`Evidence::outcome`] says.
+        got: Outcome,
+    },
+    /// Serializing a case failed.
+    #[error("json: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// The keys and the honest answer of a scenario, for the tests.
+pub struct Scenario {
+    /// The capsule.
+    pub capsule: Capsule,
+    /// The node's real (verified) cfrag.
+    pub cfrag: CapsuleFrag,
+    /// Alice's delegating key.
+    pub delegating_pk: PublicKey,
+    /// Bob's key.
+    pub receiving_pk: PublicKey,
+    /// Alice's kfrag signer's key.
+    pub verifying_pk: PublicKey,
+    /// Its address (the policy's `kfragSigner`).
+    pub kfrag_signer: Address,
+    /// The node's bonded worker.
+    pub worker: Address,
+    /// The policy id.
+    pub policy_id: [u8; 16],
+}
+
+/// One test vector.
+pub struct Case {
+    /// `s<scenario>-<kind>`.
+    pub name: String,
+    /// Index into [`Fixtures::scenarios`].
+    pub scenario: usize,
+    /// What the Adjudicator must decide.
+    pub expect: Outcome,
+    /// The tampered field (`none` for the valid case).
+    pub field: &'static str,
+    /// The policy's `kfragSigner`.
+    pub kfrag_signer: Address,
+    /// The worker bonded to the node's staker.
+    pub worker: Address,
+    /// The address the answer signature recovers.
+    pub signer: Address,
+    /// The evidence.
+    pub evidence: Evidence,
+}
+
+/// All the vectors.
+pub struct Fixtures {
+    /// [`CHAIN_ID`].
+    pub chain_id: u64,
+    /// The scenarios, by index.
+    pub scenarios: Vec<Scenario>,
+    /// The cases, scenario by scenario in [`CASES`] order.
+    pub cases: Vec<Case>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CaseJson<'a> {
+    name: &'a str,
+    scenario: usize,
+    expect: &'a str,
+    field: &'a str,
+    policy_id: String,
+    kfrag_signer: String,
+    worker: String,
+    signer: String,
+    evidence: String,
+}
+
+impl Fixtures {
+    /// The JSON file: one case per line.
+    pub fn to_json(&self) -> Result<String, FixtureError> {
+        let mut lines = Vec::with_capacity(self.cases.len());
+        for case in &self.cases {
+            lines.push(serde_json::to_string(&CaseJson {
+                name: &case.name,
+                scenario: case.scenario,
+                expect: case.expect.as_str(),
+                field: case.field,
+                policy_id: hex::encode_prefixed(case.evidence.policyId),
+                kfrag_signer: hex::encode_prefixed(case.kfrag_signer),
+                worker: hex::encode_prefixed(case.worker),
+                signer: hex::encode_prefixed(case.signer),
+                evidence: hex::encode_prefixed(case.evidence.abi_encode()),
+            })?);
+        }
+        Ok(format!(
+            "{{\n  \"chainId\": {},\n  \"count\": {},\n  \"cases\": [\n    {}\n  ]\n}}\n",
+            self.chain_id,
+            self.cases.len(),
+            lines.join(",\n    ")
+        ))
+    }
+}
+
+fn random_point(rng: &mut ChaCha20Rng, not: &[u8]) -> Result<[u8; 33], FixtureError> {
+    loop {
+        let k = NonZeroScalar::random(&mut *rng);
+        let point = compress(&(ProjectivePoint::GENERATOR * *k))
+            .ok_or_else(|| FixtureError::Key("identity point".into()))?;
+        if point.as_slice() != not {
+            return Ok(point);
+        }
+    }
+}
+
+fn random_scalar(rng: &mut ChaCha20Rng, not: &[u8]) -> [u8; 32] {
+    loop {
+        let k: [u8; 32] = NonZeroScalar::random(&mut *rng).to_bytes().into();
+        if k.as_slice() != not {
+            return k;
+        }
+    }
+}
+
+fn eth_signer(rng: &mut ChaCha20Rng) -> Result<PrivateKeySigner, FixtureError> {
+    let sk = SecretKey::random_with_rng(rng);
+    PrivateKeySigner::from_slice(sk.to_be_bytes().as_secret())
+        .map_err(|err| FixtureError::Key(err.to_string()))
+}
+
+/// A 33-byte point of the cfrag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CfragPoint {
+    /// `E1`.
+    E1,
+    /// `V1`.
+    V1,
+    /// `E2`.
+    E2,
+    /// `V2`.
+    V2,
+    /// `U1` (under the kfrag signature).
+    U1,
+    /// `U2`.
+    U2,
+    /// The precursor (under the kfrag signature).
+    Precursor,
+}
+
+impl CfragPoint {
+    /// Its bytes in `CapsuleFrag::to_bytes_simple`.
+    pub fn range(self) -> core::ops::Range<usize> {
+        match self {
+            Self::E1 => layout::E1,
+            Self::V1 => layout::V1,
+            Self::E2 => layout::E2,
+            Self::V2 => layout::V2,
+            Self::U1 => layout::U1,
+            Self::U2 => layout::U2,
+            Self::Precursor => layout::PRECURSOR,
+        }
+    }
+}
+
+/// Generates every scenario and case. Deterministic.
+pub fn generate() -> Result<Fixtures, FixtureError> {
+    let mut scenarios = Vec::new();
+    let mut cases = Vec::new();
+    for index in 0..SCENARIOS {
+        let mut rng = ChaCha20Rng::seed_from_u64(SEED + index);
+        let alice = SecretKey::random_with_rng(&mut rng);
+        let kfrag_signer = Signer::new(SecretKey::random_with_rng(&mut rng));
+        let bob = SecretKey::random_with_rng(&mut rng);
+        let worker = eth_signer(&mut rng)?;
+        let other = eth_signer(&mut rng)?;
+        let mut policy_id = [0u8; 16];
+        rng.fill_bytes(&mut policy_id);
+        let mut message = [0u8; 32];
+        rng.fill_bytes(&mut message);
+
+        let (delegating_pk, receiving_pk) = (alice.public_key(), bob.public_key());
+        let verifying_pk = kfrag_signer.verifying_key();
+        let (capsule, _ciphertext) = encrypt_with_rng(&mut rng, &delegating_pk, &message)
+            .map_err(|err| FixtureError::Umbral(err.to_string()))?;
+        let kfrags = generate_kfrags_with_rng(
+            &mut rng,
+            &alice,
+            &receiving_pk,
+            &kfrag_signer,
+            2,
+            3,
+            true,
+            true,
+        );
+        let kfrag = kfrags
+            .get(index as usize % kfrags.len())
+            .ok_or_else(|| FixtureError::Umbral("no kfrag".into()))?;
+        let cfrag = reencrypt_with_rng(&mut rng, &capsule, kfrag.clone()).unverify();
+
+        let scenario = Scenario {
+            capsule,
+            cfrag,
+            delegating_pk,
+            receiving_pk,
+            verifying_pk,
+            kfrag_signer: ethereum_address(&verifying_pk),
+            worker: worker.address(),
+            policy_id,
+        };
+        let capsule_simple = scenario.capsule.to_bytes_simple();
+        let valid = scenario.cfrag.to_bytes_simple();
+        let valid_signature = sign_answer(&worker, CHAIN_ID, policy_id, &capsule_simple, &valid)?;
+
+        for (suffix, field, expect, tamper) in CASES {
+            let name = format!("s{index}-{suffix}");
+            let mut cfrag_bytes = valid.to_vec();
+            let mut signature: Option<Signature> = None;
+            let mut flip_v = false;
+            match tamper {
+                Tamper::None => {}
+                Tamper::Point(point) => {
+                    let range = point.range();
+                    let replacement = random_point(&mut rng, &valid[range.clone()])?;
+                    cfrag_bytes[range].copy_from_slice(&replacement);
+                }
+                Tamper::PointUnsigned => {
+                    let replacement = random_point(&mut rng, &valid[layout::E1])?;
+                    cfrag_bytes[layout::E1].copy_from_slice(&replacement);
+                    signature = Some(valid_signature);
+                }
+                Tamper::Z => {
+                    let replacement = random_scalar(&mut rng, &valid[layout::Z]);
+                    cfrag_bytes[layout::Z].copy_from_slice(&replacement);
+                }
+                Tamper::KfragId => loop {
+                    let mut id = [0u8; 32];
+                    rng.fill_bytes(&mut id);
+                    if id.as_slice() != &valid[layout::KFRAG_ID] {
+                        cfrag_bytes[layout::KFRAG_ID].copy_from_slice(&id);
+                        break;
+                    }
+                },
+                Tamper::KfragSignatureS => {
+                    let replacement = random_scalar(&mut rng, &valid[layout::KFRAG_SIGNATURE_S]);
+                    cfrag_bytes[layout::KFRAG_SIGNATURE_S].copy_from_slice(&replacement);
+                }
+                Tamper::KfragSignatureV => flip_v = true,
+                Tamper::OtherSigner => {
+                    signature = Some(sign_answer(
+                        &other,
+                        CHAIN_ID,
+                        policy_id,
+                        &capsule_simple,
+                        &valid,
+                    )?);
+                }
+            }
+            let signature = match signature {
+                Some(signature) => signature,
+                None => sign_answer(&worker, CHAIN_ID, policy_id, &capsule_simple, &cfrag_bytes)?,
+            };
+            let signature = signature.as_bytes();
+            let mut evidence = Evidence::from_parts(
+                &capsule_simple,
+                &cfrag_bytes,
+                &scenario.delegating_pk,
+                &scenario.receiving_pk,
+                scenario.kfrag_signer,
+                policy_id,
+                &signature,
+            )?;
+            if flip_v {
+                evidence.kfragSignatureV = !evidence.kfragSignatureV;
+            }
+            let signer = recover_answer_signer(
+                CHAIN_ID,
+                policy_id,
+                &capsule_simple,
+                &cfrag_bytes,
+                &signature,
+            )?;
+            let got = evidence.outcome(CHAIN_ID, scenario.kfrag_signer, scenario.worker);
+            if got != expect {
+                return Err(FixtureError::Unexpected {
+                    name,
+                    expected: expect,
+                    got,
+                });
+            }
+            cases.push(Case {
+                name,
+                scenario: index as usize,
+                expect,
+                field,
+                kfrag_signer: scenario.kfrag_signer,
+                worker: scenario.worker,
+                signer,
+                evidence,
+            });
+        }
+        scenarios.push(scenario);
+    }
+    Ok(Fixtures {
+        chain_id: CHAIN_ID,
+        scenarios,
+        cases,
+    })
+}

@@ -1,0 +1,26 @@
+//! Cryptography shared by the KMS node, the `kms` CLI and the Adjudicator's tests.
+//!
+//! - [`answer`]: the digest a node's worker signs for every capsule fragment it returns, and the
+//!   EIP-191 signature over it.
+//! - [`evidence`]: the [`Evidence`](evidence::Evidence) struct that `IAdjudicator.evaluateCFrag`
+//!   takes, built from the raw `to_bytes_simple` encodings (so it can be built for a wrong cfrag
+//!   too), and a Rust model of what the contract decides.
+//! - [`umbral`]: small helpers around umbral-pre 0.11 (Ethereum address of a key, the byte layout
+//!   of `to_bytes_simple`, parsing it back).
+//! - [`fixtures`]: the deterministic test vectors the Solidity tests read
+//!   (`test/fixtures/adjudicator/cases.json`).
+//!
+//! The formats are described in `docs/adjudicator.md`.
+
+pub mod answer;
+mod curve;
+pub mod evidence;
+pub mod fixtures;
+pub mod umbral;
+
+pub use answer::{answer_digest, recover_answer_signer, sign_answer, AnswerError};
+pub use evidence::{Evidence, EvidenceError, Outcome, Point};
+pub use umbral::ethereum_address;
+
+/// Re-export of the umbral-pre version the formats are tied to.
+pub use umbral_pre;

@@ -1,0 +1,24 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+pragma solidity ^0.8.28;
+
+import {AdjudicatorFixtures} from "../utils/AdjudicatorFixtures.sol";
+
+/// @notice Gas of a full evaluation, as a whole transaction (calldata included) under `--isolate`.
+contract AdjudicatorGasTest is AdjudicatorFixtures {
+    function test_Gas_EvaluateCorrectCFrag() public {
+        Case memory c = load(indexOf("correct", 0));
+        prepare(c);
+        vm.prank(investigator);
+        adjudicatorContract.evaluateCFrag(c.evidence);
+        uint256 gasUsed = vm.snapshotGasLastCall("evaluateCFrag (correct cfrag)");
+        assertLe(gasUsed, 150_000, "evaluation over its bar");
+    }
+
+    function test_Gas_EvaluateWrongCFragAndSlash() public {
+        Case memory c = load(indexOf("slash", 0));
+        prepare(c);
+        vm.prank(investigator);
+        adjudicatorContract.evaluateCFrag(c.evidence);
+        vm.snapshotGasLastCall("evaluateCFrag (wrong cfrag, with the slash)");
+    }
+}

@@ -1,0 +1,200 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+pragma solidity ^0.8.28;
+
+import {Adjudicator} from "../../contracts/Adjudicator.sol";
+import {IAdjudicator} from "../../contracts/interfaces/IAdjudicator.sol";
+import {Errors} from "../../contracts/libraries/Errors.sol";
+import {Secp256k1} from "../../contracts/libraries/Secp256k1.sol";
+import {AdjudicatorFixtures} from "../utils/AdjudicatorFixtures.sol";
+
+/// @notice The Adjudicator against the umbral-pre test vectors, every verdict and every rejection.
+contract AdjudicatorTest is AdjudicatorFixtures {
+    /// @dev Evaluates a case and checks its outcome against the fixture's expectation.
+    function check(Case memory c) internal {
+        address staker = prepare(c);
+        uint256 stakeBefore = escrow.stakeOf(staker);
+        uint256 supplyBefore = token.totalSupply();
+        uint256 investigatorBefore = token.balanceOf(investigator);
+        (uint256 penalty, uint256 reward) = adjudicatorContract.penaltyFor(staker);
+
+        if (equal(c.expect, "kfrag-signature")) {
+            vm.expectPartialRevert(Errors.Adjudicator_KfragSignatureMismatch.selector);
+        } else if (equal(c.expect, "unknown-worker")) {
+            vm.expectPartialRevert(Errors.Adjudicator_UnknownWorker.selector);
+        }
+        vm.prank(investigator);
+        adjudicatorContract.evaluateCFrag(c.evidence);
+
+        bytes32 evidenceHash = keccak256(abi.encodePacked(c.evidence.capsule, c.evidence.cfrag));
+        if (equal(c.expect, "correct")) {
+            assertEq(
+                escrow.stakeOf(staker), stakeBefore, string.concat(c.name, ": an honest node lost stake")
+            );
+            assertTrue(adjudicatorContract.evaluated(evidenceHash));
+        } else if (equal(c.expect, "slash")) {
+            assertEq(escrow.stakeOf(staker), stakeBefore - penalty, string.concat(c.name, ": not slashed"));
+            assertEq(token.balanceOf(investigator), investigatorBefore + reward);
+            assertEq(token.totalSupply(), supplyBefore - (penalty - reward), "the rest is burnt");
+            assertTrue(adjudicatorContract.evaluated(evidenceHash));
+        } else {
+            assertEq(
+                escrow.stakeOf(staker), stakeBefore, string.concat(c.name, ": rejected evidence slashed")
+            );
+            assertFalse(adjudicatorContract.evaluated(evidenceHash));
+        }
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                            EVERY TEST VECTOR
+    //////////////////////////////////////////////////////////////*/
+
+    /// @dev Each case from the same fresh state: some share their capsule and cfrag (a valid answer
+    /// and the same answer with a bad signature), which is evaluated only once.
+    function test_EveryFixture() public {
+        assertGt(count, 0);
+        for (uint256 i; i < count; ++i) {
+            uint256 snapshot = vm.snapshotState();
+            check(load(i));
+            vm.revertToState(snapshot);
+        }
+    }
+
+    function testFuzz_ValidCFragIsNeverSlashed(uint256 seed) public {
+        check(load(indexOf("correct", seed)));
+    }
+
+    function testFuzz_TamperedProofFieldIsAlwaysSlashed(uint256 seed) public {
+        check(load(indexOf("slash", seed)));
+    }
+
+    function testFuzz_BadSignatureIsRejected(uint256 seed) public {
+        uint256 i = seed % 2 == 0 ? indexOf("kfrag-signature", seed) : indexOf("unknown-worker", seed);
+        check(load(i));
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                             VERDICTS
+    //////////////////////////////////////////////////////////////*/
+
+    function test_Correct_EmitsTheVerdict() public {
+        Case memory c = load(indexOf("correct", 0));
+        address staker = prepare(c);
+        bytes32 evidenceHash = keccak256(abi.encodePacked(c.evidence.capsule, c.evidence.cfrag));
+        vm.expectEmit(address(adjudicatorContract));
+        emit Adjudicator.CFragEvaluated(
+            evidenceHash, staker, investigator, c.policyId, c.worker, Adjudicator.Verdict.Correct, 0, 0
+        );
+        vm.prank(investigator);
+        adjudicatorContract.evaluateCFrag(c.evidence);
+    }
+
+    function test_RevertWhen_EvaluatedTwice() public {
+        Case memory c = load(indexOf("slash", 0));
+        prepare(c);
+        vm.prank(investigator);
+        adjudicatorContract.evaluateCFrag(c.evidence);
+        bytes32 evidenceHash = keccak256(abi.encodePacked(c.evidence.capsule, c.evidence.cfrag));
+        vm.expectRevert(abi.encodeWithSelector(Errors.Adjudicator_AlreadyEvaluated.selector, evidenceHash));
+        vm.prank(investigator);
+        adjudicatorContract.evaluateCFrag(c.evidence);
+    }
+
+    function test_Penalty_GrowsWithHistoryAndIsCapped() public {
+        uint256 first = indexOf("slash", 0);
+        Case memory c = load(first);
+        address staker = prepare(c);
+        (uint256 penalty,) = adjudicatorContract.penaltyFor(staker);
+        assertEq(penalty, BASE_PENALTY);
+        vm.prank(investigator);
+        adjudicatorContract.evaluateCFrag(c.evidence);
+        assertEq(adjudicatorContract.violations(staker), 1);
+        (penalty,) = adjudicatorContract.penaltyFor(staker);
+        assertEq(penalty, BASE_PENALTY + PENALTY_HISTORY_COEFFICIENT);
+
+        // A small stake caps the penalty at a tenth of it.
+        uint256 cut = escrow.stakeOf(staker) - 5_000e18;
+        vm.prank(adjudicator);
+        escrow.slash(staker, cut, investigator, 0);
+        (penalty,) = adjudicatorContract.penaltyFor(staker);
+        assertEq(penalty, 500e18);
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                           MALFORMED EVIDENCE
+    //////////////////////////////////////////////////////////////*/
+
+    function test_RevertWhen_LengthsAreWrong() public {
+        Case memory c = load(indexOf("correct", 0));
+        prepare(c);
+        IAdjudicator.Evidence memory evidence = c.evidence;
+        evidence.capsule = bytes.concat(evidence.capsule, hex"00");
+        expectMalformed("capsule length", evidence);
+        evidence = load(indexOf("correct", 0)).evidence;
+        evidence.cfrag = new bytes(358);
+        expectMalformed("cfrag length", evidence);
+        evidence = load(indexOf("correct", 0)).evidence;
+        evidence.receivingKey = new bytes(32);
+        expectMalformed("key length", evidence);
+    }
+
+    function test_RevertWhen_APointDoesNotMatchItsCompressedForm() public {
+        Case memory c = load(indexOf("correct", 0));
+        prepare(c);
+        IAdjudicator.Evidence memory evidence = c.evidence;
+        evidence.ys[4] = Secp256k1.P - evidence.ys[4]; // the other root: wrong sign
+        expectMalformed("point", evidence);
+    }
+
+    function test_RevertWhen_AProductIsWrong() public {
+        Case memory c = load(indexOf("correct", 0));
+        prepare(c);
+        IAdjudicator.Evidence memory evidence = c.evidence;
+        // -ez is on the curve but is not z*E.
+        evidence.ez.y = Secp256k1.P - evidence.ez.y;
+        expectMalformed("product", evidence);
+        evidence = load(indexOf("correct", 0)).evidence;
+        evidence.u1h.x += 1; // off the curve: its address cannot match
+        expectMalformed("product", evidence);
+    }
+
+    function test_RevertWhen_PolicyUnknown() public {
+        Case memory c = load(indexOf("correct", 0));
+        vm.expectRevert(abi.encodeWithSelector(Errors.Adjudicator_PolicyNotFound.selector, c.policyId));
+        adjudicatorContract.evaluateCFrag(c.evidence);
+    }
+
+    function test_RevertWhen_WorkerSignatureUnparsable() public {
+        Case memory c = load(indexOf("correct", 0));
+        prepare(c);
+        c.evidence.workerSignature = new bytes(64);
+        vm.expectRevert(Errors.Adjudicator_InvalidWorkerSignature.selector);
+        adjudicatorContract.evaluateCFrag(c.evidence);
+    }
+
+    function expectMalformed(string memory what, IAdjudicator.Evidence memory evidence) internal {
+        vm.expectRevert(abi.encodeWithSelector(Errors.Adjudicator_MalformedEvidence.selector, what));
+        adjudicatorContract.evaluateCFrag(evidence);
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                               CURVE MATHS
+    //////////////////////////////////////////////////////////////*/
+
+    /// @dev G, 2G and 3G: the sum and doubling formulas against known points.
+    function test_Secp256k1_SumAndDoubling() public pure {
+        uint256 gx = 0x79BE667EF9DCBBAC55A06295CE870B07029BFCDB2DCE28D959F2815B16F81798;
+        uint256 gy = 0x483ADA7726A3C4655DA4FBFC0E1108A8FD17B448A68554199C47D08FFB10D4B8;
+        uint256 g2x = 0xC6047F9441ED7D6D3045406E95C07CD85C778E4B8CEF3CA7ABAC09B95C709EE5;
+        uint256 g2y = 0x1AE168FEA63DC339A3C58419466CEAEEF7F632653266D0E1236431A950CFE52A;
+        uint256 g3x = 0xF9308A019258C31049344F85F89D5229B531C845836F99B08601F113BCE036F9;
+        uint256 g3y = 0x388F7B0F632DE8140FE337E62A37F3566500A99934C2231B6CB9FD7584B8E672;
+        assertTrue(Secp256k1.isOnCurve(gx, gy));
+        assertTrue(Secp256k1.isSum(gx, gy, gx, gy, g2x, g2y), "G + G");
+        assertTrue(Secp256k1.isSum(gx, gy, g2x, g2y, g3x, g3y), "G + 2G");
+        assertFalse(Secp256k1.isSum(gx, gy, g2x, g2y, g2x, g2y));
+        assertFalse(Secp256k1.isSum(gx, gy, gx, Secp256k1.P - gy, g2x, g2y), "G - G is infinity");
+        assertTrue(Secp256k1.isProduct(gx, gy, 3, g3x, g3y), "3 * G");
+        assertFalse(Secp256k1.isProduct(gx, gy, 2, g3x, g3y));
+        assertFalse(Secp256k1.isProduct(gx, gy, 0, g3x, g3y));
+    }
+}

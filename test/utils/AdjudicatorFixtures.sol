@@ -1,0 +1,104 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+pragma solidity ^0.8.28;
+
+import {IAdjudicator} from "../../contracts/interfaces/IAdjudicator.sol";
+import {Base} from "./Base.sol";
+
+/// @notice Test vectors made by the real umbral-pre library (`test/fixtures/adjudicator/cases.json`,
+/// written by `cargo run -p kms-crypto --bin gen-adjudicator-fixtures`): valid cfrags, cfrags with
+/// each proof field tampered, and evidence whose signatures do not hold, with the real Adjudicator
+/// linked to the escrow. The Solidity verifier is checked against the library, not against itself.
+abstract contract AdjudicatorFixtures is Base {
+    uint256 internal constant STAKE = 1_000_000e18;
+    string internal constant FIXTURES = "test/fixtures/adjudicator/cases.json";
+
+    struct Case {
+        string name;
+        string expect;
+        bytes16 policyId;
+        address kfragSigner;
+        address worker;
+        IAdjudicator.Evidence evidence;
+    }
+
+    /// @dev One case as `vm.parseJson` decodes it: the JSON keys in alphabetical order.
+    struct JsonCase {
+        bytes evidence;
+        string expect;
+        string field;
+        address kfragSigner;
+        string name;
+        bytes policyId;
+        uint256 scenario;
+        address signer;
+        address worker;
+    }
+
+    JsonCase[] internal cases;
+    uint256 internal count;
+    address internal investigator = makeAddr("investigator");
+    address internal alice = makeAddr("alice");
+
+    function realAdjudicator() internal pure override returns (bool) {
+        return true;
+    }
+
+    /// @dev Parses the file once: it is large, and every `vm.parseJson*` call parses all of it.
+    function setUp() public virtual override {
+        super.setUp();
+        string memory json = vm.readFile(FIXTURES);
+        assertEq(vm.parseJsonUint(json, ".chainId"), block.chainid, "fixtures signed for another chain");
+        count = vm.parseJsonUint(json, ".count");
+        JsonCase[] memory parsed = abi.decode(vm.parseJson(json, ".cases"), (JsonCase[]));
+        assertEq(parsed.length, count, "fixture count");
+        for (uint256 i; i < parsed.length; ++i) {
+            cases.push(parsed[i]);
+        }
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                                FIXTURES
+    //////////////////////////////////////////////////////////////*/
+
+    function load(uint256 index) internal view returns (Case memory c) {
+        JsonCase storage json = cases[index];
+        c.name = json.name;
+        c.expect = json.expect;
+        c.policyId = bytes16(json.policyId);
+        c.kfragSigner = json.kfragSigner;
+        c.worker = json.worker;
+        c.evidence = abi.decode(json.evidence, (IAdjudicator.Evidence));
+    }
+
+    /// @dev The case's node: a staker bonded to the fixture's worker, in a policy with the fixture's
+    /// id and kfrag signer. Idempotent, so cases of one scenario share their node and policy.
+    function prepare(Case memory c) internal returns (address staker) {
+        staker = escrow.stakerOf(c.worker);
+        if (staker == address(0)) {
+            staker = makeAddr(string.concat("staker-of-", vm.toString(c.worker)));
+            deposit(staker, STAKE, 60);
+            bond(staker, c.worker);
+        }
+        if (policyManager.kfragSignerOf(c.policyId) == address(0)) {
+            uint256 value = 1 gwei * 10;
+            vm.deal(alice, value);
+            uint256 end = endAfter(10);
+            vm.prank(alice);
+            policyManager.createPolicy{value: value}(c.policyId, alice, c.kfragSigner, end, list(staker));
+        }
+    }
+
+    /// @dev The first case of the kind at or after a random start (cases are ordered by scenario).
+    function indexOf(string memory expect, uint256 seed) internal view returns (uint256) {
+        uint256 start = seed % count;
+        for (uint256 step; step < count; ++step) {
+            uint256 i = (start + step) % count;
+            if (equal(cases[i].expect, expect)) return i;
+        }
+        revert("no fixture of that kind");
+    }
+
+    function equal(string memory a, string memory b) internal pure returns (bool) {
+        return keccak256(bytes(a)) == keccak256(bytes(b));
+    }
+}
