@@ -450,3 +450,61 @@ contract PolicyManagerTest is Base {
         assertGe(address(policyManager).balance, accrued);
     }
 }
+
+contract PolicyManagerViewsTest is Base {
+    uint256 internal constant STAKE = 100_000e18;
+    bytes16 internal constant ID = bytes16("views");
+
+    address internal alice = makeAddr("alice");
+    address internal nodeA;
+    address internal nodeB;
+
+    function setUp() public override {
+        super.setUp();
+        nodeA = newNode("node-a", STAKE, 365);
+        nodeB = newNode("node-b", STAKE, 365);
+    }
+
+    function test_IsArrangementActive_NeedsTheRightNodeList() public {
+        address[] memory nodes = sorted(pair(nodeA, nodeB));
+        createPolicy(ID, alice, nodes, 10, 1 gwei);
+        assertTrue(policyManager.isArrangementActive(ID, nodeA, nodes));
+        assertFalse(
+            policyManager.isArrangementActive(ID, nodeA, list(nodeA)), "a list that is not the policy's"
+        );
+        assertFalse(policyManager.isArrangementActive(bytes16("unknown"), nodeA, nodes));
+        assertEq(policyManager.kfragSignerOf(ID), makeAddr("kfrag-signer"));
+        assertEq(policyManager.kfragSignerOf(bytes16("unknown")), address(0));
+    }
+
+    function test_CommittedCount_AndIsCommitted() public {
+        uint256 first = currentPeriod() + 1;
+        for (uint256 i; i < 3; ++i) {
+            commit(nodeA);
+            advancePeriods(1);
+        }
+        assertTrue(policyManager.isCommitted(nodeA, first));
+        assertFalse(policyManager.isCommitted(nodeB, first));
+        assertEq(policyManager.committedCount(nodeA, first - 1, first + 5), 3);
+        assertEq(policyManager.committedCount(nodeA, first + 1, first + 1), 1);
+    }
+
+    function test_RevertWhen_ProcessRateEndingsHasNothingToDo() public {
+        vm.expectRevert(Errors.PolicyManager_NothingToPay.selector);
+        policyManager.processRateEndings(nodeA, 0);
+        commit(nodeA); // processed through the next period
+        vm.expectRevert(Errors.PolicyManager_NothingToPay.selector);
+        policyManager.processRateEndings(nodeA, 10);
+    }
+
+    function test_RevertWhen_GetPolicyUnknown() public {
+        vm.expectRevert(abi.encodeWithSelector(Errors.PolicyManager_PolicyNotFound.selector, ID));
+        policyManager.getPolicy(ID);
+    }
+
+    function pair(address a, address b) internal pure returns (address[] memory nodes) {
+        nodes = new address[](2);
+        nodes[0] = a;
+        nodes[1] = b;
+    }
+}

@@ -625,3 +625,44 @@ contract StakingEscrowTest is Base {
         c; // listed but inactive
     }
 }
+
+contract StakingEscrowViewsTest is Base {
+    uint256 internal constant STAKE = 100_000e18;
+
+    function test_GetNodeRecords_PagesOverTheStakerList() public {
+        bytes memory key = abi.encodePacked(bytes1(0x03), keccak256("key"));
+        address[] memory stakers = new address[](4);
+        for (uint256 i; i < 4; ++i) {
+            stakers[i] = newNode(string.concat("node-", vm.toString(i)), STAKE, 60);
+            if (i != 1) {
+                vm.prank(escrow.workerOf(stakers[i]));
+                escrow.publishNodeRecord(string.concat("http://node-", vm.toString(i)), key);
+            }
+        }
+        StakingEscrow.NodeView[] memory records = escrow.getNodeRecords(0, 10);
+        assertEq(records.length, 3, "node-1 published nothing");
+        assertEq(records[1].staker, stakers[2]);
+        assertEq(records[1].worker, escrow.workerOf(stakers[2]));
+        assertEq(records[1].url, "http://node-2");
+        records = escrow.getNodeRecords(1, 2);
+        assertEq(records.length, 1);
+        assertEq(records[0].staker, stakers[2]);
+        assertEq(escrow.getNodeRecords(4, 10).length, 0);
+    }
+
+    function test_StakerInfo_AndPolicyEligibility() public {
+        address staker = newNode("staker", STAKE, 30);
+        commit(staker);
+        StakingEscrow.StakerView memory info = escrow.getStakerInfo(staker);
+        assertEq(info.value, STAKE);
+        assertEq(info.lockedNow, STAKE);
+        assertEq(info.lockedNextPeriod, STAKE);
+        assertEq(info.lastCommittedPeriod, currentPeriod() + 1);
+        assertEq(info.worker, escrow.workerOf(staker));
+        (uint256 locked, address worker) = escrow.policyEligibility(staker, currentPeriod() + 30);
+        assertEq(locked, STAKE);
+        assertEq(worker, info.worker);
+        (locked,) = escrow.policyEligibility(staker, currentPeriod() + 31);
+        assertEq(locked, 0, "unlocked after its last period");
+    }
+}
