@@ -13,6 +13,7 @@ use alloy::primitives::{keccak256, Address, Signature, B256, U256};
 use alloy::signers::local::PrivateKeySigner;
 use alloy::signers::SignerSync;
 
+use crate::secp256k1::HALF_N;
 use crate::umbral::{check_len, layout, UmbralError};
 
 /// The domain tag that starts the packed answer (19 ASCII bytes, no length prefix).
@@ -33,6 +34,10 @@ pub enum AnswerError {
     /// The signature's `v` byte is not 27 or 28 (the only values the EVM's `ecrecover` takes).
     #[error("worker signature: v must be 27 or 28, got {0}")]
     SignatureV(u8),
+    /// The signature's `s` is above `n / 2`: OpenZeppelin's `ECDSA.tryRecover` refuses such a
+    /// (malleable) signature, so the Adjudicator does too.
+    #[error("worker signature: s is above n / 2 (not a low-s signature)")]
+    SignatureS,
     /// No address can be recovered from the signature (r or s out of range, no point for r).
     #[error("worker signature: {0}")]
     Recover(#[from] alloy::primitives::SignatureError),
@@ -80,8 +85,9 @@ pub fn sign_answer(
     Ok(worker.sign_message_sync(digest.as_slice())?)
 }
 
-/// Recovers the address that signed the answer, as the contract does with `ecrecover` (any `s`
-/// accepted, `v` must be 27 or 28).
+/// Recovers the address that signed the answer, as the Adjudicator does with OpenZeppelin's
+/// `ECDSA.tryRecover`: 65 bytes, a low `s` (at most `n / 2`), `v` 27 or 28, and an `ecrecover`
+/// that succeeds; any failure is the contract's `Adjudicator_InvalidWorkerSignature`.
 pub fn recover_answer_signer(
     chain_id: u64,
     policy_id: [u8; 16],
@@ -93,6 +99,9 @@ pub fn recover_answer_signer(
     let raw: &[u8; SIGNATURE_LEN] = signature
         .try_into()
         .map_err(|_| AnswerError::SignatureLength(signature.len()))?;
+    if U256::from_be_slice(&raw[32..64]) > HALF_N {
+        return Err(AnswerError::SignatureS);
+    }
     let v = raw[64];
     if v != 27 && v != 28 {
         return Err(AnswerError::SignatureV(v));
@@ -166,6 +175,22 @@ mod tests {
             recover_answer_signer(31337, policy_id, &capsule, &other, &bytes).unwrap(),
             worker.address()
         );
+
+        // A high s (n - s, with the other recovery bit) recovers the same key with plain
+        // ecrecover, but OpenZeppelin refuses it.
+        let mut high_s = bytes;
+        let s = crate::secp256k1::N - U256::from_be_slice(&bytes[32..64]);
+        high_s[32..64].copy_from_slice(&s.to_be_bytes::<32>());
+        high_s[64] = if bytes[64] == 27 { 28 } else { 27 };
+        let flipped = Signature::from_raw_array(&high_s).unwrap();
+        assert_eq!(
+            flipped.recover_address_from_msg(digest.as_slice()).unwrap(),
+            worker.address()
+        );
+        assert!(matches!(
+            recover_answer_signer(31337, policy_id, &capsule, &cfrag, &high_s),
+            Err(AnswerError::SignatureS)
+        ));
 
         // v must be 27/28; 65 bytes; the right lengths.
         let mut zero_one = bytes;

@@ -8,15 +8,14 @@
 
 use alloy::primitives::{Address, FixedBytes, B256, U256};
 use alloy::sol;
-use k256::{ProjectivePoint, Scalar};
+use k256::elliptic_curve::ops::Reduce;
+use k256::{FieldBytes, ProjectivePoint, Scalar};
 use sha2::{Digest, Sha256};
 use umbral_pre::{Capsule, CapsuleFrag, PublicKey};
 
 use crate::answer::{recover_answer_signer, SIGNATURE_LEN};
-use crate::curve::{
-    coordinates, coordinates_u256, decompress, ecrecover_address, nonzero_scalar_from_digest,
-    scalar_from_be,
-};
+use crate::curve::{coordinates_u256, decompress, ecrecover_address, nonzero_scalar_from_digest};
+use crate::secp256k1::{is_on_curve, is_product, is_sum, N};
 use crate::umbral::{check_len, kfrag_signature_message, layout, UmbralError, U_COMPRESSED};
 
 sol! {
@@ -58,6 +57,14 @@ pub use IAdjudicator::{evaluateCFragCall, Evidence, Point};
 /// Length of a compressed public key.
 pub const KEY_LEN: usize = 33;
 
+/// umbral's `Parameters::u`, affine: the contract's `U_X` and `U_Y`.
+const U_X: U256 = U256::from_be_bytes(alloy::primitives::hex!(
+    "079390d0fbe220fc34aab8ecbf49098098036820fadb98c03143e55db8ec73cd"
+));
+const U_Y: U256 = U256::from_be_bytes(alloy::primitives::hex!(
+    "7ea50b219da86a70e8489413e4b9388afb63ac6f26e5ec2cfdd983b83f0e84e7"
+));
+
 /// Errors building evidence.
 #[derive(Debug, thiserror::Error)]
 pub enum EvidenceError {
@@ -67,26 +74,82 @@ pub enum EvidenceError {
     /// A 33-byte field is not a compressed point on secp256k1.
     #[error("{0} is not a compressed secp256k1 point")]
     Point(&'static str),
-    /// The cfrag's `z` is not below the group order.
-    #[error("the cfrag's z is not below the secp256k1 order")]
-    Scalar,
     /// The worker signature is not 65 bytes.
     #[error("worker signature: expected {SIGNATURE_LEN} bytes, got {0}")]
     SignatureLength(usize),
 }
 
-/// What the Adjudicator decides about a piece of evidence (see [`Evidence::outcome`]).
+/// Why the Adjudicator judged a cfrag: mirror of the contract's `Adjudicator.Verdict`, in its
+/// order, so that `verdict as u8` is the `uint8` of the `CFragEvaluated` event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Verdict {
+    /// The re-encryption is correct: nothing to slash.
+    Correct = 0,
+    /// `z*E != h*E1 + E2`.
+    WrongE = 1,
+    /// `z*V != h*V1 + V2` (the first equation holds).
+    WrongV = 2,
+    /// `z*U != h*U1 + U2` (the first two hold).
+    WrongU = 3,
+    /// `z` is zero or not below the group order.
+    InvalidZ = 4,
+    /// `E1` or `V1` has an x coordinate not below the group order, which the contract's product
+    /// check (`ecrecover`) cannot take; an honest node produces one with probability ~2^-128.
+    UncheckablePoint = 5,
+}
+
+impl Verdict {
+    /// Every verdict, in the contract's order.
+    pub const ALL: [Verdict; 6] = [
+        Self::Correct,
+        Self::WrongE,
+        Self::WrongV,
+        Self::WrongU,
+        Self::InvalidZ,
+        Self::UncheckablePoint,
+    ];
+
+    /// The verdict with this `uint8` value, if any.
+    pub fn from_u8(value: u8) -> Option<Self> {
+        Self::ALL.get(usize::from(value)).copied()
+    }
+
+    /// The name of the Solidity enum member.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Correct => "Correct",
+            Self::WrongE => "WrongE",
+            Self::WrongV => "WrongV",
+            Self::WrongU => "WrongU",
+            Self::InvalidZ => "InvalidZ",
+            Self::UncheckablePoint => "UncheckablePoint",
+        }
+    }
+}
+
+/// What the Adjudicator decides about a piece of evidence (see [`Evidence::outcome`]): a verdict
+/// recorded ([`Outcome::Correct`] or [`Outcome::Slash`]), or the custom error the call reverts
+/// with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// Everything checks out and the re-encryption is correct: nothing to slash.
+    /// Everything checks out and the re-encryption is correct: verdict `Correct`, nothing to slash.
     Correct,
-    /// Everything checks out and the re-encryption is wrong: the node is slashed.
-    Slash,
-    /// The kfrag signature does not recover the policy's kfrag signer: rejected.
+    /// Everything checks out and the re-encryption is wrong: the node is slashed, with this
+    /// verdict (never [`Verdict::Correct`]).
+    Slash(Verdict),
+    /// The policy has no `kfragSigner` (the contract's `Adjudicator_PolicyNotFound`).
+    PolicyNotFound,
+    /// The kfrag signature does not recover the policy's kfrag signer
+    /// (`Adjudicator_KfragSignatureMismatch`).
     KfragSignature,
-    /// The answer is not signed by the expected worker: rejected.
+    /// OpenZeppelin's `ECDSA.tryRecover` refuses the worker signature: not 65 bytes, `s` above
+    /// `n / 2`, `v` not 27 or 28, or nothing to recover (`Adjudicator_InvalidWorkerSignature`).
+    InvalidWorkerSignature,
+    /// The answer is not signed by the expected worker (`Adjudicator_UnknownWorker`).
     UnknownWorker,
-    /// Lengths, points, `ys` or products are inconsistent: rejected.
+    /// `Adjudicator_MalformedEvidence(what)`, with the contract's `what`: `capsule length`,
+    /// `cfrag length`, `key length`, `point` or `product`.
     Malformed(&'static str),
 }
 
@@ -95,10 +158,30 @@ impl Outcome {
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::Correct => "correct",
-            Self::Slash => "slash",
+            Self::Slash(_) => "slash",
+            Self::PolicyNotFound => "policy-not-found",
             Self::KfragSignature => "kfrag-signature",
+            Self::InvalidWorkerSignature => "invalid-worker-signature",
             Self::UnknownWorker => "unknown-worker",
             Self::Malformed(_) => "malformed",
+        }
+    }
+
+    /// The verdict the contract records, or `None` if the call reverts.
+    pub fn verdict(&self) -> Option<Verdict> {
+        match self {
+            Self::Correct => Some(Verdict::Correct),
+            Self::Slash(verdict) => Some(*verdict),
+            _ => None,
+        }
+    }
+}
+
+impl From<Verdict> for Outcome {
+    fn from(verdict: Verdict) -> Self {
+        match verdict {
+            Verdict::Correct => Self::Correct,
+            wrong => Self::Slash(wrong),
         }
     }
 }
@@ -108,6 +191,7 @@ struct Parsed {
     /// E, V, E1, V1, E2, V2, U1, U2: the order of `Evidence::ys`.
     points: [ProjectivePoint; 8],
     u: ProjectivePoint,
+    /// `z` reduced modulo the group order (the contract judges a `z` not below it `InvalidZ`).
     z: Scalar,
     h: Scalar,
 }
@@ -189,7 +273,7 @@ fn parse(capsule_simple: &[u8], cfrag_simple: &[u8]) -> Result<Parsed, EvidenceE
         .into();
     let mut z_bytes = [0u8; 32];
     z_bytes.copy_from_slice(&cfrag_simple[layout::Z]);
-    let z = scalar_from_be(&z_bytes).ok_or(EvidenceError::Scalar)?;
+    let z = <Scalar as Reduce<k256::U256>>::reduce_bytes(&FieldBytes::from(z_bytes));
     let h = challenge_scalar(capsule_simple, cfrag_simple);
     Ok(Parsed { points, u, z, h })
 }
@@ -217,21 +301,23 @@ fn challenge_scalar(capsule: &[u8], cfrag: &[u8]) -> Scalar {
     nonzero_scalar_from_digest(&hasher.finalize().into())
 }
 
+fn scalar_u256(scalar: &Scalar) -> U256 {
+    U256::from_be_slice(&scalar.to_bytes())
+}
+
 /// The challenge `h` of the re-encryption proof, as the contract computes it:
 /// `sha256(0x00000012 || "CFRAG_VERIFICATION" || E || E1 || E2 || V || V1 || V2 || U || U1 || U2)`
 /// as a big-endian integer, modulo `n - 1`, plus 1.
 pub fn challenge(capsule_simple: &[u8], cfrag_simple: &[u8]) -> Result<U256, EvidenceError> {
     check_len("capsule", capsule_simple, layout::CAPSULE_LEN)?;
     check_len("cfrag", cfrag_simple, layout::CFRAG_LEN)?;
-    Ok(U256::from_be_bytes::<32>(
-        challenge_scalar(capsule_simple, cfrag_simple)
-            .to_bytes()
-            .into(),
-    ))
+    Ok(scalar_u256(&challenge_scalar(capsule_simple, cfrag_simple)))
 }
 
 /// The three equations of the re-encryption proof, `[z*E == h*E1 + E2, z*V == h*V1 + V2,
-/// z*U == h*U1 + U2]`: all true for a correct re-encryption.
+/// z*U == h*U1 + U2]`, with k256's group law: all true for a correct re-encryption. A `z` not
+/// below the group order is taken modulo it here (the contract judges it `InvalidZ` without
+/// looking at the equations).
 pub fn reencryption_equations(
     capsule_simple: &[u8],
     cfrag_simple: &[u8],
@@ -268,7 +354,9 @@ fn kfrag_signature_rs(cfrag_simple: &[u8]) -> ([u8; 32], [u8; 32]) {
 }
 
 /// The address `ecrecover(sha256(kfrag message), 27 + v, r, s)` gives for the cfrag's kfrag
-/// signature, or `None` if nothing can be recovered.
+/// signature, or `None` if nothing can be recovered (the precompile's `address(0)`). Like the
+/// precompile, any `s` in `[1, n)` is accepted, and the keys need not be points: they are only
+/// hashed.
 pub fn recover_kfrag_signer(
     cfrag_simple: &[u8],
     delegating_key: &[u8],
@@ -303,6 +391,18 @@ fn point(p: &ProjectivePoint) -> Point {
     Point { x, y }
 }
 
+/// The x coordinate of the compressed point at `bytes[..33]`: the contract's `_x`.
+fn x_of(bytes: &[u8]) -> U256 {
+    U256::from_be_slice(&bytes[1..33])
+}
+
+/// The contract's `_checkCompressed`: the prefix is `0x02` for an even `y`, `0x03` for an odd
+/// one, and `(x, y)` is on the curve.
+fn matches_compressed(bytes: &[u8], y: U256) -> bool {
+    let prefix = if y.bit(0) { 0x03 } else { 0x02 };
+    bytes[0] == prefix && is_on_curve(x_of(bytes), y)
+}
+
 impl Evidence {
     /// Builds the evidence from the raw `Capsule::to_bytes_simple` (98 bytes) and
     /// `CapsuleFrag::to_bytes_simple` (359 bytes) of a node's answer, and the worker's 65-byte
@@ -313,8 +413,11 @@ impl Evidence {
     /// [`ethereum_address`](crate::umbral::ethereum_address)); `false` if neither bit does.
     ///
     /// Fails only if the bytes cannot be evidence at all: wrong lengths, a point not on the
-    /// curve, `z` not below the group order. A product that is the point at infinity (`z = 0`)
-    /// is encoded as `(0, 0)`.
+    /// curve, a worker signature that is not 65 bytes. Any `z` is accepted, since a cheating node
+    /// can sign any: a product that is the point at infinity (`z = 0`) is encoded as `(0, 0)`, and
+    /// a `z` not below the group order is taken modulo it for the products (the contract judges
+    /// both `InvalidZ` before it looks at the products). Points with an x coordinate not below the
+    /// group order are accepted too (`E1` or `V1`: verdict `UncheckablePoint`).
     pub fn from_parts(
         capsule_simple: &[u8],
         cfrag_simple: &[u8],
@@ -376,63 +479,115 @@ impl Evidence {
         )
     }
 
-    /// A Rust model of the Adjudicator's decision, given the policy's `kfragSigner` and the
-    /// worker the answer must come from:
+    /// A Rust model of `Adjudicator.evaluateCFrag`, check for check and in the contract's order,
+    /// given the policy's `kfragSigner` (what `PolicyManager.kfragSignerOf` returns: zero for no
+    /// policy) and the worker bonded to the node's staker:
     ///
-    /// 1. lengths, every point on the curve with `ys` matching its compressed sign, the six
-    ///    products equal to the recomputed ones, otherwise [`Outcome::Malformed`];
-    /// 2. the kfrag signature recovers `kfrag_signer`, otherwise [`Outcome::KfragSignature`];
-    /// 3. the worker signature recovers `worker`, otherwise [`Outcome::UnknownWorker`];
-    /// 4. the three equations hold: [`Outcome::Correct`], otherwise [`Outcome::Slash`].
+    /// 1. lengths: capsule 98, cfrag 359, each key 33 bytes, else
+    ///    [`Malformed`](Outcome::Malformed)`("capsule length" | "cfrag length" | "key length")`
+    ///    (the keys are only hashed, never checked to be points);
+    /// 2. `AlreadyEvaluated` is chain state and is not modelled;
+    /// 3. a zero `kfrag_signer` is [`Outcome::PolicyNotFound`]; `ecrecover(sha256(kfrag message),
+    ///    27 + kfragSignatureV, r, s)` must be `kfrag_signer`, else [`Outcome::KfragSignature`];
+    /// 4. OpenZeppelin's `ECDSA.tryRecover` of the EIP-191 answer digest (65 bytes, low `s`, `v`
+    ///    27 or 28), else [`Outcome::InvalidWorkerSignature`]; the address must be `worker`, else
+    ///    [`Outcome::UnknownWorker`] (the contract accepts any bonded worker and slashes its
+    ///    staker: with a single `worker` this models the node the investigator accuses);
+    /// 5. each of `E, V, E1, V1, E2, V2, U1, U2` is `(x, ys[i])` on the curve with the parity of
+    ///    its prefix, else `Malformed("point")`;
+    /// 6. `z == 0` or `z >= n`: `Slash(InvalidZ)`; `E1.x >= n` or `V1.x >= n`:
+    ///    `Slash(UncheckablePoint)`;
+    /// 7. the six products with the `ecrecover` trick (a capsule point with `x >= n` fails it),
+    ///    else `Malformed("product")`;
+    /// 8. the three equations as the contract's affine sums: [`Outcome::Correct`], or
+    ///    `Slash(WrongE | WrongV | WrongU)` for the first that fails.
     pub fn outcome(&self, chain_id: u64, kfrag_signer: Address, worker: Address) -> Outcome {
-        let parsed = match parse(&self.capsule, &self.cfrag) {
-            Ok(parsed) => parsed,
-            Err(_) => return Outcome::Malformed("capsule or cfrag"),
-        };
-        if self.delegatingKey.len() != KEY_LEN
-            || self.receivingKey.len() != KEY_LEN
-            || decompress(&self.delegatingKey).is_none()
-            || decompress(&self.receivingKey).is_none()
-        {
-            return Outcome::Malformed("keys");
+        let (capsule, cfrag) = (&self.capsule[..], &self.cfrag[..]);
+        if capsule.len() != layout::CAPSULE_LEN {
+            return Outcome::Malformed("capsule length");
         }
-        for (y, p) in self.ys.iter().zip(parsed.points.iter()) {
-            match coordinates(p) {
-                Some((_, py)) if U256::from_be_bytes(py) == *y => {}
-                _ => return Outcome::Malformed("ys"),
-            }
+        if cfrag.len() != layout::CFRAG_LEN {
+            return Outcome::Malformed("cfrag length");
         }
-        let products = parsed.products();
-        let given = [
-            &self.ez, &self.e1h, &self.vz, &self.v1h, &self.uz, &self.u1h,
-        ];
-        if products.iter().zip(given).any(|(p, g)| point(p) != *g) {
-            return Outcome::Malformed("products");
+        if self.delegatingKey.len() != KEY_LEN || self.receivingKey.len() != KEY_LEN {
+            return Outcome::Malformed("key length");
         }
-        match recover_kfrag_signer(
-            &self.cfrag,
+
+        if kfrag_signer == Address::ZERO {
+            return Outcome::PolicyNotFound;
+        }
+        let recovered = recover_kfrag_signer(
+            cfrag,
             &self.delegatingKey,
             &self.receivingKey,
             self.kfragSignatureV,
-        ) {
-            Ok(Some(signer)) if signer == kfrag_signer => {}
-            _ => return Outcome::KfragSignature,
+        );
+        if !matches!(recovered, Ok(Some(signer)) if signer == kfrag_signer) {
+            return Outcome::KfragSignature;
         }
+
         match recover_answer_signer(
             chain_id,
             self.policyId.0,
-            &self.capsule,
-            &self.cfrag,
+            capsule,
+            cfrag,
             &self.workerSignature,
         ) {
             Ok(signer) if signer == worker => {}
-            _ => return Outcome::UnknownWorker,
+            Ok(_) => return Outcome::UnknownWorker,
+            Err(_) => return Outcome::InvalidWorkerSignature,
         }
-        if parsed.equations().iter().all(|ok| *ok) {
-            Outcome::Correct
-        } else {
-            Outcome::Slash
+
+        let fields = point_fields(capsule, cfrag);
+        if fields
+            .iter()
+            .zip(self.ys.iter())
+            .any(|((_, bytes), y)| !matches_compressed(bytes, *y))
+        {
+            return Outcome::Malformed("point");
         }
+
+        self.verify()
+    }
+
+    /// The contract's `_verify`, once the points are checked.
+    fn verify(&self) -> Outcome {
+        use layout::*;
+        let (capsule, cfrag, ys) = (&self.capsule[..], &self.cfrag[..], &self.ys);
+        let z = U256::from_be_slice(&cfrag[Z]);
+        if z.is_zero() || z >= N {
+            return Outcome::Slash(Verdict::InvalidZ);
+        }
+        if x_of(&cfrag[E1]) >= N || x_of(&cfrag[V1]) >= N {
+            return Outcome::Slash(Verdict::UncheckablePoint);
+        }
+        let h = scalar_u256(&challenge_scalar(capsule, cfrag));
+
+        let product =
+            |bytes: &[u8], y: U256, k: U256, q: &Point| is_product(x_of(bytes), y, k, q.x, q.y);
+        if !(product(&capsule[E], ys[0], z, &self.ez)
+            && product(&cfrag[E1], ys[2], h, &self.e1h)
+            && product(&capsule[V], ys[1], z, &self.vz)
+            && product(&cfrag[V1], ys[3], h, &self.v1h)
+            && is_product(U_X, U_Y, z, self.uz.x, self.uz.y)
+            && product(&cfrag[U1], ys[6], h, &self.u1h))
+        {
+            return Outcome::Malformed("product");
+        }
+
+        let sum = |a: &Point, bytes: &[u8], y: U256, c: &Point| {
+            is_sum(a.x, a.y, x_of(bytes), y, c.x, c.y)
+        };
+        if !sum(&self.e1h, &cfrag[E2], ys[4], &self.ez) {
+            return Outcome::Slash(Verdict::WrongE);
+        }
+        if !sum(&self.v1h, &cfrag[V2], ys[5], &self.vz) {
+            return Outcome::Slash(Verdict::WrongV);
+        }
+        if !sum(&self.u1h, &cfrag[U2], ys[7], &self.uz) {
+            return Outcome::Slash(Verdict::WrongU);
+        }
+        Outcome::Correct
     }
 }
 
@@ -442,6 +597,7 @@ mod tests {
 
     use super::*;
     use crate::answer::sign_answer;
+    use crate::curve::scalar_from_be;
     use crate::umbral::ethereum_address;
     use alloy::signers::local::PrivateKeySigner;
     use alloy::sol_types::{SolCall, SolStruct, SolValue};
@@ -560,8 +716,13 @@ mod tests {
                     Outcome::UnknownWorker
                 );
                 assert_eq!(
-                    evidence.outcome(31337, Address::ZERO, worker.address()),
+                    evidence.outcome(31337, Address::repeat_byte(1), worker.address()),
                     Outcome::KfragSignature
+                );
+                // kfragSignerOf gives zero for an unknown policy.
+                assert_eq!(
+                    evidence.outcome(31337, Address::ZERO, worker.address()),
+                    Outcome::PolicyNotFound
                 );
             }
         }
@@ -705,12 +866,10 @@ mod tests {
             build(&capsule_simple, &bad, &[27u8; 65]),
             Err(EvidenceError::Point("E2"))
         ));
-        let mut bad = cfrag_simple.to_vec();
-        bad[layout::Z].fill(0xff);
-        assert!(matches!(
-            build(&capsule_simple, &bad, &[27u8; 65]),
-            Err(EvidenceError::Scalar)
-        ));
+        // Any z can be evidence (a cheating node can sign any): see invalid_z_is_slashed.
+        let mut high_z = cfrag_simple.to_vec();
+        high_z[layout::Z].fill(0xff);
+        assert!(build(&capsule_simple, &high_z, &[27u8; 65]).is_ok());
         // About half of the x coordinates have no point on the curve: take the first such small x.
         let mut bad = capsule_simple.to_vec();
         let mut x = 1u8;
@@ -744,5 +903,388 @@ mod tests {
             reencryption_equations(&capsule_simple, &zero_z).unwrap(),
             [false; 3]
         );
+    }
+
+    /// A scenario whose answer tests re-sign, as a cheating node would sign its own bytes.
+    struct Node {
+        capsule: Vec<u8>,
+        cfrag: Vec<u8>,
+        alice: SecretKey,
+        bob: SecretKey,
+        signer: Signer,
+        kfrag_signer: Address,
+        worker: PrivateKeySigner,
+        policy_id: [u8; 16],
+    }
+
+    impl Node {
+        fn new(seed: u64) -> Self {
+            let mut rng = ChaCha20Rng::seed_from_u64(seed);
+            let alice = SecretKey::random_with_rng(&mut rng);
+            let signer = Signer::new(SecretKey::random_with_rng(&mut rng));
+            let bob = SecretKey::random_with_rng(&mut rng);
+            let (capsule, _) = encrypt_with_rng(&mut rng, &alice.public_key(), b"model").unwrap();
+            let kfrags = generate_kfrags_with_rng(
+                &mut rng,
+                &alice,
+                &bob.public_key(),
+                &signer,
+                2,
+                3,
+                true,
+                true,
+            );
+            let cfrag = reencrypt_with_rng(&mut rng, &capsule, kfrags[1].clone()).unverify();
+            let kfrag_signer = ethereum_address(&signer.verifying_key());
+            Self {
+                capsule: capsule.to_bytes_simple().to_vec(),
+                cfrag: cfrag.to_bytes_simple().to_vec(),
+                alice,
+                bob,
+                signer,
+                kfrag_signer,
+                worker: PrivateKeySigner::random_with(&mut rng),
+                policy_id: [seed as u8; 16],
+            }
+        }
+
+        /// The evidence for these bytes, signed by the worker.
+        fn evidence(&self, capsule: &[u8], cfrag: &[u8]) -> Evidence {
+            let signature = sign_answer(&self.worker, 31337, self.policy_id, capsule, cfrag)
+                .unwrap()
+                .as_bytes();
+            Evidence::from_parts(
+                capsule,
+                cfrag,
+                &self.alice.public_key(),
+                &self.bob.public_key(),
+                self.kfrag_signer,
+                self.policy_id,
+                &signature,
+            )
+            .unwrap()
+        }
+
+        /// The evidence for the capsule and this cfrag.
+        fn with_cfrag(&self, cfrag: &[u8]) -> Evidence {
+            self.evidence(&self.capsule, cfrag)
+        }
+
+        fn outcome(&self, evidence: &Evidence) -> Outcome {
+            evidence.outcome(31337, self.kfrag_signer, self.worker.address())
+        }
+    }
+
+    fn with_field(bytes: &[u8], range: core::ops::Range<usize>, value: &[u8]) -> Vec<u8> {
+        let mut bytes = bytes.to_vec();
+        bytes[range].copy_from_slice(value);
+        bytes
+    }
+
+    #[test]
+    fn invalid_z_is_slashed() {
+        let node = Node::new(21);
+        assert_eq!(
+            node.outcome(&node.with_cfrag(&node.cfrag)),
+            Outcome::Correct
+        );
+        let n = crate::secp256k1::N;
+        for z in [U256::ZERO, n, n + U256::from(1), U256::MAX] {
+            let cfrag = with_field(&node.cfrag, layout::Z, &z.to_be_bytes::<32>());
+            let evidence = node.with_cfrag(&cfrag);
+            assert_eq!(
+                node.outcome(&evidence),
+                Outcome::Slash(Verdict::InvalidZ),
+                "z = {z:#x}"
+            );
+            if z.is_zero() {
+                // z*E, z*V and z*U are the point at infinity.
+                let zero = Point {
+                    x: U256::ZERO,
+                    y: U256::ZERO,
+                };
+                assert_eq!([&evidence.ez, &evidence.vz, &evidence.uz], [&zero; 3]);
+                assert_ne!(evidence.e1h, zero);
+            }
+        }
+        // z = n - 1 is a valid scalar: a wrong proof, judged by the equations.
+        let cfrag = with_field(
+            &node.cfrag,
+            layout::Z,
+            &(n - U256::from(1)).to_be_bytes::<32>(),
+        );
+        assert_eq!(
+            node.outcome(&node.with_cfrag(&cfrag)),
+            Outcome::Slash(Verdict::WrongE)
+        );
+    }
+
+    #[test]
+    fn high_x_points() {
+        let n = crate::secp256k1::N;
+        for (index, odd) in [(0, false), (0, true), (3, false)] {
+            let bytes = crate::fixtures::high_x_point(index, odd);
+            assert!(x_of(&bytes) >= n && x_of(&bytes) < crate::secp256k1::P);
+            assert!(decompress(&bytes).is_some());
+            assert_eq!(bytes[0], if odd { 3 } else { 2 });
+        }
+        assert!(
+            x_of(&crate::fixtures::high_x_point(1, false))
+                > x_of(&crate::fixtures::high_x_point(0, false))
+        );
+    }
+
+    #[test]
+    fn uncheckable_points() {
+        let node = Node::new(22);
+        for (index, odd) in [(0, false), (1, true)] {
+            let high = crate::fixtures::high_x_point(index, odd);
+            // E1 or V1 beyond ecrecover's range: the node signed it, it is slashed.
+            for range in [layout::E1, layout::V1] {
+                let cfrag = with_field(&node.cfrag, range.clone(), &high);
+                let evidence = node.with_cfrag(&cfrag);
+                assert_eq!(
+                    node.outcome(&evidence),
+                    Outcome::Slash(Verdict::UncheckablePoint),
+                    "{range:?}"
+                );
+                // ... even with a zero z: InvalidZ comes first.
+                let zero_z = with_field(&cfrag, layout::Z, &[0u8; 32]);
+                assert_eq!(
+                    node.outcome(&node.with_cfrag(&zero_z)),
+                    Outcome::Slash(Verdict::InvalidZ)
+                );
+            }
+            // The same in the capsule (E or V, not the node's doing): the product check fails.
+            for range in [layout::E, layout::V] {
+                let capsule = with_field(&node.capsule, range.clone(), &high);
+                let evidence = node.evidence(&capsule, &node.cfrag);
+                assert_eq!(
+                    node.outcome(&evidence),
+                    Outcome::Malformed("product"),
+                    "{range:?}"
+                );
+            }
+            // Points past E1 and V1 (E2, V2, U2) are only added, never multiplied: judged wrong.
+            for range in [layout::E2, layout::V2, layout::U2] {
+                let cfrag = with_field(&node.cfrag, range.clone(), &high);
+                assert_eq!(
+                    node.outcome(&node.with_cfrag(&cfrag)),
+                    Outcome::Slash(Verdict::WrongE),
+                    "{range:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn model_checks_in_the_contract_order() {
+        let node = Node::new(23);
+        let valid = node.with_cfrag(&node.cfrag);
+        let outcome = |evidence: &Evidence| node.outcome(evidence);
+        assert_eq!(outcome(&valid), Outcome::Correct);
+
+        // Lengths first, capsule before cfrag before keys.
+        let mut e = valid.clone();
+        e.capsule = node.capsule[..97].to_vec().into();
+        e.delegatingKey = vec![2u8; 32].into();
+        assert_eq!(outcome(&e), Outcome::Malformed("capsule length"));
+        e.capsule = valid.capsule.clone();
+        e.cfrag = [&node.cfrag[..], &[0u8][..]].concat().into();
+        assert_eq!(outcome(&e), Outcome::Malformed("cfrag length"));
+        e.cfrag = valid.cfrag.clone();
+        assert_eq!(outcome(&e), Outcome::Malformed("key length"));
+        let mut e = valid.clone();
+        e.receivingKey = vec![2u8; 34].into();
+        assert_eq!(outcome(&e), Outcome::Malformed("key length"));
+
+        // The keys are hashed, never checked to be points: a key that is not one fails the kfrag
+        // signature, not the shape checks.
+        let mut e = valid.clone();
+        let mut not_a_point = valid.delegatingKey.to_vec();
+        not_a_point[0] = 0x04;
+        e.delegatingKey = not_a_point.into();
+        assert_eq!(outcome(&e), Outcome::KfragSignature);
+
+        // No policy, then the kfrag signature, before the worker signature and the points.
+        let mut e = valid.clone();
+        e.kfragSignatureV = !e.kfragSignatureV;
+        e.workerSignature = vec![0u8; 64].into();
+        e.ys[0] += U256::from(1);
+        assert_eq!(
+            e.outcome(31337, Address::ZERO, node.worker.address()),
+            Outcome::PolicyNotFound
+        );
+        assert_eq!(outcome(&e), Outcome::KfragSignature);
+        e.kfragSignatureV = valid.kfragSignatureV;
+        assert_eq!(outcome(&e), Outcome::InvalidWorkerSignature);
+
+        // The worker signature: OpenZeppelin's tryRecover rules, then the bonded worker.
+        let sig = &valid.workerSignature[..];
+        let mut high_s = sig.to_vec();
+        let s = crate::secp256k1::N - U256::from_be_slice(&sig[32..64]);
+        high_s[32..64].copy_from_slice(&s.to_be_bytes::<32>());
+        high_s[64] ^= 27 ^ 28;
+        let mut v_zero_one = sig.to_vec();
+        v_zero_one[64] -= 27;
+        let mut r_zero = sig.to_vec();
+        r_zero[..32].fill(0);
+        for bad in [
+            &sig[..64],
+            &[sig, &[0u8][..]].concat()[..],
+            &high_s[..],
+            &v_zero_one[..],
+            &r_zero[..],
+        ] {
+            let mut e = valid.clone();
+            e.workerSignature = bad.to_vec().into();
+            e.ys[0] += U256::from(1); // the points come later
+            assert_eq!(outcome(&e), Outcome::InvalidWorkerSignature, "{bad:?}");
+        }
+        let mut e = valid.clone();
+        e.ys[0] += U256::from(1);
+        assert_eq!(
+            e.outcome(31337, node.kfrag_signer, Address::repeat_byte(7)),
+            Outcome::UnknownWorker
+        );
+        // Another chain id: the signature recovers another address.
+        assert_eq!(
+            valid.outcome(1, node.kfrag_signer, node.worker.address()),
+            Outcome::UnknownWorker
+        );
+
+        // The points: y must match the prefix's parity and be on the curve.
+        for i in 0..8 {
+            let mut e = valid.clone();
+            e.ys[i] = crate::secp256k1::P - e.ys[i]; // the other root: wrong parity
+            e.cfrag = with_field(&node.cfrag, layout::Z, &[0u8; 32]).into(); // z comes later
+            e.workerSignature =
+                sign_answer(&node.worker, 31337, node.policy_id, &e.capsule, &e.cfrag)
+                    .unwrap()
+                    .as_bytes()
+                    .to_vec()
+                    .into();
+            assert_eq!(outcome(&e), Outcome::Malformed("point"), "ys[{i}]");
+            let mut e = valid.clone();
+            e.ys[i] += U256::from(2); // right parity, off the curve
+            assert_eq!(outcome(&e), Outcome::Malformed("point"), "ys[{i}]");
+        }
+        // A prefix that is not 02/03 (and the y of an even point) is no point either.
+        let cfrag = with_field(&node.cfrag, layout::E2.start..layout::E2.start + 1, &[0x04]);
+        let mut e = valid.clone();
+        e.cfrag = cfrag.clone().into();
+        e.workerSignature = sign_answer(&node.worker, 31337, node.policy_id, &node.capsule, &cfrag)
+            .unwrap()
+            .as_bytes()
+            .to_vec()
+            .into();
+        assert_eq!(outcome(&e), Outcome::Malformed("point"));
+
+        // The products: any change, on the curve or not, is the investigator's error.
+        for i in 0..6 {
+            for change in 0..3 {
+                let mut e = valid.clone();
+                let field = match i {
+                    0 => &mut e.ez,
+                    1 => &mut e.e1h,
+                    2 => &mut e.vz,
+                    3 => &mut e.v1h,
+                    4 => &mut e.uz,
+                    _ => &mut e.u1h,
+                };
+                match change {
+                    0 => field.y += U256::from(1),                // off the curve
+                    1 => field.y = crate::secp256k1::P - field.y, // its negation
+                    _ => {
+                        *field = if i == 0 {
+                            valid.e1h.clone()
+                        } else {
+                            valid.ez.clone()
+                        }
+                    }
+                }
+                assert_eq!(
+                    outcome(&e),
+                    Outcome::Malformed("product"),
+                    "product {i}/{change}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn synthetic_cheats_get_their_verdicts() {
+        use crate::fixtures::{synthetic_cfrag, Cheat};
+        use crate::umbral::{capsule_from_bytes_simple, cfrag_from_bytes_simple};
+        let node = Node::new(24);
+        let mut rng = ChaCha20Rng::seed_from_u64(25);
+        let capsule = capsule_from_bytes_simple(&node.capsule).unwrap();
+        let (dk, rk) = (node.alice.public_key(), node.bob.public_key());
+        for _ in 0..3 {
+            for cheat in Cheat::ALL {
+                let cfrag = synthetic_cfrag(&mut rng, &node.capsule, &dk, &rk, &node.signer, cheat)
+                    .unwrap();
+                let evidence = node.with_cfrag(&cfrag);
+                assert_eq!(
+                    node.outcome(&evidence),
+                    Outcome::from(cheat.verdict()),
+                    "{cheat:?}"
+                );
+                let equations = reencryption_equations(&node.capsule, &cfrag).unwrap();
+                let failing = equations.iter().filter(|ok| !**ok).count();
+                assert_eq!(failing, usize::from(cheat != Cheat::None), "{cheat:?}");
+                // umbral agrees: a correct cfrag verifies, the others fail the re-encryption check.
+                let verified = cfrag_from_bytes_simple(&cfrag).unwrap().verify(
+                    &capsule,
+                    &node.signer.verifying_key(),
+                    &dk,
+                    &rk,
+                );
+                match cheat {
+                    Cheat::None => assert!(verified.is_ok()),
+                    _ => assert_eq!(
+                        verified.err().map(|(err, _)| err),
+                        Some(umbral_pre::CapsuleFragVerificationError::IncorrectReencryption)
+                    ),
+                }
+            }
+        }
+    }
+
+    /// `Verdict` and the `Malformed` reasons must stay the contract's.
+    #[test]
+    fn mirrors_the_contract_verdicts_and_reasons() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../contracts/Adjudicator.sol"
+        );
+        let source = std::fs::read_to_string(path).unwrap();
+        let start = source.find("enum Verdict {").unwrap() + "enum Verdict {".len();
+        let end = start + source[start..].find('}').unwrap();
+        let members: Vec<&str> = source[start..end]
+            .lines()
+            .map(|line| line.split("//").next().unwrap_or_default())
+            .flat_map(|line| line.split(','))
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+            .collect();
+        let names: Vec<&str> = Verdict::ALL.iter().map(|v| v.name()).collect();
+        assert_eq!(members, names);
+        for (i, verdict) in Verdict::ALL.iter().enumerate() {
+            assert_eq!(*verdict as usize, i);
+            assert_eq!(Verdict::from_u8(i as u8), Some(*verdict));
+            assert_eq!(Outcome::from(*verdict).verdict(), Some(*verdict));
+        }
+        assert_eq!(Verdict::from_u8(6), None);
+        for what in [
+            "capsule length",
+            "cfrag length",
+            "key length",
+            "point",
+            "product",
+        ] {
+            let revert = format!("Adjudicator_MalformedEvidence(\"{what}\")");
+            assert!(source.contains(&revert), "{revert}");
+        }
     }
 }

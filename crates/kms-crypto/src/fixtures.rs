@@ -6,13 +6,17 @@
 //! Alice's delegating key, her kfrag signer, Bob's key, the node's worker key, a key that is not
 //! the worker, a policy id and a message; encrypts the message, makes 2-of-3 kfrags signing both
 //! keys, re-encrypts with one of them, and emits one case per entry of [`CASES`].
+//!
+//! Also for tests: [`synthetic_cfrag`] builds a cfrag as a node that knows its re-encryption key
+//! would, possibly cheating on one equation, and [`high_x_point`] gives points whose x coordinate
+//! is beyond `ecrecover`'s range.
 
-use alloy::primitives::{hex, Address, Signature};
+use alloy::primitives::{hex, Address, Signature, U256};
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::SolValue;
 use k256::{NonZeroScalar, ProjectivePoint};
 use rand_chacha::ChaCha20Rng;
-use rand_core::{RngCore, SeedableRng};
+use rand_core::{CryptoRng, RngCore, SeedableRng};
 use serde::Serialize;
 use umbral_pre::{
     encrypt_with_rng, generate_kfrags_with_rng, reencrypt_with_rng, Capsule, CapsuleFrag,
@@ -20,9 +24,9 @@ use umbral_pre::{
 };
 
 use crate::answer::{recover_answer_signer, sign_answer, AnswerError};
-use crate::curve::compress;
-use crate::evidence::{Evidence, EvidenceError, Outcome};
-use crate::umbral::{ethereum_address, layout};
+use crate::curve::{compress, decompress, scalar_from_be};
+use crate::evidence::{challenge, Evidence, EvidenceError, Outcome, Verdict};
+use crate::umbral::{ethereum_address, kfrag_signature_message, layout, U_COMPRESSED};
 
 /// The chain id the answers are signed for (anvil's and forge's default).
 pub const CHAIN_ID: u64 = 31337;
@@ -56,18 +60,22 @@ pub enum Tamper {
     OtherSigner,
 }
 
+/// The outcome of every slashable case. Each tampered point is hashed into `h`, and `z` is
+/// in no hash, so a tampered case fails the first equation already: `z*E != h*E1 + E2`.
+const WRONG: Outcome = Outcome::Slash(Verdict::WrongE);
+
 /// One kind of case: `(name suffix, field, expected outcome, tampering)`.
 pub type CaseKind = (&'static str, &'static str, Outcome, Tamper);
 
 /// The cases emitted for every scenario, in order.
 pub const CASES: [CaseKind; 14] = [
     ("valid", "none", Outcome::Correct, Tamper::None),
-    ("e1", "e1", Outcome::Slash, Tamper::Point(CfragPoint::E1)),
-    ("v1", "v1", Outcome::Slash, Tamper::Point(CfragPoint::V1)),
-    ("e2", "e2", Outcome::Slash, Tamper::Point(CfragPoint::E2)),
-    ("v2", "v2", Outcome::Slash, Tamper::Point(CfragPoint::V2)),
-    ("u2", "u2", Outcome::Slash, Tamper::Point(CfragPoint::U2)),
-    ("z", "z", Outcome::Slash, Tamper::Z),
+    ("e1", "e1", WRONG, Tamper::Point(CfragPoint::E1)),
+    ("v1", "v1", WRONG, Tamper::Point(CfragPoint::V1)),
+    ("e2", "e2", WRONG, Tamper::Point(CfragPoint::E2)),
+    ("v2", "v2", WRONG, Tamper::Point(CfragPoint::V2)),
+    ("u2", "u2", WRONG, Tamper::Point(CfragPoint::U2)),
+    ("z", "z", WRONG, Tamper::Z),
     (
         "e1-unsigned",
         "e1",
@@ -436,4 +444,131 @@ pub fn generate() -> Result<Fixtures, FixtureError> {
         scenarios,
         cases,
     })
+}
+
+/// What a node that builds its own cfrag (see [`synthetic_cfrag`]) gets wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cheat {
+    /// Nothing: a correct cfrag (verdict `Correct`).
+    None,
+    /// `E1 = rk' * E` with another key `rk'`: only `z*E == h*E1 + E2` fails (`WrongE`).
+    E1,
+    /// `V1 = rk' * V`: only `z*V == h*V1 + V2` fails (`WrongV`).
+    V1,
+    /// `U1 = rk' * U`, signed by the kfrag signer all the same: only `z*U == h*U1 + U2` fails
+    /// (`WrongU`).
+    U1,
+}
+
+impl Cheat {
+    /// Every kind, [`Cheat::None`] first.
+    pub const ALL: [Cheat; 4] = [Self::None, Self::E1, Self::V1, Self::U1];
+
+    /// The Adjudicator's verdict on a cfrag built with this cheat.
+    pub fn verdict(self) -> Verdict {
+        match self {
+            Self::None => Verdict::Correct,
+            Self::E1 => Verdict::WrongE,
+            Self::V1 => Verdict::WrongV,
+            Self::U1 => Verdict::WrongU,
+        }
+    }
+}
+
+/// A cfrag (`to_bytes_simple`, 359 bytes) built from scratch with the arithmetic of umbral's
+/// re-encryption and proof, by a node that knows its re-encryption key: with `rk` and the proof
+/// nonce `t` drawn from `rng`, `E1 = rk*E, V1 = rk*V, U1 = rk*U, E2 = t*E, V2 = t*V, U2 = t*U,
+/// z = rk*h + t`, a random kfrag id and precursor, and a kfrag signature by `kfrag_signer` over
+/// them and the two keys (what Alice's `generate_kfrags(.., true, true)` signs).
+///
+/// umbral's public API does not expose a kfrag's key, so the fixtures built from real kfrags can
+/// only tamper with bytes, which changes `h` and fails the first equation. Knowing `rk`, `cheat`
+/// makes exactly one equation fail instead (or none), which tests the verdicts `WrongV` and
+/// `WrongU`. With [`Cheat::None`] the result passes `CapsuleFrag::verify`.
+pub fn synthetic_cfrag(
+    rng: &mut (impl CryptoRng + RngCore),
+    capsule_simple: &[u8],
+    delegating_pk: &PublicKey,
+    receiving_pk: &PublicKey,
+    kfrag_signer: &Signer,
+    cheat: Cheat,
+) -> Result<Vec<u8>, FixtureError> {
+    use layout::*;
+    if capsule_simple.len() != CAPSULE_LEN {
+        return Err(EvidenceError::Bytes(crate::umbral::UmbralError::Length {
+            what: "capsule",
+            expected: CAPSULE_LEN,
+            got: capsule_simple.len(),
+        })
+        .into());
+    }
+    let point = |bytes: &[u8], name| {
+        decompress(bytes)
+            .map(ProjectivePoint::from)
+            .ok_or(EvidenceError::Point(name))
+    };
+    let e = point(&capsule_simple[E], "E")?;
+    let v = point(&capsule_simple[V], "V")?;
+    let u = point(&U_COMPRESSED, "U")?;
+    let rk = *NonZeroScalar::random(&mut *rng);
+    let t = *NonZeroScalar::random(&mut *rng);
+    let other = *NonZeroScalar::random(&mut *rng);
+    let key = |wrong: bool| if wrong { other } else { rk };
+    let mut cfrag = vec![0u8; CFRAG_LEN];
+    let mut put =
+        |range: core::ops::Range<usize>, p: ProjectivePoint| -> Result<(), FixtureError> {
+            let bytes = compress(&p).ok_or_else(|| FixtureError::Key("identity point".into()))?;
+            cfrag[range].copy_from_slice(&bytes);
+            Ok(())
+        };
+    put(E1, e * key(cheat == Cheat::E1))?;
+    put(V1, v * key(cheat == Cheat::V1))?;
+    put(U1, u * key(cheat == Cheat::U1))?;
+    put(E2, e * t)?;
+    put(V2, v * t)?;
+    put(U2, u * t)?;
+    put(
+        PRECURSOR,
+        ProjectivePoint::GENERATOR * *NonZeroScalar::random(&mut *rng),
+    )?;
+    rng.fill_bytes(&mut cfrag[KFRAG_ID]);
+
+    let h = challenge(capsule_simple, &cfrag)?;
+    let h = scalar_from_be(&h.to_be_bytes::<32>())
+        .ok_or_else(|| FixtureError::Key("h is not below the order".into()))?;
+    let z = rk * h + t;
+    cfrag[Z].copy_from_slice(&z.to_bytes());
+
+    let message = kfrag_signature_message(
+        &cfrag[KFRAG_ID],
+        &cfrag[U1],
+        &cfrag[PRECURSOR],
+        &delegating_pk.to_compressed_bytes(),
+        &receiving_pk.to_compressed_bytes(),
+    );
+    let signature = kfrag_signer.sign_with_rng(rng, &message).to_be_bytes();
+    cfrag[KFRAG_SIGNATURE_R.start..KFRAG_SIGNATURE_S.end].copy_from_slice(&signature);
+    Ok(cfrag)
+}
+
+/// The `index`-th compressed point (counting from 0) whose x coordinate is at least the group
+/// order `n` (and below the field prime `p`, as every x is): `0x02 || x` for the even y, `0x03`
+/// with `odd`. About half of the ~2^128 such x have a point. `ecrecover` refuses an `r` that large,
+/// so the contract cannot check a product with such a point (verdict `UncheckablePoint` for `E1`
+/// or `V1`; a rejected `product` for `E` or `V`).
+pub fn high_x_point(index: usize, odd: bool) -> [u8; 33] {
+    let mut found = 0;
+    let mut x = crate::secp256k1::N;
+    loop {
+        let mut bytes = [0u8; 33];
+        bytes[0] = if odd { 0x03 } else { 0x02 };
+        bytes[1..].copy_from_slice(&x.to_be_bytes::<32>());
+        if decompress(&bytes).is_some() {
+            if found == index {
+                return bytes;
+            }
+            found += 1;
+        }
+        x += U256::from(1);
+    }
 }

@@ -16,10 +16,11 @@ pub mod answer;
 mod curve;
 pub mod evidence;
 pub mod fixtures;
+mod secp256k1;
 pub mod umbral;
 
 pub use answer::{answer_digest, recover_answer_signer, sign_answer, AnswerError};
-pub use evidence::{Evidence, EvidenceError, Outcome, Point};
+pub use evidence::{Evidence, EvidenceError, Outcome, Point, Verdict};
 pub use umbral::ethereum_address;
 
 /// Re-export of the umbral-pre version the formats are tied to.

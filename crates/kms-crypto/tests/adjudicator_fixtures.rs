@@ -11,7 +11,7 @@ use alloy::sol_types::SolValue;
 use k256::elliptic_curve::sec1::{FromEncodedPoint, ToEncodedPoint};
 use k256::elliptic_curve::PrimeField;
 use k256::{AffinePoint, EncodedPoint, FieldBytes, ProjectivePoint, Scalar};
-use kms_crypto::evidence::{challenge, recover_kfrag_signer, Evidence, Outcome, Point};
+use kms_crypto::evidence::{challenge, recover_kfrag_signer, Evidence, Outcome, Point, Verdict};
 use kms_crypto::fixtures::{generate, Fixtures, CHAIN_ID, FIXTURE_PATH, REGENERATE};
 use kms_crypto::recover_answer_signer;
 use kms_crypto::umbral::{cfrag_from_bytes_simple, layout, U_COMPRESSED};
@@ -266,7 +266,7 @@ fn every_case_is_what_it_claims() {
                 assert!(kfrag_signer_ok, "{name}");
                 assert_eq!(vcfrag.unverify(), scenario.cfrag, "{name}");
             }
-            Outcome::Slash => {
+            Outcome::Slash(verdict) => {
                 // The kfrag signature still holds, so umbral blames the re-encryption itself.
                 assert!(kfrag_signer_ok, "{name}");
                 assert_eq!(
@@ -274,7 +274,14 @@ fn every_case_is_what_it_claims() {
                     Some(CapsuleFragVerificationError::IncorrectReencryption),
                     "{name}"
                 );
-                assert!(equations.iter().any(|ok| !ok), "{name}: {equations:?}");
+                // The verdict names the first equation that fails with k256's group law.
+                let first = equations.iter().position(|ok| !ok);
+                let expected = [Verdict::WrongE, Verdict::WrongV, Verdict::WrongU];
+                assert_eq!(
+                    first.map(|i| expected[i]),
+                    Some(verdict),
+                    "{name}: {equations:?}"
+                );
             }
             Outcome::KfragSignature => {
                 assert!(!kfrag_signer_ok, "{name}");
@@ -293,7 +300,9 @@ fn every_case_is_what_it_claims() {
                 assert!(kfrag_signer_ok, "{name}");
                 assert_ne!(case.signer, case.worker, "{name}");
             }
-            Outcome::Malformed(_) => panic!("{name}: no malformed case is generated"),
+            Outcome::Malformed(_) | Outcome::PolicyNotFound | Outcome::InvalidWorkerSignature => {
+                panic!("{name}: no such case is generated")
+            }
         }
         assert_eq!(
             evidence.outcome(CHAIN_ID, case.kfrag_signer, case.worker),

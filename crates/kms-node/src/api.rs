@@ -1,0 +1,697 @@
+//! The node's HTTP API (axum): see `docs/node.md` for the endpoints and their bodies.
+//!
+//! Every failure answers a JSON `{"error": "..."}` with a 4xx (the request's fault) or a 5xx
+//! (the node's or the chain's); request data is never unwrapped. Decryption, kfrag verification
+//! and re-encryption run on the blocking pool, at most [`Limits::workers`] at a time, so the
+//! async runtime keeps serving while they run.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Instant, SystemTime, UNIX_EPOCH},
+};
+
+use alloy::{primitives::Address, signers::local::PrivateKeySigner};
+use axum::{
+    body::{Body, Bytes},
+    extract::{rejection::BytesRejection, MatchedPath, Path, Request, State},
+    http::{header, HeaderValue, StatusCode},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Json, Router,
+};
+use kms_crypto::{answer::sign_answer, ethereum_address};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+use tower_http::limit::RequestBodyLimitLayer;
+use umbral_pre::{
+    decrypt_original, reencrypt, Capsule, DefaultDeserialize, DefaultSerialize, KeyFrag, PublicKey,
+    SecretKey,
+};
+
+use crate::{
+    directory::PolicyDirectory,
+    store::{PutOutcome, Store, StoredKfrag},
+    wire::{
+        self, encode_b64, encode_hex, ErrorBody, KfragAccepted, KfragUpload, NodeInfo, NodeStatus,
+        ReencryptRequest, ReencryptResponse, SignedCFrag,
+    },
+};
+
+/// Bounds on what a request may ask of the node.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request body, in bytes (413 above).
+    pub max_body_bytes: usize,
+    /// Most capsules in one re-encryption request (413 above).
+    pub max_capsules: usize,
+    /// Largest distance between a request's timestamp and the node's clock, in seconds (401
+    /// above); also how long a request is remembered against replays.
+    pub max_clock_skew_secs: u64,
+    /// Most requests remembered against replays (503 when that many are live).
+    pub max_remembered_requests: usize,
+    /// How many CPU-bound jobs (decryption, re-encryption) run at once.
+    pub workers: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 256 * 1024,
+            max_capsules: 64,
+            max_clock_skew_secs: 300,
+            max_remembered_requests: 100_000,
+            workers: std::thread::available_parallelism().map_or(1, usize::from),
+        }
+    }
+}
+
+/// Who the node is.
+#[derive(Clone)]
+pub struct NodeIdentity {
+    /// The staker the node serves (the address policies name).
+    pub staker: Address,
+    /// The worker key bonded to the staker: signs every cfrag.
+    pub worker: PrivateKeySigner,
+    /// The node's Umbral key: kfrags are encrypted to its public key.
+    pub umbral: SecretKey,
+    /// The chain id the worker's signatures are bound to.
+    pub chain_id: u64,
+}
+
+impl std::fmt::Debug for NodeIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeIdentity")
+            .field("staker", &self.staker)
+            .field("worker", &self.worker.address())
+            .field("umbral", &self.umbral.public_key())
+            .field("chain_id", &self.chain_id)
+            .finish()
+    }
+}
+
+/// The API's Prometheus metrics.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+    reencryptions: IntCounter,
+    kfrags: IntGauge,
+}
+
+impl Metrics {
+    fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new_custom(Some("kms_node".into()), None)?;
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "http_requests_total",
+                "HTTP requests by endpoint and status",
+            ),
+            &["endpoint", "status"],
+        )?;
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "http_request_duration_seconds",
+                "HTTP request latency by endpoint",
+            ),
+            &["endpoint"],
+        )?;
+        let reencryptions =
+            IntCounter::new("reencryptions_total", "Capsules re-encrypted and signed")?;
+        let kfrags = IntGauge::new("kfrags_stored", "Kfrags held in the store")?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(latency.clone()))?;
+        registry.register(Box::new(reencryptions.clone()))?;
+        registry.register(Box::new(kfrags.clone()))?;
+        Ok(Self {
+            registry,
+            requests,
+            latency,
+            reencryptions,
+            kfrags,
+        })
+    }
+
+    /// The registry, e.g. to add the daemon's other metrics to the same `/metrics`.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+}
+
+/// The API could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The store could not be read.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// A metric could not be registered.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// The requests seen recently, by digest of their signed message, until their timestamp is
+/// outside the clock window anyway.
+#[derive(Debug, Default)]
+struct ReplayGuard {
+    seen: HashMap<[u8; 32], u64>,
+}
+
+enum Remember {
+    New,
+    Replay,
+    Full,
+}
+
+impl ReplayGuard {
+    fn remember(&mut self, digest: [u8; 32], expires: u64, now: u64, cap: usize) -> Remember {
+        if self.seen.contains_key(&digest) {
+            return Remember::Replay;
+        }
+        if self.seen.len() >= cap {
+            self.seen.retain(|_, &mut expiry| expiry >= now);
+            if self.seen.len() >= cap {
+                return Remember::Full;
+            }
+        }
+        self.seen.insert(digest, expires);
+        Remember::New
+    }
+}
+
+/// The API's shared state.
+pub struct ApiState<D> {
+    identity: NodeIdentity,
+    store: Store,
+    directory: Arc<D>,
+    limits: Limits,
+    pool: Arc<Semaphore>,
+    replays: Mutex<ReplayGuard>,
+    metrics: Metrics,
+    started: Instant,
+}
+
+impl<D> std::fmt::Debug for ApiState<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiState")
+            .field("identity", &self.identity)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<D: PolicyDirectory> ApiState<D> {
+    /// The state of an API serving `identity` from `store`, checking policies with `directory`.
+    pub fn new(
+        identity: NodeIdentity,
+        store: Store,
+        directory: Arc<D>,
+        limits: Limits,
+    ) -> Result<Self, SetupError> {
+        let metrics = Metrics::new()?;
+        metrics
+            .kfrags
+            .set(i64::try_from(store.kfrag_count()?).unwrap_or(i64::MAX));
+        Ok(Self {
+            pool: Arc::new(Semaphore::new(limits.workers.max(1))),
+            identity,
+            store,
+            directory,
+            limits,
+            replays: Mutex::new(ReplayGuard::default()),
+            metrics,
+            started: Instant::now(),
+        })
+    }
+
+    /// The API's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+}
+
+/// The router with every endpoint, the body limit and the metrics layer.
+pub fn router<D: PolicyDirectory>(state: Arc<ApiState<D>>) -> Router {
+    Router::new()
+        .route("/v1/node", get(node_info::<D>))
+        .route("/v1/status", get(status::<D>))
+        .route("/v1/policies/{id}/kfrag", post(upload_kfrag::<D>))
+        .route("/v1/policies/{id}/reencrypt", post(reencrypt_capsules::<D>))
+        .route("/metrics", get(metrics::<D>))
+        .layer(RequestBodyLimitLayer::new(state.limits.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), observe::<D>))
+        .with_state(state)
+}
+
+/// An error answer: a status and the reason, sent as `{"error": reason}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// Why.
+    pub message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+    fn internal(message: impl std::fmt::Display) -> Self {
+        tracing::error!(%message, "internal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+    }
+    fn chain(message: impl std::fmt::Display) -> Self {
+        tracing::warn!(%message, "chain unavailable");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cannot check the policy on chain: {message}"),
+        )
+    }
+}
+
+impl From<wire::WireError> for ApiError {
+    fn from(e: wire::WireError) -> Self {
+        Self::bad_request(e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(ErrorBody {
+                error: self.message,
+            }),
+        )
+            .into_response()
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Parses a policy id: 16 bytes in hex, `0x` optional.
+fn parse_policy_id(id: &str) -> Result<[u8; 16], ApiError> {
+    let bytes = alloy::primitives::hex::decode(id)
+        .map_err(|e| ApiError::bad_request(format!("policy id: invalid hex: {e}")))?;
+    <[u8; 16]>::try_from(bytes.as_slice()).map_err(|_| {
+        ApiError::bad_request(format!("policy id: expected 16 bytes, got {}", bytes.len()))
+    })
+}
+
+fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
+        let status = rejection.status();
+        let status = if status.is_client_error() || status.is_server_error() {
+            status
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        ApiError::new(status, format!("request body: {}", rejection.body_text()))
+    })
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+/// Runs a CPU-bound job on the blocking pool, at most `workers` at a time.
+async fn run_blocking<D, T, F>(state: &ApiState<D>, job: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, ApiError> + Send + 'static,
+{
+    let permit = state
+        .pool
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(ApiError::internal)?;
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        job()
+    })
+    .await
+    .map_err(ApiError::internal)?
+}
+
+/// Runs a store operation on the blocking pool (redb fsyncs).
+async fn with_store<T, F>(store: &Store, op: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Store) -> Result<T, crate::store::StoreError> + Send + 'static,
+{
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || op(&store))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)
+}
+
+/// Times and counts every request, and turns any error answer that is not JSON yet (the body
+/// limit's 413, the router's 404 and 405) into `{"error": ...}`.
+async fn observe<D: PolicyDirectory>(
+    State(state): State<Arc<ApiState<D>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let endpoint = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let start = Instant::now();
+    let mut response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if (status.is_client_error() || status.is_server_error()) && !is_json {
+        let reason = status.canonical_reason().unwrap_or("error").to_lowercase();
+        response = ApiError::new(status, reason).into_response();
+    }
+    state
+        .metrics
+        .latency
+        .with_label_values(&[endpoint.as_str()])
+        .observe(start.elapsed().as_secs_f64());
+    state
+        .metrics
+        .requests
+        .with_label_values(&[endpoint.as_str(), status.as_str()])
+        .inc();
+    response
+}
+
+async fn node_info<D: PolicyDirectory>(State(state): State<Arc<ApiState<D>>>) -> Json<NodeInfo> {
+    let id = &state.identity;
+    Json(NodeInfo {
+        staker: id.staker,
+        worker: id.worker.address(),
+        umbral_public_key: wire::encode_public_key(&id.umbral.public_key()),
+        chain_id: id.chain_id,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    })
+}
+
+async fn status<D: PolicyDirectory>(
+    State(state): State<Arc<ApiState<D>>>,
+) -> Result<Json<NodeStatus>, ApiError> {
+    let kfrags = with_store(&state.store, Store::kfrag_count).await?;
+    Ok(Json(NodeStatus {
+        kfrags,
+        uptime_seconds: state.started.elapsed().as_secs(),
+    }))
+}
+
+async fn metrics<D: PolicyDirectory>(
+    State(state): State<Arc<ApiState<D>>>,
+) -> Result<Response, ApiError> {
+    let encoder = TextEncoder::new();
+    let mut buffer = Vec::new();
+    encoder
+        .encode(&state.metrics.registry.gather(), &mut buffer)
+        .map_err(ApiError::internal)?;
+    let content_type = HeaderValue::from_str(encoder.format_type()).map_err(ApiError::internal)?;
+    Ok(([(header::CONTENT_TYPE, content_type)], Body::from(buffer)).into_response())
+}
+
+/// `POST /v1/policies/{id}/kfrag`.
+async fn upload_kfrag<D: PolicyDirectory>(
+    State(state): State<Arc<ApiState<D>>>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<KfragAccepted>), ApiError> {
+    let policy_id = parse_policy_id(&id)?;
+    let upload: KfragUpload = parse_json(&body_bytes(body)?)?;
+    let upload = upload.decode()?;
+    let staker = state.identity.staker;
+
+    // The chain first: it is cheaper than decrypting, and junk for unknown policies stops here.
+    let signer = state
+        .directory
+        .kfrag_signer(policy_id)
+        .await
+        .map_err(ApiError::chain)?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such policy on chain"))?;
+    if ethereum_address(&upload.verifying_key) != signer {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("verifyingKey is not the policy's kfrag signer {signer}"),
+        ));
+    }
+    let arrangement = state
+        .directory
+        .arrangement(policy_id)
+        .await
+        .map_err(ApiError::chain)?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no PolicyCreated event on chain"))?;
+    if !arrangement.nodes.contains(&staker) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("the policy does not name this node ({staker})"),
+        ));
+    }
+    if arrangement.end_timestamp <= unix_now()
+        || !state
+            .directory
+            .is_active(policy_id, staker, &arrangement.nodes)
+            .await
+            .map_err(ApiError::chain)?
+    {
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            "the policy is revoked or ended for this node",
+        ));
+    }
+
+    let umbral = state.identity.umbral.clone();
+    let (delegating, receiving, verifying) = (
+        upload.delegating_key,
+        upload.receiving_key,
+        upload.verifying_key,
+    );
+    let kfrag = run_blocking(&state, move || {
+        let plaintext =
+            decrypt_original(&umbral, &upload.capsule, &upload.ciphertext).map_err(|e| {
+                ApiError::bad_request(format!(
+                    "the kfrag does not decrypt with this node's Umbral key: {e}"
+                ))
+            })?;
+        let kfrag = KeyFrag::from_bytes(&plaintext)
+            .map_err(|e| ApiError::bad_request(format!("the plaintext is no KeyFrag: {e}")))?;
+        let canonical = kfrag.to_bytes().map_err(ApiError::internal)?;
+        kfrag
+            .verify(&verifying, Some(&delegating), Some(&receiving))
+            .map_err(|(e, _)| {
+                ApiError::bad_request(format!(
+                    "the kfrag does not verify with the given keys: {e}"
+                ))
+            })?;
+        Ok(canonical.into_vec())
+    })
+    .await?;
+
+    let record = StoredKfrag {
+        kfrag,
+        delegating_key: delegating,
+        receiving_key: receiving,
+        verifying_key: verifying,
+        end_timestamp: arrangement.end_timestamp,
+        nodes: arrangement.nodes,
+    };
+    let outcome = with_store(&state.store, move |s| {
+        s.put_kfrag_if_absent(policy_id, &record)
+    })
+    .await?;
+    let policy_id_hex = encode_hex(&policy_id);
+    match outcome {
+        PutOutcome::Inserted => {
+            state.metrics.kfrags.inc();
+            tracing::info!(policy = %policy_id_hex, "kfrag stored");
+            Ok((
+                StatusCode::CREATED,
+                Json(KfragAccepted {
+                    policy_id: policy_id_hex,
+                    created: true,
+                }),
+            ))
+        }
+        PutOutcome::AlreadyStored => Ok((
+            StatusCode::OK,
+            Json(KfragAccepted {
+                policy_id: policy_id_hex,
+                created: false,
+            }),
+        )),
+        PutOutcome::Conflict => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "another kfrag is already stored for this policy",
+        )),
+    }
+}
+
+/// `POST /v1/policies/{id}/reencrypt`.
+async fn reencrypt_capsules<D: PolicyDirectory>(
+    State(state): State<Arc<ApiState<D>>>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<ReencryptResponse>, ApiError> {
+    let policy_id = parse_policy_id(&id)?;
+    let request: ReencryptRequest = parse_json(&body_bytes(body)?)?;
+    let limits = &state.limits;
+    if request.capsules.is_empty() {
+        return Err(ApiError::bad_request("capsules: empty"));
+    }
+    if request.capsules.len() > limits.max_capsules {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "capsules: {} in one request, at most {}",
+                request.capsules.len(),
+                limits.max_capsules
+            ),
+        ));
+    }
+    let now = unix_now();
+    if request.timestamp.abs_diff(now) > limits.max_clock_skew_secs {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            format!(
+                "timestamp {} is more than {} s from the node's clock ({now})",
+                request.timestamp, limits.max_clock_skew_secs
+            ),
+        ));
+    }
+    let capsule_bytes = request.capsule_bytes()?;
+    let capsules = capsule_bytes
+        .iter()
+        .enumerate()
+        .map(|(i, bytes)| wire::decode_umbral::<Capsule>(&format!("capsules[{i}]"), bytes))
+        .collect::<Result<Vec<_>, _>>()?;
+    let signature = request.decode_signature()?;
+
+    let record = with_store(&state.store, move |s| s.get_kfrag(policy_id))
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "this node holds no kfrag for the policy",
+            )
+        })?;
+    let staker = state.identity.staker;
+    let message = wire::reencrypt_message(policy_id, staker, request.timestamp, &capsule_bytes);
+    if !signature.verify(&record.receiving_key, &message) {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "signature: not by the policy's receiving key over this request",
+        ));
+    }
+    if record.end_timestamp <= now
+        || !state
+            .directory
+            .is_active(policy_id, staker, &record.nodes)
+            .await
+            .map_err(ApiError::chain)?
+    {
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            "the policy is revoked or ended for this node",
+        ));
+    }
+    let digest: [u8; 32] = Sha256::digest(&message).into();
+    let remembered = match state.replays.lock() {
+        Ok(mut guard) => guard.remember(
+            digest,
+            request.timestamp.saturating_add(limits.max_clock_skew_secs),
+            now,
+            limits.max_remembered_requests,
+        ),
+        Err(_) => return Err(ApiError::internal("replay guard poisoned")),
+    };
+    match remembered {
+        Remember::New => {}
+        Remember::Replay => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "replayed request: sign a new one",
+            ))
+        }
+        Remember::Full => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many recent requests, retry later",
+            ))
+        }
+    }
+
+    let worker = state.identity.worker.clone();
+    let chain_id = state.identity.chain_id;
+    let count = capsules.len();
+    let cfrags = run_blocking(&state, move || {
+        serve(&record, &worker, chain_id, policy_id, &capsules)
+    })
+    .await?;
+    state
+        .metrics
+        .reencryptions
+        .inc_by(u64::try_from(count).unwrap_or(u64::MAX));
+    Ok(Json(ReencryptResponse { cfrags }))
+}
+
+/// Re-encrypts every capsule with the stored kfrag, verified again first, and signs each answer.
+fn serve(
+    record: &StoredKfrag,
+    worker: &PrivateKeySigner,
+    chain_id: u64,
+    policy_id: [u8; 16],
+    capsules: &[Capsule],
+) -> Result<Vec<SignedCFrag>, ApiError> {
+    let kfrag = KeyFrag::from_bytes(&record.kfrag).map_err(ApiError::internal)?;
+    let verified = kfrag
+        .verify(
+            &record.verifying_key,
+            Some(&record.delegating_key),
+            Some(&record.receiving_key),
+        )
+        .map_err(|(e, _)| ApiError::internal(format!("stored kfrag does not verify: {e}")))?;
+    capsules
+        .iter()
+        .map(|capsule| {
+            let cfrag = reencrypt(capsule, verified.clone());
+            let signature = sign_answer(
+                worker,
+                chain_id,
+                policy_id,
+                &capsule.to_bytes_simple(),
+                &cfrag.to_bytes_simple(),
+            )
+            .map_err(ApiError::internal)?;
+            let cfrag_bytes = cfrag.to_bytes().map_err(ApiError::internal)?;
+            Ok(SignedCFrag {
+                cfrag: encode_b64(&cfrag_bytes),
+                signature: encode_hex(&signature.as_bytes()),
+            })
+        })
+        .collect()
+}
+
+/// Used by tests and clients: the public key a node's [`NodeInfo`] announces.
+pub fn decode_node_key(info: &NodeInfo) -> Result<PublicKey, wire::WireError> {
+    wire::decode_public_key("umbralPublicKey", &info.umbral_public_key)
+}

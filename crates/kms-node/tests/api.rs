@@ -1,0 +1,638 @@
+//! The HTTP API in process: a fake policy directory, a store in a temporary directory, requests
+//! through `tower::ServiceExt::oneshot`.
+
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use alloy::{primitives::Address, signers::local::PrivateKeySigner};
+use axum::{
+    body::Body,
+    http::{header, Request, StatusCode},
+    Router,
+};
+use http_body_util::BodyExt;
+use kms_crypto::{ethereum_address, recover_answer_signer};
+use kms_node::{
+    api::decode_node_key,
+    wire::{
+        decode_b64, decode_hex, encode_b64, encode_public_key, KfragUpload, NodeInfo,
+        ReencryptRequest, ReencryptResponse,
+    },
+    ApiState, Arrangement, DirectoryError, Limits, NodeIdentity, PolicyDirectory, Store,
+};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+use umbral_pre::{
+    decrypt_reencrypted, encrypt, generate_kfrags, Capsule, CapsuleFrag, DefaultDeserialize,
+    DefaultSerialize, PublicKey, SecretKey, Signer, VerifiedCapsuleFrag, VerifiedKeyFrag,
+};
+
+const CHAIN_ID: u64 = 31337;
+
+struct FakePolicy {
+    signer: Address,
+    arrangement: Arrangement,
+    active: bool,
+}
+
+/// The chain, as a map the test edits.
+#[derive(Default)]
+struct FakeDirectory {
+    policies: Mutex<HashMap<[u8; 16], FakePolicy>>,
+}
+
+impl FakeDirectory {
+    fn set_active(&self, policy_id: [u8; 16], active: bool) {
+        self.policies
+            .lock()
+            .unwrap()
+            .get_mut(&policy_id)
+            .unwrap()
+            .active = active;
+    }
+}
+
+impl PolicyDirectory for FakeDirectory {
+    async fn kfrag_signer(&self, policy_id: [u8; 16]) -> Result<Option<Address>, DirectoryError> {
+        Ok(self
+            .policies
+            .lock()
+            .unwrap()
+            .get(&policy_id)
+            .map(|p| p.signer))
+    }
+
+    async fn arrangement(
+        &self,
+        policy_id: [u8; 16],
+    ) -> Result<Option<Arrangement>, DirectoryError> {
+        Ok(self
+            .policies
+            .lock()
+            .unwrap()
+            .get(&policy_id)
+            .map(|p| p.arrangement.clone()))
+    }
+
+    async fn is_active(
+        &self,
+        policy_id: [u8; 16],
+        node: Address,
+        nodes: &[Address],
+    ) -> Result<bool, DirectoryError> {
+        Ok(self
+            .policies
+            .lock()
+            .unwrap()
+            .get(&policy_id)
+            .is_some_and(|p| p.active && p.arrangement.nodes == nodes && nodes.contains(&node)))
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Alice, Bob, one policy and its kfrags.
+struct Policy {
+    id: [u8; 16],
+    alice: SecretKey,
+    signer: SecretKey,
+    bob: SecretKey,
+    kfrags: Vec<VerifiedKeyFrag>,
+}
+
+impl Policy {
+    fn new(id_byte: u8, threshold: usize, shares: usize) -> Self {
+        let (alice, signer, bob) = (
+            SecretKey::random(),
+            SecretKey::random(),
+            SecretKey::random(),
+        );
+        let kfrags = generate_kfrags(
+            &alice,
+            &bob.public_key(),
+            &Signer::new(signer.clone()),
+            threshold,
+            shares,
+            true,
+            true,
+        )
+        .into_vec();
+        Self {
+            id: [id_byte; 16],
+            alice,
+            signer,
+            bob,
+            kfrags,
+        }
+    }
+
+    fn path(&self, what: &str) -> String {
+        format!("/v1/policies/0x{}/{what}", alloy::hex::encode(self.id))
+    }
+
+    /// Alice's upload of kfrag `index` to the node with Umbral key `node_pk`.
+    fn upload(&self, index: usize, node_pk: &PublicKey) -> Value {
+        let plaintext = self.kfrags[index].to_bytes().unwrap();
+        let (capsule, ciphertext) = encrypt(node_pk, &plaintext).unwrap();
+        serde_json::to_value(KfragUpload {
+            capsule: encode_b64(&capsule.to_bytes().unwrap()),
+            ciphertext: encode_b64(&ciphertext),
+            delegating_key: encode_public_key(&self.alice.public_key()),
+            receiving_key: encode_public_key(&self.bob.public_key()),
+            verifying_key: encode_public_key(&self.signer.public_key()),
+        })
+        .unwrap()
+    }
+}
+
+/// One node: its router, identity and the fake chain it reads.
+struct Node {
+    app: Router,
+    directory: Arc<FakeDirectory>,
+    staker: Address,
+    worker: Address,
+    umbral_pk: PublicKey,
+    _dir: tempfile::TempDir,
+}
+
+impl Node {
+    fn start(directory: Arc<FakeDirectory>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("node.redb")).unwrap();
+        let worker = PrivateKeySigner::random();
+        let identity = NodeIdentity {
+            staker: PrivateKeySigner::random().address(),
+            worker: worker.clone(),
+            umbral: SecretKey::random(),
+            chain_id: CHAIN_ID,
+        };
+        let (staker, umbral_pk) = (identity.staker, identity.umbral.public_key());
+        let state = ApiState::new(identity, store, directory.clone(), Limits::default()).unwrap();
+        Self {
+            app: kms_node::router(Arc::new(state)),
+            directory,
+            staker,
+            worker: worker.address(),
+            umbral_pk,
+            _dir: dir,
+        }
+    }
+
+    /// Puts `policy` on the fake chain, naming `nodes`.
+    fn create_policy(&self, policy: &Policy, nodes: Vec<Address>) {
+        let mut nodes = nodes;
+        nodes.sort();
+        self.directory.policies.lock().unwrap().insert(
+            policy.id,
+            FakePolicy {
+                signer: ethereum_address(&policy.signer.public_key()),
+                arrangement: Arrangement {
+                    nodes,
+                    end_timestamp: now() + 3600,
+                },
+                active: true,
+            },
+        );
+    }
+
+    async fn request(&self, method: &str, uri: &str, body: Body) -> (StatusCode, Value, String) {
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .unwrap();
+        let response = self.app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, value, text)
+    }
+
+    async fn post(&self, uri: &str, body: &Value) -> (StatusCode, Value) {
+        let (status, value, _) = self
+            .request("POST", uri, Body::from(serde_json::to_vec(body).unwrap()))
+            .await;
+        (status, value)
+    }
+
+    async fn get(&self, uri: &str) -> (StatusCode, Value, String) {
+        self.request("GET", uri, Body::empty()).await
+    }
+
+    /// Bob's signed request for `capsules` from this node.
+    fn reencrypt_body(&self, policy: &Policy, capsules: &[Capsule], timestamp: u64) -> Value {
+        let bytes: Vec<Vec<u8>> = capsules
+            .iter()
+            .map(|c| c.to_bytes().unwrap().into_vec())
+            .collect();
+        serde_json::to_value(ReencryptRequest::sign(
+            &policy.bob,
+            policy.id,
+            self.staker,
+            timestamp,
+            &bytes,
+        ))
+        .unwrap()
+    }
+
+    /// Asks for cfrags, checks every worker signature, and returns the verified cfrags.
+    async fn reencrypt_ok(
+        &self,
+        policy: &Policy,
+        capsules: &[Capsule],
+    ) -> Vec<VerifiedCapsuleFrag> {
+        let body = self.reencrypt_body(policy, capsules, now());
+        let (status, value) = self.post(&policy.path("reencrypt"), &body).await;
+        assert_eq!(status, StatusCode::OK, "{value}");
+        let response: ReencryptResponse = serde_json::from_value(value).unwrap();
+        assert_eq!(response.cfrags.len(), capsules.len());
+        response
+            .cfrags
+            .iter()
+            .zip(capsules)
+            .map(|(answer, capsule)| {
+                let cfrag_bytes = decode_b64("cfrag", &answer.cfrag).unwrap();
+                let cfrag = CapsuleFrag::from_bytes(&cfrag_bytes).unwrap();
+                let signature = decode_hex("signature", &answer.signature).unwrap();
+                assert_eq!(signature.len(), 65);
+                let signer = recover_answer_signer(
+                    CHAIN_ID,
+                    policy.id,
+                    &capsule.to_bytes_simple(),
+                    &cfrag.to_bytes_simple(),
+                    &signature,
+                )
+                .unwrap();
+                assert_eq!(signer, self.worker);
+                cfrag
+                    .verify(
+                        capsule,
+                        &policy.signer.public_key(),
+                        &policy.alice.public_key(),
+                        &policy.bob.public_key(),
+                    )
+                    .unwrap()
+            })
+            .collect()
+    }
+}
+
+fn error_of(value: &Value) -> &str {
+    value["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error reason in {value}"))
+}
+
+#[tokio::test]
+async fn node_info_status_and_metrics() {
+    let node = Node::start(Arc::default());
+    let (status, value, _) = node.get("/v1/node").await;
+    assert_eq!(status, StatusCode::OK);
+    let info: NodeInfo = serde_json::from_value(value).unwrap();
+    assert_eq!(info.staker, node.staker);
+    assert_eq!(info.worker, node.worker);
+    assert_eq!(info.chain_id, CHAIN_ID);
+    assert_eq!(decode_node_key(&info).unwrap(), node.umbral_pk);
+
+    let (status, value, _) = node.get("/v1/status").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(value["kfrags"], 0);
+
+    let (status, value, _) = node.get("/v1/nowhere").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    error_of(&value);
+
+    let (status, _, text) = node.get("/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        text.contains(r#"kms_node_http_requests_total{endpoint="/v1/node",status="200"} 1"#),
+        "{text}"
+    );
+    assert!(text.contains("kms_node_kfrags_stored 0"), "{text}");
+}
+
+#[tokio::test]
+async fn upload_then_reencrypt_with_two_nodes() {
+    let directory = Arc::new(FakeDirectory::default());
+    let nodes = [
+        Node::start(directory.clone()),
+        Node::start(directory.clone()),
+    ];
+    let policy = Policy::new(1, 2, 2);
+    nodes[0].create_policy(&policy, nodes.iter().map(|n| n.staker).collect());
+
+    for (i, node) in nodes.iter().enumerate() {
+        let upload = policy.upload(i, &node.umbral_pk);
+        let (status, value) = node.post(&policy.path("kfrag"), &upload).await;
+        assert_eq!(status, StatusCode::CREATED, "{value}");
+        assert_eq!(value["created"], true);
+        // The same kfrag again (even encrypted anew) is accepted and changes nothing.
+        let again = policy.upload(i, &node.umbral_pk);
+        let (status, value) = node.post(&policy.path("kfrag"), &again).await;
+        assert_eq!(status, StatusCode::OK, "{value}");
+        assert_eq!(value["created"], false);
+        // Another kfrag of the same policy is refused.
+        let other = policy.upload(1 - i, &node.umbral_pk);
+        let (status, value) = node.post(&policy.path("kfrag"), &other).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{value}");
+        error_of(&value);
+    }
+    let (_, value, _) = nodes[0].get("/v1/status").await;
+    assert_eq!(value["kfrags"], 1);
+
+    // Enrico encrypts two messages to Alice; Bob gets one cfrag per capsule from each node.
+    let messages = [b"first secret".as_slice(), b"second secret".as_slice()];
+    let encrypted: Vec<(Capsule, Box<[u8]>)> = messages
+        .iter()
+        .map(|m| encrypt(&policy.alice.public_key(), m).unwrap())
+        .collect();
+    let capsules: Vec<Capsule> = encrypted.iter().map(|(c, _)| c.clone()).collect();
+    let mut per_node = Vec::new();
+    for node in &nodes {
+        per_node.push(node.reencrypt_ok(&policy, &capsules).await);
+    }
+    for (i, (capsule, ciphertext)) in encrypted.iter().enumerate() {
+        let cfrags = per_node.iter().map(|cfrags| cfrags[i].clone());
+        let plaintext = decrypt_reencrypted(
+            &policy.bob,
+            &policy.alice.public_key(),
+            capsule,
+            cfrags,
+            ciphertext,
+        )
+        .unwrap();
+        assert_eq!(&*plaintext, messages[i]);
+    }
+
+    let (_, _, text) = nodes[0].get("/metrics").await;
+    assert!(text.contains("kms_node_reencryptions_total 2"), "{text}");
+    assert!(text.contains("kms_node_kfrags_stored 1"), "{text}");
+}
+
+/// A node with one policy (threshold 1) and its kfrag uploaded.
+async fn node_with_policy() -> (Node, Policy, Capsule) {
+    let node = Node::start(Arc::default());
+    let policy = Policy::new(7, 1, 1);
+    node.create_policy(&policy, vec![node.staker, Address::repeat_byte(0x42)]);
+    let (status, value) = node
+        .post(&policy.path("kfrag"), &policy.upload(0, &node.umbral_pk))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{value}");
+    let (capsule, _) = encrypt(&policy.alice.public_key(), b"hello").unwrap();
+    (node, policy, capsule)
+}
+
+#[tokio::test]
+async fn wrong_requester_is_refused() {
+    let (node, policy, capsule) = node_with_policy().await;
+    let mallory = Policy {
+        bob: SecretKey::random(),
+        ..Policy::new(7, 1, 1)
+    };
+    let body = node.reencrypt_body(&mallory, std::slice::from_ref(&capsule), now());
+    let (status, value) = node.post(&policy.path("reencrypt"), &body).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{value}");
+    error_of(&value);
+
+    // Bob's signature for another node does not work here either.
+    let mut body = node.reencrypt_body(&policy, std::slice::from_ref(&capsule), now());
+    let other_node = serde_json::to_value(ReencryptRequest::sign(
+        &policy.bob,
+        policy.id,
+        Address::repeat_byte(0x42),
+        now(),
+        &[capsule.to_bytes().unwrap().into_vec()],
+    ))
+    .unwrap();
+    body["signature"] = other_node["signature"].clone();
+    body["timestamp"] = other_node["timestamp"].clone();
+    let (status, value) = node.post(&policy.path("reencrypt"), &body).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{value}");
+}
+
+#[tokio::test]
+async fn revoked_policy_is_refused() {
+    let (node, policy, capsule) = node_with_policy().await;
+    node.reencrypt_ok(&policy, std::slice::from_ref(&capsule))
+        .await;
+    node.directory.set_active(policy.id, false);
+    let body = node.reencrypt_body(&policy, std::slice::from_ref(&capsule), now());
+    let (status, value) = node.post(&policy.path("reencrypt"), &body).await;
+    assert_eq!(status, StatusCode::GONE, "{value}");
+    error_of(&value);
+
+    // Nor are kfrags of a revoked policy accepted.
+    let revoked = Policy::new(8, 1, 1);
+    node.create_policy(&revoked, vec![node.staker]);
+    node.directory.set_active(revoked.id, false);
+    let (status, value) = node
+        .post(&revoked.path("kfrag"), &revoked.upload(0, &node.umbral_pk))
+        .await;
+    assert_eq!(status, StatusCode::GONE, "{value}");
+}
+
+#[tokio::test]
+async fn kfrag_upload_checks() {
+    let node = Node::start(Arc::default());
+
+    // Not on chain.
+    let unknown = Policy::new(1, 1, 1);
+    let (status, value) = node
+        .post(&unknown.path("kfrag"), &unknown.upload(0, &node.umbral_pk))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{value}");
+
+    // On chain, but not naming this node.
+    let elsewhere = Policy::new(2, 1, 1);
+    node.create_policy(&elsewhere, vec![Address::repeat_byte(0x42)]);
+    let (status, value) = node
+        .post(
+            &elsewhere.path("kfrag"),
+            &elsewhere.upload(0, &node.umbral_pk),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{value}");
+    assert!(error_of(&value).contains("does not name this node"));
+
+    // Signed by another key than the policy's kfrag signer.
+    let policy = Policy::new(3, 1, 1);
+    node.create_policy(&policy, vec![node.staker]);
+    let forged = Policy {
+        id: policy.id,
+        ..Policy::new(3, 1, 1)
+    };
+    let (status, value) = node
+        .post(&policy.path("kfrag"), &forged.upload(0, &node.umbral_pk))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{value}");
+
+    // Encrypted to another node's key.
+    let other_pk = SecretKey::random().public_key();
+    let (status, value) = node
+        .post(&policy.path("kfrag"), &policy.upload(0, &other_pk))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{value}");
+
+    // Claiming another receiving key than the kfrag was made for.
+    let mut upload = policy.upload(0, &node.umbral_pk);
+    upload["receivingKey"] = json!(encode_public_key(&SecretKey::random().public_key()));
+    let (status, value) = node.post(&policy.path("kfrag"), &upload).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{value}");
+    assert!(error_of(&value).contains("does not verify"));
+
+    let (_, value, _) = node.get("/v1/status").await;
+    assert_eq!(value["kfrags"], 0);
+}
+
+#[tokio::test]
+async fn malformed_requests_get_4xx_with_a_reason() {
+    let (node, policy, capsule) = node_with_policy().await;
+    let reencrypt = policy.path("reencrypt");
+    let good = node.reencrypt_body(&policy, std::slice::from_ref(&capsule), now());
+
+    let cases: Vec<(&str, String, Body, StatusCode)> = vec![
+        (
+            "not JSON",
+            reencrypt.clone(),
+            Body::from("{nope"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "empty body",
+            reencrypt.clone(),
+            Body::empty(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "unknown field",
+            reencrypt.clone(),
+            Body::from(
+                json!({"capsules": [], "timestamp": 1, "signature": "", "x": 1}).to_string(),
+            ),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "bad base64",
+            reencrypt.clone(),
+            Body::from({
+                let mut v = good.clone();
+                v["capsules"] = json!(["***"]);
+                v.to_string()
+            }),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "capsule that is no capsule",
+            reencrypt.clone(),
+            Body::from({
+                let mut v = good.clone();
+                v["capsules"] = json!([encode_b64(b"garbage")]);
+                v.to_string()
+            }),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "bad signature hex",
+            reencrypt.clone(),
+            Body::from({
+                let mut v = good.clone();
+                v["signature"] = json!("0xzz");
+                v.to_string()
+            }),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "no capsules",
+            reencrypt.clone(),
+            Body::from({
+                let mut v = good.clone();
+                v["capsules"] = json!([]);
+                v.to_string()
+            }),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "too many capsules",
+            reencrypt.clone(),
+            Body::from({
+                let mut v = good.clone();
+                v["capsules"] = json!(vec![v["capsules"][0].clone(); 65]);
+                v.to_string()
+            }),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            "oversized body",
+            reencrypt.clone(),
+            Body::from(vec![b' '; 300 * 1024]),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            "bad policy id",
+            "/v1/policies/0x1234/reencrypt".to_owned(),
+            Body::from(good.to_string()),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "bad upload key",
+            policy.path("kfrag"),
+            Body::from({
+                let mut v = policy.upload(0, &node.umbral_pk);
+                v["delegatingKey"] = json!("0x02");
+                v.to_string()
+            }),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "unknown policy",
+            format!("/v1/policies/0x{}/reencrypt", "11".repeat(16)),
+            Body::from(good.to_string()),
+            StatusCode::NOT_FOUND,
+        ),
+    ];
+    for (name, uri, body, expected) in cases {
+        let (status, value, text) = node.request("POST", &uri, body).await;
+        assert_eq!(status, expected, "{name}: {text}");
+        assert!(
+            value["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{name}: no reason in {text}"
+        );
+    }
+    let (status, value, _) = node.request("GET", &reencrypt, Body::empty()).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    error_of(&value);
+
+    // After all that, the good request still works.
+    let (status, value) = node.post(&reencrypt, &good).await;
+    assert_eq!(status, StatusCode::OK, "{value}");
+}
+
+#[tokio::test]
+async fn replayed_and_stale_requests_are_refused() {
+    let (node, policy, capsule) = node_with_policy().await;
+    let body = node.reencrypt_body(&policy, std::slice::from_ref(&capsule), now());
+    let (status, value) = node.post(&policy.path("reencrypt"), &body).await;
+    assert_eq!(status, StatusCode::OK, "{value}");
+    let (status, value) = node.post(&policy.path("reencrypt"), &body).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{value}");
+    assert!(error_of(&value).contains("replayed"));
+
+    for timestamp in [now() - 301 - 5, now() + 400] {
+        let body = node.reencrypt_body(&policy, std::slice::from_ref(&capsule), timestamp);
+        let (status, value) = node.post(&policy.path("reencrypt"), &body).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{value}");
+        assert!(error_of(&value).contains("timestamp"));
+    }
+}

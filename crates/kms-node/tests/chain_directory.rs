@@ -1,0 +1,127 @@
+//! `ChainDirectory` against the real contracts on anvil: a staked node, a policy naming it, and
+//! its revocation. Needs `forge build` artifacts and `npm ci` (for anvil and forge).
+
+use alloy::{
+    primitives::{Address, FixedBytes, U256},
+    providers::Provider,
+};
+use anyhow::{ensure, Context, Result};
+use kms_contracts::testing::TestChain;
+use kms_node::{Arrangement, ChainDirectory, PolicyDirectory};
+
+const SECONDS_PER_PERIOD: u64 = 3600;
+const DEPLOYER: usize = 0;
+const STAKER: usize = 1;
+const WORKER: usize = 2;
+const ALICE: usize = 3;
+const KFRAG_SIGNER: usize = 4;
+
+#[tokio::test]
+async fn chain_directory_follows_a_policy_to_its_revocation() -> Result<()> {
+    let chain = TestChain::start(SECONDS_PER_PERIOD).await?;
+    let d = chain.deployment().clone();
+    let (staker, worker) = (chain.address(STAKER)?, chain.address(WORKER)?);
+    let (alice, kfrag_signer) = (chain.address(ALICE)?, chain.address(KFRAG_SIGNER)?);
+
+    // Stake the minimum for the minimum lock and bond a worker (as in kms-contracts' tests).
+    let deployer = chain.provider(DEPLOYER)?;
+    let receipt = d
+        .token(&deployer)
+        .transfer(staker, d.min_stake)
+        .send()
+        .await?
+        .get_receipt()
+        .await?;
+    ensure!(receipt.status(), "transfer reverted");
+    let as_staker = chain.provider(STAKER)?;
+    let receipt = d
+        .token(&as_staker)
+        .approve(d.staking_escrow, d.min_stake)
+        .send()
+        .await?
+        .get_receipt()
+        .await?;
+    ensure!(receipt.status(), "approve reverted");
+    let escrow = d.staking_escrow(&as_staker);
+    let receipt = escrow
+        .deposit(d.min_stake, U256::from(d.min_lock_periods))
+        .send()
+        .await?
+        .get_receipt()
+        .await?;
+    ensure!(receipt.status(), "deposit reverted");
+    let receipt = escrow
+        .bondWorker(worker)
+        .send()
+        .await?
+        .get_receipt()
+        .await?;
+    ensure!(receipt.status(), "bondWorker reverted");
+
+    let reader = chain.read_provider();
+    let directory = ChainDirectory::new(reader.clone(), d.policy_manager, d.start_block);
+    let policy_id = [0x5a; 16];
+    assert_eq!(directory.kfrag_signer(policy_id).await?, None);
+    assert_eq!(directory.arrangement(policy_id).await?, None);
+    assert!(!directory.is_active(policy_id, staker, &[staker]).await?);
+
+    // Alice creates a policy for two periods at 1 gwei per node and period.
+    let latest = reader
+        .get_block_by_number(Default::default())
+        .await?
+        .context("no latest block")?;
+    let current = latest.header.timestamp / SECONDS_PER_PERIOD;
+    let end = (current + 2) * SECONDS_PER_PERIOD;
+    let periods = 2u64;
+    let nodes = vec![staker];
+    let as_alice = chain.provider(ALICE)?;
+    let manager = d.policy_manager(&as_alice);
+    let receipt = manager
+        .createPolicy(
+            FixedBytes(policy_id),
+            alice,
+            kfrag_signer,
+            U256::from(end),
+            nodes.clone(),
+        )
+        .value(U256::from(1_000_000_000u64 * periods * nodes.len() as u64))
+        .send()
+        .await?
+        .get_receipt()
+        .await?;
+    ensure!(receipt.status(), "createPolicy reverted");
+
+    assert_eq!(directory.kfrag_signer(policy_id).await?, Some(kfrag_signer));
+    assert_eq!(
+        directory.arrangement(policy_id).await?,
+        Some(Arrangement {
+            nodes: nodes.clone(),
+            end_timestamp: end,
+        })
+    );
+    assert!(directory.is_active(policy_id, staker, &nodes).await?);
+    // Not for a node it does not name, nor with another node list.
+    let stranger = Address::repeat_byte(0x77);
+    assert!(!directory.is_active(policy_id, stranger, &nodes).await?);
+    assert!(
+        !directory
+            .is_active(policy_id, staker, &[staker, stranger])
+            .await?
+    );
+    // Another policy id is still unknown.
+    assert_eq!(directory.arrangement([0x5b; 16]).await?, None);
+
+    // Alice revokes: the very next call sees it.
+    let receipt = manager
+        .revokePolicy(FixedBytes(policy_id), nodes.clone())
+        .send()
+        .await?
+        .get_receipt()
+        .await?;
+    ensure!(receipt.status(), "revokePolicy reverted");
+    assert!(!directory.is_active(policy_id, staker, &nodes).await?);
+    // The facts of its creation stay.
+    assert_eq!(directory.kfrag_signer(policy_id).await?, Some(kfrag_signer));
+    assert!(directory.arrangement(policy_id).await?.is_some());
+    Ok(())
+}
