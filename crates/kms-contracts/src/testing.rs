@@ -11,9 +11,10 @@ use std::{
 };
 
 use alloy::{
+    contract::CallBuilder,
     hex,
     node_bindings::{Anvil, AnvilInstance, NodeError},
-    primitives::Address,
+    primitives::{Address, U256},
     providers::{DynProvider, Provider, ProviderBuilder},
     signers::local::PrivateKeySigner,
     transports::http::reqwest::Url,
@@ -104,6 +105,14 @@ pub enum TestChainError {
         deployed: u64,
         /// Anvil's chain id.
         anvil: u64,
+    },
+    /// A transaction of a test setup step failed or reverted.
+    #[error("{step} failed: {reason}")]
+    Transaction {
+        /// The step, e.g. `deposit`.
+        step: &'static str,
+        /// The error or the reverted receipt.
+        reason: String,
     },
     /// Anvil has fewer dev accounts than asked for.
     #[error("anvil has no dev account #{index} (it has {count})")]
@@ -253,6 +262,61 @@ impl TestChain {
         ProviderBuilder::new()
             .connect_http(self.endpoint_url())
             .erased()
+    }
+
+    /// Makes dev account `staker` a node: dev account `deployer` (which holds the initial supply)
+    /// sends it `amount` tokens, it approves and deposits them for `periods`, and bonds dev
+    /// account `worker`.
+    pub async fn stake_node(
+        &self,
+        deployer: usize,
+        staker: usize,
+        worker: usize,
+        amount: U256,
+        periods: U256,
+    ) -> Result<(), TestChainError> {
+        let d = &self.deployment;
+        let (staker_address, worker_address) = (self.address(staker)?, self.address(worker)?);
+        let as_deployer = self.provider(deployer)?;
+        let as_staker = self.provider(staker)?;
+        let escrow = d.staking_escrow(&as_staker);
+        confirm(
+            "transfer",
+            d.token(&as_deployer).transfer(staker_address, amount),
+        )
+        .await?;
+        confirm(
+            "approve",
+            d.token(&as_staker).approve(d.staking_escrow, amount),
+        )
+        .await?;
+        confirm("deposit", escrow.deposit(amount, periods)).await?;
+        confirm("bondWorker", escrow.bondWorker(worker_address)).await
+    }
+}
+
+/// Sends a setup transaction and requires it to succeed.
+async fn confirm<P, D, N>(
+    step: &'static str,
+    call: CallBuilder<P, D, N>,
+) -> Result<(), TestChainError>
+where
+    P: Provider<N>,
+    D: alloy::contract::CallDecoder,
+    N: alloy::network::Network,
+{
+    let failed = |reason: String| TestChainError::Transaction { step, reason };
+    let receipt = call
+        .send()
+        .await
+        .map_err(|e| failed(e.to_string()))?
+        .get_receipt()
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    if alloy::network::ReceiptResponse::status(&receipt) {
+        Ok(())
+    } else {
+        Err(failed(format!("reverted: {receipt:?}")))
     }
 }
 

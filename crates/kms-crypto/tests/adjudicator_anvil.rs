@@ -150,39 +150,10 @@ impl Setup {
         let amount = d.min_stake;
         let periods = U256::from(d.min_lock_periods.max(30));
 
-        let deployer = chain.provider(DEPLOYER)?;
-        let receipt = d
-            .token(&deployer)
-            .transfer(staker, amount)
-            .send()
-            .await?
-            .get_receipt()
+        chain
+            .stake_node(DEPLOYER, STAKER, WORKER, amount, periods)
             .await?;
-        ensure!(receipt.status(), "transfer reverted: {receipt:?}");
-        let as_staker = chain.provider(STAKER)?;
-        let receipt = d
-            .token(&as_staker)
-            .approve(d.staking_escrow, amount)
-            .send()
-            .await?
-            .get_receipt()
-            .await?;
-        ensure!(receipt.status(), "approve reverted: {receipt:?}");
-        let escrow = d.staking_escrow(&as_staker);
-        let receipt = escrow
-            .deposit(amount, periods)
-            .send()
-            .await?
-            .get_receipt()
-            .await?;
-        ensure!(receipt.status(), "deposit reverted: {receipt:?}");
-        let receipt = escrow
-            .bondWorker(worker.address())
-            .send()
-            .await?
-            .get_receipt()
-            .await?;
-        ensure!(receipt.status(), "bondWorker reverted: {receipt:?}");
+        let escrow = d.staking_escrow(chain.read_provider());
         ensure!(escrow.stakerOf(worker.address()).call().await? == staker);
 
         let read = chain.read_provider();

@@ -20,43 +20,19 @@ const KFRAG_SIGNER: usize = 4;
 async fn chain_directory_follows_a_policy_to_its_revocation() -> Result<()> {
     let chain = TestChain::start(SECONDS_PER_PERIOD).await?;
     let d = chain.deployment().clone();
-    let (staker, worker) = (chain.address(STAKER)?, chain.address(WORKER)?);
+    let staker = chain.address(STAKER)?;
     let (alice, kfrag_signer) = (chain.address(ALICE)?, chain.address(KFRAG_SIGNER)?);
 
-    // Stake the minimum for the minimum lock and bond a worker (as in kms-contracts' tests).
-    let deployer = chain.provider(DEPLOYER)?;
-    let receipt = d
-        .token(&deployer)
-        .transfer(staker, d.min_stake)
-        .send()
-        .await?
-        .get_receipt()
+    // Stake the minimum for the minimum lock and bond a worker.
+    chain
+        .stake_node(
+            DEPLOYER,
+            STAKER,
+            WORKER,
+            d.min_stake,
+            U256::from(d.min_lock_periods),
+        )
         .await?;
-    ensure!(receipt.status(), "transfer reverted");
-    let as_staker = chain.provider(STAKER)?;
-    let receipt = d
-        .token(&as_staker)
-        .approve(d.staking_escrow, d.min_stake)
-        .send()
-        .await?
-        .get_receipt()
-        .await?;
-    ensure!(receipt.status(), "approve reverted");
-    let escrow = d.staking_escrow(&as_staker);
-    let receipt = escrow
-        .deposit(d.min_stake, U256::from(d.min_lock_periods))
-        .send()
-        .await?
-        .get_receipt()
-        .await?;
-    ensure!(receipt.status(), "deposit reverted");
-    let receipt = escrow
-        .bondWorker(worker)
-        .send()
-        .await?
-        .get_receipt()
-        .await?;
-    ensure!(receipt.status(), "bondWorker reverted");
 
     let reader = chain.read_provider();
     let directory = ChainDirectory::new(reader.clone(), d.policy_manager, d.start_block);
