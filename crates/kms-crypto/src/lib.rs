@@ -7,6 +7,8 @@
 //!   too), and a Rust model of what the contract decides.
 //! - [`umbral`]: small helpers around umbral-pre 0.11 (Ethereum address of a key, the byte layout
 //!   of `to_bytes_simple`, parsing it back).
+//! - [`wire`]: the JSON bodies of the node's HTTP API (`docs/node.md`), shared by the node and
+//!   its clients.
 //! - [`fixtures`]: the deterministic test vectors the Solidity tests read
 //!   (`test/fixtures/adjudicator/cases.json`).
 //!
@@ -18,6 +20,7 @@ pub mod evidence;
 pub mod fixtures;
 mod secp256k1;
 pub mod umbral;
+pub mod wire;
 
 pub use answer::{answer_digest, recover_answer_signer, sign_answer, AnswerError};
 pub use evidence::{Evidence, EvidenceError, Outcome, Point, Verdict};

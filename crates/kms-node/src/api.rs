@@ -34,13 +34,14 @@ use umbral_pre::{
     SecretKey,
 };
 
+use kms_crypto::wire::{
+    self, encode_b64, encode_hex, ErrorBody, KfragAccepted, KfragUpload, NodeInfo, NodeStatus,
+    ReencryptRequest, ReencryptResponse, SignedCFrag,
+};
+
 use crate::{
     directory::PolicyDirectory,
     store::{PutOutcome, Store, StoredKfrag},
-    wire::{
-        self, encode_b64, encode_hex, ErrorBody, KfragAccepted, KfragUpload, NodeInfo, NodeStatus,
-        ReencryptRequest, ReencryptResponse, SignedCFrag,
-    },
 };
 
 /// Bounds on what a request may ask of the node.

@@ -1,7 +1,6 @@
 //! The KMS miner daemon, first slice: the kfrag store, the chain-backed policy checks and the
 //! HTTP API that Alice uploads kfrags to and Bob asks for re-encryptions (see `docs/node.md`).
 //!
-//! - [`wire`]: the JSON bodies (umbral-pre objects as base64 of their default serialization).
 //! - [`store`]: the embedded ACID store (redb).
 //! - [`directory`]: the [`PolicyDirectory`](directory::PolicyDirectory) the API asks about
 //!   policies, and its implementation against the `PolicyManager` contract.
@@ -10,7 +9,7 @@
 pub mod api;
 pub mod directory;
 pub mod store;
-pub mod wire;
+pub use kms_crypto::wire;
 
 pub use api::{router, ApiState, Limits, NodeIdentity};
 pub use directory::{Arrangement, ChainDirectory, DirectoryError, PolicyDirectory};
