@@ -150,6 +150,28 @@ impl Deployment {
         })
     }
 
+    /// The deployments file's JSON for this deployment (what [`Deployment::load`] reads; large
+    /// numbers as decimal strings).
+    pub fn to_json(&self) -> String {
+        serde_json::json!({
+            "chainId": self.chain_id,
+            "startBlock": self.start_block,
+            "deployer": self.deployer,
+            "token": self.token,
+            "stakingEscrow": self.staking_escrow,
+            "policyManager": self.policy_manager,
+            "adjudicator": self.adjudicator,
+            "secondsPerPeriod": self.seconds_per_period,
+            "minStake": self.min_stake.to_string(),
+            "maxStake": self.max_stake.to_string(),
+            "minLockPeriods": self.min_lock_periods,
+            "maxLockPeriods": self.max_lock_periods,
+            "minWorkerPeriods": self.min_worker_periods,
+            "issuanceRate": self.issuance_rate.to_string(),
+        })
+        .to_string()
+    }
+
     /// The length of a period.
     pub fn period_duration(&self) -> Duration {
         Duration::from_secs(self.seconds_per_period)
@@ -328,6 +350,12 @@ mod tests {
             Err(DeploymentError::InvalidField { field, reason, .. }) => (field, reason),
             other => panic!("expected InvalidField, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn to_json_roundtrips() {
+        let d = Deployment::from_json_str(&sample_with("startBlock", "7")).expect("valid");
+        assert_eq!(Deployment::from_json_str(&d.to_json()).expect("valid"), d);
     }
 
     #[test]

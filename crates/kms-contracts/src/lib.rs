@@ -7,8 +7,10 @@
 
 pub mod bindings;
 mod deployment;
+pub mod errors;
 #[cfg(feature = "test-utils")]
 pub mod testing;
 
 pub use bindings::{Adjudicator, KMSToken, PolicyManager, StakingEscrow};
 pub use deployment::{Deployment, DeploymentError};
+pub use errors::{decode_revert, describe_contract_error, describe_rpc_error};

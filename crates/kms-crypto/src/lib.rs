@@ -9,6 +9,7 @@
 //!   of `to_bytes_simple`, parsing it back).
 //! - [`wire`]: the JSON bodies of the node's HTTP API (`docs/node.md`), shared by the node and
 //!   its clients.
+//! - [`keys`]: the Umbral master-secret file and the Ethereum web3 keystore.
 //! - [`fixtures`]: the deterministic test vectors the Solidity tests read
 //!   (`test/fixtures/adjudicator/cases.json`).
 //!
@@ -18,6 +19,7 @@ pub mod answer;
 mod curve;
 pub mod evidence;
 pub mod fixtures;
+pub mod keys;
 mod secp256k1;
 pub mod umbral;
 pub mod wire;

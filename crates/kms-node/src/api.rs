@@ -423,6 +423,12 @@ async fn status<D: PolicyDirectory>(
 async fn metrics<D: PolicyDirectory>(
     State(state): State<Arc<ApiState<D>>>,
 ) -> Result<Response, ApiError> {
+    // The follower and the pruning duty delete kfrags too: count at scrape time.
+    let kfrags = with_store(&state.store, Store::kfrag_count).await?;
+    state
+        .metrics
+        .kfrags
+        .set(i64::try_from(kfrags).unwrap_or(i64::MAX));
     let encoder = TextEncoder::new();
     let mut buffer = Vec::new();
     encoder
@@ -461,7 +467,12 @@ async fn upload_kfrag<D: PolicyDirectory>(
         .arrangement(policy_id)
         .await
         .map_err(ApiError::chain)?
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no PolicyCreated event on chain"))?;
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("the policy does not name this node ({staker})"),
+            )
+        })?;
     if !arrangement.nodes.contains(&staker) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,

@@ -55,6 +55,7 @@ pub struct ChainDirectory<P> {
     provider: P,
     policy_manager: Address,
     from_block: u64,
+    store: Option<crate::store::Store>,
 }
 
 impl<P: Provider + Clone + 'static> ChainDirectory<P> {
@@ -65,7 +66,16 @@ impl<P: Provider + Clone + 'static> ChainDirectory<P> {
             provider,
             policy_manager,
             from_block,
+            store: None,
         }
+    }
+
+    /// Answers from the chain follower's store first: a policy it has confirmed is read from
+    /// there, and logs are searched only past its cursor (the blocks not yet confirmed), instead
+    /// of from the deployment block on every miss.
+    pub fn with_store(mut self, store: crate::store::Store) -> Self {
+        self.store = Some(store);
+        self
     }
 }
 
@@ -96,11 +106,32 @@ impl<P: Provider + Clone + 'static> PolicyDirectory for ChainDirectory<P> {
         &self,
         policy_id: [u8; 16],
     ) -> Result<Option<Arrangement>, DirectoryError> {
+        let mut from_block = self.from_block;
+        if let Some(store) = self.store.clone() {
+            let (record, cursor) = tokio::task::spawn_blocking(move || {
+                Ok::<_, crate::store::StoreError>((store.policy(policy_id)?, store.cursor()?))
+            })
+            .await
+            .map_err(chain_err)?
+            .map_err(chain_err)?;
+            if let Some(record) = record {
+                return Ok(Some(Arrangement {
+                    nodes: record.nodes,
+                    end_timestamp: record.end_timestamp,
+                }));
+            }
+            if let Some(cursor) = cursor {
+                // Confirmed blocks hold no policy naming this node with this id; policies not
+                // naming it are found past the cursor only, which is what the caller refuses
+                // anyway.
+                from_block = from_block.max(cursor.block + 1);
+            }
+        }
         let filter = Filter::new()
             .address(self.policy_manager)
             .event_signature(PolicyManager::PolicyCreated::SIGNATURE_HASH)
             .topic1(bytes16_topic(policy_id))
-            .from_block(self.from_block);
+            .from_block(from_block);
         let logs = self.provider.get_logs(&filter).await.map_err(chain_err)?;
         // A policy id is created at most once; a reorged-out log is not returned.
         let Some(log) = logs.first() else {

@@ -1,16 +1,31 @@
-//! The KMS miner daemon, first slice: the kfrag store, the chain-backed policy checks and the
-//! HTTP API that Alice uploads kfrags to and Bob asks for re-encryptions (see `docs/node.md`).
+//! The KMS miner daemon (see `docs/node.md`).
 //!
-//! - [`store`]: the embedded ACID store (redb).
+//! - [`config`]: the TOML configuration `kms node init` writes.
+//! - [`store`]: the embedded ACID store (redb): kfrags, confirmed policies, the follower's
+//!   cursor, the duties' records.
 //! - [`directory`]: the [`PolicyDirectory`](directory::PolicyDirectory) the API asks about
 //!   policies, and its implementation against the `PolicyManager` contract.
 //! - [`api`]: the axum router.
+//! - [`follower`]: applies confirmed `PolicyManager` events to the store from a durable cursor.
+//! - [`tx`]: exactly-once duty transactions (recorded before broadcast).
+//! - [`duties`]: commit, mint, withdraw fees, prune kfrags.
+//! - [`daemon`]: starts and stops all of it.
 
 pub mod api;
+pub mod config;
+pub mod daemon;
 pub mod directory;
+pub mod duties;
+pub mod follower;
 pub mod store;
+pub mod tx;
 pub use kms_crypto::wire;
 
 pub use api::{router, ApiState, Limits, NodeIdentity};
+pub use config::{ConfigError, NodeConfig};
+pub use daemon::{start, DaemonError, RunningNode, Settings};
 pub use directory::{Arrangement, ChainDirectory, DirectoryError, PolicyDirectory};
-pub use store::{PutOutcome, Store, StoreError, StoredKfrag};
+pub use duties::{Duties, DutyConfig};
+pub use follower::{Follower, Step};
+pub use store::{Cursor, DutyRecord, PolicyRecord, PutOutcome, Store, StoreError, StoredKfrag};
+pub use tx::{TxError, TxSender};

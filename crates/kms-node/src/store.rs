@@ -7,6 +7,9 @@
 //! |--------------|------------------------|-----------------------------------------|
 //! | `meta`       | `&str` name            | `u64` (`"schema"` = [`SCHEMA_VERSION`]) |
 //! | `kfrags_v1`  | `[u8; 16]` policy id   | JSON of a [`StoredKfrag`]                |
+//! | `policies_v1`| `[u8; 16]` policy id   | JSON of a [`PolicyRecord`] (this node's confirmed policies) |
+//! | `cursor_v1`  | `&str` `"cursor"`      | JSON of the follower's [`Cursor`]        |
+//! | `duties_v1`  | `&str` duty key        | JSON of a [`DutyRecord`]                 |
 //!
 //! Every method is blocking (redb fsyncs on commit): call them from `spawn_blocking` in async
 //! code.
@@ -23,6 +26,10 @@ pub const SCHEMA_VERSION: u64 = 1;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const KFRAGS: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("kfrags_v1");
+const POLICIES: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("policies_v1");
+const CURSOR: TableDefinition<&str, &[u8]> = TableDefinition::new("cursor_v1");
+const DUTIES: TableDefinition<&str, &[u8]> = TableDefinition::new("duties_v1");
+const CURSOR_KEY: &str = "cursor";
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +162,9 @@ impl Store {
                 Some(found) => return Err(StoreError::Schema { found }),
             }
             txn.open_table(KFRAGS).map_err(db_err)?;
+            txn.open_table(POLICIES).map_err(db_err)?;
+            txn.open_table(CURSOR).map_err(db_err)?;
+            txn.open_table(DUTIES).map_err(db_err)?;
         }
         txn.commit().map_err(db_err)?;
         Ok(Self { db: Arc::new(db) })
@@ -222,6 +232,234 @@ impl Store {
     }
 }
 
+/// A policy naming this node, as the chain follower saw it at confirmation depth.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyRecord {
+    /// The policy's node list (its `PolicyCreated` event).
+    pub nodes: Vec<Address>,
+    /// When the policy ends (Unix seconds, chain time).
+    pub end_timestamp: u64,
+    /// The policy's kfrag signer.
+    pub kfrag_signer: Address,
+    /// The block the policy was created in.
+    pub created_block: u64,
+    /// Whether the policy, or this node's arrangement in it, was revoked.
+    pub revoked: bool,
+}
+
+/// A stored kfrag's policy, as the pruning duty checks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KfragPolicy {
+    /// The policy id.
+    pub policy_id: [u8; 16],
+    /// When the policy ends.
+    pub end_timestamp: u64,
+    /// The policy's node list.
+    pub nodes: Vec<Address>,
+}
+
+/// How far the chain follower has processed the chain: every event up to and including `block`
+/// is applied to the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Cursor {
+    /// The last processed block.
+    pub block: u64,
+    /// Its hash, to notice a reorg deeper than the confirmation depth.
+    pub hash: alloy::primitives::B256,
+}
+
+/// What the chain follower learnt from one range of confirmed blocks, applied atomically with the
+/// cursor's move.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FollowerBatch {
+    /// Policies created naming this node.
+    pub created: Vec<([u8; 16], PolicyRecord)>,
+    /// Policies revoked, or arrangements of this node revoked.
+    pub revoked: Vec<[u8; 16]>,
+}
+
+/// Where a duty's transaction is. Recorded *before* the transaction is broadcast, with the signed
+/// transaction itself, so that a restart rebroadcasts the very same transaction (same nonce:
+/// it cannot be executed twice) instead of signing a second one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "state")]
+pub enum DutyRecord {
+    /// Signed and about to be, or being, broadcast.
+    Sent {
+        /// The transaction hash.
+        tx_hash: alloy::primitives::B256,
+        /// The signed transaction (EIP-2718 encoding), for rebroadcasting.
+        raw_tx: Bytes,
+        /// Its nonce.
+        nonce: u64,
+    },
+    /// Mined and successful.
+    Done {
+        /// The transaction hash (zero when the chain showed the duty done by someone else, e.g.
+        /// an earlier run whose record was lost with its disk).
+        tx_hash: alloy::primitives::B256,
+        /// The block it was mined in.
+        block: u64,
+    },
+    /// Nothing was sent: the chain showed nothing to do (e.g. no fees above the threshold).
+    Skipped {
+        /// Why.
+        reason: String,
+    },
+    /// Mined but reverted, or the nonce was taken by another transaction; not retried for the
+    /// same key.
+    Failed {
+        /// The transaction hash.
+        tx_hash: alloy::primitives::B256,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn json_corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        policy: what.to_owned(),
+        reason: e.to_string(),
+    }
+}
+
+impl Store {
+    /// The follower's cursor; `None` before the first batch.
+    pub fn cursor(&self) -> Result<Option<Cursor>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(CURSOR).map_err(db_err)?;
+        let guard = table.get(CURSOR_KEY).map_err(db_err)?;
+        guard
+            .map(|g| serde_json::from_slice(g.value()).map_err(|e| json_corrupt("cursor", e)))
+            .transpose()
+    }
+
+    /// Applies `batch` and moves the cursor to `cursor`, in one transaction: a crash leaves either
+    /// both or neither. Revocations delete the policy's kfrag too. Idempotent: applying the same
+    /// batch twice (after a crash, or a cursor rewound for a reorg) changes nothing more.
+    /// Returns how many kfrags were deleted.
+    pub fn apply_batch(&self, batch: &FollowerBatch, cursor: Cursor) -> Result<u64, StoreError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        let mut deleted = 0;
+        {
+            let mut policies = txn.open_table(POLICIES).map_err(db_err)?;
+            let mut kfrags = txn.open_table(KFRAGS).map_err(db_err)?;
+            for (policy_id, record) in &batch.created {
+                let known_revoked = match policies.get(*policy_id).map_err(db_err)? {
+                    Some(g) => {
+                        serde_json::from_slice::<PolicyRecord>(g.value())
+                            .map_err(|e| json_corrupt("policy", e))?
+                            .revoked
+                    }
+                    None => false,
+                };
+                let mut record = record.clone();
+                record.revoked |= known_revoked;
+                let bytes = serde_json::to_vec(&record).map_err(|e| json_corrupt("policy", e))?;
+                policies
+                    .insert(*policy_id, bytes.as_slice())
+                    .map_err(db_err)?;
+            }
+            for policy_id in &batch.revoked {
+                let existing = match policies.get(*policy_id).map_err(db_err)? {
+                    Some(g) => Some(
+                        serde_json::from_slice::<PolicyRecord>(g.value())
+                            .map_err(|e| json_corrupt("policy", e))?,
+                    ),
+                    None => None,
+                };
+                if let Some(mut record) = existing {
+                    record.revoked = true;
+                    let bytes =
+                        serde_json::to_vec(&record).map_err(|e| json_corrupt("policy", e))?;
+                    policies
+                        .insert(*policy_id, bytes.as_slice())
+                        .map_err(db_err)?;
+                }
+                if kfrags.remove(*policy_id).map_err(db_err)?.is_some() {
+                    deleted += 1;
+                }
+            }
+            let mut table = txn.open_table(CURSOR).map_err(db_err)?;
+            let bytes = serde_json::to_vec(&cursor).map_err(|e| json_corrupt("cursor", e))?;
+            table.insert(CURSOR_KEY, bytes.as_slice()).map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)?;
+        Ok(deleted)
+    }
+
+    /// Rewinds the cursor (after a reorg deeper than the confirmation depth).
+    pub fn set_cursor(&self, cursor: Cursor) -> Result<(), StoreError> {
+        self.apply_batch(&FollowerBatch::default(), cursor)
+            .map(|_| ())
+    }
+
+    /// A confirmed policy naming this node.
+    pub fn policy(&self, policy_id: [u8; 16]) -> Result<Option<PolicyRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(POLICIES).map_err(db_err)?;
+        let guard = table.get(policy_id).map_err(db_err)?;
+        guard
+            .map(|g| serde_json::from_slice(g.value()).map_err(|e| json_corrupt("policy", e)))
+            .transpose()
+    }
+
+    /// Every stored kfrag's policy id with its end and node list (for the pruning duty).
+    pub fn kfrag_policies(&self) -> Result<Vec<KfragPolicy>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(KFRAGS).map_err(db_err)?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(db_err)? {
+            let (key, value) = entry.map_err(db_err)?;
+            let id = key.value();
+            let record = StoredKfrag::decode(id, value.value())?;
+            out.push(KfragPolicy {
+                policy_id: id,
+                end_timestamp: record.end_timestamp,
+                nodes: record.nodes,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The record of the duty `key` (e.g. `commit/42`).
+    pub fn duty(&self, key: &str) -> Result<Option<DutyRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(DUTIES).map_err(db_err)?;
+        let guard = table.get(key).map_err(db_err)?;
+        guard
+            .map(|g| serde_json::from_slice(g.value()).map_err(|e| json_corrupt(key, e)))
+            .transpose()
+    }
+
+    /// Records the duty `key`'s state (durably: redb fsyncs on commit).
+    pub fn set_duty(&self, key: &str, record: &DutyRecord) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut table = txn.open_table(DUTIES).map_err(db_err)?;
+            let bytes = serde_json::to_vec(record).map_err(|e| json_corrupt(key, e))?;
+            table.insert(key, bytes.as_slice()).map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)
+    }
+
+    /// Every duty record, by key (for status and tests).
+    pub fn duties(&self) -> Result<Vec<(String, DutyRecord)>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(DUTIES).map_err(db_err)?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(db_err)? {
+            let (key, value) = entry.map_err(db_err)?;
+            let record =
+                serde_json::from_slice(value.value()).map_err(|e| json_corrupt(key.value(), e))?;
+            out.push((key.value().to_owned(), record));
+        }
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -275,5 +513,76 @@ mod tests {
         assert!(store.delete_kfrag(a).unwrap());
         assert!(!store.delete_kfrag(a).unwrap());
         assert_eq!(store.kfrag_count().unwrap(), 1);
+    }
+}
+
+#[cfg(test)]
+mod follower_tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use alloy::primitives::B256;
+    use umbral_pre::SecretKey;
+
+    fn policy(end: u64) -> PolicyRecord {
+        PolicyRecord {
+            nodes: vec![Address::repeat_byte(1)],
+            end_timestamp: end,
+            kfrag_signer: Address::repeat_byte(9),
+            created_block: 3,
+            revoked: false,
+        }
+    }
+
+    #[test]
+    fn batches_are_idempotent_and_revocation_sticks_and_deletes_the_kfrag() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("n.redb")).unwrap();
+        assert_eq!(store.cursor().unwrap(), None);
+        let id = [7u8; 16];
+        let kfrag = StoredKfrag {
+            kfrag: vec![1],
+            delegating_key: SecretKey::random().public_key(),
+            receiving_key: SecretKey::random().public_key(),
+            verifying_key: SecretKey::random().public_key(),
+            end_timestamp: 10,
+            nodes: vec![Address::repeat_byte(1)],
+        };
+        store.put_kfrag_if_absent(id, &kfrag).unwrap();
+        let created = FollowerBatch {
+            created: vec![(id, policy(10))],
+            revoked: vec![],
+        };
+        let cursor = |block| Cursor {
+            block,
+            hash: B256::repeat_byte(block as u8),
+        };
+        assert_eq!(store.apply_batch(&created, cursor(5)).unwrap(), 0);
+        assert_eq!(store.cursor().unwrap(), Some(cursor(5)));
+        let revoked = FollowerBatch {
+            created: vec![],
+            revoked: vec![id],
+        };
+        assert_eq!(store.apply_batch(&revoked, cursor(6)).unwrap(), 1);
+        assert_eq!(store.get_kfrag(id).unwrap(), None);
+        // Replaying the creation (a rewound cursor) does not resurrect the policy.
+        store.apply_batch(&created, cursor(5)).unwrap();
+        assert!(store.policy(id).unwrap().unwrap().revoked);
+        assert_eq!(store.apply_batch(&revoked, cursor(6)).unwrap(), 0);
+    }
+
+    #[test]
+    fn duty_records_roundtrip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("n.redb")).unwrap();
+        let sent = DutyRecord::Sent {
+            tx_hash: B256::repeat_byte(1),
+            raw_tx: Bytes::from_static(&[1, 2]),
+            nonce: 4,
+        };
+        store.set_duty("commit/3", &sent).unwrap();
+        assert_eq!(store.duty("commit/3").unwrap(), Some(sent.clone()));
+        assert_eq!(store.duty("commit/4").unwrap(), None);
+        assert_eq!(store.duties().unwrap(), vec![("commit/3".to_owned(), sent)]);
     }
 }

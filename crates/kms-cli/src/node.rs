@@ -1,0 +1,221 @@
+//! `kms node init` and `kms node run`.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use alloy::primitives::Address;
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use kms_contracts::Deployment;
+use kms_crypto::keys::{self, MasterSecret};
+use kms_node::{NodeConfig, Settings};
+
+/// `kms node ...`.
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Write a node's configuration, worker keystore and Umbral key into a directory.
+    ///
+    /// Example:
+    ///   kms node init --dir ~/.kms/node --staker 0xStaker --rpc-url ws://127.0.0.1:8545 \
+    ///     --deployments deployments/31337.json --listen 0.0.0.0:9151 \
+    ///     --public-url http://node.example:9151 --password-file pw.txt
+    ///
+    /// Then, as the staker: `kms stake bond-worker --worker <printed worker address>`, and send
+    /// the worker some ETH for gas.
+    Init(InitArgs),
+    /// Run the node: serve re-encryptions, follow the chain, commit, mint, withdraw fees.
+    ///
+    /// Example: KMS_PASSWORD_FILE=pw.txt kms node run --config ~/.kms/node/node.toml
+    ///
+    /// Stops cleanly on SIGINT or SIGTERM.
+    Run(RunArgs),
+}
+
+/// Where the keystore's password comes from.
+#[derive(Debug, Args)]
+pub struct PasswordArgs {
+    /// A file whose first line is the keystore password.
+    #[arg(long, env = "KMS_PASSWORD_FILE")]
+    pub password_file: Option<PathBuf>,
+}
+
+impl PasswordArgs {
+    fn read(&self, fallback: Option<&Path>) -> Result<Vec<u8>> {
+        if let Some(path) = self.password_file.as_deref().or(fallback) {
+            return keys::read_password_file(path).map_err(Into::into);
+        }
+        if let Ok(password) = std::env::var("KMS_PASSWORD") {
+            return Ok(password.into_bytes());
+        }
+        bail!("no keystore password: pass --password-file FILE (or set KMS_PASSWORD_FILE or KMS_PASSWORD)")
+    }
+}
+
+/// `kms node init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The directory to write node.toml, worker.json and umbral.json into.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// The staker this node serves.
+    #[arg(long)]
+    pub staker: Address,
+    /// The RPC endpoint (ws:// recommended: new blocks by subscription).
+    #[arg(long, env = "ETH_RPC_URL")]
+    pub rpc_url: String,
+    /// The deployments file of the contracts.
+    #[arg(long)]
+    pub deployments: PathBuf,
+    /// Where the API listens.
+    #[arg(long, default_value = "127.0.0.1:9151")]
+    pub listen: SocketAddr,
+    /// The URL clients reach the API at (default: http:// + --listen).
+    #[arg(long)]
+    pub public_url: Option<String>,
+    /// Blocks an event must be deep before the node acts on it.
+    #[arg(long, default_value_t = 2)]
+    pub confirmations: u64,
+    /// Import this worker private key (hex) instead of generating one.
+    #[arg(long, env = "KMS_WORKER_PRIVATE_KEY", hide_env_values = true)]
+    pub worker_private_key: Option<String>,
+    #[command(flatten)]
+    pub password: PasswordArgs,
+}
+
+/// `kms node run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The configuration file.
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Overrides the configuration's RPC endpoint.
+    #[arg(long, env = "ETH_RPC_URL")]
+    pub rpc_url: Option<String>,
+    /// Overrides the configuration's listen address.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub password: PasswordArgs,
+}
+
+/// Runs a `kms node` command.
+pub async fn run(command: NodeCommand) -> Result<()> {
+    match command {
+        NodeCommand::Init(args) => init(args),
+        NodeCommand::Run(args) => run_node(args).await,
+    }
+}
+
+fn init(args: InitArgs) -> Result<()> {
+    let password = args.password.read(None)?;
+    let config_path = args.dir.join("node.toml");
+    if config_path.exists() {
+        bail!(
+            "{} exists already: this directory holds a node (remove it or choose another --dir)",
+            config_path.display()
+        );
+    }
+    let public_url = args
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", args.listen));
+    let deployments = std::path::absolute(&args.deployments)
+        .with_context(|| format!("resolving {}", args.deployments.display()))?;
+    Deployment::load(&deployments)?;
+    let mut config = NodeConfig::new(
+        args.rpc_url.clone(),
+        deployments,
+        args.staker,
+        args.listen,
+        public_url,
+    );
+    config.chain.confirmations = args.confirmations;
+    if let Some(password_file) = &args.password.password_file {
+        config.node.password_file = Some(
+            std::path::absolute(password_file)
+                .with_context(|| format!("resolving {}", password_file.display()))?,
+        );
+    }
+    let keystore = args.dir.join(&config.node.worker_keystore);
+    let worker = match &args.worker_private_key {
+        Some(hex) => {
+            let signer: alloy::signers::local::PrivateKeySigner = hex
+                .trim()
+                .parse()
+                .context("--worker-private-key is not a 32-byte hex private key")?;
+            keys::save_keystore(&keystore, &signer, &password)?;
+            signer
+        }
+        None => keys::create_keystore(&keystore, &password)?,
+    };
+    let master = MasterSecret::random();
+    master.save(&args.dir.join(&config.node.umbral_key))?;
+    config.save(&config_path)?;
+    println!("wrote {}", config_path.display());
+    println!("worker address:    {}", worker.address());
+    println!(
+        "umbral public key: {}",
+        kms_crypto::wire::encode_public_key(&master.node_key().public_key())
+    );
+    println!(
+        "next: as the staker {} run `kms stake bond-worker --worker {}`, send the worker ETH for gas, then `kms node run --config {}`",
+        args.staker,
+        worker.address(),
+        config_path.display()
+    );
+    Ok(())
+}
+
+async fn run_node(args: RunArgs) -> Result<()> {
+    let config = NodeConfig::load(&args.config)?;
+    let password = args.password.read(config.node.password_file.as_deref())?;
+    let worker = keys::load_keystore(&config.node.worker_keystore, &password)?;
+    let umbral = MasterSecret::load(&config.node.umbral_key)?.node_key();
+    let deployment = Deployment::load(&config.chain.deployments)?;
+    let settings = Settings {
+        rpc_url: args.rpc_url.unwrap_or_else(|| config.chain.rpc_url.clone()),
+        deployment,
+        staker: config.node.staker,
+        worker,
+        umbral,
+        listen: args.listen.unwrap_or(config.node.listen),
+        public_url: Some(config.node.public_url.clone()),
+        store_path: config.store_path(),
+        confirmations: config.chain.confirmations,
+        poll_interval: Duration::from_millis(config.chain.poll_interval_ms.max(10)),
+        max_log_range: config.chain.max_log_range,
+        duties: config.duty_config(&args.config)?,
+        limits: config.limits(),
+    };
+    let node = kms_node::start(settings).await?;
+    println!("listening on {}", node.local_addr());
+    node.run_until(shutdown_signal()).await;
+    Ok(())
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no SIGTERM handler; SIGINT only");
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

@@ -1,0 +1,123 @@
+//! `kms node init` and `kms node run` as a user runs them: the real binary, a real anvil.
+
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use alloy::primitives::U256;
+use anyhow::{ensure, Context, Result};
+use kms_contracts::testing::TestChain;
+
+const KMS: &str = env!("CARGO_BIN_EXE_kms");
+
+fn kms(args: &[&str]) -> std::process::Output {
+    Command::new(KMS)
+        .args(args)
+        .env_remove("ETH_RPC_URL")
+        .env_remove("KMS_PASSWORD")
+        .env_remove("KMS_PASSWORD_FILE")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn run_refuses_a_missing_config_with_a_reason() {
+    let out = kms(&["node", "run", "--config", "/nonexistent/node.toml"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/nonexistent/node.toml"), "{stderr}");
+}
+
+#[tokio::test]
+async fn init_then_run_until_sigterm() -> Result<()> {
+    let chain = TestChain::start(3600).await?;
+    let d = chain.deployment().clone();
+    let dir = tempfile::tempdir()?;
+    let deployments = dir.path().join("deployments.json");
+    std::fs::write(&deployments, d.to_json())?;
+    let password = dir.path().join("password");
+    std::fs::write(&password, "correct horse\n")?;
+    let node_dir = dir.path().join("node");
+    let staker = chain.address(1)?;
+    let worker_key = alloy::hex::encode_prefixed(chain.signer(2)?.to_bytes());
+    let rpc = chain.endpoint_url().to_string();
+    let args = [
+        "node",
+        "init",
+        "--dir",
+        node_dir.to_str().unwrap(),
+        "--staker",
+        &staker.to_string(),
+        "--rpc-url",
+        &rpc,
+        "--deployments",
+        deployments.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--confirmations",
+        "0",
+        "--password-file",
+        password.to_str().unwrap(),
+        "--worker-private-key",
+        &worker_key,
+    ];
+    let out = kms(&args);
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure!(stdout.contains(&chain.address(2)?.to_string()), "{stdout}");
+    #[cfg(unix)]
+    for file in ["worker.json", "umbral.json"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(node_dir.join(file))?.permissions().mode() & 0o777;
+        ensure!(mode == 0o600, "{file} has mode {mode:o}");
+    }
+    // A second init into the same directory would destroy keys: refused.
+    ensure!(!kms(&args).status.success());
+
+    let config = node_dir.join("node.toml");
+    // Not bonded yet: the node says what to do.
+    let out = kms(&["node", "run", "--config", config.to_str().unwrap()]);
+    ensure!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(stderr.contains("kms stake bond-worker"), "{stderr}");
+
+    chain
+        .stake_node(0, 1, 2, d.min_stake, U256::from(d.min_lock_periods))
+        .await?;
+    let mut child = tokio::process::Command::new(KMS)
+        .args(["node", "run", "--config", config.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    // It publishes its record, then commits: wait for the commitment on chain.
+    let reader = chain.read_provider();
+    let escrow = d.staking_escrow(&reader);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let info = escrow.getStakerInfo(staker).call().await?;
+        if info.lastCommittedPeriod > U256::ZERO {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "the node did not commit");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let record = escrow.nodeRecordOf(staker).call().await?;
+    ensure!(record.url.starts_with("http://127.0.0.1:"), "{record:?}");
+
+    // SIGTERM: a clean exit.
+    let pid = child.id().context("no pid")?;
+    Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()?;
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait()).await??;
+    ensure!(status.success(), "exit status {status}");
+    Ok(())
+}

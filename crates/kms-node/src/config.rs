@@ -1,0 +1,367 @@
+//! The node's configuration file (TOML), as `kms node init` writes it.
+//!
+//! ```toml
+//! [chain]
+//! rpc_url = "ws://127.0.0.1:8545"          # ws(s):// follows new blocks by subscription
+//! deployments = "deployments/31337.json"
+//! confirmations = 2                          # act on events this many blocks deep
+//! poll_interval_ms = 1000
+//! max_log_range = 2000                       # blocks per eth_getLogs
+//!
+//! [node]
+//! staker = "0x…"
+//! listen = "127.0.0.1:9151"
+//! public_url = "http://127.0.0.1:9151"       # published on chain in the node record
+//! data_dir = "."                             # the store is data_dir/node.redb
+//! worker_keystore = "worker.json"            # web3 secret storage, 0600
+//! umbral_key = "umbral.json"                 # Umbral master secret, 0600
+//! # password_file = "password.txt"
+//!
+//! [duties]
+//! commit = true
+//! mint = true
+//! withdraw_fees_threshold_wei = "1"          # omit to never withdraw
+//! prune = true
+//!
+//! [limits]
+//! max_body_bytes = 262144
+//! max_capsules = 64
+//! max_clock_skew_secs = 300
+//! # workers = 2                              # default: the number of cores
+//! ```
+//!
+//! Relative paths are relative to the configuration file's directory.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use alloy::primitives::{Address, U256};
+use serde::{Deserialize, Serialize};
+
+use crate::{api::Limits, duties::DutyConfig};
+
+/// The configuration file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML of this schema.
+    #[error("{}: {reason}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (with the line and field).
+        reason: String,
+    },
+    /// A value is out of range.
+    #[error("{}: {field}: {reason}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// `[chain]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainSection {
+    /// The RPC endpoint (`http(s)://` or `ws(s)://`); `--rpc-url`/`ETH_RPC_URL` override it.
+    pub rpc_url: String,
+    /// The deployments file of the contracts.
+    pub deployments: PathBuf,
+    /// Act on events this many blocks deep.
+    #[serde(default = "default_confirmations")]
+    pub confirmations: u64,
+    /// How often to poll when no new-block subscription is available, in milliseconds.
+    #[serde(default = "default_poll_interval_ms")]
+    pub poll_interval_ms: u64,
+    /// Most blocks per `eth_getLogs` while catching up.
+    #[serde(default = "default_max_log_range")]
+    pub max_log_range: u64,
+}
+
+fn default_confirmations() -> u64 {
+    2
+}
+fn default_poll_interval_ms() -> u64 {
+    1000
+}
+fn default_max_log_range() -> u64 {
+    2000
+}
+
+/// `[node]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// The staker this node serves.
+    pub staker: Address,
+    /// Where the HTTP API listens.
+    pub listen: SocketAddr,
+    /// The URL clients reach the API at, published in the node record.
+    pub public_url: String,
+    /// The directory of the store.
+    pub data_dir: PathBuf,
+    /// The worker's web3 keystore.
+    pub worker_keystore: PathBuf,
+    /// The Umbral master-secret file.
+    pub umbral_key: PathBuf,
+    /// The keystore's password file (else `--password-file` or `KMS_PASSWORD`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+}
+
+/// `[duties]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DutiesSection {
+    /// Commit to each next period.
+    #[serde(default = "yes")]
+    pub commit: bool,
+    /// Mint rewards no commitment will mint.
+    #[serde(default = "yes")]
+    pub mint: bool,
+    /// Withdraw fees at this many wei (decimal string); absent: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub withdraw_fees_threshold_wei: Option<String>,
+    /// Delete kfrags of revoked, ended or vanished policies.
+    #[serde(default = "yes")]
+    pub prune: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for DutiesSection {
+    fn default() -> Self {
+        Self {
+            commit: true,
+            mint: true,
+            withdraw_fees_threshold_wei: Some("1".into()),
+            prune: true,
+        }
+    }
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Most capsules per re-encryption request.
+    pub max_capsules: usize,
+    /// Largest clock distance of a request, in seconds.
+    pub max_clock_skew_secs: u64,
+    /// Re-encryption workers (default: the number of cores).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<usize>,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        let limits = Limits::default();
+        Self {
+            max_body_bytes: limits.max_body_bytes,
+            max_capsules: limits.max_capsules,
+            max_clock_skew_secs: limits.max_clock_skew_secs,
+            workers: None,
+        }
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// `[chain]`.
+    pub chain: ChainSection,
+    /// `[node]`.
+    pub node: NodeSection,
+    /// `[duties]`.
+    #[serde(default)]
+    pub duties: DutiesSection,
+    /// `[limits]`.
+    #[serde(default)]
+    pub limits: LimitsSection,
+}
+
+impl NodeConfig {
+    /// A configuration with the defaults for everything but what must be given.
+    pub fn new(
+        rpc_url: String,
+        deployments: PathBuf,
+        staker: Address,
+        listen: SocketAddr,
+        public_url: String,
+    ) -> Self {
+        Self {
+            chain: ChainSection {
+                rpc_url,
+                deployments,
+                confirmations: default_confirmations(),
+                poll_interval_ms: default_poll_interval_ms(),
+                max_log_range: default_max_log_range(),
+            },
+            node: NodeSection {
+                staker,
+                listen,
+                public_url,
+                data_dir: PathBuf::from("."),
+                worker_keystore: PathBuf::from("worker.json"),
+                umbral_key: PathBuf::from("umbral.json"),
+                password_file: None,
+            },
+            duties: DutiesSection::default(),
+            limits: LimitsSection::default(),
+        }
+    }
+
+    /// Reads `path`, resolving relative paths against its directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config: Self = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        resolve(&mut config.chain.deployments);
+        resolve(&mut config.node.data_dir);
+        resolve(&mut config.node.worker_keystore);
+        resolve(&mut config.node.umbral_key);
+        if let Some(p) = config.node.password_file.as_mut() {
+            resolve(p);
+        }
+        config.duty_config(path)?;
+        Ok(config)
+    }
+
+    /// Writes the configuration to a new file at `path`.
+    pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
+        let text = toml::to_string_pretty(self).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let io = |source| ConfigError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(io)?;
+        std::io::Write::write_all(&mut file, text.as_bytes()).map_err(io)
+    }
+
+    /// The `[duties]` section as the duty loop takes it.
+    pub fn duty_config(&self, path: &Path) -> Result<DutyConfig, ConfigError> {
+        let threshold = self
+            .duties
+            .withdraw_fees_threshold_wei
+            .as_deref()
+            .map(|s| {
+                s.parse::<U256>().map_err(|e| ConfigError::Invalid {
+                    path: path.to_owned(),
+                    field: "duties.withdraw_fees_threshold_wei",
+                    reason: format!("{s:?} is not a decimal number of wei: {e}"),
+                })
+            })
+            .transpose()?;
+        Ok(DutyConfig {
+            commit: self.duties.commit,
+            mint: self.duties.mint,
+            withdraw_fees_threshold: threshold,
+            prune: self.duties.prune,
+        })
+    }
+
+    /// The `[limits]` section as the API takes it.
+    pub fn limits(&self) -> Limits {
+        let defaults = Limits::default();
+        Limits {
+            max_body_bytes: self.limits.max_body_bytes,
+            max_capsules: self.limits.max_capsules,
+            max_clock_skew_secs: self.limits.max_clock_skew_secs,
+            workers: self.limits.workers.unwrap_or(defaults.workers),
+            ..defaults
+        }
+    }
+
+    /// The store's file.
+    pub fn store_path(&self) -> PathBuf {
+        self.node.data_dir.join("node.redb")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn roundtrip_resolves_relative_paths_and_validates() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        let config = NodeConfig::new(
+            "http://127.0.0.1:8545".into(),
+            PathBuf::from("deployments/31337.json"),
+            Address::repeat_byte(7),
+            "127.0.0.1:9151".parse().unwrap(),
+            "http://127.0.0.1:9151".into(),
+        );
+        config.save(&path).unwrap();
+        assert!(config.save(&path).is_err(), "never overwrites");
+        let loaded = NodeConfig::load(&path).unwrap();
+        assert_eq!(loaded.node.staker, config.node.staker);
+        assert_eq!(
+            loaded.chain.deployments,
+            dir.path().join("deployments/31337.json")
+        );
+        assert_eq!(loaded.store_path(), dir.path().join("./node.redb"));
+        let duties = loaded.duty_config(&path).unwrap();
+        assert_eq!(duties.withdraw_fees_threshold, Some(U256::from(1)));
+
+        let bad = dir.path().join("bad.toml");
+        let text = std::fs::read_to_string(&path).unwrap().replace(
+            "withdraw_fees_threshold_wei = \"1\"",
+            "withdraw_fees_threshold_wei = \"x\"",
+        );
+        std::fs::write(&bad, text).unwrap();
+        let err = NodeConfig::load(&bad).unwrap_err().to_string();
+        assert!(err.contains("withdraw_fees_threshold_wei"), "{err}");
+
+        let unknown = dir.path().join("unknown.toml");
+        std::fs::write(&unknown, "[chain]\nrpc = 1\n").unwrap();
+        assert!(matches!(
+            NodeConfig::load(&unknown),
+            Err(ConfigError::Parse { .. })
+        ));
+    }
+}

@@ -1,0 +1,373 @@
+//! The node's duties, run at every tick of the daemon (each new block, or the poll interval):
+//!
+//! | duty | when | record key | transaction |
+//! |------|------|------------|-------------|
+//! | commit | once per period, while tokens are locked next period | `commit/<next period>` | `StakingEscrow.commitToNextPeriod()` |
+//! | mint | once per period, when rewards are pending and no commitment will mint them | `mint/<period>` | `StakingEscrow.mint()` |
+//! | withdraw fees | once per period, when the accrued fees reach the threshold | `fees/<period>` | `PolicyManager.withdrawFees(staker)` |
+//! | prune | every tick (chain check every [`PRUNE_CHAIN_CHECK_EVERY`] ticks) | — | none: deletes kfrags |
+//!
+//! Transactions go through [`TxSender`](crate::tx::TxSender): recorded before broadcast, at most
+//! once per key. Periods are taken from the latest block's timestamp (chain time, not the local
+//! clock), so a devnet that travels in time is followed.
+
+use alloy::{
+    eips::BlockId,
+    primitives::{Address, FixedBytes, U256},
+    providers::Provider,
+    sol_types::SolCall,
+};
+use kms_contracts::{describe_contract_error, Deployment, PolicyManager, StakingEscrow};
+use prometheus::{IntCounterVec, Opts, Registry};
+
+use crate::{
+    store::{DutyRecord, Store},
+    tx::{blocking, TxError, TxSender},
+};
+
+/// The pruning duty asks the chain about every stored kfrag once in this many ticks.
+pub const PRUNE_CHAIN_CHECK_EVERY: u64 = 30;
+
+/// A duty failed this tick; the next tick retries.
+#[derive(Debug, thiserror::Error)]
+pub enum DutyError {
+    /// A read of the chain failed.
+    #[error("chain: {0}")]
+    Chain(String),
+    /// A transaction failed to settle.
+    #[error(transparent)]
+    Tx(#[from] TxError),
+}
+
+/// The duties' Prometheus counters: `kms_node_duties_total{duty, outcome}`.
+#[derive(Debug, Clone)]
+pub struct DutyMetrics {
+    runs: IntCounterVec,
+}
+
+impl DutyMetrics {
+    /// Registers the counters in `registry`.
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let runs = IntCounterVec::new(
+            Opts::new("duties_total", "Duty outcomes by duty"),
+            &["duty", "outcome"],
+        )?;
+        registry.register(Box::new(runs.clone()))?;
+        Ok(Self { runs })
+    }
+
+    fn count(&self, duty: &str, outcome: &str) {
+        self.runs.with_label_values(&[duty, outcome]).inc();
+    }
+}
+
+/// What the duties are configured to do.
+#[derive(Debug, Clone)]
+pub struct DutyConfig {
+    /// Commit to each next period.
+    pub commit: bool,
+    /// Mint rewards that no commitment will mint.
+    pub mint: bool,
+    /// Withdraw fees once they reach this many wei (`None`: never).
+    pub withdraw_fees_threshold: Option<U256>,
+    /// Delete kfrags of revoked, ended or vanished policies.
+    pub prune: bool,
+}
+
+impl Default for DutyConfig {
+    fn default() -> Self {
+        Self {
+            commit: true,
+            mint: true,
+            withdraw_fees_threshold: Some(U256::from(1u64)),
+            prune: true,
+        }
+    }
+}
+
+/// The duties of one node.
+#[derive(Debug)]
+pub struct Duties<P> {
+    provider: P,
+    store: Store,
+    sender: TxSender<P>,
+    staker: Address,
+    deployment: Deployment,
+    confirmations: u64,
+    config: DutyConfig,
+    metrics: Option<DutyMetrics>,
+    ticks: u64,
+}
+
+fn chain(e: impl std::fmt::Display) -> DutyError {
+    DutyError::Chain(e.to_string())
+}
+
+fn contract(e: &alloy::contract::Error) -> DutyError {
+    DutyError::Chain(describe_contract_error(e))
+}
+
+impl<P: Provider + Clone> Duties<P> {
+    /// The duties of `staker`'s node, sending with `sender` (the worker's account).
+    pub fn new(
+        provider: P,
+        store: Store,
+        sender: TxSender<P>,
+        staker: Address,
+        deployment: Deployment,
+        confirmations: u64,
+        config: DutyConfig,
+    ) -> Self {
+        Self {
+            provider,
+            store,
+            sender,
+            staker,
+            deployment,
+            confirmations,
+            config,
+            metrics: None,
+            ticks: 0,
+        }
+    }
+
+    /// Counts outcomes in `metrics`.
+    pub fn with_metrics(mut self, metrics: DutyMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn count(&self, duty: &str, outcome: &str) {
+        if let Some(m) = &self.metrics {
+            m.count(duty, outcome);
+        }
+    }
+
+    /// Runs every due duty once. Each duty's failure is logged and counted, and does not stop
+    /// the others.
+    pub async fn tick(&mut self) -> Result<(), DutyError> {
+        self.ticks += 1;
+        let block = self
+            .provider
+            .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
+            .await
+            .map_err(chain)?
+            .ok_or_else(|| DutyError::Chain("no latest block".into()))?;
+        let now = block.header.timestamp;
+        let period = now / self.deployment.seconds_per_period.max(1);
+        let mut first_error = None;
+        let results = [
+            ("commit", self.commit(period).await),
+            ("mint", self.mint(period).await),
+            ("fees", self.withdraw_fees(period).await),
+            ("prune", self.prune(now, block.header.number).await),
+        ];
+        for (duty, result) in results {
+            match result {
+                Ok(Some(outcome)) => self.count(duty, outcome),
+                Ok(None) => {}
+                Err(DutyError::Tx(TxError::Pending(tx))) => {
+                    tracing::debug!(duty, %tx, "duty transaction pending");
+                    self.count(duty, "pending");
+                }
+                Err(e) => {
+                    tracing::warn!(duty, error = %e, "duty failed");
+                    self.count(duty, "error");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Runs the transaction duty `key` and names its outcome; a simulated revert is recorded as
+    /// skipped, so it is not retried within the same key.
+    async fn transact(
+        &self,
+        key: &str,
+        to: Address,
+        input: Vec<u8>,
+    ) -> Result<Option<&'static str>, DutyError> {
+        match self.sender.run(key, to, input.into()).await {
+            Ok(DutyRecord::Done { .. }) => Ok(Some("done")),
+            Ok(DutyRecord::Failed { .. }) => Ok(Some("failed")),
+            Ok(DutyRecord::Skipped { .. }) => Ok(None),
+            Ok(DutyRecord::Sent { tx_hash, .. }) => Err(TxError::Pending(tx_hash).into()),
+            Err(TxError::Reverted(reason)) => {
+                tracing::warn!(duty = key, %reason, "duty would revert: skipped");
+                self.record(key, DutyRecord::Skipped { reason }).await?;
+                Ok(Some("skipped"))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn record(&self, key: &str, record: DutyRecord) -> Result<(), DutyError> {
+        let store = self.store.clone();
+        let key = key.to_owned();
+        Ok(blocking(move || store.set_duty(&key, &record)).await?)
+    }
+
+    async fn settled(&self, key: &str) -> Result<bool, DutyError> {
+        let store = self.store.clone();
+        let key = key.to_owned();
+        let record = blocking(move || store.duty(&key)).await?;
+        Ok(matches!(
+            record,
+            Some(DutyRecord::Done { .. } | DutyRecord::Skipped { .. } | DutyRecord::Failed { .. })
+        ))
+    }
+
+    async fn staker_info(&self) -> Result<StakingEscrow::StakerView, DutyError> {
+        StakingEscrow::new(self.deployment.staking_escrow, &self.provider)
+            .getStakerInfo(self.staker)
+            .block(BlockId::latest())
+            .call()
+            .await
+            .map_err(|e| contract(&e))
+    }
+
+    async fn commit(&self, period: u64) -> Result<Option<&'static str>, DutyError> {
+        if !self.config.commit {
+            return Ok(None);
+        }
+        let next = period + 1;
+        let key = format!("commit/{next}");
+        if self.settled(&key).await? {
+            return Ok(None);
+        }
+        let store = self.store.clone();
+        let key_for_read = key.clone();
+        let in_flight = blocking(move || store.duty(&key_for_read)).await?.is_some();
+        if !in_flight {
+            let info = self.staker_info().await?;
+            if info.commitPeriods.contains(&U256::from(next)) {
+                // Committed already (by an earlier run whose record is gone, or by hand).
+                self.record(
+                    &key,
+                    DutyRecord::Skipped {
+                        reason: "already committed on chain".into(),
+                    },
+                )
+                .await?;
+                return Ok(Some("skipped"));
+            }
+            if info.lockedNextPeriod.is_zero() {
+                return Ok(None);
+            }
+        }
+        let input = StakingEscrow::commitToNextPeriodCall {}.abi_encode();
+        self.transact(&key, self.deployment.staking_escrow, input)
+            .await
+    }
+
+    async fn mint(&self, period: u64) -> Result<Option<&'static str>, DutyError> {
+        if !self.config.mint {
+            return Ok(None);
+        }
+        let key = format!("mint/{period}");
+        if self.settled(&key).await? {
+            return Ok(None);
+        }
+        let store = self.store.clone();
+        let key_for_read = key.clone();
+        let in_flight = blocking(move || store.duty(&key_for_read)).await?.is_some();
+        if !in_flight {
+            let info = self.staker_info().await?;
+            // A commitment mints the ended periods' rewards itself; mint only when none will.
+            if info.pendingReward.is_zero() || !info.lockedNextPeriod.is_zero() {
+                return Ok(None);
+            }
+        }
+        let input = StakingEscrow::mintCall {}.abi_encode();
+        self.transact(&key, self.deployment.staking_escrow, input)
+            .await
+    }
+
+    async fn withdraw_fees(&self, period: u64) -> Result<Option<&'static str>, DutyError> {
+        let Some(threshold) = self.config.withdraw_fees_threshold else {
+            return Ok(None);
+        };
+        let key = format!("fees/{period}");
+        if self.settled(&key).await? {
+            return Ok(None);
+        }
+        let store = self.store.clone();
+        let key_for_read = key.clone();
+        let in_flight = blocking(move || store.duty(&key_for_read)).await?.is_some();
+        if !in_flight {
+            let fees = PolicyManager::new(self.deployment.policy_manager, &self.provider)
+                .fees(self.staker)
+                .block(BlockId::latest())
+                .call()
+                .await
+                .map_err(|e| contract(&e))?;
+            if fees.is_zero() || fees < threshold {
+                return Ok(None);
+            }
+        }
+        let input = PolicyManager::withdrawFeesCall { node: self.staker }.abi_encode();
+        self.transact(&key, self.deployment.policy_manager, input)
+            .await
+    }
+
+    async fn is_active<Q: Provider>(
+        &self,
+        manager: &PolicyManager::PolicyManagerInstance<Q>,
+        policy_id: [u8; 16],
+        nodes: &[Address],
+        block: BlockId,
+    ) -> Result<bool, DutyError> {
+        manager
+            .isArrangementActive(FixedBytes(policy_id), self.staker, nodes.to_vec())
+            .block(block)
+            .call()
+            .await
+            .map_err(|e| contract(&e))
+    }
+
+    /// Deletes the kfrags of ended policies and of revoked ones (revocations also delete them in
+    /// the follower); every [`PRUNE_CHAIN_CHECK_EVERY`] ticks, also of policies that are
+    /// inactive both at the confirmed block and at the latest one (revoked, or vanished in a
+    /// reorg). A policy still unconfirmed is active at the latest block and kept.
+    async fn prune(&self, now: u64, head: u64) -> Result<Option<&'static str>, DutyError> {
+        if !self.config.prune {
+            return Ok(None);
+        }
+        let store = self.store.clone();
+        let stored = blocking(move || store.kfrag_policies()).await?;
+        let check_chain = self.ticks % PRUNE_CHAIN_CHECK_EVERY == 1;
+        let confirmed = head.saturating_sub(self.confirmations);
+        let manager = PolicyManager::new(self.deployment.policy_manager, &self.provider);
+        let mut deleted = 0u64;
+        for policy in stored {
+            let (policy_id, end_timestamp, nodes) =
+                (policy.policy_id, policy.end_timestamp, policy.nodes);
+            let store = self.store.clone();
+            let revoked = blocking(move || store.policy(policy_id))
+                .await?
+                .is_some_and(|p| p.revoked);
+            let mut gone = end_timestamp <= now || revoked;
+            if !gone && check_chain {
+                let confirmed_active = self
+                    .is_active(&manager, policy_id, &nodes, BlockId::number(confirmed))
+                    .await?;
+                gone = !confirmed_active
+                    && !self
+                        .is_active(&manager, policy_id, &nodes, BlockId::latest())
+                        .await?;
+            }
+            if gone {
+                let store = self.store.clone();
+                if blocking(move || store.delete_kfrag(policy_id)).await? {
+                    deleted += 1;
+                    tracing::info!(
+                        policy = %alloy::primitives::hex::encode_prefixed(policy_id),
+                        "kfrag deleted: policy ended, revoked or gone"
+                    );
+                }
+            }
+        }
+        Ok((deleted > 0).then_some("pruned"))
+    }
+}

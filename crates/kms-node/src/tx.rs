@@ -1,0 +1,287 @@
+//! Exactly-once transactions for the node's duties.
+//!
+//! A duty's transaction is simulated (`eth_estimateGas`, so a revert is seen with its decoded
+//! custom error before anything is signed), signed locally with an explicit nonce, and
+//! **recorded in the store with its raw bytes before it is broadcast**. After a crash the record
+//! is found and the very same transaction is broadcast again: it has the same nonce, so it cannot
+//! execute twice, and a duty is never signed twice. A duty is marked done only when its receipt
+//! is `confirmations` blocks deep and still on the canonical chain; if a reorg drops it, the same
+//! raw transaction goes out again.
+
+use std::time::{Duration, Instant};
+
+use alloy::{
+    eips::{eip2718::Encodable2718, BlockNumberOrTag},
+    network::{EthereumWallet, NetworkTransactionBuilder, TransactionBuilder},
+    primitives::{Address, Bytes, B256},
+    providers::Provider,
+    rpc::types::TransactionRequest,
+};
+use kms_contracts::errors::{describe_rpc_error, rpc_revert_data};
+
+use crate::store::{DutyRecord, Store, StoreError};
+
+/// Why a duty's transaction did not settle.
+#[derive(Debug, thiserror::Error)]
+pub enum TxError {
+    /// The simulation reverted: nothing was signed or recorded.
+    #[error("{0}")]
+    Reverted(String),
+    /// The RPC endpoint failed; the duty is retried at the next tick.
+    #[error("rpc: {0}")]
+    Rpc(String),
+    /// The transaction is broadcast but not yet deep enough; the next tick goes on waiting.
+    #[error("transaction {0} not yet confirmed")]
+    Pending(B256),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The transaction could not be signed.
+    #[error("signing: {0}")]
+    Sign(String),
+}
+
+/// Sends the node's transactions from its worker account (see the module docs).
+#[derive(Clone)]
+pub struct TxSender<P> {
+    provider: P,
+    wallet: EthereumWallet,
+    from: Address,
+    chain_id: u64,
+    store: Store,
+    confirmations: u64,
+    poll_interval: Duration,
+    settle_timeout: Duration,
+}
+
+impl<P> std::fmt::Debug for TxSender<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TxSender")
+            .field("from", &self.from)
+            .field("chain_id", &self.chain_id)
+            .field("confirmations", &self.confirmations)
+            .finish_non_exhaustive()
+    }
+}
+
+fn rpc(e: impl std::fmt::Display) -> TxError {
+    TxError::Rpc(e.to_string())
+}
+
+impl<P: Provider + Clone> TxSender<P> {
+    /// A sender signing with `wallet` (whose default signer is `from`) on chain `chain_id`.
+    pub fn new(
+        provider: P,
+        wallet: EthereumWallet,
+        from: Address,
+        chain_id: u64,
+        store: Store,
+        confirmations: u64,
+        poll_interval: Duration,
+    ) -> Self {
+        Self {
+            provider,
+            wallet,
+            from,
+            chain_id,
+            store,
+            confirmations,
+            poll_interval,
+            settle_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// How long one call waits for a receipt before answering [`TxError::Pending`].
+    pub fn with_settle_timeout(mut self, timeout: Duration) -> Self {
+        self.settle_timeout = timeout;
+        self
+    }
+
+    /// Runs the duty `key`: a call of `input` on `to`, at most once ever. A duty already settled
+    /// returns its record; one recorded as sent resumes waiting for (and rebroadcasting) the same
+    /// transaction.
+    pub async fn run(&self, key: &str, to: Address, input: Bytes) -> Result<DutyRecord, TxError> {
+        let store = self.store.clone();
+        let owned_key = key.to_owned();
+        let existing = blocking(move || store.duty(&owned_key)).await?;
+        match existing {
+            Some(DutyRecord::Sent {
+                tx_hash,
+                raw_tx,
+                nonce,
+            }) => self.settle(key, tx_hash, &raw_tx, nonce).await,
+            Some(settled) => Ok(settled),
+            None => {
+                let (tx_hash, raw_tx, nonce) = self.sign(to, input).await?;
+                let record = DutyRecord::Sent {
+                    tx_hash,
+                    raw_tx: raw_tx.clone(),
+                    nonce,
+                };
+                let store = self.store.clone();
+                let owned_key = key.to_owned();
+                blocking(move || store.set_duty(&owned_key, &record)).await?;
+                tracing::info!(duty = key, tx = %tx_hash, nonce, "duty transaction recorded");
+                self.settle(key, tx_hash, &raw_tx, nonce).await
+            }
+        }
+    }
+
+    /// Simulates, then signs with the next nonce.
+    async fn sign(&self, to: Address, input: Bytes) -> Result<(B256, Bytes, u64), TxError> {
+        let request = TransactionRequest::default()
+            .with_from(self.from)
+            .with_to(to)
+            .with_input(input);
+        let gas =
+            self.provider.estimate_gas(request.clone()).await.map_err(
+                |e| match rpc_revert_data(&e) {
+                    Some(_) => TxError::Reverted(describe_rpc_error(&e)),
+                    None => rpc(describe_rpc_error(&e)),
+                },
+            )?;
+        // Transactions recorded but perhaps never broadcast (a crash in between) hold their
+        // nonces: broadcast them first, and never sign below them.
+        let store = self.store.clone();
+        let in_flight = blocking(move || store.duties()).await?;
+        let mut floor = 0;
+        for (key, record) in in_flight {
+            if let DutyRecord::Sent { raw_tx, nonce, .. } = record {
+                floor = floor.max(nonce + 1);
+                if let Err(e) = self.provider.send_raw_transaction(&raw_tx).await {
+                    tracing::debug!(duty = key, error = %e, "rebroadcast refused");
+                }
+            }
+        }
+        let nonce = self
+            .provider
+            .get_transaction_count(self.from)
+            .pending()
+            .await
+            .map_err(rpc)?
+            .max(floor);
+        let fees = self.provider.estimate_eip1559_fees().await.map_err(rpc)?;
+        let request = request
+            .with_nonce(nonce)
+            .with_chain_id(self.chain_id)
+            // Headroom: state can move between the estimate and inclusion.
+            .with_gas_limit(gas.saturating_mul(12) / 10)
+            .with_max_fee_per_gas(fees.max_fee_per_gas)
+            .with_max_priority_fee_per_gas(fees.max_priority_fee_per_gas);
+        let envelope = request
+            .build(&self.wallet)
+            .await
+            .map_err(|e| TxError::Sign(e.to_string()))?;
+        let tx_hash = *envelope.tx_hash();
+        Ok((tx_hash, Bytes::from(envelope.encoded_2718()), nonce))
+    }
+
+    /// Broadcasts `raw_tx` (again) and waits until it is `confirmations` deep, or the timeout.
+    async fn settle(
+        &self,
+        key: &str,
+        tx_hash: B256,
+        raw_tx: &Bytes,
+        nonce: u64,
+    ) -> Result<DutyRecord, TxError> {
+        let deadline = Instant::now() + self.settle_timeout;
+        let mut broadcast_due = true;
+        loop {
+            if broadcast_due {
+                // "already known" and "nonce too low" are expected after a restart: the receipt
+                // check below decides what happened.
+                if let Err(e) = self.provider.send_raw_transaction(raw_tx).await {
+                    tracing::debug!(duty = key, tx = %tx_hash, error = %e, "rebroadcast refused");
+                }
+                broadcast_due = false;
+            }
+            let receipt = self
+                .provider
+                .get_transaction_receipt(tx_hash)
+                .await
+                .map_err(rpc)?;
+            let head = self.provider.get_block_number().await.map_err(rpc)?;
+            match receipt.and_then(|r| r.block_number.map(|b| (r.status(), b))) {
+                Some((status, block)) if head.saturating_sub(block) >= self.confirmations => {
+                    // Deep enough: is that block still canonical?
+                    let canonical = self
+                        .provider
+                        .get_block_by_number(BlockNumberOrTag::Number(block))
+                        .await
+                        .map_err(rpc)?
+                        .map(|b| b.header.hash);
+                    let receipt_block_hash = self
+                        .provider
+                        .get_transaction_receipt(tx_hash)
+                        .await
+                        .map_err(rpc)?
+                        .and_then(|r| r.block_hash);
+                    if canonical.is_some() && canonical == receipt_block_hash {
+                        let record = if status {
+                            DutyRecord::Done { tx_hash, block }
+                        } else {
+                            DutyRecord::Failed {
+                                tx_hash,
+                                reason: "reverted on chain".into(),
+                            }
+                        };
+                        self.record(key, &record).await?;
+                        tracing::info!(duty = key, tx = %tx_hash, block, ok = status, "duty settled");
+                        return Ok(record);
+                    }
+                    broadcast_due = true;
+                }
+                Some(_) => {}
+                None => {
+                    let mined_nonce = self
+                        .provider
+                        .get_transaction_count(self.from)
+                        .await
+                        .map_err(rpc)?;
+                    // Read the receipt again after the nonce: a transaction mined between the
+                    // two reads advanced the nonce without being replaced.
+                    let mined = self
+                        .provider
+                        .get_transaction_receipt(tx_hash)
+                        .await
+                        .map_err(rpc)?
+                        .is_some();
+                    if mined_nonce > nonce && !mined {
+                        // Our nonce was used, yet our transaction has no receipt: another
+                        // transaction from the worker account took it.
+                        let record = DutyRecord::Failed {
+                            tx_hash,
+                            reason: format!("nonce {nonce} was used by another transaction"),
+                        };
+                        self.record(key, &record).await?;
+                        tracing::warn!(duty = key, tx = %tx_hash, "duty transaction replaced");
+                        return Ok(record);
+                    }
+                    broadcast_due = !mined;
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(TxError::Pending(tx_hash));
+            }
+            tokio::time::sleep(self.poll_interval).await;
+        }
+    }
+
+    async fn record(&self, key: &str, record: &DutyRecord) -> Result<(), TxError> {
+        let store = self.store.clone();
+        let (key, record) = (key.to_owned(), record.clone());
+        blocking(move || store.set_duty(&key, &record)).await
+    }
+}
+
+/// Runs a store operation off the async runtime (redb fsyncs on commit).
+pub(crate) async fn blocking<T, F>(op: F) -> Result<T, TxError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, StoreError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(op)
+        .await
+        .map_err(|e| TxError::Rpc(format!("store task failed: {e}")))?
+        .map_err(TxError::from)
+}

@@ -1,0 +1,555 @@
+//! The daemon against the real contracts on anvil: duties exactly once across restarts, the
+//! follower's durable cursor and reorg handling, and the HTTP API's refusals with real policies.
+//! Needs `forge build` artifacts and `npm ci` (for anvil and forge).
+
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    future::Future,
+    path::Path,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use alloy::{
+    eips::{eip2718::Encodable2718, BlockNumberOrTag},
+    network::{EthereumWallet, NetworkTransactionBuilder, TransactionBuilder},
+    primitives::{Address, Bytes, FixedBytes, U256},
+    providers::{DynProvider, Provider},
+    rpc::types::{Filter, TransactionRequest},
+    sol_types::{SolCall, SolEvent},
+};
+use anyhow::{ensure, Context, Result};
+use kms_contracts::{testing::TestChain, StakingEscrow};
+use kms_crypto::{
+    keys::MasterSecret,
+    wire::{encode_b64, encode_public_key, KfragUpload, NodeInfo, ReencryptRequest},
+};
+use kms_node::{DutyConfig, DutyRecord, Follower, Limits, Settings, Step, Store};
+use serde_json::Value;
+use umbral_pre::{encrypt, generate_kfrags, DefaultSerialize, SecretKey, Signer};
+
+const SECONDS_PER_PERIOD: u64 = 600;
+const DEPLOYER: usize = 0;
+const STAKER: usize = 1;
+const WORKER: usize = 2;
+const ALICE: usize = 3;
+const OTHER_STAKER: usize = 5;
+const OTHER_WORKER: usize = 6;
+
+async fn stake(chain: &TestChain, staker: usize, worker: usize) -> Result<()> {
+    let d = chain.deployment();
+    chain
+        .stake_node(
+            DEPLOYER,
+            staker,
+            worker,
+            d.min_stake,
+            U256::from(d.min_lock_periods),
+        )
+        .await?;
+    Ok(())
+}
+
+fn settings(chain: &TestChain, store: &Path, staker: usize, worker: usize) -> Result<Settings> {
+    Ok(Settings {
+        rpc_url: chain.endpoint_url().to_string(),
+        deployment: chain.deployment().clone(),
+        staker: chain.address(staker)?,
+        worker: chain.signer(worker)?,
+        umbral: MasterSecret::from_seed([staker as u8; 32]).node_key(),
+        listen: "127.0.0.1:0".parse()?,
+        public_url: None,
+        store_path: store.to_owned(),
+        confirmations: 0,
+        poll_interval: Duration::from_millis(100),
+        max_log_range: 1000,
+        duties: DutyConfig::default(),
+        limits: Limits::default(),
+    })
+}
+
+async fn eventually<F, Fut>(what: &str, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<bool>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if check().await? {
+            return Ok(());
+        }
+        ensure!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn current_period(provider: &DynProvider) -> Result<u64> {
+    let block = provider
+        .get_block_by_number(BlockNumberOrTag::Latest)
+        .await?
+        .context("no latest block")?;
+    Ok(block.header.timestamp / SECONDS_PER_PERIOD)
+}
+
+async fn travel(provider: &DynProvider, seconds: u64) -> Result<()> {
+    provider
+        .raw_request::<_, Value>("evm_increaseTime".into(), (seconds,))
+        .await?;
+    provider
+        .raw_request::<_, Value>("evm_mine".into(), ())
+        .await?;
+    Ok(())
+}
+
+fn duty(store: &Store, key: &str) -> Option<DutyRecord> {
+    store.duty(key).unwrap()
+}
+
+fn is_done(store: &Store, key: &str) -> bool {
+    matches!(duty(store, key), Some(DutyRecord::Done { .. }))
+}
+
+async fn commitments_of(
+    provider: &DynProvider,
+    chain: &TestChain,
+    staker: Address,
+) -> Result<usize> {
+    let filter = Filter::new()
+        .address(chain.deployment().staking_escrow)
+        .event_signature(StakingEscrow::CommitmentMade::SIGNATURE_HASH)
+        .topic1(staker.into_word())
+        .from_block(0);
+    Ok(provider.get_logs(&filter).await?.len())
+}
+
+async fn create_policy(
+    chain: &TestChain,
+    id: [u8; 16],
+    kfrag_signer: Address,
+    nodes: Vec<Address>,
+    periods: u64,
+) -> Result<()> {
+    let d = chain.deployment();
+    let as_alice = chain.provider(ALICE)?;
+    let period = current_period(&as_alice).await?;
+    let end = (period + periods) * SECONDS_PER_PERIOD;
+    let value = U256::from(1_000_000_000u64 * periods * nodes.len() as u64);
+    let receipt = d
+        .policy_manager(&as_alice)
+        .createPolicy(
+            FixedBytes(id),
+            chain.address(ALICE)?,
+            kfrag_signer,
+            U256::from(end),
+            nodes,
+        )
+        .value(value)
+        .send()
+        .await?
+        .get_receipt()
+        .await?;
+    ensure!(receipt.status(), "createPolicy reverted");
+    Ok(())
+}
+
+#[tokio::test]
+async fn duties_run_once_per_period_across_restarts() -> Result<()> {
+    let chain = TestChain::start(SECONDS_PER_PERIOD).await?;
+    stake(&chain, STAKER, WORKER).await?;
+    let reader = chain.read_provider();
+    let (staker, worker) = (chain.address(STAKER)?, chain.address(WORKER)?);
+    let dir = tempfile::tempdir()?;
+    let store_path = dir.path().join("node.redb");
+
+    // First run: publishes the node record and commits to the next period. The URL stays the
+    // same across the runs (the port would not), so the record is published once.
+    let fixed_url = |mut s: Settings| {
+        s.public_url = Some("http://node.example:9151".into());
+        s
+    };
+    let node = kms_node::start(fixed_url(settings(&chain, &store_path, STAKER, WORKER)?)).await?;
+    let period = current_period(&reader).await?;
+    let first_commit = format!("commit/{}", period + 1);
+    let store = node.store().clone();
+    eventually("the first commitment", || async {
+        Ok(is_done(&store, &first_commit))
+    })
+    .await?;
+    let record = d_record(&chain, staker).await?;
+    ensure!(
+        record.url == node.public_url(),
+        "node record not published: {record:?}"
+    );
+
+    // A policy naming the node reaches the store through the follower.
+    let policy_id = [0x42; 16];
+    create_policy(&chain, policy_id, Address::repeat_byte(9), vec![staker], 3).await?;
+    eventually("the follower to record the policy", || async {
+        Ok(store.policy(policy_id)?.is_some())
+    })
+    .await?;
+    let first_tx = duty(&store, &first_commit);
+    let cursor = store.cursor()?.context("no cursor")?;
+    node.shutdown().await;
+    drop(store);
+
+    // A period later, the second run commits once more, and withdraws the fees the policy
+    // accrued with that commitment; the first commitment is not repeated.
+    travel(&reader, SECONDS_PER_PERIOD).await?;
+    let node = kms_node::start(fixed_url(settings(&chain, &store_path, STAKER, WORKER)?)).await?;
+    let store = node.store().clone();
+    let second_commit = format!("commit/{}", period + 2);
+    let fees = format!("fees/{}", period + 1);
+    eventually("the second commitment and the fee withdrawal", || async {
+        Ok(is_done(&store, &second_commit) && is_done(&store, &fees))
+    })
+    .await?;
+    ensure!(store.cursor()?.context("no cursor")?.block >= cursor.block);
+    ensure!(
+        duty(&store, &first_commit) == first_tx,
+        "first commitment record changed"
+    );
+    // Give the loops a few more ticks to (wrongly) do anything twice.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    node.shutdown().await;
+
+    ensure!(
+        commitments_of(&reader, &chain, staker).await? == 2,
+        "one commitment per period"
+    );
+    // Every transaction the worker ever sent is one recorded duty: record, 2 commits, fees.
+    let sent = store
+        .duties()?
+        .into_iter()
+        .filter(|(_, r)| matches!(r, DutyRecord::Done { tx_hash, .. } if !tx_hash.is_zero()))
+        .count();
+    let nonce = reader.get_transaction_count(worker).await?;
+    ensure!(
+        sent == 4 && nonce == 4,
+        "sent {sent} duties, worker nonce {nonce}: {:?}",
+        store.duties()?.iter().map(|(k, _)| k).collect::<Vec<_>>()
+    );
+    let fees_left = chain
+        .deployment()
+        .policy_manager(&reader)
+        .fees(staker)
+        .call()
+        .await?;
+    ensure!(fees_left.is_zero(), "fees not withdrawn: {fees_left}");
+    Ok(())
+}
+
+async fn d_record(chain: &TestChain, staker: Address) -> Result<StakingEscrow::NodeView> {
+    let reader = chain.read_provider();
+    Ok(chain
+        .deployment()
+        .staking_escrow(&reader)
+        .nodeRecordOf(staker)
+        .call()
+        .await?)
+}
+
+/// A crash between recording a duty's transaction and broadcasting it: the next start sends
+/// that very transaction, and signs no other.
+#[tokio::test]
+async fn a_recorded_unsent_transaction_is_broadcast_not_repeated() -> Result<()> {
+    let chain = TestChain::start(SECONDS_PER_PERIOD).await?;
+    stake(&chain, STAKER, WORKER).await?;
+    let reader = chain.read_provider();
+    let (staker, worker) = (chain.address(STAKER)?, chain.address(WORKER)?);
+    let d = chain.deployment().clone();
+    let dir = tempfile::tempdir()?;
+    let store_path = dir.path().join("node.redb");
+
+    let period = current_period(&reader).await?;
+    let key = format!("commit/{}", period + 1);
+    let nonce = reader.get_transaction_count(worker).await?;
+    let fees = reader.estimate_eip1559_fees().await?;
+    let envelope = TransactionRequest::default()
+        .with_from(worker)
+        .with_to(d.staking_escrow)
+        .with_input(StakingEscrow::commitToNextPeriodCall {}.abi_encode())
+        .with_nonce(nonce)
+        .with_chain_id(d.chain_id)
+        .with_gas_limit(300_000)
+        .with_max_fee_per_gas(fees.max_fee_per_gas)
+        .with_max_priority_fee_per_gas(fees.max_priority_fee_per_gas)
+        .build(&EthereumWallet::from(chain.signer(WORKER)?))
+        .await?;
+    let tx_hash = *envelope.tx_hash();
+    {
+        let store = Store::open(&store_path)?;
+        store.set_duty(
+            &key,
+            &DutyRecord::Sent {
+                tx_hash,
+                raw_tx: Bytes::from(envelope.encoded_2718()),
+                nonce,
+            },
+        )?;
+    }
+
+    // The start publishes the node record: it must not take the recorded transaction's nonce.
+    let node = kms_node::start(settings(&chain, &store_path, STAKER, WORKER)?).await?;
+    let store = node.store().clone();
+    eventually("the recorded commitment", || async {
+        Ok(is_done(&store, &key))
+    })
+    .await?;
+    node.shutdown().await;
+    match duty(&store, &key) {
+        Some(DutyRecord::Done { tx_hash: done, .. }) => {
+            ensure!(done == tx_hash, "a different transaction was sent")
+        }
+        other => anyhow::bail!("unexpected record {other:?}"),
+    }
+    ensure!(reader.get_transaction_receipt(tx_hash).await?.is_some());
+    ensure!(commitments_of(&reader, &chain, staker).await? == 1);
+    // The recorded commitment and the node record: two transactions, nothing signed twice.
+    ensure!(reader.get_transaction_count(worker).await? == nonce + 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn follower_resumes_from_its_cursor_and_rewinds_after_a_deep_reorg() -> Result<()> {
+    let chain = TestChain::start(SECONDS_PER_PERIOD).await?;
+    stake(&chain, STAKER, WORKER).await?;
+    let reader = chain.read_provider();
+    let d = chain.deployment().clone();
+    let staker = chain.address(STAKER)?;
+    // The worker commits so that the node can take policies.
+    let as_worker = chain.provider(WORKER)?;
+    d.staking_escrow(&as_worker)
+        .commitToNextPeriod()
+        .send()
+        .await?
+        .get_receipt()
+        .await?;
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(dir.path().join("node.redb"))?;
+    let follower = |confirmations| {
+        Follower::new(
+            reader.clone(),
+            store.clone(),
+            staker,
+            d.policy_manager,
+            d.start_block,
+            confirmations,
+            5,
+        )
+    };
+
+    // From scratch, in ranges of at most 5 blocks, up to the head.
+    let first = follower(0).step().await?;
+    ensure!(
+        matches!(first, Step::Advanced { from, to, .. } if from == d.start_block && to == d.start_block + 4),
+        "{first:?}"
+    );
+    while !matches!(follower(0).step().await?, Step::Idle { .. }) {}
+    let cursor = store.cursor()?.context("no cursor")?;
+    // A new follower on the same store resumes after the cursor.
+    create_policy(&chain, [1; 16], Address::repeat_byte(9), vec![staker], 2).await?;
+    let resumed = follower(0).step().await?;
+    ensure!(
+        matches!(resumed, Step::Advanced { from, events: 1, .. } if from == cursor.block + 1),
+        "{resumed:?}"
+    );
+
+    // Confirmation depth: a policy 1 block deep is not applied at depth 2.
+    let snapshot: Value = reader.raw_request("evm_snapshot".into(), ()).await?;
+    create_policy(&chain, [2; 16], Address::repeat_byte(9), vec![staker], 2).await?;
+    ensure!(matches!(follower(2).step().await?, Step::Idle { .. }));
+    ensure!(store.policy([2; 16])?.is_none());
+    // Applied at depth 0, then the block is reorged away (revert + other blocks).
+    follower(0).step().await?;
+    ensure!(store.policy([2; 16])?.is_some());
+    reader
+        .raw_request::<_, Value>("evm_revert".into(), (snapshot,))
+        .await?;
+    for _ in 0..3 {
+        reader
+            .raw_request::<_, Value>("evm_mine".into(), ())
+            .await?;
+    }
+    let step = follower(0).step().await?;
+    ensure!(matches!(step, Step::Rewound { .. }), "{step:?}");
+    while !matches!(follower(0).step().await?, Step::Idle { .. }) {}
+    let cursor = store.cursor()?.context("no cursor")?;
+    let canonical = reader
+        .get_block_by_number(BlockNumberOrTag::Number(cursor.block))
+        .await?
+        .context("cursor block")?;
+    ensure!(
+        canonical.header.hash == cursor.hash,
+        "cursor off the canonical chain"
+    );
+    Ok(())
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Client {
+    async fn post(&self, path: &str, body: Vec<u8>) -> Result<(u16, Value)> {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        let value = response.json::<Value>().await.unwrap_or(Value::Null);
+        Ok((status, value))
+    }
+}
+
+#[tokio::test]
+async fn api_on_chain_refusals_and_revocation_within_a_block() -> Result<()> {
+    let chain = TestChain::start(SECONDS_PER_PERIOD).await?;
+    stake(&chain, STAKER, WORKER).await?;
+    stake(&chain, OTHER_STAKER, OTHER_WORKER).await?;
+    let d = chain.deployment().clone();
+    let (staker, other) = (chain.address(STAKER)?, chain.address(OTHER_STAKER)?);
+    let as_other_worker = chain.provider(OTHER_WORKER)?;
+    d.staking_escrow(&as_other_worker)
+        .commitToNextPeriod()
+        .send()
+        .await?
+        .get_receipt()
+        .await?;
+    let dir = tempfile::tempdir()?;
+    let node = kms_node::start(settings(
+        &chain,
+        &dir.path().join("node.redb"),
+        STAKER,
+        WORKER,
+    )?)
+    .await?;
+    let store = node.store().clone();
+    let period = current_period(&chain.read_provider()).await?;
+    eventually("the commitment", || async {
+        Ok(is_done(&store, &format!("commit/{}", period + 1)))
+    })
+    .await
+    .with_context(|| format!("{:?}", store.duties()))?;
+    let client = Client {
+        http: reqwest::Client::new(),
+        base: format!("http://{}", node.local_addr()),
+    };
+    let info: NodeInfo = client
+        .http
+        .get(format!("{}/v1/node", client.base))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let node_pk = kms_node::wire::decode_public_key("umbralPublicKey", &info.umbral_public_key)?;
+
+    let (alice, signer, bob) = (
+        SecretKey::random(),
+        SecretKey::random(),
+        SecretKey::random(),
+    );
+    let kfrag = generate_kfrags(
+        &alice,
+        &bob.public_key(),
+        &Signer::new(signer.clone()),
+        1,
+        1,
+        true,
+        true,
+    )
+    .into_vec()
+    .remove(0);
+    let upload_body = || -> Result<Vec<u8>> {
+        let (capsule, ciphertext) = encrypt(&node_pk, &kfrag.to_bytes()?).unwrap();
+        Ok(serde_json::to_vec(&KfragUpload {
+            capsule: encode_b64(&capsule.to_bytes()?),
+            ciphertext: encode_b64(&ciphertext),
+            delegating_key: encode_public_key(&alice.public_key()),
+            receiving_key: encode_public_key(&bob.public_key()),
+            verifying_key: encode_public_key(&signer.public_key()),
+        })?)
+    };
+    let signer_address = kms_crypto::ethereum_address(&signer.public_key());
+    let path =
+        |id: [u8; 16], what: &str| format!("/v1/policies/0x{}/{what}", alloy::hex::encode(id));
+
+    // A policy that names only the other node: refused.
+    let foreign = [0xf0; 16];
+    create_policy(&chain, foreign, signer_address, vec![other], 2).await?;
+    let (status, body) = client.post(&path(foreign, "kfrag"), upload_body()?).await?;
+    ensure!(status == 403, "{status} {body}");
+
+    // The node's own policy: accepted, then served to Bob.
+    let id = [0x0a; 16];
+    let mut nodes = vec![staker, other];
+    nodes.sort();
+    create_policy(&chain, id, signer_address, nodes, 2).await?;
+    let (status, body) = client.post(&path(id, "kfrag"), upload_body()?).await?;
+    ensure!(status == 201, "{status} {body}");
+    let (capsule, _) = encrypt(&alice.public_key(), b"hello").unwrap();
+    let capsules = vec![capsule.to_bytes()?.into_vec()];
+    let request = |sk: &SecretKey| {
+        serde_json::to_vec(&ReencryptRequest::sign(
+            sk,
+            id,
+            staker,
+            unix_now(),
+            &capsules,
+        ))
+        .unwrap()
+    };
+    let (status, body) = client.post(&path(id, "reencrypt"), request(&bob)).await?;
+    ensure!(status == 200, "{status} {body}");
+    // Another requester, malformed and oversized bodies.
+    let (status, body) = client
+        .post(&path(id, "reencrypt"), request(&SecretKey::random()))
+        .await?;
+    ensure!(status == 401, "{status} {body}");
+    let (status, body) = client
+        .post(&path(id, "reencrypt"), b"{\"capsules\": 7}".to_vec())
+        .await?;
+    ensure!(
+        status == 400 && body["error"].is_string(),
+        "{status} {body}"
+    );
+    let (status, body) = client
+        .post(
+            &path(id, "reencrypt"),
+            vec![b' '; Limits::default().max_body_bytes + 1],
+        )
+        .await?;
+    ensure!(status == 413, "{status} {body}");
+
+    // Alice revokes: the very next request is refused, and the follower deletes the kfrag.
+    let as_alice = chain.provider(ALICE)?;
+    let mut nodes = vec![staker, other];
+    nodes.sort();
+    let receipt = d
+        .policy_manager(&as_alice)
+        .revokePolicy(FixedBytes(id), nodes)
+        .send()
+        .await?
+        .get_receipt()
+        .await?;
+    ensure!(receipt.status());
+    let (status, body) = client.post(&path(id, "reencrypt"), request(&bob)).await?;
+    ensure!(status == 410, "{status} {body}");
+    eventually("the kfrag's deletion", || async {
+        Ok(store.get_kfrag(id)?.is_none())
+    })
+    .await?;
+    node.shutdown().await;
+    Ok(())
+}
