@@ -1,6 +1,9 @@
 //! `kms`: the command line of the KMS network (see `kms --help`).
 
+mod common;
+mod keys;
 mod node;
+mod stake;
 
 use std::process::ExitCode;
 
@@ -16,9 +19,35 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Umbral master secrets and Ethereum keystores.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Stake KMS tokens: deposit, prolong, divide, merge, withdraw, bond a worker, status.
+    Stake {
+        #[command(subcommand)]
+        command: stake::StakeCommand,
+        #[command(flatten)]
+        connection: stake::Connection,
+    },
+    /// Withdraw minted rewards (and fees).
+    Rewards {
+        #[command(subcommand)]
+        command: stake::RewardsCommand,
+        #[command(flatten)]
+        connection: stake::Connection,
+    },
     /// Run and set up a miner node (the staker's worker).
     #[command(subcommand)]
     Node(node::NodeCommand),
+}
+
+/// Exit codes: 1 for errors, 2 for usage (clap), 3 when a contract refused the transaction.
+fn exit_code(error: &anyhow::Error) -> u8 {
+    if error.chain().any(|e| e.is::<common::Reverted>()) {
+        3
+    } else {
+        1
+    }
 }
 
 fn init_tracing() {
@@ -45,6 +74,15 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Keys(command) => keys::run(command),
+            Command::Stake {
+                command,
+                connection,
+            } => stake::run(command, connection).await,
+            Command::Rewards {
+                command,
+                connection,
+            } => stake::run_rewards(command, connection).await,
             Command::Node(command) => node::run(command).await,
         }
     });
@@ -52,7 +90,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(exit_code(&e))
         }
     }
 }

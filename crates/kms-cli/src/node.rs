@@ -189,6 +189,7 @@ async fn run_node(args: RunArgs) -> Result<()> {
         max_log_range: config.chain.max_log_range,
         duties: config.duty_config(&args.config)?,
         limits: config.limits(),
+        behaviour: kms_node::Behaviour::Honest,
     };
     let node = kms_node::start(settings).await?;
     println!("listening on {}", node.local_addr());

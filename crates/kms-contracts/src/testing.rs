@@ -124,8 +124,14 @@ pub enum TestChainError {
     },
 }
 
-/// The repository root: the nearest ancestor of this crate that holds `foundry.toml`.
+/// The repository root: the nearest ancestor of the current directory, or else of this crate's
+/// source, that holds `foundry.toml`.
 pub fn repo_root() -> Result<PathBuf, TestChainError> {
+    if let Ok(cwd) = std::env::current_dir() {
+        if let Some(root) = cwd.ancestors().find(|d| d.join("foundry.toml").is_file()) {
+            return Ok(root.to_path_buf());
+        }
+    }
     let start = Path::new(env!("CARGO_MANIFEST_DIR"));
     start
         .ancestors()
@@ -134,6 +140,31 @@ pub fn repo_root() -> Result<PathBuf, TestChainError> {
         .ok_or_else(|| TestChainError::RepoRootNotFound {
             start: start.to_path_buf(),
         })
+}
+
+/// How [`TestChain::start_on`] starts the chain.
+#[derive(Debug, Clone)]
+pub struct ChainOptions {
+    /// Anvil's port; `None`: any free port.
+    pub port: Option<u16>,
+    /// Length of a period, in seconds.
+    pub seconds_per_period: u64,
+    /// Further script parameters (see `script/Deploy.s.sol`).
+    pub parameters: Vec<(String, String)>,
+    /// Keep the deployments file at this path relative to the repository root (it must be under
+    /// `deployments/`); `None`: a temporary file, removed after loading.
+    pub deployments_file: Option<String>,
+}
+
+impl Default for ChainOptions {
+    fn default() -> Self {
+        Self {
+            port: None,
+            seconds_per_period: 3600,
+            parameters: Vec::new(),
+            deployments_file: None,
+        }
+    }
 }
 
 /// A running anvil with the KMS contracts deployed on it. Dropping it stops anvil.
@@ -156,12 +187,34 @@ impl TestChain {
         seconds_per_period: u64,
         parameters: &[(&str, &str)],
     ) -> Result<Self, TestChainError> {
+        Self::start_on(ChainOptions {
+            seconds_per_period,
+            parameters: parameters
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            ..ChainOptions::default()
+        })
+        .await
+    }
+
+    /// Starts anvil and deploys as `options` say (`kms devnet` uses a fixed port and keeps the
+    /// deployments file).
+    pub async fn start_on(options: ChainOptions) -> Result<Self, TestChainError> {
         let root = repo_root()?;
         let anvil_bin = tool(&root, ANVIL_BIN)?;
         tool(&root, FORGE_BIN)?;
 
         // Port 0: anvil binds a port the OS picks and reports it, so parallel tests never collide.
-        let anvil = tokio::task::spawn_blocking(move || Anvil::at(anvil_bin).try_spawn()).await??;
+        let port_option = options.port;
+        let anvil = tokio::task::spawn_blocking(move || {
+            let mut anvil = Anvil::at(anvil_bin);
+            if let Some(port) = port_option {
+                anvil = anvil.port(port);
+            }
+            anvil.try_spawn()
+        })
+        .await??;
         let port = anvil.port();
         let deployer_key = anvil
             .keys()
@@ -169,7 +222,16 @@ impl TestChain {
             .ok_or(TestChainError::NoSuchAccount { index: 0, count: 0 })?;
 
         // Must stay under ./deployments: foundry.toml only lets scripts write there.
-        let relative_path = format!("deployments/test-{port}.json");
+        let relative_path = options
+            .deployments_file
+            .clone()
+            .unwrap_or_else(|| format!("deployments/test-{port}.json"));
+        let seconds_per_period = options.seconds_per_period;
+        let parameters: Vec<(&str, &str)> = options
+            .parameters
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         let mut command = tokio::process::Command::new(root.join(FORGE_BIN));
         command
             .current_dir(&root)
@@ -203,8 +265,10 @@ impl TestChain {
 
         let path = root.join(&relative_path);
         let deployment = Deployment::load(&path);
-        // The file only served to hand the addresses over; a leftover one is gitignored anyway.
-        let _ = std::fs::remove_file(&path);
+        if options.deployments_file.is_none() {
+            // The file only served to hand the addresses over; a leftover one is gitignored.
+            let _ = std::fs::remove_file(&path);
+        }
         let deployment = deployment?;
         let anvil_chain = anvil.chain_id();
         if deployment.chain_id != anvil_chain {

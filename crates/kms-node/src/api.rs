@@ -72,6 +72,19 @@ impl Default for Limits {
     }
 }
 
+/// How the node answers re-encryption requests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Behaviour {
+    /// Correct cfrags: every real node.
+    #[default]
+    Honest,
+    /// **Devnets and tests only**: every cfrag has its `E1` point replaced (by `E2`), and is
+    /// signed by the worker all the same, so that the client's verification fails and the
+    /// signed answer is provable misbehaviour the Adjudicator slashes (verdict `WrongE`). This is
+    /// how `kms devnet --demo` shows slashing; `kms node run` never sets it.
+    WrongCFrags,
+}
+
 /// Who the node is.
 #[derive(Clone)]
 pub struct NodeIdentity {
@@ -195,6 +208,7 @@ pub struct ApiState<D> {
     replays: Mutex<ReplayGuard>,
     metrics: Metrics,
     started: Instant,
+    behaviour: Behaviour,
 }
 
 impl<D> std::fmt::Debug for ApiState<D> {
@@ -227,7 +241,14 @@ impl<D: PolicyDirectory> ApiState<D> {
             replays: Mutex::new(ReplayGuard::default()),
             metrics,
             started: Instant::now(),
+            behaviour: Behaviour::Honest,
         })
+    }
+
+    /// Sets how re-encryption requests are answered (see [`Behaviour`]).
+    pub fn with_behaviour(mut self, behaviour: Behaviour) -> Self {
+        self.behaviour = behaviour;
+        self
     }
 
     /// The API's metrics.
@@ -655,8 +676,9 @@ async fn reencrypt_capsules<D: PolicyDirectory>(
     let worker = state.identity.worker.clone();
     let chain_id = state.identity.chain_id;
     let count = capsules.len();
+    let behaviour = state.behaviour;
     let cfrags = run_blocking(&state, move || {
-        serve(&record, &worker, chain_id, policy_id, &capsules)
+        serve(&record, &worker, chain_id, policy_id, &capsules, behaviour)
     })
     .await?;
     state
@@ -673,6 +695,7 @@ fn serve(
     chain_id: u64,
     policy_id: [u8; 16],
     capsules: &[Capsule],
+    behaviour: Behaviour,
 ) -> Result<Vec<SignedCFrag>, ApiError> {
     let kfrag = KeyFrag::from_bytes(&record.kfrag).map_err(ApiError::internal)?;
     let verified = kfrag
@@ -686,21 +709,43 @@ fn serve(
         .iter()
         .map(|capsule| {
             let cfrag = reencrypt(capsule, verified.clone());
+            let (cfrag_simple, cfrag_bytes) = match behaviour {
+                Behaviour::Honest => (
+                    cfrag.to_bytes_simple().into_vec(),
+                    cfrag.to_bytes().map_err(ApiError::internal)?.into_vec(),
+                ),
+                Behaviour::WrongCFrags => wrong_cfrag(&cfrag.to_bytes_simple())?,
+            };
             let signature = sign_answer(
                 worker,
                 chain_id,
                 policy_id,
                 &capsule.to_bytes_simple(),
-                &cfrag.to_bytes_simple(),
+                &cfrag_simple,
             )
             .map_err(ApiError::internal)?;
-            let cfrag_bytes = cfrag.to_bytes().map_err(ApiError::internal)?;
             Ok(SignedCFrag {
                 cfrag: encode_b64(&cfrag_bytes),
                 signature: encode_hex(&signature.as_bytes()),
             })
         })
         .collect()
+}
+
+/// [`Behaviour::WrongCFrags`]: `E1` replaced by `E2` (both valid points, so the cfrag still
+/// deserializes), as `(to_bytes_simple, to_bytes)`.
+fn wrong_cfrag(simple: &[u8]) -> Result<(Vec<u8>, Vec<u8>), ApiError> {
+    use kms_crypto::umbral::layout::{E1, E2};
+    let mut tampered = simple.to_vec();
+    let e2 = tampered
+        .get(E2)
+        .ok_or_else(|| ApiError::internal("cfrag shorter than its layout"))?
+        .to_vec();
+    tampered[E1].copy_from_slice(&e2);
+    let cfrag =
+        kms_crypto::umbral::cfrag_from_bytes_simple(&tampered).map_err(ApiError::internal)?;
+    let bytes = cfrag.to_bytes().map_err(ApiError::internal)?;
+    Ok((tampered, bytes.into_vec()))
 }
 
 /// Used by tests and clients: the public key a node's [`NodeInfo`] announces.

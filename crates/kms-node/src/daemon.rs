@@ -27,7 +27,7 @@ use tokio::{
 use umbral_pre::SecretKey;
 
 use crate::{
-    api::{router, ApiState, Limits, NodeIdentity},
+    api::{router, ApiState, Behaviour, Limits, NodeIdentity},
     directory::ChainDirectory,
     duties::{Duties, DutyConfig, DutyMetrics},
     follower::{Follower, Step},
@@ -64,6 +64,8 @@ pub struct Settings {
     pub duties: DutyConfig,
     /// The API's limits.
     pub limits: Limits,
+    /// How re-encryptions are answered: [`Behaviour::Honest`] except in devnets and tests.
+    pub behaviour: Behaviour,
 }
 
 impl std::fmt::Debug for Settings {
@@ -244,7 +246,8 @@ pub async fn start(settings: Settings) -> Result<RunningNode, DaemonError> {
             Arc::new(directory),
             settings.limits.clone(),
         )
-        .map_err(|e| DaemonError::Api(e.to_string()))?,
+        .map_err(|e| DaemonError::Api(e.to_string()))?
+        .with_behaviour(settings.behaviour),
     );
     let registry = state.metrics().registry().clone();
     let duty_metrics =

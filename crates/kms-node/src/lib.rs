@@ -21,7 +21,7 @@ pub mod store;
 pub mod tx;
 pub use kms_crypto::wire;
 
-pub use api::{router, ApiState, Limits, NodeIdentity};
+pub use api::{router, ApiState, Behaviour, Limits, NodeIdentity};
 pub use config::{ConfigError, NodeConfig};
 pub use daemon::{start, DaemonError, RunningNode, Settings};
 pub use directory::{Arrangement, ChainDirectory, DirectoryError, PolicyDirectory};

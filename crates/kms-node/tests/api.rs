@@ -167,6 +167,10 @@ struct Node {
 
 impl Node {
     fn start(directory: Arc<FakeDirectory>) -> Self {
+        Self::start_with(directory, kms_node::Behaviour::Honest)
+    }
+
+    fn start_with(directory: Arc<FakeDirectory>, behaviour: kms_node::Behaviour) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path().join("node.redb")).unwrap();
         let worker = PrivateKeySigner::random();
@@ -177,7 +181,9 @@ impl Node {
             chain_id: CHAIN_ID,
         };
         let (staker, umbral_pk) = (identity.staker, identity.umbral.public_key());
-        let state = ApiState::new(identity, store, directory.clone(), Limits::default()).unwrap();
+        let state = ApiState::new(identity, store, directory.clone(), Limits::default())
+            .unwrap()
+            .with_behaviour(behaviour);
         Self {
             app: kms_node::router(Arc::new(state)),
             directory,
@@ -635,4 +641,59 @@ async fn replayed_and_stale_requests_are_refused() {
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{value}");
         assert!(error_of(&value).contains("timestamp"));
     }
+}
+
+/// The devnet's faulty node: its cfrags fail verification, yet carry the worker's signature, so
+/// they make evidence the Adjudicator slashes for (`WrongE`).
+#[tokio::test]
+async fn a_faulty_node_signs_wrong_cfrags_that_are_provably_wrong() {
+    let directory = Arc::new(FakeDirectory::default());
+    let node = Node::start_with(directory, kms_node::Behaviour::WrongCFrags);
+    let policy = Policy::new(0x66, 1, 1);
+    node.create_policy(&policy, vec![node.staker]);
+    let (status, value) = node
+        .post(&policy.path("kfrag"), &policy.upload(0, &node.umbral_pk))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{value}");
+    let (capsule, _) = encrypt(&policy.alice.public_key(), b"secret").unwrap();
+    let body = node.reencrypt_body(&policy, std::slice::from_ref(&capsule), now());
+    let (status, value) = node.post(&policy.path("reencrypt"), &body).await;
+    assert_eq!(status, StatusCode::OK, "{value}");
+    let response: ReencryptResponse = serde_json::from_value(value).unwrap();
+    let answer = &response.cfrags[0];
+    let cfrag = CapsuleFrag::from_bytes(&decode_b64("cfrag", &answer.cfrag).unwrap()).unwrap();
+    let signature = decode_hex("signature", &answer.signature).unwrap();
+    assert_eq!(
+        recover_answer_signer(
+            CHAIN_ID,
+            policy.id,
+            &capsule.to_bytes_simple(),
+            &cfrag.to_bytes_simple(),
+            &signature
+        )
+        .unwrap(),
+        node.worker
+    );
+    assert!(cfrag
+        .clone()
+        .verify(
+            &capsule,
+            &policy.signer.public_key(),
+            &policy.alice.public_key(),
+            &policy.bob.public_key(),
+        )
+        .is_err());
+    let signer = ethereum_address(&policy.signer.public_key());
+    let evidence = kms_crypto::Evidence::for_wrong_cfrag(
+        &capsule,
+        &cfrag,
+        &policy.alice.public_key(),
+        &policy.bob.public_key(),
+        signer,
+        policy.id,
+        &signature,
+    )
+    .unwrap();
+    let outcome = evidence.outcome(CHAIN_ID, signer, node.worker);
+    assert_eq!(outcome.verdict(), Some(kms_crypto::Verdict::WrongE), "{outcome:?}");
 }

@@ -24,7 +24,7 @@ use kms_crypto::{
     keys::MasterSecret,
     wire::{encode_b64, encode_public_key, KfragUpload, NodeInfo, ReencryptRequest},
 };
-use kms_node::{DutyConfig, DutyRecord, Follower, Limits, Settings, Step, Store};
+use kms_node::{Behaviour, DutyConfig, DutyRecord, Follower, Limits, Settings, Step, Store};
 use serde_json::Value;
 use umbral_pre::{encrypt, generate_kfrags, DefaultSerialize, SecretKey, Signer};
 
@@ -65,6 +65,7 @@ fn settings(chain: &TestChain, store: &Path, staker: usize, worker: usize) -> Re
         max_log_range: 1000,
         duties: DutyConfig::default(),
         limits: Limits::default(),
+        behaviour: Behaviour::Honest,
     })
 }
 

@@ -1,0 +1,258 @@
+//! What every chain command shares: the endpoint, the deployments file, the account, sending a
+//! transaction with a spinner and a decoded revert, amounts and output.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use alloy::{
+    contract::{CallBuilder, CallDecoder},
+    network::Ethereum,
+    primitives::{utils::format_units, utils::parse_units, Address, TxHash, U256},
+    providers::{DynProvider, Provider, ProviderBuilder},
+    signers::local::PrivateKeySigner,
+};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use kms_contracts::{describe_contract_error, Deployment};
+use kms_crypto::keys;
+
+/// A contract refused the transaction (exit code 3).
+#[derive(Debug, thiserror::Error)]
+#[error("{action}: {reason}")]
+pub struct Reverted {
+    /// What was attempted.
+    pub action: String,
+    /// The decoded custom error.
+    pub reason: String,
+}
+
+/// `--rpc-url` and `--deployments`.
+#[derive(Debug, Clone, Args)]
+pub struct ChainArgs {
+    /// The RPC endpoint.
+    #[arg(
+        long,
+        env = "ETH_RPC_URL",
+        default_value = "http://127.0.0.1:8545",
+        global = true
+    )]
+    pub rpc_url: String,
+    /// The deployments file (default: deployments/<chain id>.json).
+    #[arg(long, env = "KMS_DEPLOYMENTS", global = true)]
+    pub deployments: Option<PathBuf>,
+}
+
+/// The account that signs: `--private-key`, or `--keystore` with `--password-file`.
+#[derive(Debug, Clone, Args)]
+pub struct WalletArgs {
+    /// A raw private key (hex). Prefer a keystore outside devnets.
+    #[arg(long, env = "ETH_PRIVATE_KEY", hide_env_values = true, global = true)]
+    pub private_key: Option<String>,
+    /// A web3 secret-storage keystore (`kms keys new` writes one).
+    #[arg(long, env = "ETH_KEYSTORE", global = true)]
+    pub keystore: Option<PathBuf>,
+    /// The keystore's password file (first line).
+    #[arg(long, env = "KMS_PASSWORD_FILE", global = true)]
+    pub password_file: Option<PathBuf>,
+}
+
+impl WalletArgs {
+    /// The signer, if an account was given.
+    pub fn signer(&self) -> Result<Option<PrivateKeySigner>> {
+        match (&self.private_key, &self.keystore) {
+            (Some(_), Some(_)) => bail!("give either --private-key or --keystore, not both"),
+            (Some(key), None) => {
+                Ok(Some(key.trim().parse().context(
+                    "--private-key is not a 32-byte hex private key",
+                )?))
+            }
+            (None, Some(path)) => {
+                let password = password(self.password_file.as_deref())?;
+                Ok(Some(keys::load_keystore(path, &password)?))
+            }
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// The signer, required.
+    pub fn require(&self) -> Result<PrivateKeySigner> {
+        self.signer()?.context(
+            "this command sends a transaction: pass --keystore FILE --password-file FILE (or --private-key)",
+        )
+    }
+}
+
+/// The keystore password from a file, or `KMS_PASSWORD`.
+pub fn password(file: Option<&Path>) -> Result<Vec<u8>> {
+    if let Some(path) = file {
+        return Ok(keys::read_password_file(path)?);
+    }
+    if let Ok(password) = std::env::var("KMS_PASSWORD") {
+        return Ok(password.into_bytes());
+    }
+    bail!("no keystore password: pass --password-file FILE (or set KMS_PASSWORD)")
+}
+
+/// A connection to the chain with the deployment loaded.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    /// The provider (signing with the account, if one was given).
+    pub provider: DynProvider,
+    /// The contracts.
+    pub deployment: Deployment,
+    /// The signing account, if any.
+    pub account: Option<Address>,
+}
+
+impl Chain {
+    /// Connects, checks the chain id against the deployments file.
+    pub async fn connect(chain: &ChainArgs, signer: Option<PrivateKeySigner>) -> Result<Self> {
+        let account = signer.as_ref().map(|s| s.address());
+        let provider = match signer {
+            Some(signer) => ProviderBuilder::new()
+                .wallet(signer)
+                .connect(&chain.rpc_url)
+                .await
+                .map(|p| p.erased()),
+            None => ProviderBuilder::new()
+                .connect(&chain.rpc_url)
+                .await
+                .map(|p| p.erased()),
+        }
+        .with_context(|| {
+            format!(
+                "cannot reach the chain at {} (is anvil running? `kms devnet`)",
+                chain.rpc_url
+            )
+        })?;
+        let chain_id = provider
+            .get_chain_id()
+            .await
+            .with_context(|| format!("cannot reach the chain at {}", chain.rpc_url))?;
+        let path = chain
+            .deployments
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("deployments/{chain_id}.json")));
+        let deployment = Deployment::load(&path).with_context(|| {
+            "pass --deployments FILE (the file script/Deploy.s.sol or `kms devnet` wrote)"
+                .to_string()
+        })?;
+        if deployment.chain_id != chain_id {
+            bail!(
+                "{} is for chain {}, but {} is chain {chain_id}",
+                path.display(),
+                deployment.chain_id,
+                chain.rpc_url
+            );
+        }
+        Ok(Self {
+            provider,
+            deployment,
+            account,
+        })
+    }
+
+    /// The signing account, required.
+    pub fn account(&self) -> Result<Address> {
+        self.account
+            .context("pass --keystore FILE --password-file FILE (or --private-key)")
+    }
+
+    /// The latest block's period.
+    pub async fn current_period(&self) -> Result<u64> {
+        let block = self
+            .provider
+            .get_block_by_number(Default::default())
+            .await?
+            .context("the chain has no latest block")?;
+        Ok(block.header.timestamp / self.deployment.seconds_per_period.max(1))
+    }
+}
+
+/// Simulates `call` (so a revert shows its custom error and nothing is sent), sends it, and
+/// waits for the receipt with a spinner. Returns the transaction hash.
+pub async fn send<P: Provider, D: CallDecoder>(
+    action: &str,
+    call: CallBuilder<P, D, Ethereum>,
+) -> Result<TxHash> {
+    if let Err(e) = call.call_raw().await {
+        return Err(Reverted {
+            action: action.to_owned(),
+            reason: describe_contract_error(&e),
+        }
+        .into());
+    }
+    let spinner = spinner(&format!("{action}: waiting for the receipt"));
+    let pending = call.send().await.map_err(|e| Reverted {
+        action: action.to_owned(),
+        reason: describe_contract_error(&e),
+    })?;
+    let receipt = pending
+        .with_timeout(Some(Duration::from_secs(120)))
+        .get_receipt()
+        .await
+        .with_context(|| format!("{action}: no receipt"))?;
+    spinner.finish_and_clear();
+    if !receipt.status() {
+        return Err(Reverted {
+            action: action.to_owned(),
+            reason: format!("transaction {} reverted", receipt.transaction_hash),
+        }
+        .into());
+    }
+    eprintln!("{action}: ok ({})", receipt.transaction_hash);
+    Ok(receipt.transaction_hash)
+}
+
+/// A spinner on stderr (hidden when stderr is not a terminal).
+pub fn spinner(message: &str) -> ProgressBar {
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.set_message(message.to_owned());
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
+/// Parses a token amount in KMS (18 decimals): `15000`, `0.5`.
+pub fn parse_tokens(amount: &str) -> Result<U256> {
+    let value = parse_units(amount, 18)
+        .with_context(|| format!("{amount:?} is not an amount of KMS (e.g. 15000 or 0.5)"))?;
+    Ok(value.get_absolute())
+}
+
+/// Formats token units as KMS.
+pub fn format_tokens(units: U256) -> String {
+    format_units(units, 18).unwrap_or_else(|_| units.to_string())
+}
+
+/// Formats wei as ETH.
+pub fn format_eth(wei: U256) -> String {
+    format_units(wei, 18).unwrap_or_else(|_| wei.to_string())
+}
+
+/// Parses a fee rate in wei, or with a unit: `1gwei`, `0.001ether`.
+pub fn parse_wei(value: &str) -> Result<U256> {
+    let value = value.trim();
+    for (suffix, decimals) in [("ether", 18u8), ("eth", 18), ("gwei", 9), ("wei", 0)] {
+        if let Some(number) = value.strip_suffix(suffix) {
+            return Ok(parse_units(number.trim(), decimals)
+                .with_context(|| format!("{value:?} is not an amount of {suffix}"))?
+                .get_absolute());
+        }
+    }
+    value
+        .parse::<U256>()
+        .with_context(|| format!("{value:?} is not an amount of wei (e.g. 1000000000, 1gwei)"))
+}
+
+/// Prints `value` as pretty JSON.
+pub fn print_json(value: &serde_json::Value) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
