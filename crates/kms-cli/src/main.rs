@@ -1,8 +1,11 @@
 //! `kms`: the command line of the KMS network (see `kms --help`).
 
 mod common;
+mod demo;
+mod devnet;
 mod keys;
 mod node;
+mod policy;
 mod stake;
 
 use std::process::ExitCode;
@@ -36,23 +39,79 @@ enum Command {
         #[command(flatten)]
         connection: stake::Connection,
     },
+    /// Alice: grant, revoke, refund and list policies.
+    Policy {
+        #[command(subcommand)]
+        command: policy::PolicyCommand,
+        #[command(flatten)]
+        chain: common::ChainArgs,
+        #[command(flatten)]
+        wallet: common::WalletArgs,
+    },
+    /// Enrico: encrypt a file of any size to a policy (streaming, constant memory).
+    ///
+    /// Example: kms encrypt --policy-key photos.policy.json video.mp4 video.mp4.kms
+    Encrypt(policy::EncryptArgs),
+    /// Bob: ask the policy's nodes for re-encryptions, verify them, decrypt a file.
+    ///
+    /// Example: kms retrieve --policy photos.policy.json --umbral bob/umbral.json video.mp4.kms video.mp4
+    Retrieve {
+        #[command(flatten)]
+        args: policy::RetrieveArgs,
+        #[command(flatten)]
+        chain: common::ChainArgs,
+        #[command(flatten)]
+        wallet: common::WalletArgs,
+    },
+    /// File saved evidence of a wrong cfrag with the Adjudicator (the node is slashed, you are
+    /// rewarded).
+    ///
+    /// Example: kms report video.mp4.fault-0.json --keystore bob/account.json --password-file pw
+    Report {
+        /// The evidence file `kms retrieve` saved.
+        evidence: std::path::PathBuf,
+        #[command(flatten)]
+        chain: common::ChainArgs,
+        #[command(flatten)]
+        wallet: common::WalletArgs,
+    },
     /// Run and set up a miner node (the staker's worker).
     #[command(subcommand)]
     Node(node::NodeCommand),
+    /// A local chain with the contracts, staked miners and their nodes; `--demo` tells the
+    /// whole story and checks every step.
+    ///
+    /// Example: kms devnet --demo
+    Devnet(devnet::DevnetArgs),
 }
 
-/// Exit codes: 1 for errors, 2 for usage (clap), 3 when a contract refused the transaction.
+/// Exit codes: 1 for errors, 2 for usage (clap), 3 when a contract refused the transaction, 4
+/// when there are not enough nodes or valid cfrags.
 fn exit_code(error: &anyhow::Error) -> u8 {
-    if error.chain().any(|e| e.is::<common::Reverted>()) {
+    use kms_client::{ChainError, GrantError, ReportError, RetrieveError};
+    let chain_revert =
+        |e: &ChainError| matches!(e, ChainError::Reverted { .. } | ChainError::Failed { .. });
+    let reverted = |e: &(dyn std::error::Error + 'static)| {
+        e.is::<common::Reverted>()
+            || e.downcast_ref::<ChainError>().is_some_and(chain_revert)
+            || matches!(e.downcast_ref::<ReportError>(), Some(ReportError::Chain(c)) if chain_revert(c))
+            || matches!(e.downcast_ref::<GrantError>(), Some(GrantError::Chain(c)) if chain_revert(c))
+            || matches!(e.downcast_ref::<RetrieveError>(), Some(RetrieveError::Chain(c)) if chain_revert(c))
+    };
+    if error.chain().any(reverted) {
         3
+    } else if error.chain().any(|e| e.is::<policy::NotEnough>()) {
+        4
     } else {
         1
     }
 }
 
-fn init_tracing() {
+/// Logs go to stderr, filtered by `RUST_LOG`; by default a node logs what it does, and the other
+/// commands (whose output is the result) only warnings.
+fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -61,7 +120,10 @@ fn init_tracing() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    init_tracing(match cli.command {
+        Command::Node(_) => "info",
+        _ => "warn",
+    });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -83,7 +145,24 @@ fn main() -> ExitCode {
                 command,
                 connection,
             } => stake::run_rewards(command, connection).await,
+            Command::Policy {
+                command,
+                chain,
+                wallet,
+            } => policy::run(command, chain, wallet).await,
+            Command::Encrypt(args) => policy::encrypt(args),
+            Command::Retrieve {
+                args,
+                chain,
+                wallet,
+            } => policy::retrieve(args, chain, wallet).await,
+            Command::Report {
+                evidence,
+                chain,
+                wallet,
+            } => policy::report(evidence, chain, wallet).await,
             Command::Node(command) => node::run(command).await,
+            Command::Devnet(args) => devnet::run(args).await,
         }
     });
     match result {

@@ -198,7 +198,7 @@ async fn run_node(args: RunArgs) -> Result<()> {
 }
 
 /// SIGINT or SIGTERM.
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

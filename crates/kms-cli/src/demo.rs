@@ -1,0 +1,447 @@
+//! `kms devnet --demo`: the whole story on the devnet, every step checked against the chain.
+//!
+//! 1. the miners' nodes commit to the next period;
+//! 2. Alice grants Bob a 3-of-5 policy: nodes sampled by stake, fee paid, kfrags uploaded;
+//! 3. Enrico encrypts a file to the policy (streaming);
+//! 4. Bob retrieves: asks all five nodes, verifies every cfrag, decrypts; the faulty node's
+//!    wrong cfrag is caught with its worker's signature;
+//! 5. periods pass (time travel): the nodes commit each period, and every miner's reward is the
+//!    formula's `locked * issuance / lockedTotal` of each period it committed to;
+//! 6. each node earned the fee rate for every period it committed to while the policy was live;
+//! 7. Alice revokes: the refund is everything not earned, and Bob is refused from the next block;
+//! 8. Bob reports the wrong cfrag: the Adjudicator slashes the faulty miner and pays Bob.
+
+use std::{
+    fs::File,
+    io::{BufReader, BufWriter, Write},
+    time::{Duration, Instant},
+};
+
+use alloy::{
+    primitives::{Address, U256},
+    providers::{DynProvider, Provider},
+    rpc::types::Filter,
+    sol_types::SolEvent,
+};
+use anyhow::{bail, ensure, Context, Result};
+use kms_client::{stream, Client, Fault, GrantRequest, HttpConfig, PolicyFile, RetrieveOptions};
+use kms_contracts::{PolicyManager, StakingEscrow};
+use kms_crypto::{keys::MasterSecret, Verdict};
+use rand_core::{OsRng, RngCore};
+
+use crate::{
+    common::{format_eth, format_tokens},
+    devnet::{alice_index, bob_index, Devnet},
+};
+
+const THRESHOLD: usize = 3;
+const SHARES: usize = 5;
+const POLICY_PERIODS: u64 = 6;
+const PERIODS_TO_PASS: u64 = 3;
+const FILE_BYTES: usize = 3 * 1024 * 1024 + 17;
+/// 0.001 ETH per node and period.
+const FEE_RATE_GWEI: u64 = 1_000_000;
+
+/// One line of the summary.
+struct Row {
+    step: &'static str,
+    detail: String,
+}
+
+/// Runs the story; fails at the first step that does not check out.
+pub async fn run(devnet: &Devnet) -> Result<()> {
+    let mut rows = Vec::new();
+    let result = story(devnet, &mut rows).await;
+    println!();
+    println!("{:<4} {:<34} detail", "ok", "step");
+    for row in &rows {
+        println!("{:<4} {:<34} {}", "yes", row.step, row.detail);
+    }
+    match result {
+        Ok(()) => {
+            println!();
+            println!("demo: every step checked out");
+            Ok(())
+        }
+        Err(e) => {
+            println!("{:<4} {:<34} {e:#}", "NO", "(next step)");
+            Err(e.context("the demo failed"))
+        }
+    }
+}
+
+async fn story(devnet: &Devnet, rows: &mut Vec<Row>) -> Result<()> {
+    let d = devnet.chain.deployment().clone();
+    let reader = devnet.chain.read_provider();
+    if devnet.miners.len() < SHARES {
+        bail!("the demo needs {SHARES} nodes (--nodes {SHARES})");
+    }
+
+    // 1. Every node commits to the next period by itself.
+    let period = current_period(&reader, d.seconds_per_period).await?;
+    wait_for_commitments(devnet, &reader, period + 1).await?;
+    rows.push(Row {
+        step: "1 miners staked and committed",
+        detail: format!(
+            "{} nodes committed to period {}",
+            devnet.miners.len(),
+            period + 1
+        ),
+    });
+
+    // 2. Alice grants Bob 3-of-5.
+    let alice_account = devnet.chain.address(alice_index(devnet))?;
+    let bob_account = devnet.chain.address(bob_index(devnet))?;
+    let (alice, bob) = (MasterSecret::random(), MasterSecret::random());
+    let label = "demo/holiday-video";
+    let alice_client = Client::connect(
+        devnet.provider(alice_index(devnet))?,
+        d.clone(),
+        HttpConfig::default(),
+    )
+    .await?;
+    let now = latest_timestamp(&reader).await?;
+    let request = GrantRequest {
+        label: label.to_owned(),
+        owner: alice_account,
+        delegating_key: alice.delegating_key(label).public_key(),
+        verifying_key: alice.signing_key().public_key(),
+        receiving_key: bob.receiving_key().public_key(),
+        threshold: THRESHOLD,
+        shares: SHARES,
+        end_timestamp: (now / d.seconds_per_period + POLICY_PERIODS) * d.seconds_per_period,
+        fee_rate: U256::from(FEE_RATE_GWEI * 1_000_000_000),
+        seed: 7,
+        salt: None,
+    };
+    let plan = alice_client.plan_grant(&request).await?;
+    let outcome = alice_client
+        .execute_grant(&plan, &alice.delegating_key(label), &alice.signing_key())
+        .await?;
+    ensure!(
+        outcome.uploaded() == SHARES,
+        "only {} of {SHARES} nodes took their kfrag: {:?}",
+        outcome.uploaded(),
+        outcome
+            .uploads
+            .iter()
+            .filter_map(|u| u.result.as_ref().err())
+            .collect::<Vec<_>>()
+    );
+    let policy = outcome.policy.clone();
+    let policy_path = devnet.dir.join("policy.json");
+    policy.save(&policy_path)?;
+    let loaded = PolicyFile::load(&policy_path)?;
+    ensure!(
+        loaded.policy_id == policy.policy_id,
+        "policy file roundtrip"
+    );
+    rows.push(Row {
+        step: "2 Alice grants Bob 3-of-5",
+        detail: format!(
+            "policy {} paid {} ETH ({} periods x {SHARES} nodes x {FEE_RATE_GWEI} gwei)",
+            policy.policy_id_hex(),
+            format_eth(outcome.paid),
+            plan.periods
+        ),
+    });
+
+    // 3. Enrico encrypts a file to the policy's public key.
+    let plain_path = devnet.dir.join("holiday-video.bin");
+    let sealed_path = devnet.dir.join("holiday-video.kms");
+    let mut content = vec![0u8; FILE_BYTES];
+    OsRng.fill_bytes(&mut content);
+    std::fs::write(&plain_path, &content)?;
+    let stats = {
+        let mut input = BufReader::new(File::open(&plain_path)?);
+        let mut output = BufWriter::new(File::create(&sealed_path)?);
+        let stats = stream::encrypt_stream(&policy.delegating_key, &mut input, &mut output)?;
+        output.flush()?;
+        stats
+    };
+    rows.push(Row {
+        step: "3 Enrico encrypts a file",
+        detail: format!(
+            "{} bytes in {} chunks -> {}",
+            FILE_BYTES,
+            stats.chunks,
+            sealed_path.display()
+        ),
+    });
+
+    // 4. Bob retrieves from all the nodes (auditing every answer), verifies, decrypts.
+    let bob_client = Client::connect(
+        devnet.provider(bob_index(devnet))?,
+        d.clone(),
+        HttpConfig::default(),
+    )
+    .await?;
+    let mut sealed = BufReader::new(File::open(&sealed_path)?);
+    let header = stream::read_header(&mut sealed)?;
+    let started = Instant::now();
+    let retrieval = bob_client
+        .retrieve(
+            &loaded,
+            &bob.receiving_key(),
+            std::slice::from_ref(header.capsule()),
+            &RetrieveOptions { audit_all: true },
+        )
+        .await?;
+    let retrieve_time = started.elapsed();
+    let cfrags = retrieval.cfrags.into_iter().next().context("no cfrags")?;
+    ensure!(cfrags.len() >= THRESHOLD, "only {} cfrags", cfrags.len());
+    let key = stream::open_data_key_reencrypted(
+        &bob.receiving_key(),
+        &loaded.delegating_key,
+        &header,
+        cfrags.iter().take(THRESHOLD).cloned(),
+    )?;
+    let mut decrypted = Vec::with_capacity(FILE_BYTES);
+    stream::decrypt_stream_with_key(&key, &header, &mut sealed, &mut decrypted)?;
+    ensure!(decrypted == content, "the decrypted file differs");
+    let faulty: Vec<Address> = devnet
+        .miners
+        .iter()
+        .filter(|m| m.faulty)
+        .map(|m| m.staker)
+        .collect();
+    let caught: Vec<&Fault> = retrieval.faults.iter().collect();
+    ensure!(
+        caught.len() == faulty.len() && caught.iter().all(|f| faulty.contains(&f.staker)),
+        "faults caught {:?}, faulty nodes {faulty:?}",
+        caught.iter().map(|f| f.staker).collect::<Vec<_>>()
+    );
+    let fault_path = devnet.dir.join("fault.json");
+    if let Some(fault) = caught.first() {
+        fault.save(&fault_path)?;
+    }
+    rows.push(Row {
+        step: "4 Bob retrieves and decrypts",
+        detail: format!(
+            "{} valid cfrags in {:.0} ms, file identical; {} wrong cfrag caught",
+            cfrags.len(),
+            retrieve_time.as_secs_f64() * 1000.0,
+            caught.len()
+        ),
+    });
+
+    // 5. Periods pass; the nodes commit each one; rewards follow the formula.
+    for _ in 0..PERIODS_TO_PASS {
+        travel(&reader, d.seconds_per_period).await?;
+        let period = current_period(&reader, d.seconds_per_period).await?;
+        wait_for_commitments(devnet, &reader, period + 1).await?;
+    }
+    let current = current_period(&reader, d.seconds_per_period).await?;
+    let escrow = d.staking_escrow(&reader);
+    let mut reward_lines = Vec::new();
+    for miner in &devnet.miners {
+        let expected = formula_rewards(&reader, &d, miner.staker, current).await?;
+        let info = escrow.getStakerInfo(miner.staker).call().await?;
+        let actual = info.rewardsMinted + info.pendingReward;
+        ensure!(
+            actual == expected,
+            "miner {}: rewards {actual}, the formula says {expected}",
+            miner.staker
+        );
+        reward_lines.push(format_tokens(actual));
+    }
+    rows.push(Row {
+        step: "5 periods pass, miners rewarded",
+        detail: format!(
+            "{PERIODS_TO_PASS} periods; rewards = formula exactly: {} KMS",
+            reward_lines.join(" / ")
+        ),
+    });
+
+    // 6. Fees: each node earned the rate for every period it committed to while live.
+    let manager = d.policy_manager(&reader);
+    let view = manager
+        .getPolicy(alloy::primitives::FixedBytes(policy.policy_id))
+        .call()
+        .await?;
+    let mut earned_total = U256::ZERO;
+    for staker in policy.stakers() {
+        let earned = fees_accrued(&reader, &d, staker).await?;
+        let committed = manager
+            .committedCount(staker, view.startPeriod, view.lastPeriod)
+            .call()
+            .await?;
+        ensure!(
+            earned == request.fee_rate * committed,
+            "node {staker} earned {earned} wei for {committed} committed periods"
+        );
+        earned_total += earned;
+    }
+    rows.push(Row {
+        step: "6 nodes earn their fees",
+        detail: format!(
+            "{} ETH earned, fee rate x committed periods for each node",
+            format_eth(earned_total)
+        ),
+    });
+
+    // 7. Alice revokes: refunded what was not earned; Bob refused from the next block.
+    let refunded = alice_client.revoke(&loaded).await?;
+    let earned_total = {
+        let mut total = U256::ZERO;
+        for staker in policy.stakers() {
+            total += fees_accrued(&reader, &d, staker).await?;
+        }
+        total
+    };
+    ensure!(
+        refunded.amount + earned_total == outcome.paid,
+        "paid {} != earned {earned_total} + refunded {}",
+        outcome.paid,
+        refunded.amount
+    );
+    let refused = bob_client
+        .retrieve(
+            &loaded,
+            &bob.receiving_key(),
+            std::slice::from_ref(header.capsule()),
+            &RetrieveOptions::default(),
+        )
+        .await;
+    ensure!(refused.is_err(), "a revoked policy was still served");
+    rows.push(Row {
+        step: "7 Alice revokes, is refunded",
+        detail: format!(
+            "refund {} ETH = paid - earned; Bob refused",
+            format_eth(refunded.amount)
+        ),
+    });
+
+    // 8. Bob reports the wrong cfrag: the faulty miner is slashed, Bob rewarded.
+    if let Some(faulty_staker) = faulty.first().copied() {
+        let fault = Fault::load(&fault_path)?;
+        let token = d.token(&reader);
+        let stake_before = escrow.getStakerInfo(faulty_staker).call().await?.value;
+        let bob_before = token.balanceOf(bob_account).call().await?;
+        let report = bob_client.report(&fault).await?;
+        ensure!(
+            report.verdict == Verdict::WrongE,
+            "verdict {:?}",
+            report.verdict
+        );
+        ensure!(report.staker == faulty_staker && !report.penalty.is_zero());
+        let stake_after = escrow.getStakerInfo(faulty_staker).call().await?.value;
+        let bob_after = token.balanceOf(bob_account).call().await?;
+        ensure!(
+            stake_before - stake_after == report.penalty,
+            "stake went {stake_before} -> {stake_after}, penalty {}",
+            report.penalty
+        );
+        ensure!(bob_after - bob_before == report.reward, "Bob's reward");
+        // The same evidence cannot be used twice.
+        ensure!(bob_client.report(&fault).await.is_err(), "evidence reused");
+        rows.push(Row {
+            step: "8 faulty miner slashed",
+            detail: format!(
+                "verdict {:?}: {} KMS slashed, {} KMS to Bob",
+                report.verdict,
+                format_tokens(report.penalty),
+                format_tokens(report.reward)
+            ),
+        });
+    }
+    Ok(())
+}
+
+async fn latest_timestamp(provider: &DynProvider) -> Result<u64> {
+    Ok(provider
+        .get_block_by_number(Default::default())
+        .await?
+        .context("no latest block")?
+        .header
+        .timestamp)
+}
+
+async fn current_period(provider: &DynProvider, seconds_per_period: u64) -> Result<u64> {
+    Ok(latest_timestamp(provider).await? / seconds_per_period)
+}
+
+async fn travel(provider: &DynProvider, seconds: u64) -> Result<()> {
+    provider
+        .raw_request::<_, serde_json::Value>("evm_increaseTime".into(), (seconds,))
+        .await?;
+    provider
+        .raw_request::<_, serde_json::Value>("evm_mine".into(), ())
+        .await?;
+    Ok(())
+}
+
+/// Waits until every miner's node has committed to `period`.
+async fn wait_for_commitments(devnet: &Devnet, reader: &DynProvider, period: u64) -> Result<()> {
+    let escrow = devnet.chain.deployment().staking_escrow(reader);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for miner in &devnet.miners {
+        loop {
+            let info = escrow.getStakerInfo(miner.staker).call().await?;
+            if info.commitPeriods.contains(&U256::from(period)) {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "node of {} did not commit to period {period}",
+                miner.staker
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    Ok(())
+}
+
+/// `sum over the staker's commitments to ended periods of locked * issuance / lockedTotal`,
+/// from its `CommitmentMade` events and the periods' totals.
+async fn formula_rewards(
+    reader: &DynProvider,
+    d: &kms_contracts::Deployment,
+    staker: Address,
+    current: u64,
+) -> Result<U256> {
+    let filter = Filter::new()
+        .address(d.staking_escrow)
+        .event_signature(StakingEscrow::CommitmentMade::SIGNATURE_HASH)
+        .topic1(staker.into_word())
+        .from_block(d.start_block);
+    let escrow = d.staking_escrow(reader);
+    let mut total = U256::ZERO;
+    for log in reader.get_logs(&filter).await? {
+        let event = log
+            .log_decode::<StakingEscrow::CommitmentMade>()?
+            .inner
+            .data;
+        if event.period >= U256::from(current) {
+            continue;
+        }
+        let totals = escrow.getPeriodTotals(event.period).call().await?;
+        if totals.lockedTotal == 0 {
+            continue;
+        }
+        total += event.locked * U256::from(totals.issuance) / U256::from(totals.lockedTotal);
+    }
+    Ok(total)
+}
+
+/// The fees credited to `node` (its `FeesAccrued` events).
+async fn fees_accrued(
+    reader: &DynProvider,
+    d: &kms_contracts::Deployment,
+    node: Address,
+) -> Result<U256> {
+    let filter = Filter::new()
+        .address(d.policy_manager)
+        .event_signature(PolicyManager::FeesAccrued::SIGNATURE_HASH)
+        .topic1(node.into_word())
+        .from_block(d.start_block);
+    let mut total = U256::ZERO;
+    for log in reader.get_logs(&filter).await? {
+        total += log
+            .log_decode::<PolicyManager::FeesAccrued>()?
+            .inner
+            .data
+            .amount;
+    }
+    Ok(total)
+}

@@ -1,0 +1,309 @@
+//! `kms devnet`: a local chain with the contracts, staked miners and their nodes, in one
+//! process; `--demo` then tells the whole story (see `demo.rs`).
+
+use std::{path::PathBuf, time::Duration};
+
+use alloy::{
+    network::TransactionBuilder,
+    primitives::{utils::parse_units, Address, U256},
+    providers::{DynProvider, Provider},
+    rpc::types::TransactionRequest,
+    signers::local::PrivateKeySigner,
+};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use kms_contracts::testing::{ChainOptions, TestChain};
+use kms_crypto::keys::{private_key_hex, MasterSecret};
+use kms_node::{Behaviour, DutyConfig, Limits, RunningNode, Settings};
+
+use crate::common::{format_tokens, send};
+
+/// `kms devnet`.
+#[derive(Debug, Clone, Args)]
+pub struct DevnetArgs {
+    /// Anvil's port.
+    #[arg(long, default_value_t = 8545)]
+    pub port: u16,
+    /// How many miners to stake and run.
+    #[arg(long, default_value_t = 5)]
+    pub nodes: usize,
+    /// Length of a period, in seconds (the demo travels in time anyway).
+    #[arg(long, default_value_t = 3600)]
+    pub seconds_per_period: u64,
+    /// The first node's API port; node i listens on this + i - 1 (0: any free ports).
+    #[arg(long, default_value_t = 9151)]
+    pub node_port: u16,
+    /// Where to write the deployments file, relative to the repository root and under
+    /// `deployments/` (the CLI's default for chain 31337 is deployments/31337.json).
+    #[arg(long, default_value = "deployments/31337.json")]
+    pub deployments_file: String,
+    /// Where the nodes keep their stores (a fresh temporary directory by default).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Tell the whole story with real transactions and real cryptography, then exit (0 only if
+    /// every step checked out).
+    #[arg(long)]
+    pub demo: bool,
+    /// Make the last node answer with wrong (signed) cfrags, to show slashing (on by default
+    /// with --demo).
+    #[arg(long)]
+    pub faulty_node: bool,
+}
+
+/// Anvil's dev accounts: 0 deploys and holds the tokens, 1..=nodes stake, then Alice and Bob.
+pub const DEPLOYER: usize = 0;
+
+/// One miner of the devnet.
+#[derive(Debug)]
+pub struct Miner {
+    /// The staker (an anvil dev account).
+    pub staker: Address,
+    /// The staker's key.
+    pub staker_key: PrivateKeySigner,
+    /// The worker (a fresh key, funded with ETH for gas).
+    pub worker: PrivateKeySigner,
+    /// The tokens it staked.
+    pub stake: U256,
+    /// Whether it answers with wrong cfrags.
+    pub faulty: bool,
+    /// The running node.
+    pub node: RunningNode,
+}
+
+/// A running devnet.
+#[derive(Debug)]
+pub struct Devnet {
+    /// The chain (dropping it stops anvil).
+    pub chain: TestChain,
+    /// The miners, in staker-account order.
+    pub miners: Vec<Miner>,
+    /// Where the nodes' stores are.
+    pub dir: PathBuf,
+    /// Kept alive so the temporary directory outlives the nodes.
+    _tempdir: Option<tempfile::TempDir>,
+    /// The deployments file, relative to the repository root.
+    pub deployments_file: String,
+}
+
+impl Devnet {
+    /// A provider signing with anvil dev account `index`.
+    pub fn provider(&self, index: usize) -> Result<DynProvider> {
+        Ok(self.chain.provider(index)?)
+    }
+
+    /// Stops every node, then anvil.
+    pub async fn shutdown(self) {
+        for miner in self.miners {
+            miner.node.shutdown().await;
+        }
+        drop(self.chain);
+    }
+}
+
+/// Starts anvil, deploys, stakes `args.nodes` miners with growing stakes (so that the reward
+/// formula's weighting shows), and starts their nodes.
+pub async fn start(args: &DevnetArgs) -> Result<Devnet> {
+    if args.nodes == 0 || args.nodes > 8 {
+        bail!("--nodes must be 1 to 8 (anvil has 10 dev accounts; two are Alice and Bob)");
+    }
+    let deployments_file = args.deployments_file.clone();
+    eprintln!(
+        "starting anvil on port {} and deploying the contracts",
+        args.port
+    );
+    let chain = TestChain::start_on(ChainOptions {
+        port: Some(args.port),
+        seconds_per_period: args.seconds_per_period,
+        parameters: Vec::new(),
+        deployments_file: Some(deployments_file.clone()),
+    })
+    .await
+    .with_context(|| {
+        format!(
+            "could not start the devnet chain (is port {} free? is `npm ci` done?)",
+            args.port
+        )
+    })?;
+    let (dir, tempdir) = match &args.dir {
+        Some(dir) => (dir.clone(), None),
+        None => {
+            let tempdir = tempfile::tempdir()?;
+            (tempdir.path().to_owned(), Some(tempdir))
+        }
+    };
+    let d = chain.deployment().clone();
+    let as_deployer = chain.provider(DEPLOYER)?;
+    let token = d.token(&as_deployer);
+    let mut miners = Vec::new();
+    for i in 1..=args.nodes {
+        let staker_key = chain.signer(i)?;
+        let staker = staker_key.address();
+        let worker = PrivateKeySigner::random();
+        // Stakes of 1x, 2x, ... the minimum: the rewards split in these proportions.
+        let stake = d.min_stake * U256::from(i);
+        fund_eth(&as_deployer, worker.address()).await?;
+        send(
+            &format!("tokens for staker {i}"),
+            token.transfer(staker, stake),
+        )
+        .await?;
+        let as_staker = chain.provider(i)?;
+        send(
+            &format!("approve {i}"),
+            d.token(&as_staker).approve(d.staking_escrow, stake),
+        )
+        .await?;
+        send(
+            &format!("deposit {i}"),
+            d.staking_escrow(&as_staker)
+                .deposit(stake, U256::from(d.min_lock_periods)),
+        )
+        .await?;
+        send(
+            &format!("bond worker {i}"),
+            d.staking_escrow(&as_staker).bondWorker(worker.address()),
+        )
+        .await?;
+        let faulty = (args.faulty_node || args.demo) && i == args.nodes && args.nodes > 1;
+        let node_dir = dir.join(format!("node-{i}"));
+        std::fs::create_dir_all(&node_dir)?;
+        let port = match args.node_port {
+            0 => 0,
+            first => first
+                .checked_add(i as u16 - 1)
+                .context("--node-port too high for this many nodes")?,
+        };
+        let listen = format!("127.0.0.1:{port}").parse()?;
+        let settings = Settings {
+            rpc_url: format!("ws://127.0.0.1:{}", args.port),
+            deployment: d.clone(),
+            staker,
+            worker: worker.clone(),
+            umbral: MasterSecret::random().node_key(),
+            listen,
+            public_url: None,
+            store_path: node_dir.join("node.redb"),
+            // Anvil mines a block per transaction only: acting at depth 0 keeps the demo moving.
+            confirmations: 0,
+            poll_interval: Duration::from_millis(200),
+            max_log_range: 2000,
+            duties: DutyConfig::default(),
+            limits: Limits::default(),
+            behaviour: if faulty {
+                Behaviour::WrongCFrags
+            } else {
+                Behaviour::Honest
+            },
+        };
+        let node = kms_node::start(settings)
+            .await
+            .with_context(|| format!("starting node {i}"))?;
+        miners.push(Miner {
+            staker,
+            staker_key,
+            worker,
+            stake,
+            faulty,
+            node,
+        });
+    }
+    Ok(Devnet {
+        chain,
+        miners,
+        dir,
+        _tempdir: tempdir,
+        deployments_file,
+    })
+}
+
+/// Sends 10 ETH to `to` for gas.
+async fn fund_eth(from: &DynProvider, to: Address) -> Result<()> {
+    let value: U256 = parse_units("10", 18)?.get_absolute();
+    let tx = TransactionRequest::default().with_to(to).with_value(value);
+    let receipt = from.send_transaction(tx).await?.get_receipt().await?;
+    if !receipt.status() {
+        bail!("funding {to} failed");
+    }
+    Ok(())
+}
+
+/// Prints where everything is.
+pub fn print(devnet: &Devnet) -> Result<()> {
+    let d = devnet.chain.deployment();
+    println!();
+    println!("KMS devnet");
+    println!("  rpc             {}", devnet.chain.endpoint_url());
+    println!("  chain id        {}", d.chain_id);
+    println!("  deployments     {}", devnet.deployments_file);
+    println!("  token           {}", d.token);
+    println!("  staking escrow  {}", d.staking_escrow);
+    println!("  policy manager  {}", d.policy_manager);
+    println!("  adjudicator     {}", d.adjudicator);
+    println!("  period          {} s", d.seconds_per_period);
+    println!("  node stores     {}", devnet.dir.display());
+    println!();
+    println!(
+        "  {:<4} {:<42} {:<42} {:<24} {:>10}",
+        "node", "staker", "worker", "url", "stake KMS"
+    );
+    for (i, m) in devnet.miners.iter().enumerate() {
+        println!(
+            "  {:<4} {:<42} {:<42} {:<24} {:>10}{}",
+            i + 1,
+            m.staker.to_string(),
+            m.worker.address().to_string(),
+            m.node.public_url(),
+            format_tokens(m.stake),
+            if m.faulty { "  (faulty)" } else { "" }
+        );
+    }
+    println!();
+    println!("  dev accounts (anvil's well-known keys; never use them elsewhere):");
+    for (role, index) in [
+        ("deployer", DEPLOYER),
+        ("alice", alice_index(devnet)),
+        ("bob", bob_index(devnet)),
+    ] {
+        let signer = devnet.chain.signer(index)?;
+        println!(
+            "  {role:<9} {}  {}",
+            signer.address(),
+            private_key_hex(&signer)
+        );
+    }
+    for (i, m) in devnet.miners.iter().enumerate() {
+        println!(
+            "  staker {:<2} {}  {}",
+            i + 1,
+            m.staker,
+            private_key_hex(&m.staker_key)
+        );
+    }
+    Ok(())
+}
+
+/// Alice's dev account.
+pub fn alice_index(devnet: &Devnet) -> usize {
+    devnet.miners.len() + 1
+}
+
+/// Bob's dev account.
+pub fn bob_index(devnet: &Devnet) -> usize {
+    devnet.miners.len() + 2
+}
+
+/// Runs `kms devnet`.
+pub async fn run(args: DevnetArgs) -> Result<()> {
+    let devnet = start(&args).await?;
+    print(&devnet)?;
+    if args.demo {
+        let result = crate::demo::run(&devnet).await;
+        devnet.shutdown().await;
+        return result;
+    }
+    println!();
+    println!("devnet running; Ctrl-C (or SIGTERM) stops the nodes and anvil");
+    crate::node::shutdown_signal().await;
+    devnet.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,376 @@
+//! Alice, Enrico and Bob through the real `kms` binary against a `kms devnet` (anvil, the
+//! contracts, three staked miners and their nodes, one of them faulty): every command's happy
+//! path and its main failures.
+
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{ensure, Context, Result};
+use serde_json::Value;
+
+const KMS: &str = env!("CARGO_BIN_EXE_kms");
+/// anvil's well-known dev keys: with 3 miners, Alice is account 4 and Bob account 5.
+const ALICE_KEY: &str = "0x47e179ec197488593b187f80a00eb0da91f1b9d0b13f8733639f19c30a34926a";
+const BOB_KEY: &str = "0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba";
+
+/// A `kms devnet` child process; stopped with SIGTERM (so that it stops anvil) on drop.
+struct Devnet {
+    child: Child,
+    rpc: String,
+    deployments: PathBuf,
+}
+
+impl Drop for Devnet {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = std::fs::remove_file(&self.deployments);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .find(|d| d.join("foundry.toml").is_file())
+        .unwrap()
+        .to_path_buf()
+}
+
+fn start_devnet(faulty: bool) -> Result<Devnet> {
+    let port = free_port();
+    let file = format!("deployments/test-cli-{port}.json");
+    let mut command = Command::new(KMS);
+    command
+        .current_dir(repo_root())
+        .args([
+            "devnet",
+            "--nodes",
+            "3",
+            "--node-port",
+            "0",
+            "--seconds-per-period",
+            "3600",
+        ])
+        .args(["--port", &port.to_string(), "--deployments-file", &file])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if faulty {
+        command.arg("--faulty-node");
+    }
+    let mut child = command.spawn()?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let devnet = Devnet {
+        child,
+        rpc: format!("http://127.0.0.1:{port}"),
+        deployments: repo_root().join(&file),
+    };
+    let mut lines = BufReader::new(stdout).lines();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let line = lines.next().context("kms devnet exited")??;
+        if line.contains("devnet running") {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "kms devnet did not start");
+    }
+    // Keep draining stdout so the devnet never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Ok(devnet)
+}
+
+struct Run<'a> {
+    devnet: &'a Devnet,
+    dir: &'a Path,
+}
+
+impl Run<'_> {
+    fn kms(&self, args: &[&str]) -> Output {
+        Command::new(KMS)
+            .current_dir(self.dir)
+            .args(args)
+            .env("ETH_RPC_URL", &self.devnet.rpc)
+            .env("KMS_DEPLOYMENTS", &self.devnet.deployments)
+            .env("KMS_PASSWORD", "pw")
+            .env_remove("ETH_PRIVATE_KEY")
+            .env_remove("ETH_KEYSTORE")
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.kms(args);
+        assert!(
+            out.status.success(),
+            "kms {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn fails(&self, args: &[&str], code: i32, reason: &str) {
+        let out = self.kms(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "kms {args:?}: {stderr}");
+        assert!(stderr.contains(reason), "kms {args:?}: {stderr}");
+    }
+}
+
+fn keys(run: &Run, who: &str) -> Value {
+    run.ok(&["keys", "new", "--umbral-only", "--dir", who]);
+    serde_json::from_str(&run.ok(&[
+        "keys",
+        "show",
+        "--json",
+        "--umbral",
+        &format!("{who}/umbral.json"),
+    ]))
+    .unwrap()
+}
+
+fn args(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn grant_encrypt_retrieve_revoke_and_their_failures() -> Result<()> {
+    let devnet = start_devnet(false)?;
+    let dir = tempfile::tempdir()?;
+    let run = Run {
+        devnet: &devnet,
+        dir: dir.path(),
+    };
+    keys(&run, "alice");
+    let bob = keys(&run, "bob");
+    let bob_key = bob["receivingKey"].as_str().unwrap();
+    let grant = |shares: &str, out: &str| -> Vec<String> {
+        [
+            "policy",
+            "grant",
+            "--umbral",
+            "alice/umbral.json",
+            "--label",
+            "photos",
+            "--bob",
+            bob_key,
+            "--threshold",
+            "2",
+            "--shares",
+            shares,
+            "--expires",
+            "5",
+            "--fee-rate",
+            "1gwei",
+            "--out",
+            out,
+            "--yes",
+            "--private-key",
+            ALICE_KEY,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+
+    // More shares than nodes: exit 4, nothing paid.
+    let too_many = grant("5", "never.json");
+    run.fails(&args(&too_many), 4, "");
+    ensure!(!dir.path().join("never.json").exists());
+    // 2-of-3.
+    run.ok(&args(&grant("3", "policy.json")));
+
+    // Enrico encrypts; Bob retrieves and decrypts.
+    let plaintext: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(dir.path().join("photo.raw"), &plaintext)?;
+    run.ok(&[
+        "encrypt",
+        "--policy-key",
+        "policy.json",
+        "photo.raw",
+        "photo.kms",
+    ]);
+    run.ok(&[
+        "retrieve",
+        "--policy",
+        "policy.json",
+        "--umbral",
+        "bob/umbral.json",
+        "photo.kms",
+        "photo.out",
+    ]);
+    ensure!(std::fs::read(dir.path().join("photo.out"))? == plaintext);
+
+    // Wrong key, bad file.
+    run.fails(
+        &[
+            "retrieve",
+            "--policy",
+            "policy.json",
+            "--umbral",
+            "alice/umbral.json",
+            "photo.kms",
+            "x.out",
+        ],
+        1,
+        "not the policy's receiving key",
+    );
+    run.fails(
+        &[
+            "retrieve",
+            "--policy",
+            "policy.json",
+            "--umbral",
+            "bob/umbral.json",
+            "photo.raw",
+            "x.out",
+        ],
+        1,
+        "not a KMS-encrypted file",
+    );
+    run.fails(
+        &[
+            "retrieve",
+            "--policy",
+            "photo.raw",
+            "--umbral",
+            "bob/umbral.json",
+            "photo.kms",
+            "x.out",
+        ],
+        1,
+        "photo.raw",
+    );
+    ensure!(!dir.path().join("x.out").exists(), "no partial output");
+
+    // Listed as active, then revoked: Bob is refused (exit 4), the list says so.
+    let list = |run: &Run| -> Value {
+        serde_json::from_str(&run.ok(&["policy", "list", "--json", "--private-key", ALICE_KEY]))
+            .unwrap()
+    };
+    ensure!(list(&run)[0]["state"] == "active", "{}", list(&run));
+    run.ok(&[
+        "policy",
+        "revoke",
+        "--policy",
+        "policy.json",
+        "--private-key",
+        ALICE_KEY,
+    ]);
+    run.fails(
+        &[
+            "retrieve",
+            "--policy",
+            "policy.json",
+            "--umbral",
+            "bob/umbral.json",
+            "photo.kms",
+            "y.out",
+        ],
+        4,
+        "revoked",
+    );
+    ensure!(list(&run)[0]["state"] == "revoked");
+    // Revoking twice: the contract's custom error, exit 3.
+    run.fails(
+        &[
+            "policy",
+            "revoke",
+            "--policy",
+            "policy.json",
+            "--private-key",
+            ALICE_KEY,
+        ],
+        3,
+        "already revoked",
+    );
+    Ok(())
+}
+
+#[test]
+fn a_faulty_node_is_reported_and_slashed() -> Result<()> {
+    let devnet = start_devnet(true)?;
+    let dir = tempfile::tempdir()?;
+    let run = Run {
+        devnet: &devnet,
+        dir: dir.path(),
+    };
+    keys(&run, "alice");
+    let bob = keys(&run, "bob");
+    run.ok(&[
+        "policy",
+        "grant",
+        "--umbral",
+        "alice/umbral.json",
+        "--label",
+        "chat",
+        "--bob",
+        bob["receivingKey"].as_str().unwrap(),
+        "--threshold",
+        "2",
+        "--shares",
+        "3",
+        "--expires",
+        "5",
+        "--fee-rate",
+        "1gwei",
+        "--out",
+        "chat.json",
+        "--yes",
+        "--private-key",
+        ALICE_KEY,
+    ]);
+    std::fs::write(dir.path().join("msg.txt"), b"meet at noon")?;
+    run.ok(&["encrypt", "--policy-key", "chat.json", "msg.txt", "msg.kms"]);
+    // Bob audits every node and reports the wrong cfrag: slashed, and he still decrypts.
+    let out = run.kms(&[
+        "retrieve",
+        "--policy",
+        "chat.json",
+        "--umbral",
+        "bob/umbral.json",
+        "--report",
+        "--private-key",
+        BOB_KEY,
+        "msg.kms",
+        "msg.out",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.success(), "{stderr}");
+    ensure!(stderr.contains("verdict WrongE"), "{stderr}");
+    ensure!(std::fs::read(dir.path().join("msg.out"))? == b"meet at noon");
+    // The saved evidence cannot slash twice.
+    run.fails(
+        &["report", "msg.out.fault-0.json", "--private-key", BOB_KEY],
+        3,
+        "already evaluated",
+    );
+    // A file that is no evidence.
+    run.fails(
+        &["report", "msg.txt", "--private-key", BOB_KEY],
+        1,
+        "msg.txt",
+    );
+    Ok(())
+}

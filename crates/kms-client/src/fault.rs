@@ -1,0 +1,164 @@
+//! A provable fault: a node's signed answer whose cfrag fails Umbral's verification, kept with
+//! everything the Adjudicator needs, as a JSON file `kms report FILE` can submit later (or
+//! anyone else: the file holds only public data).
+//!
+//! The file holds the inputs of [`Evidence::from_parts`] rather than the evidence struct: the
+//! products and y coordinates are recomputed from the bytes when it is reported, so a file
+//! edited by hand cannot smuggle in inconsistent ones, and the file stays readable.
+
+use std::path::{Path, PathBuf};
+
+use alloy::primitives::{Address, Bytes, FixedBytes, B256, U256};
+use kms_crypto::{Evidence, EvidenceError, Verdict};
+use serde::{Deserialize, Serialize};
+use umbral_pre::PublicKey;
+
+/// The fault file format this crate writes and reads.
+pub const FAULT_FILE_VERSION: u32 = 1;
+
+/// A node's wrong, signed re-encryption.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Fault {
+    /// Always [`FAULT_FILE_VERSION`].
+    pub version: u32,
+    /// The chain the policy lives on (the worker's signature is bound to it).
+    pub chain_id: u64,
+    /// The policy.
+    pub policy_id: FixedBytes<16>,
+    /// The node's staker (who gets slashed).
+    pub staker: Address,
+    /// The worker that signed the answer.
+    pub worker: Address,
+    /// Where the node was asked.
+    pub url: String,
+    /// `Capsule::to_bytes_simple` (98 bytes).
+    pub capsule: Bytes,
+    /// `CapsuleFrag::to_bytes_simple` of the node's cfrag (359 bytes).
+    pub cfrag: Bytes,
+    /// The policy's delegating key, compressed (33 bytes).
+    pub delegating_key: Bytes,
+    /// Bob's key, compressed (33 bytes).
+    pub receiving_key: Bytes,
+    /// The policy's kfrag signer.
+    pub kfrag_signer: Address,
+    /// The worker's 65-byte signature of the answer.
+    pub worker_signature: Bytes,
+    /// The verdict the Rust model of the Adjudicator predicts (e.g. `WrongE`).
+    pub expected_verdict: String,
+    /// Why Bob's verification failed (umbral's error).
+    pub reason: String,
+}
+
+/// Why a fault file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum FaultError {
+    /// The file could not be read.
+    #[error("cannot read fault file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file could not be written.
+    #[error("cannot write fault file {}: {source}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The JSON is not a fault file (serde names the field).
+    #[error("fault file {}: {source}", path.display())]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The file is of another version.
+    #[error(
+        "fault file version {0} is not supported (this kms reads version {FAULT_FILE_VERSION})"
+    )]
+    Version(u32),
+    /// A key is not a compressed point.
+    #[error("fault file field `{field}` is not a compressed public key")]
+    Key {
+        /// The field.
+        field: &'static str,
+    },
+    /// The bytes cannot be evidence.
+    #[error("the fault cannot be turned into evidence: {0}")]
+    Evidence(#[from] EvidenceError),
+}
+
+/// What the Adjudicator decided about a reported fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReportOutcome {
+    /// The transaction.
+    pub tx_hash: B256,
+    /// The verdict of its `CFragEvaluated` event (`Correct`: nothing slashed).
+    pub verdict: Verdict,
+    /// The staker judged.
+    pub staker: Address,
+    /// Tokens slashed.
+    pub penalty: U256,
+    /// Tokens paid to the reporter.
+    pub reward: U256,
+}
+
+impl Fault {
+    /// The evidence `Adjudicator.evaluateCFrag` takes, recomputed from the bytes.
+    pub fn evidence(&self) -> Result<Evidence, FaultError> {
+        if self.version != FAULT_FILE_VERSION {
+            return Err(FaultError::Version(self.version));
+        }
+        let key = |field: &'static str, bytes: &Bytes| {
+            PublicKey::try_from_compressed_bytes(bytes).map_err(|_| FaultError::Key { field })
+        };
+        Ok(Evidence::from_parts(
+            &self.capsule,
+            &self.cfrag,
+            &key("delegatingKey", &self.delegating_key)?,
+            &key("receivingKey", &self.receiving_key)?,
+            self.kfrag_signer,
+            self.policy_id.0,
+            &self.worker_signature,
+        )?)
+    }
+
+    /// Reads a fault file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, FaultError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| FaultError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let fault: Self = serde_json::from_str(&text).map_err(|source| FaultError::Json {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if fault.version != FAULT_FILE_VERSION {
+            return Err(FaultError::Version(fault.version));
+        }
+        Ok(fault)
+    }
+
+    /// Writes the fault file (pretty JSON), replacing one that exists.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<(), FaultError> {
+        let path = path.as_ref();
+        let mut text = serde_json::to_string_pretty(self).map_err(|source| FaultError::Json {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        text.push('\n');
+        std::fs::write(path, text).map_err(|source| FaultError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}

@@ -1,0 +1,666 @@
+//! Alice's side: granting a policy in two steps (a [`GrantPlan`] to confirm, then its
+//! execution), revoking it, and collecting refunds.
+//!
+//! [`Client::plan_grant`] samples the nodes (see [`crate::sampling`]), asks each one over HTTP
+//! who it is (and replaces those that do not answer as their on-chain record says), and computes
+//! the fee exactly as `PolicyManager.createPolicy` will. [`Client::execute_grant`] makes the
+//! kfrags, creates the policy on chain (simulated first), then hands each node its kfrag,
+//! encrypted to the node's Umbral key from its on-chain record.
+
+use alloy::{
+    primitives::{keccak256, Address, FixedBytes, B256, U256},
+    providers::Provider,
+};
+use futures_util::future::join_all;
+use kms_contracts::PolicyManager;
+use kms_crypto::wire::{encode_b64, encode_public_key, KfragUpload};
+use rand_chacha::ChaCha20Rng;
+use rand_core::{OsRng, RngCore, SeedableRng};
+use umbral_pre::{generate_kfrags, DefaultSerialize, PublicKey, SecretKey, Signer};
+
+use crate::{
+    chain::{policy_manager_revert, transact, ChainError},
+    client::Client,
+    http::NodeError,
+    policy::{PolicyFile, PolicyNode, MAX_NODES},
+    sampling::{candidates, Excluded, SamplingError, WeightedDraw},
+};
+
+/// The domain tag of the policy id derivation.
+pub const POLICY_ID_TAG: &[u8; 16] = b"KMS_POLICY_ID_V1";
+
+/// What Alice asks for.
+#[derive(Debug, Clone)]
+pub struct GrantRequest {
+    /// The label the delegating key was derived for (recorded in the policy file and hashed
+    /// into the policy id).
+    pub label: String,
+    /// The policy's owner: receives refunds and may revoke. The provider's account pays.
+    pub owner: Address,
+    /// The policy's public key: Alice's delegating public key for the label.
+    pub delegating_key: PublicKey,
+    /// The kfrag signer's public key (its Ethereum address becomes the policy's `kfragSigner`).
+    pub verifying_key: PublicKey,
+    /// Bob's public key.
+    pub receiving_key: PublicKey,
+    /// Capsule fragments Bob will need (`m`).
+    pub threshold: usize,
+    /// Nodes, one kfrag each (`n`, at most 32).
+    pub shares: usize,
+    /// When the policy ends (Unix seconds).
+    pub end_timestamp: u64,
+    /// Wei per node per period.
+    pub fee_rate: U256,
+    /// Seed of the node sampling: the same seed on the same chain state picks the same nodes.
+    pub seed: u64,
+    /// Salt of the policy id; `None` draws a random one (see [`policy_id`]).
+    pub salt: Option<[u8; 32]>,
+}
+
+/// What a grant will do, for Alice to confirm before anything is sent.
+#[derive(Debug, Clone)]
+pub struct GrantPlan {
+    /// The policy file the grant will return (the nodes sampled and checked).
+    pub policy: PolicyFile,
+    /// The salt of the policy id.
+    pub salt: [u8; 32],
+    /// The period the fee was computed at (the chain's latest block).
+    pub current_period: u64,
+    /// The policy's last period: that of `end_timestamp - 1`.
+    pub last_period: u64,
+    /// Periods paid: `last_period - current_period + 1`.
+    pub periods: u64,
+    /// `fee_rate * shares * periods` wei: what `createPolicy` will be sent. If a period ends
+    /// before execution, the execution pays for one period less.
+    pub total_fee: U256,
+    /// Active stakers left out, and why (no record, too expensive, did not answer, ...).
+    pub excluded: Vec<Excluded>,
+}
+
+/// One node's kfrag upload.
+#[derive(Debug, Clone)]
+pub struct UploadReport {
+    /// The node.
+    pub node: PolicyNode,
+    /// `Ok(true)`: stored; `Ok(false)`: the node already held this kfrag; `Err`: why not.
+    pub result: Result<bool, String>,
+    /// The upload (the kfrag encrypted to the node's key: only the node can read it), kept so
+    /// that a failed one can be sent again with [`Client::upload_kfrag`]. A node accepts no
+    /// other kfrag for the policy, and no other kfrag of this policy will ever be made.
+    pub upload: KfragUpload,
+}
+
+/// What a grant did.
+#[derive(Debug, Clone)]
+pub struct GrantOutcome {
+    /// The policy file to hand to Bob (and keep for revocation and refunds).
+    pub policy: PolicyFile,
+    /// The `createPolicy` transaction.
+    pub tx_hash: B256,
+    /// Wei paid.
+    pub paid: U256,
+    /// Each node's upload, in the policy's node order.
+    pub uploads: Vec<UploadReport>,
+}
+
+impl GrantOutcome {
+    /// How many nodes hold their kfrag.
+    pub fn uploaded(&self) -> usize {
+        self.uploads.iter().filter(|u| u.result.is_ok()).count()
+    }
+
+    /// Whether at least `threshold` nodes hold their kfrag, so that Bob can decrypt.
+    pub fn is_usable(&self) -> bool {
+        self.uploaded() >= self.policy.threshold
+    }
+}
+
+/// What a revocation or refund paid back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refunded {
+    /// The transaction.
+    pub tx_hash: B256,
+    /// Wei sent to the policy's owner.
+    pub amount: U256,
+}
+
+/// Why a grant failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GrantError {
+    /// The request is not acceptable; the message says which part.
+    #[error("invalid grant: {0}")]
+    Invalid(String),
+    /// Not enough nodes, or the chain could not be read.
+    #[error(transparent)]
+    Sampling(#[from] SamplingError),
+    /// A transaction or read failed.
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    /// A secret key is not the one the plan was made with.
+    #[error(
+        "the {0} secret key is not the one the plan was made with: plan again with its public key"
+    )]
+    KeyMismatch(&'static str),
+    /// Umbral failed to serialize or encrypt a kfrag.
+    #[error("could not prepare the kfrag for node {node}: {reason}")]
+    Kfrag {
+        /// The node's staker.
+        node: Address,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The policy id: the first 16 bytes of `keccak256("KMS_POLICY_ID_V1" || u32_be(len(label)) ||
+/// label || receiving key (33, compressed) || delegating key (33, compressed) || salt (32))`.
+///
+/// The salt makes two grants of the same label to the same Bob two policies (after a
+/// revocation, say); the label and keys in the hash let Alice recompute an id from her records.
+pub fn policy_id(
+    label: &str,
+    receiving_key: &PublicKey,
+    delegating_key: &PublicKey,
+    salt: &[u8; 32],
+) -> [u8; 16] {
+    let label = label.as_bytes();
+    let mut preimage = Vec::with_capacity(16 + 4 + label.len() + 33 + 33 + 32);
+    preimage.extend_from_slice(POLICY_ID_TAG);
+    // Labels are short; a length past u32 is refused by `validate` before it gets here.
+    preimage.extend_from_slice(&u32::try_from(label.len()).unwrap_or(u32::MAX).to_be_bytes());
+    preimage.extend_from_slice(label);
+    preimage.extend_from_slice(&receiving_key.to_compressed_bytes());
+    preimage.extend_from_slice(&delegating_key.to_compressed_bytes());
+    preimage.extend_from_slice(salt);
+    let hash = keccak256(&preimage);
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&hash[..16]);
+    id
+}
+
+/// The periods a policy ending at `end_timestamp` pays for if created at `now` (Unix seconds),
+/// as `createPolicy` counts them: `(current, last, last - current + 1)` with
+/// `current = now / seconds_per_period` and `last = (end - 1) / seconds_per_period`. `None` if
+/// the policy would already have ended.
+pub fn policy_periods(
+    now: u64,
+    end_timestamp: u64,
+    seconds_per_period: u64,
+) -> Option<(u64, u64, u64)> {
+    if end_timestamp <= now || seconds_per_period == 0 {
+        return None;
+    }
+    let current = now / seconds_per_period;
+    let last = (end_timestamp - 1) / seconds_per_period;
+    Some((current, last, last - current + 1))
+}
+
+/// `fee_rate * nodes * periods`, the `msg.value` of `createPolicy`; `None` on overflow.
+pub fn policy_fee(fee_rate: U256, nodes: usize, periods: u64) -> Option<U256> {
+    fee_rate
+        .checked_mul(U256::from(nodes))?
+        .checked_mul(U256::from(periods))
+}
+
+fn validate(request: &GrantRequest) -> Result<(), GrantError> {
+    let invalid = |m: String| Err(GrantError::Invalid(m));
+    if request.shares == 0 || request.shares > MAX_NODES {
+        return invalid(format!(
+            "shares is {}, must be 1 to {MAX_NODES}",
+            request.shares
+        ));
+    }
+    if request.threshold == 0 || request.threshold > request.shares {
+        return invalid(format!(
+            "threshold is {}, must be 1 to shares ({})",
+            request.threshold, request.shares
+        ));
+    }
+    if request.fee_rate.is_zero() {
+        return invalid("the fee rate must be above zero".into());
+    }
+    if request.fee_rate >= U256::from(1u8) << 80 {
+        return invalid(format!(
+            "the fee rate {} wei does not fit in the contract's 80 bits",
+            request.fee_rate
+        ));
+    }
+    if request.end_timestamp > u64::from(u32::MAX) {
+        return invalid(format!(
+            "the end time {} is past the contract's limit (year 2106)",
+            request.end_timestamp
+        ));
+    }
+    if request.owner.is_zero() {
+        return invalid("the owner must not be the zero address".into());
+    }
+    if request.label.len() > 4096 {
+        return invalid("the label is longer than 4096 bytes".into());
+    }
+    Ok(())
+}
+
+/// Why a node's answer to `GET /v1/node` does not match its record; `None` if it does.
+fn identity_mismatch(
+    node: &PolicyNode,
+    info: &kms_crypto::wire::NodeInfo,
+    chain_id: u64,
+) -> Option<String> {
+    if info.staker != node.staker {
+        return Some(format!(
+            "serves staker {}, not {} as its record says",
+            info.staker, node.staker
+        ));
+    }
+    if info.worker != node.worker {
+        return Some(format!(
+            "signs with worker {}, the chain has {} bonded",
+            info.worker, node.worker
+        ));
+    }
+    if info.chain_id != chain_id {
+        return Some(format!("serves chain {}, not {chain_id}", info.chain_id));
+    }
+    let announced = kms_crypto::wire::decode_public_key("umbralPublicKey", &info.umbral_public_key);
+    if announced.ok().as_ref() != Some(&node.umbral_public_key) {
+        return Some(format!(
+            "announces Umbral key {}, its on-chain record has {}",
+            info.umbral_public_key,
+            encode_public_key(&node.umbral_public_key)
+        ));
+    }
+    None
+}
+
+impl<P: Provider> Client<P> {
+    /// Asks the node at `node.url` who it is and compares with `node` (from the chain).
+    async fn probe(&self, node: &PolicyNode) -> Result<(), String> {
+        let info = self
+            .nodes
+            .node_info(&node.url)
+            .await
+            .map_err(|e| format!("GET /v1/node: {e}"))?;
+        match identity_mismatch(node, &info, self.deployment.chain_id) {
+            Some(reason) => Err(format!("the node at {} {reason}", node.url)),
+            None => Ok(()),
+        }
+    }
+
+    /// Step one of a grant: samples and checks the nodes and computes the fee. Sends nothing.
+    pub async fn plan_grant(&self, request: &GrantRequest) -> Result<GrantPlan, GrantError> {
+        validate(request)?;
+        let found = candidates(
+            &self.provider,
+            &self.deployment,
+            request.end_timestamp,
+            request.fee_rate,
+        )
+        .await?;
+        let mut excluded = found.excluded;
+        let wanted = request.shares;
+        let mut draw = WeightedDraw::new(found.eligible.iter().map(|c| c.locked).collect());
+        let mut rng = ChaCha20Rng::seed_from_u64(request.seed);
+        let mut chosen: Vec<PolicyNode> = Vec::with_capacity(wanted);
+        // Draw what is missing, probe those at once, and draw replacements for the ones that
+        // fail, until enough answer or the candidates run out.
+        while chosen.len() < wanted {
+            let batch: Vec<&PolicyNode> = (chosen.len()..wanted)
+                .map_while(|_| draw.draw(&mut rng))
+                .map(|i| &found.eligible[i].node)
+                .collect();
+            if batch.is_empty() {
+                return Err(SamplingError::NotEnoughNodes {
+                    wanted,
+                    available: chosen.len(),
+                    excluded,
+                }
+                .into());
+            }
+            let probes = join_all(batch.iter().map(|node| self.probe(node))).await;
+            for (node, probe) in batch.into_iter().zip(probes) {
+                match probe {
+                    Ok(()) => chosen.push(node.clone()),
+                    Err(reason) => excluded.push(Excluded {
+                        staker: node.staker,
+                        reason,
+                    }),
+                }
+            }
+        }
+        chosen.sort_by_key(|n| n.staker);
+
+        let spp = self.deployment.seconds_per_period;
+        let (current_period, last_period, periods) =
+            policy_periods(found.timestamp, request.end_timestamp, spp).ok_or_else(|| {
+                GrantError::Invalid("the policy would end before it starts".into())
+            })?;
+        let total_fee = policy_fee(request.fee_rate, wanted, periods)
+            .ok_or_else(|| GrantError::Invalid("the total fee overflows 256 bits".into()))?;
+        let salt = request.salt.unwrap_or_else(|| {
+            let mut salt = [0u8; 32];
+            OsRng.fill_bytes(&mut salt);
+            salt
+        });
+        let policy = PolicyFile {
+            chain_id: self.deployment.chain_id,
+            policy_manager: self.deployment.policy_manager,
+            policy_id: policy_id(
+                &request.label,
+                &request.receiving_key,
+                &request.delegating_key,
+                &salt,
+            ),
+            label: request.label.clone(),
+            owner: request.owner,
+            delegating_key: request.delegating_key,
+            verifying_key: request.verifying_key,
+            receiving_key: request.receiving_key,
+            threshold: request.threshold,
+            shares: wanted,
+            end_timestamp: request.end_timestamp,
+            fee_rate: request.fee_rate,
+            nodes: chosen,
+        };
+        Ok(GrantPlan {
+            policy,
+            salt,
+            current_period,
+            last_period,
+            periods,
+            total_fee,
+            excluded,
+        })
+    }
+
+    /// Step two: makes the kfrags, creates the policy on chain paying the fee from the
+    /// provider's account, and uploads each node's kfrag (concurrently, with retries).
+    ///
+    /// `delegating_sk` and `signer_sk` must be the secret keys of the plan's delegating and
+    /// verifying keys. The fee is recomputed at the latest block: if a period ended since the
+    /// plan, one period less is paid. A failed upload does not fail the grant (the policy exists
+    /// and is paid for): see [`GrantOutcome::is_usable`] and [`UploadReport::upload`].
+    pub async fn execute_grant(
+        &self,
+        plan: &GrantPlan,
+        delegating_sk: &SecretKey,
+        signer_sk: &SecretKey,
+    ) -> Result<GrantOutcome, GrantError> {
+        let policy = &plan.policy;
+        if delegating_sk.public_key() != policy.delegating_key {
+            return Err(GrantError::KeyMismatch("delegating"));
+        }
+        if signer_sk.public_key() != policy.verifying_key {
+            return Err(GrantError::KeyMismatch("kfrag signer"));
+        }
+        self.check_policy_home(policy.chain_id, policy.policy_manager)?;
+
+        let what = "creating the policy";
+        let latest = self
+            .provider
+            .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
+            .await
+            .map_err(|e| ChainError::rpc(what, e))?
+            .ok_or_else(|| ChainError::rpc(what, "no latest block"))?;
+        let (_, _, periods) = policy_periods(
+            latest.header.timestamp,
+            policy.end_timestamp,
+            self.deployment.seconds_per_period,
+        )
+        .ok_or_else(|| GrantError::Invalid("the policy's end time has passed".into()))?;
+        let value = policy_fee(policy.fee_rate, policy.shares, periods)
+            .ok_or_else(|| GrantError::Invalid("the total fee overflows 256 bits".into()))?;
+
+        // The kfrags are made and encrypted before anything is paid: a failure here costs
+        // nothing.
+        let kfrags = generate_kfrags(
+            delegating_sk,
+            &policy.receiving_key,
+            &Signer::new(signer_sk.clone()),
+            policy.threshold,
+            policy.shares,
+            true,
+            true,
+        );
+        let mut uploads = Vec::with_capacity(policy.shares);
+        for (node, kfrag) in policy.nodes.iter().zip(kfrags.iter()) {
+            let failed = |reason: String| GrantError::Kfrag {
+                node: node.staker,
+                reason,
+            };
+            let plaintext = kfrag.to_bytes().map_err(|e| failed(e.to_string()))?;
+            let (capsule, ciphertext) = umbral_pre::encrypt(&node.umbral_public_key, &plaintext)
+                .map_err(|e| failed(e.to_string()))?;
+            let capsule = capsule.to_bytes().map_err(|e| failed(e.to_string()))?;
+            uploads.push(KfragUpload {
+                capsule: encode_b64(&capsule),
+                ciphertext: encode_b64(&ciphertext),
+                delegating_key: encode_public_key(&policy.delegating_key),
+                receiving_key: encode_public_key(&policy.receiving_key),
+                verifying_key: encode_public_key(&policy.verifying_key),
+            });
+        }
+
+        let manager = self.deployment.policy_manager(&self.provider);
+        let call = manager
+            .createPolicy(
+                FixedBytes(policy.policy_id),
+                policy.owner,
+                policy.kfrag_signer(),
+                U256::from(policy.end_timestamp),
+                policy.stakers(),
+            )
+            .value(value);
+        let receipt = transact(what, call, policy_manager_revert, self.receipt_timeout).await?;
+        let tx_hash = receipt.transaction_hash;
+        if receipt
+            .decoded_log::<PolicyManager::PolicyCreated>()
+            .is_none()
+        {
+            return Err(ChainError::MissingEvent {
+                what: what.into(),
+                tx: tx_hash,
+                event: "PolicyCreated",
+            }
+            .into());
+        }
+
+        let results = join_all(
+            policy
+                .nodes
+                .iter()
+                .zip(&uploads)
+                .map(|(node, upload)| self.upload_kfrag(policy.policy_id, node, upload)),
+        )
+        .await;
+        let uploads = policy
+            .nodes
+            .iter()
+            .zip(uploads)
+            .zip(results)
+            .map(|((node, upload), result)| UploadReport {
+                node: node.clone(),
+                result,
+                upload,
+            })
+            .collect();
+        Ok(GrantOutcome {
+            policy: policy.clone(),
+            tx_hash,
+            paid: value,
+            uploads,
+        })
+    }
+
+    /// Hands `node` its kfrag for `policy_id`, after checking with `GET /v1/node` that the
+    /// node at the URL is the one the kfrag was encrypted for. Returns whether the node stored
+    /// it now (`false`: it already held it).
+    pub async fn upload_kfrag(
+        &self,
+        policy_id: [u8; 16],
+        node: &PolicyNode,
+        upload: &KfragUpload,
+    ) -> Result<bool, String> {
+        self.probe(node).await?;
+        self.nodes
+            .upload_kfrag(&node.url, policy_id, upload)
+            .await
+            .map_err(|e: NodeError| format!("POST kfrag: {e}"))
+    }
+
+    /// Revokes the policy (the provider's account must be its owner) and returns the refund of
+    /// everything the nodes have not earned. The nodes refuse it from the next block on.
+    pub async fn revoke(&self, policy: &PolicyFile) -> Result<Refunded, ChainError> {
+        self.check_policy_home(policy.chain_id, policy.policy_manager)?;
+        let manager = self.deployment.policy_manager(&self.provider);
+        let call = manager.revokePolicy(FixedBytes(policy.policy_id), policy.stakers());
+        let what = "revoking the policy";
+        let receipt = transact(what, call, policy_manager_revert, self.receipt_timeout).await?;
+        let event = receipt
+            .decoded_log::<PolicyManager::PolicyRevoked>()
+            .ok_or(ChainError::MissingEvent {
+                what: what.into(),
+                tx: receipt.transaction_hash,
+                event: "PolicyRevoked",
+            })?;
+        Ok(Refunded {
+            tx_hash: receipt.transaction_hash,
+            amount: event.refund,
+        })
+    }
+
+    /// Refunds the owner the settled periods that nodes did not commit to (anyone may send it;
+    /// the ETH goes to the owner).
+    pub async fn refund(&self, policy: &PolicyFile) -> Result<Refunded, ChainError> {
+        self.check_policy_home(policy.chain_id, policy.policy_manager)?;
+        let manager = self.deployment.policy_manager(&self.provider);
+        let call = manager.refund(FixedBytes(policy.policy_id), policy.stakers());
+        let what = "refunding the policy";
+        let receipt = transact(what, call, policy_manager_revert, self.receipt_timeout).await?;
+        let event =
+            receipt
+                .decoded_log::<PolicyManager::RefundPaid>()
+                .ok_or(ChainError::MissingEvent {
+                    what: what.into(),
+                    tx: receipt.transaction_hash,
+                    event: "RefundPaid",
+                })?;
+        Ok(Refunded {
+            tx_hash: receipt.transaction_hash,
+            amount: event.amount,
+        })
+    }
+
+    /// The policy as the contract sees it now (owner, end, revocation, ...).
+    pub async fn policy_status(
+        &self,
+        policy: &PolicyFile,
+    ) -> Result<PolicyManager::PolicyView, ChainError> {
+        self.check_policy_home(policy.chain_id, policy.policy_manager)?;
+        let manager = self.deployment.policy_manager(&self.provider);
+        manager
+            .getPolicy(FixedBytes(policy.policy_id))
+            .call()
+            .await
+            .map_err(|e| crate::chain::call_error("reading the policy", &e, policy_manager_revert))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn policy_id_is_the_documented_hash() {
+        let rk = SecretKey::random().public_key();
+        let dk = SecretKey::random().public_key();
+        let salt = [7u8; 32];
+        let mut preimage = b"KMS_POLICY_ID_V1".to_vec();
+        preimage.extend_from_slice(&[0, 0, 0, 5]);
+        preimage.extend_from_slice(b"label");
+        preimage.extend_from_slice(&rk.to_compressed_bytes());
+        preimage.extend_from_slice(&dk.to_compressed_bytes());
+        preimage.extend_from_slice(&salt);
+        let id = policy_id("label", &rk, &dk, &salt);
+        assert_eq!(id[..], keccak256(&preimage)[..16]);
+        assert_ne!(id, policy_id("label", &rk, &dk, &[8u8; 32]));
+        assert_ne!(id, policy_id("label", &dk, &rk, &salt));
+        // The length prefix keeps "ab" + key apart from "a" + "b"-prefixed bytes.
+        assert_ne!(
+            policy_id("ab", &rk, &dk, &salt),
+            policy_id("a", &rk, &dk, &salt)
+        );
+    }
+
+    #[test]
+    fn periods_and_fee_as_the_contract_counts_them() {
+        // 60-second periods; now in period 10, end at the very start of period 12: the last
+        // paid period is 11.
+        assert_eq!(policy_periods(630, 720, 60), Some((10, 11, 2)));
+        // An end one second into period 12 pays period 12 too.
+        assert_eq!(policy_periods(630, 721, 60), Some((10, 12, 3)));
+        // Ending within the current period: one period.
+        assert_eq!(policy_periods(630, 631, 60), Some((10, 10, 1)));
+        assert_eq!(policy_periods(630, 630, 60), None);
+        assert_eq!(
+            policy_fee(U256::from(1_000_000_000u64), 3, 2),
+            Some(U256::from(6_000_000_000u64))
+        );
+        assert_eq!(policy_fee(U256::MAX, 2, 1), None);
+    }
+
+    #[test]
+    fn requests_are_validated() {
+        let key = SecretKey::random().public_key();
+        let good = GrantRequest {
+            label: "l".into(),
+            owner: Address::repeat_byte(1),
+            delegating_key: key,
+            verifying_key: key,
+            receiving_key: key,
+            threshold: 2,
+            shares: 3,
+            end_timestamp: 2_000_000_000,
+            fee_rate: U256::from(1u8),
+            seed: 0,
+            salt: None,
+        };
+        validate(&good).unwrap();
+        for bad in [
+            GrantRequest {
+                threshold: 0,
+                ..good.clone()
+            },
+            GrantRequest {
+                threshold: 4,
+                ..good.clone()
+            },
+            GrantRequest {
+                shares: 33,
+                threshold: 1,
+                ..good.clone()
+            },
+            GrantRequest {
+                fee_rate: U256::ZERO,
+                ..good.clone()
+            },
+            GrantRequest {
+                fee_rate: U256::from(1u8) << 80,
+                ..good.clone()
+            },
+            GrantRequest {
+                end_timestamp: u64::from(u32::MAX) + 1,
+                ..good.clone()
+            },
+            GrantRequest {
+                owner: Address::ZERO,
+                ..good.clone()
+            },
+        ] {
+            assert!(
+                matches!(validate(&bad), Err(GrantError::Invalid(_))),
+                "{bad:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! The HTTP client of the nodes' API (`docs/node.md`): one `reqwest::Client` (connection pool)
+//! reused for every node, timeouts, and retries of what may succeed on a second try.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use kms_crypto::wire::{
+    ErrorBody, KfragAccepted, KfragUpload, NodeInfo, ReencryptRequest, ReencryptResponse,
+};
+use reqwest::StatusCode;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+
+/// Timeouts and retries of node requests.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Longest wait for a TCP (and TLS) connection.
+    pub connect_timeout: Duration,
+    /// Longest wait for a whole request, answer included.
+    pub request_timeout: Duration,
+    /// Attempts per request, the first included (at least 1).
+    pub attempts: u32,
+    /// Wait before the first retry; doubled before each further one.
+    pub backoff: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+            attempts: 3,
+            backoff: Duration::from_millis(250),
+        }
+    }
+}
+
+/// Why a node request failed (after the retries).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NodeError {
+    /// The node could not be reached, or did not answer in time.
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// The node refused the request; `reason` is its `{"error": ...}`.
+    #[error("refused with HTTP {status}: {reason}")]
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// The node's reason.
+        reason: String,
+    },
+    /// The node's answer is not what the API specifies.
+    #[error("invalid answer: {0}")]
+    InvalidAnswer(String),
+    /// The URL is not usable.
+    #[error("bad node URL {url:?}: {reason}")]
+    BadUrl {
+        /// The URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl NodeError {
+    /// Whether another attempt may succeed: a connection failure, a timeout, or a 5xx.
+    fn is_transient(&self) -> bool {
+        match self {
+            Self::Unreachable(_) => true,
+            Self::Refused { status, .. } => *status >= 500,
+            Self::InvalidAnswer(_) | Self::BadUrl { .. } => false,
+        }
+    }
+}
+
+/// The client could not be built (the TLS backend failed to initialize).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up the HTTP client: {0}")]
+pub struct HttpSetupError(String);
+
+/// A client of the nodes' HTTP API. Cheap to clone: clones share the connection pool.
+#[derive(Debug, Clone)]
+pub struct NodeClient {
+    http: reqwest::Client,
+    config: HttpConfig,
+    timestamps: Arc<Mutex<HashMap<[u8; 32], u64>>>,
+}
+
+/// The error message with its chain of causes (reqwest's own `Display` stops at the top).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+/// `{url}/v1/...`, with the URL's trailing slashes dropped.
+fn endpoint(url: &str, path: &str) -> String {
+    format!("{}{path}", url.trim_end_matches('/'))
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl NodeClient {
+    /// A client with `config`.
+    pub fn new(config: HttpConfig) -> Result<Self, HttpSetupError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.request_timeout)
+            .user_agent(concat!("kms-client/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| HttpSetupError(with_causes(&e)))?;
+        Ok(Self {
+            http,
+            config,
+            timestamps: Arc::default(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &HttpConfig {
+        &self.config
+    }
+
+    /// One attempt: sends the request and decodes a 2xx answer as `T`, anything else as the
+    /// node's `{"error": ...}`.
+    async fn once<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(StatusCode, T), NodeError> {
+        let response = request
+            .send()
+            .await
+            .map_err(|e| NodeError::Unreachable(with_causes(&e)))?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| NodeError::Unreachable(with_causes(&e)))?;
+        if status.is_success() {
+            let value = serde_json::from_slice(&bytes)
+                .map_err(|e| NodeError::InvalidAnswer(format!("HTTP {status}: {e}")))?;
+            return Ok((status, value));
+        }
+        let reason = match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(body) => body.error,
+            Err(_) => String::from_utf8_lossy(&bytes).chars().take(200).collect(),
+        };
+        Err(NodeError::Refused {
+            status: status.as_u16(),
+            reason,
+        })
+    }
+
+    /// Runs `attempt` until it succeeds, fails for good, or the attempts are spent; waits
+    /// `backoff`, doubling, between attempts. `retry_also` makes further errors transient.
+    async fn retrying<T, F, Fut>(
+        &self,
+        what: &str,
+        retry_also: impl Fn(&NodeError) -> bool,
+        mut attempt: F,
+    ) -> Result<T, NodeError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, NodeError>>,
+    {
+        let attempts = self.config.attempts.max(1);
+        let mut backoff = self.config.backoff;
+        let mut tried = 1;
+        loop {
+            match attempt().await {
+                Ok(value) => return Ok(value),
+                Err(e) if tried < attempts && (e.is_transient() || retry_also(&e)) => {
+                    tracing::debug!(%what, attempt = tried, error = %e, "retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = backoff.saturating_mul(2);
+                    tried += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// `GET {url}/v1/node`: who the node says it is.
+    pub async fn node_info(&self, url: &str) -> Result<NodeInfo, NodeError> {
+        let target = endpoint(url, "/v1/node");
+        self.retrying(
+            &target,
+            |_| false,
+            || async { Ok(self.once(self.http.get(&target)).await?.1) },
+        )
+        .await
+    }
+
+    /// `POST {url}/v1/policies/{id}/kfrag`: hands the node its kfrag. Returns whether the node
+    /// stored it now (`false`: it already held this very kfrag).
+    ///
+    /// A 404 is retried too: the node checks the policy on its own view of the chain, which may
+    /// be a block behind the one that created it.
+    pub async fn upload_kfrag(
+        &self,
+        url: &str,
+        policy_id: [u8; 16],
+        upload: &KfragUpload,
+    ) -> Result<bool, NodeError> {
+        let target = endpoint(
+            url,
+            &format!(
+                "/v1/policies/{}/kfrag",
+                alloy::hex::encode_prefixed(policy_id)
+            ),
+        );
+        let not_found = |e: &NodeError| matches!(e, NodeError::Refused { status: 404, .. });
+        self.retrying(&target, not_found, || async {
+            let (status, accepted): (_, KfragAccepted) =
+                self.once(self.http.post(&target).json(upload)).await?;
+            Ok(accepted.created || status == StatusCode::CREATED)
+        })
+        .await
+    }
+
+    /// `POST {url}/v1/policies/{id}/reencrypt`, with a request `sign(timestamp)` builds; each
+    /// attempt is signed anew with a timestamp no earlier than the last one used for the same
+    /// `(policy, node, capsules)`, plus one second, since the node refuses a replayed message.
+    /// `replay_key` identifies that triple.
+    pub(crate) async fn reencrypt(
+        &self,
+        url: &str,
+        policy_id: [u8; 16],
+        replay_key: [u8; 32],
+        sign: impl Fn(u64) -> ReencryptRequest,
+    ) -> Result<ReencryptResponse, NodeError> {
+        let target = endpoint(
+            url,
+            &format!(
+                "/v1/policies/{}/reencrypt",
+                alloy::hex::encode_prefixed(policy_id)
+            ),
+        );
+        self.retrying(
+            &target,
+            |_| false,
+            || async {
+                let request = sign(self.fresh_timestamp(replay_key));
+                Ok(self.once(self.http.post(&target).json(&request)).await?.1)
+            },
+        )
+        .await
+    }
+
+    /// `max(now, last + 1)` for `key`; forgets keys older than ten minutes (the nodes remember
+    /// requests for their clock window, five minutes by default).
+    fn fresh_timestamp(&self, key: [u8; 32]) -> u64 {
+        let now = unix_now();
+        let Ok(mut seen) = self.timestamps.lock() else {
+            // A panic elsewhere poisoned the map; the clock alone is still a valid timestamp.
+            return now;
+        };
+        seen.retain(|_, &mut t| t.saturating_add(600) >= now);
+        let timestamp = match seen.get(&key) {
+            Some(&last) if last >= now => last + 1,
+            _ => now,
+        };
+        seen.insert(key, timestamp);
+        timestamp
+    }
+}
+
+/// The key of [`NodeClient::reencrypt`]'s timestamp bookkeeping.
+pub(crate) fn replay_key(
+    policy_id: [u8; 16],
+    node: alloy::primitives::Address,
+    capsules: &[Vec<u8>],
+) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(policy_id);
+    hasher.update(node.as_slice());
+    hasher.update(kms_crypto::wire::capsules_digest(capsules));
+    hasher.finalize().into()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn timestamps_never_repeat_for_the_same_request() {
+        let client = NodeClient::new(HttpConfig::default()).unwrap();
+        let key = [1u8; 32];
+        let a = client.fresh_timestamp(key);
+        let b = client.fresh_timestamp(key);
+        let c = client.fresh_timestamp(key);
+        assert!(a < b && b < c);
+        // Another request is not pushed ahead.
+        assert!(client.fresh_timestamp([2u8; 32]) <= a + 1);
+    }
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(endpoint("http://h:1/", "/v1/node"), "http://h:1/v1/node");
+        assert_eq!(endpoint("http://h:1", "/v1/node"), "http://h:1/v1/node");
+    }
+
+    #[tokio::test]
+    async fn unreachable_nodes_are_retried_then_reported() {
+        let client = NodeClient::new(HttpConfig {
+            attempts: 2,
+            backoff: Duration::from_millis(1),
+            ..HttpConfig::default()
+        })
+        .unwrap();
+        // Port 9 (discard) on localhost: nothing listens in a test environment.
+        let err = client.node_info("http://127.0.0.1:9").await.unwrap_err();
+        assert!(matches!(err, NodeError::Unreachable(_)), "{err}");
+    }
+}

@@ -1,0 +1,40 @@
+//! The KMS client library, for the `kms` CLI and any other Rust client (see `docs/client.md`).
+//!
+//! - Enrico: [`stream`] encrypts a payload of any size to a policy's public key, in constant
+//!   memory.
+//! - Alice: [`Client::plan_grant`] then [`Client::execute_grant`] create a policy on chain and
+//!   hand its nodes their kfrags; [`Client::revoke`] and [`Client::refund`] get money back. The
+//!   result is a [`PolicyFile`] for Bob.
+//! - Bob: [`Client::retrieve`] asks the policy's nodes for capsule fragments and verifies each;
+//!   [`stream::open_data_key_reencrypted`] and [`stream::decrypt_stream_with_key`] decrypt. A
+//!   node caught with a wrong signed cfrag leaves a [`Fault`] that [`Client::report`] submits to
+//!   the Adjudicator.
+//!
+//! Modules: [`stream`] (file format), [`policy`] (policy file), [`sampling`] (stake-weighted
+//! node choice), [`grant`] (Alice), [`retrieve`] (Bob), [`fault`] (evidence files), [`http`]
+//! (the nodes' API client), [`chain`] (transactions and contract errors).
+
+pub mod chain;
+pub mod client;
+pub mod fault;
+pub mod grant;
+pub mod http;
+pub mod policy;
+pub mod retrieve;
+pub mod sampling;
+pub mod stream;
+
+pub use chain::ChainError;
+pub use client::{Client, ClientError};
+pub use fault::{Fault, FaultError, ReportOutcome};
+pub use grant::{GrantError, GrantOutcome, GrantPlan, GrantRequest, Refunded, UploadReport};
+pub use http::{HttpConfig, NodeClient, NodeError};
+pub use policy::{PolicyFile, PolicyFileError, PolicyNode};
+pub use retrieve::{
+    NodeFailure, NodeOutcome, NodeReport, ReportError, Retrieval, RetrieveError, RetrieveOptions,
+};
+pub use sampling::{SamplingError, WeightedDraw};
+pub use stream::{DataKey, Header, StreamError, StreamStats};
+
+/// Re-export of the umbral-pre version the formats are tied to.
+pub use umbral_pre;

@@ -1,0 +1,535 @@
+//! Bob's side: asking the policy's nodes for capsule fragments, verifying every one, keeping
+//! the provable faults, and reporting them to the Adjudicator.
+//!
+//! Every node is asked at once; as soon as each capsule has `threshold` verified cfrags the
+//! other requests are dropped (cancelled), unless [`RetrieveOptions::audit_all`] asks to hear
+//! every node. A cfrag counts only if the answer is signed by the node's worker
+//! (`kms_crypto::recover_answer_signer`) and the cfrag verifies against the capsule and the
+//! policy's three keys. A signed cfrag that fails verification is a [`Fault`] when the
+//! Adjudicator's checks (modelled by `Evidence::outcome`) would slash for it.
+
+use alloy::{
+    primitives::{Address, FixedBytes},
+    providers::Provider,
+    sol_types::SolValue,
+};
+use futures_util::{stream::FuturesUnordered, StreamExt};
+use kms_contracts::{bindings::IAdjudicator as Bound, Adjudicator};
+use kms_crypto::{
+    recover_answer_signer,
+    wire::{decode_b64, decode_hex, ReencryptRequest, SignedCFrag},
+    Evidence, Outcome, Verdict,
+};
+use umbral_pre::{
+    Capsule, CapsuleFrag, DefaultDeserialize, DefaultSerialize, PublicKey, SecretKey,
+    VerifiedCapsuleFrag,
+};
+
+use crate::{
+    chain::{adjudicator_revert, transact, ChainError},
+    client::Client,
+    fault::{Fault, FaultError, ReportOutcome, FAULT_FILE_VERSION},
+    http::{replay_key, NodeClient},
+    policy::{check_url, PolicyFile, PolicyNode},
+};
+
+/// The most capsules the nodes take in one request (their default limit).
+pub const MAX_CAPSULES_PER_REQUEST: usize = 64;
+
+/// How to retrieve.
+#[derive(Debug, Clone, Default)]
+pub struct RetrieveOptions {
+    /// Ask every node to the end instead of stopping at `threshold` cfrags per capsule: slower,
+    /// but every node's answer is checked (to audit the nodes).
+    pub audit_all: bool,
+}
+
+/// What happened with one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeOutcome {
+    /// It answered: `valid` cfrags verified, `wrong` did not.
+    Answered {
+        /// Verified cfrags.
+        valid: usize,
+        /// Cfrags that failed a check (see the faults and failures).
+        wrong: usize,
+    },
+    /// It could not serve the request.
+    Failed(String),
+    /// Its answer was not needed: enough cfrags came from the others first.
+    NotNeeded,
+}
+
+/// One node's part in a retrieval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeReport {
+    /// The node's staker.
+    pub staker: Address,
+    /// Where it was asked.
+    pub url: String,
+    /// What happened.
+    pub outcome: NodeOutcome,
+}
+
+/// A node that did not contribute, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeFailure {
+    /// The node's staker.
+    pub staker: Address,
+    /// Where it was asked.
+    pub url: String,
+    /// Why it did not contribute.
+    pub reason: String,
+}
+
+impl std::fmt::Display for NodeFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}): {}", self.staker, self.url, self.reason)
+    }
+}
+
+fn list(failures: &[NodeFailure]) -> String {
+    failures
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Why a retrieval failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RetrieveError {
+    /// No capsule was given.
+    #[error("no capsules to retrieve")]
+    NoCapsules,
+    /// The receiving key is not the policy's.
+    #[error("this receiving key is not the policy's receiving key {expected}: use the key the policy was granted to")]
+    WrongReceivingKey {
+        /// The policy's receiving key (hex).
+        expected: String,
+    },
+    /// A capsule could not be serialized.
+    #[error("capsule {index} cannot be serialized: {reason}")]
+    Capsule {
+        /// Its index.
+        index: usize,
+        /// Why.
+        reason: String,
+    },
+    /// Fewer nodes than the threshold gave verified cfrags.
+    #[error(
+        "got {got} verified cfrags of the {needed} needed (for the worst capsule). Nodes: {}. \
+         {} The policy may be revoked or expired, or nodes offline: try again later or ask the policy's owner",
+        list(.failures),
+        if .faults.is_empty() { String::new() } else { format!("{} provable fault(s) can be reported.", .faults.len()) }
+    )]
+    NotEnoughCFrags {
+        /// The fewest verified cfrags any capsule got.
+        got: usize,
+        /// The policy's threshold.
+        needed: usize,
+        /// Why each node that fell short did.
+        failures: Vec<NodeFailure>,
+        /// Provable faults seen on the way (report them all the same).
+        faults: Vec<Fault>,
+    },
+    /// The chain could not be read (refreshing the nodes' records).
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+}
+
+/// A successful retrieval.
+#[derive(Debug, Clone)]
+pub struct Retrieval {
+    /// For each capsule, in the request's order, its verified cfrags: at least the threshold
+    /// (more with [`RetrieveOptions::audit_all`]).
+    pub cfrags: Vec<Vec<VerifiedCapsuleFrag>>,
+    /// Provable faults: report them with [`Client::report`].
+    pub faults: Vec<Fault>,
+    /// Each node's part, in the policy's node order.
+    pub nodes: Vec<NodeReport>,
+}
+
+/// One capsule fragment of a node's answer, checked.
+// `Valid` is the common case and is moved into the result as is: boxing it would only add an
+// allocation per cfrag.
+#[allow(clippy::large_enum_variant)]
+enum Checked {
+    Valid(VerifiedCapsuleFrag),
+    Wrong {
+        reason: String,
+        fault: Option<Fault>,
+    },
+}
+
+/// The policy's facts every check needs.
+struct Context<'a> {
+    policy: &'a PolicyFile,
+    kfrag_signer: Address,
+}
+
+/// Checks one signed cfrag of `node` for `capsule`.
+fn check_answer(
+    ctx: &Context<'_>,
+    node: &PolicyNode,
+    capsule: &Capsule,
+    answer: &SignedCFrag,
+) -> Checked {
+    let wrong = |reason: String| Checked::Wrong {
+        reason,
+        fault: None,
+    };
+    let policy = ctx.policy;
+    let cfrag = match decode_b64("cfrag", &answer.cfrag)
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| CapsuleFrag::from_bytes(&bytes).map_err(|e| e.to_string()))
+    {
+        Ok(cfrag) => cfrag,
+        Err(e) => return wrong(format!("the cfrag does not decode: {e}")),
+    };
+    let signature = match decode_hex("signature", &answer.signature) {
+        Ok(signature) => signature,
+        Err(e) => return wrong(format!("the signature does not decode: {e}")),
+    };
+    let capsule_simple = capsule.to_bytes_simple();
+    let cfrag_simple = cfrag.to_bytes_simple();
+    match recover_answer_signer(
+        policy.chain_id,
+        policy.policy_id,
+        &capsule_simple,
+        &cfrag_simple,
+        &signature,
+    ) {
+        Ok(signer) if signer == node.worker => {}
+        Ok(signer) => {
+            return wrong(format!(
+                "the answer is signed by {signer}, not by the node's worker {}",
+                node.worker
+            ))
+        }
+        Err(e) => return wrong(format!("the answer's signature is invalid: {e}")),
+    }
+    let (error, cfrag) = match cfrag.verify(
+        capsule,
+        &policy.verifying_key,
+        &policy.delegating_key,
+        &policy.receiving_key,
+    ) {
+        Ok(verified) => return Checked::Valid(verified),
+        Err(failure) => failure,
+    };
+    // Signed by the worker and wrong: provable if the Adjudicator would slash for it.
+    let evidence = Evidence::for_wrong_cfrag(
+        capsule,
+        &cfrag,
+        &policy.delegating_key,
+        &policy.receiving_key,
+        ctx.kfrag_signer,
+        policy.policy_id,
+        &signature,
+    );
+    let outcome = evidence
+        .as_ref()
+        .map(|e| e.outcome(policy.chain_id, ctx.kfrag_signer, node.worker));
+    match outcome {
+        Ok(Outcome::Slash(verdict)) => Checked::Wrong {
+            reason: format!("the cfrag fails verification ({error}): provable, verdict {}", verdict.name()),
+            fault: Some(Fault {
+                version: FAULT_FILE_VERSION,
+                chain_id: policy.chain_id,
+                policy_id: FixedBytes(policy.policy_id),
+                staker: node.staker,
+                worker: node.worker,
+                url: node.url.clone(),
+                capsule: capsule_simple.to_vec().into(),
+                cfrag: cfrag_simple.to_vec().into(),
+                delegating_key: policy.delegating_key.to_compressed_bytes().to_vec().into(),
+                receiving_key: policy.receiving_key.to_compressed_bytes().to_vec().into(),
+                kfrag_signer: ctx.kfrag_signer,
+                worker_signature: signature.into(),
+                expected_verdict: verdict.name().to_owned(),
+                reason: error.to_string(),
+            }),
+        },
+        Ok(other) => wrong(format!(
+            "the cfrag fails verification ({error}) but the Adjudicator would not slash for it ({})",
+            other.as_str()
+        )),
+        Err(e) => wrong(format!(
+            "the cfrag fails verification ({error}) and cannot be evidence: {e}"
+        )),
+    }
+}
+
+/// Asks one node for every capsule, in batches the node accepts, and checks each answer.
+async fn ask_node(
+    client: &NodeClient,
+    ctx: &Context<'_>,
+    node: &PolicyNode,
+    receiving_sk: &SecretKey,
+    capsules: &[Capsule],
+    capsule_bytes: &[Vec<u8>],
+) -> Result<Vec<Checked>, String> {
+    let policy_id = ctx.policy.policy_id;
+    let mut checked = Vec::with_capacity(capsules.len());
+    for (batch, bytes) in capsules
+        .chunks(MAX_CAPSULES_PER_REQUEST)
+        .zip(capsule_bytes.chunks(MAX_CAPSULES_PER_REQUEST))
+    {
+        let key = replay_key(policy_id, node.staker, bytes);
+        let response = client
+            .reencrypt(&node.url, policy_id, key, |timestamp| {
+                ReencryptRequest::sign(receiving_sk, policy_id, node.staker, timestamp, bytes)
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        if response.cfrags.len() != batch.len() {
+            return Err(format!(
+                "answered {} cfrags for {} capsules",
+                response.cfrags.len(),
+                batch.len()
+            ));
+        }
+        checked.extend(
+            batch
+                .iter()
+                .zip(&response.cfrags)
+                .map(|(capsule, answer)| check_answer(ctx, node, capsule, answer)),
+        );
+    }
+    Ok(checked)
+}
+
+/// Retrieves verified cfrags of `capsules` from `nodes` (the policy's, possibly refreshed from
+/// the chain: see [`Client::retrieve`]). `receiving_sk` is Bob's secret key.
+pub async fn retrieve_from(
+    client: &NodeClient,
+    policy: &PolicyFile,
+    nodes: &[PolicyNode],
+    receiving_sk: &SecretKey,
+    capsules: &[Capsule],
+    options: &RetrieveOptions,
+) -> Result<Retrieval, RetrieveError> {
+    if capsules.is_empty() {
+        return Err(RetrieveError::NoCapsules);
+    }
+    if receiving_sk.public_key() != policy.receiving_key {
+        return Err(RetrieveError::WrongReceivingKey {
+            expected: kms_crypto::wire::encode_public_key(&policy.receiving_key),
+        });
+    }
+    let capsule_bytes = capsules
+        .iter()
+        .enumerate()
+        .map(|(index, c)| {
+            c.to_bytes()
+                .map(|b| b.into_vec())
+                .map_err(|e| RetrieveError::Capsule {
+                    index,
+                    reason: e.to_string(),
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let ctx = Context {
+        policy,
+        kfrag_signer: policy.kfrag_signer(),
+    };
+    let threshold = policy.threshold;
+    let enough = |cfrags: &[Vec<VerifiedCapsuleFrag>]| cfrags.iter().all(|c| c.len() >= threshold);
+
+    let mut pending: FuturesUnordered<_> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, node)| {
+            let (ctx, capsule_bytes) = (&ctx, &capsule_bytes);
+            async move {
+                let result =
+                    ask_node(client, ctx, node, receiving_sk, capsules, capsule_bytes).await;
+                (i, result)
+            }
+        })
+        .collect();
+    let mut cfrags: Vec<Vec<VerifiedCapsuleFrag>> = vec![Vec::new(); capsules.len()];
+    let mut faults = Vec::new();
+    let mut outcomes = vec![NodeOutcome::NotNeeded; nodes.len()];
+    let mut reasons: Vec<Vec<String>> = vec![Vec::new(); nodes.len()];
+    while let Some((i, result)) = pending.next().await {
+        match result {
+            Ok(checked) => {
+                let (mut valid, mut wrong) = (0, 0);
+                for (index, check) in checked.into_iter().enumerate() {
+                    match check {
+                        Checked::Valid(cfrag) => {
+                            valid += 1;
+                            cfrags[index].push(cfrag);
+                        }
+                        Checked::Wrong { reason, fault } => {
+                            wrong += 1;
+                            reasons[i].push(format!("capsule {index}: {reason}"));
+                            faults.extend(fault);
+                        }
+                    }
+                }
+                outcomes[i] = NodeOutcome::Answered { valid, wrong };
+            }
+            Err(reason) => {
+                reasons[i].push(reason.clone());
+                outcomes[i] = NodeOutcome::Failed(reason);
+            }
+        }
+        if !options.audit_all && enough(&cfrags) {
+            // Dropping the rest cancels their requests.
+            break;
+        }
+    }
+    drop(pending);
+
+    let reports: Vec<NodeReport> = nodes
+        .iter()
+        .zip(outcomes)
+        .map(|(node, outcome)| NodeReport {
+            staker: node.staker,
+            url: node.url.clone(),
+            outcome,
+        })
+        .collect();
+    if !enough(&cfrags) {
+        let failures = nodes
+            .iter()
+            .zip(reasons)
+            .filter(|(_, reasons)| !reasons.is_empty())
+            .map(|(node, reasons)| NodeFailure {
+                staker: node.staker,
+                url: node.url.clone(),
+                reason: reasons.join(", "),
+            })
+            .collect();
+        return Err(RetrieveError::NotEnoughCFrags {
+            got: cfrags.iter().map(Vec::len).min().unwrap_or(0),
+            needed: threshold,
+            failures,
+            faults,
+        });
+    }
+    Ok(Retrieval {
+        cfrags,
+        faults,
+        nodes: reports,
+    })
+}
+
+impl<P: Provider> Client<P> {
+    /// The policy's nodes with their worker, URL and Umbral key as the chain has them now (a
+    /// node may have moved or bonded another worker since the grant); the policy file's values
+    /// stand in for what the chain lacks.
+    pub async fn refresh_nodes(&self, policy: &PolicyFile) -> Result<Vec<PolicyNode>, ChainError> {
+        self.check_policy_home(policy.chain_id, policy.policy_manager)?;
+        let escrow = self.deployment.staking_escrow(&self.provider);
+        let records = futures_util::future::try_join_all(policy.nodes.iter().map(|node| {
+            let escrow = &escrow;
+            async move {
+                escrow
+                    .nodeRecordOf(node.staker)
+                    .call()
+                    .await
+                    .map_err(|e| ChainError::rpc("reading the nodes' records", e))
+            }
+        }))
+        .await?;
+        Ok(policy
+            .nodes
+            .iter()
+            .zip(records)
+            .map(|(node, record)| PolicyNode {
+                staker: node.staker,
+                worker: if record.worker.is_zero() {
+                    node.worker
+                } else {
+                    record.worker
+                },
+                url: check_url(&record.url).unwrap_or_else(|_| node.url.clone()),
+                umbral_public_key: PublicKey::try_from_compressed_bytes(&record.umbralPublicKey)
+                    .unwrap_or(node.umbral_public_key),
+            })
+            .collect())
+    }
+
+    /// Retrieves verified cfrags of `capsules` for Bob, with the nodes' records refreshed
+    /// from the chain (see [`retrieve_from`]).
+    pub async fn retrieve(
+        &self,
+        policy: &PolicyFile,
+        receiving_sk: &SecretKey,
+        capsules: &[Capsule],
+        options: &RetrieveOptions,
+    ) -> Result<Retrieval, RetrieveError> {
+        let nodes = self.refresh_nodes(policy).await?;
+        retrieve_from(&self.nodes, policy, &nodes, receiving_sk, capsules, options).await
+    }
+
+    /// Submits a fault to `Adjudicator.evaluateCFrag` (simulated first) from the provider's
+    /// account, which receives the reward if the node is slashed.
+    pub async fn report(&self, fault: &Fault) -> Result<ReportOutcome, ReportError> {
+        if fault.chain_id != self.deployment.chain_id {
+            return Err(ChainError::Mismatch(format!(
+                "the fault is on chain {}, this client is connected to chain {}",
+                fault.chain_id, self.deployment.chain_id
+            ))
+            .into());
+        }
+        if !self.deployment.has_adjudicator() {
+            return Err(ChainError::Mismatch(
+                "the deployments file names no Adjudicator: use an up-to-date one".into(),
+            )
+            .into());
+        }
+        let evidence = fault.evidence()?;
+        // The bindings' struct is another Rust type for the same ABI tuple.
+        let bound = Bound::Evidence::abi_decode(&evidence.abi_encode()).map_err(|e| {
+            ChainError::Mismatch(format!(
+                "the evidence does not fit the deployed Adjudicator's ABI: {e}"
+            ))
+        })?;
+        let adjudicator = self.deployment.adjudicator(&self.provider);
+        let what = "reporting the fault";
+        let receipt = transact(
+            what,
+            adjudicator.evaluateCFrag(bound),
+            adjudicator_revert,
+            self.receipt_timeout,
+        )
+        .await?;
+        let tx_hash = receipt.transaction_hash;
+        let event = receipt.decoded_log::<Adjudicator::CFragEvaluated>().ok_or(
+            ChainError::MissingEvent {
+                what: what.into(),
+                tx: tx_hash,
+                event: "CFragEvaluated",
+            },
+        )?;
+        let verdict = Verdict::from_u8(event.verdict).ok_or_else(|| {
+            ChainError::Mismatch(format!(
+                "the Adjudicator returned verdict {}, unknown to this kms",
+                event.verdict
+            ))
+        })?;
+        Ok(ReportOutcome {
+            tx_hash,
+            verdict,
+            staker: event.staker,
+            penalty: event.penalty,
+            reward: event.reward,
+        })
+    }
+}
+
+/// Why a report failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// The fault file does not make evidence.
+    #[error(transparent)]
+    Fault(#[from] FaultError),
+    /// The chain refused it or could not be reached.
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+}

@@ -1,0 +1,631 @@
+//! The client against the real contracts on anvil and real in-process nodes (`kms-node`'s
+//! router on 127.0.0.1): Alice grants, Enrico encrypts a file, Bob retrieves and decrypts;
+//! revocation, a shortage of nodes, and a lying node that Bob's report gets slashed.
+//!
+//! Needs `forge build` artifacts and `npm ci` (anvil and forge), like the other anvil tests.
+
+#![allow(clippy::unwrap_used)]
+
+use std::{sync::Arc, time::Duration};
+
+use alloy::{
+    eips::BlockNumberOrTag,
+    primitives::{Address, U256},
+    providers::{DynProvider, Provider},
+    signers::local::PrivateKeySigner,
+};
+use anyhow::{bail, ensure, Context, Result};
+use axum::{
+    body::{to_bytes, Body},
+    extract::Request,
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    Json,
+};
+use kms_client::{
+    fault::Fault,
+    grant::GrantRequest,
+    retrieve::{NodeOutcome, RetrieveOptions},
+    stream, ChainError, Client, HttpConfig, PolicyFile, ReportError, RetrieveError, SamplingError,
+};
+use kms_contracts::{testing::TestChain, Deployment};
+use kms_crypto::{
+    sign_answer,
+    umbral::{cfrag_from_bytes_simple, layout},
+    wire::{decode_b64, encode_b64, encode_hex, ReencryptRequest, ReencryptResponse},
+    Verdict,
+};
+use kms_node::{ApiState, ChainDirectory, Limits, NodeIdentity, Store};
+use umbral_pre::{Capsule, CapsuleFrag, DefaultDeserialize, DefaultSerialize, SecretKey};
+
+/// Long periods: a test never crosses more than one period boundary.
+const SECONDS_PER_PERIOD: u64 = 3600;
+
+/// Anvil's dev accounts, by role.
+const DEPLOYER: usize = 0;
+const ALICE: usize = 1;
+/// (staker, worker) pairs.
+const NODES: [(usize, usize); 4] = [(2, 3), (4, 5), (6, 7), (8, 9)];
+
+/// A node served in process.
+struct TestNode {
+    staker: Address,
+    url: String,
+    task: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// How a test node's record and behaviour are set up.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A real node.
+    Honest,
+    /// A real node that answers re-encryptions after a delay.
+    Slow,
+    /// A real node behind a layer that replaces each cfrag's `z` and signs the result with the
+    /// worker key: a provably wrong answer.
+    Liar,
+    /// Staked, but publishes no node record.
+    NoRecord,
+    /// Publishes a record whose URL nobody listens on.
+    DeadUrl,
+    /// Asks a minimum fee rate of 10 gwei.
+    Expensive,
+}
+
+async fn send<P: Provider, D: alloy::contract::CallDecoder>(
+    step: &str,
+    call: alloy::contract::CallBuilder<P, D>,
+) -> Result<()> {
+    let receipt = call
+        .send()
+        .await
+        .with_context(|| step.to_owned())?
+        .get_receipt()
+        .await?;
+    ensure!(receipt.status(), "{step} reverted");
+    Ok(())
+}
+
+/// Stakes `(staker, worker)`, commits to the next period and serves a node as `kind` says.
+async fn start_node(chain: &TestChain, accounts: (usize, usize), kind: Kind) -> Result<TestNode> {
+    let d = chain.deployment();
+    let (staker_index, worker_index) = accounts;
+    chain
+        .stake_node(
+            DEPLOYER,
+            staker_index,
+            worker_index,
+            d.min_stake,
+            U256::from(d.min_lock_periods),
+        )
+        .await?;
+    let staker = chain.address(staker_index)?;
+    let worker = chain.signer(worker_index)?;
+    let umbral = SecretKey::random();
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(dir.path().join("node.redb"))?;
+    let identity = NodeIdentity {
+        staker,
+        worker: worker.clone(),
+        umbral: umbral.clone(),
+        chain_id: d.chain_id,
+    };
+    let directory = ChainDirectory::new(chain.read_provider(), d.policy_manager, d.start_block);
+    let state = ApiState::new(identity, store, Arc::new(directory), Limits::default())?;
+    let mut app = kms_node::router(Arc::new(state));
+    match kind {
+        Kind::Slow => app = app.layer(middleware::from_fn(slow_reencryption)),
+        Kind::Liar => {
+            let chain_id = d.chain_id;
+            app = app.layer(middleware::from_fn(move |request, next| {
+                lie(worker.clone(), chain_id, request, next)
+            }));
+        }
+        _ => {}
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+
+    let as_worker = chain.provider(worker_index)?;
+    let escrow = d.staking_escrow(&as_worker);
+    send("commitToNextPeriod", escrow.commitToNextPeriod()).await?;
+    let published = match kind {
+        Kind::NoRecord => None,
+        Kind::DeadUrl => Some("http://127.0.0.1:9".to_owned()),
+        _ => Some(url.clone()),
+    };
+    if let Some(published) = published {
+        let key = umbral.public_key().to_compressed_bytes().to_vec();
+        send(
+            "publishNodeRecord",
+            escrow.publishNodeRecord(published, key.into()),
+        )
+        .await?;
+    }
+    if kind == Kind::Expensive {
+        let as_staker = chain.provider(staker_index)?;
+        let manager = d.policy_manager(&as_staker);
+        send(
+            "setMinFeeRate",
+            manager.setMinFeeRate(U256::from(10_000_000_000u64)),
+        )
+        .await?;
+    }
+    Ok(TestNode {
+        staker,
+        url,
+        task,
+        _dir: dir,
+    })
+}
+
+async fn slow_reencryption(request: Request, next: Next) -> Response {
+    if request.uri().path().ends_with("/reencrypt") {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    next.run(request).await
+}
+
+/// Lets the node answer, then replaces `z` in every cfrag and signs the forgery with the
+/// worker key, as a cheating node would.
+async fn lie(worker: PrivateKeySigner, chain_id: u64, request: Request, next: Next) -> Response {
+    let path = request.uri().path().to_owned();
+    if !path.ends_with("/reencrypt") {
+        return next.run(request).await;
+    }
+    let policy_hex = path.split('/').nth(3).unwrap();
+    let policy_id: [u8; 16] = alloy::hex::decode(policy_hex).unwrap().try_into().unwrap();
+    let (parts, body) = request.into_parts();
+    let body = to_bytes(body, usize::MAX).await.unwrap();
+    let asked: ReencryptRequest = serde_json::from_slice(&body).unwrap();
+    let response = next.run(Request::from_parts(parts, Body::from(body))).await;
+    if !response.status().is_success() {
+        return response;
+    }
+    let body = to_bytes(response.into_body(), usize::MAX).await.unwrap();
+    let mut answer: ReencryptResponse = serde_json::from_slice(&body).unwrap();
+    for (signed, capsule) in answer.cfrags.iter_mut().zip(&asked.capsules) {
+        let capsule = Capsule::from_bytes(&decode_b64("capsule", capsule).unwrap()).unwrap();
+        let cfrag = CapsuleFrag::from_bytes(&decode_b64("cfrag", &signed.cfrag).unwrap()).unwrap();
+        let mut simple = cfrag.to_bytes_simple().to_vec();
+        let z = SecretKey::random().to_be_bytes();
+        simple[layout::Z].copy_from_slice(z.as_secret());
+        let forged = cfrag_from_bytes_simple(&simple).unwrap();
+        signed.cfrag = encode_b64(&forged.to_bytes().unwrap());
+        let signature = sign_answer(
+            &worker,
+            chain_id,
+            policy_id,
+            &capsule.to_bytes_simple(),
+            &simple,
+        )
+        .unwrap();
+        signed.signature = encode_hex(&signature.as_bytes());
+    }
+    Json(answer).into_response()
+}
+
+/// A chain with nodes, and Alice's and Bob's keys.
+struct Setup {
+    chain: TestChain,
+    d: Deployment,
+    nodes: Vec<TestNode>,
+    alice: Client<DynProvider>,
+    delegating: SecretKey,
+    signer: SecretKey,
+    bob: SecretKey,
+    fee_rate: U256,
+}
+
+impl Setup {
+    async fn start(kinds: &[Kind]) -> Result<Self> {
+        let chain = TestChain::start(SECONDS_PER_PERIOD).await?;
+        let d = chain.deployment().clone();
+        // The fees and refunds checked below assume no period ends during the test: within a
+        // minute of a boundary, move the chain's clock past it.
+        let read = chain.read_provider();
+        let now = read
+            .get_block_by_number(BlockNumberOrTag::Latest)
+            .await?
+            .context("no latest block")?
+            .header
+            .timestamp;
+        let into = now % SECONDS_PER_PERIOD;
+        if into > SECONDS_PER_PERIOD - 60 {
+            read.raw_request::<_, serde_json::Value>(
+                "evm_increaseTime".into(),
+                (SECONDS_PER_PERIOD - into + 1,),
+            )
+            .await?;
+            read.raw_request::<_, serde_json::Value>("evm_mine".into(), ())
+                .await?;
+        }
+        let mut nodes = Vec::new();
+        for (accounts, kind) in NODES.iter().zip(kinds) {
+            nodes.push(start_node(&chain, *accounts, *kind).await?);
+        }
+        let alice = Client::connect(chain.provider(ALICE)?, d.clone(), quick_http()).await?;
+        let fee_rate = U256::from(d.policy_manager(&read).defaultFeeRate().call().await?);
+        Ok(Self {
+            chain,
+            d,
+            nodes,
+            alice,
+            delegating: SecretKey::random(),
+            signer: SecretKey::random(),
+            bob: SecretKey::random(),
+            fee_rate,
+        })
+    }
+
+    async fn now(&self) -> Result<u64> {
+        Ok(self
+            .chain
+            .read_provider()
+            .get_block_by_number(BlockNumberOrTag::Latest)
+            .await?
+            .context("no latest block")?
+            .header
+            .timestamp)
+    }
+
+    async fn request(&self, threshold: usize, shares: usize) -> Result<GrantRequest> {
+        Ok(GrantRequest {
+            label: "media/holiday.mp4".into(),
+            owner: self.chain.address(ALICE)?,
+            delegating_key: self.delegating.public_key(),
+            verifying_key: self.signer.public_key(),
+            receiving_key: self.bob.public_key(),
+            threshold,
+            shares,
+            end_timestamp: self.now().await? + 2 * SECONDS_PER_PERIOD,
+            fee_rate: self.fee_rate,
+            seed: 7,
+            salt: None,
+        })
+    }
+
+    /// Plans and executes a grant; every upload must succeed.
+    async fn grant(&self, threshold: usize, shares: usize) -> Result<PolicyFile> {
+        let plan = self
+            .alice
+            .plan_grant(&self.request(threshold, shares).await?)
+            .await?;
+        let outcome = self
+            .alice
+            .execute_grant(&plan, &self.delegating, &self.signer)
+            .await?;
+        for upload in &outcome.uploads {
+            ensure!(
+                upload.result == Ok(true),
+                "{}: {:?}",
+                upload.node.url,
+                upload.result
+            );
+        }
+        ensure!(outcome.is_usable());
+        Ok(outcome.policy)
+    }
+
+    /// Bob's client: reads only (retrieval needs no account).
+    async fn bob_client(&self) -> Result<Client<DynProvider>> {
+        Ok(Client::connect(self.chain.read_provider(), self.d.clone(), quick_http()).await?)
+    }
+}
+
+fn quick_http() -> HttpConfig {
+    HttpConfig {
+        connect_timeout: Duration::from_secs(2),
+        request_timeout: Duration::from_secs(10),
+        attempts: 2,
+        backoff: Duration::from_millis(50),
+    }
+}
+
+fn random_payload(len: usize) -> Vec<u8> {
+    use rand_core::{RngCore, SeedableRng};
+    let mut bytes = vec![0u8; len];
+    rand_chacha::ChaCha20Rng::seed_from_u64(len as u64).fill_bytes(&mut bytes);
+    bytes
+}
+
+/// Enrico encrypts `payload` to the policy; returns the encrypted file.
+fn encrypt(policy: &PolicyFile, payload: &[u8]) -> Vec<u8> {
+    let mut file = Vec::new();
+    stream::encrypt_stream(&policy.delegating_key, &mut &payload[..], &mut file).unwrap();
+    file
+}
+
+#[tokio::test]
+async fn grant_encrypt_retrieve_decrypt() -> Result<()> {
+    let setup = Setup::start(&[Kind::Honest, Kind::Honest, Kind::Honest]).await?;
+
+    // Alice plans: all three nodes, the fee the contract will ask.
+    let request = setup.request(2, 3).await?;
+    let plan = setup.alice.plan_grant(&request).await?;
+    let mut stakers: Vec<Address> = setup.nodes.iter().map(|n| n.staker).collect();
+    stakers.sort();
+    ensure!(plan.policy.stakers() == stakers, "{:?}", plan.policy.nodes);
+    ensure!(plan.periods == plan.last_period - plan.current_period + 1);
+    ensure!(plan.total_fee == setup.fee_rate * U256::from(3 * plan.periods));
+    for node in &plan.policy.nodes {
+        let served = setup
+            .nodes
+            .iter()
+            .find(|n| n.staker == node.staker)
+            .unwrap();
+        ensure!(node.url == served.url);
+    }
+
+    let outcome = setup
+        .alice
+        .execute_grant(&plan, &setup.delegating, &setup.signer)
+        .await?;
+    ensure!(outcome.uploaded() == 3, "{:?}", outcome.uploads);
+    ensure!(outcome.paid == plan.total_fee);
+    let policy = outcome.policy;
+
+    // The policy file goes to Bob through a file.
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("policy.json");
+    policy.save(&path)?;
+    let policy = PolicyFile::load(&path)?;
+
+    // Enrico encrypts 300 KB (five chunks).
+    let payload = random_payload(300 * 1000);
+    let file = encrypt(&policy, &payload);
+
+    // Bob: the capsule from the header, two verified cfrags, the data key, the payload.
+    let bob = setup.bob_client().await?;
+    let mut reader = &file[..];
+    let header = stream::read_header(&mut reader)?;
+    let retrieval = bob
+        .retrieve(
+            &policy,
+            &setup.bob,
+            std::slice::from_ref(header.capsule()),
+            &RetrieveOptions::default(),
+        )
+        .await?;
+    ensure!(retrieval.cfrags.len() == 1 && retrieval.cfrags[0].len() >= 2);
+    ensure!(retrieval.faults.is_empty());
+    let answered = retrieval
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.outcome, NodeOutcome::Answered { valid: 1, wrong: 0 }))
+        .count();
+    ensure!(answered >= 2, "{:?}", retrieval.nodes);
+    let key = stream::open_data_key_reencrypted(
+        &setup.bob,
+        &policy.delegating_key,
+        &header,
+        retrieval.cfrags[0].clone(),
+    )?;
+    let mut plaintext = Vec::new();
+    stream::decrypt_stream_with_key(&key, &header, &mut reader, &mut plaintext)?;
+    ensure!(plaintext == payload, "Bob's plaintext differs");
+
+    // Alice decrypts her own data without the nodes.
+    let mut reader = &file[..];
+    let header = stream::read_header(&mut reader)?;
+    let key = stream::open_data_key_original(&setup.delegating, &header)?;
+    let mut plaintext = Vec::new();
+    stream::decrypt_stream_with_key(&key, &header, &mut reader, &mut plaintext)?;
+    ensure!(plaintext == payload, "Alice's plaintext differs");
+
+    // Auditing: every node answers, with a valid cfrag for each of two capsules.
+    let other = encrypt(&policy, b"another file");
+    let other_header = stream::read_header(&mut &other[..])?;
+    let capsules = [header.capsule().clone(), other_header.capsule().clone()];
+    let audit = bob
+        .retrieve(
+            &policy,
+            &setup.bob,
+            &capsules,
+            &RetrieveOptions { audit_all: true },
+        )
+        .await?;
+    ensure!(audit.cfrags.iter().all(|c| c.len() == 3));
+    ensure!(audit
+        .nodes
+        .iter()
+        .all(|n| n.outcome == NodeOutcome::Answered { valid: 2, wrong: 0 }));
+
+    // Not Bob: refused before anything is asked.
+    let mallory = SecretKey::random();
+    let err = bob
+        .retrieve(&policy, &mallory, &capsules, &RetrieveOptions::default())
+        .await
+        .unwrap_err();
+    ensure!(
+        matches!(err, RetrieveError::WrongReceivingKey { .. }),
+        "{err}"
+    );
+
+    // The nodes committed to the next period only: the current one is refunded.
+    let refund = setup.alice.refund(&policy).await?;
+    ensure!(
+        refund.amount == setup.fee_rate * U256::from(3u8),
+        "refund {}",
+        refund.amount
+    );
+    // Nothing more to refund now: the contract's reason, in words, from the simulation.
+    match setup.alice.refund(&policy).await {
+        Err(ChainError::Reverted { reason, .. }) => {
+            ensure!(reason.contains("nothing to pay"), "{reason}")
+        }
+        other => bail!("second refund: {other:?}"),
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn revoked_policy_is_refused_by_every_node() -> Result<()> {
+    let setup = Setup::start(&[Kind::Honest, Kind::Honest, Kind::Honest]).await?;
+    let policy = setup.grant(2, 3).await?;
+    let file = encrypt(&policy, b"before the revocation");
+    let header = stream::read_header(&mut &file[..])?;
+    let capsules = [header.capsule().clone()];
+    let bob = setup.bob_client().await?;
+    bob.retrieve(&policy, &setup.bob, &capsules, &RetrieveOptions::default())
+        .await?;
+
+    let revoked = setup.alice.revoke(&policy).await?;
+    ensure!(!revoked.amount.is_zero(), "no refund");
+    let status = setup.alice.policy_status(&policy).await?;
+    ensure!(status.revoked);
+
+    match bob
+        .retrieve(&policy, &setup.bob, &capsules, &RetrieveOptions::default())
+        .await
+    {
+        Err(RetrieveError::NotEnoughCFrags {
+            got,
+            needed,
+            failures,
+            faults,
+        }) => {
+            ensure!(got == 0 && needed == 2);
+            ensure!(faults.is_empty());
+            ensure!(failures.len() == 3, "{failures:?}");
+            for failure in &failures {
+                ensure!(
+                    failure.reason.contains("HTTP 410") && failure.reason.contains("revoked"),
+                    "{failure}"
+                );
+            }
+        }
+        other => bail!("expected NotEnoughCFrags, got {other:?}"),
+    }
+
+    // Revoking twice: the contract's reason.
+    match setup.alice.revoke(&policy).await {
+        Err(ChainError::Reverted { reason, .. }) => {
+            ensure!(reason.contains("already revoked"), "{reason}")
+        }
+        other => bail!("second revocation: {other:?}"),
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn not_enough_nodes() -> Result<()> {
+    let setup =
+        Setup::start(&[Kind::Honest, Kind::NoRecord, Kind::Expensive, Kind::DeadUrl]).await?;
+    let good = setup.nodes[0].staker;
+
+    match setup.alice.plan_grant(&setup.request(1, 2).await?).await {
+        Err(kms_client::GrantError::Sampling(SamplingError::NotEnoughNodes {
+            wanted,
+            available,
+            excluded,
+        })) => {
+            ensure!(wanted == 2 && available == 1, "{wanted} {available}");
+            let reason = |node: &TestNode| {
+                excluded
+                    .iter()
+                    .find(|e| e.staker == node.staker)
+                    .map(|e| e.reason.clone())
+                    .unwrap_or_default()
+            };
+            ensure!(reason(&setup.nodes[1]).contains("no node record"));
+            ensure!(reason(&setup.nodes[2]).contains("asks at least 10000000000 wei"));
+            ensure!(
+                reason(&setup.nodes[3]).contains("unreachable"),
+                "{excluded:?}"
+            );
+            ensure!(!excluded.iter().any(|e| e.staker == good));
+        }
+        other => bail!("expected NotEnoughNodes, got {other:?}"),
+    }
+
+    // One share: the dead node, if drawn, is replaced by the good one, whatever the seed.
+    for seed in 0..4 {
+        let mut request = setup.request(1, 1).await?;
+        request.seed = seed;
+        let plan = setup.alice.plan_grant(&request).await?;
+        ensure!(plan.policy.stakers() == vec![good], "seed {seed}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_lying_node_is_caught_reported_and_slashed() -> Result<()> {
+    let setup = Setup::start(&[Kind::Liar, Kind::Slow, Kind::Slow]).await?;
+    let liar = setup.nodes[0].staker;
+    let policy = setup.grant(2, 3).await?;
+    let payload = random_payload(70_000);
+    let file = encrypt(&policy, &payload);
+    let mut reader = &file[..];
+    let header = stream::read_header(&mut reader)?;
+
+    // The liar answers first (the others are slow): its cfrag fails, the other two suffice.
+    let bob = setup.bob_client().await?;
+    let retrieval = bob
+        .retrieve(
+            &policy,
+            &setup.bob,
+            std::slice::from_ref(header.capsule()),
+            &RetrieveOptions::default(),
+        )
+        .await?;
+    ensure!(retrieval.cfrags[0].len() == 2);
+    let liar_report = retrieval.nodes.iter().find(|n| n.staker == liar).unwrap();
+    ensure!(
+        liar_report.outcome == NodeOutcome::Answered { valid: 0, wrong: 1 },
+        "{:?}",
+        liar_report
+    );
+    let key = stream::open_data_key_reencrypted(
+        &setup.bob,
+        &policy.delegating_key,
+        &header,
+        retrieval.cfrags[0].clone(),
+    )?;
+    let mut plaintext = Vec::new();
+    stream::decrypt_stream_with_key(&key, &header, &mut reader, &mut plaintext)?;
+    ensure!(plaintext == payload);
+
+    // The fault, through a file, as `kms report FILE` would read it.
+    ensure!(retrieval.faults.len() == 1, "{:?}", retrieval.faults);
+    let fault = &retrieval.faults[0];
+    ensure!(
+        fault.staker == liar && fault.expected_verdict == "WrongE",
+        "{fault:?}"
+    );
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("fault.json");
+    fault.save(&path)?;
+    let fault = Fault::load(&path)?;
+
+    let read = setup.chain.read_provider();
+    let escrow = setup.d.staking_escrow(&read);
+    let stake_before = escrow.stakeOf(liar).call().await?;
+    // Anyone can report and gets the reward; every dev account has a role, so Alice does.
+    let reporter = &setup.alice;
+    let outcome = reporter.report(&fault).await?;
+    ensure!(outcome.verdict == Verdict::WrongE, "{outcome:?}");
+    ensure!(outcome.staker == liar);
+    ensure!(!outcome.penalty.is_zero() && !outcome.reward.is_zero());
+    let stake_after = escrow.stakeOf(liar).call().await?;
+    ensure!(stake_after == stake_before - outcome.penalty);
+
+    // The same evidence again: refused with the contract's reason, nothing sent.
+    match reporter.report(&fault).await {
+        Err(ReportError::Chain(ChainError::Reverted { reason, .. })) => {
+            ensure!(reason.contains("already evaluated"), "{reason}")
+        }
+        other => bail!("second report: {other:?}"),
+    }
+    Ok(())
+}
