@@ -1,12 +1,6 @@
 //! `kms`: the command line of the KMS network (see `kms --help`).
 
-mod common;
-mod demo;
-mod devnet;
-mod keys;
-mod node;
-mod policy;
-mod stake;
+use kms_cli::{common, devnet, keys, node, policy, stake};
 
 use std::process::ExitCode;
 

@@ -63,9 +63,9 @@ fn main() -> Result<(), Box<dyn Error>> {
     )?;
     drop(writer);
     let seconds = start.elapsed().as_secs_f64();
+    let encrypt_rate = rate(seconds);
     println!(
-        "encrypt: {mib} MiB in {seconds:.3} s = {:.0} MB/s ({} chunks, {threads} threads)",
-        rate(seconds),
+        "encrypt: {mib} MiB in {seconds:.3} s = {encrypt_rate:.0} MB/s ({} chunks, {threads} threads)",
         stats.chunks
     );
 
@@ -77,10 +77,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     stream::decrypt_stream_with_threads(&key, &header, &mut reader, &mut writer, threads)?;
     drop(writer);
     let seconds = start.elapsed().as_secs_f64();
-    println!(
-        "decrypt: {mib} MiB in {seconds:.3} s = {:.0} MB/s",
-        rate(seconds)
-    );
+    let decrypt_rate = rate(seconds);
+    println!("decrypt: {mib} MiB in {seconds:.3} s = {decrypt_rate:.0} MB/s");
 
     let (mut a, mut b) = (
         BufReader::new(File::open(&input)?),
@@ -98,7 +96,25 @@ fn main() -> Result<(), Box<dyn Error>> {
         }
     }
     println!("roundtrip ok");
+    // One line for scripts (script/bench): the rates and this process's peak resident memory.
+    println!(
+        "json: {{\"mib\": {mib}, \"threads\": {threads}, \"encryptMBps\": {encrypt_rate:.1}, \"decryptMBps\": {decrypt_rate:.1}, \"peakRssMiB\": {}}}",
+        peak_rss_mib().map_or("null".to_owned(), |m| format!("{m:.1}"))
+    );
     Ok(())
+}
+
+/// This process's peak resident set (Linux `VmHWM`), in MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kib / 1024.0)
 }
 
 fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {

@@ -272,6 +272,10 @@ pub struct NodeStatus {
     pub kfrags: u64,
     /// Seconds since the API started.
     pub uptime_seconds: u64,
+    /// Confirmed policies naming this node that the chain follower has recorded.
+    pub policies: u64,
+    /// The last block the chain follower applied (`None` before its first step).
+    pub cursor_block: Option<u64>,
 }
 
 /// The body of every error answer.

@@ -434,10 +434,15 @@ async fn node_info<D: PolicyDirectory>(State(state): State<Arc<ApiState<D>>>) ->
 async fn status<D: PolicyDirectory>(
     State(state): State<Arc<ApiState<D>>>,
 ) -> Result<Json<NodeStatus>, ApiError> {
-    let kfrags = with_store(&state.store, Store::kfrag_count).await?;
+    let (kfrags, policies, cursor) = with_store(&state.store, |s| {
+        Ok((s.kfrag_count()?, s.policy_count()?, s.cursor()?))
+    })
+    .await?;
     Ok(Json(NodeStatus {
         kfrags,
         uptime_seconds: state.started.elapsed().as_secs(),
+        policies,
+        cursor_block: cursor.map(|c| c.block),
     }))
 }
 

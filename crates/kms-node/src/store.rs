@@ -406,6 +406,13 @@ impl Store {
             .transpose()
     }
 
+    /// How many confirmed policies naming this node are recorded.
+    pub fn policy_count(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(POLICIES).map_err(db_err)?;
+        table.len().map_err(db_err)
+    }
+
     /// Every stored kfrag's policy id with its end and node list (for the pruning duty).
     pub fn kfrag_policies(&self) -> Result<Vec<KfragPolicy>, StoreError> {
         let txn = self.db.begin_read().map_err(db_err)?;

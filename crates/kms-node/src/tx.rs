@@ -21,6 +21,10 @@ use kms_contracts::errors::{describe_rpc_error, rpc_revert_data};
 
 use crate::store::{DutyRecord, Store, StoreError};
 
+/// Polls in a row that must see the duty's nonce used without its receipt before the duty is
+/// declared replaced.
+const REPLACED_AFTER_POLLS: u32 = 5;
+
 /// Why a duty's transaction did not settle.
 #[derive(Debug, thiserror::Error)]
 pub enum TxError {
@@ -186,6 +190,9 @@ impl<P: Provider + Clone> TxSender<P> {
     ) -> Result<DutyRecord, TxError> {
         let deadline = Instant::now() + self.settle_timeout;
         let mut broadcast_due = true;
+        // How many polls in a row saw the nonce used and no receipt: a node may advance the
+        // account's nonce a moment before it serves the receipt, so one sighting proves nothing.
+        let mut unexplained_nonce = 0u32;
         loop {
             if broadcast_due {
                 // "already known" and "nonce too low" are expected after a restart: the receipt
@@ -231,7 +238,7 @@ impl<P: Provider + Clone> TxSender<P> {
                     }
                     broadcast_due = true;
                 }
-                Some(_) => {}
+                Some(_) => unexplained_nonce = 0,
                 None => {
                     let mined_nonce = self
                         .provider
@@ -246,7 +253,12 @@ impl<P: Provider + Clone> TxSender<P> {
                         .await
                         .map_err(rpc)?
                         .is_some();
-                    if mined_nonce > nonce && !mined {
+                    unexplained_nonce = if mined_nonce > nonce && !mined {
+                        unexplained_nonce + 1
+                    } else {
+                        0
+                    };
+                    if unexplained_nonce >= REPLACED_AFTER_POLLS {
                         // Our nonce was used, yet our transaction has no receipt: another
                         // transaction from the worker account took it.
                         let record = DutyRecord::Failed {

@@ -697,3 +697,126 @@ async fn a_faulty_node_signs_wrong_cfrags_that_are_provably_wrong() {
     let outcome = evidence.outcome(CHAIN_ID, signer, node.worker);
     assert_eq!(outcome.verdict(), Some(kms_crypto::Verdict::WrongE), "{outcome:?}");
 }
+
+/// Property test of every endpoint's decoding: random bytes, random JSON built from the right
+/// field names with random values (including valid encodings with flipped bits), and valid bodies
+/// truncated or with flipped bytes. Whatever arrives, the node answers with a 2xx or a 4xx that
+/// carries a reason, never a 5xx, and never panics (a panic would fail the test).
+#[test]
+fn no_request_body_makes_the_node_fail() {
+    use proptest::{
+        prelude::*,
+        test_runner::{Config, RngAlgorithm, TestRng, TestRunner},
+    };
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (node, policy, capsule) = runtime.block_on(node_with_policy());
+    let valid_reencrypt = node.reencrypt_body(&policy, std::slice::from_ref(&capsule), now());
+    let valid_upload = policy.upload(0, &node.umbral_pk);
+    let capsule_bytes = capsule.to_bytes().unwrap().into_vec();
+    let paths = vec![
+        policy.path("reencrypt"),
+        policy.path("kfrag"),
+        format!("/v1/policies/0x{}/reencrypt", "ab".repeat(16)),
+        "/v1/policies/not-hex/kfrag".to_owned(),
+    ];
+
+    // A JSON value that is sometimes of the right shape and sometimes not.
+    let value = prop_oneof![
+        Just(Value::Null),
+        any::<i64>().prop_map(|n| json!(n)),
+        any::<u64>().prop_map(|n| json!(n)),
+        ".{0,40}".prop_map(|s| json!(s)),
+        prop::collection::vec(any::<u8>(), 0..120).prop_map(|b| json!(encode_b64(&b))),
+        prop::collection::vec(any::<u8>(), 0..70)
+            .prop_map(|b| json!(alloy::hex::encode_prefixed(b))),
+        (0..capsule_bytes.len() * 8).prop_map({
+            let capsule_bytes = capsule_bytes.clone();
+            move |bit| {
+                let mut b = capsule_bytes.clone();
+                b[bit / 8] ^= 1 << (bit % 8);
+                json!(encode_b64(&b))
+            }
+        }),
+    ];
+    let field_names = prop::sample::select(vec![
+        "capsules",
+        "timestamp",
+        "signature",
+        "capsule",
+        "ciphertext",
+        "delegatingKey",
+        "receivingKey",
+        "verifyingKey",
+        "other",
+    ]);
+    let structured = prop::collection::vec(
+        (
+            field_names,
+            prop_oneof![
+                value.clone(),
+                prop::collection::vec(value, 0..4).prop_map(Value::Array),
+            ],
+        ),
+        0..8,
+    )
+    .prop_map(|fields| {
+        Value::Object(fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()).to_string()
+    })
+    .prop_map(String::into_bytes);
+    let valid_texts = vec![
+        valid_reencrypt.to_string().into_bytes(),
+        valid_upload.to_string().into_bytes(),
+    ];
+    let mutated = (
+        prop::sample::select(valid_texts),
+        prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+        any::<prop::sample::Index>(),
+        any::<bool>(),
+    )
+        .prop_map(|(mut text, flips, cut, truncate)| {
+            for (at, byte) in flips {
+                let i = at.index(text.len());
+                text[i] = byte;
+            }
+            if truncate {
+                text.truncate(cut.index(text.len() + 1));
+            }
+            text
+        });
+    let body = prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..512),
+        structured,
+        mutated,
+    ];
+
+    let mut runner = TestRunner::new_with_rng(
+        Config {
+            cases: 768,
+            failure_persistence: None,
+            ..Config::default()
+        },
+        TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]),
+    );
+    runner
+        .run(
+            &(prop::sample::select(paths), body),
+            |(path, body)| {
+                let (status, value, text) =
+                    runtime.block_on(node.request("POST", &path, Body::from(body)));
+                prop_assert!(!status.is_server_error(), "{path}: {status} {text}");
+                if !status.is_success() {
+                    prop_assert!(
+                        value["error"].as_str().is_some_and(|e| !e.is_empty()),
+                        "{path}: {status} without a reason: {text}"
+                    );
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+    // The node still serves.
+    let fresh = node.reencrypt_body(&policy, std::slice::from_ref(&capsule), now() + 1);
+    let (status, value) = runtime.block_on(node.post(&policy.path("reencrypt"), &fresh));
+    assert_eq!(status, StatusCode::OK, "{value}");
+}

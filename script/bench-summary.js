@@ -1,0 +1,45 @@
+// Turns the JSON files script/bench wrote into a markdown summary (printed to stdout).
+const fs = require("fs");
+const path = require("path");
+const dir = process.argv[2];
+const read = (name) => {
+  try { return JSON.parse(fs.readFileSync(path.join(dir, name), "utf8")); } catch { return null; }
+};
+const fmt = (x, digits = 1) => (typeof x === "number" ? x.toFixed(digits) : "n/a");
+const lines = [];
+lines.push(`# Benchmarks (${new Date().toISOString().slice(0, 10)})`, "");
+
+const node = read("node-throughput.json");
+if (node) {
+  lines.push("## Node re-encryption throughput", "");
+  lines.push("```", JSON.stringify(node, null, 2).slice(0, 4000), "```", "");
+}
+const retrieve = read("retrieve.json");
+if (retrieve) {
+  lines.push("## Bob's retrieve, 3-of-5 on localhost", "");
+  lines.push("| measure | p50 ms | p99 ms |", "| --- | ---: | ---: |");
+  lines.push(`| retrieve (node records from chain + 5 nodes, stop at 3) | ${fmt(retrieve.retrieve.p50Ms, 2)} | ${fmt(retrieve.retrieve.p99Ms, 2)} |`);
+  lines.push(`| nodes only | ${fmt(retrieve.retrieveFromNodesOnly.p50Ms, 2)} | ${fmt(retrieve.retrieveFromNodesOnly.p99Ms, 2)} |`, "");
+}
+const stream = read("stream.json");
+if (stream) {
+  lines.push(`## Streaming encryption, ${stream.mib} MiB file to file`, "");
+  lines.push("| | MB/s | vs openssl |", "| --- | ---: | ---: |");
+  lines.push(`| openssl speed chacha20-poly1305 (16 KiB blocks, 1 thread) | ${fmt(stream.opensslMBps, 0)} | |`);
+  lines.push(`| kms encrypt | ${fmt(stream.encryptMBps, 0)} | ${fmt(stream.encryptRatio * 100, 0)}% |`);
+  lines.push(`| kms decrypt | ${fmt(stream.decryptMBps, 0)} | ${fmt(stream.decryptRatio * 100, 0)}% |`);
+  lines.push("", `Peak RSS: ${fmt(stream.peakRssMiB)} MiB.`, "");
+}
+const catchup = read("catchup.json");
+if (catchup) {
+  lines.push("## Catch-up", "");
+  lines.push(`${catchup.blocks} blocks, ${catchup.policies} policies: ${fmt(catchup.seconds, 2)} s, peak RSS ${fmt(catchup.peakRssMiB)} MiB.`, "");
+}
+const gas = read("GasTest.json");
+if (gas) {
+  lines.push("## Gas (transaction gas, from snapshots/GasTest.json)", "");
+  lines.push("| operation | gas |", "| --- | ---: |");
+  for (const [k, v] of Object.entries(gas)) lines.push(`| ${k} | ${Number(v).toLocaleString("en")} |`);
+  lines.push("", "Every function: gas-report.txt.", "");
+}
+console.log(lines.join("\n"));
