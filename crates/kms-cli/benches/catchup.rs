@@ -70,7 +70,13 @@ async fn main() -> Result<()> {
         let mut id = [0u8; 16];
         id[..8].copy_from_slice(&i.to_be_bytes());
         let receipt = manager
-            .createPolicy(FixedBytes(id), chain.address(3)?, chain.address(4)?, end, vec![staker])
+            .createPolicy(
+                FixedBytes(id),
+                chain.address(3)?,
+                chain.address(4)?,
+                end,
+                vec![staker],
+            )
             .value(U256::from(1_000_000_000u64 * 5))
             .send()
             .await?
@@ -85,7 +91,10 @@ async fn main() -> Result<()> {
             .await?;
     }
     let head = reader.get_block_number().await?;
-    eprintln!("chain ready at block {head} in {:.1} s", setup.elapsed().as_secs_f64());
+    eprintln!(
+        "chain ready at block {head} in {:.1} s",
+        setup.elapsed().as_secs_f64()
+    );
 
     // The node: kms node init + run, from scratch.
     let dir = tempfile::tempdir()?;
@@ -93,13 +102,20 @@ async fn main() -> Result<()> {
     std::fs::write(&deployments, d.to_json())?;
     std::fs::write(dir.path().join("pw"), "pw\n")?;
     let node_dir = dir.path().join("node");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let status = Command::new(KMS)
         .args(["node", "init", "--confirmations", "0", "--listen"])
         .arg(format!("127.0.0.1:{port}"))
         .arg("--dir")
         .arg(&node_dir)
-        .args(["--staker", &staker.to_string(), "--rpc-url", chain.endpoint_url().as_str()])
+        .args([
+            "--staker",
+            &staker.to_string(),
+            "--rpc-url",
+            chain.endpoint_url().as_str(),
+        ])
         .arg("--deployments")
         .arg(&deployments)
         .arg("--password-file")
@@ -138,7 +154,9 @@ async fn main() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let peak = peak_rss_kib(pid);
-    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
     let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
 
     let report = serde_json::json!({

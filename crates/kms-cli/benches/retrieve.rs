@@ -34,7 +34,9 @@ fn arg(name: &str) -> Option<String> {
 async fn main() -> Result<()> {
     let iterations: usize = arg("--iterations").map_or(Ok(200), |s| s.parse())?;
     let out = arg("--out").unwrap_or_else(|| "bench-results/retrieve.json".into());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let args = DevnetArgs {
         port,
         nodes: 5,
@@ -58,15 +60,20 @@ async fn run(devnet: &devnet::Devnet, iterations: usize, out: &str) -> Result<()
     let escrow = d.staking_escrow(devnet.chain.read_provider());
     for miner in &devnet.miners {
         let deadline = Instant::now() + Duration::from_secs(60);
-        while escrow.getStakerInfo(miner.staker).call().await?.lastCommittedPeriod == U256::ZERO {
+        while escrow
+            .getStakerInfo(miner.staker)
+            .call()
+            .await?
+            .lastCommittedPeriod
+            == U256::ZERO
+        {
             ensure!(Instant::now() < deadline, "a node did not commit");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
     let alice_index = devnet::alice_index(devnet);
     let alice_provider = devnet.provider(alice_index)?;
-    let alice_client =
-        Client::connect(alice_provider, d.clone(), HttpConfig::default()).await?;
+    let alice_client = Client::connect(alice_provider, d.clone(), HttpConfig::default()).await?;
     let (alice, bob) = (MasterSecret::random(), MasterSecret::random());
     let now = devnet
         .chain

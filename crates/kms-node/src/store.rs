@@ -284,7 +284,11 @@ pub struct FollowerBatch {
 /// transaction itself, so that a restart rebroadcasts the very same transaction (same nonce:
 /// it cannot be executed twice) instead of signing a second one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", rename_all_fields = "camelCase", tag = "state")]
+#[serde(
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase",
+    tag = "state"
+)]
 pub enum DutyRecord {
     /// Signed and about to be, or being, broadcast.
     Sent {

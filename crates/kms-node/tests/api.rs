@@ -695,7 +695,11 @@ async fn a_faulty_node_signs_wrong_cfrags_that_are_provably_wrong() {
     )
     .unwrap();
     let outcome = evidence.outcome(CHAIN_ID, signer, node.worker);
-    assert_eq!(outcome.verdict(), Some(kms_crypto::Verdict::WrongE), "{outcome:?}");
+    assert_eq!(
+        outcome.verdict(),
+        Some(kms_crypto::Verdict::WrongE),
+        "{outcome:?}"
+    );
 }
 
 /// Property test of every endpoint's decoding: random bytes, random JSON built from the right
@@ -799,21 +803,18 @@ fn no_request_body_makes_the_node_fail() {
         TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]),
     );
     runner
-        .run(
-            &(prop::sample::select(paths), body),
-            |(path, body)| {
-                let (status, value, text) =
-                    runtime.block_on(node.request("POST", &path, Body::from(body)));
-                prop_assert!(!status.is_server_error(), "{path}: {status} {text}");
-                if !status.is_success() {
-                    prop_assert!(
-                        value["error"].as_str().is_some_and(|e| !e.is_empty()),
-                        "{path}: {status} without a reason: {text}"
-                    );
-                }
-                Ok(())
-            },
-        )
+        .run(&(prop::sample::select(paths), body), |(path, body)| {
+            let (status, value, text) =
+                runtime.block_on(node.request("POST", &path, Body::from(body)));
+            prop_assert!(!status.is_server_error(), "{path}: {status} {text}");
+            if !status.is_success() {
+                prop_assert!(
+                    value["error"].as_str().is_some_and(|e| !e.is_empty()),
+                    "{path}: {status} without a reason: {text}"
+                );
+            }
+            Ok(())
+        })
         .unwrap();
     // The node still serves.
     let fresh = node.reencrypt_body(&policy, std::slice::from_ref(&capsule), now() + 1);
