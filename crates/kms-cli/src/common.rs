@@ -16,7 +16,11 @@ use alloy::{
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use kms_contracts::{describe_contract_error, Deployment};
+use kms_client::{
+    chain::{any_revert, transact},
+    ChainError,
+};
+use kms_contracts::Deployment;
 use kms_crypto::keys;
 
 /// A contract refused the transaction (exit code 3).
@@ -178,31 +182,22 @@ pub async fn send<P: Provider, D: CallDecoder>(
     action: &str,
     call: CallBuilder<P, D, Ethereum>,
 ) -> Result<TxHash> {
-    if let Err(e) = call.call_raw().await {
-        return Err(Reverted {
-            action: action.to_owned(),
-            reason: describe_contract_error(&e),
-        }
-        .into());
-    }
     let spinner = spinner(&format!("{action}: waiting for the receipt"));
-    let pending = call.send().await.map_err(|e| Reverted {
-        action: action.to_owned(),
-        reason: describe_contract_error(&e),
-    })?;
-    let receipt = pending
-        .with_timeout(Some(Duration::from_secs(120)))
-        .get_receipt()
-        .await
-        .with_context(|| format!("{action}: no receipt"))?;
+    let result = transact(action, call, any_revert, Duration::from_secs(120)).await;
     spinner.finish_and_clear();
-    if !receipt.status() {
-        return Err(Reverted {
+    let receipt = result.map_err(|e| match e {
+        ChainError::Reverted { reason, .. } => Reverted {
             action: action.to_owned(),
-            reason: format!("transaction {} reverted", receipt.transaction_hash),
+            reason,
         }
-        .into());
-    }
+        .into(),
+        e @ ChainError::Failed { .. } => Reverted {
+            action: action.to_owned(),
+            reason: e.to_string(),
+        }
+        .into(),
+        e => anyhow::Error::new(e),
+    })?;
     eprintln!("{action}: ok ({})", receipt.transaction_hash);
     Ok(receipt.transaction_hash)
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use alloy::{
     contract::{CallBuilder, CallDecoder},
-    primitives::{Address, B256, U256},
+    primitives::B256,
     providers::Provider,
     rpc::types::TransactionReceipt,
 };
@@ -106,8 +106,9 @@ pub(crate) fn call_error(
     }
 }
 
-/// Simulates `call`, then sends it and waits up to `timeout` for a successful receipt.
-pub(crate) async fn transact<P, D>(
+/// Simulates `call`, then sends it and waits up to `timeout` for a successful receipt; a revert
+/// is described by `describe` (e.g. [`any_revert`]).
+pub async fn transact<P, D>(
     what: &str,
     call: CallBuilder<P, D>,
     describe: fn(&alloy::contract::Error) -> Option<String>,
@@ -144,122 +145,15 @@ where
     Ok(receipt)
 }
 
-fn ends(timestamp: U256) -> String {
-    format!("Unix time {timestamp}")
-}
+pub use kms_contracts::errors::{
+    describe_adjudicator_error, describe_policy_manager_error, describe_staking_escrow_error,
+};
 
-/// The `PolicyManager`'s custom errors in words, with what to do about them.
-pub fn describe_policy_manager_error(error: &PolicyManagerErrors) -> String {
-    use PolicyManagerErrors as E;
-    match error {
-        E::PolicyManager_PolicyExists(e) => format!(
-            "policy {} already exists: grant again (a new policy id is drawn each time)",
-            e.policyId
-        ),
-        E::PolicyManager_PolicyNotFound(e) => format!(
-            "no policy {} on this PolicyManager: check the policy file's chainId and policyManager",
-            e.policyId
-        ),
-        E::PolicyManager_ZeroAddress(e) => format!("the {} address must not be zero", e.name),
-        E::PolicyManager_InvalidEnd(e) => format!(
-            "the end time {} must be after the chain's time ({}) and fit in 32 bits",
-            ends(e.endTimestamp),
-            ends(e.nowTimestamp)
-        ),
-        E::PolicyManager_InvalidNodeCount(e) => format!(
-            "{} nodes: a policy takes 1 to {}",
-            e.count, e.maxNodes
-        ),
-        E::PolicyManager_NodesNotSorted(e) => format!(
-            "the node list is not strictly ascending at index {}",
-            e.index
-        ),
-        E::PolicyManager_InvalidPayment(e) => format!(
-            "the payment {} wei is not a positive multiple of {} nodes x {} periods (a period may have just begun: plan again)",
-            e.value, e.nodes, e.periods
-        ),
-        E::PolicyManager_FeeRateTooHigh(e) => {
-            format!("the fee rate {} wei does not fit in 80 bits", e.feeRate)
-        }
-        E::PolicyManager_FeeRateBelowNodeMinimum(e) => format!(
-            "node {} asks at least {} wei per period, the policy offers {}: raise the fee rate or plan again",
-            e.node, e.minFeeRate, e.feeRate
-        ),
-        E::PolicyManager_NodeNotEligible(e) => format!(
-            "node {} has no stake locked through period {} or no worker: plan again, or end the policy sooner",
-            e.node, e.lastPeriod
-        ),
-        E::PolicyManager_CallerNotPolicyOwner(e) => format!(
-            "only the policy's owner {} may do this, not {}: use the owner's key",
-            e.owner, e.caller
-        ),
-        E::PolicyManager_AlreadyRevoked(e) => {
-            if e.node == Address::ZERO {
-                format!("policy {} is already revoked", e.policyId)
-            } else {
-                format!(
-                    "node {}'s arrangement of policy {} is already revoked",
-                    e.node, e.policyId
-                )
-            }
-        }
-        E::PolicyManager_PolicyEnded(e) => format!(
-            "policy {} ended at {}: nothing left to revoke (use refund for unworked periods)",
-            e.policyId,
-            ends(e.endTimestamp)
-        ),
-        E::PolicyManager_NodeNotInPolicy(e) => {
-            format!("node {} is not in policy {}", e.node, e.policyId)
-        }
-        E::PolicyManager_NodesMismatch(e) => format!(
-            "the node list does not match policy {}'s: use the policy file grant wrote",
-            e.policyId
-        ),
-        E::PolicyManager_NothingToPay(_) => {
-            "nothing to pay: no unworked settled period to refund yet (try after the current period ends)".to_owned()
-        }
-        E::PolicyManager_TransferFailed(e) => format!(
-            "sending {} wei to {} failed (a contract that refuses ETH?)",
-            e.amount, e.recipient
-        ),
-        other => format!("{other:?}"),
-    }
-}
-
-/// The `Adjudicator`'s custom errors in words.
-pub fn describe_adjudicator_error(error: &AdjudicatorErrors) -> String {
-    use AdjudicatorErrors as E;
-    match error {
-        E::Adjudicator_MalformedEvidence(e) => format!(
-            "the evidence is malformed ({}): it was not built from a node's answer",
-            e.what
-        ),
-        E::Adjudicator_AlreadyEvaluated(e) => format!(
-            "this cfrag was already evaluated (evidence hash {}): nothing more to report",
-            e.evidenceHash
-        ),
-        E::Adjudicator_PolicyNotFound(e) => format!(
-            "no policy {} on the PolicyManager the Adjudicator uses: wrong chain or deployment?",
-            e.policyId
-        ),
-        E::Adjudicator_KfragSignatureMismatch(e) => format!(
-            "the cfrag's kfrag was not signed by the policy's kfrag signer {} (recovered {}): the fault cannot be proven on chain",
-            e.expected, e.recovered
-        ),
-        E::Adjudicator_InvalidWorkerSignature(_) => {
-            "the worker signature is not a valid low-s 65-byte signature".to_owned()
-        }
-        E::Adjudicator_UnknownWorker(e) => format!(
-            "{} is not a bonded worker: the node may have changed workers since it answered",
-            e.signer
-        ),
-        other => format!("{other:?}"),
-    }
-}
-
-/// The `StakingEscrow`'s custom errors (the Adjudicator's slash calls it).
-pub fn describe_staking_escrow_error(error: &StakingEscrowErrors) -> String {
-    format!("{error:?}")
+/// Any KMS contract's custom error in words (for [`transact`]).
+pub fn any_revert(error: &alloy::contract::Error) -> Option<String> {
+    error
+        .as_revert_data()
+        .and_then(|data| kms_contracts::decode_revert(&data))
 }
 
 pub(crate) fn policy_manager_revert(error: &alloy::contract::Error) -> Option<String> {

@@ -3,7 +3,7 @@
 
 use alloy::{
     contract,
-    primitives::Bytes,
+    primitives::{Address, Bytes, U256},
     sol_types::{Revert, SolError, SolInterface},
     transports::{RpcError, TransportErrorKind},
 };
@@ -23,17 +23,18 @@ fn unwrap_variant(debug: String) -> String {
     }
 }
 
-/// The custom error (or `Error(string)` reason) in `data`, e.g.
+/// The custom error (or `Error(string)` reason) in `data`: in words with what to do for the
+/// `PolicyManager` and the `Adjudicator` (what users meet), else its name and arguments, e.g.
 /// `StakingEscrow_AlreadyCommitted { period: 5 }`; `None` if no KMS contract declares it.
 pub fn decode_revert(data: &[u8]) -> Option<String> {
     if let Ok(e) = StakingEscrowErrors::abi_decode(data) {
-        return Some(unwrap_variant(format!("{e:?}")));
+        return Some(describe_staking_escrow_error(&e));
     }
     if let Ok(e) = PolicyManagerErrors::abi_decode(data) {
-        return Some(unwrap_variant(format!("{e:?}")));
+        return Some(describe_policy_manager_error(&e));
     }
     if let Ok(e) = AdjudicatorErrors::abi_decode(data) {
-        return Some(unwrap_variant(format!("{e:?}")));
+        return Some(describe_adjudicator_error(&e));
     }
     if let Ok(e) = KMSTokenErrors::abi_decode(data) {
         return Some(unwrap_variant(format!("{e:?}")));
@@ -68,6 +69,124 @@ pub fn describe_rpc_error(err: &RpcError<TransportErrorKind>) -> String {
 /// The revert data of an RPC error, if the node returned any.
 pub fn rpc_revert_data(err: &RpcError<TransportErrorKind>) -> Option<Bytes> {
     err.as_error_resp().and_then(|p| p.as_revert_data())
+}
+
+fn ends(timestamp: U256) -> String {
+    format!("Unix time {timestamp}")
+}
+
+/// The `PolicyManager`'s custom errors in words, with what to do about them.
+pub fn describe_policy_manager_error(error: &PolicyManagerErrors) -> String {
+    use PolicyManagerErrors as E;
+    match error {
+        E::PolicyManager_PolicyExists(e) => format!(
+            "policy {} already exists: grant again (a new policy id is drawn each time)",
+            e.policyId
+        ),
+        E::PolicyManager_PolicyNotFound(e) => format!(
+            "no policy {} on this PolicyManager: check the policy file's chainId and policyManager",
+            e.policyId
+        ),
+        E::PolicyManager_ZeroAddress(e) => format!("the {} address must not be zero", e.name),
+        E::PolicyManager_InvalidEnd(e) => format!(
+            "the end time {} must be after the chain's time ({}) and fit in 32 bits",
+            ends(e.endTimestamp),
+            ends(e.nowTimestamp)
+        ),
+        E::PolicyManager_InvalidNodeCount(e) => format!(
+            "{} nodes: a policy takes 1 to {}",
+            e.count, e.maxNodes
+        ),
+        E::PolicyManager_NodesNotSorted(e) => format!(
+            "the node list is not strictly ascending at index {}",
+            e.index
+        ),
+        E::PolicyManager_InvalidPayment(e) => format!(
+            "the payment {} wei is not a positive multiple of {} nodes x {} periods (a period may have just begun: plan again)",
+            e.value, e.nodes, e.periods
+        ),
+        E::PolicyManager_FeeRateTooHigh(e) => {
+            format!("the fee rate {} wei does not fit in 80 bits", e.feeRate)
+        }
+        E::PolicyManager_FeeRateBelowNodeMinimum(e) => format!(
+            "node {} asks at least {} wei per period, the policy offers {}: raise the fee rate or plan again",
+            e.node, e.minFeeRate, e.feeRate
+        ),
+        E::PolicyManager_NodeNotEligible(e) => format!(
+            "node {} has no stake locked through period {} or no worker: plan again, or end the policy sooner",
+            e.node, e.lastPeriod
+        ),
+        E::PolicyManager_CallerNotPolicyOwner(e) => format!(
+            "only the policy's owner {} may do this, not {}: use the owner's key",
+            e.owner, e.caller
+        ),
+        E::PolicyManager_AlreadyRevoked(e) => {
+            if e.node == Address::ZERO {
+                format!("policy {} is already revoked", e.policyId)
+            } else {
+                format!(
+                    "node {}'s arrangement of policy {} is already revoked",
+                    e.node, e.policyId
+                )
+            }
+        }
+        E::PolicyManager_PolicyEnded(e) => format!(
+            "policy {} ended at {}: nothing left to revoke (use refund for unworked periods)",
+            e.policyId,
+            ends(e.endTimestamp)
+        ),
+        E::PolicyManager_NodeNotInPolicy(e) => {
+            format!("node {} is not in policy {}", e.node, e.policyId)
+        }
+        E::PolicyManager_NodesMismatch(e) => format!(
+            "the node list does not match policy {}'s: use the policy file grant wrote",
+            e.policyId
+        ),
+        E::PolicyManager_NothingToPay(_) => {
+            "nothing to pay: no unworked settled period to refund yet (try after the current period ends)".to_owned()
+        }
+        E::PolicyManager_TransferFailed(e) => format!(
+            "sending {} wei to {} failed (a contract that refuses ETH?)",
+            e.amount, e.recipient
+        ),
+        other => format!("{other:?}"),
+    }
+}
+
+/// The `Adjudicator`'s custom errors in words.
+pub fn describe_adjudicator_error(error: &AdjudicatorErrors) -> String {
+    use AdjudicatorErrors as E;
+    match error {
+        E::Adjudicator_MalformedEvidence(e) => format!(
+            "the evidence is malformed ({}): it was not built from a node's answer",
+            e.what
+        ),
+        E::Adjudicator_AlreadyEvaluated(e) => format!(
+            "this cfrag was already evaluated (evidence hash {}): nothing more to report",
+            e.evidenceHash
+        ),
+        E::Adjudicator_PolicyNotFound(e) => format!(
+            "no policy {} on the PolicyManager the Adjudicator uses: wrong chain or deployment?",
+            e.policyId
+        ),
+        E::Adjudicator_KfragSignatureMismatch(e) => format!(
+            "the cfrag's kfrag was not signed by the policy's kfrag signer {} (recovered {}): the fault cannot be proven on chain",
+            e.expected, e.recovered
+        ),
+        E::Adjudicator_InvalidWorkerSignature(_) => {
+            "the worker signature is not a valid low-s 65-byte signature".to_owned()
+        }
+        E::Adjudicator_UnknownWorker(e) => format!(
+            "{} is not a bonded worker: the node may have changed workers since it answered",
+            e.signer
+        ),
+        other => format!("{other:?}"),
+    }
+}
+
+/// The `StakingEscrow`'s custom errors (the Adjudicator's slash calls it).
+pub fn describe_staking_escrow_error(error: &StakingEscrowErrors) -> String {
+    unwrap_variant(format!("{error:?}"))
 }
 
 #[cfg(test)]
