@@ -39,6 +39,17 @@ pub enum DutyError {
     Tx(#[from] TxError),
 }
 
+/// Where a duty stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DutyState {
+    /// No record: decide from the chain whether it is due.
+    Fresh,
+    /// Its transaction is recorded as sent: settle it.
+    InFlight,
+    /// Done, skipped or failed: nothing more for this key.
+    Settled,
+}
+
 /// The duties' Prometheus counters: `kms_node_duties_total{duty, outcome}`.
 #[derive(Debug, Clone)]
 pub struct DutyMetrics {
@@ -208,14 +219,15 @@ impl<P: Provider + Clone> Duties<P> {
         Ok(blocking(move || store.set_duty(&key, &record)).await?)
     }
 
-    async fn settled(&self, key: &str) -> Result<bool, DutyError> {
+    /// Where the duty `key` stands, from its record.
+    async fn state(&self, key: &str) -> Result<DutyState, DutyError> {
         let store = self.store.clone();
         let key = key.to_owned();
-        let record = blocking(move || store.duty(&key)).await?;
-        Ok(matches!(
-            record,
-            Some(DutyRecord::Done { .. } | DutyRecord::Skipped { .. } | DutyRecord::Failed { .. })
-        ))
+        Ok(match blocking(move || store.duty(&key)).await? {
+            None => DutyState::Fresh,
+            Some(DutyRecord::Sent { .. }) => DutyState::InFlight,
+            Some(_) => DutyState::Settled,
+        })
     }
 
     async fn staker_info(&self) -> Result<StakingEscrow::StakerView, DutyError> {
@@ -233,13 +245,12 @@ impl<P: Provider + Clone> Duties<P> {
         }
         let next = period + 1;
         let key = format!("commit/{next}");
-        if self.settled(&key).await? {
+        let state = self.state(&key).await?;
+        if state == DutyState::Settled {
             return Ok(None);
         }
-        let store = self.store.clone();
-        let key_for_read = key.clone();
-        let in_flight = blocking(move || store.duty(&key_for_read)).await?.is_some();
-        if !in_flight {
+        // A duty in flight resumes its recorded transaction whatever the chain says now.
+        if state == DutyState::Fresh {
             let info = self.staker_info().await?;
             if info.commitPeriods.contains(&U256::from(next)) {
                 // Committed already (by an earlier run whose record is gone, or by hand).
@@ -266,13 +277,12 @@ impl<P: Provider + Clone> Duties<P> {
             return Ok(None);
         }
         let key = format!("mint/{period}");
-        if self.settled(&key).await? {
+        let state = self.state(&key).await?;
+        if state == DutyState::Settled {
             return Ok(None);
         }
-        let store = self.store.clone();
-        let key_for_read = key.clone();
-        let in_flight = blocking(move || store.duty(&key_for_read)).await?.is_some();
-        if !in_flight {
+        // A duty in flight resumes its recorded transaction whatever the chain says now.
+        if state == DutyState::Fresh {
             let info = self.staker_info().await?;
             // A commitment mints the ended periods' rewards itself; mint only when none will.
             if info.pendingReward.is_zero() || !info.lockedNextPeriod.is_zero() {
@@ -289,13 +299,12 @@ impl<P: Provider + Clone> Duties<P> {
             return Ok(None);
         };
         let key = format!("fees/{period}");
-        if self.settled(&key).await? {
+        let state = self.state(&key).await?;
+        if state == DutyState::Settled {
             return Ok(None);
         }
-        let store = self.store.clone();
-        let key_for_read = key.clone();
-        let in_flight = blocking(move || store.duty(&key_for_read)).await?.is_some();
-        if !in_flight {
+        // A duty in flight resumes its recorded transaction whatever the chain says now.
+        if state == DutyState::Fresh {
             let fees = PolicyManager::new(self.deployment.policy_manager, &self.provider)
                 .fees(self.staker)
                 .block(BlockId::latest())

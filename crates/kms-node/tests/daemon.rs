@@ -218,7 +218,9 @@ async fn duties_run_once_per_period_across_restarts() -> Result<()> {
         commitments_of(&reader, &chain, staker).await? == 2,
         "one commitment per period"
     );
-    // Every transaction the worker ever sent is one recorded duty: record, 2 commits, fees.
+    // Every transaction the worker ever sent is one recorded duty: the record, the two
+    // commitments, and one fee withdrawal per period that had fees (one or two, depending on
+    // whether the first run ticked after the policy credited the commitment already made).
     let sent = store
         .duties()?
         .into_iter()
@@ -226,7 +228,7 @@ async fn duties_run_once_per_period_across_restarts() -> Result<()> {
         .count();
     let nonce = reader.get_transaction_count(worker).await?;
     ensure!(
-        sent == 4 && nonce == 4,
+        sent as u64 == nonce && (4..=5).contains(&sent),
         "sent {sent} duties, worker nonce {nonce}: {:?}",
         store.duties()?.iter().map(|(k, _)| k).collect::<Vec<_>>()
     );
