@@ -823,22 +823,13 @@ mod tests {
 
     #[test]
     fn rejects_what_cannot_be_evidence() {
-        let mut rng = ChaCha20Rng::seed_from_u64(8);
-        let alice = SecretKey::random_with_rng(&mut rng);
-        let signer = Signer::new(SecretKey::random_with_rng(&mut rng));
-        let bob = SecretKey::random_with_rng(&mut rng);
-        let (capsule, _) = encrypt_with_rng(&mut rng, &alice.public_key(), b"x").unwrap();
-        let kfrags = generate_kfrags_with_rng(
-            &mut rng,
-            &alice,
-            &bob.public_key(),
-            &signer,
-            1,
-            1,
-            true,
-            true,
-        );
-        let cfrag = reencrypt_with_rng(&mut rng, &capsule, kfrags[0].clone()).unverify();
+        let crate::umbral::TestScenario {
+            alice,
+            signer,
+            bob,
+            capsule,
+            cfrag,
+        } = crate::umbral::TestScenario::new(8, 1, 1);
         let (capsule_simple, cfrag_simple) = (capsule.to_bytes_simple(), cfrag.to_bytes_simple());
         let build = |capsule: &[u8], cfrag: &[u8], sig: &[u8]| {
             Evidence::from_parts(

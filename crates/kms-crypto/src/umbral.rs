@@ -184,6 +184,52 @@ pub fn cfrag_from_bytes_simple(bytes: &[u8]) -> Result<CapsuleFrag, UmbralError>
     Ok(cfrag)
 }
 
+/// A deterministic Umbral scenario for this crate's unit tests: Alice, the kfrag signer, Bob, a
+/// capsule for Alice's key, and the cfrag of the first of `shares` kfrags.
+#[cfg(test)]
+pub(crate) struct TestScenario {
+    pub alice: umbral_pre::SecretKey,
+    pub signer: umbral_pre::Signer,
+    pub bob: umbral_pre::SecretKey,
+    pub capsule: Capsule,
+    pub cfrag: CapsuleFrag,
+}
+
+#[cfg(test)]
+impl TestScenario {
+    #[allow(clippy::unwrap_used)]
+    pub(crate) fn new(seed: u64, threshold: usize, shares: usize) -> Self {
+        use rand_chacha::ChaCha20Rng;
+        use rand_core::SeedableRng;
+        use umbral_pre::{
+            encrypt_with_rng, generate_kfrags_with_rng, reencrypt_with_rng, SecretKey, Signer,
+        };
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let alice = SecretKey::random_with_rng(&mut rng);
+        let signer = Signer::new(SecretKey::random_with_rng(&mut rng));
+        let bob = SecretKey::random_with_rng(&mut rng);
+        let (capsule, _) = encrypt_with_rng(&mut rng, &alice.public_key(), b"hello").unwrap();
+        let kfrags = generate_kfrags_with_rng(
+            &mut rng,
+            &alice,
+            &bob.public_key(),
+            &signer,
+            threshold,
+            shares,
+            true,
+            true,
+        );
+        let cfrag = reencrypt_with_rng(&mut rng, &capsule, kfrags[0].clone()).unverify();
+        Self {
+            alice,
+            signer,
+            bob,
+            capsule,
+            cfrag,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -192,10 +238,7 @@ mod tests {
     use alloy::signers::local::PrivateKeySigner;
     use rand_chacha::ChaCha20Rng;
     use rand_core::SeedableRng;
-    use umbral_pre::{
-        encrypt_with_rng, generate_kfrags_with_rng, reencrypt_with_rng, Parameters, SecretKey,
-        Signer,
-    };
+    use umbral_pre::{Parameters, SecretKey};
 
     #[test]
     fn u_constant_is_umbrals() {
@@ -217,22 +260,7 @@ mod tests {
 
     #[test]
     fn bytes_simple_roundtrip() {
-        let mut rng = ChaCha20Rng::seed_from_u64(2);
-        let alice = SecretKey::random_with_rng(&mut rng);
-        let signer = Signer::new(SecretKey::random_with_rng(&mut rng));
-        let bob = SecretKey::random_with_rng(&mut rng);
-        let (capsule, _) = encrypt_with_rng(&mut rng, &alice.public_key(), b"hello").unwrap();
-        let kfrags = generate_kfrags_with_rng(
-            &mut rng,
-            &alice,
-            &bob.public_key(),
-            &signer,
-            2,
-            3,
-            true,
-            true,
-        );
-        let cfrag = reencrypt_with_rng(&mut rng, &capsule, kfrags[0].clone()).unverify();
+        let TestScenario { capsule, cfrag, .. } = TestScenario::new(2, 2, 3);
 
         let capsule_back = capsule_from_bytes_simple(&capsule.to_bytes_simple()).unwrap();
         assert_eq!(capsule_back, capsule);
