@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::{
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -10,18 +12,7 @@ use std::{
 use alloy::primitives::U256;
 use anyhow::{ensure, Context, Result};
 use kms_contracts::testing::TestChain;
-
-const KMS: &str = env!("CARGO_BIN_EXE_kms");
-
-fn kms(args: &[&str]) -> std::process::Output {
-    Command::new(KMS)
-        .args(args)
-        .env_remove("ETH_RPC_URL")
-        .env_remove("KMS_PASSWORD")
-        .env_remove("KMS_PASSWORD_FILE")
-        .output()
-        .unwrap()
-}
+use support::{kms, KMS};
 
 #[test]
 fn run_refuses_a_missing_config_with_a_reason() {

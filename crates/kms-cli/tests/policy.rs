@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::{
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
@@ -13,8 +15,7 @@ use std::{
 
 use anyhow::{ensure, Context, Result};
 use serde_json::Value;
-
-const KMS: &str = env!("CARGO_BIN_EXE_kms");
+use support::{free_port, repo_root, terminate, KMS};
 /// anvil's well-known dev keys: with 3 miners, Alice is account 4 and Bob account 5.
 const ALICE_KEY: &str = "0x47e179ec197488593b187f80a00eb0da91f1b9d0b13f8733639f19c30a34926a";
 const BOB_KEY: &str = "0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba";
@@ -28,35 +29,9 @@ struct Devnet {
 
 impl Drop for Devnet {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
+        terminate(&mut self.child, Duration::from_secs(20));
         let _ = std::fs::remove_file(&self.deployments);
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .find(|d| d.join("foundry.toml").is_file())
-        .unwrap()
-        .to_path_buf()
 }
 
 fn start_devnet(faulty: bool) -> Result<Devnet> {

@@ -233,7 +233,9 @@ impl NodeClient {
     /// `POST {url}/v1/policies/{id}/reencrypt`, with a request `sign(timestamp)` builds; each
     /// attempt is signed anew with a timestamp no earlier than the last one used for the same
     /// `(policy, node, capsules)`, plus one second, since the node refuses a replayed message.
-    /// `replay_key` identifies that triple.
+    /// `replay_key` identifies that triple. A refusal as a replay (409) is retried too: another
+    /// process (another `kms retrieve` of the same file, Bob on another device) may have sent the
+    /// very same message within the same second, and the retry's later timestamp makes a new one.
     pub(crate) async fn reencrypt(
         &self,
         url: &str,
@@ -248,14 +250,11 @@ impl NodeClient {
                 alloy::hex::encode_prefixed(policy_id)
             ),
         );
-        self.retrying(
-            &target,
-            |_| false,
-            || async {
-                let request = sign(self.fresh_timestamp(replay_key));
-                Ok(self.once(self.http.post(&target).json(&request)).await?.1)
-            },
-        )
+        let replayed = |e: &NodeError| matches!(e, NodeError::Refused { status: 409, .. });
+        self.retrying(&target, replayed, || async {
+            let request = sign(self.fresh_timestamp(replay_key));
+            Ok(self.once(self.http.post(&target).json(&request)).await?.1)
+        })
         .await
     }
 

@@ -172,6 +172,9 @@ impl Default for ChainOptions {
 pub struct TestChain {
     anvil: AnvilInstance,
     deployment: Deployment,
+    /// The anvil binary and the extra arguments it was started with, to restart it alike.
+    anvil_bin: PathBuf,
+    anvil_args: Vec<String>,
 }
 
 impl TestChain {
@@ -201,20 +204,22 @@ impl TestChain {
     /// Starts anvil and deploys as `options` say (`kms devnet` uses a fixed port and keeps the
     /// deployments file).
     pub async fn start_on(options: ChainOptions) -> Result<Self, TestChainError> {
+        Self::start_with_anvil_args(options, &[]).await
+    }
+
+    /// Like [`TestChain::start_on`], with further arguments for anvil (e.g. `--accounts 20`, or
+    /// `--state FILE` so that [`TestChain::restart_anvil`] keeps the chain).
+    pub async fn start_with_anvil_args(
+        options: ChainOptions,
+        anvil_args: &[&str],
+    ) -> Result<Self, TestChainError> {
         let root = repo_root()?;
         let anvil_bin = tool(&root, ANVIL_BIN)?;
         tool(&root, FORGE_BIN)?;
+        let anvil_args: Vec<String> = anvil_args.iter().map(|a| (*a).to_owned()).collect();
 
         // Port 0: anvil binds a port the OS picks and reports it, so parallel tests never collide.
-        let port_option = options.port;
-        let anvil = tokio::task::spawn_blocking(move || {
-            let mut anvil = Anvil::at(anvil_bin);
-            if let Some(port) = port_option {
-                anvil = anvil.port(port);
-            }
-            anvil.try_spawn()
-        })
-        .await??;
+        let anvil = spawn_anvil(anvil_bin.clone(), options.port, anvil_args.clone()).await?;
         let port = anvil.port();
         let deployer_key = anvil
             .keys()
@@ -277,7 +282,45 @@ impl TestChain {
                 anvil: anvil_chain,
             });
         }
-        Ok(Self { anvil, deployment })
+        Ok(Self {
+            anvil,
+            deployment,
+            anvil_bin,
+            anvil_args,
+        })
+    }
+
+    /// Stops anvil gracefully (SIGTERM, so that `--state`/`--dump-state` write their file on
+    /// exit; SIGKILL after 20 s), keeps it down for `downtime`, then starts it again on the same
+    /// port with the same arguments. Without `--state`, the chain starts over empty (and the
+    /// contracts are gone).
+    pub async fn restart_anvil(
+        &mut self,
+        downtime: std::time::Duration,
+    ) -> Result<(), TestChainError> {
+        let pid = self.anvil.child().id();
+        let port = self.anvil.port();
+        let _ = tokio::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await;
+        // Wait for the process to exit without reaping it: the old instance's drop reaps it
+        // (and would otherwise signal a pid that might have been reused).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut killed = false;
+        while !exited(pid) {
+            if !killed && std::time::Instant::now() >= deadline {
+                let _ = self.anvil.child_mut().kill();
+                killed = true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(downtime).await;
+        let anvil =
+            spawn_anvil(self.anvil_bin.clone(), Some(port), self.anvil_args.clone()).await?;
+        // Dropping the old instance reaps the exited process.
+        drop(std::mem::replace(&mut self.anvil, anvil));
+        Ok(())
     }
 
     /// The deployment, as loaded from the file the script wrote.
@@ -381,6 +424,34 @@ where
         Ok(())
     } else {
         Err(failed(format!("reverted: {receipt:?}")))
+    }
+}
+
+/// Starts anvil (in a blocking task: the builder waits for anvil's banner).
+async fn spawn_anvil(
+    bin: PathBuf,
+    port: Option<u16>,
+    args: Vec<String>,
+) -> Result<AnvilInstance, TestChainError> {
+    Ok(tokio::task::spawn_blocking(move || {
+        let mut anvil = Anvil::at(bin).args(args);
+        if let Some(port) = port {
+            anvil = anvil.port(port);
+        }
+        anvil.try_spawn()
+    })
+    .await??)
+}
+
+/// Whether process `pid` (a child of this process) has exited: gone, or a zombie not yet reaped.
+fn exited(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses and may hold spaces.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_none_or(|state| state == "Z" || state == "X"),
+        Err(_) => true,
     }
 }
 

@@ -8,12 +8,13 @@
 //! script/bench-node [same flags]
 //! ```
 //!
-//! What runs, in order:
+//! What runs:
 //!
 //! 1. **Raw rate**: one thread per core (`available_parallelism`) re-encrypts capsules with a
 //!    `VerifiedKeyFrag`, signs each answer with the worker key (`kms_crypto::answer::sign_answer`)
-//!    and serializes the cfrag (`to_bytes`), for `--seconds`. It is measured again after the node
-//!    levels; the ratio uses the mean of both, and both are reported.
+//!    and serializes the cfrag (`to_bytes`), for `--seconds`. A raw window runs before every node
+//!    level and one after the last: each level's ratio is taken against the mean of the raw
+//!    windows just before and after it, as the core speed of a VM drifts over a run.
 //! 2. **Node rate**: the real router (`kms_node::router`) with a fake policy directory (the policy
 //!    is always live) and a redb store in a temporary directory, served by `axum::serve` on
 //!    `127.0.0.1:0` in the bench's tokio runtime (one worker thread per core). The kfrag goes in
@@ -36,6 +37,11 @@
 //! [`REMEMBERED_REQUESTS`]: no request expires from the replay guard within a run (they are
 //! remembered for `max_clock_skew_secs` = 300 s), and the default 100,000 would answer 503 after
 //! ~100,000 requests.
+//!
+//! Besides the rates, every window reports the cores this process and all other processes used
+//! (from `/proc`; a window marked `*` was disturbed by other work) and this process's CPU time
+//! per cfrag, whose raw/node ratio (`cpu_ratio_to_raw`) hardly depends on other load. A run takes
+//! about `(2 * levels + 1) * seconds`, plus pre-signing and the breakdown.
 //!
 //! Output: a table on stdout and a JSON file (`--out`, default
 //! `<target dir>/bench/node-throughput.json`). A relative `--out` is taken from `KMS_BENCH_CWD`
@@ -76,6 +82,8 @@ const CHAIN_ID: u64 = 31337;
 const POLICY_ID: [u8; 16] = [0x42; 16];
 /// Distinct capsules the requests draw from; with the timestamp they make every request unique.
 const CAPSULE_POOL: usize = 2048;
+/// How far ahead of the clock request timestamps may run (the node accepts 300 s either way).
+const MAX_TIMESTAMP_LEAD: u64 = 240;
 /// The bench's `Limits::max_remembered_requests` (see the module docs).
 const REMEMBERED_REQUESTS: usize = 20_000_000;
 /// Requests pre-signed per level: the raw rate times the window times this margin (the node
@@ -359,15 +367,24 @@ impl CpuSnapshot {
 struct CpuUse {
     this_process_cores: f64,
     other_processes_cores: f64,
+    /// CPU time of this process (node and clients) per cfrag, in microseconds: unlike the
+    /// rates, barely moved by other processes taking cores.
+    cpu_us_per_cfrag: f64,
 }
 
-fn cpu_use(before: Option<CpuSnapshot>, after: Option<CpuSnapshot>, wall: f64) -> Option<CpuUse> {
+fn cpu_use(
+    before: Option<CpuSnapshot>,
+    after: Option<CpuSnapshot>,
+    wall: f64,
+    cfrags: u64,
+) -> Option<CpuUse> {
     let (before, after) = (before?, after?);
     let ours = after.process.saturating_sub(before.process) as f64 / USER_HZ;
     let busy = after.machine_busy.saturating_sub(before.machine_busy) as f64 / USER_HZ;
     Some(CpuUse {
         this_process_cores: ours / wall,
         other_processes_cores: (busy - ours).max(0.0) / wall,
+        cpu_us_per_cfrag: ours * 1e6 / cfrags.max(1) as f64,
     })
 }
 
@@ -442,7 +459,7 @@ fn raw_rate(fx: &Fixture, threads: usize, seconds: f64) -> Result<RawResult> {
         seconds: elapsed,
         cfrags,
         cfrags_per_sec: cfrags as f64 / elapsed,
-        cpu: cpu_use(cpu_before, CpuSnapshot::take(), elapsed),
+        cpu: cpu_use(cpu_before, CpuSnapshot::take(), elapsed, cfrags),
     })
 }
 
@@ -471,6 +488,12 @@ impl RequestSource {
         } else if next.1 == CAPSULE_POOL {
             *next = (next.0 + 1, 0);
         }
+        // Past the node's 300 s clock window the requests would be refused (401).
+        ensure!(
+            next.0 <= now + MAX_TIMESTAMP_LEAD,
+            "more than {CAPSULE_POOL} requests a second for {MAX_TIMESTAMP_LEAD} s: the \
+             timestamps would leave the node's clock window; use a shorter --seconds"
+        );
         let key = *next;
         next.1 += 1;
         Ok(key)
@@ -574,9 +597,14 @@ struct LevelResult {
     errors: u64,
     cfrags_per_sec: f64,
     requests_per_sec: f64,
+    /// Mean of the raw windows just before and just after this level.
+    raw_cfrags_per_sec: f64,
     ratio_to_raw: f64,
     /// The best ratio the breakdown's single-thread costs allow at this batch (no HTTP).
     ceiling_ratio: Option<f64>,
+    /// The raw CPU time per cfrag over the node's (clients included): the ratio on an
+    /// otherwise idle machine when the node saturates the cores.
+    cpu_ratio_to_raw: Option<f64>,
     p50_ms: f64,
     p99_ms: f64,
     max_ms: f64,
@@ -814,7 +842,7 @@ async fn run_level(
         }
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let cpu = cpu_use(cpu_before, CpuSnapshot::take(), elapsed);
+    let cpu = cpu_use(cpu_before, CpuSnapshot::take(), elapsed, total.cfrags);
     total.latencies.sort_unstable();
     let cfrags_per_sec = total.cfrags as f64 / elapsed;
     Ok(LevelResult {
@@ -826,8 +854,10 @@ async fn run_level(
         errors: total.errors,
         cfrags_per_sec,
         requests_per_sec: total.requests as f64 / elapsed,
+        raw_cfrags_per_sec: spec.raw_rate,
         ratio_to_raw: cfrags_per_sec / spec.raw_rate,
         ceiling_ratio: None,
+        cpu_ratio_to_raw: None,
         p50_ms: percentile_ms(&total.latencies, 0.50),
         p99_ms: percentile_ms(&total.latencies, 0.99),
         max_ms: total
@@ -1098,9 +1128,9 @@ struct Report {
     max_remembered_requests: usize,
     seconds_per_level: f64,
     client_signing: &'static str,
-    raw_before: RawResult,
-    raw_after: Option<RawResult>,
-    /// Mean of `raw_before` and `raw_after`: what the ratios are taken against.
+    /// The raw windows in order: before the first level, between levels, after the last.
+    raw: Vec<RawResult>,
+    /// Mean of the raw windows (each level's ratio is taken against the two around it).
     raw_cfrags_per_sec: f64,
     goal_ratio: f64,
     levels: Vec<LevelResult>,
@@ -1143,10 +1173,24 @@ fn utc_now() -> String {
     )
 }
 
+/// Other processes using more cores than this during a window make its numbers unreliable.
+const DISTURBED_CORES: f64 = 0.15;
+
+fn disturbed(cpu: Option<CpuUse>) -> bool {
+    cpu.is_some_and(|c| c.other_processes_cores > DISTURBED_CORES)
+}
+
 fn cpu_text(cpu: Option<CpuUse>) -> String {
     cpu.map_or_else(
         || "-".to_owned(),
-        |c| format!("{:.2}/{:.2}", c.this_process_cores, c.other_processes_cores),
+        |c| {
+            format!(
+                "{:.2}/{:.2}{}",
+                c.this_process_cores,
+                c.other_processes_cores,
+                if disturbed(cpu) { "*" } else { "" }
+            )
+        },
     )
 }
 
@@ -1154,18 +1198,22 @@ fn print_table(report: &Report) {
     println!();
     let raw_text = |raw: &RawResult| {
         format!(
-            "{:.0} cfrags/s (cpu ours/others {})",
+            "{:.0} cfrags/s, {} CPU-µs/cfrag (cores ours/others {})",
             raw.cfrags_per_sec,
+            raw.cpu
+                .map_or_else(|| "-".to_owned(), |c| format!("{:.0}", c.cpu_us_per_cfrag)),
             cpu_text(raw.cpu)
         )
     };
     println!(
-        "raw reencrypt + sign_answer + to_bytes on {} threads: {:.0} cfrags/s",
-        report.raw_before.threads, report.raw_cfrags_per_sec
+        "raw reencrypt + sign_answer + to_bytes on {} threads: {:.0} cfrags/s (mean of {} windows, \
+         one before each level and one after the last)",
+        report.raw.first().map_or(0, |r| r.threads),
+        report.raw_cfrags_per_sec,
+        report.raw.len()
     );
-    println!("  before the node: {}", raw_text(&report.raw_before));
-    if let Some(after) = &report.raw_after {
-        println!("  after the node:  {}", raw_text(after));
+    for (i, raw) in report.raw.iter().enumerate() {
+        println!("  raw window {i}: {}", raw_text(raw));
     }
     println!(
         "node over HTTP on 127.0.0.1, clients {} (same {} cores; load average at start {}):",
@@ -1180,26 +1228,32 @@ fn print_table(report: &Report) {
             .map_or_else(|| "-".to_owned(), |l| format!("{l:.2}")),
     );
     println!(
-        "{:>5} {:>7} {:>9} {:>7} {:>7} {:>8} {:>8} {:>8} {:>6} {:>6} {:>10}",
+        "{:>5} {:>7} {:>9} {:>8} {:>7} {:>9} {:>7} {:>8} {:>8} {:>8} {:>6} {:>6} {:>10}",
         "batch",
         "clients",
         "cfrags/s",
+        "raw c/s",
         "ratio",
+        "cpu ratio",
         "ceiling",
         "p50 ms",
         "p99 ms",
         "requests",
         "errors",
         "goal",
-        "cpu us/oth"
+        "cores us/oth"
     );
     for level in &report.levels {
         println!(
-            "{:>5} {:>7} {:>9.0} {:>6.1}% {:>7} {:>8.2} {:>8.2} {:>8} {:>6} {:>6} {:>10}",
+            "{:>5} {:>7} {:>9.0} {:>8.0} {:>6.1}% {:>9} {:>7} {:>8.2} {:>8.2} {:>8} {:>6} {:>6} {:>10}",
             level.batch,
             level.clients,
             level.cfrags_per_sec,
+            level.raw_cfrags_per_sec,
             level.ratio_to_raw * 100.0,
+            level
+                .cpu_ratio_to_raw
+                .map_or_else(|| "-".to_owned(), |c| format!("{:.1}%", c * 100.0)),
             level
                 .ceiling_ratio
                 .map_or_else(|| "-".to_owned(), |c| format!("{:.1}%", c * 100.0)),
@@ -1216,11 +1270,21 @@ fn print_table(report: &Report) {
         );
     }
     println!(
-        "ratio: node cfrags/s over the raw rate (goal {:.0}%); ceiling: the best ratio the \
-         single-thread costs below allow at that batch, with HTTP free; cpu: cores used by this \
-         process / by other processes",
+        "raw c/s: mean of the raw windows just before and after the level; ratio: node cfrags/s \
+         over that (goal {:.0}%); cpu ratio: raw CPU time per cfrag \
+         over the node's, clients included (the ratio if the node saturated an idle machine); \
+         ceiling: the best ratio the single-thread costs below allow at that batch, with HTTP \
+         free; cores: used by this process / by other processes",
         report.goal_ratio * 100.0
     );
+    let any_disturbed = report.raw.iter().any(|r| disturbed(r.cpu))
+        || report.levels.iter().any(|l| disturbed(l.cpu));
+    if any_disturbed {
+        println!(
+            "* other processes used more than {DISTURBED_CORES} cores in that window: its numbers \
+             (and the ratios, if it is a raw window) are skewed; rerun on an idle machine"
+        );
+    }
     if !report.breakdown.is_empty() {
         println!("single-thread cost of each step (µs):");
         for step in &report.breakdown {
@@ -1252,10 +1316,14 @@ fn main() -> Result<()> {
     );
     let fx = Fixture::new()?;
 
-    eprintln!("raw rate ({cores} threads)...");
-    let raw_before = raw_rate(&fx, cores, args.seconds)?;
-    eprintln!("  {:.0} cfrags/s", raw_before.cfrags_per_sec);
-
+    let raw_window = |fx: &Fixture| -> Result<RawResult> {
+        let raw = raw_rate(fx, cores, args.seconds)?;
+        eprintln!(
+            "raw rate ({cores} threads): {:.0} cfrags/s",
+            raw.cfrags_per_sec
+        );
+        Ok(raw)
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cores)
         .enable_all()
@@ -1285,37 +1353,37 @@ fn main() -> Result<()> {
         } else {
             "presigned"
         },
-        raw_cfrags_per_sec: raw_before.cfrags_per_sec,
-        raw_before: raw_before.clone(),
-        raw_after: None,
+        raw: Vec::new(),
+        raw_cfrags_per_sec: 0.0,
         goal_ratio: GOAL_RATIO,
         levels: Vec::new(),
         breakdown: Vec::new(),
         error: None,
     };
 
+    // Raw and node windows alternate, so that each level is compared with raw windows measured
+    // seconds before and after it (a VM's core speed drifts over a run).
     let outcome = runtime.block_on(async {
         let (node, limits) = start_node(&fx).await?;
         report.node_workers = limits.workers;
         let node = Arc::new(node);
         for &batch in &args.batches {
             for &clients in &args.clients {
-                eprintln!("node: batch {batch}, {clients} clients...");
+                let raw = raw_window(&fx)?;
                 let spec = LevelSpec {
                     batch,
                     clients,
                     seconds: args.seconds,
-                    raw_rate: raw_before.cfrags_per_sec,
+                    raw_rate: raw.cfrags_per_sec,
                     inline_signing: args.inline_signing,
                     sign_threads: cores,
                 };
+                report.raw.push(raw);
+                eprintln!("node: batch {batch}, {clients} clients...");
                 let level = run_level(&fx, &node, &source, &spec).await?;
                 eprintln!(
-                    "  {:.0} cfrags/s ({:.1}% of raw), p50 {:.2} ms, p99 {:.2} ms",
-                    level.cfrags_per_sec,
-                    level.ratio_to_raw * 100.0,
-                    level.p50_ms,
-                    level.p99_ms
+                    "  {:.0} cfrags/s, p50 {:.2} ms, p99 {:.2} ms",
+                    level.cfrags_per_sec, level.p50_ms, level.p99_ms
                 );
                 let failed = level.errors > 0;
                 let first_error = level.first_error.clone();
@@ -1330,22 +1398,31 @@ fn main() -> Result<()> {
         }
         Ok(())
     });
+    drop(runtime);
+    let outcome = outcome.and_then(|()| {
+        report.raw.push(raw_window(&fx)?);
+        Ok(())
+    });
+
+    report.raw_cfrags_per_sec =
+        report.raw.iter().map(|r| r.cfrags_per_sec).sum::<f64>() / report.raw.len().max(1) as f64;
+    for (i, level) in report.levels.iter_mut().enumerate() {
+        let around = &report.raw[i..report.raw.len().min(i + 2)];
+        let n = around.len().max(1) as f64;
+        level.raw_cfrags_per_sec = around.iter().map(|r| r.cfrags_per_sec).sum::<f64>() / n;
+        level.ratio_to_raw = level.cfrags_per_sec / level.raw_cfrags_per_sec;
+        let raw_cpu = around
+            .iter()
+            .map(|r| r.cpu.map(|c| c.cpu_us_per_cfrag))
+            .sum::<Option<f64>>()
+            .map(|total| total / n);
+        level.cpu_ratio_to_raw = raw_cpu.zip(level.cpu).map(|(r, c)| r / c.cpu_us_per_cfrag);
+    }
     if let Err(e) = outcome {
         report.error = Some(format!("{e:#}"));
         print_table(&report);
         write_report(&report, &args.out)?;
         return Err(e);
-    }
-    drop(runtime);
-
-    eprintln!("raw rate again...");
-    let raw_after = raw_rate(&fx, cores, args.seconds)?;
-    eprintln!("  {:.0} cfrags/s", raw_after.cfrags_per_sec);
-    let raw = (raw_before.cfrags_per_sec + raw_after.cfrags_per_sec) / 2.0;
-    report.raw_cfrags_per_sec = raw;
-    report.raw_after = Some(raw_after);
-    for level in &mut report.levels {
-        level.ratio_to_raw = level.cfrags_per_sec / raw;
     }
 
     if args.breakdown {

@@ -8,8 +8,10 @@
 //! | prune | every tick (chain check every [`PRUNE_CHAIN_CHECK_EVERY`] ticks) | — | none: deletes kfrags |
 //!
 //! Transactions go through [`TxSender`](crate::tx::TxSender): recorded before broadcast, at most
-//! once per key. Periods are taken from the latest block's timestamp (chain time, not the local
-//! clock), so a devnet that travels in time is followed.
+//! once per key. Each tick first settles the transactions recorded as sent (after a crash, their
+//! duty may not come up again), and sends no new one until they are. Periods are taken from the
+//! latest block's timestamp (chain time, not the local clock), so a devnet that travels in time
+//! is followed.
 
 use alloy::{
     eips::BlockId,
@@ -167,12 +169,38 @@ impl<P: Provider + Clone> Duties<P> {
         let now = block.header.timestamp;
         let period = now / self.deployment.seconds_per_period.max(1);
         let mut first_error = None;
-        let results = [
-            ("commit", self.commit(period).await),
-            ("mint", self.mint(period).await),
-            ("fees", self.withdraw_fees(period).await),
-            ("prune", self.prune(now, block.header.number).await),
-        ];
+        // First the transactions left unsettled by a crash (their duty may never come up
+        // again), each counted under its duty. Until they are settled, no duty sends a new one
+        // (see `TxSender::run`): only pruning runs.
+        let in_flight_settled = match self.sender.settle_in_flight().await {
+            Ok(settled) => {
+                for (key, record) in settled {
+                    let duty = key.split('/').next().unwrap_or("unknown");
+                    match record {
+                        DutyRecord::Done { .. } => self.count(duty, "done"),
+                        DutyRecord::Failed { .. } => self.count(duty, "failed"),
+                        _ => {}
+                    }
+                }
+                true
+            }
+            Err(TxError::Pending(tx)) => {
+                tracing::debug!(%tx, "an earlier duty transaction is pending");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "settling earlier duty transactions failed");
+                first_error = Some(DutyError::Tx(e));
+                false
+            }
+        };
+        let mut results = Vec::with_capacity(4);
+        if in_flight_settled {
+            results.push(("commit", self.commit(period).await));
+            results.push(("mint", self.mint(period).await));
+            results.push(("fees", self.withdraw_fees(period).await));
+        }
+        results.push(("prune", self.prune(now, block.header.number).await));
         for (duty, result) in results {
             match result {
                 Ok(Some(outcome)) => self.count(duty, outcome),

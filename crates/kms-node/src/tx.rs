@@ -103,7 +103,8 @@ impl<P: Provider + Clone> TxSender<P> {
 
     /// Runs the duty `key`: a call of `input` on `to`, at most once ever. A duty already settled
     /// returns its record; one recorded as sent resumes waiting for (and rebroadcasting) the same
-    /// transaction.
+    /// transaction. A new transaction is signed only once every other recorded one is settled
+    /// (see [`TxSender::settle_in_flight`]).
     pub async fn run(&self, key: &str, to: Address, input: Bytes) -> Result<DutyRecord, TxError> {
         let store = self.store.clone();
         let owned_key = key.to_owned();
@@ -116,6 +117,9 @@ impl<P: Provider + Clone> TxSender<P> {
             }) => self.settle(key, tx_hash, &raw_tx, nonce).await,
             Some(settled) => Ok(settled),
             None => {
+                // An unsettled transaction holds the next nonce, and what it does (a commitment,
+                // say) must be on chain before a new duty is simulated and signed.
+                self.settle_in_flight().await?;
                 let (tx_hash, raw_tx, nonce) = self.sign(to, input).await?;
                 let record = DutyRecord::Sent {
                     tx_hash,
@@ -129,6 +133,31 @@ impl<P: Provider + Clone> TxSender<P> {
                 self.settle(key, tx_hash, &raw_tx, nonce).await
             }
         }
+    }
+
+    /// Settles every transaction recorded as sent: broadcasts it again and waits for it as
+    /// [`TxSender::run`] does, recording it done or failed. These are the transactions of duties
+    /// that do not come up again after a crash (their period passed while the node was down, or
+    /// the chain shows their effect already): without this they would stay `sent`, and one never
+    /// broadcast would go out only with the next duty's transaction, executing late.
+    ///
+    /// Returns the records settled now; [`TxError::Pending`] if one is not settled yet.
+    pub async fn settle_in_flight(&self) -> Result<Vec<(String, DutyRecord)>, TxError> {
+        let store = self.store.clone();
+        let in_flight = blocking(move || store.duties()).await?;
+        let mut settled = Vec::new();
+        for (key, record) in in_flight {
+            if let DutyRecord::Sent {
+                tx_hash,
+                raw_tx,
+                nonce,
+            } = record
+            {
+                let record = self.settle(&key, tx_hash, &raw_tx, nonce).await?;
+                settled.push((key, record));
+            }
+        }
+        Ok(settled)
     }
 
     /// Simulates, then signs with the next nonce.
