@@ -31,7 +31,7 @@ use tokio::sync::Semaphore;
 use tower_http::limit::RequestBodyLimitLayer;
 use umbral_pre::{
     decrypt_original, reencrypt, Capsule, DefaultDeserialize, DefaultSerialize, KeyFrag, PublicKey,
-    SecretKey,
+    SecretKey, VerifiedKeyFrag,
 };
 
 use kms_crypto::wire::{
@@ -209,7 +209,14 @@ pub struct ApiState<D> {
     metrics: Metrics,
     started: Instant,
     behaviour: Behaviour,
+    verified: Mutex<VerifiedKfrags>,
 }
+
+/// Verified kfrags by policy, with the record each was verified from.
+type VerifiedKfrags = HashMap<[u8; 16], (Arc<StoredKfrag>, VerifiedKeyFrag)>;
+
+/// Most verified kfrags kept in memory (the cache is emptied when full).
+const VERIFIED_KFRAG_CACHE: usize = 10_000;
 
 impl<D> std::fmt::Debug for ApiState<D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -242,7 +249,40 @@ impl<D: PolicyDirectory> ApiState<D> {
             metrics,
             started: Instant::now(),
             behaviour: Behaviour::Honest,
+            verified: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The stored kfrag, verified: from the cache when the record read now is the one verified
+    /// before (verification depends only on the kfrag's bytes and the three keys, so a deleted
+    /// or replaced kfrag is never served from the cache). Blocking (curve arithmetic).
+    fn verified_kfrag(
+        &self,
+        policy_id: [u8; 16],
+        record: &Arc<StoredKfrag>,
+    ) -> Result<VerifiedKeyFrag, ApiError> {
+        if let Ok(cache) = self.verified.lock() {
+            if let Some((cached, verified)) = cache.get(&policy_id) {
+                if **cached == **record {
+                    return Ok(verified.clone());
+                }
+            }
+        }
+        let kfrag = KeyFrag::from_bytes(&record.kfrag).map_err(ApiError::internal)?;
+        let verified = kfrag
+            .verify(
+                &record.verifying_key,
+                Some(&record.delegating_key),
+                Some(&record.receiving_key),
+            )
+            .map_err(|(e, _)| ApiError::internal(format!("stored kfrag does not verify: {e}")))?;
+        if let Ok(mut cache) = self.verified.lock() {
+            if cache.len() >= VERIFIED_KFRAG_CACHE {
+                cache.clear();
+            }
+            cache.insert(policy_id, (record.clone(), verified.clone()));
+        }
+        Ok(verified)
     }
 
     /// Sets how re-encryption requests are answered (see [`Behaviour`]).
@@ -617,11 +657,6 @@ async fn reencrypt_capsules<D: PolicyDirectory>(
         ));
     }
     let capsule_bytes = request.capsule_bytes()?;
-    let capsules = capsule_bytes
-        .iter()
-        .enumerate()
-        .map(|(i, bytes)| wire::decode_umbral::<Capsule>(&format!("capsules[{i}]"), bytes))
-        .collect::<Result<Vec<_>, _>>()?;
     let signature = request.decode_signature()?;
 
     let record = with_store(&state.store, move |s| s.get_kfrag(policy_id))
@@ -632,14 +667,29 @@ async fn reencrypt_capsules<D: PolicyDirectory>(
                 "this node holds no kfrag for the policy",
             )
         })?;
+    let record = Arc::new(record);
     let staker = state.identity.staker;
     let message = wire::reencrypt_message(policy_id, staker, request.timestamp, &capsule_bytes);
-    if !signature.verify(&record.receiving_key, &message) {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "signature: not by the policy's receiving key over this request",
-        ));
-    }
+    // The elliptic-curve work (capsule checks, the signature, the kfrag) off the async threads.
+    let (capsules, verified) = {
+        let (state, record, message) = (state.clone(), record.clone(), message.clone());
+        run_blocking(&state.clone(), move || {
+            let capsules = capsule_bytes
+                .iter()
+                .enumerate()
+                .map(|(i, bytes)| wire::decode_umbral::<Capsule>(&format!("capsules[{i}]"), bytes))
+                .collect::<Result<Vec<_>, _>>()?;
+            if !signature.verify(&record.receiving_key, &message) {
+                return Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "signature: not by the policy's receiving key over this request",
+                ));
+            }
+            let verified = state.verified_kfrag(policy_id, &record)?;
+            Ok((capsules, verified))
+        })
+        .await?
+    };
     if record.end_timestamp <= now
         || !state
             .directory
@@ -678,14 +728,22 @@ async fn reencrypt_capsules<D: PolicyDirectory>(
         }
     }
 
-    let worker = state.identity.worker.clone();
-    let chain_id = state.identity.chain_id;
+    // A batch is spread over the worker pool, so one client's batch uses every core.
     let count = capsules.len();
-    let behaviour = state.behaviour;
-    let cfrags = run_blocking(&state, move || {
-        serve(&record, &worker, chain_id, policy_id, &capsules, behaviour)
-    })
-    .await?;
+    let per_job = count.div_ceil(limits.workers.max(1));
+    let jobs = capsules.chunks(per_job).map(|chunk| {
+        let (chunk, verified) = (chunk.to_vec(), verified.clone());
+        let worker = state.identity.worker.clone();
+        let (chain_id, behaviour) = (state.identity.chain_id, state.behaviour);
+        run_blocking(&state, move || {
+            serve(&verified, &worker, chain_id, policy_id, &chunk, behaviour)
+        })
+    });
+    let cfrags = futures_util::future::try_join_all(jobs)
+        .await?
+        .into_iter()
+        .flatten()
+        .collect();
     state
         .metrics
         .reencryptions
@@ -693,23 +751,15 @@ async fn reencrypt_capsules<D: PolicyDirectory>(
     Ok(Json(ReencryptResponse { cfrags }))
 }
 
-/// Re-encrypts every capsule with the stored kfrag, verified again first, and signs each answer.
+/// Re-encrypts every capsule with the verified kfrag and signs each answer.
 fn serve(
-    record: &StoredKfrag,
+    verified: &VerifiedKeyFrag,
     worker: &PrivateKeySigner,
     chain_id: u64,
     policy_id: [u8; 16],
     capsules: &[Capsule],
     behaviour: Behaviour,
 ) -> Result<Vec<SignedCFrag>, ApiError> {
-    let kfrag = KeyFrag::from_bytes(&record.kfrag).map_err(ApiError::internal)?;
-    let verified = kfrag
-        .verify(
-            &record.verifying_key,
-            Some(&record.delegating_key),
-            Some(&record.receiving_key),
-        )
-        .map_err(|(e, _)| ApiError::internal(format!("stored kfrag does not verify: {e}")))?;
     capsules
         .iter()
         .map(|capsule| {
