@@ -1,18 +1,13 @@
 //! The HTTP client of the nodes' API (`docs/node.md`): one `reqwest::Client` (connection pool)
 //! reused for every node, timeouts, and retries of what may succeed on a second try.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kms_crypto::wire::{
     ErrorBody, KfragAccepted, KfragUpload, NodeInfo, ReencryptRequest, ReencryptResponse,
 };
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
-use sha2::{Digest, Sha256};
 
 /// Timeouts and retries of node requests.
 #[derive(Debug, Clone)]
@@ -86,7 +81,6 @@ pub struct HttpSetupError(String);
 pub struct NodeClient {
     http: reqwest::Client,
     config: HttpConfig,
-    timestamps: Arc<Mutex<HashMap<[u8; 32], u64>>>,
 }
 
 /// The error message with its chain of causes (reqwest's own `Display` stops at the top).
@@ -121,11 +115,7 @@ impl NodeClient {
             .user_agent(concat!("kms-client/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| HttpSetupError(with_causes(&e)))?;
-        Ok(Self {
-            http,
-            config,
-            timestamps: Arc::default(),
-        })
+        Ok(Self { http, config })
     }
 
     /// The configuration.
@@ -231,16 +221,12 @@ impl NodeClient {
     }
 
     /// `POST {url}/v1/policies/{id}/reencrypt`, with a request `sign(timestamp)` builds; each
-    /// attempt is signed anew with a timestamp no earlier than the last one used for the same
-    /// `(policy, node, capsules)`, plus one second, since the node refuses a replayed message.
-    /// `replay_key` identifies that triple. A refusal as a replay (409) is retried too: another
-    /// process (another `kms retrieve` of the same file, Bob on another device) may have sent the
-    /// very same message within the same second, and the retry's later timestamp makes a new one.
+    /// attempt is signed anew (a fresh timestamp and nonce). A refusal as a replay (409) is
+    /// retried too: the node remembers messages, and a new signature is a new message.
     pub(crate) async fn reencrypt(
         &self,
         url: &str,
         policy_id: [u8; 16],
-        replay_key: [u8; 32],
         sign: impl Fn(u64) -> ReencryptRequest,
     ) -> Result<ReencryptResponse, NodeError> {
         let target = endpoint(
@@ -252,41 +238,11 @@ impl NodeClient {
         );
         let replayed = |e: &NodeError| matches!(e, NodeError::Refused { status: 409, .. });
         self.retrying(&target, replayed, || async {
-            let request = sign(self.fresh_timestamp(replay_key));
+            let request = sign(unix_now());
             Ok(self.once(self.http.post(&target).json(&request)).await?.1)
         })
         .await
     }
-
-    /// `max(now, last + 1)` for `key`; forgets keys older than ten minutes (the nodes remember
-    /// requests for their clock window, five minutes by default).
-    fn fresh_timestamp(&self, key: [u8; 32]) -> u64 {
-        let now = unix_now();
-        let Ok(mut seen) = self.timestamps.lock() else {
-            // A panic elsewhere poisoned the map; the clock alone is still a valid timestamp.
-            return now;
-        };
-        seen.retain(|_, &mut t| t.saturating_add(600) >= now);
-        let timestamp = match seen.get(&key) {
-            Some(&last) if last >= now => last + 1,
-            _ => now,
-        };
-        seen.insert(key, timestamp);
-        timestamp
-    }
-}
-
-/// The key of [`NodeClient::reencrypt`]'s timestamp bookkeeping.
-pub(crate) fn replay_key(
-    policy_id: [u8; 16],
-    node: alloy::primitives::Address,
-    capsules: &[Vec<u8>],
-) -> [u8; 32] {
-    let mut hasher = Sha256::new();
-    hasher.update(policy_id);
-    hasher.update(node.as_slice());
-    hasher.update(kms_crypto::wire::capsules_digest(capsules));
-    hasher.finalize().into()
 }
 
 #[cfg(test)]
@@ -294,18 +250,6 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-
-    #[test]
-    fn timestamps_never_repeat_for_the_same_request() {
-        let client = NodeClient::new(HttpConfig::default()).unwrap();
-        let key = [1u8; 32];
-        let a = client.fresh_timestamp(key);
-        let b = client.fresh_timestamp(key);
-        let c = client.fresh_timestamp(key);
-        assert!(a < b && b < c);
-        // Another request is not pushed ahead.
-        assert!(client.fresh_timestamp([2u8; 32]) <= a + 1);
-    }
 
     #[test]
     fn endpoints() {

@@ -29,7 +29,7 @@ use crate::{
     chain::{adjudicator_revert, transact, ChainError},
     client::Client,
     fault::{Fault, FaultError, ReportOutcome, FAULT_FILE_VERSION},
-    http::{replay_key, NodeClient},
+    http::NodeClient,
     policy::{check_url, PolicyFile, PolicyNode},
 };
 
@@ -276,9 +276,8 @@ async fn ask_node(
         .chunks(MAX_CAPSULES_PER_REQUEST)
         .zip(capsule_bytes.chunks(MAX_CAPSULES_PER_REQUEST))
     {
-        let key = replay_key(policy_id, node.staker, bytes);
         let response = client
-            .reencrypt(&node.url, policy_id, key, |timestamp| {
+            .reencrypt(&node.url, policy_id, |timestamp| {
                 ReencryptRequest::sign(receiving_sk, policy_id, node.staker, timestamp, bytes)
             })
             .await

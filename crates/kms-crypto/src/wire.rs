@@ -158,6 +158,9 @@ pub struct ReencryptRequest {
     pub capsules: Vec<String>,
     /// When Bob signed the request, in Unix seconds.
     pub timestamp: u64,
+    /// Hex of 16 random bytes, fresh for each request: two requests for the same capsules
+    /// within a second are two messages (the node refuses a message it has served).
+    pub nonce: String,
     /// Hex of the 64-byte umbral-pre `Signature` (`to_be_bytes`) by Bob's receiving key over
     /// [`reencrypt_message`].
     pub signature: String,
@@ -177,25 +180,27 @@ pub fn capsules_digest<B: AsRef<[u8]>>(capsules: &[B]) -> [u8; 32] {
 }
 
 /// The message Bob signs: `"KMS_REENCRYPT_V1" || policy_id (16) || node staker (20) ||
-/// timestamp (8, big-endian) || capsules_digest(capsules)`, the capsules as their default
-/// serialization (the bytes that are base64-encoded in the request).
+/// timestamp (8, big-endian) || nonce (16) || capsules_digest(capsules)`, the capsules as their
+/// default serialization (the bytes that are base64-encoded in the request).
 pub fn reencrypt_message<B: AsRef<[u8]>>(
     policy_id: [u8; 16],
     node: Address,
     timestamp: u64,
+    nonce: [u8; 16],
     capsules: &[B],
 ) -> Vec<u8> {
-    let mut message = Vec::with_capacity(16 + 16 + 20 + 8 + 32);
+    let mut message = Vec::with_capacity(16 + 16 + 20 + 8 + 16 + 32);
     message.extend_from_slice(REENCRYPT_TAG);
     message.extend_from_slice(&policy_id);
     message.extend_from_slice(node.as_slice());
     message.extend_from_slice(&timestamp.to_be_bytes());
+    message.extend_from_slice(&nonce);
     message.extend_from_slice(&capsules_digest(capsules));
     message
 }
 
 impl ReencryptRequest {
-    /// Builds and signs a request (Bob's side).
+    /// Builds and signs a request (Bob's side), with a fresh random nonce.
     pub fn sign(
         receiving_sk: &umbral_pre::SecretKey,
         policy_id: [u8; 16],
@@ -203,13 +208,23 @@ impl ReencryptRequest {
         timestamp: u64,
         capsules: &[Vec<u8>],
     ) -> Self {
-        let message = reencrypt_message(policy_id, node, timestamp, capsules);
+        let mut nonce = [0u8; 16];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut nonce);
+        let message = reencrypt_message(policy_id, node, timestamp, nonce, capsules);
         let signature = umbral_pre::Signer::new(receiving_sk.clone()).sign(&message);
         Self {
             capsules: capsules.iter().map(|c| encode_b64(c)).collect(),
             timestamp,
+            nonce: encode_hex(&nonce),
             signature: encode_hex(&signature.to_be_bytes()),
         }
+    }
+
+    /// The nonce.
+    pub fn decode_nonce(&self) -> Result<[u8; 16], WireError> {
+        let bytes = decode_hex("nonce", &self.nonce)?;
+        <[u8; 16]>::try_from(bytes.as_slice())
+            .map_err(|_| WireError::new("nonce", format!("expected 16 bytes, got {}", bytes.len())))
     }
 
     /// The raw bytes of each capsule (what the signature covers).

@@ -942,6 +942,7 @@ fn breakdown(fx: &Fixture, store: &Store) -> Result<Vec<Step>> {
         POLICY_ID,
         fx.staker,
         request.timestamp,
+        request.decode_nonce()?,
         &fx.capsule_bytes[..1],
     );
     let bob_signature = request.decode_signature()?;

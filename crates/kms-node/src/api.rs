@@ -658,6 +658,7 @@ async fn reencrypt_capsules<D: PolicyDirectory>(
     }
     let capsule_bytes = request.capsule_bytes()?;
     let signature = request.decode_signature()?;
+    let nonce = request.decode_nonce()?;
 
     let record = with_store(&state.store, move |s| s.get_kfrag(policy_id))
         .await?
@@ -669,7 +670,8 @@ async fn reencrypt_capsules<D: PolicyDirectory>(
         })?;
     let record = Arc::new(record);
     let staker = state.identity.staker;
-    let message = wire::reencrypt_message(policy_id, staker, request.timestamp, &capsule_bytes);
+    let message =
+        wire::reencrypt_message(policy_id, staker, request.timestamp, nonce, &capsule_bytes);
     // The elliptic-curve work (capsule checks, the signature, the kfrag) off the async threads.
     let (capsules, verified) = {
         let (state, record, message) = (state.clone(), record.clone(), message.clone());

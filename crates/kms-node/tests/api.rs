@@ -746,6 +746,7 @@ fn no_request_body_makes_the_node_fail() {
     let field_names = prop::sample::select(vec![
         "capsules",
         "timestamp",
+        "nonce",
         "signature",
         "capsule",
         "ciphertext",
