@@ -378,13 +378,8 @@ impl<P: Provider + Clone> Duties<P> {
         let manager = PolicyManager::new(self.deployment.policy_manager, &self.provider);
         let mut deleted = 0u64;
         for policy in stored {
-            let (policy_id, end_timestamp, nodes) =
-                (policy.policy_id, policy.end_timestamp, policy.nodes);
-            let store = self.store.clone();
-            let revoked = blocking(move || store.policy(policy_id))
-                .await?
-                .is_some_and(|p| p.revoked);
-            let mut gone = end_timestamp <= now || revoked;
+            let (policy_id, nodes) = (policy.policy_id, policy.nodes);
+            let mut gone = policy.end_timestamp <= now || policy.revoked;
             if !gone && check_chain {
                 let confirmed_active = self
                     .is_active(&manager, policy_id, &nodes, BlockId::number(confirmed))

@@ -257,6 +257,8 @@ pub struct KfragPolicy {
     pub end_timestamp: u64,
     /// The policy's node list.
     pub nodes: Vec<Address>,
+    /// Whether the follower recorded the policy (or this node's arrangement) as revoked.
+    pub revoked: bool,
 }
 
 /// How far the chain follower has processed the chain: every event up to and including `block`
@@ -417,19 +419,30 @@ impl Store {
         table.len().map_err(db_err)
     }
 
-    /// Every stored kfrag's policy id with its end and node list (for the pruning duty).
+    /// Every stored kfrag's policy id with its end, node list and revocation (for the pruning
+    /// duty), read in one transaction.
     pub fn kfrag_policies(&self) -> Result<Vec<KfragPolicy>, StoreError> {
         let txn = self.db.begin_read().map_err(db_err)?;
         let table = txn.open_table(KFRAGS).map_err(db_err)?;
+        let policies = txn.open_table(POLICIES).map_err(db_err)?;
         let mut out = Vec::new();
         for entry in table.iter().map_err(db_err)? {
             let (key, value) = entry.map_err(db_err)?;
             let id = key.value();
             let record = StoredKfrag::decode(id, value.value())?;
+            let revoked = match policies.get(id).map_err(db_err)? {
+                Some(g) => {
+                    serde_json::from_slice::<PolicyRecord>(g.value())
+                        .map_err(|e| json_corrupt("policy", e))?
+                        .revoked
+                }
+                None => false,
+            };
             out.push(KfragPolicy {
                 policy_id: id,
                 end_timestamp: record.end_timestamp,
                 nodes: record.nodes,
+                revoked,
             });
         }
         Ok(out)
