@@ -755,6 +755,23 @@ fn no_request_body_makes_the_node_fail() {
         "verifyingKey",
         "other",
     ]);
+    // A valid body with each field kept or replaced by a random value: reaches every field's
+    // decoding behind the ones that are still valid.
+    let valid_bodies = vec![valid_reencrypt.clone(), valid_upload.clone()];
+    let field_wise = (
+        prop::sample::select(valid_bodies),
+        prop::collection::vec((any::<bool>(), value.clone()), 5),
+    )
+        .prop_map(|(mut body, replacements)| {
+            if let Value::Object(fields) = &mut body {
+                for ((_, field), (replace, random)) in fields.iter_mut().zip(replacements) {
+                    if replace {
+                        *field = random;
+                    }
+                }
+            }
+            body.to_string().into_bytes()
+        });
     let structured = prop::collection::vec(
         (
             field_names,
@@ -793,6 +810,7 @@ fn no_request_body_makes_the_node_fail() {
         prop::collection::vec(any::<u8>(), 0..512),
         structured,
         mutated,
+        field_wise,
     ];
 
     let mut runner = TestRunner::new_with_rng(
