@@ -17,13 +17,18 @@ import {Secp256k1} from "./libraries/Secp256k1.sol";
 ///
 /// 1. the cfrag's kfrag signature recovers the policy's kfrag signer (the cfrag was made from one
 ///    of Alice's kfrags for this policy and these delegating and receiving keys);
-/// 2. the worker's signature over the answer recovers a bonded worker (the node said this);
+/// 2. the worker's signature over the answer (which names the staker and the period, the chain and
+///    this contract) recovers a worker bonded to that staker in that period (the node said this),
+///    and the period is at most `evidenceWindow` periods old;
 /// 3. every point of the capsule and the cfrag is on the curve and matches its compressed form;
 /// 4. the challenge `h` is recomputed as umbral-pre's `hash_to_cfrag_verification`;
 /// 5. the six precomputed products are checked with the `ecrecover` trick (a product that matches
 ///    the recovered address is on the curve: anything else would be a keccak collision);
 /// 6. the three equations of the re-encryption proof: `z*E == h*E1 + E2`, `z*V == h*V1 + V2`,
 ///    `z*U == h*U1 + U2`.
+///
+/// Evidence is reported in two steps (commit, then reveal from a later block) so that only the
+/// investigator who found it is paid; the slashed staker and its workers are never paid.
 ///
 /// Failing 1, 2, 3 or 5 rejects the evidence (custom error, no slash): those are what an
 /// investigator could forge. Failing 6 proves the node wrong and its staker is slashed; so does a
@@ -42,7 +47,7 @@ contract Adjudicator is IAdjudicator {
     uint256 internal constant U_Y = 0x7ea50b219da86a70e8489413e4b9388afb63ac6f26e5ec2cfdd983b83f0e84e7;
 
     /// @notice The domain tag of the answer digest a worker signs (see docs/adjudicator.md).
-    bytes internal constant ANSWER_TAG = "KMS_CFRAG_ANSWER_V1";
+    bytes internal constant ANSWER_TAG = "KMS_CFRAG_ANSWER_V2";
 
     uint256 internal constant CAPSULE_LENGTH = 98;
     uint256 internal constant CFRAG_LENGTH = 359;
@@ -87,8 +92,16 @@ contract Adjudicator is IAdjudicator {
     /// @notice The investigator receives `penalty / rewardCoefficient`; the rest is burnt.
     uint256 public immutable rewardCoefficient;
 
+    /// @notice How many periods an answer stays slashable: the escrow's `evidenceWindow`.
+    uint256 public immutable evidenceWindow;
+    /// @notice The escrow's period length, in seconds.
+    uint256 public immutable secondsPerPeriod;
+
     /// @notice Evidence already evaluated, by `keccak256(capsule || cfrag)`.
     mapping(bytes32 evidenceHash => bool) public evaluated;
+
+    /// @notice The block each pending evidence commitment was made in.
+    mapping(bytes32 commitment => uint256 blockNumber) public commitments;
 
     /// @notice Violations proven against each staker.
     mapping(address staker => uint256) public violations;
@@ -96,6 +109,9 @@ contract Adjudicator is IAdjudicator {
     /*//////////////////////////////////////////////////////////////
                                  EVENTS
     //////////////////////////////////////////////////////////////*/
+
+    /// @notice An investigator committed to evidence it will reveal from a later block.
+    event EvidenceCommitted(bytes32 indexed commitment, address indexed committer);
 
     /// @notice A cfrag was evaluated. `verdict` says why; `penalty` and `reward` are zero when it
     /// was correct.
@@ -137,6 +153,8 @@ contract Adjudicator is IAdjudicator {
         penaltyHistoryCoefficient = penaltyHistoryCoefficient_;
         percentagePenaltyCoefficient = percentagePenaltyCoefficient_;
         rewardCoefficient = rewardCoefficient_;
+        evidenceWindow = escrow_.evidenceWindow();
+        secondsPerPeriod = escrow_.secondsPerPeriod();
     }
 
     /*//////////////////////////////////////////////////////////////
@@ -144,8 +162,15 @@ contract Adjudicator is IAdjudicator {
     //////////////////////////////////////////////////////////////*/
 
     /// @inheritdoc IAdjudicator
-    /// @dev Requirements: well-formed evidence (lengths, points, products); not evaluated before;
-    /// a known policy whose kfrag signer signed the cfrag's kfrag; a bonded worker's signature.
+    function commitEvidence(bytes32 commitment) external override {
+        if (commitments[commitment] != 0) return;
+        commitments[commitment] = block.number;
+        emit EvidenceCommitted(commitment, msg.sender);
+    }
+
+    /// @inheritdoc IAdjudicator
+    /// @dev Also requires well-formed evidence (lengths, points, products), not evaluated before,
+    /// and a known policy whose kfrag signer signed the cfrag's kfrag.
     function evaluateCFrag(Evidence calldata evidence) external override {
         bytes calldata capsule = evidence.capsule;
         bytes calldata cfrag = evidence.cfrag;
@@ -157,9 +182,12 @@ contract Adjudicator is IAdjudicator {
 
         bytes32 evidenceHash = keccak256(abi.encodePacked(capsule, cfrag));
         if (evaluated[evidenceHash]) revert Errors.Adjudicator_AlreadyEvaluated(evidenceHash);
+        _consumeCommitment(evidenceHash);
+        _checkPeriod(evidence.period);
 
         _checkKfragSignature(evidence);
-        (address worker, address staker) = _answeringNode(evidence);
+        address worker = _answeringWorker(evidence);
+        address staker = evidence.staker;
         _checkPoints(evidence);
         Verdict verdict = _verify(evidence);
 
@@ -168,12 +196,16 @@ contract Adjudicator is IAdjudicator {
             emit CFragEvaluated(evidenceHash, staker, msg.sender, evidence.policyId, worker, verdict, 0, 0);
             return;
         }
+        // The culprit reporting itself would get part of its own penalty back.
+        if (msg.sender == staker || msg.sender == worker || msg.sender == escrow.workerOf(staker)) {
+            revert Errors.Adjudicator_InvestigatorIsCulprit(msg.sender);
+        }
         (uint256 penalty, uint256 reward) = _penalty(staker);
         violations[staker] += 1;
         emit CFragEvaluated(
             evidenceHash, staker, msg.sender, evidence.policyId, worker, verdict, penalty, reward
         );
-        escrow.slash(staker, penalty, msg.sender, reward);
+        if (penalty != 0) escrow.slash(staker, penalty, msg.sender, reward);
     }
 
     /// @notice The penalty and investigator reward a violation by `staker` would carry now.
@@ -181,13 +213,25 @@ contract Adjudicator is IAdjudicator {
         return _penalty(staker);
     }
 
-    /// @notice The digest a worker signs (EIP-191) for each cfrag it answers with.
-    function answerDigest(bytes16 policyId, bytes calldata capsule, bytes calldata cfrag)
-        public
-        view
-        returns (bytes32)
-    {
-        return keccak256(abi.encodePacked(ANSWER_TAG, block.chainid, policyId, capsule, cfrag));
+    /// @notice The commitment an investigator makes before revealing evidence:
+    /// `keccak256(abi.encode(evidenceHash, investigator))`, with `evidenceHash =
+    /// keccak256(capsule || cfrag)` of the evidence's simple bytes.
+    function evidenceCommitment(bytes32 evidenceHash, address investigator) public pure returns (bytes32) {
+        return keccak256(abi.encode(evidenceHash, investigator));
+    }
+
+    /// @notice The digest a worker signs (EIP-191) for each cfrag it answers with: the answer names
+    /// the chain, this contract, the staker answering and the period it answers in.
+    function answerDigest(
+        address staker,
+        uint256 period,
+        bytes16 policyId,
+        bytes calldata capsule,
+        bytes calldata cfrag
+    ) public view returns (bytes32) {
+        return keccak256(
+            abi.encodePacked(ANSWER_TAG, block.chainid, address(this), staker, period, policyId, capsule, cfrag)
+        );
     }
 
     /*//////////////////////////////////////////////////////////////
@@ -218,20 +262,38 @@ contract Adjudicator is IAdjudicator {
         if (recovered != expected) revert Errors.Adjudicator_KfragSignatureMismatch(recovered, expected);
     }
 
-    /// @dev The worker that signed the answer, and its staker.
-    function _answeringNode(Evidence calldata evidence)
-        internal
-        view
-        returns (address worker, address staker)
-    {
+    /// @dev Only the investigator that committed to this evidence in an earlier block may reveal it.
+    function _consumeCommitment(bytes32 evidenceHash) internal {
+        bytes32 commitment = evidenceCommitment(evidenceHash, msg.sender);
+        uint256 committedBlock = commitments[commitment];
+        if (committedBlock == 0) revert Errors.Adjudicator_NotCommitted(commitment);
+        if (committedBlock >= block.number) revert Errors.Adjudicator_RevealTooEarly(committedBlock);
+        delete commitments[commitment];
+    }
+
+    /// @dev The answer's period has started and is within the evidence window.
+    function _checkPeriod(uint256 period) internal view {
+        uint256 current = block.timestamp / secondsPerPeriod;
+        if (period > current) revert Errors.Adjudicator_PeriodInFuture(period, current);
+        if (current - period > evidenceWindow) {
+            revert Errors.Adjudicator_EvidenceExpired(period, current, evidenceWindow);
+        }
+    }
+
+    /// @dev The worker that signed the answer, bonded to the staker the answer names in the period
+    /// the answer names (not merely now: a rebond cannot move or dodge the blame).
+    function _answeringWorker(Evidence calldata evidence) internal view returns (address worker) {
         bytes32 digest = MessageHashUtils.toEthSignedMessageHash(
-            answerDigest(evidence.policyId, evidence.capsule, evidence.cfrag)
+            answerDigest(evidence.staker, evidence.period, evidence.policyId, evidence.capsule, evidence.cfrag)
         );
         (address recovered, ECDSA.RecoverError failure,) = ECDSA.tryRecover(digest, evidence.workerSignature);
         if (failure != ECDSA.RecoverError.NoError) revert Errors.Adjudicator_InvalidWorkerSignature();
         worker = recovered;
-        staker = escrow.stakerOf(worker);
-        if (staker == address(0)) revert Errors.Adjudicator_UnknownWorker(worker);
+        (address staker, uint256 firstPeriod, uint256 lastPeriod) = escrow.workerBond(worker);
+        uint256 period = evidence.period;
+        if (staker != evidence.staker || period < firstPeriod || period > lastPeriod) {
+            revert Errors.Adjudicator_WorkerNotBondedInPeriod(worker, evidence.staker, period);
+        }
     }
 
     /// @dev The eight points carried compressed are on the curve and match their y coordinates.
@@ -316,7 +378,8 @@ contract Adjudicator is IAdjudicator {
 
     function _penalty(address staker) internal view returns (uint256 penalty, uint256 reward) {
         penalty = basePenalty + penaltyHistoryCoefficient * violations[staker];
-        uint256 cap = escrow.stakeOf(staker) / percentagePenaltyCoefficient;
+        // Held tokens only: what the staker could withdraw first must not lower the cap.
+        uint256 cap = escrow.heldStakeOf(staker) / percentagePenaltyCoefficient;
         if (penalty > cap) penalty = cap;
         reward = penalty / rewardCoefficient;
     }

@@ -138,23 +138,26 @@ contract PolicyManager is IPolicyManager, Ownable2Step {
                                 POLICIES
     //////////////////////////////////////////////////////////////*/
 
-    /// @notice Creates a policy paid by `msg.value = feeRate * nodes.length * periods`, where
-    /// `periods` runs from the current period through the period of `endTimestamp - 1`.
-    /// Requirements: a new id; `owner` and `kfragSigner` non-zero; `endTimestamp` in the future and
-    /// within uint32; 1 to `MAX_NODES` nodes, strictly ascending; every node staked through the last
-    /// period with a bonded worker and asking no more than `feeRate`.
-    /// @param policyId Chosen by Alice (umbral-pre clients derive it from the label and Bob's key).
+    /// @notice Creates the policy `policyIdOf(msg.sender, salt)`, paid by `msg.value = feeRate *
+    /// nodes.length * periods`, where `periods` runs from the current period through the period of
+    /// `endTimestamp - 1`. The id is the creator's own: nobody else can take it first.
+    /// Requirements: the caller has not used `salt` before; `owner` and `kfragSigner` non-zero;
+    /// `endTimestamp` in the future and within uint32; 1 to `MAX_NODES` nodes, strictly ascending;
+    /// every node staked through the last period with a bonded worker and asking no more than `feeRate`.
+    /// @param salt Chosen by the creator (the Rust client derives it from the label and Bob's key).
     /// @param owner Alice: receives refunds and may revoke.
     /// @param kfragSigner The address of the key that signs the policy's kfrags.
     /// @param endTimestamp When the policy stops, in Unix seconds.
     /// @param nodes The stakers holding the policy's kfrags, ascending.
+    /// @return policyId `policyIdOf(msg.sender, salt)`.
     function createPolicy(
-        bytes16 policyId,
+        bytes16 salt,
         address owner,
         address kfragSigner,
         uint256 endTimestamp,
         address[] calldata nodes
-    ) external payable {
+    ) external payable returns (bytes16 policyId) {
+        policyId = policyIdOf(msg.sender, salt);
         if (policies[policyId].owner != address(0)) {
             revert Errors.PolicyManager_PolicyExists(policyId);
         }
@@ -163,17 +166,9 @@ contract PolicyManager is IPolicyManager, Ownable2Step {
         if (endTimestamp <= block.timestamp || endTimestamp > type(uint32).max) {
             revert Errors.PolicyManager_InvalidEnd(endTimestamp, block.timestamp);
         }
-        uint256 count = nodes.length;
-        if (count == 0 || count > MAX_NODES) revert Errors.PolicyManager_InvalidNodeCount(count, MAX_NODES);
-
         uint256 current = block.timestamp / secondsPerPeriod;
         uint256 lastPeriod = (endTimestamp - 1) / secondsPerPeriod;
-        uint256 periods = lastPeriod - current + 1;
-        if (msg.value == 0 || msg.value % (count * periods) != 0) {
-            revert Errors.PolicyManager_InvalidPayment(msg.value, count, periods);
-        }
-        uint256 feeRate = msg.value / (count * periods);
-        if (feeRate > type(uint80).max) revert Errors.PolicyManager_FeeRateTooHigh(feeRate);
+        uint256 feeRate = _feeRate(nodes.length, lastPeriod - current + 1);
 
         policies[policyId] = Policy({
             owner: owner,
@@ -182,7 +177,7 @@ contract PolicyManager is IPolicyManager, Ownable2Step {
             refundedThrough: uint32(current - 1),
             kfragSigner: kfragSigner,
             feeRate: uint80(feeRate),
-            nodeCount: uint8(count),
+            nodeCount: uint8(nodes.length),
             revoked: false,
             nodesHash: keccak256(abi.encodePacked(nodes))
         });
@@ -351,6 +346,12 @@ contract PolicyManager is IPolicyManager, Ownable2Step {
         view_.nodesHash = policy.nodesHash;
     }
 
+    /// @notice The id of the policy `creator` creates with `salt`: the first 16 bytes of
+    /// `keccak256(abi.encodePacked(creator, salt))`.
+    function policyIdOf(address creator, bytes16 salt) public pure returns (bytes16) {
+        return bytes16(keccak256(abi.encodePacked(creator, salt)));
+    }
+
     /// @inheritdoc IPolicyManager
     function kfragSignerOf(bytes16 policyId) external view override returns (address) {
         return policies[policyId].kfragSigner;
@@ -397,6 +398,16 @@ contract PolicyManager is IPolicyManager, Ownable2Step {
                                 INTERNAL
     //////////////////////////////////////////////////////////////*/
 
+    /// @dev The fee rate `msg.value` pays for `count` nodes over `periods` periods.
+    function _feeRate(uint256 count, uint256 periods) internal view returns (uint256 feeRate) {
+        if (count == 0 || count > MAX_NODES) revert Errors.PolicyManager_InvalidNodeCount(count, MAX_NODES);
+        if (msg.value == 0 || msg.value % (count * periods) != 0) {
+            revert Errors.PolicyManager_InvalidPayment(msg.value, count, periods);
+        }
+        feeRate = msg.value / (count * periods);
+        if (feeRate > type(uint80).max) revert Errors.PolicyManager_FeeRateTooHigh(feeRate);
+    }
+
     /// @dev Checks and records a new policy's nodes.
     function _addNodes(address[] calldata nodes, uint256 feeRate, uint256 start, uint256 lastPeriod)
         internal
@@ -429,14 +440,17 @@ contract PolicyManager is IPolicyManager, Ownable2Step {
             running += feeRate;
             rateEnding[node][lastPeriod + 1] += feeRate;
         }
-        // A node may already have committed to the current and the next period: credit those now.
+        // A node may already have committed to the current and the next period: credit those now,
+        // one event per period (`last <= start + 1`, so at most two).
         if (last >= start) {
             uint256 through = last < lastPeriod ? last : lastPeriod;
-            uint256 credit = commitments[node].countInRange(start, through) * feeRate;
-            if (credit != 0) {
-                fees[node] += credit;
-                emit FeesAccrued(node, start, credit);
+            uint256 credit;
+            for (uint256 period = start; period <= through; ++period) {
+                if (!commitments[node].get(period)) continue;
+                credit += feeRate;
+                emit FeesAccrued(node, period, feeRate);
             }
+            if (credit != 0) fees[node] += credit;
         }
         // Checked: a running rate past 96 bits must refuse the policy, never wrap.
         info.runningRate = SafeCast.toUint96(running);

@@ -38,6 +38,7 @@ contract StakingEscrow is IStakingEscrow {
         uint256 maxLockPeriods;
         uint256 minWorkerPeriods; // a worker stays bonded at least this long
         uint256 issuanceRate; // WAD fraction of the unallocated reserve issued per period
+        uint256 evidenceWindow; // periods an answer stays slashable (see docs/adjudicator.md)
     }
 
     /// @notice Tokens locked from `firstPeriod` through `lastPeriod`, both included.
@@ -74,6 +75,16 @@ contract StakingEscrow is IStakingEscrow {
         uint96 lockedTotal; // sum of committed stakers' locked tokens
         uint96 issuance; // reward for the whole period, allocated at the first commitment
         bool allocated;
+    }
+
+    /// @notice The latest bonding of a worker key: to `staker` from `firstPeriod` through
+    /// `lastPeriod` (both included; `lastPeriod == OPEN_BOND` while bonded). One slot. Kept after
+    /// the worker is unbonded, and not overwritten before the evidence window of its last period
+    /// has passed, so the Adjudicator can tell which staker answers for what the worker signed.
+    struct WorkerBond {
+        address staker;
+        uint32 firstPeriod;
+        uint32 lastPeriod;
     }
 
     /// @notice Where a staker's node can be reached, published by its worker.
@@ -116,6 +127,9 @@ contract StakingEscrow is IStakingEscrow {
 
     uint256 internal constant WAD = 1e18;
 
+    /// @notice The `lastPeriod` of a worker bond still in force.
+    uint32 public constant OPEN_BOND = type(uint32).max;
+
     /*//////////////////////////////////////////////////////////////
                                IMMUTABLES
     //////////////////////////////////////////////////////////////*/
@@ -129,6 +143,7 @@ contract StakingEscrow is IStakingEscrow {
     uint256 public immutable maxLockPeriods;
     uint256 public immutable minWorkerPeriods;
     uint256 public immutable issuanceRate;
+    uint256 public immutable override evidenceWindow;
 
     /*//////////////////////////////////////////////////////////////
                                 STORAGE
@@ -144,7 +159,9 @@ contract StakingEscrow is IStakingEscrow {
     address public adjudicator;
 
     mapping(address staker => StakerInfo) internal stakers;
-    mapping(address worker => address staker) public override stakerOf;
+    mapping(address worker => WorkerBond) internal workerBonds;
+    /// @notice The worker a staker proposed, awaiting the worker's acceptance.
+    mapping(address staker => address worker) public pendingWorker;
     mapping(uint256 period => PeriodTotals) internal periodTotals;
     mapping(address staker => NodeRecord) internal nodeRecords;
     address[] internal stakerList;
@@ -169,13 +186,17 @@ contract StakingEscrow is IStakingEscrow {
     event Merged(address indexed staker, uint256 indexed index, uint256 mergedIndex);
     event Withdrawn(address indexed staker, uint256 amount);
     event WorkerBonded(address indexed staker, address indexed worker, uint256 period);
+    /// @notice The staker proposed `worker` (zero: withdrew its proposal); the bond takes effect when
+    /// the worker accepts it.
+    event WorkerProposed(address indexed staker, address indexed worker);
     event NodeRecordPublished(
         address indexed staker, address indexed worker, string url, bytes umbralPublicKey
     );
     event CommitmentMade(address indexed staker, uint256 indexed period, uint256 locked);
     event IssuanceAllocated(uint256 indexed period, uint256 issuance);
     /// @notice Rewards of the commitments to periods `firstPeriod..lastPeriod` (one or two periods:
-    /// the pending commitments are always consecutive) were added to the stake.
+    /// the pending commitments are always consecutive) were added to the stake. Emitted only when
+    /// `amount` is positive (a settled commitment that earned nothing emits nothing).
     event RewardMinted(address indexed staker, uint256 firstPeriod, uint256 lastPeriod, uint256 amount);
     event Slashed(address indexed staker, uint256 penalty, address indexed investigator, uint256 reward);
 
@@ -203,6 +224,9 @@ contract StakingEscrow is IStakingEscrow {
         if (params.issuanceRate == 0 || params.issuanceRate > WAD) {
             revert Errors.StakingEscrow_InvalidParameter("issuanceRate");
         }
+        if (params.evidenceWindow == 0 || params.evidenceWindow > type(uint16).max) {
+            revert Errors.StakingEscrow_InvalidParameter("evidenceWindow");
+        }
         if (token_.minter() != address(this)) revert Errors.StakingEscrow_NotTheMinter(token_.minter());
         token = token_;
         owner = msg.sender;
@@ -213,6 +237,7 @@ contract StakingEscrow is IStakingEscrow {
         maxLockPeriods = params.maxLockPeriods;
         minWorkerPeriods = params.minWorkerPeriods;
         issuanceRate = params.issuanceRate;
+        evidenceWindow = params.evidenceWindow;
         // The token's cap fits 96 bits (KMSToken enforces it), so the reserve does too.
         unallocatedReserve = uint96(token_.cap() - token_.totalSupply());
     }
@@ -258,7 +283,7 @@ contract StakingEscrow is IStakingEscrow {
         if (periods < minLockPeriods || periods > maxLockPeriods) {
             revert Errors.StakingEscrow_LockOutOfRange(periods, minLockPeriods, maxLockPeriods);
         }
-        address bondedTo = stakerOf[msg.sender];
+        address bondedTo = stakerOf(msg.sender);
         if (bondedTo != address(0) && bondedTo != msg.sender) {
             revert Errors.StakingEscrow_WorkerIsAStaker(msg.sender);
         }
@@ -335,13 +360,13 @@ contract StakingEscrow is IStakingEscrow {
         emit Merged(msg.sender, index, mergedIndex);
     }
 
-    /// @notice Withdraws unlocked tokens (expired sub-stakes and minted rewards).
-    /// Requirements: `0 < amount <= value - locked(current period)`.
+    /// @notice Withdraws free tokens: minted rewards, and sub-stakes whose lock ended more than
+    /// `evidenceWindow` periods ago (until then they still answer for what the node signed).
+    /// Requirements: `0 < amount <= value - heldStakeOf(staker)`.
     function withdraw(uint256 amount) external {
         if (amount == 0) revert Errors.StakingEscrow_ZeroValue();
         StakerInfo storage info = stakers[msg.sender];
-        (uint256 lockedNow,) = _scan(info, currentPeriod());
-        uint256 unlocked = info.value - lockedNow;
+        uint256 unlocked = info.value - _held(info, currentPeriod());
         if (amount > unlocked) revert Errors.StakingEscrow_InsufficientUnlocked(amount, unlocked);
         info.value -= uint96(amount);
         emit Withdrawn(msg.sender, amount);
@@ -352,32 +377,33 @@ contract StakingEscrow is IStakingEscrow {
                                 WORKERS
     //////////////////////////////////////////////////////////////*/
 
-    /// @notice Bonds `worker` (zero to unbond) to the caller's stake and clears the node record.
+    /// @notice Bonds a worker to the caller's stake in two steps: the staker proposes `worker`, and
+    /// the bond takes effect when the worker calls `acceptWorker` (so no address is bonded without
+    /// its consent). The caller bonding itself, and `worker == 0` (unbond), take effect at once.
     /// Requirements: the caller has deposited; the current worker has been bonded at least
-    /// `minWorkerPeriods`; `worker` is bonded to nobody and is not another staker.
+    /// `minWorkerPeriods`; `worker` is bonded to nobody, is not another staker, and its last bond
+    /// ended more than `evidenceWindow` periods ago. A new proposal replaces the previous one.
     function bondWorker(address worker) external {
         StakerInfo storage info = stakers[msg.sender];
         if (!info.listed) revert Errors.StakingEscrow_NotAStaker(msg.sender);
-        uint256 current = currentPeriod();
-        address previous = info.worker;
-        if (previous != address(0) && current < info.workerBondedPeriod + minWorkerPeriods) {
-            revert Errors.StakingEscrow_WorkerBondedTooRecently(
-                info.workerBondedPeriod, info.workerBondedPeriod + minWorkerPeriods
-            );
+        if (worker == address(0) || worker == msg.sender) {
+            if (pendingWorker[msg.sender] != address(0)) _propose(msg.sender, address(0));
+            _bond(msg.sender, info, worker);
+            return;
         }
-        if (worker != address(0)) {
-            address bondedTo = stakerOf[worker];
-            if (bondedTo != address(0)) revert Errors.StakingEscrow_WorkerAlreadyBonded(worker, bondedTo);
-            if (worker != msg.sender && stakers[worker].listed) {
-                revert Errors.StakingEscrow_WorkerIsAStaker(worker);
-            }
-            stakerOf[worker] = msg.sender;
+        // Checked now for an early, clear error; checked again on acceptance.
+        _checkBondable(msg.sender, info, worker, currentPeriod());
+        _propose(msg.sender, worker);
+    }
+
+    /// @notice The proposed worker accepts the bond to `staker`'s stake.
+    /// Requirements: `staker` proposed the caller; every requirement of `bondWorker` still holds.
+    function acceptWorker(address staker) external {
+        if (pendingWorker[staker] != msg.sender) {
+            revert Errors.StakingEscrow_NotProposedWorker(staker, msg.sender);
         }
-        if (previous != address(0)) delete stakerOf[previous];
-        info.worker = worker;
-        info.workerBondedPeriod = uint32(current);
-        delete nodeRecords[msg.sender];
-        emit WorkerBonded(msg.sender, worker, current);
+        _propose(staker, address(0));
+        _bond(staker, stakers[staker], msg.sender);
     }
 
     /// @notice The worker publishes where its node listens and its Umbral public key.
@@ -447,7 +473,7 @@ contract StakingEscrow is IStakingEscrow {
     /// @return reward The tokens minted to the stake.
     function mint() external returns (uint256 reward) {
         // Workers (the daemons) call this most: look them up first.
-        address staker = stakerOf[msg.sender];
+        address staker = stakerOf(msg.sender);
         if (staker == address(0)) {
             if (!stakers[msg.sender].listed) {
                 revert Errors.StakingEscrow_NotStakerOrWorker(msg.sender, address(0));
@@ -463,7 +489,7 @@ contract StakingEscrow is IStakingEscrow {
     //////////////////////////////////////////////////////////////*/
 
     /// @inheritdoc IStakingEscrow
-    /// @dev The penalty is capped at the stake; it comes from unlocked tokens first, then from the
+    /// @dev The penalty is capped at the stake; it comes from free tokens first, then from the held
     /// sub-stakes that unlock soonest. Commitments awaiting their period shrink with the stake.
     function slash(address staker, uint256 penalty, address investigator, uint256 reward) external override {
         if (msg.sender != adjudicator) revert Errors.StakingEscrow_CallerNotAdjudicator(msg.sender);
@@ -481,8 +507,8 @@ contract StakingEscrow is IStakingEscrow {
         info.value = uint96(value);
 
         uint256 current = currentPeriod();
-        (uint256 lockedNow,) = _scan(info, current);
-        if (lockedNow > value) _cutSubStakes(info, current, lockedNow - value);
+        uint256 held = _held(info, current);
+        if (held > value) _cutSubStakes(info, current, held - value);
         _shrinkCommitments(info, current);
 
         uint256 burnt = penalty - reward;
@@ -522,6 +548,28 @@ contract StakingEscrow is IStakingEscrow {
     /// @inheritdoc IStakingEscrow
     function stakeOf(address staker) external view override returns (uint256) {
         return stakers[staker].value;
+    }
+
+    /// @inheritdoc IStakingEscrow
+    function heldStakeOf(address staker) external view override returns (uint256) {
+        return _held(stakers[staker], currentPeriod());
+    }
+
+    /// @inheritdoc IStakingEscrow
+    function stakerOf(address worker) public view override returns (address) {
+        WorkerBond memory bond = workerBonds[worker];
+        return bond.lastPeriod == OPEN_BOND ? bond.staker : address(0);
+    }
+
+    /// @inheritdoc IStakingEscrow
+    function workerBond(address worker)
+        external
+        view
+        override
+        returns (address staker, uint256 firstPeriod, uint256 lastPeriod)
+    {
+        WorkerBond memory bond = workerBonds[worker];
+        return (bond.staker, bond.firstPeriod, bond.lastPeriod);
     }
 
     /// @inheritdoc IStakingEscrow
@@ -630,12 +678,64 @@ contract StakingEscrow is IStakingEscrow {
     //////////////////////////////////////////////////////////////*/
 
     function _stakerOfWorker(address worker) internal view returns (address staker) {
-        staker = stakerOf[worker];
+        staker = stakerOf(worker);
         if (staker == address(0)) revert Errors.StakingEscrow_NotAWorker(worker);
     }
 
+    function _propose(address staker, address worker) internal {
+        pendingWorker[staker] = worker;
+        emit WorkerProposed(staker, worker);
+    }
+
+    /// @dev Replaces the staker's worker by `worker` (zero: none). The previous worker's bond is
+    /// closed at the current period and kept, so its answers stay attributable to this staker.
+    function _bond(address staker, StakerInfo storage info, address worker) internal {
+        uint256 current = currentPeriod();
+        _checkBondable(staker, info, worker, current);
+        address previous = info.worker;
+        if (previous != address(0)) workerBonds[previous].lastPeriod = uint32(current);
+        if (worker != address(0)) workerBonds[worker] = WorkerBond(staker, uint32(current), OPEN_BOND);
+        info.worker = worker;
+        info.workerBondedPeriod = uint32(current);
+        delete nodeRecords[staker];
+        emit WorkerBonded(staker, worker, current);
+    }
+
+    function _checkBondable(address staker, StakerInfo storage info, address worker, uint256 current)
+        internal
+        view
+    {
+        if (info.worker != address(0) && current < info.workerBondedPeriod + minWorkerPeriods) {
+            revert Errors.StakingEscrow_WorkerBondedTooRecently(
+                info.workerBondedPeriod, info.workerBondedPeriod + minWorkerPeriods
+            );
+        }
+        if (worker == address(0)) return;
+        WorkerBond memory previousBond = workerBonds[worker];
+        if (previousBond.lastPeriod == OPEN_BOND) {
+            revert Errors.StakingEscrow_WorkerAlreadyBonded(worker, previousBond.staker);
+        }
+        // A key that answered for a stake is not reused until those answers can no longer be
+        // judged: the Adjudicator must find the stake an answer names in the key's one record.
+        if (previousBond.staker != address(0) && current <= previousBond.lastPeriod + evidenceWindow) {
+            revert Errors.StakingEscrow_WorkerCoolingDown(worker, previousBond.lastPeriod + evidenceWindow + 1);
+        }
+        if (worker != staker && stakers[worker].listed) revert Errors.StakingEscrow_WorkerIsAStaker(worker);
+    }
+
+    /// @dev Tokens that cannot be withdrawn in `current`: sub-stakes locked then, or whose lock ended
+    /// within the last `evidenceWindow` periods.
+    function _held(StakerInfo storage info, uint256 current) internal view returns (uint256 held) {
+        uint256 count = info.subStakeCount;
+        for (uint256 i; i < count; ++i) {
+            SubStake memory subStake = info.subStakes[i];
+            if (subStake.lastPeriod + evidenceWindow >= current) held += subStake.amount;
+        }
+    }
+
     /// @dev One pass over the sub-stakes: the amount locked in `period` and the first free slot
-    /// (unlocked before `period` or emptied), `type(uint256).max` when there is none.
+    /// (emptied, or unlocked more than `evidenceWindow` periods before `period`: a slot still held
+    /// is not reused, or its tokens would become withdrawable), `type(uint256).max` when none.
     function _scan(StakerInfo storage info, uint256 period)
         internal
         view
@@ -647,7 +747,10 @@ contract StakingEscrow is IStakingEscrow {
             SubStake memory subStake = info.subStakes[i];
             if (subStake.amount != 0 && subStake.lastPeriod >= period) {
                 if (subStake.firstPeriod <= period) locked += subStake.amount;
-            } else if (freeIndex == type(uint256).max) {
+            } else if (
+                freeIndex == type(uint256).max
+                    && (subStake.amount == 0 || subStake.lastPeriod + evidenceWindow < period)
+            ) {
                 freeIndex = i;
             }
         }
@@ -716,8 +819,8 @@ contract StakingEscrow is IStakingEscrow {
         if (reward != 0) {
             info.value += uint96(reward);
             info.rewardsMinted += uint96(reward);
+            emit RewardMinted(staker, firstPeriod, lastPeriod, reward);
         }
-        emit RewardMinted(staker, firstPeriod, lastPeriod, reward);
     }
 
     /// @dev The mining formula: `locked * issuance(p) / lockedTotal(p)`, rounded down, so the rewards
@@ -737,7 +840,7 @@ contract StakingEscrow is IStakingEscrow {
         }
     }
 
-    /// @dev Takes `amount` out of the locked sub-stakes, those unlocking soonest first.
+    /// @dev Takes `amount` out of the held sub-stakes, those unlocking soonest first.
     function _cutSubStakes(StakerInfo storage info, uint256 current, uint256 amount) internal {
         uint256 count = info.subStakeCount;
         while (amount != 0) {
@@ -746,14 +849,14 @@ contract StakingEscrow is IStakingEscrow {
             for (uint256 i; i < count; ++i) {
                 SubStake memory subStake = info.subStakes[i];
                 if (
-                    subStake.amount != 0 && subStake.lastPeriod >= current
+                    subStake.amount != 0 && subStake.lastPeriod + evidenceWindow >= current
                         && subStake.lastPeriod < soonestLast
                 ) {
                     soonest = i;
                     soonestLast = subStake.lastPeriod;
                 }
             }
-            // The caller only asks for what is locked, so a locked sub-stake always remains here.
+            // The caller only asks for what is held, so a held sub-stake always remains here.
             SubStake storage cut = info.subStakes[soonest];
             uint256 taken = cut.amount < amount ? cut.amount : amount;
             cut.amount -= uint96(taken);

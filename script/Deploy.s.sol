@@ -15,7 +15,8 @@ import {Vm} from "../test/utils/Vm.sol";
 /// Environment (all optional; defaults are production-like, a day per period):
 ///   PRIVATE_KEY (anvil's first key), DEPLOYMENTS_PATH (deployments/<chainid>.json),
 ///   SECONDS_PER_PERIOD, TOKEN_CAP, INITIAL_SUPPLY, MIN_STAKE, MAX_STAKE, MIN_LOCK_PERIODS,
-///   MAX_LOCK_PERIODS, MIN_WORKER_PERIODS, ISSUANCE_RATE (WAD per period), MIN_FEE_RATE,
+///   MAX_LOCK_PERIODS, MIN_WORKER_PERIODS, ISSUANCE_RATE (WAD per period), EVIDENCE_WINDOW
+///   (periods an answer stays slashable and unlocked tokens stay held), MIN_FEE_RATE,
 ///   DEFAULT_FEE_RATE, MAX_FEE_RATE (wei per node per period), FEE_GOVERNOR (the deployer),
 ///   BASE_PENALTY, PENALTY_HISTORY_COEFFICIENT (token units), PERCENTAGE_PENALTY_COEFFICIENT
 ///   (the penalty is at most stake / this), REWARD_COEFFICIENT (the investigator gets penalty / this).
@@ -44,7 +45,9 @@ contract Deploy {
             maxLockPeriods: vm.envOr("MAX_LOCK_PERIODS", uint256(1825)),
             minWorkerPeriods: vm.envOr("MIN_WORKER_PERIODS", uint256(2)),
             // 1 - 2^(-1/1461): with daily periods the reserve halves every four years.
-            issuanceRate: vm.envOr("ISSUANCE_RATE", uint256(474_320_862_749_566))
+            issuanceRate: vm.envOr("ISSUANCE_RATE", uint256(474_320_862_749_566)),
+            // Two weeks of daily periods: see docs/adjudicator.md, "The evidence window".
+            evidenceWindow: vm.envOr("EVIDENCE_WINDOW", uint256(14))
         });
         uint256 cap = vm.envOr("TOKEN_CAP", uint256(3_800_000_000e18));
         uint256 initialSupply = vm.envOr("INITIAL_SUPPLY", uint256(1_000_000_000e18));
@@ -102,7 +105,8 @@ contract Deploy {
         vm.serializeUint(key, "minLockPeriods", params.minLockPeriods);
         vm.serializeUint(key, "maxLockPeriods", params.maxLockPeriods);
         vm.serializeUint(key, "minWorkerPeriods", params.minWorkerPeriods);
-        string memory json = vm.serializeUint(key, "issuanceRate", params.issuanceRate);
+        vm.serializeUint(key, "issuanceRate", params.issuanceRate);
+        string memory json = vm.serializeUint(key, "evidenceWindow", params.evidenceWindow);
         vm.createDir("deployments", true);
         vm.writeJson(json, path);
     }

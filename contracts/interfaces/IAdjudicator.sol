@@ -17,6 +17,8 @@ interface IAdjudicator {
     /// umbral-pre's `ReencryptionEvidence` (`z*E, h*E1, z*V, h*V1, z*U, h*U1`).
     struct Evidence {
         bytes16 policyId;
+        address staker; // the stake the answer names (the node's staker)
+        uint256 period; // the period the answer names (the one it was given in)
         bytes capsule; // Capsule::to_bytes_simple: E (33) | V (33) | signature (32) = 98 bytes
         bytes cfrag; // CapsuleFrag::to_bytes_simple: 359 bytes
         bytes delegatingKey; // Alice's delegating public key, compressed (33 bytes)
@@ -32,6 +34,17 @@ interface IAdjudicator {
         bytes workerSignature; // 65 bytes r | s | v (27/28): EIP-191 signature of the answer digest
     }
 
-    /// @notice Evaluates `evidence` once: slashes the node if its re-encryption is wrong.
+    /// @notice Step one of reporting: records `commitment = evidenceCommitment(evidenceHash, investigator)`
+    /// with the current block. Only the committed investigator can reveal the evidence, from a later
+    /// block, so a copy of the reveal seen in the mempool pays nobody else. Committing again keeps
+    /// the earliest block.
+    function commitEvidence(bytes32 commitment) external;
+
+    /// @notice Step two: evaluates `evidence` once, and slashes the named staker if its node's
+    /// re-encryption is wrong, paying the caller the investigator's reward.
+    /// Requirements: the caller committed to this evidence in an earlier block; the answer's period
+    /// has started and is at most `evidenceWindow` periods old; the answer's signer was bonded to
+    /// the named staker in that period; when the cfrag is wrong, the caller is neither that staker
+    /// nor its worker (then or now).
     function evaluateCFrag(Evidence calldata evidence) external;
 }

@@ -66,6 +66,13 @@ library Errors {
     /// @notice Thrown when the worker is already bonded to a staker.
     error StakingEscrow_WorkerAlreadyBonded(address worker, address staker);
 
+    /// @notice Thrown when a worker key's last bond ended within the evidence window: it can be
+    /// bonded again from `availablePeriod`.
+    error StakingEscrow_WorkerCoolingDown(address worker, uint256 availablePeriod);
+
+    /// @notice Thrown when the caller accepts a bond that `staker` did not propose to it.
+    error StakingEscrow_NotProposedWorker(address staker, address caller);
+
     /// @notice Thrown when the worker is itself a staker (only a staker may be its own worker).
     error StakingEscrow_WorkerIsAStaker(address worker);
 
@@ -182,6 +189,21 @@ library Errors {
     /// @notice Thrown when the worker signature cannot be parsed or recovered.
     error Adjudicator_InvalidWorkerSignature();
 
-    /// @notice Thrown when the answer was not signed by a bonded worker.
-    error Adjudicator_UnknownWorker(address signer);
+    /// @notice Thrown when the answer's signer was not bonded to the staker it names in the period it names.
+    error Adjudicator_WorkerNotBondedInPeriod(address worker, address staker, uint256 period);
+
+    /// @notice Thrown when the answer was given more than `window` periods before the current period.
+    error Adjudicator_EvidenceExpired(uint256 period, uint256 currentPeriod, uint256 window);
+
+    /// @notice Thrown when the answer names a period that has not started yet.
+    error Adjudicator_PeriodInFuture(uint256 period, uint256 currentPeriod);
+
+    /// @notice Thrown when the caller did not commit to this evidence in an earlier block.
+    error Adjudicator_NotCommitted(bytes32 commitment);
+
+    /// @notice Thrown when the evidence is revealed in the block it was committed in.
+    error Adjudicator_RevealTooEarly(uint256 committedBlock);
+
+    /// @notice Thrown when the investigator is the slashed staker or one of its workers.
+    error Adjudicator_InvestigatorIsCulprit(address investigator);
 }

@@ -7,7 +7,7 @@ import {Base} from "../utils/Base.sol";
 /// end, every wei Alice paid is either a node's fee for a period it committed to, or refunded.
 contract FeesFuzzTest is Base {
     uint256 internal constant STAKE = 100_000e18;
-    bytes16 internal constant ID = bytes16("fuzzed");
+    bytes16 internal constant SALT = bytes16("fuzzed");
 
     address internal alice = makeAddr("alice");
     address[3] internal nodes;
@@ -44,7 +44,7 @@ contract FeesFuzzTest is Base {
         uint256 paid = rate * 3 * periods;
         vm.deal(alice, paid);
         vm.prank(alice);
-        policyManager.createPolicy{value: paid}(ID, alice, alice, endAfter(periods), nodeList());
+        bytes16 id = policyManager.createPolicy{value: paid}(SALT, alice, alice, endAfter(periods), nodeList());
 
         bool revoked;
         uint256 expectedFees;
@@ -52,7 +52,7 @@ contract FeesFuzzTest is Base {
         for (uint256 p; p < periods + 2; ++p) {
             if (p == revokeAt && p < periods) {
                 vm.prank(alice);
-                policyManager.revokePolicy(ID, nodeList());
+                policyManager.revokePolicy(id, nodeList());
                 revoked = true;
             }
             commitSome(pattern, warmUp + p);
@@ -70,7 +70,7 @@ contract FeesFuzzTest is Base {
         }
         if (!revoked) {
             vm.prank(alice);
-            try policyManager.refund(ID, nodeList()) {} catch {}
+            try policyManager.refund(id, nodeList()) {} catch {}
         }
         uint256 fees =
             policyManager.fees(nodes[0]) + policyManager.fees(nodes[1]) + policyManager.fees(nodes[2]);

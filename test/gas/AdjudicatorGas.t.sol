@@ -3,11 +3,20 @@ pragma solidity ^0.8.28;
 
 import {AdjudicatorFixtures} from "../utils/AdjudicatorFixtures.sol";
 
-/// @notice Gas of a full evaluation, as a whole transaction (calldata included) under `--isolate`.
+/// @notice Gas of a full evaluation, as a whole transaction (calldata included) under `--isolate`:
+/// the commitment, then the reveal that evaluates.
 contract AdjudicatorGasTest is AdjudicatorFixtures {
+    function test_Gas_CommitEvidence() public {
+        Case memory c = load(indexOf("slash", 0));
+        commitTo(investigator, c.evidence);
+        vm.snapshotGasLastCall("commitEvidence");
+    }
+
     function test_Gas_EvaluateCorrectCFrag() public {
         Case memory c = load(indexOf("correct", 0));
         prepare(c);
+        commitTo(investigator, c.evidence);
+        vm.roll(vm.getBlockNumber() + 1);
         vm.prank(investigator);
         adjudicatorContract.evaluateCFrag(c.evidence);
         uint256 gasUsed = vm.snapshotGasLastCall("evaluateCFrag (correct cfrag)");
@@ -17,6 +26,8 @@ contract AdjudicatorGasTest is AdjudicatorFixtures {
     function test_Gas_EvaluateWrongCFragAndSlash() public {
         Case memory c = load(indexOf("slash", 0));
         prepare(c);
+        commitTo(investigator, c.evidence);
+        vm.roll(vm.getBlockNumber() + 1);
         vm.prank(investigator);
         adjudicatorContract.evaluateCFrag(c.evidence);
         vm.snapshotGasLastCall("evaluateCFrag (wrong cfrag, with the slash)");

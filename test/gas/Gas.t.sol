@@ -14,6 +14,7 @@ contract GasTest is Base {
     address internal nodeA;
     address internal nodeB;
     address internal nodeC;
+    bytes16 internal warmUp;
 
     function setUp() public override {
         super.setUp();
@@ -24,7 +25,7 @@ contract GasTest is Base {
         commit(nodeA);
         commit(nodeB);
         commit(nodeC);
-        createPolicy(bytes16("warm-up"), alice, list(nodeA, nodeB, nodeC), 100, 1 gwei);
+        warmUp = createPolicy(bytes16("warm-up"), alice, list(nodeA, nodeB, nodeC), 100, 1 gwei);
         advancePeriods(1);
         commit(nodeA);
         commit(nodeB);
@@ -110,14 +111,14 @@ contract GasTest is Base {
 
     function test_Gas_RevokePolicy() public {
         vm.prank(alice);
-        policyManager.revokePolicy(bytes16("warm-up"), list(nodeA, nodeB, nodeC));
+        policyManager.revokePolicy(warmUp, list(nodeA, nodeB, nodeC));
         vm.snapshotGasLastCall("revokePolicy (3 nodes)");
     }
 
     function test_Gas_Refund() public {
         advancePeriods(3); // two periods without commitments
         vm.prank(alice);
-        policyManager.refund(bytes16("warm-up"), list(nodeA, nodeB, nodeC));
+        policyManager.refund(warmUp, list(nodeA, nodeB, nodeC));
         vm.snapshotGasLastCall("refund (3 nodes)");
     }
 

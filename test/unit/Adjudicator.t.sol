@@ -17,10 +17,12 @@ contract AdjudicatorTest is AdjudicatorFixtures {
         uint256 investigatorBefore = token.balanceOf(investigator);
         (uint256 penalty, uint256 reward) = adjudicatorContract.penaltyFor(staker);
 
+        commitTo(investigator, c.evidence);
+        vm.roll(vm.getBlockNumber() + 1);
         if (equal(c.expect, "kfrag-signature")) {
             vm.expectPartialRevert(Errors.Adjudicator_KfragSignatureMismatch.selector);
-        } else if (equal(c.expect, "unknown-worker")) {
-            vm.expectPartialRevert(Errors.Adjudicator_UnknownWorker.selector);
+        } else if (equal(c.expect, "not-bonded")) {
+            vm.expectPartialRevert(Errors.Adjudicator_WorkerNotBondedInPeriod.selector);
         }
         vm.prank(investigator);
         adjudicatorContract.evaluateCFrag(c.evidence);
@@ -68,7 +70,7 @@ contract AdjudicatorTest is AdjudicatorFixtures {
     }
 
     function testFuzz_BadSignatureIsRejected(uint256 seed) public {
-        uint256 i = seed % 2 == 0 ? indexOf("kfrag-signature", seed) : indexOf("unknown-worker", seed);
+        uint256 i = seed % 2 == 0 ? indexOf("kfrag-signature", seed) : indexOf("not-bonded", seed);
         check(load(i));
     }
 
@@ -80,6 +82,8 @@ contract AdjudicatorTest is AdjudicatorFixtures {
         Case memory c = load(indexOf("correct", 0));
         address staker = prepare(c);
         bytes32 evidenceHash = keccak256(abi.encodePacked(c.evidence.capsule, c.evidence.cfrag));
+        commitTo(investigator, c.evidence);
+        vm.roll(vm.getBlockNumber() + 1);
         vm.expectEmit(address(adjudicatorContract));
         emit Adjudicator.CFragEvaluated(
             evidenceHash, staker, investigator, c.policyId, c.worker, Adjudicator.Verdict.Correct, 0, 0
@@ -88,11 +92,211 @@ contract AdjudicatorTest is AdjudicatorFixtures {
         adjudicatorContract.evaluateCFrag(c.evidence);
     }
 
+    /*//////////////////////////////////////////////////////////////
+              THE ANSWER BINDS ITS STAKER AND ITS PERIOD (REVIEW 1)
+    //////////////////////////////////////////////////////////////*/
+
+    /// @dev Regression: the staker found its worker through the current bond, so unbonding or
+    /// rotating the worker after a wrong answer made the evidence revert for good.
+    function test_RotatingTheWorkerDoesNotEscapeTheSlash() public {
+        Case memory c = load(indexOf("slash", 0));
+        address staker = prepare(c);
+        (uint256 penalty,) = adjudicatorContract.penaltyFor(staker);
+        advancePeriods(MIN_WORKER_PERIODS);
+        bond(staker, makeAddr("fresh-worker")); // routine rotation, or a front-run of the report
+        assertEq(escrow.stakerOf(c.worker), address(0));
+        uint256 before = escrow.stakeOf(staker);
+        report(investigator, c.evidence);
+        assertEq(escrow.stakeOf(staker), before - penalty, "the staker the answer names pays");
+    }
+
+    function test_UnbondingDoesNotEscapeTheSlash() public {
+        Case memory c = load(indexOf("slash", 0));
+        address staker = prepare(c);
+        advancePeriods(MIN_WORKER_PERIODS);
+        bond(staker, address(0));
+        uint256 before = escrow.stakeOf(staker);
+        report(investigator, c.evidence);
+        assertLt(escrow.stakeOf(staker), before);
+    }
+
+    /// @dev Regression: the old worker key bonded to another stake made that stake pay. Now the key
+    /// cannot be rebonded within the window, and after it the answer is too old to judge.
+    function test_AnOldAnswerNeverSlashesTheWorkersNextStake() public {
+        Case memory c = load(indexOf("slash", 0));
+        address staker = prepare(c);
+        advancePeriods(MIN_WORKER_PERIODS);
+        bond(staker, address(0));
+        address next = makeAddr("next-staker");
+        deposit(next, STAKE, 60);
+        vm.expectPartialRevert(Errors.StakingEscrow_WorkerCoolingDown.selector);
+        propose(next, c.worker);
+        advancePeriods(EVIDENCE_WINDOW + 1);
+        bond(next, c.worker);
+        uint256 nextStake = escrow.stakeOf(next);
+        expectReport(
+            abi.encodeWithSelector(
+                Errors.Adjudicator_EvidenceExpired.selector,
+                c.evidence.period,
+                currentPeriod(),
+                EVIDENCE_WINDOW
+            ),
+            c.evidence
+        );
+        assertEq(escrow.stakeOf(next), nextStake);
+    }
+
+    function test_RevertWhen_WorkerWasNotBondedToTheStakerInThatPeriod() public {
+        Case memory c = load(indexOf("slash", 0));
+        advancePeriods(1); // bonded only after the answer's period
+        address staker = prepare(c);
+        expectReport(
+            abi.encodeWithSelector(
+                Errors.Adjudicator_WorkerNotBondedInPeriod.selector, c.worker, staker, c.evidence.period
+            ),
+            c.evidence
+        );
+    }
+
+    function test_RevertWhen_EvidenceExpired() public {
+        Case memory c = load(indexOf("slash", 0));
+        address staker = prepare(c);
+        uint256 snapshot = vm.snapshotState();
+        advancePeriods(EVIDENCE_WINDOW); // the window's last period: still judged
+        uint256 before = escrow.stakeOf(staker);
+        report(investigator, c.evidence);
+        assertLt(escrow.stakeOf(staker), before);
+        vm.revertToState(snapshot);
+        advancePeriods(EVIDENCE_WINDOW + 1);
+        expectReport(
+            abi.encodeWithSelector(
+                Errors.Adjudicator_EvidenceExpired.selector, c.evidence.period, currentPeriod(), EVIDENCE_WINDOW
+            ),
+            c.evidence
+        );
+    }
+
+    function test_RevertWhen_PeriodInFuture() public {
+        Case memory c = load(indexOf("slash", 0));
+        prepare(c);
+        c.evidence.period = currentPeriod() + 1;
+        expectReport(
+            abi.encodeWithSelector(Errors.Adjudicator_PeriodInFuture.selector, currentPeriod() + 1, currentPeriod()),
+            c.evidence
+        );
+    }
+
+    /// @dev Regression (review item 5): the cap counted free tokens, so withdrawing them first
+    /// lowered it. Now it counts held tokens only: the same before and after a withdrawal.
+    function test_PenaltyCap_CountsHeldTokensOnly() public {
+        Case memory c = load(indexOf("slash", 0));
+        address staker = prepare(c); // STAKE locked for 60 periods
+        uint256 cut = STAKE - 5_000e18;
+        vm.prank(adjudicator);
+        escrow.slash(staker, cut, investigator, 0);
+        deposit(staker, 100_000e18, 30);
+        advancePeriods(31 + EVIDENCE_WINDOW); // the second sub-stake is free now
+        assertEq(escrow.heldStakeOf(staker), 5_000e18);
+        (uint256 penalty,) = adjudicatorContract.penaltyFor(staker);
+        assertEq(penalty, 500e18, "a tenth of what is held, not of the free tokens");
+        vm.prank(staker);
+        escrow.withdraw(100_000e18);
+        (uint256 after_,) = adjudicatorContract.penaltyFor(staker);
+        assertEq(after_, penalty, "withdrawing free tokens does not lower the cap");
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                 ONLY THE INVESTIGATOR IS PAID (REVIEW 2)
+    //////////////////////////////////////////////////////////////*/
+
+    /// @dev Regression: the reward went to whoever sent the evidence, so a bot copying a report
+    /// from the mempool was paid instead of the investigator.
+    function test_RevertWhen_ACopierRevealsWithoutCommitment() public {
+        Case memory c = load(indexOf("slash", 0));
+        address staker = prepare(c);
+        commitTo(investigator, c.evidence);
+        vm.roll(vm.getBlockNumber() + 1);
+        address copier = makeAddr("copier");
+        bytes32 evidenceHash = keccak256(abi.encodePacked(c.evidence.capsule, c.evidence.cfrag));
+        vm.expectRevert(
+            abi.encodeWithSelector(
+                Errors.Adjudicator_NotCommitted.selector,
+                adjudicatorContract.evidenceCommitment(evidenceHash, copier)
+            )
+        );
+        vm.prank(copier);
+        adjudicatorContract.evaluateCFrag(c.evidence);
+        // A copier committing on sight is a block late: the investigator's reveal lands first.
+        commitTo(copier, c.evidence);
+        (, uint256 reward) = adjudicatorContract.penaltyFor(staker);
+        vm.prank(investigator);
+        adjudicatorContract.evaluateCFrag(c.evidence);
+        assertEq(token.balanceOf(investigator), reward);
+        vm.roll(vm.getBlockNumber() + 1);
+        vm.expectRevert(abi.encodeWithSelector(Errors.Adjudicator_AlreadyEvaluated.selector, evidenceHash));
+        vm.prank(copier);
+        adjudicatorContract.evaluateCFrag(c.evidence);
+        assertEq(token.balanceOf(copier), 0);
+    }
+
+    function test_RevertWhen_RevealedInTheCommitBlock() public {
+        Case memory c = load(indexOf("slash", 0));
+        prepare(c);
+        commitTo(investigator, c.evidence);
+        vm.expectRevert(
+            abi.encodeWithSelector(Errors.Adjudicator_RevealTooEarly.selector, vm.getBlockNumber())
+        );
+        vm.prank(investigator);
+        adjudicatorContract.evaluateCFrag(c.evidence);
+    }
+
+    /// @dev Someone committing an investigator's commitment first only makes it older.
+    function test_CommitEvidence_KeepsTheEarliestBlock() public {
+        Case memory c = load(indexOf("slash", 0));
+        bytes32 evidenceHash = keccak256(abi.encodePacked(c.evidence.capsule, c.evidence.cfrag));
+        bytes32 commitment = adjudicatorContract.evidenceCommitment(evidenceHash, investigator);
+        vm.expectEmit(address(adjudicatorContract));
+        emit Adjudicator.EvidenceCommitted(commitment, address(this));
+        adjudicatorContract.commitEvidence(commitment);
+        uint256 first = vm.getBlockNumber();
+        vm.roll(first + 5);
+        commitTo(investigator, c.evidence);
+        assertEq(adjudicatorContract.commitments(commitment), first);
+    }
+
+    /// @dev Regression: a staker could report its own wrong answer and get half its penalty back.
+    function test_RevertWhen_TheCulpritReportsItself() public {
+        Case memory c = load(indexOf("slash", 0));
+        address staker = prepare(c);
+        address[2] memory culprits = [staker, c.worker];
+        for (uint256 i; i < culprits.length; ++i) {
+            commitTo(culprits[i], c.evidence);
+            vm.roll(vm.getBlockNumber() + 1);
+            vm.expectRevert(
+                abi.encodeWithSelector(Errors.Adjudicator_InvestigatorIsCulprit.selector, culprits[i])
+            );
+            vm.prank(culprits[i]);
+            adjudicatorContract.evaluateCFrag(c.evidence);
+        }
+        // The staker's current worker, after a rotation, is refused too.
+        advancePeriods(MIN_WORKER_PERIODS);
+        address current = makeAddr("current-worker");
+        bond(staker, current);
+        commitTo(current, c.evidence);
+        vm.roll(vm.getBlockNumber() + 1);
+        vm.expectRevert(abi.encodeWithSelector(Errors.Adjudicator_InvestigatorIsCulprit.selector, current));
+        vm.prank(current);
+        adjudicatorContract.evaluateCFrag(c.evidence);
+        // The evidence is still there for an honest investigator.
+        uint256 before = escrow.stakeOf(staker);
+        report(investigator, c.evidence);
+        assertLt(escrow.stakeOf(staker), before);
+    }
+
     function test_RevertWhen_EvaluatedTwice() public {
         Case memory c = load(indexOf("slash", 0));
         prepare(c);
-        vm.prank(investigator);
-        adjudicatorContract.evaluateCFrag(c.evidence);
+        report(investigator, c.evidence);
         bytes32 evidenceHash = keccak256(abi.encodePacked(c.evidence.capsule, c.evidence.cfrag));
         vm.expectRevert(abi.encodeWithSelector(Errors.Adjudicator_AlreadyEvaluated.selector, evidenceHash));
         vm.prank(investigator);
@@ -105,8 +309,7 @@ contract AdjudicatorTest is AdjudicatorFixtures {
         address staker = prepare(c);
         (uint256 penalty,) = adjudicatorContract.penaltyFor(staker);
         assertEq(penalty, BASE_PENALTY);
-        vm.prank(investigator);
-        adjudicatorContract.evaluateCFrag(c.evidence);
+        report(investigator, c.evidence);
         assertEq(adjudicatorContract.violations(staker), 1);
         (penalty,) = adjudicatorContract.penaltyFor(staker);
         assertEq(penalty, BASE_PENALTY + PENALTY_HISTORY_COEFFICIENT);
@@ -159,20 +362,26 @@ contract AdjudicatorTest is AdjudicatorFixtures {
 
     function test_RevertWhen_PolicyUnknown() public {
         Case memory c = load(indexOf("correct", 0));
-        vm.expectRevert(abi.encodeWithSelector(Errors.Adjudicator_PolicyNotFound.selector, c.policyId));
-        adjudicatorContract.evaluateCFrag(c.evidence);
+        expectReport(abi.encodeWithSelector(Errors.Adjudicator_PolicyNotFound.selector, c.policyId), c.evidence);
     }
 
     function test_RevertWhen_WorkerSignatureUnparsable() public {
         Case memory c = load(indexOf("correct", 0));
         prepare(c);
         c.evidence.workerSignature = new bytes(64);
-        vm.expectRevert(Errors.Adjudicator_InvalidWorkerSignature.selector);
-        adjudicatorContract.evaluateCFrag(c.evidence);
+        expectReport(abi.encodeWithSelector(Errors.Adjudicator_InvalidWorkerSignature.selector), c.evidence);
     }
 
     function expectMalformed(string memory what, IAdjudicator.Evidence memory evidence) internal {
-        vm.expectRevert(abi.encodeWithSelector(Errors.Adjudicator_MalformedEvidence.selector, what));
+        expectReport(abi.encodeWithSelector(Errors.Adjudicator_MalformedEvidence.selector, what), evidence);
+    }
+
+    /// @dev Commits to `evidence` as the investigator, then expects its reveal to revert so.
+    function expectReport(bytes memory revertData, IAdjudicator.Evidence memory evidence) internal {
+        commitTo(investigator, evidence);
+        vm.roll(vm.getBlockNumber() + 1);
+        vm.expectRevert(revertData);
+        vm.prank(investigator);
         adjudicatorContract.evaluateCFrag(evidence);
     }
 

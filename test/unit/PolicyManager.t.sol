@@ -10,7 +10,9 @@ import {Base} from "../utils/Base.sol";
 contract PolicyManagerTest is Base {
     uint256 internal constant STAKE = 100_000e18;
     uint256 internal constant RATE = 1 gwei;
-    bytes16 internal constant ID = bytes16("policy-1");
+    bytes16 internal constant SALT = bytes16("policy-1");
+    /// @dev The id of alice's policy made with `SALT`.
+    bytes16 internal ID;
 
     address internal alice = makeAddr("alice");
     address internal signer = makeAddr("signer");
@@ -21,6 +23,7 @@ contract PolicyManagerTest is Base {
 
     function setUp() public override {
         super.setUp();
+        ID = policyManager.policyIdOf(alice, SALT);
         nodeA = newNode("node-a", STAKE, 365);
         nodeB = newNode("node-b", STAKE, 365);
         nodeC = newNode("node-c", STAKE, 365);
@@ -34,7 +37,7 @@ contract PolicyManagerTest is Base {
     function create(uint256 periods) internal {
         vm.deal(alice, pay(periods));
         vm.prank(alice);
-        policyManager.createPolicy{value: pay(periods)}(ID, alice, signer, endAfter(periods), nodes);
+        policyManager.createPolicy{value: pay(periods)}(SALT, alice, signer, endAfter(periods), nodes);
     }
 
     function commitAll() internal {
@@ -54,7 +57,7 @@ contract PolicyManagerTest is Base {
         vm.expectEmit(address(policyManager));
         emit PolicyManager.PolicyCreated(ID, alice, alice, signer, end, current, current + 9, RATE, nodes);
         vm.prank(alice);
-        policyManager.createPolicy{value: pay(10)}(ID, alice, signer, end, nodes);
+        policyManager.createPolicy{value: pay(10)}(SALT, alice, signer, end, nodes);
 
         PolicyManager.PolicyView memory policy = policyManager.getPolicy(ID);
         assertEq(policy.owner, alice);
@@ -75,7 +78,7 @@ contract PolicyManagerTest is Base {
         uint256 end = (current + 2) * PERIOD + 1; // one second into period current + 2
         vm.deal(alice, RATE * 3 * 3);
         vm.prank(alice);
-        policyManager.createPolicy{value: RATE * 3 * 3}(ID, alice, signer, end, nodes);
+        policyManager.createPolicy{value: RATE * 3 * 3}(SALT, alice, signer, end, nodes);
         assertEq(policyManager.getPolicy(ID).lastPeriod, current + 2);
         vm.warp(end);
         assertFalse(policyManager.isArrangementActive(ID, nodeA, nodes), "inactive from the end timestamp");
@@ -86,7 +89,7 @@ contract PolicyManagerTest is Base {
         vm.deal(alice, pay(10));
         vm.expectRevert(abi.encodeWithSelector(Errors.PolicyManager_PolicyExists.selector, ID));
         vm.prank(alice);
-        policyManager.createPolicy{value: pay(10)}(ID, alice, signer, endAfter(10), nodes);
+        policyManager.createPolicy{value: pay(10)}(SALT, alice, signer, endAfter(10), nodes);
     }
 
     function test_RevertWhen_CreateArgumentsInvalid() public {
@@ -94,28 +97,28 @@ contract PolicyManagerTest is Base {
         vm.deal(alice, 1 ether);
         vm.startPrank(alice);
         vm.expectRevert(abi.encodeWithSelector(Errors.PolicyManager_ZeroAddress.selector, "owner"));
-        policyManager.createPolicy{value: pay(10)}(ID, address(0), signer, end, nodes);
+        policyManager.createPolicy{value: pay(10)}(SALT, address(0), signer, end, nodes);
         vm.expectRevert(abi.encodeWithSelector(Errors.PolicyManager_ZeroAddress.selector, "kfragSigner"));
-        policyManager.createPolicy{value: pay(10)}(ID, alice, address(0), end, nodes);
+        policyManager.createPolicy{value: pay(10)}(SALT, alice, address(0), end, nodes);
         vm.expectRevert(
             abi.encodeWithSelector(Errors.PolicyManager_InvalidEnd.selector, block.timestamp, block.timestamp)
         );
-        policyManager.createPolicy{value: pay(10)}(ID, alice, signer, block.timestamp, nodes);
+        policyManager.createPolicy{value: pay(10)}(SALT, alice, signer, block.timestamp, nodes);
         uint256 tooFar = uint256(type(uint32).max) + 1;
         vm.expectRevert(
             abi.encodeWithSelector(Errors.PolicyManager_InvalidEnd.selector, tooFar, block.timestamp)
         );
-        policyManager.createPolicy{value: pay(10)}(ID, alice, signer, tooFar, nodes);
+        policyManager.createPolicy{value: pay(10)}(SALT, alice, signer, tooFar, nodes);
         vm.expectRevert(abi.encodeWithSelector(Errors.PolicyManager_InvalidNodeCount.selector, 0, 32));
-        policyManager.createPolicy{value: pay(10)}(ID, alice, signer, end, new address[](0));
+        policyManager.createPolicy{value: pay(10)}(SALT, alice, signer, end, new address[](0));
         vm.expectRevert(abi.encodeWithSelector(Errors.PolicyManager_InvalidNodeCount.selector, 33, 32));
-        policyManager.createPolicy{value: pay(10)}(ID, alice, signer, end, new address[](33));
+        policyManager.createPolicy{value: pay(10)}(SALT, alice, signer, end, new address[](33));
         vm.expectRevert(
             abi.encodeWithSelector(Errors.PolicyManager_InvalidPayment.selector, pay(10) + 1, 3, 10)
         );
-        policyManager.createPolicy{value: pay(10) + 1}(ID, alice, signer, end, nodes);
+        policyManager.createPolicy{value: pay(10) + 1}(SALT, alice, signer, end, nodes);
         vm.expectRevert(abi.encodeWithSelector(Errors.PolicyManager_InvalidPayment.selector, 0, 3, 10));
-        policyManager.createPolicy(ID, alice, signer, end, nodes);
+        policyManager.createPolicy(SALT, alice, signer, end, nodes);
         vm.stopPrank();
     }
 
@@ -126,11 +129,11 @@ contract PolicyManagerTest is Base {
         vm.deal(alice, 1 ether);
         vm.startPrank(alice);
         vm.expectRevert(abi.encodeWithSelector(Errors.PolicyManager_NodesNotSorted.selector, 1));
-        policyManager.createPolicy{value: pay(10)}(ID, alice, signer, end, unsorted);
+        policyManager.createPolicy{value: pay(10)}(SALT, alice, signer, end, unsorted);
         address[] memory duplicated = list(nodeA, nodeB, nodeC);
         duplicated[1] = duplicated[0];
         vm.expectRevert(abi.encodeWithSelector(Errors.PolicyManager_NodesNotSorted.selector, 1));
-        policyManager.createPolicy{value: pay(10)}(ID, alice, signer, end, duplicated);
+        policyManager.createPolicy{value: pay(10)}(SALT, alice, signer, end, duplicated);
         vm.stopPrank();
     }
 
@@ -144,7 +147,7 @@ contract PolicyManagerTest is Base {
             )
         );
         vm.prank(alice);
-        policyManager.createPolicy{value: RATE * 40}(ID, alice, signer, end, list(shortNode));
+        policyManager.createPolicy{value: RATE * 40}(SALT, alice, signer, end, list(shortNode));
     }
 
     function test_RevertWhen_NodeHasNoWorker() public {
@@ -155,7 +158,7 @@ contract PolicyManagerTest is Base {
             abi.encodeWithSelector(Errors.PolicyManager_NodeNotEligible.selector, lonely, currentPeriod() + 9)
         );
         vm.prank(alice);
-        policyManager.createPolicy{value: RATE * 10}(ID, alice, signer, endAfter(10), list(lonely));
+        policyManager.createPolicy{value: RATE * 10}(SALT, alice, signer, endAfter(10), list(lonely));
     }
 
     function test_RevertWhen_FeeRateBelowNodeMinimum() public {
@@ -168,7 +171,7 @@ contract PolicyManagerTest is Base {
             )
         );
         vm.prank(alice);
-        policyManager.createPolicy{value: pay(10)}(ID, alice, signer, endAfter(10), nodes);
+        policyManager.createPolicy{value: pay(10)}(SALT, alice, signer, endAfter(10), nodes);
     }
 
     /*//////////////////////////////////////////////////////////////
@@ -323,7 +326,7 @@ contract PolicyManagerTest is Base {
         vm.deal(alice, pay(2));
         uint256 end = endAfter(2);
         vm.prank(alice);
-        policyManager.createPolicy{value: pay(2)}(other, alice, signer, end, nodes);
+        other = policyManager.createPolicy{value: pay(2)}(other, alice, signer, end, nodes);
         vm.warp(end);
         vm.expectRevert(abi.encodeWithSelector(Errors.PolicyManager_PolicyEnded.selector, other, end));
         vm.prank(alice);
@@ -453,7 +456,8 @@ contract PolicyManagerTest is Base {
 
 contract PolicyManagerViewsTest is Base {
     uint256 internal constant STAKE = 100_000e18;
-    bytes16 internal constant ID = bytes16("views");
+    bytes16 internal constant SALT = bytes16("views");
+    bytes16 internal ID;
 
     address internal alice = makeAddr("alice");
     address internal nodeA;
@@ -467,7 +471,7 @@ contract PolicyManagerViewsTest is Base {
 
     function test_IsArrangementActive_NeedsTheRightNodeList() public {
         address[] memory nodes = sorted(pair(nodeA, nodeB));
-        createPolicy(ID, alice, nodes, 10, 1 gwei);
+        ID = createPolicy(SALT, alice, nodes, 10, 1 gwei);
         assertTrue(policyManager.isArrangementActive(ID, nodeA, nodes));
         assertFalse(
             policyManager.isArrangementActive(ID, nodeA, list(nodeA)), "a list that is not the policy's"

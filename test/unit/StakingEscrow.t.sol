@@ -141,13 +141,17 @@ contract StakingEscrowTest is Base {
         vm.stopPrank();
     }
 
-    function test_Deposit_ReusesAnUnlockedSlot() public {
+    function test_Deposit_ReusesASlotReleasedAfterTheEvidenceWindow() public {
         deposit(staker, MIN_STAKE, 30);
         deposit(staker, MIN_STAKE, 90);
         advancePeriods(31);
+        // Unlocked but still held for the evidence window: its slot is not free yet.
         uint256 index = deposit(staker, STAKE, 60);
-        assertEq(index, 0, "the unlocked slot 0 is reused");
-        assertEq(escrow.getSubStakes(staker).length, 2);
+        assertEq(index, 2, "a held slot is not reused");
+        advancePeriods(EVIDENCE_WINDOW);
+        index = deposit(staker, STAKE, 60);
+        assertEq(index, 0, "the released slot 0 is reused");
+        assertEq(escrow.getSubStakes(staker).length, 3);
     }
 
     function test_RevertWhen_WorkerDeposits() public {
@@ -291,9 +295,29 @@ contract StakingEscrowTest is Base {
         escrow.withdraw(1);
     }
 
+    /// @dev Regression (review item 1): tokens locked when the node answered stay in the escrow for
+    /// the answer's whole evidence window; before the fix they were withdrawable right after the lock.
+    function test_RevertWhen_WithdrawWithinTheEvidenceWindow() public {
+        deposit(staker, STAKE, 30);
+        advancePeriods(31); // unlocked: no longer counts as locked
+        assertEq(escrow.lockedAt(staker, currentPeriod()), 0);
+        assertEq(escrow.heldStakeOf(staker), STAKE);
+        vm.expectRevert(abi.encodeWithSelector(Errors.StakingEscrow_InsufficientUnlocked.selector, STAKE, 0));
+        vm.prank(staker);
+        escrow.withdraw(STAKE);
+        advancePeriods(EVIDENCE_WINDOW - 1); // the window's last period
+        vm.expectRevert(abi.encodeWithSelector(Errors.StakingEscrow_InsufficientUnlocked.selector, STAKE, 0));
+        vm.prank(staker);
+        escrow.withdraw(STAKE);
+        advancePeriods(1);
+        assertEq(escrow.heldStakeOf(staker), 0);
+        vm.prank(staker);
+        escrow.withdraw(STAKE);
+    }
+
     function test_Withdraw_AfterUnlock() public {
         deposit(staker, STAKE, 30);
-        advancePeriods(31);
+        advancePeriods(31 + EVIDENCE_WINDOW);
         vm.expectEmit(address(escrow));
         emit StakingEscrow.Withdrawn(staker, STAKE);
         vm.prank(staker);
@@ -314,16 +338,92 @@ contract StakingEscrowTest is Base {
 
     function test_BondWorker() public {
         deposit(staker, STAKE, 60);
+        propose(staker, worker);
         vm.expectEmit(address(escrow));
         emit StakingEscrow.WorkerBonded(staker, worker, currentPeriod());
-        bond(staker, worker);
+        vm.prank(worker);
+        escrow.acceptWorker(staker);
         assertEq(escrow.workerOf(staker), worker);
         assertEq(escrow.stakerOf(worker), staker);
     }
 
     function test_RevertWhen_BondWorkerWithoutStake() public {
         vm.expectRevert(abi.encodeWithSelector(Errors.StakingEscrow_NotAStaker.selector, staker));
+        propose(staker, worker);
+    }
+
+    /// @dev Regression (review item 3): bonding took no consent, so a staker could bond any address,
+    /// which then could not deposit, or squat a worker another staker was about to bond.
+    function test_BondWorker_TakesTheWorkersConsent() public {
+        address squatter = makeAddr("squatter");
+        deposit(staker, STAKE, 60);
+        deposit(squatter, STAKE, 60);
+        vm.expectEmit(address(escrow));
+        emit StakingEscrow.WorkerProposed(squatter, worker);
+        propose(squatter, worker);
+        assertEq(escrow.stakerOf(worker), address(0), "a proposal bonds nobody");
+        assertEq(escrow.pendingWorker(squatter), worker);
+        // The proposed address can still deposit, and another staker can still bond it.
+        propose(staker, worker);
+        vm.expectEmit(address(escrow));
+        emit StakingEscrow.WorkerBonded(staker, worker, currentPeriod());
+        vm.prank(worker);
+        escrow.acceptWorker(staker);
+        assertEq(escrow.stakerOf(worker), staker);
+        assertEq(escrow.pendingWorker(staker), address(0), "the proposal is used up");
+        // The squatter's proposal can no longer be accepted (the worker is taken).
+        vm.expectRevert(
+            abi.encodeWithSelector(Errors.StakingEscrow_WorkerAlreadyBonded.selector, worker, staker)
+        );
+        vm.prank(worker);
+        escrow.acceptWorker(squatter);
+        // Nobody accepts a bond that was not proposed to them.
+        vm.expectRevert(
+            abi.encodeWithSelector(Errors.StakingEscrow_NotProposedWorker.selector, squatter, investigator)
+        );
+        vm.prank(investigator);
+        escrow.acceptWorker(squatter);
+        // An address proposed but never accepting stays free to stake.
+        address bystander = makeAddr("bystander");
+        propose(squatter, bystander);
+        deposit(bystander, STAKE, 60);
+        vm.expectRevert(abi.encodeWithSelector(Errors.StakingEscrow_WorkerIsAStaker.selector, bystander));
+        vm.prank(bystander);
+        escrow.acceptWorker(squatter);
+    }
+
+    /// @dev Regression (review item 1): an unbonded worker key keeps its record, and is not bonded
+    /// to another stake until its answers can no longer be judged.
+    function test_UnbondedWorkerCoolsDownForTheEvidenceWindow() public {
+        address other = makeAddr("other");
+        deposit(staker, STAKE, 60);
+        deposit(other, STAKE, 60);
         bond(staker, worker);
+        uint256 bonded = currentPeriod();
+        advancePeriods(MIN_WORKER_PERIODS);
+        bond(staker, address(0));
+        uint256 unbonded = currentPeriod();
+        (address bondStaker, uint256 first, uint256 last) = escrow.workerBond(worker);
+        assertEq(bondStaker, staker);
+        assertEq(first, bonded);
+        assertEq(last, unbonded, "the bond is closed, not forgotten");
+        assertEq(escrow.stakerOf(worker), address(0));
+
+        vm.expectRevert(
+            abi.encodeWithSelector(
+                Errors.StakingEscrow_WorkerCoolingDown.selector, worker, unbonded + EVIDENCE_WINDOW + 1
+            )
+        );
+        propose(other, worker);
+        advancePeriods(EVIDENCE_WINDOW);
+        vm.expectPartialRevert(Errors.StakingEscrow_WorkerCoolingDown.selector);
+        propose(other, worker);
+        advancePeriods(1);
+        bond(other, worker);
+        (bondStaker, first, last) = escrow.workerBond(worker);
+        assertEq(bondStaker, other);
+        assertEq(first, currentPeriod());
+        assertEq(last, escrow.OPEN_BOND());
     }
 
     function test_RevertWhen_RebondTooSoon() public {
@@ -336,7 +436,7 @@ contract StakingEscrowTest is Base {
                 Errors.StakingEscrow_WorkerBondedTooRecently.selector, bonded, bonded + MIN_WORKER_PERIODS
             )
         );
-        bond(staker, address(0));
+        propose(staker, address(0));
         advancePeriods(1);
         bond(staker, address(0));
         assertEq(escrow.stakerOf(worker), address(0), "unbonding frees the worker");
@@ -351,9 +451,9 @@ contract StakingEscrowTest is Base {
         vm.expectRevert(
             abi.encodeWithSelector(Errors.StakingEscrow_WorkerAlreadyBonded.selector, worker, staker)
         );
-        bond(other, worker);
+        propose(other, worker);
         vm.expectRevert(abi.encodeWithSelector(Errors.StakingEscrow_WorkerIsAStaker.selector, staker));
-        bond(other, staker);
+        propose(other, staker);
         // A staker may be its own worker.
         bond(other, other);
         assertEq(escrow.stakerOf(other), other);

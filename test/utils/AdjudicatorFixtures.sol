@@ -16,6 +16,9 @@ abstract contract AdjudicatorFixtures is Base {
         string name;
         string expect;
         bytes16 policyId;
+        address creator; // creates the policy with `salt`: its id is `policyId`
+        bytes16 salt;
+        address staker; // the stake the answer names
         address kfragSigner;
         address worker;
         IAdjudicator.Evidence evidence;
@@ -23,14 +26,17 @@ abstract contract AdjudicatorFixtures is Base {
 
     /// @dev One case as `vm.parseJson` decodes it: the JSON keys in alphabetical order.
     struct JsonCase {
+        address creator;
         bytes evidence;
         string expect;
         string field;
         address kfragSigner;
         string name;
         bytes policyId;
+        bytes salt;
         uint256 scenario;
         address signer;
+        address staker;
         address worker;
     }
 
@@ -48,6 +54,12 @@ abstract contract AdjudicatorFixtures is Base {
         super.setUp();
         string memory json = vm.readFile(FIXTURES);
         assertEq(vm.parseJsonUint(json, ".chainId"), block.chainid, "fixtures signed for another chain");
+        assertEq(
+            vm.parseJsonAddress(json, ".adjudicator"),
+            address(adjudicatorContract),
+            "fixtures signed for another adjudicator: see FORGE_TEST_CONTRACT in kms-crypto's fixtures.rs"
+        );
+        assertEq(vm.parseJsonUint(json, ".period"), currentPeriod(), "fixtures answer in another period");
         count = vm.parseJsonUint(json, ".count");
         JsonCase[] memory parsed = abi.decode(vm.parseJson(json, ".cases"), (JsonCase[]));
         assertEq(parsed.length, count, "fixture count");
@@ -65,27 +77,45 @@ abstract contract AdjudicatorFixtures is Base {
         c.name = json.name;
         c.expect = json.expect;
         c.policyId = bytes16(json.policyId);
+        c.creator = json.creator;
+        c.salt = bytes16(json.salt);
+        c.staker = json.staker;
         c.kfragSigner = json.kfragSigner;
         c.worker = json.worker;
         c.evidence = abi.decode(json.evidence, (IAdjudicator.Evidence));
     }
 
-    /// @dev The case's node: a staker bonded to the fixture's worker, in a policy with the fixture's
-    /// id and kfrag signer. Idempotent, so cases of one scenario share their node and policy.
+    /// @dev The case's node: the fixture's staker bonded to the fixture's worker, in a policy the
+    /// fixture's creator makes with its salt (so with the fixture's id) and kfrag signer.
+    /// Idempotent, so cases of one scenario share their node and policy.
     function prepare(Case memory c) internal returns (address staker) {
-        staker = escrow.stakerOf(c.worker);
-        if (staker == address(0)) {
-            staker = makeAddr(string.concat("staker-of-", vm.toString(c.worker)));
+        staker = c.staker;
+        if (escrow.stakerOf(c.worker) == address(0)) {
             deposit(staker, STAKE, 60);
             bond(staker, c.worker);
         }
         if (policyManager.kfragSignerOf(c.policyId) == address(0)) {
             uint256 value = 1 gwei * 10;
-            vm.deal(alice, value);
+            vm.deal(c.creator, value);
             uint256 end = endAfter(10);
-            vm.prank(alice);
-            policyManager.createPolicy{value: value}(c.policyId, alice, c.kfragSigner, end, list(staker));
+            vm.prank(c.creator);
+            bytes16 id = policyManager.createPolicy{value: value}(c.salt, alice, c.kfragSigner, end, list(staker));
+            assertEq(bytes32(id), bytes32(c.policyId), "the fixture's policy id is not the creator's and salt's");
         }
+    }
+
+    /// @dev Both steps of a report: commit, then reveal in the next block.
+    function report(address reporter, IAdjudicator.Evidence memory evidence) internal {
+        commitTo(reporter, evidence);
+        vm.roll(vm.getBlockNumber() + 1);
+        vm.prank(reporter);
+        adjudicatorContract.evaluateCFrag(evidence);
+    }
+
+    function commitTo(address reporter, IAdjudicator.Evidence memory evidence) internal {
+        bytes32 evidenceHash = keccak256(abi.encodePacked(evidence.capsule, evidence.cfrag));
+        vm.prank(reporter);
+        adjudicatorContract.commitEvidence(adjudicatorContract.evidenceCommitment(evidenceHash, reporter));
     }
 
     /// @dev The first case of the kind at or after a random start (cases are ordered by scenario).

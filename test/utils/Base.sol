@@ -21,6 +21,7 @@ abstract contract Base is Test {
     uint256 internal constant MIN_WORKER_PERIODS = 2;
     /// @dev 1 - 2^(-1/1461): the reserve halves every four years of daily periods.
     uint256 internal constant ISSUANCE_RATE = 474_320_862_749_566;
+    uint256 internal constant EVIDENCE_WINDOW = 14;
     uint256 internal constant MIN_FEE_RATE = 0;
     uint256 internal constant DEFAULT_FEE_RATE = 1 gwei;
     uint256 internal constant MAX_FEE_RATE = 1 ether;
@@ -76,7 +77,8 @@ abstract contract Base is Test {
             minLockPeriods: MIN_LOCK,
             maxLockPeriods: MAX_LOCK,
             minWorkerPeriods: MIN_WORKER_PERIODS,
-            issuanceRate: ISSUANCE_RATE
+            issuanceRate: ISSUANCE_RATE,
+            evidenceWindow: EVIDENCE_WINDOW
         });
     }
 
@@ -104,9 +106,19 @@ abstract contract Base is Test {
         vm.stopPrank();
     }
 
+    /// @dev The first step of bonding alone: the staker proposes `worker`.
+    function propose(address staker, address worker) internal {
+        vm.prank(staker);
+        escrow.bondWorker(worker);
+    }
+
+    /// @dev Both steps of bonding: the staker proposes, the worker accepts (one step for self or zero).
     function bond(address staker, address worker) internal {
         vm.prank(staker);
         escrow.bondWorker(worker);
+        if (worker == address(0) || worker == staker) return;
+        vm.prank(worker);
+        escrow.acceptWorker(staker);
     }
 
     /// @dev A staker with one sub-stake and a bonded worker; returns the worker.
@@ -130,14 +142,16 @@ abstract contract Base is Test {
         return (currentPeriod() + periods) * PERIOD;
     }
 
-    function createPolicy(bytes16 id, address owner, address[] memory nodes, uint256 periods, uint256 feeRate)
+    /// @dev Creates the owner's policy with `salt`; returns its id.
+    function createPolicy(bytes16 salt, address owner, address[] memory nodes, uint256 periods, uint256 feeRate)
         internal
+        returns (bytes16 id)
     {
         uint256 value = feeRate * nodes.length * periods;
         vm.deal(owner, owner.balance + value);
         vm.prank(owner);
-        policyManager.createPolicy{value: value}(
-            id, owner, makeAddr("kfrag-signer"), endAfter(periods), nodes
+        id = policyManager.createPolicy{value: value}(
+            salt, owner, makeAddr("kfrag-signer"), endAfter(periods), nodes
         );
     }
 

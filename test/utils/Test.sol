@@ -96,6 +96,10 @@ abstract contract Test {
         vm.assertEq(left, right);
     }
 
+    function assertEq(bytes32 left, bytes32 right, string memory message) internal pure {
+        vm.assertEq(left, right, message);
+    }
+
     function assertEq(bytes memory left, bytes memory right) internal pure {
         vm.assertEq(left, right);
     }

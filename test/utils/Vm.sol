@@ -7,6 +7,7 @@ interface Vm {
     // Environment
     function warp(uint256 timestamp) external;
     function roll(uint256 blockNumber) external;
+    function getBlockNumber() external view returns (uint256);
     function deal(address account, uint256 balance) external;
     function prank(address sender) external;
     function startPrank(address sender) external;
@@ -73,6 +74,7 @@ interface Vm {
     function assertEq(bool left, bool right) external pure;
     function assertEq(bool left, bool right, string calldata message) external pure;
     function assertEq(bytes32 left, bytes32 right) external pure;
+    function assertEq(bytes32 left, bytes32 right, string calldata message) external pure;
     function assertEq(bytes calldata left, bytes calldata right) external pure;
     function assertEq(string calldata left, string calldata right) external pure;
     function assertLe(uint256 left, uint256 right) external pure;

@@ -9,12 +9,12 @@
 use std::path::{Path, PathBuf};
 
 use alloy::primitives::{Address, Bytes, FixedBytes, B256, U256};
-use kms_crypto::{Evidence, EvidenceError, Verdict};
+use kms_crypto::{AnswerContext, Evidence, EvidenceError, Verdict};
 use serde::{Deserialize, Serialize};
 use umbral_pre::PublicKey;
 
 /// The fault file format this crate writes and reads.
-pub const FAULT_FILE_VERSION: u32 = 1;
+pub const FAULT_FILE_VERSION: u32 = 2;
 
 /// A node's wrong, signed re-encryption.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,6 +26,10 @@ pub struct Fault {
     pub chain_id: u64,
     /// The policy.
     pub policy_id: FixedBytes<16>,
+    /// The Adjudicator the answer names.
+    pub adjudicator: Address,
+    /// The period the answer names.
+    pub period: u64,
     /// The node's staker (who gets slashed).
     pub staker: Address,
     /// The worker that signed the answer.
@@ -126,7 +130,13 @@ impl Fault {
             &key("delegatingKey", &self.delegating_key)?,
             &key("receivingKey", &self.receiving_key)?,
             self.kfrag_signer,
-            self.policy_id.0,
+            &AnswerContext {
+                chain_id: self.chain_id,
+                adjudicator: self.adjudicator,
+                staker: self.staker,
+                period: self.period,
+                policy_id: self.policy_id.0,
+            },
             &self.worker_signature,
         )?)
     }

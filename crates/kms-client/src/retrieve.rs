@@ -16,9 +16,10 @@ use alloy::{
 use futures_util::{stream::FuturesUnordered, StreamExt};
 use kms_contracts::{bindings::IAdjudicator as Bound, Adjudicator};
 use kms_crypto::{
+    evidence::{ChainFacts, WorkerBond},
     recover_answer_signer,
     wire::{decode_b64, decode_hex, ReencryptRequest, SignedCFrag},
-    Evidence, Outcome, Verdict,
+    AnswerContext, Evidence, Outcome, Verdict,
 };
 use umbral_pre::{
     Capsule, CapsuleFrag, DefaultDeserialize, DefaultSerialize, PublicKey, SecretKey,
@@ -42,6 +43,20 @@ pub struct RetrieveOptions {
     /// Ask every node to the end instead of stopping at `threshold` cfrags per capsule: slower,
     /// but every node's answer is checked (to audit the nodes).
     pub audit_all: bool,
+    /// Where and when answers must be given to count (see [`AnswerTerms`]).
+    pub terms: AnswerTerms,
+}
+
+/// What Bob requires of every signed answer, so that a wrong one stays provable: it names the
+/// Adjudicator Bob would report to, and a period that has started and is at most one period old
+/// by the chain's clock. A node that names a later period (which its staker could escape by
+/// unbonding first) or an older one (closer to the end of its evidence window) is refused.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AnswerTerms {
+    /// The Adjudicator of the deployment.
+    pub adjudicator: Address,
+    /// The chain's current period when the retrieval started.
+    pub current_period: u64,
 }
 
 /// What happened with one node.
@@ -166,6 +181,7 @@ enum Checked {
 struct Context<'a> {
     policy: &'a PolicyFile,
     kfrag_signer: Address,
+    terms: AnswerTerms,
 }
 
 /// Checks one signed cfrag of `node` for `capsule`.
@@ -193,13 +209,21 @@ fn check_answer(
     };
     let capsule_simple = capsule.to_bytes_simple();
     let cfrag_simple = cfrag.to_bytes_simple();
-    match recover_answer_signer(
-        policy.chain_id,
-        policy.policy_id,
-        &capsule_simple,
-        &cfrag_simple,
-        &signature,
-    ) {
+    let current = ctx.terms.current_period;
+    if answer.period > current || answer.period + 1 < current {
+        return wrong(format!(
+            "the answer names period {}, the chain is in period {current}: only the current or the previous period can be held against the node",
+            answer.period
+        ));
+    }
+    let answer_context = AnswerContext {
+        chain_id: policy.chain_id,
+        adjudicator: ctx.terms.adjudicator,
+        staker: node.staker,
+        period: answer.period,
+        policy_id: policy.policy_id,
+    };
+    match recover_answer_signer(&answer_context, &capsule_simple, &cfrag_simple, &signature) {
         Ok(signer) if signer == node.worker => {}
         Ok(signer) => {
             return wrong(format!(
@@ -225,12 +249,19 @@ fn check_answer(
         &policy.delegating_key,
         &policy.receiving_key,
         ctx.kfrag_signer,
-        policy.policy_id,
+        &answer_context,
         &signature,
     );
-    let outcome = evidence
-        .as_ref()
-        .map(|e| e.outcome(policy.chain_id, ctx.kfrag_signer, node.worker));
+    let facts = ChainFacts {
+        chain_id: policy.chain_id,
+        adjudicator: ctx.terms.adjudicator,
+        current_period: current,
+        evidence_window: u64::MAX, // Bob reports at once: the window is the chain's to enforce
+        kfrag_signer: ctx.kfrag_signer,
+        worker: node.worker,
+        bond: WorkerBond::open(node.staker, answer.period),
+    };
+    let outcome = evidence.as_ref().map(|e| e.outcome(&facts));
     match outcome {
         Ok(Outcome::Slash(verdict)) => Checked::Wrong {
             reason: format!("the cfrag fails verification ({error}): provable, verdict {}", verdict.name()),
@@ -238,6 +269,8 @@ fn check_answer(
                 version: FAULT_FILE_VERSION,
                 chain_id: policy.chain_id,
                 policy_id: FixedBytes(policy.policy_id),
+                adjudicator: ctx.terms.adjudicator,
+                period: answer.period,
                 staker: node.staker,
                 worker: node.worker,
                 url: node.url.clone(),
@@ -332,6 +365,7 @@ pub async fn retrieve_from(
     let ctx = Context {
         policy,
         kfrag_signer: policy.kfrag_signer(),
+        terms: options.terms,
     };
     let threshold = policy.threshold;
     let enough = |cfrags: &[Vec<VerifiedCapsuleFrag>]| cfrags.iter().all(|c| c.len() >= threshold);
@@ -463,7 +497,27 @@ impl<P: Provider> Client<P> {
         options: &RetrieveOptions,
     ) -> Result<Retrieval, RetrieveError> {
         let nodes = self.refresh_nodes(policy).await?;
-        retrieve_from(&self.nodes, policy, &nodes, receiving_sk, capsules, options).await
+        let options = RetrieveOptions {
+            terms: self.answer_terms().await?,
+            ..*options
+        };
+        retrieve_from(&self.nodes, policy, &nodes, receiving_sk, capsules, &options).await
+    }
+
+    /// The terms answers must meet now: this deployment's Adjudicator, and the period of the
+    /// chain's latest block.
+    pub async fn answer_terms(&self) -> Result<AnswerTerms, ChainError> {
+        let block = self
+            .provider
+            .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
+            .await
+            .map_err(|e| ChainError::rpc("reading the latest block", e))?
+            .ok_or_else(|| ChainError::Mismatch("the node has no latest block".into()))?;
+        let seconds = self.deployment.seconds_per_period.max(1);
+        Ok(AnswerTerms {
+            adjudicator: self.deployment.adjudicator,
+            current_period: block.header.timestamp / seconds,
+        })
     }
 
     /// Submits a fault to `Adjudicator.evaluateCFrag` (simulated first) from the provider's
@@ -490,6 +544,22 @@ impl<P: Provider> Client<P> {
             ))
         })?;
         let adjudicator = self.deployment.adjudicator(&self.provider);
+        // Commit first, reveal from a later block: only the committer is paid, so a copy of the
+        // reveal seen in the mempool earns nobody else the reward.
+        let evidence_hash = alloy::primitives::keccak256(
+            [evidence.capsule.as_ref(), evidence.cfrag.as_ref()].concat(),
+        );
+        let investigator = self.account().ok_or_else(|| {
+            ChainError::Mismatch("reporting needs an account to sign with".into())
+        })?;
+        let commitment = alloy::primitives::keccak256((evidence_hash, investigator).abi_encode());
+        transact(
+            "committing to the evidence",
+            adjudicator.commitEvidence(commitment),
+            adjudicator_revert,
+            self.receipt_timeout,
+        )
+        .await?;
         let what = "reporting the fault";
         let receipt = transact(
             what,

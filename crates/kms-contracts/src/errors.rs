@@ -80,7 +80,7 @@ pub fn describe_policy_manager_error(error: &PolicyManagerErrors) -> String {
     use PolicyManagerErrors as E;
     match error {
         E::PolicyManager_PolicyExists(e) => format!(
-            "policy {} already exists: grant again (a new policy id is drawn each time)",
+            "policy {} already exists: grant again (a new salt is drawn each time)",
             e.policyId
         ),
         E::PolicyManager_PolicyNotFound(e) => format!(
@@ -176,9 +176,29 @@ pub fn describe_adjudicator_error(error: &AdjudicatorErrors) -> String {
         E::Adjudicator_InvalidWorkerSignature(_) => {
             "the worker signature is not a valid low-s 65-byte signature".to_owned()
         }
-        E::Adjudicator_UnknownWorker(e) => format!(
-            "{} is not a bonded worker: the node may have changed workers since it answered",
-            e.signer
+        E::Adjudicator_WorkerNotBondedInPeriod(e) => format!(
+            "the answer's signer {} was not the worker of staker {} in period {}: the answer cannot be held against that stake",
+            e.worker, e.staker, e.period
+        ),
+        E::Adjudicator_EvidenceExpired(e) => format!(
+            "the answer was given in period {}, more than {} periods before the current period {}: too old to judge",
+            e.period, e.window, e.currentPeriod
+        ),
+        E::Adjudicator_PeriodInFuture(e) => format!(
+            "the answer names period {}, after the current period {}: report it once that period has started",
+            e.period, e.currentPeriod
+        ),
+        E::Adjudicator_NotCommitted(e) => format!(
+            "no commitment {} by this account: commit to the evidence first (commitEvidence), then report from a later block",
+            e.commitment
+        ),
+        E::Adjudicator_RevealTooEarly(e) => format!(
+            "the commitment was made in block {}: report from a later block",
+            e.committedBlock
+        ),
+        E::Adjudicator_InvestigatorIsCulprit(e) => format!(
+            "{} is the accused staker or one of its workers: another account must report",
+            e.investigator
         ),
         other => format!("{other:?}"),
     }

@@ -373,7 +373,7 @@ impl TestChain {
 
     /// Makes dev account `staker` a node: dev account `deployer` (which holds the initial supply)
     /// sends it `amount` tokens, it approves and deposits them for `periods`, and bonds dev
-    /// account `worker`.
+    /// account `worker` (the staker proposes, the worker accepts).
     pub async fn stake_node(
         &self,
         deployer: usize,
@@ -398,7 +398,16 @@ impl TestChain {
         )
         .await?;
         confirm("deposit", escrow.deposit(amount, periods)).await?;
-        confirm("bondWorker", escrow.bondWorker(worker_address)).await
+        confirm("bondWorker", escrow.bondWorker(worker_address)).await?;
+        if worker_address == staker_address {
+            return Ok(());
+        }
+        let as_worker = self.provider(worker)?;
+        confirm(
+            "acceptWorker",
+            d.staking_escrow(&as_worker).acceptWorker(staker_address),
+        )
+        .await
     }
 }
 

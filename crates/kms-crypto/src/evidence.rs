@@ -13,7 +13,7 @@ use k256::{FieldBytes, ProjectivePoint, Scalar};
 use sha2::{Digest, Sha256};
 use umbral_pre::{Capsule, CapsuleFrag, PublicKey};
 
-use crate::answer::{recover_answer_signer, SIGNATURE_LEN};
+use crate::answer::{recover_answer_signer, AnswerContext, SIGNATURE_LEN};
 use crate::curve::{coordinates_u256, decompress, ecrecover_address, nonzero_scalar_from_digest};
 use crate::secp256k1::{is_on_curve, is_product, is_sum, N};
 use crate::umbral::{check_len, kfrag_signature_message, layout, UmbralError, U_COMPRESSED};
@@ -32,6 +32,8 @@ sol! {
         /// What an investigator submits: the node's signed answer and the data to check it.
         struct Evidence {
             bytes16 policyId;
+            address staker;
+            uint256 period;
             bytes capsule;
             bytes cfrag;
             bytes delegatingKey;
@@ -146,8 +148,13 @@ pub enum Outcome {
     /// OpenZeppelin's `ECDSA.tryRecover` refuses the worker signature: not 65 bytes, `s` above
     /// `n / 2`, `v` not 27 or 28, or nothing to recover (`Adjudicator_InvalidWorkerSignature`).
     InvalidWorkerSignature,
-    /// The answer is not signed by the expected worker (`Adjudicator_UnknownWorker`).
-    UnknownWorker,
+    /// The answer's period has not started (`Adjudicator_PeriodInFuture`).
+    PeriodInFuture,
+    /// The answer's period is more than the evidence window old (`Adjudicator_EvidenceExpired`).
+    Expired,
+    /// The answer's signer was not bonded to the staker it names in the period it names
+    /// (`Adjudicator_WorkerNotBondedInPeriod`).
+    NotBondedInPeriod,
     /// `Adjudicator_MalformedEvidence(what)`, with the contract's `what`: `capsule length`,
     /// `cfrag length`, `key length`, `point` or `product`.
     Malformed(&'static str),
@@ -162,7 +169,9 @@ impl Outcome {
             Self::PolicyNotFound => "policy-not-found",
             Self::KfragSignature => "kfrag-signature",
             Self::InvalidWorkerSignature => "invalid-worker-signature",
-            Self::UnknownWorker => "unknown-worker",
+            Self::PeriodInFuture => "period-in-future",
+            Self::Expired => "expired",
+            Self::NotBondedInPeriod => "not-bonded",
             Self::Malformed(_) => "malformed",
         }
     }
@@ -184,6 +193,53 @@ impl From<Verdict> for Outcome {
             wrong => Self::Slash(wrong),
         }
     }
+}
+
+/// A worker key's bond, as `StakingEscrow.workerBond` answers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WorkerBond {
+    /// The staker the key was last bonded to (zero: never bonded).
+    pub staker: Address,
+    /// The period the bond started.
+    pub first_period: u64,
+    /// The period the bond ended (`u32::MAX` while in force).
+    pub last_period: u64,
+}
+
+impl WorkerBond {
+    /// A bond to `staker` from `first_period`, still in force.
+    pub fn open(staker: Address, first_period: u64) -> Self {
+        Self {
+            staker,
+            first_period,
+            last_period: u64::from(u32::MAX),
+        }
+    }
+
+    /// Whether the answer of `staker` in `period` is this bond's.
+    pub fn covers(&self, staker: Address, period: u64) -> bool {
+        self.staker == staker && self.first_period <= period && period <= self.last_period
+    }
+}
+
+/// What the Adjudicator reads from the chain when it judges evidence: the inputs of the model
+/// [`Evidence::outcome`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainFacts {
+    /// The chain id.
+    pub chain_id: u64,
+    /// The Adjudicator's address (the answers name it).
+    pub adjudicator: Address,
+    /// The period of the block the evidence is evaluated in.
+    pub current_period: u64,
+    /// `evidenceWindow`, in periods.
+    pub evidence_window: u64,
+    /// `PolicyManager.kfragSignerOf(policyId)`: zero for an unknown policy.
+    pub kfrag_signer: Address,
+    /// The worker key whose bond is known; any other signer has never been bonded.
+    pub worker: Address,
+    /// That worker's bond.
+    pub bond: WorkerBond,
 }
 
 /// The points and scalars of a capsule and a cfrag, parsed from their simple encodings.
@@ -405,8 +461,8 @@ fn matches_compressed(bytes: &[u8], y: U256) -> bool {
 
 impl Evidence {
     /// Builds the evidence from the raw `Capsule::to_bytes_simple` (98 bytes) and
-    /// `CapsuleFrag::to_bytes_simple` (359 bytes) of a node's answer, and the worker's 65-byte
-    /// signature of it.
+    /// `CapsuleFrag::to_bytes_simple` (359 bytes) of a node's answer, the answer's context (its
+    /// staker, period and policy go into the evidence) and the worker's 65-byte signature of it.
     ///
     /// The products and `h` are computed from the bytes as they are. `kfragSignatureV` is the bit
     /// with which the kfrag signature recovers `kfrag_signer` (the policy's `kfragSigner`, see
@@ -424,7 +480,7 @@ impl Evidence {
         delegating_pk: &PublicKey,
         receiving_pk: &PublicKey,
         kfrag_signer: Address,
-        policy_id: [u8; 16],
+        answer: &AnswerContext,
         worker_signature: &[u8],
     ) -> Result<Self, EvidenceError> {
         if worker_signature.len() != SIGNATURE_LEN {
@@ -440,7 +496,9 @@ impl Evidence {
         let receiving_key = receiving_pk.to_compressed_bytes();
         let v = kfrag_signature_v(cfrag_simple, &delegating_key, &receiving_key, kfrag_signer)?;
         Ok(Self {
-            policyId: FixedBytes(policy_id),
+            policyId: FixedBytes(answer.policy_id),
+            staker: answer.staker,
+            period: U256::from(answer.period),
             capsule: capsule_simple.to_vec().into(),
             cfrag: cfrag_simple.to_vec().into(),
             delegatingKey: delegating_key.to_vec().into(),
@@ -465,7 +523,7 @@ impl Evidence {
         delegating_pk: &PublicKey,
         receiving_pk: &PublicKey,
         kfrag_signer: Address,
-        policy_id: [u8; 16],
+        answer: &AnswerContext,
         worker_signature: &[u8],
     ) -> Result<Self, EvidenceError> {
         Self::from_parts(
@@ -474,34 +532,38 @@ impl Evidence {
             delegating_pk,
             receiving_pk,
             kfrag_signer,
-            policy_id,
+            answer,
             worker_signature,
         )
     }
 
     /// A Rust model of `Adjudicator.evaluateCFrag`, check for check and in the contract's order,
-    /// given the policy's `kfragSigner` (what `PolicyManager.kfragSignerOf` returns: zero for no
-    /// policy) and the worker bonded to the node's staker:
+    /// given what the contract reads from the chain ([`ChainFacts`]):
     ///
     /// 1. lengths: capsule 98, cfrag 359, each key 33 bytes, else
     ///    [`Malformed`](Outcome::Malformed)`("capsule length" | "cfrag length" | "key length")`
     ///    (the keys are only hashed, never checked to be points);
-    /// 2. `AlreadyEvaluated` is chain state and is not modelled;
-    /// 3. a zero `kfrag_signer` is [`Outcome::PolicyNotFound`]; `ecrecover(sha256(kfrag message),
+    /// 2. `AlreadyEvaluated` and the investigator's commitment (`NotCommitted`, `RevealTooEarly`)
+    ///    are chain state and are not modelled;
+    /// 3. the answer's period: after the current period is [`Outcome::PeriodInFuture`], more than
+    ///    `evidence_window` periods before it is [`Outcome::Expired`];
+    /// 4. a zero `kfrag_signer` is [`Outcome::PolicyNotFound`]; `ecrecover(sha256(kfrag message),
     ///    27 + kfragSignatureV, r, s)` must be `kfrag_signer`, else [`Outcome::KfragSignature`];
-    /// 4. OpenZeppelin's `ECDSA.tryRecover` of the EIP-191 answer digest (65 bytes, low `s`, `v`
-    ///    27 or 28), else [`Outcome::InvalidWorkerSignature`]; the address must be `worker`, else
-    ///    [`Outcome::UnknownWorker`] (the contract accepts any bonded worker and slashes its
-    ///    staker: with a single `worker` this models the node the investigator accuses);
-    /// 5. each of `E, V, E1, V1, E2, V2, U1, U2` is `(x, ys[i])` on the curve with the parity of
+    /// 5. OpenZeppelin's `ECDSA.tryRecover` of the EIP-191 answer digest (65 bytes, low `s`, `v`
+    ///    27 or 28), else [`Outcome::InvalidWorkerSignature`]; the signer's bond must cover the
+    ///    staker and the period the evidence names, else [`Outcome::NotBondedInPeriod`];
+    /// 6. each of `E, V, E1, V1, E2, V2, U1, U2` is `(x, ys[i])` on the curve with the parity of
     ///    its prefix, else `Malformed("point")`;
-    /// 6. `z == 0` or `z >= n`: `Slash(InvalidZ)`; `E1.x >= n` or `V1.x >= n`:
+    /// 7. `z == 0` or `z >= n`: `Slash(InvalidZ)`; `E1.x >= n` or `V1.x >= n`:
     ///    `Slash(UncheckablePoint)`;
-    /// 7. the six products with the `ecrecover` trick (a capsule point with `x >= n` fails it),
+    /// 8. the six products with the `ecrecover` trick (a capsule point with `x >= n` fails it),
     ///    else `Malformed("product")`;
-    /// 8. the three equations as the contract's affine sums: [`Outcome::Correct`], or
+    /// 9. the three equations as the contract's affine sums: [`Outcome::Correct`], or
     ///    `Slash(WrongE | WrongV | WrongU)` for the first that fails.
-    pub fn outcome(&self, chain_id: u64, kfrag_signer: Address, worker: Address) -> Outcome {
+    ///
+    /// The refusal of the culprit as investigator (`InvestigatorIsCulprit`) depends on who sends
+    /// the evidence and is not modelled.
+    pub fn outcome(&self, facts: &ChainFacts) -> Outcome {
         let (capsule, cfrag) = (&self.capsule[..], &self.cfrag[..]);
         if capsule.len() != layout::CAPSULE_LEN {
             return Outcome::Malformed("capsule length");
@@ -513,6 +575,15 @@ impl Evidence {
             return Outcome::Malformed("key length");
         }
 
+        let period = match u64::try_from(self.period) {
+            Ok(period) if period <= facts.current_period => period,
+            _ => return Outcome::PeriodInFuture,
+        };
+        if facts.current_period - period > facts.evidence_window {
+            return Outcome::Expired;
+        }
+
+        let kfrag_signer = facts.kfrag_signer;
         if kfrag_signer == Address::ZERO {
             return Outcome::PolicyNotFound;
         }
@@ -526,15 +597,16 @@ impl Evidence {
             return Outcome::KfragSignature;
         }
 
-        match recover_answer_signer(
-            chain_id,
-            self.policyId.0,
-            capsule,
-            cfrag,
-            &self.workerSignature,
-        ) {
-            Ok(signer) if signer == worker => {}
-            Ok(_) => return Outcome::UnknownWorker,
+        let context = AnswerContext {
+            chain_id: facts.chain_id,
+            adjudicator: facts.adjudicator,
+            staker: self.staker,
+            period,
+            policy_id: self.policyId.0,
+        };
+        match recover_answer_signer(&context, capsule, cfrag, &self.workerSignature) {
+            Ok(signer) if signer == facts.worker && facts.bond.covers(self.staker, period) => {}
+            Ok(_) => return Outcome::NotBondedInPeriod,
             Err(_) => return Outcome::InvalidWorkerSignature,
         }
 
@@ -608,6 +680,34 @@ mod tests {
         ReencryptionEvidence, SecretKey, Signer,
     };
 
+    const ADJUDICATOR: Address = Address::repeat_byte(0xad);
+    const STAKER: Address = Address::repeat_byte(0x5a);
+    const PERIOD: u64 = 20_000;
+
+    /// The context of the tests' answers: anvil's chain, a fixed adjudicator, staker and period.
+    fn context(policy_id: [u8; 16]) -> AnswerContext {
+        AnswerContext {
+            chain_id: 31337,
+            adjudicator: ADJUDICATOR,
+            staker: STAKER,
+            period: PERIOD,
+            policy_id,
+        }
+    }
+
+    /// The chain as the tests' answers need it: `worker` bonded to the staker since the period.
+    fn facts(kfrag_signer: Address, worker: Address) -> ChainFacts {
+        ChainFacts {
+            chain_id: 31337,
+            adjudicator: ADJUDICATOR,
+            current_period: PERIOD,
+            evidence_window: 14,
+            kfrag_signer,
+            worker,
+            bond: WorkerBond::open(STAKER, PERIOD),
+        }
+    }
+
     fn u256_of(bytes: k256::FieldBytes) -> U256 {
         U256::from_be_slice(&bytes)
     }
@@ -637,14 +737,14 @@ mod tests {
                     (capsule.to_bytes_simple(), cfrag.to_bytes_simple());
                 let policy_id = [round as u8; 16];
                 let signature =
-                    sign_answer(&worker, 31337, policy_id, &capsule_simple, &cfrag_simple).unwrap();
+                    sign_answer(&worker, &context(policy_id), &capsule_simple, &cfrag_simple).unwrap();
                 let evidence = Evidence::for_wrong_cfrag(
                     &capsule,
                     &cfrag,
                     &dk,
                     &rk,
                     ethereum_address(&vk),
-                    policy_id,
+                    &context(policy_id),
                     &signature.as_bytes(),
                 )
                 .unwrap();
@@ -708,20 +808,20 @@ mod tests {
                     [true; 3]
                 );
                 assert_eq!(
-                    evidence.outcome(31337, ethereum_address(&vk), worker.address()),
+                    evidence.outcome(&facts(ethereum_address(&vk), worker.address())),
                     Outcome::Correct
                 );
                 assert_eq!(
-                    evidence.outcome(31337, ethereum_address(&vk), Address::ZERO),
-                    Outcome::UnknownWorker
+                    evidence.outcome(&facts(ethereum_address(&vk), Address::ZERO)),
+                    Outcome::NotBondedInPeriod
                 );
                 assert_eq!(
-                    evidence.outcome(31337, Address::repeat_byte(1), worker.address()),
+                    evidence.outcome(&facts(Address::repeat_byte(1), worker.address())),
                     Outcome::KfragSignature
                 );
                 // kfragSignerOf gives zero for an unknown policy.
                 assert_eq!(
-                    evidence.outcome(31337, Address::ZERO, worker.address()),
+                    evidence.outcome(&facts(Address::ZERO, worker.address())),
                     Outcome::PolicyNotFound
                 );
             }
@@ -732,6 +832,8 @@ mod tests {
     fn abi_encoding_is_the_calldata_argument() {
         let evidence = Evidence {
             policyId: FixedBytes([9u8; 16]),
+            staker: STAKER,
+            period: U256::from(PERIOD),
             capsule: vec![1u8; 98].into(),
             cfrag: vec![2u8; 359].into(),
             delegatingKey: vec![3u8; 33].into(),
@@ -776,7 +878,7 @@ mod tests {
         assert_eq!(Evidence::abi_decode(&encoded).unwrap(), evidence);
         assert_eq!(
             evaluateCFragCall::SIGNATURE,
-            "evaluateCFrag((bytes16,bytes,bytes,bytes,bytes,uint256[8],(uint256,uint256),(uint256,uint256),\
+            "evaluateCFrag((bytes16,address,uint256,bytes,bytes,bytes,bytes,uint256[8],(uint256,uint256),(uint256,uint256),\
              (uint256,uint256),(uint256,uint256),(uint256,uint256),(uint256,uint256),bool,bytes))"
         );
     }
@@ -838,7 +940,7 @@ mod tests {
                 &alice.public_key(),
                 &bob.public_key(),
                 ethereum_address(&signer.verifying_key()),
-                [0u8; 16],
+                &context([0u8; 16]),
                 sig,
             )
         };
@@ -941,7 +1043,7 @@ mod tests {
 
         /// The evidence for these bytes, signed by the worker.
         fn evidence(&self, capsule: &[u8], cfrag: &[u8]) -> Evidence {
-            let signature = sign_answer(&self.worker, 31337, self.policy_id, capsule, cfrag)
+            let signature = sign_answer(&self.worker, &context(self.policy_id), capsule, cfrag)
                 .unwrap()
                 .as_bytes();
             Evidence::from_parts(
@@ -950,7 +1052,7 @@ mod tests {
                 &self.alice.public_key(),
                 &self.bob.public_key(),
                 self.kfrag_signer,
-                self.policy_id,
+                &context(self.policy_id),
                 &signature,
             )
             .unwrap()
@@ -962,8 +1064,58 @@ mod tests {
         }
 
         fn outcome(&self, evidence: &Evidence) -> Outcome {
-            evidence.outcome(31337, self.kfrag_signer, self.worker.address())
+            evidence.outcome(&facts(self.kfrag_signer, self.worker.address()))
         }
+    }
+
+    /// The answer binds its staker and period: evidence is judged only inside the window and only
+    /// against the stake the signer was bonded to in that period.
+    #[test]
+    fn period_window_and_bond() {
+        let node = Node::new(23);
+        let valid = node.with_cfrag(&node.cfrag);
+        let at = |current_period: u64, bond: WorkerBond| {
+            valid.outcome(&ChainFacts {
+                current_period,
+                bond,
+                ..facts(node.kfrag_signer, node.worker.address())
+            })
+        };
+        let bonded = WorkerBond::open(STAKER, PERIOD);
+        assert_eq!(at(PERIOD, bonded), Outcome::Correct);
+        assert_eq!(at(PERIOD + 14, bonded), Outcome::Correct, "the window's last period");
+        assert_eq!(at(PERIOD + 15, bonded), Outcome::Expired);
+        assert_eq!(at(PERIOD - 1, bonded), Outcome::PeriodInFuture);
+        // Unbonded later: still this stake's answer. Bonded only after it: not.
+        let closed = WorkerBond { last_period: PERIOD, ..bonded };
+        assert_eq!(at(PERIOD + 3, closed), Outcome::Correct);
+        let later = WorkerBond::open(STAKER, PERIOD + 1);
+        assert_eq!(at(PERIOD + 1, later), Outcome::NotBondedInPeriod);
+        let before = WorkerBond { last_period: PERIOD - 1, ..bonded };
+        assert_eq!(at(PERIOD, before), Outcome::NotBondedInPeriod);
+        // The same key bonded to another stake cannot be blamed for this stake's answer.
+        let elsewhere = WorkerBond::open(Address::repeat_byte(0x77), PERIOD);
+        assert_eq!(at(PERIOD, elsewhere), Outcome::NotBondedInPeriod);
+        // Naming another staker or period breaks the signature: another signer, no bond.
+        let mut e = valid.clone();
+        e.staker = Address::repeat_byte(0x77);
+        assert_eq!(
+            e.outcome(&facts(node.kfrag_signer, node.worker.address())),
+            Outcome::NotBondedInPeriod
+        );
+        let mut e = valid.clone();
+        e.period = U256::from(PERIOD - 1);
+        assert_eq!(
+            e.outcome(&facts(node.kfrag_signer, node.worker.address())),
+            Outcome::NotBondedInPeriod
+        );
+        // A period beyond u64 is in the future, not a panic.
+        let mut e = valid.clone();
+        e.period = U256::MAX;
+        assert_eq!(
+            e.outcome(&facts(node.kfrag_signer, node.worker.address())),
+            Outcome::PeriodInFuture
+        );
     }
 
     fn with_field(bytes: &[u8], range: core::ops::Range<usize>, value: &[u8]) -> Vec<u8> {
@@ -1103,7 +1255,7 @@ mod tests {
         e.workerSignature = vec![0u8; 64].into();
         e.ys[0] += U256::from(1);
         assert_eq!(
-            e.outcome(31337, Address::ZERO, node.worker.address()),
+            e.outcome(&facts(Address::ZERO, node.worker.address())),
             Outcome::PolicyNotFound
         );
         assert_eq!(outcome(&e), Outcome::KfragSignature);
@@ -1135,13 +1287,16 @@ mod tests {
         let mut e = valid.clone();
         e.ys[0] += U256::from(1);
         assert_eq!(
-            e.outcome(31337, node.kfrag_signer, Address::repeat_byte(7)),
-            Outcome::UnknownWorker
+            e.outcome(&facts(node.kfrag_signer, Address::repeat_byte(7))),
+            Outcome::NotBondedInPeriod
         );
         // Another chain id: the signature recovers another address.
         assert_eq!(
-            valid.outcome(1, node.kfrag_signer, node.worker.address()),
-            Outcome::UnknownWorker
+            valid.outcome(&ChainFacts {
+                chain_id: 1,
+                ..facts(node.kfrag_signer, node.worker.address())
+            }),
+            Outcome::NotBondedInPeriod
         );
 
         // The points: y must match the prefix's parity and be on the curve.
@@ -1150,7 +1305,7 @@ mod tests {
             e.ys[i] = crate::secp256k1::P - e.ys[i]; // the other root: wrong parity
             e.cfrag = with_field(&node.cfrag, layout::Z, &[0u8; 32]).into(); // z comes later
             e.workerSignature =
-                sign_answer(&node.worker, 31337, node.policy_id, &e.capsule, &e.cfrag)
+                sign_answer(&node.worker, &context(node.policy_id), &e.capsule, &e.cfrag)
                     .unwrap()
                     .as_bytes()
                     .to_vec()
@@ -1164,7 +1319,7 @@ mod tests {
         let cfrag = with_field(&node.cfrag, layout::E2.start..layout::E2.start + 1, &[0x04]);
         let mut e = valid.clone();
         e.cfrag = cfrag.clone().into();
-        e.workerSignature = sign_answer(&node.worker, 31337, node.policy_id, &node.capsule, &cfrag)
+        e.workerSignature = sign_answer(&node.worker, &context(node.policy_id), &node.capsule, &cfrag)
             .unwrap()
             .as_bytes()
             .to_vec()

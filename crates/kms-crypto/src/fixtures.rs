@@ -23,13 +23,27 @@ use umbral_pre::{
     PublicKey, SecretKey, Signer,
 };
 
-use crate::answer::{recover_answer_signer, sign_answer, AnswerError};
+use crate::answer::{policy_id_of, recover_answer_signer, sign_answer, AnswerContext, AnswerError};
 use crate::curve::{compress, decompress, scalar_from_be};
-use crate::evidence::{challenge, Evidence, EvidenceError, Outcome, Verdict};
+use crate::evidence::{challenge, ChainFacts, Evidence, EvidenceError, Outcome, Verdict, WorkerBond};
 use crate::umbral::{ethereum_address, kfrag_signature_message, layout, U_COMPRESSED};
 
 /// The chain id the answers are signed for (anvil's and forge's default).
 pub const CHAIN_ID: u64 = 31337;
+/// The address forge gives the test contract that deploys the contracts (`DEFAULT_TEST_CONTRACT`).
+pub const FORGE_TEST_CONTRACT: Address =
+    alloy::primitives::address!("7FA9385bE102ac3EAc297483Dd6233D62b3e1496");
+/// The period the answers are given in: `test/utils/Base.sol`'s start time (1,700,000,000 s) in
+/// days, the period in which the Solidity tests bond the workers.
+pub const PERIOD: u64 = 1_700_000_000 / 86_400;
+/// The evidence window of `test/utils/Base.sol`.
+pub const EVIDENCE_WINDOW: u64 = 14;
+
+/// The Adjudicator the answers name: `test/utils/Base.sol` deploys the token, the escrow, the
+/// policy manager and then the Adjudicator, so it is the test contract's fourth creation.
+pub fn adjudicator() -> Address {
+    FORGE_TEST_CONTRACT.create(4)
+}
 /// Number of scenarios (independent sets of keys, capsule and cfrag).
 pub const SCENARIOS: u64 = 8;
 /// The RNG seed of scenario `i` is `SEED + i`.
@@ -79,7 +93,7 @@ pub const CASES: [CaseKind; 14] = [
     (
         "e1-unsigned",
         "e1",
-        Outcome::UnknownWorker,
+        Outcome::NotBondedInPeriod,
         Tamper::PointUnsigned,
     ),
     (
@@ -113,9 +127,9 @@ pub const CASES: [CaseKind; 14] = [
         Tamper::KfragSignatureV,
     ),
     (
-        "unknown-worker",
+        "other-signer",
         "workerSignature",
-        Outcome::UnknownWorker,
+        Outcome::NotBondedInPeriod,
         Tamper::OtherSigner,
     ),
 ];
@@ -167,8 +181,14 @@ pub struct Scenario {
     pub kfrag_signer: Address,
     /// The node's bonded worker.
     pub worker: Address,
+    /// The policy's creator (the Solidity test creates the policy from this address).
+    pub creator: Address,
+    /// The creator's salt: `policy_id == policy_id_of(creator, salt)`.
+    pub salt: [u8; 16],
     /// The policy id.
     pub policy_id: [u8; 16],
+    /// The staker the answers name (the Solidity test stakes from this address).
+    pub staker: Address,
 }
 
 /// One test vector.
@@ -195,6 +215,10 @@ pub struct Case {
 pub struct Fixtures {
     /// [`CHAIN_ID`].
     pub chain_id: u64,
+    /// [`adjudicator`].
+    pub adjudicator: Address,
+    /// [`PERIOD`].
+    pub period: u64,
     /// The scenarios, by index.
     pub scenarios: Vec<Scenario>,
     /// The cases, scenario by scenario in [`CASES`] order.
@@ -209,6 +233,9 @@ struct CaseJson<'a> {
     expect: &'a str,
     field: &'a str,
     policy_id: String,
+    creator: String,
+    salt: String,
+    staker: String,
     kfrag_signer: String,
     worker: String,
     signer: String,
@@ -226,6 +253,9 @@ impl Fixtures {
                 expect: case.expect.as_str(),
                 field: case.field,
                 policy_id: hex::encode_prefixed(case.evidence.policyId),
+                creator: hex::encode_prefixed(self.scenarios[case.scenario].creator),
+                salt: hex::encode_prefixed(self.scenarios[case.scenario].salt),
+                staker: hex::encode_prefixed(case.evidence.staker),
                 kfrag_signer: hex::encode_prefixed(case.kfrag_signer),
                 worker: hex::encode_prefixed(case.worker),
                 signer: hex::encode_prefixed(case.signer),
@@ -233,8 +263,10 @@ impl Fixtures {
             })?);
         }
         Ok(format!(
-            "{{\n  \"chainId\": {},\n  \"count\": {},\n  \"cases\": [\n    {}\n  ]\n}}\n",
+            "{{\n  \"chainId\": {},\n  \"adjudicator\": \"{}\",\n  \"period\": {},\n  \"count\": {},\n  \"cases\": [\n    {}\n  ]\n}}\n",
             self.chain_id,
+            hex::encode_prefixed(self.adjudicator),
+            self.period,
             self.cases.len(),
             lines.join(",\n    ")
         ))
@@ -312,8 +344,11 @@ pub fn generate() -> Result<Fixtures, FixtureError> {
         let bob = SecretKey::random_with_rng(&mut rng);
         let worker = eth_signer(&mut rng)?;
         let other = eth_signer(&mut rng)?;
-        let mut policy_id = [0u8; 16];
-        rng.fill_bytes(&mut policy_id);
+        let creator = eth_signer(&mut rng)?.address();
+        let staker = eth_signer(&mut rng)?.address();
+        let mut salt = [0u8; 16];
+        rng.fill_bytes(&mut salt);
+        let policy_id = policy_id_of(creator, salt);
         let mut message = [0u8; 32];
         rng.fill_bytes(&mut message);
 
@@ -344,11 +379,30 @@ pub fn generate() -> Result<Fixtures, FixtureError> {
             verifying_pk,
             kfrag_signer: ethereum_address(&verifying_pk),
             worker: worker.address(),
+            creator,
+            salt,
             policy_id,
+            staker,
+        };
+        let context = AnswerContext {
+            chain_id: CHAIN_ID,
+            adjudicator: adjudicator(),
+            staker,
+            period: PERIOD,
+            policy_id,
+        };
+        let facts = ChainFacts {
+            chain_id: CHAIN_ID,
+            adjudicator: adjudicator(),
+            current_period: PERIOD,
+            evidence_window: EVIDENCE_WINDOW,
+            kfrag_signer: scenario.kfrag_signer,
+            worker: scenario.worker,
+            bond: WorkerBond::open(staker, PERIOD),
         };
         let capsule_simple = scenario.capsule.to_bytes_simple();
         let valid = scenario.cfrag.to_bytes_simple();
-        let valid_signature = sign_answer(&worker, CHAIN_ID, policy_id, &capsule_simple, &valid)?;
+        let valid_signature = sign_answer(&worker, &context, &capsule_simple, &valid)?;
 
         for (suffix, field, expect, tamper) in CASES {
             let name = format!("s{index}-{suffix}");
@@ -385,18 +439,12 @@ pub fn generate() -> Result<Fixtures, FixtureError> {
                 }
                 Tamper::KfragSignatureV => flip_v = true,
                 Tamper::OtherSigner => {
-                    signature = Some(sign_answer(
-                        &other,
-                        CHAIN_ID,
-                        policy_id,
-                        &capsule_simple,
-                        &valid,
-                    )?);
+                    signature = Some(sign_answer(&other, &context, &capsule_simple, &valid)?);
                 }
             }
             let signature = match signature {
                 Some(signature) => signature,
-                None => sign_answer(&worker, CHAIN_ID, policy_id, &capsule_simple, &cfrag_bytes)?,
+                None => sign_answer(&worker, &context, &capsule_simple, &cfrag_bytes)?,
             };
             let signature = signature.as_bytes();
             let mut evidence = Evidence::from_parts(
@@ -405,20 +453,14 @@ pub fn generate() -> Result<Fixtures, FixtureError> {
                 &scenario.delegating_pk,
                 &scenario.receiving_pk,
                 scenario.kfrag_signer,
-                policy_id,
+                &context,
                 &signature,
             )?;
             if flip_v {
                 evidence.kfragSignatureV = !evidence.kfragSignatureV;
             }
-            let signer = recover_answer_signer(
-                CHAIN_ID,
-                policy_id,
-                &capsule_simple,
-                &cfrag_bytes,
-                &signature,
-            )?;
-            let got = evidence.outcome(CHAIN_ID, scenario.kfrag_signer, scenario.worker);
+            let signer = recover_answer_signer(&context, &capsule_simple, &cfrag_bytes, &signature)?;
+            let got = evidence.outcome(&facts);
             if got != expect {
                 return Err(FixtureError::Unexpected {
                     name,
@@ -441,6 +483,8 @@ pub fn generate() -> Result<Fixtures, FixtureError> {
     }
     Ok(Fixtures {
         chain_id: CHAIN_ID,
+        adjudicator: adjudicator(),
+        period: PERIOD,
         scenarios,
         cases,
     })

@@ -24,7 +24,9 @@ mod secp256k1;
 pub mod umbral;
 pub mod wire;
 
-pub use answer::{answer_digest, recover_answer_signer, sign_answer, AnswerError};
+pub use answer::{
+    answer_digest, policy_id_of, recover_answer_signer, sign_answer, AnswerContext, AnswerError,
+};
 pub use evidence::{Evidence, EvidenceError, Outcome, Point, Verdict};
 pub use umbral::ethereum_address;
 

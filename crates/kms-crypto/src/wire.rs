@@ -251,8 +251,12 @@ pub struct SignedCFrag {
     /// `CapsuleFrag` and verify it).
     pub cfrag: String,
     /// `0x` + hex of the worker's 65-byte signature `r | s | v` (see
-    /// `kms_crypto::answer::sign_answer`) over the capsule's and the cfrag's `to_bytes_simple`.
+    /// `kms_crypto::answer::sign_answer`) over the answer: the chain, the Adjudicator, the node's
+    /// staker, `period`, the policy, and the capsule's and the cfrag's `to_bytes_simple`.
     pub signature: String,
+    /// The period the node answered in (by its view of the chain's time): the answer names it,
+    /// and the Adjudicator judges it for `evidenceWindow` periods after.
+    pub period: u64,
 }
 
 /// The answer to a [`ReencryptRequest`]: one cfrag per capsule, in the request's order.

@@ -7,8 +7,9 @@ import {StakingEscrow} from "../../../contracts/StakingEscrow.sol";
 import {Vm} from "../../utils/Vm.sol";
 
 /// @notice Drives the escrow and the policy manager with bounded random actions by a fixed cast
-/// of stakers (each with its worker) and policy owners, and keeps ghost totals of every token and
-/// every wei that moves, for the invariants to check against the contracts' own state.
+/// of stakers (each with its current worker, rotated to fresh keys) and policy owners, and keeps
+/// ghost totals of every token and every wei that moves, for the invariants to check against the
+/// contracts' own state.
 contract KMSHandler {
     Vm internal constant vm = Vm(address(uint160(uint256(keccak256("hevm cheat code")))));
 
@@ -22,6 +23,7 @@ contract KMSHandler {
     address public immutable treasury; // holds the initial supply, funds the stakers
 
     address[STAKERS] public stakers;
+    /// @notice Each staker's current worker: bonded once the staker has deposited, then rotated.
     address[STAKERS] public workers;
     address[OWNERS] public owners;
     address public investigator = address(0x1111);
@@ -33,6 +35,14 @@ contract KMSHandler {
     }
 
     PolicyRecord[] internal policies;
+
+    /// @notice A worker key rotated out, and the staker it answered for.
+    struct RetiredWorker {
+        address worker;
+        address staker;
+    }
+
+    RetiredWorker[] public retiredWorkers;
 
     // Ghost totals: tokens
     mapping(address => uint256) public ghostDeposited;
@@ -72,6 +82,16 @@ contract KMSHandler {
         return policies.length;
     }
 
+    /// @notice The id and node list of the `index`-th policy created.
+    function policyAt(uint256 index) external view returns (bytes16 id, address[] memory nodes) {
+        PolicyRecord storage policy = policies[index];
+        return (policy.id, policy.nodes);
+    }
+
+    function retiredWorkerCount() external view returns (uint256) {
+        return retiredWorkers.length;
+    }
+
     /*//////////////////////////////////////////////////////////////
                                  TIME
     //////////////////////////////////////////////////////////////*/
@@ -105,10 +125,7 @@ contract KMSHandler {
             token.transfer(treasury, amount);
         }
         vm.stopPrank();
-        if (escrow.workerOf(staker) == address(0)) {
-            vm.prank(staker);
-            escrow.bondWorker(workers[i]);
-        }
+        if (escrow.workerOf(staker) == address(0) && escrow.stakeOf(staker) != 0) _bond(staker, workers[i]);
     }
 
     function prolong(uint256 actorSeed, uint256 index, uint256 periods) external {
@@ -146,7 +163,8 @@ contract KMSHandler {
 
     function withdraw(uint256 actorSeed, uint256 amount) external {
         address staker = stakers[actorSeed % STAKERS];
-        uint256 unlocked = escrow.stakeOf(staker) - escrow.lockedAt(staker, escrow.currentPeriod());
+        // Sub-stakes stay held for the evidence window after their lock ends.
+        uint256 unlocked = escrow.stakeOf(staker) - escrow.heldStakeOf(staker);
         if (unlocked == 0) return;
         amount = _bound(amount, 1, unlocked);
         vm.prank(staker);
@@ -156,6 +174,35 @@ contract KMSHandler {
         // Hand the tokens back so the treasury can keep funding deposits.
         vm.prank(staker);
         token.transfer(treasury, amount);
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                                WORKERS
+    //////////////////////////////////////////////////////////////*/
+
+    /// @notice Bonds a fresh worker key to a bonded staker (propose, then accept as the worker):
+    /// allowed exactly when the current worker has been bonded `minWorkerPeriods`.
+    function rotateWorker(uint256 actorSeed) external {
+        uint256 i = actorSeed % STAKERS;
+        address staker = stakers[i];
+        address previous = workers[i];
+        if (escrow.workerOf(staker) != previous || previous == address(0)) return; // never bonded
+        uint256 bondedPeriod = escrow.getStakerInfo(staker).workerBondedPeriod;
+        bool allowed = escrow.currentPeriod() >= bondedPeriod + escrow.minWorkerPeriods();
+        address fresh = address(uint160(0xD0000 + retiredWorkers.length));
+        vm.prank(staker);
+        try escrow.bondWorker(fresh) {
+            require(allowed, "a worker was replaced before minWorkerPeriods");
+        } catch {
+            require(!allowed, "a rotation to a fresh key was refused");
+            return;
+        }
+        require(escrow.stakerOf(fresh) == address(0), "a proposal bonded the worker");
+        vm.prank(fresh);
+        escrow.acceptWorker(staker);
+        retiredWorkers.push(RetiredWorker(previous, staker));
+        workers[i] = fresh;
+        calls["rotateWorker"]++;
     }
 
     /*//////////////////////////////////////////////////////////////
@@ -236,11 +283,12 @@ contract KMSHandler {
             mstore(chosen, count)
         }
         uint256 value = rate * count * periods;
-        bytes16 id = bytes16(keccak256(abi.encode("policy", policies.length)));
+        bytes16 salt = bytes16(keccak256(abi.encode("policy", policies.length)));
         uint256 end = (current + periods) * escrow.secondsPerPeriod();
         vm.deal(owner, owner.balance + value);
         vm.prank(owner); // the next call, and its value, come from the owner
-        policyManager.createPolicy{value: value}(id, owner, owner, end, chosen);
+        bytes16 id = policyManager.createPolicy{value: value}(salt, owner, owner, end, chosen);
+        require(id == policyManager.policyIdOf(owner, salt), "the id is not the creator's and salt's");
         policies.push(PolicyRecord(id, owner, chosen));
         ghostPaid += value;
         calls["createPolicy"]++;
@@ -295,6 +343,14 @@ contract KMSHandler {
     /*//////////////////////////////////////////////////////////////
                                 HELPERS
     //////////////////////////////////////////////////////////////*/
+
+    /// @dev Both steps of bonding: the staker proposes, the worker accepts.
+    function _bond(address staker, address worker) internal {
+        vm.prank(staker);
+        escrow.bondWorker(worker);
+        vm.prank(worker);
+        escrow.acceptWorker(staker);
+    }
 
     function _pickSubStake(address staker, uint256 seed) internal view returns (uint256) {
         StakingEscrow.SubStake[] memory subStakes = escrow.getSubStakes(staker);
