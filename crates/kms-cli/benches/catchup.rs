@@ -67,11 +67,11 @@ async fn main() -> Result<()> {
     eprintln!("creating {policies} policies naming the node");
     let setup = Instant::now();
     for i in 0..policies {
-        let mut id = [0u8; 16];
-        id[..8].copy_from_slice(&i.to_be_bytes());
+        let mut salt = [0u8; 16];
+        salt[..8].copy_from_slice(&i.to_be_bytes());
         let receipt = manager
             .createPolicy(
-                FixedBytes(id),
+                FixedBytes(salt),
                 chain.address(3)?,
                 chain.address(4)?,
                 end,

@@ -86,6 +86,7 @@ async fn run(devnet: &devnet::Devnet, iterations: usize, out: &str) -> Result<()
     let request = GrantRequest {
         label: "bench".into(),
         owner: devnet.chain.address(alice_index)?,
+        creator: devnet.chain.address(alice_index)?,
         delegating_key: alice.delegating_key("bench").public_key(),
         verifying_key: alice.signing_key().public_key(),
         receiving_key: bob.receiving_key().public_key(),

@@ -104,6 +104,7 @@ async fn story(devnet: &Devnet, rows: &mut Vec<Row>) -> Result<()> {
     let request = GrantRequest {
         label: label.to_owned(),
         owner: alice_account,
+        creator: alice_account,
         delegating_key: alice.delegating_key(label).public_key(),
         verifying_key: alice.signing_key().public_key(),
         receiving_key: bob.receiving_key().public_key(),
@@ -184,7 +185,10 @@ async fn story(devnet: &Devnet, rows: &mut Vec<Row>) -> Result<()> {
             &loaded,
             &bob.receiving_key(),
             std::slice::from_ref(header.capsule()),
-            &RetrieveOptions { audit_all: true },
+            &RetrieveOptions {
+                audit_all: true,
+                ..Default::default()
+            },
         )
         .await?;
     let retrieve_time = started.elapsed();
@@ -318,7 +322,7 @@ async fn story(devnet: &Devnet, rows: &mut Vec<Row>) -> Result<()> {
         let token = d.token(&reader);
         let stake_before = escrow.getStakerInfo(faulty_staker).call().await?.value;
         let bob_before = token.balanceOf(bob_account).call().await?;
-        let report = bob_client.report(&fault).await?;
+        let report = bob_client.report(&fault, bob_account).await?;
         ensure!(
             report.verdict == Verdict::WrongE,
             "verdict {:?}",
@@ -334,7 +338,10 @@ async fn story(devnet: &Devnet, rows: &mut Vec<Row>) -> Result<()> {
         );
         ensure!(bob_after - bob_before == report.reward, "Bob's reward");
         // The same evidence cannot be used twice.
-        ensure!(bob_client.report(&fault).await.is_err(), "evidence reused");
+        ensure!(
+            bob_client.report(&fault, bob_account).await.is_err(),
+            "evidence reused"
+        );
         rows.push(Row {
             step: "8 faulty miner slashed",
             detail: format!(

@@ -6,7 +6,7 @@ use std::{path::PathBuf, time::Duration};
 use alloy::{
     network::TransactionBuilder,
     primitives::{utils::parse_units, Address, U256},
-    providers::{DynProvider, Provider},
+    providers::{DynProvider, Provider, ProviderBuilder},
     rpc::types::TransactionRequest,
     signers::local::PrivateKeySigner,
 };
@@ -160,8 +160,16 @@ pub async fn start(args: &DevnetArgs) -> Result<Devnet> {
         )
         .await?;
         send(
-            &format!("bond worker {i}"),
+            &format!("propose worker {i}"),
             d.staking_escrow(&as_staker).bondWorker(worker.address()),
+        )
+        .await?;
+        let as_worker = ProviderBuilder::new()
+            .wallet(worker.clone())
+            .connect_http(chain.endpoint_url());
+        send(
+            &format!("worker {i} accepts"),
+            d.staking_escrow(&as_worker).acceptWorker(staker),
         )
         .await?;
         let faulty = (args.faulty_node || args.demo) && i == args.nodes && args.nodes > 1;

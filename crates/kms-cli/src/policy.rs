@@ -301,6 +301,7 @@ async fn grant(args: GrantArgs, chain_args: &ChainArgs, wallet: &WalletArgs) -> 
     let request = GrantRequest {
         label: args.label.clone(),
         owner,
+        creator: owner,
         delegating_key: alice.delegating_key(&args.label).public_key(),
         verifying_key: alice.signing_key().public_key(),
         receiving_key: bob,
@@ -550,9 +551,10 @@ pub async fn retrieve(args: RetrieveArgs, chain: ChainArgs, wallet: WalletArgs) 
     );
     let header = stream::read_header(&mut input)
         .with_context(|| format!("{} is not a KMS-encrypted file", args.input.display()))?;
-    let (_, client) = client(&chain, &wallet, args.report).await?;
+    let (chain_view, client) = client(&chain, &wallet, args.report).await?;
     let options = RetrieveOptions {
         audit_all: args.audit || args.report,
+        ..Default::default()
     };
     let result = client
         .retrieve(
@@ -582,7 +584,7 @@ pub async fn retrieve(args: RetrieveArgs, chain: ChainArgs, wallet: WalletArgs) 
             path.display()
         );
         if args.report {
-            let outcome = client.report(fault).await?;
+            let outcome = client.report(fault, chain_view.account()?).await?;
             eprintln!(
                 "reported: verdict {:?}, {} slashed, {} to you",
                 outcome.verdict, outcome.penalty, outcome.reward
@@ -621,8 +623,8 @@ pub async fn retrieve(args: RetrieveArgs, chain: ChainArgs, wallet: WalletArgs) 
 /// `kms report`.
 pub async fn report(evidence: PathBuf, chain: ChainArgs, wallet: WalletArgs) -> Result<()> {
     let fault = Fault::load(&evidence)?;
-    let (_, client) = client(&chain, &wallet, true).await?;
-    let outcome = client.report(&fault).await?;
+    let (chain, client) = client(&chain, &wallet, true).await?;
+    let outcome = client.report(&fault, chain.account()?).await?;
     println!(
         "verdict {:?}: staker {} slashed {} KMS units, {} to you ({})",
         outcome.verdict, outcome.staker, outcome.penalty, outcome.reward, outcome.tx_hash

@@ -74,7 +74,8 @@ pub enum StakeCommand {
         #[arg(long)]
         all: bool,
     },
-    /// Bond the node's worker address to the stake (zero address to unbond).
+    /// Propose the node's worker address for the stake (zero address to unbond). The bond takes
+    /// effect when the worker accepts it: `kms node run` with that worker key does so at start.
     ///
     /// Example: kms stake bond-worker --worker 0xWorker
     BondWorker {
@@ -193,12 +194,21 @@ pub async fn run(command: StakeCommand, connection: Connection) -> Result<()> {
                 _ => bail!("pass --amount KMS or --all"),
             };
             if amount.is_zero() {
-                bail!("nothing is unlocked yet: sub-stakes unlock after their last period");
+                bail!(
+                    "nothing is withdrawable yet: a sub-stake is held for the evidence window \
+                     (evidenceWindow periods) after its last period"
+                );
             }
             send("withdraw", escrow.withdraw(amount)).await?;
         }
         StakeCommand::BondWorker { worker } => {
             send("bondWorker", escrow.bondWorker(worker)).await?;
+            if !worker.is_zero() && worker != chain.account()? {
+                eprintln!(
+                    "proposed worker {worker}: the bond takes effect when the worker accepts it \
+                     (`kms node run` with that worker key does so when it starts)"
+                );
+            }
         }
         StakeCommand::SetMinFeeRate { rate } => {
             let rate = parse_wei(&rate)?;
@@ -225,15 +235,14 @@ pub async fn run(command: StakeCommand, connection: Connection) -> Result<()> {
     Ok(())
 }
 
+/// What the staker can withdraw: its stake less what is held (locked, or unlocked less than the
+/// evidence window ago).
 async fn unlocked(chain: &Chain) -> Result<U256> {
     let staker = chain.account()?;
-    let info = chain
-        .deployment
-        .staking_escrow(&chain.provider)
-        .getStakerInfo(staker)
-        .call()
-        .await?;
-    Ok(info.value.saturating_sub(info.lockedNow))
+    let escrow = chain.deployment.staking_escrow(&chain.provider);
+    let value = escrow.stakeOf(staker).call().await?;
+    let held = escrow.heldStakeOf(staker).call().await?;
+    Ok(value.saturating_sub(held))
 }
 
 /// Runs a `kms rewards` command.
@@ -277,6 +286,8 @@ async fn status(chain: &Chain, staker: Address, periods: u64, json: bool) -> Res
     let sub_stakes = escrow.getSubStakes(staker).call().await?;
     let record = escrow.nodeRecordOf(staker).call().await?;
     let fees = manager.fees(staker).call().await?;
+    let held = escrow.heldStakeOf(staker).call().await?;
+    let pending_worker = escrow.pendingWorker(staker).call().await?;
     let current = chain.current_period().await?;
     let mut locked = Vec::new();
     for period in current..=current + periods {
@@ -296,6 +307,7 @@ async fn status(chain: &Chain, staker: Address, periods: u64, json: bool) -> Res
             "currentPeriod": current,
             "value": info.value.to_string(),
             "lockedNow": info.lockedNow.to_string(),
+            "held": held.to_string(),
             "lockedNextPeriod": info.lockedNextPeriod.to_string(),
             "subStakes": sub_stakes.iter().enumerate().map(|(i, s)| json!({
                 "index": i, "firstPeriod": s.firstPeriod, "lastPeriod": s.lastPeriod,
@@ -308,6 +320,7 @@ async fn status(chain: &Chain, staker: Address, periods: u64, json: bool) -> Res
             "pendingReward": info.pendingReward.to_string(),
             "feesWei": fees.to_string(),
             "worker": info.worker,
+            "pendingWorker": pending_worker,
             "nodeUrl": record.url,
             "ethBalanceWei": balance.to_string(),
         }));
@@ -316,7 +329,11 @@ async fn status(chain: &Chain, staker: Address, periods: u64, json: bool) -> Res
     println!("current period    {current}");
     println!("staked            {} KMS", format_tokens(info.value));
     println!("locked now        {} KMS", format_tokens(info.lockedNow));
+    println!("held (not withdrawable) {} KMS", format_tokens(held));
     println!("worker            {}", info.worker);
+    if !pending_worker.is_zero() {
+        println!("proposed worker   {pending_worker} (not yet accepted)");
+    }
     println!(
         "node record       {}",
         if record.url.is_empty() {

@@ -418,18 +418,19 @@ async fn policy_node(client: &NodeClient, node: &NodeProcess) -> Result<PolicyNo
     })
 }
 
-/// Alice creates policy `id` naming `nodes` (ascending) for `periods` periods, paying 1 gwei
-/// per node and period; returns the block it is in. Retried if a period ends in between
-/// (the payment would no longer match).
+/// Alice creates the policy of `salt` naming `nodes` (ascending) for `periods` periods, paying
+/// 1 gwei per node and period; returns its id (`policyIdOf(alice, salt)`) and the block it is
+/// in. Retried if a period ends in between (the payment would no longer match).
 async fn create_policy(
     chain: &TestChain,
     alice: usize,
-    id: [u8; 16],
+    salt: [u8; 16],
     kfrag_signer: Address,
     nodes: &[Address],
     periods: u64,
-) -> Result<u64> {
+) -> Result<([u8; 16], u64)> {
     let as_alice = chain.provider(alice)?;
+    let id = kms_crypto::policy_id_of(chain.address(alice)?, salt);
     let manager = chain.deployment().policy_manager(&as_alice);
     let mut last_error = None;
     for _ in 0..3 {
@@ -437,7 +438,7 @@ async fn create_policy(
         let value = U256::from(1_000_000_000u64 * periods * nodes.len() as u64);
         let sent = manager
             .createPolicy(
-                FixedBytes(id),
+                FixedBytes(salt),
                 chain.address(alice)?,
                 kfrag_signer,
                 U256::from(end),
@@ -450,7 +451,7 @@ async fn create_policy(
             Ok(pending) => {
                 let receipt = pending.get_receipt().await?;
                 ensure!(receipt.status(), "createPolicy reverted");
-                return receipt.block_number.context("no block number");
+                return Ok((id, receipt.block_number.context("no block number")?));
             }
             Err(e) => last_error = Some(e),
         }
@@ -876,9 +877,16 @@ async fn sigkill_during_uploads_and_catch_up_loses_nothing_and_repeats_no_duty()
             _ => rng.range(1, 3),
         };
         for _ in 0..new_policies {
-            let id = rng.bytes16();
-            last_policy_block =
-                create_policy(&net.chain, ALICE, id, keys.signer_address(), &[staker], 12).await?;
+            let (id, block) = create_policy(
+                &net.chain,
+                ALICE,
+                rng.bytes16(),
+                keys.signer_address(),
+                &[staker],
+                12,
+            )
+            .await?;
+            last_policy_block = block;
             let upload = keys.uploads(1, std::slice::from_ref(&node_key))?.remove(0);
             policies.push(TestPolicy {
                 id,
@@ -1117,11 +1125,10 @@ async fn nodes_reconnect_and_catch_up_after_anvil_restarts() -> Result<()> {
     let keys = Keys::new();
 
     // A 2-of-2 policy before the restart.
-    let before = [0xb0; 16];
-    create_policy(
+    let (before, _) = create_policy(
         &net.chain,
         ALICE,
-        before,
+        [0xb0; 16],
         keys.signer_address(),
         &stakers,
         10,
@@ -1149,11 +1156,10 @@ async fn nodes_reconnect_and_catch_up_after_anvil_restarts() -> Result<()> {
         Ok(keys.bob_decrypts(&client, &file).await.is_ok())
     })
     .await?;
-    let after = [0xa0; 16];
-    create_policy(
+    let (after, _) = create_policy(
         &net.chain,
         ALICE,
-        after,
+        [0xa0; 16],
         keys.signer_address(),
         &stakers,
         10,
@@ -1309,11 +1315,10 @@ async fn a_shallow_reorg_neither_commits_twice_nor_keeps_a_vanished_policy() -> 
     ensure!(one_commitment_per_period(&net.chain, staker).await? >= 2);
 
     // A confirmed policy and one that a reorg removes after the node took its kfrag.
-    let kept = [0x4b; 16];
-    create_policy(
+    let (kept, _) = create_policy(
         &net.chain,
         ALICE,
-        kept,
+        [0x4b; 16],
         keys.signer_address(),
         &[staker],
         10,
@@ -1333,11 +1338,10 @@ async fn a_shallow_reorg_neither_commits_twice_nor_keeps_a_vanished_policy() -> 
             .upload_kfrag(&node.url(), kept, &keys.uploads(1, &key)?[0])
             .await?
     );
-    let vanished = [0x56; 16];
-    let vanished_block = create_policy(
+    let (vanished, vanished_block) = create_policy(
         &net.chain,
         ALICE,
-        vanished,
+        [0x56; 16],
         keys.signer_address(),
         &[staker],
         10,

@@ -5,10 +5,10 @@
 
 use std::process::{Command, Output};
 
-use alloy::primitives::U256;
+use alloy::primitives::{Address, U256};
 use anyhow::{ensure, Result};
 use kms_contracts::testing::TestChain;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 const KMS: &str = env!("CARGO_BIN_EXE_kms");
 const PERIOD: u64 = 3600;
@@ -171,7 +171,23 @@ async fn staking_commands_and_their_refusals() -> Result<()> {
 
     // Bond a worker, set a minimum fee rate.
     let worker = chain.address(2)?.to_string();
+    // Bonding is two steps: the staker proposes, the worker accepts.
     cli.ok(staker_key, &["stake", "bond-worker", "--worker", &worker]);
+    let status = cli.status(&staker);
+    ensure!(
+        status["pendingWorker"].as_str().unwrap().eq_ignore_ascii_case(&worker),
+        "{status}"
+    );
+    ensure!(status["worker"] == json!(Address::ZERO), "proposed is not bonded: {status}");
+    let as_worker = chain.provider(2)?;
+    let receipt = d
+        .staking_escrow(&as_worker)
+        .acceptWorker(chain.address(1)?)
+        .send()
+        .await?
+        .get_receipt()
+        .await?;
+    ensure!(receipt.status(), "acceptWorker reverted");
     cli.ok(
         staker_key,
         &["stake", "set-min-fee-rate", "--rate", "2gwei"],
@@ -192,7 +208,7 @@ async fn staking_commands_and_their_refusals() -> Result<()> {
         staker_key,
         &["stake", "withdraw", "--all"],
         1,
-        "nothing is unlocked",
+        "nothing is withdrawable",
     );
     cli.fails(
         staker_key,

@@ -35,8 +35,11 @@ pub struct GrantRequest {
     /// The label the delegating key was derived for (recorded in the policy file and hashed
     /// into the policy id).
     pub label: String,
-    /// The policy's owner: receives refunds and may revoke. The provider's account pays.
+    /// The policy's owner: receives refunds and may revoke.
     pub owner: Address,
+    /// The provider's account, which sends `createPolicy` and pays: the on-chain policy id is
+    /// derived from it and the salt (`PolicyManager.policyIdOf`), so nobody can take it first.
+    pub creator: Address,
     /// The policy's public key: Alice's delegating public key for the label.
     pub delegating_key: PublicKey,
     /// The kfrag signer's public key (its Ethereum address becomes the policy's `kfragSigner`).
@@ -151,12 +154,28 @@ pub enum GrantError {
     },
 }
 
-/// The policy id: the first 16 bytes of `keccak256("KMS_POLICY_ID_V1" || u32_be(len(label)) ||
-/// label || receiving key (33, compressed) || delegating key (33, compressed) || salt (32))`.
+/// The policy id: `PolicyManager.policyIdOf(creator, policy_salt(label, keys, salt))`, the first
+/// 16 bytes of `keccak256(creator || policy_salt)`.
+pub fn policy_id(
+    creator: Address,
+    label: &str,
+    receiving_key: &PublicKey,
+    delegating_key: &PublicKey,
+    salt: &[u8; 32],
+) -> [u8; 16] {
+    kms_crypto::policy_id_of(
+        creator,
+        policy_salt(label, receiving_key, delegating_key, salt),
+    )
+}
+
+/// The 16-byte salt `createPolicy` takes: the first 16 bytes of `keccak256("KMS_POLICY_ID_V1" ||
+/// u32_be(len(label)) || label || receiving key (33, compressed) || delegating key (33,
+/// compressed) || salt (32))`.
 ///
 /// The salt makes two grants of the same label to the same Bob two policies (after a
 /// revocation, say); the label and keys in the hash let Alice recompute an id from her records.
-pub fn policy_id(
+pub fn policy_salt(
     label: &str,
     receiving_key: &PublicKey,
     delegating_key: &PublicKey,
@@ -229,6 +248,9 @@ fn validate(request: &GrantRequest) -> Result<(), GrantError> {
             "the end time {} is past the contract's limit (year 2106)",
             request.end_timestamp
         ));
+    }
+    if request.creator.is_zero() {
+        return invalid("the creator (the paying account) must not be the zero address".into());
     }
     if request.owner.is_zero() {
         return invalid("the owner must not be the zero address".into());
@@ -344,6 +366,7 @@ impl<P: Provider> Client<P> {
             chain_id: self.deployment.chain_id,
             policy_manager: self.deployment.policy_manager,
             policy_id: policy_id(
+                request.creator,
                 &request.label,
                 &request.receiving_key,
                 &request.delegating_key,
@@ -442,7 +465,12 @@ impl<P: Provider> Client<P> {
         let manager = self.deployment.policy_manager(&self.provider);
         let call = manager
             .createPolicy(
-                FixedBytes(policy.policy_id),
+                FixedBytes(policy_salt(
+                    &policy.label,
+                    &policy.receiving_key,
+                    &policy.delegating_key,
+                    &plan.salt,
+                )),
                 policy.owner,
                 policy.kfrag_signer(),
                 U256::from(policy.end_timestamp),
@@ -451,15 +479,21 @@ impl<P: Provider> Client<P> {
             .value(value);
         let receipt = transact(what, call, policy_manager_revert, self.receipt_timeout).await?;
         let tx_hash = receipt.transaction_hash;
-        if receipt
+        let created = receipt
             .decoded_log::<PolicyManager::PolicyCreated>()
-            .is_none()
-        {
-            return Err(ChainError::MissingEvent {
+            .ok_or_else(|| ChainError::MissingEvent {
                 what: what.into(),
                 tx: tx_hash,
                 event: "PolicyCreated",
-            }
+            })?;
+        if created.policyId.0 != policy.policy_id {
+            // The id is the sender's: a request whose creator is not the provider's account.
+            return Err(ChainError::Mismatch(format!(
+                "the chain created policy {} but the plan expected {}: the grant's creator must be \
+                 the account that sends the transaction",
+                created.policyId,
+                FixedBytes(policy.policy_id)
+            ))
             .into());
         }
 
@@ -581,14 +615,21 @@ mod tests {
         preimage.extend_from_slice(&rk.to_compressed_bytes());
         preimage.extend_from_slice(&dk.to_compressed_bytes());
         preimage.extend_from_slice(&salt);
-        let id = policy_id("label", &rk, &dk, &salt);
-        assert_eq!(id[..], keccak256(&preimage)[..16]);
-        assert_ne!(id, policy_id("label", &rk, &dk, &[8u8; 32]));
-        assert_ne!(id, policy_id("label", &dk, &rk, &salt));
+        let policy_salt_bytes = policy_salt("label", &rk, &dk, &salt);
+        assert_eq!(policy_salt_bytes[..], keccak256(&preimage)[..16]);
+        // The on-chain id: PolicyManager.policyIdOf(creator, salt).
+        let creator = Address::repeat_byte(0xc1);
+        let id = policy_id(creator, "label", &rk, &dk, &salt);
+        let mut packed = creator.to_vec();
+        packed.extend_from_slice(&policy_salt_bytes);
+        assert_eq!(id[..], keccak256(&packed)[..16]);
+        assert_ne!(id, policy_id(Address::repeat_byte(2), "label", &rk, &dk, &salt));
+        assert_ne!(id, policy_id(creator, "label", &rk, &dk, &[8u8; 32]));
+        assert_ne!(id, policy_id(creator, "label", &dk, &rk, &salt));
         // The length prefix keeps "ab" + key apart from "a" + "b"-prefixed bytes.
         assert_ne!(
-            policy_id("ab", &rk, &dk, &salt),
-            policy_id("a", &rk, &dk, &salt)
+            policy_salt("ab", &rk, &dk, &salt),
+            policy_salt("a", &rk, &dk, &salt)
         );
     }
 
@@ -615,6 +656,7 @@ mod tests {
         let good = GrantRequest {
             label: "l".into(),
             owner: Address::repeat_byte(1),
+            creator: Address::repeat_byte(1),
             delegating_key: key,
             verifying_key: key,
             receiving_key: key,

@@ -31,7 +31,8 @@ pub use grant::{GrantError, GrantOutcome, GrantPlan, GrantRequest, Refunded, Upl
 pub use http::{HttpConfig, NodeClient, NodeError};
 pub use policy::{PolicyFile, PolicyFileError, PolicyNode};
 pub use retrieve::{
-    NodeFailure, NodeOutcome, NodeReport, ReportError, Retrieval, RetrieveError, RetrieveOptions,
+    AnswerTerms, NodeFailure, NodeOutcome, NodeReport, ReportError, Retrieval, RetrieveError,
+    RetrieveOptions,
 };
 pub use sampling::{SamplingError, WeightedDraw};
 pub use stream::{DataKey, Header, StreamError, StreamStats};

@@ -9,7 +9,7 @@
 //! Adjudicator's checks (modelled by `Evidence::outcome`) would slash for it.
 
 use alloy::{
-    primitives::{Address, FixedBytes},
+    primitives::{Address, FixedBytes, B256},
     providers::Provider,
     sol_types::SolValue,
 };
@@ -520,9 +520,14 @@ impl<P: Provider> Client<P> {
         })
     }
 
-    /// Submits a fault to `Adjudicator.evaluateCFrag` (simulated first) from the provider's
-    /// account, which receives the reward if the node is slashed.
-    pub async fn report(&self, fault: &Fault) -> Result<ReportOutcome, ReportError> {
+    /// Reports a fault in two transactions from the provider's account `investigator` (which
+    /// receives the reward if the node is slashed): `commitEvidence`, then `evaluateCFrag`
+    /// (simulated first) once the commitment is mined.
+    pub async fn report(
+        &self,
+        fault: &Fault,
+        investigator: Address,
+    ) -> Result<ReportOutcome, ReportError> {
         if fault.chain_id != self.deployment.chain_id {
             return Err(ChainError::Mismatch(format!(
                 "the fault is on chain {}, this client is connected to chain {}",
@@ -549,9 +554,14 @@ impl<P: Provider> Client<P> {
         let evidence_hash = alloy::primitives::keccak256(
             [evidence.capsule.as_ref(), evidence.cfrag.as_ref()].concat(),
         );
-        let investigator = self.account().ok_or_else(|| {
-            ChainError::Mismatch("reporting needs an account to sign with".into())
-        })?;
+        let evaluated = adjudicator
+            .evaluated(evidence_hash)
+            .call()
+            .await
+            .map_err(|e| ChainError::rpc("asking whether the evidence was evaluated", e))?;
+        if evaluated {
+            return Err(ReportError::AlreadyEvaluated(evidence_hash));
+        }
         let commitment = alloy::primitives::keccak256((evidence_hash, investigator).abi_encode());
         transact(
             "committing to the evidence",
@@ -601,4 +611,7 @@ pub enum ReportError {
     /// The chain refused it or could not be reached.
     #[error(transparent)]
     Chain(#[from] ChainError),
+    /// The Adjudicator has judged this capsule and cfrag already: nothing was sent.
+    #[error("this cfrag was already evaluated (evidence hash {0}): nothing more to report")]
+    AlreadyEvaluated(B256),
 }

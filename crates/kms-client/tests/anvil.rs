@@ -30,7 +30,7 @@ use kms_client::{
 };
 use kms_contracts::{testing::TestChain, Deployment};
 use kms_crypto::{
-    sign_answer,
+    sign_answer, AnswerContext,
     umbral::{cfrag_from_bytes_simple, layout},
     wire::{decode_b64, encode_b64, encode_hex, ReencryptRequest, ReencryptResponse},
     Verdict,
@@ -116,6 +116,8 @@ async fn start_node(chain: &TestChain, accounts: (usize, usize), kind: Kind) -> 
         worker: worker.clone(),
         umbral: umbral.clone(),
         chain_id: d.chain_id,
+        adjudicator: d.adjudicator,
+        seconds_per_period: d.seconds_per_period,
     };
     let directory = ChainDirectory::new(chain.read_provider(), d.policy_manager, d.start_block);
     let state = ApiState::new(identity, store, Arc::new(directory), Limits::default())?;
@@ -123,9 +125,16 @@ async fn start_node(chain: &TestChain, accounts: (usize, usize), kind: Kind) -> 
     match kind {
         Kind::Slow => app = app.layer(middleware::from_fn(slow_reencryption)),
         Kind::Liar => {
-            let chain_id = d.chain_id;
+            let (chain_id, adjudicator) = (d.chain_id, d.adjudicator);
             app = app.layer(middleware::from_fn(move |request, next| {
-                lie(worker.clone(), chain_id, request, next)
+                let context = AnswerContext {
+                    chain_id,
+                    adjudicator,
+                    staker,
+                    period: 0,
+                    policy_id: [0; 16],
+                };
+                lie(worker.clone(), context, request, next)
             }));
         }
         _ => {}
@@ -177,8 +186,13 @@ async fn slow_reencryption(request: Request, next: Next) -> Response {
 }
 
 /// Lets the node answer, then replaces `z` in every cfrag and signs the forgery with the
-/// worker key, as a cheating node would.
-async fn lie(worker: PrivateKeySigner, chain_id: u64, request: Request, next: Next) -> Response {
+/// worker key, as a cheating node would (naming the node's staker and the period it answered in).
+async fn lie(
+    worker: PrivateKeySigner,
+    context: AnswerContext,
+    request: Request,
+    next: Next,
+) -> Response {
     let path = request.uri().path().to_owned();
     if !path.ends_with("/reencrypt") {
         return next.run(request).await;
@@ -202,14 +216,13 @@ async fn lie(worker: PrivateKeySigner, chain_id: u64, request: Request, next: Ne
         simple[layout::Z].copy_from_slice(z.as_secret());
         let forged = cfrag_from_bytes_simple(&simple).unwrap();
         signed.cfrag = encode_b64(&forged.to_bytes().unwrap());
-        let signature = sign_answer(
-            &worker,
-            chain_id,
+        let context = AnswerContext {
+            period: signed.period,
             policy_id,
-            &capsule.to_bytes_simple(),
-            &simple,
-        )
-        .unwrap();
+            ..context
+        };
+        let signature =
+            sign_answer(&worker, &context, &capsule.to_bytes_simple(), &simple).unwrap();
         signed.signature = encode_hex(&signature.as_bytes());
     }
     Json(answer).into_response()
@@ -283,6 +296,7 @@ impl Setup {
         Ok(GrantRequest {
             label: "media/holiday.mp4".into(),
             owner: self.chain.address(ALICE)?,
+            creator: self.chain.address(ALICE)?,
             delegating_key: self.delegating.public_key(),
             verifying_key: self.signer.public_key(),
             receiving_key: self.bob.public_key(),
@@ -432,7 +446,10 @@ async fn grant_encrypt_retrieve_decrypt() -> Result<()> {
             &policy,
             &setup.bob,
             &capsules,
-            &RetrieveOptions { audit_all: true },
+            &RetrieveOptions {
+                audit_all: true,
+                ..Default::default()
+            },
         )
         .await?;
     ensure!(audit.cfrags.iter().all(|c| c.len() == 3));
@@ -613,19 +630,23 @@ async fn a_lying_node_is_caught_reported_and_slashed() -> Result<()> {
     let stake_before = escrow.stakeOf(liar).call().await?;
     // Anyone can report and gets the reward; every dev account has a role, so Alice does.
     let reporter = &setup.alice;
-    let outcome = reporter.report(&fault).await?;
+    let reporter_account = setup.chain.address(ALICE)?;
+    let outcome = reporter.report(&fault, reporter_account).await?;
     ensure!(outcome.verdict == Verdict::WrongE, "{outcome:?}");
     ensure!(outcome.staker == liar);
     ensure!(!outcome.penalty.is_zero() && !outcome.reward.is_zero());
     let stake_after = escrow.stakeOf(liar).call().await?;
     ensure!(stake_after == stake_before - outcome.penalty);
 
-    // The same evidence again: refused with the contract's reason, nothing sent.
-    match reporter.report(&fault).await {
-        Err(ReportError::Chain(ChainError::Reverted { reason, .. })) => {
-            ensure!(reason.contains("already evaluated"), "{reason}")
-        }
+    // The same evidence again: refused before anything is sent.
+    let nonce = read.get_transaction_count(reporter_account).await?;
+    match reporter.report(&fault, reporter_account).await {
+        Err(ReportError::AlreadyEvaluated(_)) => {}
         other => bail!("second report: {other:?}"),
     }
+    ensure!(
+        read.get_transaction_count(reporter_account).await? == nonce,
+        "a transaction was sent for evidence already evaluated"
+    );
     Ok(())
 }

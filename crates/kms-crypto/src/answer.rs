@@ -150,7 +150,6 @@ mod tests {
     use super::*;
     use alloy::primitives::{eip191_hash_message, hex};
 
-    #[test]
     fn context() -> AnswerContext {
         AnswerContext {
             chain_id: 31337,

@@ -20,10 +20,10 @@ use kms_contracts::bindings::IAdjudicator as Bound;
 use kms_contracts::testing::TestChain;
 use kms_contracts::Adjudicator::{self, AdjudicatorErrors};
 use kms_contracts::Deployment;
-use kms_crypto::evidence::{Evidence, Outcome, Verdict};
+use kms_crypto::evidence::{ChainFacts, Evidence, Outcome, Verdict, WorkerBond};
 use kms_crypto::fixtures::{high_x_point, synthetic_cfrag, Cheat};
 use kms_crypto::umbral::layout;
-use kms_crypto::{ethereum_address, sign_answer};
+use kms_crypto::{ethereum_address, policy_id_of, sign_answer, AnswerContext};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{OsRng, RngCore, SeedableRng};
 use umbral_pre::{
@@ -101,8 +101,16 @@ fn agrees(model: &Outcome, observed: &Observed) -> bool {
             Observed::Reverted(AdjudicatorErrors::Adjudicator_InvalidWorkerSignature(_)),
         )
         | (
-            Outcome::UnknownWorker,
-            Observed::Reverted(AdjudicatorErrors::Adjudicator_UnknownWorker(_)),
+            Outcome::NotBondedInPeriod,
+            Observed::Reverted(AdjudicatorErrors::Adjudicator_WorkerNotBondedInPeriod(_)),
+        )
+        | (
+            Outcome::PeriodInFuture,
+            Observed::Reverted(AdjudicatorErrors::Adjudicator_PeriodInFuture(_)),
+        )
+        | (
+            Outcome::Expired,
+            Observed::Reverted(AdjudicatorErrors::Adjudicator_EvidenceExpired(_)),
         ) => true,
         _ => false,
     }
@@ -134,6 +142,8 @@ struct Setup {
     chain_id: u64,
     staker: Address,
     worker: PrivateKeySigner,
+    /// The period the worker was bonded in: the answers name it.
+    bonded_period: u64,
     alice: DynProvider,
     investigator: Address,
     as_investigator: DynProvider,
@@ -155,6 +165,7 @@ impl Setup {
             .await?;
         let escrow = d.staking_escrow(chain.read_provider());
         ensure!(escrow.stakerOf(worker.address()).call().await? == staker);
+        let bonded_period = u64::try_from(escrow.workerBond(worker.address()).call().await?.firstPeriod)?;
 
         let read = chain.read_provider();
         let fee_rate = U256::from(d.policy_manager(&read).defaultFeeRate().call().await?);
@@ -172,6 +183,7 @@ impl Setup {
             chain_id,
             staker,
             worker,
+            bonded_period,
             fee_rate,
         })
     }
@@ -182,8 +194,10 @@ impl Setup {
         let alice = SecretKey::random_with_rng(rng);
         let signer = Signer::new(SecretKey::random_with_rng(rng));
         let bob = SecretKey::random_with_rng(rng);
-        let mut id = [0u8; 16];
-        rng.fill_bytes(&mut id);
+        let mut salt = [0u8; 16];
+        rng.fill_bytes(&mut salt);
+        let owner = self.chain.address(ALICE)?;
+        let id = policy_id_of(owner, salt);
         let kfrag_signer = ethereum_address(&signer.verifying_key());
 
         // The payment depends on the period the transaction lands in: pin its timestamp so that
@@ -200,12 +214,11 @@ impl Setup {
         let current = timestamp / SECONDS_PER_PERIOD;
         let end = timestamp + (1 + rng.next_u64() % 4) * SECONDS_PER_PERIOD;
         let periods = (end - 1) / SECONDS_PER_PERIOD - current + 1;
-        let owner = self.chain.address(ALICE)?;
         let receipt = self
             .d
             .policy_manager(&self.alice)
             .createPolicy(
-                id.into(),
+                salt.into(),
                 owner,
                 kfrag_signer,
                 U256::from(end),
@@ -228,10 +241,23 @@ impl Setup {
         })
     }
 
+    /// The context the node answers `policy_id` in: this chain and Adjudicator, its staker, and
+    /// the period the worker was bonded in (the chain's clock moves only by whole hours here, and
+    /// every answer of the test is judged within the evidence window).
+    fn context(&self, policy_id: [u8; 16]) -> AnswerContext {
+        AnswerContext {
+            chain_id: self.chain_id,
+            adjudicator: self.d.adjudicator,
+            staker: self.staker,
+            period: self.bonded_period,
+            policy_id,
+        }
+    }
+
     /// The worker's signature of an answer.
     fn sign(&self, policy: &Policy, capsule: &[u8], cfrag: &[u8]) -> Result<Vec<u8>> {
         Ok(
-            sign_answer(&self.worker, self.chain_id, policy.id, capsule, cfrag)?
+            sign_answer(&self.worker, &self.context(policy.id), capsule, cfrag)?
                 .as_bytes()
                 .to_vec(),
         )
@@ -241,8 +267,7 @@ impl Setup {
     fn sign_for(&self, evidence: &Evidence) -> Result<Vec<u8>> {
         Ok(sign_answer(
             &self.worker,
-            self.chain_id,
-            evidence.policyId.0,
+            &self.context(evidence.policyId.0),
             &evidence.capsule,
             &evidence.cfrag,
         )?
@@ -259,16 +284,49 @@ impl Setup {
             &policy.delegating_pk(),
             &policy.receiving_pk(),
             policy.kfrag_signer,
-            policy.id,
+            &self.context(policy.id),
             &signature,
         )?)
     }
 
-    /// What the model predicts, with the chain's own `kfragSignerOf` as the policy's signer.
+    /// What the model predicts, with the chain's own `kfragSignerOf`, worker bond, period and
+    /// evidence window as its facts.
     async fn model(&self, evidence: &Evidence) -> Result<Outcome> {
-        let read = self.d.policy_manager(self.chain.read_provider());
-        let kfrag_signer = read.kfragSignerOf(evidence.policyId).call().await?;
-        Ok(evidence.outcome(self.chain_id, kfrag_signer, self.worker.address()))
+        let read = self.chain.read_provider();
+        let kfrag_signer = self
+            .d
+            .policy_manager(&read)
+            .kfragSignerOf(evidence.policyId)
+            .call()
+            .await?;
+        let escrow = self.d.staking_escrow(&read);
+        let bond = escrow.workerBond(self.worker.address()).call().await?;
+        let facts = ChainFacts {
+            chain_id: self.chain_id,
+            adjudicator: self.d.adjudicator,
+            // Every answer here is judged within the window, so a period boundary falling before
+            // the reveal's block changes no outcome.
+            current_period: self.chain_period().await?,
+            evidence_window: u64::try_from(escrow.evidenceWindow().call().await?)?,
+            kfrag_signer,
+            worker: self.worker.address(),
+            bond: WorkerBond {
+                staker: bond.staker,
+                first_period: u64::try_from(bond.firstPeriod)?,
+                last_period: u64::try_from(bond.lastPeriod)?,
+            },
+        };
+        Ok(evidence.outcome(&facts))
+    }
+
+    /// The period of the latest block.
+    async fn chain_period(&self) -> Result<u64> {
+        let latest = self
+            .alice
+            .get_block_by_number(BlockNumberOrTag::Latest)
+            .await?
+            .context("no latest block")?;
+        Ok(latest.header.timestamp / SECONDS_PER_PERIOD)
     }
 
     async fn stake(&self) -> Result<U256> {
@@ -309,9 +367,22 @@ impl Setup {
         let stake = self.stake().await?;
         let balance = self.investigator_balance().await?;
 
+        // Commit, then reveal from a later block (anvil mines one per transaction).
+        let evidence_hash = keccak256([&evidence.capsule[..], &evidence.cfrag[..]].concat());
+        let commitment = keccak256((evidence_hash, self.investigator).abi_encode());
+        let receipt = adjudicator
+            .commitEvidence(commitment)
+            .send()
+            .await?
+            .get_receipt()
+            .await?;
+        ensure!(receipt.status(), "commitEvidence failed: {receipt:?}");
         // The bindings' struct is another Rust type for the same ABI tuple.
         let bound = Bound::Evidence::abi_decode(&evidence.abi_encode())?;
         let call = adjudicator.evaluateCFrag(bound);
+        // An eth_call runs on the latest block, the commitment's: mine past it first.
+        read.raw_request::<_, serde_json::Value>("evm_mine".into(), ())
+            .await?;
         // eth_call first: a transaction that fails at gas estimation would still take a nonce
         // from the provider's nonce cache, and the next one would wait for it forever.
         if let Err(err) = call.call().await {
@@ -574,11 +645,41 @@ async fn every_verdict_and_error_agrees_with_the_model() -> Result<()> {
     );
     let mut e = valid.clone();
     let outsider = setup.chain.signer(INVESTIGATOR)?;
-    e.workerSignature = sign_answer(&outsider, setup.chain_id, policy.id, &capsule, &cfrag)?
+    e.workerSignature = sign_answer(&outsider, &setup.context(policy.id), &capsule, &cfrag)?
         .as_bytes()
         .to_vec()
         .into();
-    case("signed by an outsider", e, Outcome::UnknownWorker);
+    case("signed by an outsider", e, Outcome::NotBondedInPeriod);
+    // The answer names another staker, or a period the worker was not yet bonded in, or one
+    // that has not started: the signature covers them, so the worker re-signs as a liar would.
+    let resigned = |context: AnswerContext| -> Result<Evidence> {
+        let signature = sign_answer(&setup.worker, &context, &capsule, &cfrag)?;
+        Ok(Evidence::from_parts(
+            &capsule,
+            &cfrag,
+            &policy.delegating_pk(),
+            &policy.receiving_pk(),
+            policy.kfrag_signer,
+            &context,
+            &signature.as_bytes(),
+        )?)
+    };
+    let base = setup.context(policy.id);
+    let other_staker = AnswerContext {
+        staker: setup.investigator,
+        ..base
+    };
+    case("names another staker", resigned(other_staker)?, Outcome::NotBondedInPeriod);
+    let before_bond = AnswerContext {
+        period: base.period - 1,
+        ..base
+    };
+    case("names a period before the bond", resigned(before_bond)?, Outcome::NotBondedInPeriod);
+    let future = AnswerContext {
+        period: setup.chain_period().await? + 1,
+        ..base
+    };
+    case("names a future period", resigned(future)?, Outcome::PeriodInFuture);
     let mut e = valid.clone();
     e.ys[3] = U256::from_be_bytes(alloy::primitives::hex!(
         "fffffffffffffffffffffffffffffffffffffffffffffffffffffffefffffc2f"

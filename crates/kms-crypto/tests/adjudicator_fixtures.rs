@@ -11,9 +11,14 @@ use alloy::sol_types::SolValue;
 use k256::elliptic_curve::sec1::{FromEncodedPoint, ToEncodedPoint};
 use k256::elliptic_curve::PrimeField;
 use k256::{AffinePoint, EncodedPoint, FieldBytes, ProjectivePoint, Scalar};
-use kms_crypto::evidence::{challenge, recover_kfrag_signer, Evidence, Outcome, Point, Verdict};
-use kms_crypto::fixtures::{generate, Fixtures, CHAIN_ID, FIXTURE_PATH, REGENERATE};
-use kms_crypto::recover_answer_signer;
+use kms_crypto::evidence::{
+    challenge, recover_kfrag_signer, ChainFacts, Evidence, Outcome, Point, Verdict, WorkerBond,
+};
+use kms_crypto::fixtures::{
+    adjudicator, generate, Fixtures, Scenario, CHAIN_ID, EVIDENCE_WINDOW, FIXTURE_PATH, PERIOD,
+    REGENERATE,
+};
+use kms_crypto::{policy_id_of, recover_answer_signer, AnswerContext};
 use kms_crypto::umbral::{cfrag_from_bytes_simple, layout, U_COMPRESSED};
 use umbral_pre::{CapsuleFragVerificationError, ReencryptionEvidence};
 
@@ -141,6 +146,17 @@ fn committed_json_matches_the_schema() {
     }
 }
 
+/// The context every fixture answer is signed in.
+fn context(scenario: &Scenario) -> AnswerContext {
+    AnswerContext {
+        chain_id: CHAIN_ID,
+        adjudicator: adjudicator(),
+        staker: scenario.staker,
+        period: PERIOD,
+        policy_id: scenario.policy_id,
+    }
+}
+
 #[test]
 fn every_case_is_what_it_claims() {
     let fixtures = &fixtures().0;
@@ -167,18 +183,20 @@ fn every_case_is_what_it_claims() {
         );
 
         // The answer signature recovers the declared signer: the worker unless it should not.
-        let signer = recover_answer_signer(
-            CHAIN_ID,
+        assert_eq!(evidence.staker, scenario.staker, "{name}");
+        assert_eq!(evidence.period, U256::from(PERIOD), "{name}");
+        assert_eq!(
+            policy_id_of(scenario.creator, scenario.salt),
             scenario.policy_id,
-            capsule,
-            cfrag,
-            &evidence.workerSignature,
-        )
-        .unwrap();
+            "{name}"
+        );
+        let signer =
+            recover_answer_signer(&context(scenario), capsule, cfrag, &evidence.workerSignature)
+                .unwrap();
         assert_eq!(signer, case.signer, "{name}");
         assert_eq!(
             signer == case.worker,
-            case.expect != Outcome::UnknownWorker,
+            case.expect != Outcome::NotBondedInPeriod,
             "{name}"
         );
 
@@ -296,25 +314,34 @@ fn every_case_is_what_it_claims() {
                     );
                 }
             }
-            Outcome::UnknownWorker => {
+            Outcome::NotBondedInPeriod => {
                 assert!(kfrag_signer_ok, "{name}");
                 assert_ne!(case.signer, case.worker, "{name}");
             }
-            Outcome::Malformed(_) | Outcome::PolicyNotFound | Outcome::InvalidWorkerSignature => {
+            Outcome::Malformed(_)
+            | Outcome::PolicyNotFound
+            | Outcome::InvalidWorkerSignature
+            | Outcome::PeriodInFuture
+            | Outcome::Expired => {
                 panic!("{name}: no such case is generated")
             }
         }
-        assert_eq!(
-            evidence.outcome(CHAIN_ID, case.kfrag_signer, case.worker),
-            case.expect,
-            "{name}"
-        );
+        let facts = ChainFacts {
+            chain_id: CHAIN_ID,
+            adjudicator: adjudicator(),
+            current_period: PERIOD,
+            evidence_window: EVIDENCE_WINDOW,
+            kfrag_signer: case.kfrag_signer,
+            worker: case.worker,
+            bond: WorkerBond::open(scenario.staker, PERIOD),
+        };
+        assert_eq!(evidence.outcome(&facts), case.expect, "{name}");
     }
     let per_scenario = fixtures.cases.len() / fixtures.scenarios.len();
     assert_eq!(fixtures.scenarios.len(), 8);
     assert_eq!(seen.get("correct"), Some(&8));
     assert_eq!(seen.get("slash"), Some(&(6 * 8)));
     assert_eq!(seen.get("kfrag-signature"), Some(&(5 * 8)));
-    assert_eq!(seen.get("unknown-worker"), Some(&(2 * 8)));
+    assert_eq!(seen.get("not-bonded"), Some(&(2 * 8)));
     assert_eq!(per_scenario, 14);
 }

@@ -61,7 +61,7 @@ use alloy::{primitives::Address, signers::local::PrivateKeySigner};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use axum::body::Bytes;
 use kms_crypto::{
-    answer::sign_answer,
+    answer::{sign_answer, AnswerContext},
     ethereum_address, recover_answer_signer,
     wire::{
         decode_b64, decode_hex, encode_b64, encode_hex, encode_public_key, KfragUpload,
@@ -79,6 +79,24 @@ use umbral_pre::{
 };
 
 const CHAIN_ID: u64 = 31337;
+/// The Adjudicator the bench node's answers name (no chain here: any address).
+const ADJUDICATOR: Address = Address::repeat_byte(0xad);
+const SECONDS_PER_PERIOD: u64 = 86_400;
+
+/// The context of the bench node's answers in `period`.
+fn answer_context(fx: &Fixture, period: u64) -> AnswerContext {
+    AnswerContext {
+        chain_id: CHAIN_ID,
+        adjudicator: ADJUDICATOR,
+        staker: fx.staker,
+        period,
+        policy_id: POLICY_ID,
+    }
+}
+
+fn current_period() -> u64 {
+    unix_now() / SECONDS_PER_PERIOD
+}
 const POLICY_ID: [u8; 16] = [0x42; 16];
 /// Distinct capsules the requests draw from; with the timestamp they make every request unique.
 const CAPSULE_POOL: usize = 2048;
@@ -415,8 +433,7 @@ fn raw_one(fx: &Fixture, capsule: &Capsule) -> Result<usize> {
     let cfrag = reencrypt(capsule, fx.kfrag.clone());
     let signature = sign_answer(
         &fx.worker,
-        CHAIN_ID,
-        POLICY_ID,
+        &answer_context(fx, current_period()),
         &capsule.to_bytes_simple(),
         &cfrag.to_bytes_simple(),
     )?;
@@ -562,8 +579,7 @@ fn check_answer(
             .map_err(|e| anyhow!("cfrag {j}: {e}"))?;
         let signature = decode_hex("signature", &answer.signature)?;
         let signer = recover_answer_signer(
-            CHAIN_ID,
-            POLICY_ID,
+            &answer_context(fx, answer.period),
             &capsule.to_bytes_simple(),
             &cfrag.to_bytes_simple(),
             &signature,
@@ -637,6 +653,8 @@ async fn start_node(fx: &Fixture) -> Result<(Node, Limits)> {
         worker: fx.worker.clone(),
         umbral: fx.node_umbral.clone(),
         chain_id: CHAIN_ID,
+        adjudicator: ADJUDICATOR,
+        seconds_per_period: SECONDS_PER_PERIOD,
     };
     let limits = Limits {
         max_remembered_requests: REMEMBERED_REQUESTS,
@@ -948,8 +966,7 @@ fn breakdown(fx: &Fixture, store: &Store) -> Result<Vec<Step>> {
     let bob_signature = request.decode_signature()?;
     let signature = sign_answer(
         &fx.worker,
-        CHAIN_ID,
-        POLICY_ID,
+        &answer_context(fx, current_period()),
         &capsule.to_bytes_simple(),
         &cfrag.to_bytes_simple(),
     )?;
@@ -957,6 +974,7 @@ fn breakdown(fx: &Fixture, store: &Store) -> Result<Vec<Step>> {
         cfrags: vec![SignedCFrag {
             cfrag: encode_b64(&cfrag.to_bytes().context("cfrag")?),
             signature: encode_hex(&signature.as_bytes()),
+            period: current_period(),
         }],
     };
     let answer_json = serde_json::to_vec(&answer)?;
@@ -983,8 +1001,7 @@ fn breakdown(fx: &Fixture, store: &Store) -> Result<Vec<Step>> {
         time_op(budget, || {
             std::hint::black_box(sign_answer(
                 &fx.worker,
-                CHAIN_ID,
-                POLICY_ID,
+                &answer_context(fx, current_period()),
                 &capsule.to_bytes_simple(),
                 &cfrag.to_bytes_simple(),
             )?);

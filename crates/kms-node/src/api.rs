@@ -21,7 +21,7 @@ use axum::{
     routing::{get, post},
     Json, Router,
 };
-use kms_crypto::{answer::sign_answer, ethereum_address};
+use kms_crypto::{answer::sign_answer, ethereum_address, AnswerContext};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
@@ -40,6 +40,7 @@ use kms_crypto::wire::{
 };
 
 use crate::{
+    clock::ChainClock,
     directory::PolicyDirectory,
     store::{PutOutcome, Store, StoredKfrag},
 };
@@ -96,6 +97,10 @@ pub struct NodeIdentity {
     pub umbral: SecretKey,
     /// The chain id the worker's signatures are bound to.
     pub chain_id: u64,
+    /// The Adjudicator the worker's answers name (they are judged by it alone).
+    pub adjudicator: Address,
+    /// The length of a period, in seconds: answers name the chain's current period.
+    pub seconds_per_period: u64,
 }
 
 impl std::fmt::Debug for NodeIdentity {
@@ -105,6 +110,8 @@ impl std::fmt::Debug for NodeIdentity {
             .field("worker", &self.worker.address())
             .field("umbral", &self.umbral.public_key())
             .field("chain_id", &self.chain_id)
+            .field("adjudicator", &self.adjudicator)
+            .field("seconds_per_period", &self.seconds_per_period)
             .finish()
     }
 }
@@ -210,6 +217,7 @@ pub struct ApiState<D> {
     started: Instant,
     behaviour: Behaviour,
     verified: Mutex<VerifiedKfrags>,
+    clock: Arc<ChainClock>,
 }
 
 /// Verified kfrags by policy, with the record each was verified from.
@@ -250,6 +258,7 @@ impl<D: PolicyDirectory> ApiState<D> {
             started: Instant::now(),
             behaviour: Behaviour::Honest,
             verified: Mutex::new(HashMap::new()),
+            clock: Arc::new(ChainClock::new()),
         })
     }
 
@@ -289,6 +298,17 @@ impl<D: PolicyDirectory> ApiState<D> {
     pub fn with_behaviour(mut self, behaviour: Behaviour) -> Self {
         self.behaviour = behaviour;
         self
+    }
+
+    /// Answers name the period of this clock (the daemon's duties keep it on the chain's time).
+    pub fn with_clock(mut self, clock: Arc<ChainClock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The clock the answers' periods come from.
+    pub fn clock(&self) -> Arc<ChainClock> {
+        self.clock.clone()
     }
 
     /// The API's metrics.
@@ -730,15 +750,24 @@ async fn reencrypt_capsules<D: PolicyDirectory>(
         }
     }
 
+    // Every answer of the batch names the same period: the chain's, by the node's clock.
+    let identity = &state.identity;
+    let context = AnswerContext {
+        chain_id: identity.chain_id,
+        adjudicator: identity.adjudicator,
+        staker,
+        period: state.clock.period(identity.seconds_per_period),
+        policy_id,
+    };
     // A batch is spread over the worker pool, so one client's batch uses every core.
     let count = capsules.len();
     let per_job = count.div_ceil(limits.workers.max(1));
     let jobs = capsules.chunks(per_job).map(|chunk| {
         let (chunk, verified) = (chunk.to_vec(), verified.clone());
         let worker = state.identity.worker.clone();
-        let (chain_id, behaviour) = (state.identity.chain_id, state.behaviour);
+        let behaviour = state.behaviour;
         run_blocking(&state, move || {
-            serve(&verified, &worker, chain_id, policy_id, &chunk, behaviour)
+            serve(&verified, &worker, &context, &chunk, behaviour)
         })
     });
     let cfrags = futures_util::future::try_join_all(jobs)
@@ -757,8 +786,7 @@ async fn reencrypt_capsules<D: PolicyDirectory>(
 fn serve(
     verified: &VerifiedKeyFrag,
     worker: &PrivateKeySigner,
-    chain_id: u64,
-    policy_id: [u8; 16],
+    context: &AnswerContext,
     capsules: &[Capsule],
     behaviour: Behaviour,
 ) -> Result<Vec<SignedCFrag>, ApiError> {
@@ -773,17 +801,12 @@ fn serve(
                 ),
                 Behaviour::WrongCFrags => wrong_cfrag(&cfrag.to_bytes_simple())?,
             };
-            let signature = sign_answer(
-                worker,
-                chain_id,
-                policy_id,
-                &capsule.to_bytes_simple(),
-                &cfrag_simple,
-            )
-            .map_err(ApiError::internal)?;
+            let signature = sign_answer(worker, context, &capsule.to_bytes_simple(), &cfrag_simple)
+                .map_err(ApiError::internal)?;
             Ok(SignedCFrag {
                 cfrag: encode_b64(&cfrag_bytes),
                 signature: encode_hex(&signature.as_bytes()),
+                period: context.period,
             })
         })
         .collect()

@@ -102,7 +102,7 @@ pub enum DaemonError {
     },
     /// The worker is not bonded to the staker.
     #[error(
-        "worker {worker} is bonded to {bonded_to} on chain, not to staker {staker}: run `kms stake bond-worker --worker {worker}` as the staker"
+        "worker {worker} is bonded to {bonded_to} on chain, not to staker {staker}: run `kms stake bond-worker --worker {worker}` as the staker (the node accepts the proposal when it starts)"
     )]
     NotBonded {
         /// The worker.
@@ -186,21 +186,6 @@ pub async fn start(settings: Settings) -> Result<RunningNode, DaemonError> {
         });
     }
     let worker = settings.worker.address();
-    let escrow = StakingEscrow::new(settings.deployment.staking_escrow, &provider);
-    let bonded_to = escrow
-        .stakerOf(worker)
-        .block(BlockId::latest())
-        .call()
-        .await
-        .map_err(|e| DaemonError::Chain(describe_contract_error(&e)))?;
-    if bonded_to != settings.staker {
-        return Err(DaemonError::NotBonded {
-            worker,
-            staker: settings.staker,
-            bonded_to,
-        });
-    }
-
     let path = settings.store_path.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(path))
         .await
@@ -214,6 +199,7 @@ pub async fn start(settings: Settings) -> Result<RunningNode, DaemonError> {
         settings.confirmations,
         settings.poll_interval,
     );
+    accept_bond(&provider, &sender, &settings).await?;
 
     let listener = TcpListener::bind(settings.listen)
         .await
@@ -238,6 +224,8 @@ pub async fn start(settings: Settings) -> Result<RunningNode, DaemonError> {
         worker: settings.worker.clone(),
         umbral: settings.umbral.clone(),
         chain_id,
+        adjudicator: settings.deployment.adjudicator,
+        seconds_per_period: settings.deployment.seconds_per_period,
     };
     let state = Arc::new(
         ApiState::new(
@@ -249,6 +237,7 @@ pub async fn start(settings: Settings) -> Result<RunningNode, DaemonError> {
         .map_err(|e| DaemonError::Api(e.to_string()))?
         .with_behaviour(settings.behaviour),
     );
+    let clock = state.clock();
     let registry = state.metrics().registry().clone();
     let duty_metrics =
         DutyMetrics::register(&registry).map_err(|e| DaemonError::Api(e.to_string()))?;
@@ -353,7 +342,8 @@ pub async fn start(settings: Settings) -> Result<RunningNode, DaemonError> {
         settings.confirmations,
         settings.duties.clone(),
     )
-    .with_metrics(duty_metrics);
+    .with_metrics(duty_metrics)
+    .with_clock(clock);
     let (notify, mut stop) = (new_block, shutdown.subscribe());
     tasks.spawn(async move {
         loop {
@@ -384,6 +374,91 @@ pub async fn start(settings: Settings) -> Result<RunningNode, DaemonError> {
 }
 
 /// Publishes the node record (URL, Umbral key) unless the chain has exactly it already.
+/// Checks that the worker is bonded to the configured staker, and accepts the staker's pending
+/// proposal if that is all that is missing (bonding takes the worker's consent).
+async fn accept_bond(
+    provider: &DynProvider,
+    sender: &TxSender<DynProvider>,
+    settings: &Settings,
+) -> Result<(), DaemonError> {
+    let worker = settings.worker.address();
+    let escrow = StakingEscrow::new(settings.deployment.staking_escrow, provider);
+    let bonded_to = || async {
+        escrow
+            .stakerOf(worker)
+            .block(BlockId::latest())
+            .call()
+            .await
+            .map_err(|e| DaemonError::Chain(describe_contract_error(&e)))
+    };
+    let not_bonded = |bonded_to| DaemonError::NotBonded {
+        worker,
+        staker: settings.staker,
+        bonded_to,
+    };
+    let current = bonded_to().await?;
+    if current == settings.staker {
+        return Ok(());
+    }
+    let proposed = escrow
+        .pendingWorker(settings.staker)
+        .block(BlockId::latest())
+        .call()
+        .await
+        .map_err(|e| DaemonError::Chain(describe_contract_error(&e)))?;
+    if !current.is_zero() || proposed != worker {
+        return Err(not_bonded(current));
+    }
+    let input = StakingEscrow::acceptWorkerCall {
+        staker: settings.staker,
+    }
+    .abi_encode();
+    // A later proposal of the same worker comes after another (un)bonding: a new duty.
+    let bonded_period = escrow
+        .getStakerInfo(settings.staker)
+        .block(BlockId::latest())
+        .call()
+        .await
+        .map_err(|e| DaemonError::Chain(describe_contract_error(&e)))?
+        .workerBondedPeriod;
+    let duty = format!("accept-bond/{}/{bonded_period}", settings.staker);
+    run_setup_tx(
+        sender,
+        &duty,
+        settings.deployment.staking_escrow,
+        input,
+        "accepting the bond",
+    )
+    .await?;
+    tracing::info!(staker = %settings.staker, "bond to the staker accepted");
+    match bonded_to().await? {
+        staker if staker == settings.staker => Ok(()),
+        other => Err(not_bonded(other)),
+    }
+}
+
+/// Sends a start-up transaction through the exactly-once sender, waiting a little for it to be
+/// confirmed.
+async fn run_setup_tx(
+    sender: &TxSender<DynProvider>,
+    duty: &str,
+    to: Address,
+    input: Vec<u8>,
+    what: &str,
+) -> Result<(), DaemonError> {
+    for _ in 0..10 {
+        match sender.run(duty, to, input.clone().into()).await {
+            Ok(DutyRecord::Done { .. }) => return Ok(()),
+            Ok(other) => return Err(DaemonError::Chain(format!("{what} failed: {other:?}"))),
+            Err(crate::tx::TxError::Pending(_)) => continue,
+            Err(e) => return Err(chain(format!("{what}: {e}"))),
+        }
+    }
+    Err(DaemonError::Chain(format!(
+        "{what}: the transaction is not confirmed yet; the next start resumes it"
+    )))
+}
+
 async fn publish_node_record(
     provider: &DynProvider,
     sender: &TxSender<DynProvider>,
@@ -427,29 +502,14 @@ async fn publish_node_record(
         "record/{}/{bonded_period}",
         &keccak256(&preimage).to_string()[2..18]
     );
-    for _ in 0..10 {
-        match sender
-            .run(
-                &duty,
-                settings.deployment.staking_escrow,
-                input.clone().into(),
-            )
-            .await
-        {
-            Ok(DutyRecord::Done { .. }) => {
-                tracing::info!(url, "node record published");
-                return Ok(());
-            }
-            Ok(other) => {
-                return Err(DaemonError::Chain(format!(
-                    "publishing the node record failed: {other:?}"
-                )))
-            }
-            Err(crate::tx::TxError::Pending(_)) => continue,
-            Err(e) => return Err(chain(format!("publishing the node record: {e}"))),
-        }
-    }
-    Err(DaemonError::Chain(
-        "the node record transaction is not confirmed yet; the next start resumes it".into(),
-    ))
+    run_setup_tx(
+        sender,
+        &duty,
+        settings.deployment.staking_escrow,
+        input,
+        "publishing the node record",
+    )
+    .await?;
+    tracing::info!(url, "node record published");
+    Ok(())
 }

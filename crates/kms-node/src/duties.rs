@@ -22,7 +22,10 @@ use alloy::{
 use kms_contracts::{describe_contract_error, Deployment, PolicyManager, StakingEscrow};
 use prometheus::{IntCounterVec, Opts, Registry};
 
+use std::sync::Arc;
+
 use crate::{
+    clock::ChainClock,
     store::{DutyRecord, Store},
     tx::{blocking, TxError, TxSender},
 };
@@ -110,6 +113,7 @@ pub struct Duties<P> {
     config: DutyConfig,
     metrics: Option<DutyMetrics>,
     ticks: u64,
+    clock: Option<Arc<ChainClock>>,
 }
 
 fn chain(e: impl std::fmt::Display) -> DutyError {
@@ -141,7 +145,15 @@ impl<P: Provider + Clone> Duties<P> {
             config,
             metrics: None,
             ticks: 0,
+            clock: None,
         }
+    }
+
+    /// Sets `clock` to the latest block's timestamp at every tick (the API's answers name the
+    /// period of that clock).
+    pub fn with_clock(mut self, clock: Arc<ChainClock>) -> Self {
+        self.clock = Some(clock);
+        self
     }
 
     /// Counts outcomes in `metrics`.
@@ -167,6 +179,9 @@ impl<P: Provider + Clone> Duties<P> {
             .map_err(chain)?
             .ok_or_else(|| DutyError::Chain("no latest block".into()))?;
         let now = block.header.timestamp;
+        if let Some(clock) = &self.clock {
+            clock.observe(now);
+        }
         let period = now / self.deployment.seconds_per_period.max(1);
         let mut first_error = None;
         // First the transactions left unsettled by a crash (their duty may never come up

@@ -12,6 +12,7 @@
 //! - [`daemon`]: starts and stops all of it.
 
 pub mod api;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod directory;
@@ -22,6 +23,7 @@ pub mod tx;
 pub use kms_crypto::wire;
 
 pub use api::{router, ApiState, Behaviour, Limits, NodeIdentity};
+pub use clock::ChainClock;
 pub use config::{ConfigError, NodeConfig};
 pub use daemon::{start, DaemonError, RunningNode, Settings};
 pub use directory::{Arrangement, ChainDirectory, DirectoryError, PolicyDirectory};

@@ -16,7 +16,7 @@ use axum::{
     Router,
 };
 use http_body_util::BodyExt;
-use kms_crypto::{ethereum_address, recover_answer_signer};
+use kms_crypto::{ethereum_address, recover_answer_signer, AnswerContext};
 use kms_node::{
     api::decode_node_key,
     wire::{
@@ -33,6 +33,24 @@ use umbral_pre::{
 };
 
 const CHAIN_ID: u64 = 31337;
+const ADJUDICATOR: alloy::primitives::Address = alloy::primitives::Address::repeat_byte(0xad);
+const SECONDS_PER_PERIOD: u64 = 3_600;
+
+/// The context a node serving `staker` signs its answers for `policy_id` in, in `period`; the
+/// node's clock follows the local clock in these tests (no chain), so the period is now's.
+fn answer_context(staker: alloy::primitives::Address, policy_id: [u8; 16], period: u64) -> AnswerContext {
+    assert!(
+        period.abs_diff(now() / SECONDS_PER_PERIOD) <= 1,
+        "the answer names period {period}, not the clock's"
+    );
+    AnswerContext {
+        chain_id: CHAIN_ID,
+        adjudicator: ADJUDICATOR,
+        staker,
+        period,
+        policy_id,
+    }
+}
 
 struct FakePolicy {
     signer: Address,
@@ -179,6 +197,8 @@ impl Node {
             worker: worker.clone(),
             umbral: SecretKey::random(),
             chain_id: CHAIN_ID,
+            adjudicator: ADJUDICATOR,
+            seconds_per_period: SECONDS_PER_PERIOD,
         };
         let (staker, umbral_pk) = (identity.staker, identity.umbral.public_key());
         let state = ApiState::new(identity, store, directory.clone(), Limits::default())
@@ -274,8 +294,7 @@ impl Node {
                 let signature = decode_hex("signature", &answer.signature).unwrap();
                 assert_eq!(signature.len(), 65);
                 let signer = recover_answer_signer(
-                    CHAIN_ID,
-                    policy.id,
+                    &answer_context(self.staker, policy.id, answer.period),
                     &capsule.to_bytes_simple(),
                     &cfrag.to_bytes_simple(),
                     &signature,
@@ -663,10 +682,10 @@ async fn a_faulty_node_signs_wrong_cfrags_that_are_provably_wrong() {
     let answer = &response.cfrags[0];
     let cfrag = CapsuleFrag::from_bytes(&decode_b64("cfrag", &answer.cfrag).unwrap()).unwrap();
     let signature = decode_hex("signature", &answer.signature).unwrap();
+    let context = answer_context(node.staker, policy.id, answer.period);
     assert_eq!(
         recover_answer_signer(
-            CHAIN_ID,
-            policy.id,
+            &context,
             &capsule.to_bytes_simple(),
             &cfrag.to_bytes_simple(),
             &signature
@@ -690,11 +709,19 @@ async fn a_faulty_node_signs_wrong_cfrags_that_are_provably_wrong() {
         &policy.alice.public_key(),
         &policy.bob.public_key(),
         signer,
-        policy.id,
+        &context,
         &signature,
     )
     .unwrap();
-    let outcome = evidence.outcome(CHAIN_ID, signer, node.worker);
+    let outcome = evidence.outcome(&kms_crypto::evidence::ChainFacts {
+        chain_id: CHAIN_ID,
+        adjudicator: ADJUDICATOR,
+        current_period: answer.period,
+        evidence_window: 14,
+        kfrag_signer: signer,
+        worker: node.worker,
+        bond: kms_crypto::evidence::WorkerBond::open(node.staker, answer.period),
+    });
     assert_eq!(
         outcome.verdict(),
         Some(kms_crypto::Verdict::WrongE),

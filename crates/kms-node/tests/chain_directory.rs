@@ -36,7 +36,8 @@ async fn chain_directory_follows_a_policy_to_its_revocation() -> Result<()> {
 
     let reader = chain.read_provider();
     let directory = ChainDirectory::new(reader.clone(), d.policy_manager, d.start_block);
-    let policy_id = [0x5a; 16];
+    let salt = [0x5a; 16];
+    let policy_id = kms_crypto::policy_id_of(alice, salt);
     assert_eq!(directory.kfrag_signer(policy_id).await?, None);
     assert_eq!(directory.arrangement(policy_id).await?, None);
     assert!(!directory.is_active(policy_id, staker, &[staker]).await?);
@@ -54,7 +55,7 @@ async fn chain_directory_follows_a_policy_to_its_revocation() -> Result<()> {
     let manager = d.policy_manager(&as_alice);
     let receipt = manager
         .createPolicy(
-            FixedBytes(policy_id),
+            FixedBytes(salt),
             alice,
             kfrag_signer,
             U256::from(end),

@@ -123,13 +123,14 @@ async fn commitments_of(
     Ok(provider.get_logs(&filter).await?.len())
 }
 
+/// Alice creates the policy of `salt`; returns its id (`policyIdOf(alice, salt)`).
 async fn create_policy(
     chain: &TestChain,
-    id: [u8; 16],
+    salt: [u8; 16],
     kfrag_signer: Address,
     nodes: Vec<Address>,
     periods: u64,
-) -> Result<()> {
+) -> Result<[u8; 16]> {
     let d = chain.deployment();
     let as_alice = chain.provider(ALICE)?;
     let period = current_period(&as_alice).await?;
@@ -138,7 +139,7 @@ async fn create_policy(
     let receipt = d
         .policy_manager(&as_alice)
         .createPolicy(
-            FixedBytes(id),
+            FixedBytes(salt),
             chain.address(ALICE)?,
             kfrag_signer,
             U256::from(end),
@@ -150,7 +151,7 @@ async fn create_policy(
         .get_receipt()
         .await?;
     ensure!(receipt.status(), "createPolicy reverted");
-    Ok(())
+    Ok(kms_crypto::policy_id_of(chain.address(ALICE)?, salt))
 }
 
 #[tokio::test]
@@ -183,8 +184,7 @@ async fn duties_run_once_per_period_across_restarts() -> Result<()> {
     );
 
     // A policy naming the node reaches the store through the follower.
-    let policy_id = [0x42; 16];
-    create_policy(&chain, policy_id, Address::repeat_byte(9), vec![staker], 3).await?;
+    let policy_id = create_policy(&chain, [0x42; 16], Address::repeat_byte(9), vec![staker], 3).await?;
     eventually("the follower to record the policy", || async {
         Ok(store.policy(policy_id)?.is_some())
     })
@@ -489,16 +489,14 @@ async fn api_on_chain_refusals_and_revocation_within_a_block() -> Result<()> {
         |id: [u8; 16], what: &str| format!("/v1/policies/0x{}/{what}", alloy::hex::encode(id));
 
     // A policy that names only the other node: refused.
-    let foreign = [0xf0; 16];
-    create_policy(&chain, foreign, signer_address, vec![other], 2).await?;
+    let foreign = create_policy(&chain, [0xf0; 16], signer_address, vec![other], 2).await?;
     let (status, body) = client.post(&path(foreign, "kfrag"), upload_body()?).await?;
     ensure!(status == 403, "{status} {body}");
 
     // The node's own policy: accepted, then served to Bob.
-    let id = [0x0a; 16];
     let mut nodes = vec![staker, other];
     nodes.sort();
-    create_policy(&chain, id, signer_address, nodes, 2).await?;
+    let id = create_policy(&chain, [0x0a; 16], signer_address, nodes, 2).await?;
     let (status, body) = client.post(&path(id, "kfrag"), upload_body()?).await?;
     ensure!(status == 201, "{status} {body}");
     let (capsule, _) = encrypt(&alice.public_key(), b"hello").unwrap();
