@@ -100,7 +100,8 @@ async fn main() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let deployments = dir.path().join("deployments.json");
     std::fs::write(&deployments, d.to_json())?;
-    std::fs::write(dir.path().join("pw"), "pw\n")?;
+    // Password files must be private, like key files.
+    kms_crypto::keys::write_secret_file(&dir.path().join("pw"), b"pw\n")?;
     let node_dir = dir.path().join("node");
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?

@@ -89,13 +89,14 @@ impl WalletArgs {
     }
 }
 
-/// The keystore password from a file, or `KMS_PASSWORD`.
-pub fn password(file: Option<&Path>) -> Result<Vec<u8>> {
+/// The keystore password from a file (refused if others can read it), or `KMS_PASSWORD`;
+/// zeroed when dropped.
+pub fn password(file: Option<&Path>) -> Result<keys::Zeroizing<Vec<u8>>> {
     if let Some(path) = file {
         return Ok(keys::read_password_file(path)?);
     }
     if let Ok(password) = std::env::var("KMS_PASSWORD") {
-        return Ok(password.into_bytes());
+        return Ok(keys::Zeroizing::new(password.into_bytes()));
     }
     bail!("no keystore password: pass --password-file FILE (or set KMS_PASSWORD)")
 }

@@ -43,12 +43,13 @@ pub struct PasswordArgs {
 }
 
 impl PasswordArgs {
-    fn read(&self, fallback: Option<&Path>) -> Result<Vec<u8>> {
+    /// The password, zeroed when dropped. A password file others can read is refused.
+    fn read(&self, fallback: Option<&Path>) -> Result<keys::Zeroizing<Vec<u8>>> {
         if let Some(path) = self.password_file.as_deref().or(fallback) {
             return keys::read_password_file(path).map_err(Into::into);
         }
         if let Ok(password) = std::env::var("KMS_PASSWORD") {
-            return Ok(password.into_bytes());
+            return Ok(keys::Zeroizing::new(password.into_bytes()));
         }
         bail!("no keystore password: pass --password-file FILE (or set KMS_PASSWORD_FILE or KMS_PASSWORD)")
     }

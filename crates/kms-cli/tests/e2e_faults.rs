@@ -94,7 +94,8 @@ impl Net {
         let deployments = dir.path().join("deployments.json");
         std::fs::write(&deployments, chain.deployment().to_json())?;
         let password = dir.path().join("password");
-        std::fs::write(&password, "correct horse\n")?;
+        // Password files must be private, like key files.
+        kms_crypto::keys::write_secret_file(&password, b"correct horse\n")?;
         Ok(Self {
             chain,
             dir,

@@ -30,7 +30,8 @@ async fn init_then_run_until_sigterm() -> Result<()> {
     let deployments = dir.path().join("deployments.json");
     std::fs::write(&deployments, d.to_json())?;
     let password = dir.path().join("password");
-    std::fs::write(&password, "correct horse\n")?;
+    // Password files must be private, like key files.
+    kms_crypto::keys::write_secret_file(&password, b"correct horse\n")?;
     let node_dir = dir.path().join("node");
     let staker = chain.address(1)?;
     let worker_key = alloy::hex::encode_prefixed(chain.signer(2)?.to_bytes());

@@ -229,7 +229,8 @@ async fn staking_commands_and_their_refusals() -> Result<()> {
 fn keys_new_and_show() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let password = dir.path().join("pw");
-    std::fs::write(&password, "pw\n")?;
+    // Password files must be private, like key files.
+    kms_crypto::keys::write_secret_file(&password, b"pw\n")?;
     let keys = dir.path().join("bob");
     let out = Command::new(KMS)
         .args(["keys", "new", "--json", "--dir"])

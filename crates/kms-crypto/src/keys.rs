@@ -8,9 +8,15 @@
 //!   as ssh does, because it is not password-encrypted.
 //! - **Ethereum keystore**: the web3 secret-storage format (scrypt + AES-128-CTR) that geth,
 //!   foundry's `cast wallet` and alloy read, written `0600`.
+//! - **Password files**: the first line is the keystore's password; refused, like key files,
+//!   when group- or world-readable.
 //!
 //! Files are never overwritten: creating a key where one exists is an error, so a slip cannot
-//! destroy a key that stakes or policies depend on.
+//! destroy a key that stakes or policies depend on. A key file is created `0600` from the start
+//! (never with a wider mode for a moment) and appears whole or not at all.
+//!
+//! Secrets read or written here (the master seed, key-file contents, passwords, decrypted
+//! keystore keys) are zeroed in memory when dropped.
 
 use std::{
     fs::{self, OpenOptions},
@@ -25,6 +31,9 @@ use alloy::{
 use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
 use umbral_pre::{SecretKey, SecretKeyFactory};
+use zeroize::Zeroize;
+/// Re-exported for callers holding passwords ([`read_password_file`]).
+pub use zeroize::Zeroizing;
 
 /// The label a node's Umbral key is derived under from its master secret.
 pub const NODE_KEY_LABEL: &[u8] = b"KMS_NODE_KEY_V1";
@@ -92,11 +101,43 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> KeyFileError + '_ {
     }
 }
 
-/// Writes `bytes` to a new file at `path` with mode `0600`; an existing file is an error.
-pub fn write_secret_file(path: &Path, bytes: &[u8]) -> Result<(), KeyFileError> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs::create_dir_all(dir).map_err(io_err(dir))?;
+/// `path`'s directory (`.` for a bare file name) and file name.
+fn dir_and_name(path: &Path) -> Result<(PathBuf, String), KeyFileError> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| KeyFileError::Format {
+            path: path.to_owned(),
+            reason: "not a file name".into(),
+        })?;
+    let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => dir.to_owned(),
+        None => PathBuf::from("."),
+    };
+    Ok((dir, name.to_owned()))
+}
+
+fn exists_or_io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyFileError + '_ {
+    move |e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            KeyFileError::Exists(path.to_owned())
+        } else {
+            io_err(path)(e)
+        }
     }
+}
+
+/// Removes `path` if it exists.
+fn remove_if_present(path: &Path) -> Result<(), KeyFileError> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(path)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Creates a new file at `path` with mode `0600` (an existing file is an error: `O_EXCL`, so
+/// never a file someone else made, nor a symbolic link) and writes and syncs `bytes`.
+fn write_new_private_file(path: &Path, bytes: &[u8]) -> Result<(), KeyFileError> {
     let mut options = OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -104,19 +145,35 @@ pub fn write_secret_file(path: &Path, bytes: &[u8]) -> Result<(), KeyFileError> 
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut file = options.open(path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::AlreadyExists {
-            KeyFileError::Exists(path.to_owned())
-        } else {
-            io_err(path)(e)
-        }
-    })?;
+    let mut file = options.open(path).map_err(exists_or_io(path))?;
     file.write_all(bytes).map_err(io_err(path))?;
     file.sync_all().map_err(io_err(path))
 }
 
+/// Writes `bytes` to a new file at `path` with mode `0600`; an existing file is an error.
+///
+/// The bytes go to `.<name>.tmp` in the same directory first, created `0600` and exclusively (a
+/// stale one, e.g. from a crash, is removed, never reused), then the file is linked to `path`:
+/// `path` never exists with another mode or half-written. A hard link rather than a rename,
+/// because a rename would replace a key created at `path` meanwhile; the link fails instead.
+pub fn write_secret_file(path: &Path, bytes: &[u8]) -> Result<(), KeyFileError> {
+    let (dir, name) = dir_and_name(path)?;
+    fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    if path.exists() {
+        return Err(KeyFileError::Exists(path.to_owned()));
+    }
+    let temp = dir.join(format!(".{name}.tmp"));
+    remove_if_present(&temp)?;
+    let written = write_new_private_file(&temp, bytes)
+        .and_then(|()| fs::hard_link(&temp, path).map_err(exists_or_io(path)));
+    let removed = remove_if_present(&temp);
+    written?;
+    // The key is in place; the directory entry of the temporary file is all that is left.
+    removed
+}
+
 /// Reads a secret file, refusing one that group or others can read.
-pub fn read_secret_file(path: &Path) -> Result<Vec<u8>, KeyFileError> {
+pub fn read_secret_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, KeyFileError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -131,7 +188,7 @@ pub fn read_secret_file(path: &Path) -> Result<Vec<u8>, KeyFileError> {
             });
         }
     }
-    fs::read(path).map_err(io_err(path))
+    fs::read(path).map(Zeroizing::new).map_err(io_err(path))
 }
 
 #[derive(Serialize, Deserialize)]
@@ -140,6 +197,12 @@ struct UmbralKeyFileV1 {
     version: u32,
     kind: String,
     seed: String,
+}
+
+impl Drop for UmbralKeyFileV1 {
+    fn drop(&mut self) {
+        self.seed.zeroize();
+    }
 }
 
 /// An Umbral master secret: every Umbral key of a user or a node derives from it by label.
@@ -151,6 +214,13 @@ pub struct MasterSecret {
 impl std::fmt::Debug for MasterSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("MasterSecret(..)")
+    }
+}
+
+impl Drop for MasterSecret {
+    fn drop(&mut self) {
+        // umbral-pre zeroes the factory's own copy.
+        self.seed.zeroize();
     }
 }
 
@@ -206,10 +276,13 @@ impl MasterSecret {
             kind: UMBRAL_KIND.to_owned(),
             seed: hex::encode_prefixed(self.seed),
         };
-        let mut json = serde_json::to_vec_pretty(&file).map_err(|e| KeyFileError::Format {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        })?;
+        let mut json =
+            Zeroizing::new(
+                serde_json::to_vec_pretty(&file).map_err(|e| KeyFileError::Format {
+                    path: path.to_owned(),
+                    reason: e.to_string(),
+                })?,
+            );
         json.push(b'\n');
         write_secret_file(path, &json)
     }
@@ -229,7 +302,8 @@ impl MasterSecret {
                 file.kind, file.version
             )));
         }
-        let seed = hex::decode(&file.seed).map_err(|e| format(format!("seed: {e}")))?;
+        let seed =
+            Zeroizing::new(hex::decode(&file.seed).map_err(|e| format(format!("seed: {e}")))?);
         let seed = <[u8; SEED_BYTES]>::try_from(seed.as_slice())
             .map_err(|_| format(format!("seed: expected {SEED_BYTES} bytes")))?;
         Ok(Self::from_seed(seed))
@@ -252,46 +326,56 @@ pub fn save_keystore(
     if path.exists() {
         return Err(KeyFileError::Exists(path.to_owned()));
     }
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| KeyFileError::Format {
-            path: path.to_owned(),
-            reason: "not a file name".into(),
-        })?;
-    let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        Some(dir) => dir.to_owned(),
-        None => PathBuf::from("."),
-    };
+    let (dir, name) = dir_and_name(path)?;
     fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-    // eth-keystore writes the file with the default mode; the key inside is encrypted, and the
-    // mode is narrowed right after.
-    PrivateKeySigner::encrypt_keystore(&dir, &mut OsRng, signer.to_bytes(), password, Some(name))
-        .map_err(|source| KeyFileError::Keystore {
+    let keystore_err = |e: eth_keystore::KeystoreError| KeyFileError::Keystore {
         path: path.to_owned(),
-        source,
-    })?;
+        source: LocalSignerError::from(e),
+    };
+    // eth-keystore only writes files, with the default mode: it writes into a directory that
+    // only this user can enter, and the bytes go to `path` through `write_secret_file`.
+    let private = dir.join(format!(".{name}.keystore.tmp"));
+    match fs::remove_dir_all(&private) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err(&private)(e)),
+        _ => {}
+    }
+    let mut builder = fs::DirBuilder::new();
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(io_err(path))?;
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
     }
-    Ok(())
+    builder.create(&private).map_err(exists_or_io(&private))?;
+    let secret = Zeroizing::new(signer.to_bytes().0);
+    let json = eth_keystore::encrypt_key(&private, &mut OsRng, &secret[..], password, Some(&name))
+        .map_err(keystore_err)
+        .and_then(|_uuid| fs::read(private.join(&name)).map_err(io_err(&private)));
+    let removed = fs::remove_dir_all(&private).map_err(io_err(&private));
+    write_secret_file(path, &json?)?;
+    removed
 }
 
 /// Decrypts the keystore at `path`.
 pub fn load_keystore(path: &Path, password: &[u8]) -> Result<PrivateKeySigner, KeyFileError> {
-    PrivateKeySigner::decrypt_keystore(path, password).map_err(|source| KeyFileError::Keystore {
+    let keystore_err = |source: LocalSignerError| KeyFileError::Keystore {
         path: path.to_owned(),
         source,
-    })
+    };
+    let secret = Zeroizing::new(
+        eth_keystore::decrypt_key(path, password)
+            .map_err(|e| keystore_err(LocalSignerError::from(e)))?,
+    );
+    PrivateKeySigner::from_slice(&secret).map_err(|e| keystore_err(LocalSignerError::from(e)))
 }
 
-/// Reads a password file: its first line, without the line ending.
-pub fn read_password_file(path: &Path) -> Result<Vec<u8>, KeyFileError> {
-    let bytes = fs::read(path).map_err(io_err(path))?;
+/// Reads a password file: its first line, without the line ending. Like a key file, it is
+/// refused when group or others can read it ([`KeyFileError::Permissions`]: `chmod 600` it).
+pub fn read_password_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, KeyFileError> {
+    let bytes = read_secret_file(path)?;
     let line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
-    Ok(line.strip_suffix(b"\r").unwrap_or(line).to_vec())
+    Ok(Zeroizing::new(
+        line.strip_suffix(b"\r").unwrap_or(line).to_vec(),
+    ))
 }
 
 /// The hex of a 32-byte private key, for `--private-key` style output in devnets.
@@ -383,7 +467,89 @@ mod tests {
     fn password_file_first_line() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pw");
-        fs::write(&path, b"secret\r\nignored\n").unwrap();
-        assert_eq!(read_password_file(&path).unwrap(), b"secret");
+        write_secret_file(&path, b"secret\r\nignored\n").unwrap();
+        assert_eq!(read_password_file(&path).unwrap().as_slice(), b"secret");
+    }
+
+    /// Review finding 11: a password file others can read is refused, as key files are.
+    #[cfg(unix)]
+    #[test]
+    fn readable_password_file_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pw");
+        fs::write(&path, b"secret\n").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        let err = read_password_file(&path).unwrap_err();
+        assert!(
+            matches!(err, KeyFileError::Permissions { mode: 0o644, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("chmod 600"), "{err}");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_password_file(&path).unwrap().as_slice(), b"secret");
+    }
+
+    fn mode_of(path: &Path) -> u32 {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::metadata(path).unwrap().permissions().mode() & 0o777
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = path;
+            0o600
+        }
+    }
+
+    /// Review finding 11: a secret file is created `0600` through a temporary file of its own;
+    /// a temporary file someone left there (world-readable, and a hard link to another file) is
+    /// never written through, and nothing but the key is left behind.
+    #[cfg(unix)]
+    #[test]
+    fn secret_files_never_reuse_a_planted_temporary_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("umbral.json");
+        let elsewhere = dir.path().join("elsewhere");
+        fs::write(&elsewhere, b"not a secret").unwrap();
+        fs::set_permissions(&elsewhere, fs::Permissions::from_mode(0o644)).unwrap();
+        fs::hard_link(&elsewhere, dir.path().join(".umbral.json.tmp")).unwrap();
+        MasterSecret::random().save(&path).unwrap();
+        assert_eq!(mode_of(&path), 0o600);
+        assert_eq!(fs::read(&elsewhere).unwrap(), b"not a secret");
+        MasterSecret::load(&path).unwrap();
+        let mut left: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["elsewhere", "umbral.json"]);
+    }
+
+    /// Review finding 11: the keystore is `0600` from its creation: eth-keystore's file (default
+    /// mode) is made in a directory only the owner can enter, and `worker.json` is written
+    /// through a fresh `0600` temporary file, never a world-readable one found there.
+    #[cfg(unix)]
+    #[test]
+    fn keystore_is_created_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("worker.json");
+        let planted = dir.path().join(".worker.json.tmp");
+        fs::write(&planted, b"planted").unwrap();
+        fs::set_permissions(&planted, fs::Permissions::from_mode(0o666)).unwrap();
+        let signer = create_keystore(&path, b"hunter2").unwrap();
+        assert_eq!(mode_of(&path), 0o600);
+        assert_eq!(
+            load_keystore(&path, b"hunter2").unwrap().address(),
+            signer.address()
+        );
+        let left: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(left, ["worker.json"]);
     }
 }

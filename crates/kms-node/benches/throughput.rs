@@ -33,10 +33,10 @@
 //! (`requests_signed_in_window` says how many were). Every request is unique (the node's replay
 //! guard answers 409 to a repeat): its (timestamp, first capsule) pair is never reused in a run.
 //!
-//! The node's [`Limits`] are the defaults except `max_remembered_requests`, raised to
+//! The node's [`Limits`] are the defaults except `max_remembered_per_policy`, raised to
 //! [`REMEMBERED_REQUESTS`]: no request expires from the replay guard within a run (they are
-//! remembered for `max_clock_skew_secs` = 300 s), and the default 100,000 would answer 503 after
-//! ~100,000 requests.
+//! remembered for `max_clock_skew_secs` = 300 s), and the bench's one policy would be answered
+//! 429 after the default 10,000 requests.
 //!
 //! Besides the rates, every window reports the cores this process and all other processes used
 //! (from `/proc`; a window marked `*` was disturbed by other work) and this process's CPU time
@@ -102,7 +102,7 @@ const POLICY_ID: [u8; 16] = [0x42; 16];
 const CAPSULE_POOL: usize = 2048;
 /// How far ahead of the clock request timestamps may run (the node accepts 300 s either way).
 const MAX_TIMESTAMP_LEAD: u64 = 240;
-/// The bench's `Limits::max_remembered_requests` (see the module docs).
+/// The bench's `Limits::max_remembered_per_policy` (see the module docs).
 const REMEMBERED_REQUESTS: usize = 20_000_000;
 /// Requests pre-signed per level: the raw rate times the window times this margin (the node
 /// cannot outrun the raw rate by much); past them, clients sign inline and it is reported.
@@ -657,7 +657,7 @@ async fn start_node(fx: &Fixture) -> Result<(Node, Limits)> {
         seconds_per_period: SECONDS_PER_PERIOD,
     };
     let limits = Limits {
-        max_remembered_requests: REMEMBERED_REQUESTS,
+        max_remembered_per_policy: REMEMBERED_REQUESTS,
         ..Limits::default()
     };
     let state = ApiState::new(identity, store, directory, limits.clone())
@@ -1143,7 +1143,7 @@ struct Report {
     load_average_at_start: Option<f64>,
     tokio_worker_threads: usize,
     node_workers: usize,
-    max_remembered_requests: usize,
+    max_remembered_per_policy: usize,
     seconds_per_level: f64,
     client_signing: &'static str,
     /// The raw windows in order: before the first level, between levels, after the last.
@@ -1364,7 +1364,7 @@ fn main() -> Result<()> {
         load_average_at_start: load_average(),
         tokio_worker_threads: cores,
         node_workers: 0,
-        max_remembered_requests: REMEMBERED_REQUESTS,
+        max_remembered_per_policy: REMEMBERED_REQUESTS,
         seconds_per_level: args.seconds,
         client_signing: if args.inline_signing {
             "inline"

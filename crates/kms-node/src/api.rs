@@ -4,23 +4,30 @@
 //! (the node's or the chain's); request data is never unwrapped. Decryption, kfrag verification
 //! and re-encryption run on the blocking pool, at most [`Limits::workers`] at a time, so the
 //! async runtime keeps serving while they run.
+//!
+//! No client can deny service to another: replays are remembered per policy, each within its
+//! own quota (429 above it); kfrag uploads, which cost a chain call, are rate-limited per client
+//! address (429), and policy ids the chain does not know are remembered for a few seconds (see
+//! [`crate::guard`]). Bodies are read within [`Limits::body_read_timeout`] (408).
 
 use std::{
     collections::HashMap,
+    net::SocketAddr,
     sync::{Arc, Mutex},
-    time::{Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use alloy::{primitives::Address, signers::local::PrivateKeySigner};
 use axum::{
     body::{Body, Bytes},
-    extract::{rejection::BytesRejection, MatchedPath, Path, Request, State},
+    extract::{rejection::BytesRejection, ConnectInfo, MatchedPath, Path, Request, State},
     http::{header, HeaderValue, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
-    Json, Router,
+    Extension, Json, Router,
 };
+use futures_util::StreamExt;
 use kms_crypto::{answer::sign_answer, ethereum_address, AnswerContext};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
@@ -28,7 +35,6 @@ use prometheus::{
 };
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
-use tower_http::limit::RequestBodyLimitLayer;
 use umbral_pre::{
     decrypt_original, reencrypt, Capsule, DefaultDeserialize, DefaultSerialize, KeyFrag, PublicKey,
     SecretKey, VerifiedKeyFrag,
@@ -42,10 +48,14 @@ use kms_crypto::wire::{
 use crate::{
     clock::ChainClock,
     directory::PolicyDirectory,
+    guard::{
+        client_key, Admission, RateLimiter, ReplayGuard, UnknownPolicies,
+        RATE_LIMITED_CLIENTS_CAPACITY, UNKNOWN_POLICIES_CAPACITY,
+    },
     store::{PutOutcome, Store, StoredKfrag},
 };
 
-/// Bounds on what a request may ask of the node.
+/// Bounds on what a request, a client or a connection may ask of the node.
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Largest request body, in bytes (413 above).
@@ -55,10 +65,29 @@ pub struct Limits {
     /// Largest distance between a request's timestamp and the node's clock, in seconds (401
     /// above); also how long a request is remembered against replays.
     pub max_clock_skew_secs: u64,
-    /// Most requests remembered against replays (503 when that many are live).
-    pub max_remembered_requests: usize,
+    /// Most re-encryption requests remembered against replays per policy (429 above, for that
+    /// policy only): a policy's Bob may send this many requests per `max_clock_skew_secs` or so.
+    /// The replay guard holds at most this many entries per kfrag held (~100 bytes each).
+    pub max_remembered_per_policy: usize,
     /// How many CPU-bound jobs (decryption, re-encryption) run at once.
     pub workers: usize,
+    /// Kfrag uploads a client address may make per minute, after its burst (429 above): each
+    /// costs the node a chain call.
+    pub kfrag_uploads_per_minute: u32,
+    /// Kfrag uploads a client address may make at once.
+    pub kfrag_upload_burst: u32,
+    /// How long a policy id the chain did not know is answered 404 without asking the chain
+    /// again (zero: always ask). A policy may be created later, so keep it about a block time.
+    pub unknown_policy_ttl: Duration,
+    /// Longest time a connection may take to send a request's headers, idle keep-alive
+    /// connections included (the connection is closed then).
+    pub header_read_timeout: Duration,
+    /// Longest time a request's body may take to arrive (408 then).
+    pub body_read_timeout: Duration,
+    /// Most connections served at once; further ones wait in the listen backlog until one
+    /// closes. Keep it below the file-descriptor limit (`ulimit -n`) with room for the store
+    /// and the RPC connections.
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -67,8 +96,14 @@ impl Default for Limits {
             max_body_bytes: 256 * 1024,
             max_capsules: 64,
             max_clock_skew_secs: 300,
-            max_remembered_requests: 100_000,
+            max_remembered_per_policy: 10_000,
             workers: std::thread::available_parallelism().map_or(1, usize::from),
+            kfrag_uploads_per_minute: 120,
+            kfrag_upload_burst: 30,
+            unknown_policy_ttl: Duration::from_secs(5),
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            max_connections: 512,
         }
     }
 }
@@ -124,6 +159,7 @@ pub struct Metrics {
     latency: HistogramVec,
     reencryptions: IntCounter,
     kfrags: IntGauge,
+    connections: IntGauge,
 }
 
 impl Metrics {
@@ -146,22 +182,30 @@ impl Metrics {
         let reencryptions =
             IntCounter::new("reencryptions_total", "Capsules re-encrypted and signed")?;
         let kfrags = IntGauge::new("kfrags_stored", "Kfrags held in the store")?;
+        let connections = IntGauge::new("http_connections_open", "HTTP connections being served")?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(reencryptions.clone()))?;
         registry.register(Box::new(kfrags.clone()))?;
+        registry.register(Box::new(connections.clone()))?;
         Ok(Self {
             registry,
             requests,
             latency,
             reencryptions,
             kfrags,
+            connections,
         })
     }
 
     /// The registry, e.g. to add the daemon's other metrics to the same `/metrics`.
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// The gauge of open HTTP connections, for [`crate::server::serve`].
+    pub fn open_connections(&self) -> IntGauge {
+        self.connections.clone()
     }
 }
 
@@ -176,35 +220,6 @@ pub enum SetupError {
     Metrics(#[from] prometheus::Error),
 }
 
-/// The requests seen recently, by digest of their signed message, until their timestamp is
-/// outside the clock window anyway.
-#[derive(Debug, Default)]
-struct ReplayGuard {
-    seen: HashMap<[u8; 32], u64>,
-}
-
-enum Remember {
-    New,
-    Replay,
-    Full,
-}
-
-impl ReplayGuard {
-    fn remember(&mut self, digest: [u8; 32], expires: u64, now: u64, cap: usize) -> Remember {
-        if self.seen.contains_key(&digest) {
-            return Remember::Replay;
-        }
-        if self.seen.len() >= cap {
-            self.seen.retain(|_, &mut expiry| expiry >= now);
-            if self.seen.len() >= cap {
-                return Remember::Full;
-            }
-        }
-        self.seen.insert(digest, expires);
-        Remember::New
-    }
-}
-
 /// The API's shared state.
 pub struct ApiState<D> {
     identity: NodeIdentity,
@@ -213,6 +228,8 @@ pub struct ApiState<D> {
     limits: Limits,
     pool: Arc<Semaphore>,
     replays: Mutex<ReplayGuard>,
+    uploads: Mutex<RateLimiter>,
+    unknown_policies: Mutex<UnknownPolicies>,
     metrics: Metrics,
     started: Instant,
     behaviour: Behaviour,
@@ -252,8 +269,17 @@ impl<D: PolicyDirectory> ApiState<D> {
             identity,
             store,
             directory,
+            replays: Mutex::new(ReplayGuard::new(limits.max_remembered_per_policy)),
+            uploads: Mutex::new(RateLimiter::new(
+                limits.kfrag_uploads_per_minute,
+                limits.kfrag_upload_burst,
+                RATE_LIMITED_CLIENTS_CAPACITY,
+            )),
+            unknown_policies: Mutex::new(UnknownPolicies::new(
+                limits.unknown_policy_ttl,
+                UNKNOWN_POLICIES_CAPACITY,
+            )),
             limits,
-            replays: Mutex::new(ReplayGuard::default()),
             metrics,
             started: Instant::now(),
             behaviour: Behaviour::Honest,
@@ -294,6 +320,60 @@ impl<D: PolicyDirectory> ApiState<D> {
         Ok(verified)
     }
 
+    /// Takes one of the client's kfrag-upload tokens: 429 when it has none left. A request
+    /// without a peer address (handed to the router in process) counts as one unknown client.
+    fn admit_upload(&self, peer: Option<SocketAddr>) -> Result<(), ApiError> {
+        let checked = match self.uploads.lock() {
+            Ok(mut limiter) => limiter.check(client_key(peer.map(|p| p.ip())), Instant::now()),
+            Err(_) => return Err(ApiError::internal("upload rate limiter poisoned")),
+        };
+        checked.map_err(|wait| {
+            let retry_after = wait.as_secs().saturating_add(1);
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "too many kfrag uploads from this address (at most {} at once, then {} a \
+                     minute): retry in {retry_after} s",
+                    self.limits.kfrag_upload_burst, self.limits.kfrag_uploads_per_minute
+                ),
+            )
+            .retry_after(retry_after)
+        })
+    }
+
+    /// The policy's kfrag signer on chain; 404 if there is no such policy. A policy id the
+    /// chain did not know is answered from memory for [`Limits::unknown_policy_ttl`], so that
+    /// uploads repeating it cost no chain call.
+    async fn kfrag_signer(&self, policy_id: [u8; 16]) -> Result<Address, ApiError> {
+        let unknown = |ttl: Duration| {
+            ApiError::new(StatusCode::NOT_FOUND, "no such policy on chain")
+                .retry_after(ttl.as_secs().max(1))
+        };
+        let known_unknown = match self.unknown_policies.lock() {
+            Ok(mut cache) => cache
+                .is_unknown(policy_id, Instant::now())
+                .then(|| cache.ttl()),
+            Err(_) => return Err(ApiError::internal("unknown-policy cache poisoned")),
+        };
+        if let Some(ttl) = known_unknown {
+            return Err(unknown(ttl));
+        }
+        match self.directory.kfrag_signer(policy_id).await {
+            Ok(Some(signer)) => Ok(signer),
+            Ok(None) => {
+                let ttl = match self.unknown_policies.lock() {
+                    Ok(mut cache) => {
+                        cache.remember(policy_id, Instant::now());
+                        cache.ttl()
+                    }
+                    Err(_) => return Err(ApiError::internal("unknown-policy cache poisoned")),
+                };
+                Err(unknown(ttl))
+            }
+            Err(e) => Err(ApiError::chain(e)),
+        }
+    }
+
     /// Sets how re-encryption requests are answered (see [`Behaviour`]).
     pub fn with_behaviour(mut self, behaviour: Behaviour) -> Self {
         self.behaviour = behaviour;
@@ -325,7 +405,10 @@ pub fn router<D: PolicyDirectory>(state: Arc<ApiState<D>>) -> Router {
         .route("/v1/policies/{id}/kfrag", post(upload_kfrag::<D>))
         .route("/v1/policies/{id}/reencrypt", post(reencrypt_capsules::<D>))
         .route("/metrics", get(metrics::<D>))
-        .layer(RequestBodyLimitLayer::new(state.limits.max_body_bytes))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            read_body::<D>,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), observe::<D>))
         .with_state(state)
 }
@@ -337,6 +420,8 @@ pub struct ApiError {
     pub status: StatusCode,
     /// Why.
     pub message: String,
+    /// Seconds after which the same request may succeed, sent as `Retry-After`.
+    pub retry_after_secs: Option<u64>,
 }
 
 impl ApiError {
@@ -344,7 +429,12 @@ impl ApiError {
         Self {
             status,
             message: message.into(),
+            retry_after_secs: None,
         }
+    }
+    fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs);
+        self
     }
     fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
@@ -353,11 +443,13 @@ impl ApiError {
         tracing::error!(%message, "internal error");
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
     }
-    fn chain(message: impl std::fmt::Display) -> Self {
-        tracing::warn!(%message, "chain unavailable");
+    /// The chain could not be asked. The detail stays in the log: an RPC client's error text
+    /// carries the endpoint's URL, which often holds an API key.
+    fn chain(error: impl std::fmt::Display) -> Self {
+        tracing::warn!(%error, "chain unavailable");
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("cannot check the policy on chain: {message}"),
+            "the chain cannot be reached now, retry later",
         )
     }
 }
@@ -370,13 +462,19 @@ impl From<wire::WireError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
+        let mut response = (
             self.status,
             Json(ErrorBody {
                 error: self.message,
             }),
         )
-            .into_response()
+            .into_response();
+        if let Some(secs) = self.retry_after_secs {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
     }
 }
 
@@ -443,6 +541,59 @@ where
         .await
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)
+}
+
+/// Reads the whole request body, at most [`Limits::max_body_bytes`] (413 above) within
+/// [`Limits::body_read_timeout`] (408 after), before the handler runs: a client sending its body
+/// slowly holds its connection that long at most.
+async fn read_body<D: PolicyDirectory>(
+    State(state): State<Arc<ApiState<D>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (max, timeout) = (state.limits.max_body_bytes, state.limits.body_read_timeout);
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body: larger than {max} bytes"),
+        )
+    };
+    let (parts, body) = request.into_parts();
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > u64::try_from(max).unwrap_or(u64::MAX)) {
+        return too_large().into_response();
+    }
+    let read = async {
+        let mut stream = body.into_data_stream();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| ApiError::bad_request(format!("request body: {e}")))?;
+            if bytes.len().saturating_add(chunk.len()) > max {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(bytes)
+    };
+    match tokio::time::timeout(timeout, read).await {
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Ok(Err(e)) => e.into_response(),
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "request body: not received within {} s",
+                timeout.as_secs_f64()
+            ),
+        )
+        .into_response(),
+    }
 }
 
 /// Times and counts every request, and turns any error answer that is not JSON yet (the body
@@ -527,21 +678,20 @@ async fn metrics<D: PolicyDirectory>(
 /// `POST /v1/policies/{id}/kfrag`.
 async fn upload_kfrag<D: PolicyDirectory>(
     State(state): State<Arc<ApiState<D>>>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<KfragAccepted>), ApiError> {
+    // Each upload may cost a chain call: a client gets so many a minute.
+    state.admit_upload(peer.map(|Extension(ConnectInfo(addr))| addr))?;
     let policy_id = parse_policy_id(&id)?;
     let upload: KfragUpload = parse_json(&body_bytes(body)?)?;
     let upload = upload.decode()?;
     let staker = state.identity.staker;
 
-    // The chain first: it is cheaper than decrypting, and junk for unknown policies stops here.
-    let signer = state
-        .directory
-        .kfrag_signer(policy_id)
-        .await
-        .map_err(ApiError::chain)?
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such policy on chain"))?;
+    // The chain first: it is cheaper than decrypting, and junk for unknown policies stops here
+    // (and is remembered for a moment, so that repeating it costs no chain call).
+    let signer = state.kfrag_signer(policy_id).await?;
     if ethereum_address(&upload.verifying_key) != signer {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -692,21 +842,23 @@ async fn reencrypt_capsules<D: PolicyDirectory>(
     let staker = state.identity.staker;
     let message =
         wire::reencrypt_message(policy_id, staker, request.timestamp, nonce, &capsule_bytes);
-    // The elliptic-curve work (capsule checks, the signature, the kfrag) off the async threads.
+    // The elliptic-curve work (the signature, capsule checks, the kfrag) off the async threads.
+    // The signature covers the raw capsule bytes, so it is checked first: decoding a capsule
+    // verifies it (curve arithmetic), which only Bob's requests are worth.
     let (capsules, verified) = {
         let (state, record, message) = (state.clone(), record.clone(), message.clone());
         run_blocking(&state.clone(), move || {
-            let capsules = capsule_bytes
-                .iter()
-                .enumerate()
-                .map(|(i, bytes)| wire::decode_umbral::<Capsule>(&format!("capsules[{i}]"), bytes))
-                .collect::<Result<Vec<_>, _>>()?;
             if !signature.verify(&record.receiving_key, &message) {
                 return Err(ApiError::new(
                     StatusCode::UNAUTHORIZED,
                     "signature: not by the policy's receiving key over this request",
                 ));
             }
+            let capsules = capsule_bytes
+                .iter()
+                .enumerate()
+                .map(|(i, bytes)| wire::decode_umbral::<Capsule>(&format!("capsules[{i}]"), bytes))
+                .collect::<Result<Vec<_>, _>>()?;
             let verified = state.verified_kfrag(policy_id, &record)?;
             Ok((capsules, verified))
         })
@@ -724,29 +876,36 @@ async fn reencrypt_capsules<D: PolicyDirectory>(
             "the policy is revoked or ended for this node",
         ));
     }
+    // Only a request signed by the Bob of a policy whose kfrag the node holds gets here, so the
+    // guard holds entries of those policies only, each within its own quota.
     let digest: [u8; 32] = Sha256::digest(&message).into();
-    let remembered = match state.replays.lock() {
-        Ok(mut guard) => guard.remember(
+    let admission = match state.replays.lock() {
+        Ok(mut guard) => guard.admit(
+            policy_id,
             digest,
             request.timestamp.saturating_add(limits.max_clock_skew_secs),
             now,
-            limits.max_remembered_requests,
         ),
         Err(_) => return Err(ApiError::internal("replay guard poisoned")),
     };
-    match remembered {
-        Remember::New => {}
-        Remember::Replay => {
+    match admission {
+        Admission::New => {}
+        Admission::Replay => {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "replayed request: sign a new one",
             ))
         }
-        Remember::Full => {
+        Admission::OverQuota { retry_after_secs } => {
             return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too many recent requests, retry later",
-            ))
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "this policy has {} recent requests remembered against replays, its quota: \
+                     retry in {retry_after_secs} s",
+                    limits.max_remembered_per_policy
+                ),
+            )
+            .retry_after(retry_after_secs))
         }
     }
 

@@ -28,13 +28,24 @@
 //! max_capsules = 64
 //! max_clock_skew_secs = 300
 //! # workers = 2                              # default: the number of cores
+//! max_remembered_per_policy = 10000          # replay entries per policy (429 above)
+//! kfrag_uploads_per_minute = 120             # per client address, after the burst (429)
+//! kfrag_upload_burst = 30
+//! unknown_policy_ttl_secs = 5                # 404 for an unknown policy id, remembered
+//! header_read_timeout_secs = 10              # then the connection is closed
+//! body_read_timeout_secs = 30                # then 408
+//! max_connections = 512                      # further connections wait in the backlog
 //! ```
+//!
+//! The `[limits]` keys after `workers` may be omitted (older files): they take the defaults
+//! shown.
 //!
 //! Relative paths are relative to the configuration file's directory.
 
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use alloy::primitives::{Address, U256};
@@ -157,7 +168,7 @@ impl Default for DutiesSection {
     }
 }
 
-/// `[limits]`.
+/// `[limits]` (see [`Limits`] for what each bounds).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsSection {
@@ -170,6 +181,49 @@ pub struct LimitsSection {
     /// Re-encryption workers (default: the number of cores).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workers: Option<usize>,
+    /// Re-encryption requests remembered against replays per policy.
+    #[serde(default = "default_max_remembered_per_policy")]
+    pub max_remembered_per_policy: usize,
+    /// Kfrag uploads per client address per minute, after the burst.
+    #[serde(default = "default_kfrag_uploads_per_minute")]
+    pub kfrag_uploads_per_minute: u32,
+    /// Kfrag uploads per client address at once.
+    #[serde(default = "default_kfrag_upload_burst")]
+    pub kfrag_upload_burst: u32,
+    /// How long an unknown policy id is answered 404 without asking the chain, in seconds.
+    #[serde(default = "default_unknown_policy_ttl_secs")]
+    pub unknown_policy_ttl_secs: u64,
+    /// Longest time to receive a request's headers, in seconds.
+    #[serde(default = "default_header_read_timeout_secs")]
+    pub header_read_timeout_secs: u64,
+    /// Longest time to receive a request's body, in seconds.
+    #[serde(default = "default_body_read_timeout_secs")]
+    pub body_read_timeout_secs: u64,
+    /// Most connections served at once.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_max_remembered_per_policy() -> usize {
+    Limits::default().max_remembered_per_policy
+}
+fn default_kfrag_uploads_per_minute() -> u32 {
+    Limits::default().kfrag_uploads_per_minute
+}
+fn default_kfrag_upload_burst() -> u32 {
+    Limits::default().kfrag_upload_burst
+}
+fn default_unknown_policy_ttl_secs() -> u64 {
+    Limits::default().unknown_policy_ttl.as_secs()
+}
+fn default_header_read_timeout_secs() -> u64 {
+    Limits::default().header_read_timeout.as_secs()
+}
+fn default_body_read_timeout_secs() -> u64 {
+    Limits::default().body_read_timeout.as_secs()
+}
+fn default_max_connections() -> usize {
+    Limits::default().max_connections
 }
 
 impl Default for LimitsSection {
@@ -180,6 +234,13 @@ impl Default for LimitsSection {
             max_capsules: limits.max_capsules,
             max_clock_skew_secs: limits.max_clock_skew_secs,
             workers: None,
+            max_remembered_per_policy: limits.max_remembered_per_policy,
+            kfrag_uploads_per_minute: limits.kfrag_uploads_per_minute,
+            kfrag_upload_burst: limits.kfrag_upload_burst,
+            unknown_policy_ttl_secs: limits.unknown_policy_ttl.as_secs(),
+            header_read_timeout_secs: limits.header_read_timeout.as_secs(),
+            body_read_timeout_secs: limits.body_read_timeout.as_secs(),
+            max_connections: limits.max_connections,
         }
     }
 }
@@ -255,7 +316,42 @@ impl NodeConfig {
             resolve(p);
         }
         config.duty_config(path)?;
+        config.check_limits(path)?;
         Ok(config)
+    }
+
+    /// Refuses `[limits]` values that would make the node refuse everything or never time out.
+    fn check_limits(&self, path: &Path) -> Result<(), ConfigError> {
+        let limits = &self.limits;
+        let positive = [
+            ("limits.max_body_bytes", limits.max_body_bytes as u64),
+            ("limits.max_capsules", limits.max_capsules as u64),
+            (
+                "limits.max_remembered_per_policy",
+                limits.max_remembered_per_policy as u64,
+            ),
+            (
+                "limits.kfrag_upload_burst",
+                u64::from(limits.kfrag_upload_burst),
+            ),
+            (
+                "limits.header_read_timeout_secs",
+                limits.header_read_timeout_secs,
+            ),
+            (
+                "limits.body_read_timeout_secs",
+                limits.body_read_timeout_secs,
+            ),
+            ("limits.max_connections", limits.max_connections as u64),
+        ];
+        match positive.into_iter().find(|&(_, value)| value == 0) {
+            Some((field, _)) => Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                field,
+                reason: "must be at least 1".into(),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Writes the configuration to a new file at `path`.
@@ -304,12 +400,19 @@ impl NodeConfig {
     /// The `[limits]` section as the API takes it.
     pub fn limits(&self) -> Limits {
         let defaults = Limits::default();
+        let l = &self.limits;
         Limits {
-            max_body_bytes: self.limits.max_body_bytes,
-            max_capsules: self.limits.max_capsules,
-            max_clock_skew_secs: self.limits.max_clock_skew_secs,
-            workers: self.limits.workers.unwrap_or(defaults.workers),
-            ..defaults
+            max_body_bytes: l.max_body_bytes,
+            max_capsules: l.max_capsules,
+            max_clock_skew_secs: l.max_clock_skew_secs,
+            workers: l.workers.unwrap_or(defaults.workers),
+            max_remembered_per_policy: l.max_remembered_per_policy,
+            kfrag_uploads_per_minute: l.kfrag_uploads_per_minute,
+            kfrag_upload_burst: l.kfrag_upload_burst,
+            unknown_policy_ttl: Duration::from_secs(l.unknown_policy_ttl_secs),
+            header_read_timeout: Duration::from_secs(l.header_read_timeout_secs),
+            body_read_timeout: Duration::from_secs(l.body_read_timeout_secs),
+            max_connections: l.max_connections,
         }
     }
 
@@ -356,6 +459,26 @@ mod tests {
         std::fs::write(&bad, text).unwrap();
         let err = NodeConfig::load(&bad).unwrap_err().to_string();
         assert!(err.contains("withdraw_fees_threshold_wei"), "{err}");
+
+        // A file from before the connection and quota limits: they take the defaults.
+        let old = dir.path().join("old.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let cut = text.find("max_remembered_per_policy").unwrap();
+        std::fs::write(&old, &text[..cut]).unwrap();
+        let limits = NodeConfig::load(&old).unwrap().limits();
+        assert_eq!(limits.max_connections, Limits::default().max_connections);
+        assert_eq!(
+            limits.header_read_timeout,
+            Limits::default().header_read_timeout
+        );
+        let zero = dir.path().join("zero.toml");
+        std::fs::write(
+            &zero,
+            text.replace("max_connections = 512", "max_connections = 0"),
+        )
+        .unwrap();
+        let err = NodeConfig::load(&zero).unwrap_err().to_string();
+        assert!(err.contains("limits.max_connections"), "{err}");
 
         let unknown = dir.path().join("unknown.toml");
         std::fs::write(&unknown, "[chain]\nrpc = 1\n").unwrap();

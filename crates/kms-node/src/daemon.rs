@@ -255,18 +255,14 @@ pub async fn start(settings: Settings) -> Result<RunningNode, DaemonError> {
     let new_block = Arc::new(Notify::new());
 
     // The API.
+    let open_connections = state.metrics().open_connections();
     let app = router(state);
-    let mut stop = shutdown.subscribe();
+    let (mut stop, limits) = (shutdown.subscribe(), settings.limits.clone());
     tasks.spawn(async move {
         let graceful = async move {
             let _ = stop.wait_for(|&s| s).await;
         };
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(graceful)
-            .await
-        {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
+        crate::server::serve(listener, app, &limits, open_connections, graceful).await;
     });
 
     // New blocks wake the loops early on a WebSocket endpoint; polling covers the rest.

@@ -6,6 +6,9 @@
 //! - [`directory`]: the [`PolicyDirectory`](directory::PolicyDirectory) the API asks about
 //!   policies, and its implementation against the `PolicyManager` contract.
 //! - [`api`]: the axum router.
+//! - [`server`]: serves the router over TCP with a header timeout and a connection limit.
+//! - `guard`: the API's replay guard (per-policy quotas), per-client rate limit and cache of
+//!   unknown policies.
 //! - [`follower`]: applies confirmed `PolicyManager` events to the store from a durable cursor.
 //! - [`tx`]: exactly-once duty transactions (recorded before broadcast).
 //! - [`duties`]: commit, mint, withdraw fees, prune kfrags.
@@ -18,6 +21,8 @@ pub mod daemon;
 pub mod directory;
 pub mod duties;
 pub mod follower;
+mod guard;
+pub mod server;
 pub mod store;
 pub mod tx;
 pub use kms_crypto::wire;

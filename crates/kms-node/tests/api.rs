@@ -1,18 +1,23 @@
 //! The HTTP API in process: a fake policy directory, a store in a temporary directory, requests
-//! through `tower::ServiceExt::oneshot`.
+//! through `tower::ServiceExt::oneshot` (without a peer address, unless a test sets one).
 
 #![allow(clippy::unwrap_used)]
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
-    time::{SystemTime, UNIX_EPOCH},
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use alloy::{primitives::Address, signers::local::PrivateKeySigner};
 use axum::{
     body::Body,
-    http::{header, Request, StatusCode},
+    extract::ConnectInfo,
+    http::{header, HeaderMap, Request, StatusCode},
     Router,
 };
 use http_body_util::BodyExt;
@@ -62,9 +67,20 @@ struct FakePolicy {
 #[derive(Default)]
 struct FakeDirectory {
     policies: Mutex<HashMap<[u8; 16], FakePolicy>>,
+    /// `kfrag_signer` calls (each an `eth_call` on a real chain).
+    signer_calls: AtomicUsize,
+    /// When set, every call fails with this error text (the RPC endpoint is down).
+    failure: Mutex<Option<String>>,
 }
 
 impl FakeDirectory {
+    fn check_up(&self) -> Result<(), DirectoryError> {
+        match self.failure.lock().unwrap().clone() {
+            Some(text) => Err(DirectoryError(text)),
+            None => Ok(()),
+        }
+    }
+
     fn set_active(&self, policy_id: [u8; 16], active: bool) {
         self.policies
             .lock()
@@ -77,6 +93,8 @@ impl FakeDirectory {
 
 impl PolicyDirectory for FakeDirectory {
     async fn kfrag_signer(&self, policy_id: [u8; 16]) -> Result<Option<Address>, DirectoryError> {
+        self.signer_calls.fetch_add(1, Ordering::SeqCst);
+        self.check_up()?;
         Ok(self
             .policies
             .lock()
@@ -89,6 +107,7 @@ impl PolicyDirectory for FakeDirectory {
         &self,
         policy_id: [u8; 16],
     ) -> Result<Option<Arrangement>, DirectoryError> {
+        self.check_up()?;
         Ok(self
             .policies
             .lock()
@@ -103,6 +122,7 @@ impl PolicyDirectory for FakeDirectory {
         node: Address,
         nodes: &[Address],
     ) -> Result<bool, DirectoryError> {
+        self.check_up()?;
         Ok(self
             .policies
             .lock()
@@ -183,12 +203,30 @@ struct Node {
     _dir: tempfile::TempDir,
 }
 
+/// The default limits, but kfrag uploads: requests handed to the router in process carry no peer
+/// address and all count as one client, which would exhaust the default burst in the tests that
+/// upload many times (the rate limit has its own test).
+fn test_limits() -> Limits {
+    Limits {
+        kfrag_upload_burst: 100_000,
+        ..Limits::default()
+    }
+}
+
 impl Node {
     fn start(directory: Arc<FakeDirectory>) -> Self {
         Self::start_with(directory, kms_node::Behaviour::Honest)
     }
 
     fn start_with(directory: Arc<FakeDirectory>, behaviour: kms_node::Behaviour) -> Self {
+        Self::start_with_limits(directory, behaviour, test_limits())
+    }
+
+    fn start_with_limits(
+        directory: Arc<FakeDirectory>,
+        behaviour: kms_node::Behaviour,
+        limits: Limits,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path().join("node.redb")).unwrap();
         let worker = PrivateKeySigner::random();
@@ -201,7 +239,7 @@ impl Node {
             seconds_per_period: SECONDS_PER_PERIOD,
         };
         let (staker, umbral_pk) = (identity.staker, identity.umbral.public_key());
-        let state = ApiState::new(identity, store, directory.clone(), Limits::default())
+        let state = ApiState::new(identity, store, directory.clone(), limits)
             .unwrap()
             .with_behaviour(behaviour);
         Self {
@@ -232,18 +270,47 @@ impl Node {
     }
 
     async fn request(&self, method: &str, uri: &str, body: Body) -> (StatusCode, Value, String) {
-        let request = Request::builder()
+        let (status, _, value, text) = self.request_from(None, method, uri, body).await;
+        (status, value, text)
+    }
+
+    /// A request from `peer` (as a listener would tell the router), with the answer's headers.
+    async fn request_from(
+        &self,
+        peer: Option<SocketAddr>,
+        method: &str,
+        uri: &str,
+        body: Body,
+    ) -> (StatusCode, HeaderMap, Value, String) {
+        let mut request = Request::builder()
             .method(method)
             .uri(uri)
             .header(header::CONTENT_TYPE, "application/json")
             .body(body)
             .unwrap();
+        if let Some(peer) = peer {
+            request.extensions_mut().insert(ConnectInfo(peer));
+        }
         let response = self.app.clone().oneshot(request).await.unwrap();
         let status = response.status();
+        let headers = response.headers().clone();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         let text = String::from_utf8_lossy(&bytes).into_owned();
         let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        (status, value, text)
+        (status, headers, value, text)
+    }
+
+    /// A POST of `body` with the answer's headers.
+    async fn post_full(&self, uri: &str, body: &Value) -> (StatusCode, HeaderMap, Value) {
+        let (status, headers, value, _) = self
+            .request_from(
+                None,
+                "POST",
+                uri,
+                Body::from(serde_json::to_vec(body).unwrap()),
+            )
+            .await;
+        (status, headers, value)
     }
 
     async fn post(&self, uri: &str, body: &Value) -> (StatusCode, Value) {
@@ -559,13 +626,18 @@ async fn malformed_requests_get_4xx_with_a_reason() {
             StatusCode::BAD_REQUEST,
         ),
         (
-            "capsule that is no capsule",
+            "capsule that is no capsule, signed by Bob",
             reencrypt.clone(),
-            Body::from({
-                let mut v = good.clone();
-                v["capsules"] = json!([encode_b64(b"garbage")]);
-                v.to_string()
-            }),
+            Body::from(
+                serde_json::to_string(&ReencryptRequest::sign(
+                    &policy.bob,
+                    policy.id,
+                    node.staker,
+                    now(),
+                    &[b"garbage".to_vec()],
+                ))
+                .unwrap(),
+            ),
             StatusCode::BAD_REQUEST,
         ),
         (
@@ -866,4 +938,239 @@ fn no_request_body_makes_the_node_fail() {
     let fresh = node.reencrypt_body(&policy, std::slice::from_ref(&capsule), now() + 1);
     let (status, value) = runtime.block_on(node.post(&policy.path("reencrypt"), &fresh));
     assert_eq!(status, StatusCode::OK, "{value}");
+}
+
+/// Puts `policy` on the fake chain naming `node` alone, and uploads its kfrag.
+async fn with_kfrag(node: &Node, policy: &Policy) -> Capsule {
+    node.create_policy(policy, vec![node.staker]);
+    let (status, value) = node
+        .post(&policy.path("kfrag"), &policy.upload(0, &node.umbral_pk))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{value}");
+    encrypt(&policy.alice.public_key(), b"hello").unwrap().0
+}
+
+/// Review finding 6: one policy's Bob sending more requests than the replay guard's quota is
+/// refused alone (429 with a Retry-After, never 503), the other policy is still served, and a
+/// replay is still a replay (409) for both.
+#[tokio::test]
+async fn a_flooding_policy_is_limited_alone_and_replays_stay_refused() {
+    const QUOTA: usize = 4;
+    let limits = Limits {
+        max_remembered_per_policy: QUOTA,
+        ..test_limits()
+    };
+    let node = Node::start_with_limits(Arc::default(), kms_node::Behaviour::Honest, limits);
+    let (flooder, other) = (Policy::new(0x10, 1, 1), Policy::new(0x20, 1, 1));
+    let flooder_capsule = with_kfrag(&node, &flooder).await;
+    let other_capsule = with_kfrag(&node, &other).await;
+
+    let (mut flooder_first, mut other_first) = (None, None);
+    for i in 0..3 * QUOTA {
+        let body = node.reencrypt_body(&flooder, std::slice::from_ref(&flooder_capsule), now());
+        let (status, headers, value) = node.post_full(&flooder.path("reencrypt"), &body).await;
+        if i < QUOTA {
+            assert_eq!(status, StatusCode::OK, "request {i}: {value}");
+        } else {
+            assert_eq!(
+                status,
+                StatusCode::TOO_MANY_REQUESTS,
+                "request {i}: {value}"
+            );
+            assert!(error_of(&value).contains("quota"), "{value}");
+            let retry_after: u64 = headers[header::RETRY_AFTER]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            // Its requests are remembered for the 300 s clock window (in 5 s buckets).
+            assert!((1..=305).contains(&retry_after), "{retry_after}");
+        }
+        flooder_first.get_or_insert(body);
+        // Meanwhile the other policy is served, within its own quota.
+        if i < QUOTA - 1 {
+            let body = node.reencrypt_body(&other, std::slice::from_ref(&other_capsule), now());
+            let (status, value) = node.post(&other.path("reencrypt"), &body).await;
+            assert_eq!(status, StatusCode::OK, "other policy, request {i}: {value}");
+            other_first.get_or_insert(body);
+        }
+    }
+    for (policy, body) in [(&flooder, flooder_first), (&other, other_first)] {
+        let (status, value) = node.post(&policy.path("reencrypt"), &body.unwrap()).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{value}");
+        assert!(error_of(&value).contains("replayed"));
+    }
+}
+
+/// Review finding 7: the signature covers the raw capsule bytes and is checked before any
+/// capsule is decoded (decoding verifies a capsule: curve arithmetic for anyone's junk).
+#[tokio::test]
+async fn the_signature_is_checked_before_any_capsule_is_decoded() {
+    let (node, policy, _) = node_with_policy().await;
+    let garbage: Vec<Vec<u8>> = (0..64u8).map(|i| vec![i; 98]).collect();
+    let mallory = SecretKey::random();
+    let body = serde_json::to_value(ReencryptRequest::sign(
+        &mallory,
+        policy.id,
+        node.staker,
+        now(),
+        &garbage,
+    ))
+    .unwrap();
+    let (status, value) = node.post(&policy.path("reencrypt"), &body).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{value}");
+    assert!(error_of(&value).contains("signature"), "{value}");
+
+    // Signed by Bob, the same bytes are refused as capsules.
+    let body = serde_json::to_value(ReencryptRequest::sign(
+        &policy.bob,
+        policy.id,
+        node.staker,
+        now(),
+        &garbage,
+    ))
+    .unwrap();
+    let (status, value) = node.post(&policy.path("reencrypt"), &body).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{value}");
+    assert!(error_of(&value).contains("capsules[0]"), "{value}");
+}
+
+/// Review finding 7: an upload for a policy the chain does not know costs one chain call; the
+/// same id again within `unknown_policy_ttl` is answered from memory (with a Retry-After).
+#[tokio::test]
+async fn an_unknown_policy_costs_one_chain_call() {
+    let node = Node::start(Arc::default());
+    let unknown = Policy::new(0x55, 1, 1);
+    for _ in 0..3 {
+        let (status, headers, value) = node
+            .post_full(&unknown.path("kfrag"), &unknown.upload(0, &node.umbral_pk))
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{value}");
+        assert!(error_of(&value).contains("no such policy"));
+        assert!(headers.contains_key(header::RETRY_AFTER));
+    }
+    assert_eq!(node.directory.signer_calls.load(Ordering::SeqCst), 1);
+
+    // Without the cache, every upload asks the chain.
+    let uncached = Node::start_with_limits(
+        Arc::default(),
+        kms_node::Behaviour::Honest,
+        Limits {
+            unknown_policy_ttl: Duration::ZERO,
+            ..test_limits()
+        },
+    );
+    for _ in 0..2 {
+        let (status, value) = uncached
+            .post(
+                &unknown.path("kfrag"),
+                &unknown.upload(0, &uncached.umbral_pk),
+            )
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{value}");
+    }
+    assert_eq!(uncached.directory.signer_calls.load(Ordering::SeqCst), 2);
+}
+
+/// Review finding 7: kfrag uploads are rate-limited per client address: a client past its burst
+/// gets 429 with a reason and a Retry-After, another address is still served.
+#[tokio::test]
+async fn uploads_are_rate_limited_per_client_address() {
+    const BURST: u32 = 3;
+    let node = Node::start_with_limits(
+        Arc::default(),
+        kms_node::Behaviour::Honest,
+        Limits {
+            kfrag_upload_burst: BURST,
+            // No refill: the test does not depend on how fast it runs.
+            kfrag_uploads_per_minute: 0,
+            ..Limits::default()
+        },
+    );
+    let policy = Policy::new(0x77, 1, 1);
+    node.create_policy(&policy, vec![node.staker]);
+    let upload = || Body::from(policy.upload(0, &node.umbral_pk).to_string());
+    let greedy: SocketAddr = "192.0.2.1:40000".parse().unwrap();
+    let patient: SocketAddr = "198.51.100.7:40000".parse().unwrap();
+    for i in 0..BURST {
+        let (status, _, value, _) = node
+            .request_from(Some(greedy), "POST", &policy.path("kfrag"), upload())
+            .await;
+        assert!(status.is_success(), "upload {i}: {status} {value}");
+    }
+    // Another port of the same address is the same client.
+    let same_host: SocketAddr = "192.0.2.1:40001".parse().unwrap();
+    for peer in [greedy, same_host] {
+        let (status, headers, value, _) = node
+            .request_from(Some(peer), "POST", &policy.path("kfrag"), upload())
+            .await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{value}");
+        assert!(
+            error_of(&value).contains("too many kfrag uploads"),
+            "{value}"
+        );
+        assert!(headers.contains_key(header::RETRY_AFTER));
+    }
+    let (status, _, value, _) = node
+        .request_from(Some(patient), "POST", &policy.path("kfrag"), upload())
+        .await;
+    assert_eq!(status, StatusCode::OK, "{value}");
+    // Requests without a peer address are one client of their own.
+    let (status, value, _) = node.request("POST", &policy.path("kfrag"), upload()).await;
+    assert_eq!(status, StatusCode::OK, "{value}");
+}
+
+/// Review finding 9: a chain error's text (an RPC client's includes the endpoint's URL, often
+/// with an API key) is logged, never sent: the answer is a generic 503.
+#[tokio::test]
+async fn chain_errors_do_not_leak_the_rpc_url() {
+    const HOST: &str = "eth-mainnet.example.com";
+    const SECRET: &str = "SECRET-API-KEY-4242";
+    let (node, policy, capsule) = node_with_policy().await;
+    *node.directory.failure.lock().unwrap() = Some(format!(
+        "error sending request for url (https://{HOST}/v2/{SECRET}): operation timed out"
+    ));
+    let fresh = Policy::new(0x31, 1, 1);
+    let requests = [
+        (fresh.path("kfrag"), fresh.upload(0, &node.umbral_pk)),
+        (
+            policy.path("reencrypt"),
+            node.reencrypt_body(&policy, std::slice::from_ref(&capsule), now()),
+        ),
+    ];
+    for (path, body) in requests {
+        let (status, value, text) = node
+            .request("POST", &path, Body::from(body.to_string()))
+            .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{path}: {text}");
+        assert!(
+            !text.contains(SECRET) && !text.contains(HOST),
+            "{path}: {text}"
+        );
+        assert!(error_of(&value).contains("retry later"), "{text}");
+    }
+}
+
+/// Review finding 8: a body that does not arrive within `body_read_timeout` is answered 408.
+#[tokio::test]
+async fn a_body_that_does_not_arrive_in_time_gets_408() {
+    let node = Node::start_with_limits(
+        Arc::default(),
+        kms_node::Behaviour::Honest,
+        Limits {
+            body_read_timeout: Duration::from_millis(200),
+            ..test_limits()
+        },
+    );
+    let never = futures_util::stream::pending::<Result<Vec<u8>, std::io::Error>>();
+    let policy = Policy::new(0x42, 1, 1);
+    // Bounded: without the body deadline the request would wait forever.
+    let (status, value, text) = tokio::time::timeout(
+        Duration::from_secs(30),
+        node.request("POST", &policy.path("kfrag"), Body::from_stream(never)),
+    )
+    .await
+    .expect("the node never answered a request whose body does not come");
+    assert_eq!(status, StatusCode::REQUEST_TIMEOUT, "{text}");
+    assert!(error_of(&value).contains("not received"), "{text}");
 }
