@@ -175,10 +175,16 @@ async fn staking_commands_and_their_refusals() -> Result<()> {
     cli.ok(staker_key, &["stake", "bond-worker", "--worker", &worker]);
     let status = cli.status(&staker);
     ensure!(
-        status["pendingWorker"].as_str().unwrap().eq_ignore_ascii_case(&worker),
+        status["pendingWorker"]
+            .as_str()
+            .unwrap()
+            .eq_ignore_ascii_case(&worker),
         "{status}"
     );
-    ensure!(status["worker"] == json!(Address::ZERO), "proposed is not bonded: {status}");
+    ensure!(
+        status["worker"] == json!(Address::ZERO),
+        "proposed is not bonded: {status}"
+    );
     let as_worker = chain.provider(2)?;
     let receipt = d
         .staking_escrow(&as_worker)

@@ -623,7 +623,10 @@ mod tests {
         let mut packed = creator.to_vec();
         packed.extend_from_slice(&policy_salt_bytes);
         assert_eq!(id[..], keccak256(&packed)[..16]);
-        assert_ne!(id, policy_id(Address::repeat_byte(2), "label", &rk, &dk, &salt));
+        assert_ne!(
+            id,
+            policy_id(Address::repeat_byte(2), "label", &rk, &dk, &salt)
+        );
         assert_ne!(id, policy_id(creator, "label", &rk, &dk, &[8u8; 32]));
         assert_ne!(id, policy_id(creator, "label", &dk, &rk, &salt));
         // The length prefix keeps "ab" + key apart from "a" + "b"-prefixed bytes.

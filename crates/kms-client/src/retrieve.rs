@@ -501,7 +501,15 @@ impl<P: Provider> Client<P> {
             terms: self.answer_terms().await?,
             ..*options
         };
-        retrieve_from(&self.nodes, policy, &nodes, receiving_sk, capsules, &options).await
+        retrieve_from(
+            &self.nodes,
+            policy,
+            &nodes,
+            receiving_sk,
+            capsules,
+            &options,
+        )
+        .await
     }
 
     /// The terms answers must meet now: this deployment's Adjudicator, and the period of the

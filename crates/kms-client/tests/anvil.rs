@@ -30,10 +30,10 @@ use kms_client::{
 };
 use kms_contracts::{testing::TestChain, Deployment};
 use kms_crypto::{
-    sign_answer, AnswerContext,
+    sign_answer,
     umbral::{cfrag_from_bytes_simple, layout},
     wire::{decode_b64, encode_b64, encode_hex, ReencryptRequest, ReencryptResponse},
-    Verdict,
+    AnswerContext, Verdict,
 };
 use kms_node::{ApiState, ChainDirectory, Limits, NodeIdentity, Store};
 use umbral_pre::{Capsule, CapsuleFrag, DefaultDeserialize, DefaultSerialize, SecretKey};

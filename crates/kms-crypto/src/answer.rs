@@ -69,11 +69,7 @@ pub enum AnswerError {
 /// uint256(period) || policy_id || capsule_simple || cfrag_simple)`: the packed concatenation,
 /// with `chain_id` and `period` as 32 big-endian bytes, the addresses as their 20 bytes, and no
 /// length prefixes. The lengths are not checked here (see [`sign_answer`]).
-pub fn answer_digest(
-    context: &AnswerContext,
-    capsule_simple: &[u8],
-    cfrag_simple: &[u8],
-) -> B256 {
+pub fn answer_digest(context: &AnswerContext, capsule_simple: &[u8], cfrag_simple: &[u8]) -> B256 {
     let mut packed = Vec::with_capacity(
         ANSWER_TAG.len() + 32 + 20 + 20 + 32 + 16 + capsule_simple.len() + cfrag_simple.len(),
     );
@@ -212,11 +208,26 @@ mod tests {
 
         // Another chain, adjudicator, staker or period, or other bytes: another address.
         let others = [
-            AnswerContext { chain_id: 1, ..context() },
-            AnswerContext { adjudicator: Address::ZERO, ..context() },
-            AnswerContext { staker: worker.address(), ..context() },
-            AnswerContext { period: context().period + 1, ..context() },
-            AnswerContext { policy_id: [0x34; 16], ..context() },
+            AnswerContext {
+                chain_id: 1,
+                ..context()
+            },
+            AnswerContext {
+                adjudicator: Address::ZERO,
+                ..context()
+            },
+            AnswerContext {
+                staker: worker.address(),
+                ..context()
+            },
+            AnswerContext {
+                period: context().period + 1,
+                ..context()
+            },
+            AnswerContext {
+                policy_id: [0x34; 16],
+                ..context()
+            },
         ];
         for other in others {
             assert_ne!(

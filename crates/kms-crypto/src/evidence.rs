@@ -737,7 +737,8 @@ mod tests {
                     (capsule.to_bytes_simple(), cfrag.to_bytes_simple());
                 let policy_id = [round as u8; 16];
                 let signature =
-                    sign_answer(&worker, &context(policy_id), &capsule_simple, &cfrag_simple).unwrap();
+                    sign_answer(&worker, &context(policy_id), &capsule_simple, &cfrag_simple)
+                        .unwrap();
                 let evidence = Evidence::for_wrong_cfrag(
                     &capsule,
                     &cfrag,
@@ -1083,15 +1084,25 @@ mod tests {
         };
         let bonded = WorkerBond::open(STAKER, PERIOD);
         assert_eq!(at(PERIOD, bonded), Outcome::Correct);
-        assert_eq!(at(PERIOD + 14, bonded), Outcome::Correct, "the window's last period");
+        assert_eq!(
+            at(PERIOD + 14, bonded),
+            Outcome::Correct,
+            "the window's last period"
+        );
         assert_eq!(at(PERIOD + 15, bonded), Outcome::Expired);
         assert_eq!(at(PERIOD - 1, bonded), Outcome::PeriodInFuture);
         // Unbonded later: still this stake's answer. Bonded only after it: not.
-        let closed = WorkerBond { last_period: PERIOD, ..bonded };
+        let closed = WorkerBond {
+            last_period: PERIOD,
+            ..bonded
+        };
         assert_eq!(at(PERIOD + 3, closed), Outcome::Correct);
         let later = WorkerBond::open(STAKER, PERIOD + 1);
         assert_eq!(at(PERIOD + 1, later), Outcome::NotBondedInPeriod);
-        let before = WorkerBond { last_period: PERIOD - 1, ..bonded };
+        let before = WorkerBond {
+            last_period: PERIOD - 1,
+            ..bonded
+        };
         assert_eq!(at(PERIOD, before), Outcome::NotBondedInPeriod);
         // The same key bonded to another stake cannot be blamed for this stake's answer.
         let elsewhere = WorkerBond::open(Address::repeat_byte(0x77), PERIOD);
@@ -1319,11 +1330,16 @@ mod tests {
         let cfrag = with_field(&node.cfrag, layout::E2.start..layout::E2.start + 1, &[0x04]);
         let mut e = valid.clone();
         e.cfrag = cfrag.clone().into();
-        e.workerSignature = sign_answer(&node.worker, &context(node.policy_id), &node.capsule, &cfrag)
-            .unwrap()
-            .as_bytes()
-            .to_vec()
-            .into();
+        e.workerSignature = sign_answer(
+            &node.worker,
+            &context(node.policy_id),
+            &node.capsule,
+            &cfrag,
+        )
+        .unwrap()
+        .as_bytes()
+        .to_vec()
+        .into();
         assert_eq!(outcome(&e), Outcome::Malformed("point"));
 
         // The products: any change, on the curve or not, is the investigator's error.

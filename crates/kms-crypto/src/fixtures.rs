@@ -25,7 +25,9 @@ use umbral_pre::{
 
 use crate::answer::{policy_id_of, recover_answer_signer, sign_answer, AnswerContext, AnswerError};
 use crate::curve::{compress, decompress, scalar_from_be};
-use crate::evidence::{challenge, ChainFacts, Evidence, EvidenceError, Outcome, Verdict, WorkerBond};
+use crate::evidence::{
+    challenge, ChainFacts, Evidence, EvidenceError, Outcome, Verdict, WorkerBond,
+};
 use crate::umbral::{ethereum_address, kfrag_signature_message, layout, U_COMPRESSED};
 
 /// The chain id the answers are signed for (anvil's and forge's default).
@@ -459,7 +461,8 @@ pub fn generate() -> Result<Fixtures, FixtureError> {
             if flip_v {
                 evidence.kfragSignatureV = !evidence.kfragSignatureV;
             }
-            let signer = recover_answer_signer(&context, &capsule_simple, &cfrag_bytes, &signature)?;
+            let signer =
+                recover_answer_signer(&context, &capsule_simple, &cfrag_bytes, &signature)?;
             let got = evidence.outcome(&facts);
             if got != expect {
                 return Err(FixtureError::Unexpected {

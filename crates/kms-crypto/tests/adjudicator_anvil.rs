@@ -165,7 +165,13 @@ impl Setup {
             .await?;
         let escrow = d.staking_escrow(chain.read_provider());
         ensure!(escrow.stakerOf(worker.address()).call().await? == staker);
-        let bonded_period = u64::try_from(escrow.workerBond(worker.address()).call().await?.firstPeriod)?;
+        let bonded_period = u64::try_from(
+            escrow
+                .workerBond(worker.address())
+                .call()
+                .await?
+                .firstPeriod,
+        )?;
 
         let read = chain.read_provider();
         let fee_rate = U256::from(d.policy_manager(&read).defaultFeeRate().call().await?);
@@ -669,17 +675,29 @@ async fn every_verdict_and_error_agrees_with_the_model() -> Result<()> {
         staker: setup.investigator,
         ..base
     };
-    case("names another staker", resigned(other_staker)?, Outcome::NotBondedInPeriod);
+    case(
+        "names another staker",
+        resigned(other_staker)?,
+        Outcome::NotBondedInPeriod,
+    );
     let before_bond = AnswerContext {
         period: base.period - 1,
         ..base
     };
-    case("names a period before the bond", resigned(before_bond)?, Outcome::NotBondedInPeriod);
+    case(
+        "names a period before the bond",
+        resigned(before_bond)?,
+        Outcome::NotBondedInPeriod,
+    );
     let future = AnswerContext {
         period: setup.chain_period().await? + 1,
         ..base
     };
-    case("names a future period", resigned(future)?, Outcome::PeriodInFuture);
+    case(
+        "names a future period",
+        resigned(future)?,
+        Outcome::PeriodInFuture,
+    );
     let mut e = valid.clone();
     e.ys[3] = U256::from_be_bytes(alloy::primitives::hex!(
         "fffffffffffffffffffffffffffffffffffffffffffffffffffffffefffffc2f"

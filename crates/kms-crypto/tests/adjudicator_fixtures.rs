@@ -18,8 +18,8 @@ use kms_crypto::fixtures::{
     adjudicator, generate, Fixtures, Scenario, CHAIN_ID, EVIDENCE_WINDOW, FIXTURE_PATH, PERIOD,
     REGENERATE,
 };
-use kms_crypto::{policy_id_of, recover_answer_signer, AnswerContext};
 use kms_crypto::umbral::{cfrag_from_bytes_simple, layout, U_COMPRESSED};
+use kms_crypto::{policy_id_of, recover_answer_signer, AnswerContext};
 use umbral_pre::{CapsuleFragVerificationError, ReencryptionEvidence};
 
 /// The fixtures generated once for all the tests (generation takes seconds in debug builds).
@@ -190,9 +190,13 @@ fn every_case_is_what_it_claims() {
             scenario.policy_id,
             "{name}"
         );
-        let signer =
-            recover_answer_signer(&context(scenario), capsule, cfrag, &evidence.workerSignature)
-                .unwrap();
+        let signer = recover_answer_signer(
+            &context(scenario),
+            capsule,
+            cfrag,
+            &evidence.workerSignature,
+        )
+        .unwrap();
         assert_eq!(signer, case.signer, "{name}");
         assert_eq!(
             signer == case.worker,

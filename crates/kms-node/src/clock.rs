@@ -56,7 +56,10 @@ mod tests {
     fn follows_the_observed_chain_time() {
         let clock = ChainClock::new();
         let local = local_now().unsigned_abs();
-        assert!(clock.now().abs_diff(local) <= 1, "the local clock before any block");
+        assert!(
+            clock.now().abs_diff(local) <= 1,
+            "the local clock before any block"
+        );
         // A devnet three days ahead of the local clock.
         clock.observe(local + 3 * 86_400);
         assert!(clock.now().abs_diff(local + 3 * 86_400) <= 1);
@@ -64,6 +67,10 @@ mod tests {
         // A chain behind the local clock.
         clock.observe(local - 30);
         assert!(clock.now().abs_diff(local - 30) <= 1);
-        assert_eq!(clock.period(0), clock.now(), "a zero period length is taken as one second");
+        assert_eq!(
+            clock.period(0),
+            clock.now(),
+            "a zero period length is taken as one second"
+        );
     }
 }

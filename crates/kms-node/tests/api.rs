@@ -43,7 +43,11 @@ const SECONDS_PER_PERIOD: u64 = 3_600;
 
 /// The context a node serving `staker` signs its answers for `policy_id` in, in `period`; the
 /// node's clock follows the local clock in these tests (no chain), so the period is now's.
-fn answer_context(staker: alloy::primitives::Address, policy_id: [u8; 16], period: u64) -> AnswerContext {
+fn answer_context(
+    staker: alloy::primitives::Address,
+    policy_id: [u8; 16],
+    period: u64,
+) -> AnswerContext {
     assert!(
         period.abs_diff(now() / SECONDS_PER_PERIOD) <= 1,
         "the answer names period {period}, not the clock's"

@@ -184,7 +184,8 @@ async fn duties_run_once_per_period_across_restarts() -> Result<()> {
     );
 
     // A policy naming the node reaches the store through the follower.
-    let policy_id = create_policy(&chain, [0x42; 16], Address::repeat_byte(9), vec![staker], 3).await?;
+    let policy_id =
+        create_policy(&chain, [0x42; 16], Address::repeat_byte(9), vec![staker], 3).await?;
     eventually("the follower to record the policy", || async {
         Ok(store.policy(policy_id)?.is_some())
     })

@@ -68,6 +68,8 @@ impl Server {
             worker: PrivateKeySigner::random(),
             umbral: SecretKey::random(),
             chain_id: 31337,
+            adjudicator: Address::repeat_byte(0xad),
+            seconds_per_period: 3_600,
         };
         let state = ApiState::new(identity, store, Arc::new(NoPolicies), limits.clone()).unwrap();
         let open = state.metrics().open_connections();
