@@ -230,7 +230,9 @@ contract Adjudicator is IAdjudicator {
         bytes calldata cfrag
     ) public view returns (bytes32) {
         return keccak256(
-            abi.encodePacked(ANSWER_TAG, block.chainid, address(this), staker, period, policyId, capsule, cfrag)
+            abi.encodePacked(
+                ANSWER_TAG, block.chainid, address(this), staker, period, policyId, capsule, cfrag
+            )
         );
     }
 
@@ -284,7 +286,9 @@ contract Adjudicator is IAdjudicator {
     /// the answer names (not merely now: a rebond cannot move or dodge the blame).
     function _answeringWorker(Evidence calldata evidence) internal view returns (address worker) {
         bytes32 digest = MessageHashUtils.toEthSignedMessageHash(
-            answerDigest(evidence.staker, evidence.period, evidence.policyId, evidence.capsule, evidence.cfrag)
+            answerDigest(
+                evidence.staker, evidence.period, evidence.policyId, evidence.capsule, evidence.cfrag
+            )
         );
         (address recovered, ECDSA.RecoverError failure,) = ECDSA.tryRecover(digest, evidence.workerSignature);
         if (failure != ECDSA.RecoverError.NoError) revert Errors.Adjudicator_InvalidWorkerSignature();

@@ -718,7 +718,9 @@ contract StakingEscrow is IStakingEscrow {
         // A key that answered for a stake is not reused until those answers can no longer be
         // judged: the Adjudicator must find the stake an answer names in the key's one record.
         if (previousBond.staker != address(0) && current <= previousBond.lastPeriod + evidenceWindow) {
-            revert Errors.StakingEscrow_WorkerCoolingDown(worker, previousBond.lastPeriod + evidenceWindow + 1);
+            revert Errors.StakingEscrow_WorkerCoolingDown(
+                worker, previousBond.lastPeriod + evidenceWindow + 1
+            );
         }
         if (worker != staker && stakers[worker].listed) revert Errors.StakingEscrow_WorkerIsAStaker(worker);
     }

@@ -44,7 +44,8 @@ contract FeesFuzzTest is Base {
         uint256 paid = rate * 3 * periods;
         vm.deal(alice, paid);
         vm.prank(alice);
-        bytes16 id = policyManager.createPolicy{value: paid}(SALT, alice, alice, endAfter(periods), nodeList());
+        bytes16 id =
+            policyManager.createPolicy{value: paid}(SALT, alice, alice, endAfter(periods), nodeList());
 
         bool revoked;
         uint256 expectedFees;

@@ -1,11 +1,15 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 pragma solidity ^0.8.28;
 
+import {PolicyManager} from "../../contracts/PolicyManager.sol";
 import {Base} from "../utils/Base.sol";
 import {KMSHandler} from "./handlers/KMSHandler.sol";
 
 /// @notice System invariants of the escrow and the policy manager under random sequences of
-/// every user action (see README.md beside this file for the list in words).
+/// every user action (see README.md beside this file for the list in words). A handler call that
+/// reverts fails the run: the handler guards every expected refusal, so a revert is one of its own
+/// checks failing.
+/// forge-config: default.invariant.fail-on-revert = true
 contract InvariantsTest is Base {
     KMSHandler internal handler;
 
@@ -13,7 +17,7 @@ contract InvariantsTest is Base {
         super.setUp();
         handler = new KMSHandler(token, escrow, policyManager, adjudicator);
         targetContract(address(handler));
-        bytes4[] memory selectors = new bytes4[](16);
+        bytes4[] memory selectors = new bytes4[](17);
         selectors[0] = KMSHandler.advance.selector;
         selectors[1] = KMSHandler.deposit.selector;
         selectors[2] = KMSHandler.prolong.selector;
@@ -29,7 +33,8 @@ contract InvariantsTest is Base {
         selectors[12] = KMSHandler.refund.selector;
         selectors[13] = KMSHandler.withdrawFees.selector;
         selectors[14] = KMSHandler.processRateEndings.selector;
-        selectors[15] = KMSHandler.commit.selector; // commitments are the heartbeat: twice the weight
+        selectors[15] = KMSHandler.rotateWorker.selector;
+        selectors[16] = KMSHandler.commit.selector; // commitments are the heartbeat: twice the weight
         targetSelector(FuzzSelector(address(handler), selectors));
     }
 
@@ -51,17 +56,53 @@ contract InvariantsTest is Base {
         assertLe(handler.ghostRewardsTotal(), allocated);
     }
 
-    /// Each stake is exactly deposits - withdrawals + rewards - penalties (never negative), and
-    /// never less than what is locked now: locked tokens cannot be withdrawn.
+    /// Each stake is exactly deposits - withdrawals + rewards - penalties (never negative).
     function invariant_StakeAccounting() public view {
-        uint256 current = escrow.currentPeriod();
         for (uint256 i; i < handler.stakerCount(); ++i) {
             address staker = handler.stakers(i);
             uint256 expected = handler.ghostDeposited(staker) + handler.ghostRewards(staker)
                 - handler.ghostWithdrawn(staker) - handler.ghostPenalties(staker);
             assertEq(escrow.stakeOf(staker), expected, "stake != ghost accounting");
-            assertGe(escrow.stakeOf(staker), escrow.lockedAt(staker, current), "stake below locked");
             assertEq(escrow.getStakerInfo(staker).rewardsMinted, handler.ghostRewards(staker));
+        }
+    }
+
+    /// A stake never falls below what the escrow holds for the evidence window, which is never
+    /// below what is locked now: neither withdrawals nor slashes leave a held token unbacked.
+    function invariant_StakeCoversHeld() public view {
+        uint256 current = escrow.currentPeriod();
+        for (uint256 i; i < handler.stakerCount(); ++i) {
+            address staker = handler.stakers(i);
+            uint256 held = escrow.heldStakeOf(staker);
+            assertGe(escrow.stakeOf(staker), held, "stake below held");
+            assertGe(held, escrow.lockedAt(staker, current), "held below locked");
+        }
+    }
+
+    /// Each staker's current worker is bonded to it (an open bond since the staker's bonded
+    /// period), and every worker rotated out keeps its closed bond record to the same staker.
+    function invariant_WorkerBonds() public view {
+        for (uint256 i; i < handler.stakerCount(); ++i) {
+            address staker = handler.stakers(i);
+            address worker = handler.workers(i);
+            if (escrow.workerOf(staker) == address(0)) {
+                assertEq(escrow.stakerOf(worker), address(0), "a worker bonded to a staker without one");
+                continue;
+            }
+            assertEq(escrow.workerOf(staker), worker, "the handler lost track of the worker");
+            assertEq(escrow.stakerOf(worker), staker, "the current worker answers for another stake");
+            (address bondStaker, uint256 first, uint256 last) = escrow.workerBond(worker);
+            assertEq(bondStaker, staker);
+            assertEq(first, escrow.getStakerInfo(staker).workerBondedPeriod);
+            assertEq(last, escrow.OPEN_BOND());
+        }
+        for (uint256 i; i < handler.retiredWorkerCount(); ++i) {
+            (address worker, address staker) = handler.retiredWorkers(i);
+            assertEq(escrow.stakerOf(worker), address(0), "a rotated-out worker is still bonded");
+            (address bondStaker, uint256 first, uint256 last) = escrow.workerBond(worker);
+            assertEq(bondStaker, staker, "a rotated-out worker's record lost its staker");
+            assertLe(first, last);
+            assertLe(last, escrow.currentPeriod());
         }
     }
 
@@ -78,6 +119,28 @@ contract InvariantsTest is Base {
             accrued += policyManager.fees(handler.stakers(i));
         }
         assertGe(address(policyManager).balance, accrued, "held ETH does not cover accrued fees");
+    }
+
+    /// The policy manager holds exactly the nodes' unwithdrawn fees plus every policy's open
+    /// obligation: for each arrangement of a live policy, the periods after `refundedThrough` that
+    /// the node has not committed to, at the policy's rate (what a refund or revocation would pay).
+    function invariant_EthExactAccounting() public view {
+        uint256 owed;
+        for (uint256 i; i < handler.stakerCount(); ++i) {
+            owed += policyManager.fees(handler.stakers(i));
+        }
+        for (uint256 p; p < handler.policyCount(); ++p) {
+            (bytes16 id, address[] memory nodes) = handler.policyAt(p);
+            PolicyManager.PolicyView memory policy = policyManager.getPolicy(id);
+            if (policy.revoked || policy.refundedThrough >= policy.lastPeriod) continue;
+            for (uint256 j; j < nodes.length; ++j) {
+                if (policyManager.arrangementRevoked(id, nodes[j])) continue;
+                uint256 committed =
+                    policyManager.committedCount(nodes[j], policy.refundedThrough + 1, policy.lastPeriod);
+                owed += (policy.lastPeriod - policy.refundedThrough - committed) * policy.feeRate;
+            }
+        }
+        assertEq(address(policyManager).balance, owed, "held ETH != fees + open obligations");
     }
 
     /// Commitments never count more than the committed stakers have locked in their period.

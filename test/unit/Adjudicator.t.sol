@@ -170,7 +170,10 @@ contract AdjudicatorTest is AdjudicatorFixtures {
         advancePeriods(EVIDENCE_WINDOW + 1);
         expectReport(
             abi.encodeWithSelector(
-                Errors.Adjudicator_EvidenceExpired.selector, c.evidence.period, currentPeriod(), EVIDENCE_WINDOW
+                Errors.Adjudicator_EvidenceExpired.selector,
+                c.evidence.period,
+                currentPeriod(),
+                EVIDENCE_WINDOW
             ),
             c.evidence
         );
@@ -181,7 +184,9 @@ contract AdjudicatorTest is AdjudicatorFixtures {
         prepare(c);
         c.evidence.period = currentPeriod() + 1;
         expectReport(
-            abi.encodeWithSelector(Errors.Adjudicator_PeriodInFuture.selector, currentPeriod() + 1, currentPeriod()),
+            abi.encodeWithSelector(
+                Errors.Adjudicator_PeriodInFuture.selector, currentPeriod() + 1, currentPeriod()
+            ),
             c.evidence
         );
     }
@@ -362,7 +367,9 @@ contract AdjudicatorTest is AdjudicatorFixtures {
 
     function test_RevertWhen_PolicyUnknown() public {
         Case memory c = load(indexOf("correct", 0));
-        expectReport(abi.encodeWithSelector(Errors.Adjudicator_PolicyNotFound.selector, c.policyId), c.evidence);
+        expectReport(
+            abi.encodeWithSelector(Errors.Adjudicator_PolicyNotFound.selector, c.policyId), c.evidence
+        );
     }
 
     function test_RevertWhen_WorkerSignatureUnparsable() public {

@@ -6,6 +6,7 @@ import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
 import {PolicyManager} from "../../contracts/PolicyManager.sol";
 import {Errors} from "../../contracts/libraries/Errors.sol";
 import {Base} from "../utils/Base.sol";
+import {Vm} from "../utils/Vm.sol";
 
 contract PolicyManagerTest is Base {
     uint256 internal constant STAKE = 100_000e18;
@@ -86,6 +87,33 @@ contract PolicyManagerTest is Base {
 
     function test_RevertWhen_PolicyIdTaken() public {
         create(10);
+        vm.deal(alice, pay(10));
+        vm.expectRevert(abi.encodeWithSelector(Errors.PolicyManager_PolicyExists.selector, ID));
+        vm.prank(alice);
+        policyManager.createPolicy{value: pay(10)}(SALT, alice, signer, endAfter(10), nodes);
+    }
+
+    /// @dev Regression (review item 4): the caller chose the policy id, so a front-runner copying
+    /// Alice's pending createPolicy took her id first (with its own kfrag signer) and hers reverted.
+    function test_CreatePolicy_FrontRunnerWithTheSameSaltGetsAnotherId() public {
+        address mallory = makeAddr("mallory");
+        vm.deal(mallory, pay(10));
+        vm.prank(mallory);
+        bytes16 mallorys =
+            policyManager.createPolicy{value: pay(10)}(SALT, mallory, mallory, endAfter(10), nodes);
+        assertEq(bytes32(mallorys), bytes32(policyManager.policyIdOf(mallory, SALT)));
+        assertTrue(mallorys != ID, "the front-runner took Alice's id");
+
+        vm.deal(alice, pay(10));
+        vm.prank(alice);
+        bytes16 id = policyManager.createPolicy{value: pay(10)}(SALT, alice, signer, endAfter(10), nodes);
+        assertEq(bytes32(id), bytes32(ID));
+        assertEq(bytes32(ID), bytes32(bytes16(keccak256(abi.encodePacked(alice, SALT)))));
+        assertEq(policyManager.getPolicy(ID).owner, alice);
+        assertEq(policyManager.kfragSignerOf(ID), signer);
+        assertEq(policyManager.kfragSignerOf(mallorys), mallory);
+
+        // The same creator cannot use a salt twice.
         vm.deal(alice, pay(10));
         vm.expectRevert(abi.encodeWithSelector(Errors.PolicyManager_PolicyExists.selector, ID));
         vm.prank(alice);
@@ -210,6 +238,35 @@ contract PolicyManagerTest is Base {
         advancePeriods(1);
         commitAll();
         assertEq(policyManager.fees(nodeA), 3 * RATE);
+    }
+
+    /// @dev Regression (review item 5): a node that had committed to the current and the next
+    /// period got one `FeesAccrued` for both, dated the current period; now one event per period.
+    function test_CreatePolicy_EmitsFeesAccruedForEachPrecommittedPeriod() public {
+        commitAll();
+        advancePeriods(1);
+        commitAll(); // committed to the current period and the next
+        uint256 current = currentPeriod();
+        vm.deal(alice, pay(5));
+        for (uint256 i; i < nodes.length; ++i) {
+            vm.expectEmit(address(policyManager));
+            emit PolicyManager.FeesAccrued(nodes[i], current, RATE);
+            vm.expectEmit(address(policyManager));
+            emit PolicyManager.FeesAccrued(nodes[i], current + 1, RATE);
+        }
+        vm.recordLogs();
+        vm.prank(alice);
+        policyManager.createPolicy{value: pay(5)}(SALT, alice, signer, endAfter(5), nodes);
+
+        Vm.Log[] memory logs = vm.getRecordedLogs();
+        uint256 accrued;
+        for (uint256 i; i < logs.length; ++i) {
+            if (logs[i].topics.length != 0 && logs[i].topics[0] == PolicyManager.FeesAccrued.selector) {
+                ++accrued;
+            }
+        }
+        assertEq(accrued, 2 * nodes.length, "one FeesAccrued per node and pre-committed period");
+        assertEq(policyManager.fees(nodeA), 2 * RATE);
     }
 
     function test_Fees_PolicyEndingBeforeTheLastCommittedPeriod() public {

@@ -8,6 +8,7 @@ import {StakingEscrow} from "../../contracts/StakingEscrow.sol";
 import {IPolicyManager} from "../../contracts/interfaces/IPolicyManager.sol";
 import {Errors} from "../../contracts/libraries/Errors.sol";
 import {Base} from "../utils/Base.sol";
+import {Vm} from "../utils/Vm.sol";
 
 contract StakingEscrowTest is Base {
     uint256 internal constant STAKE = 100_000e18;
@@ -610,6 +611,34 @@ contract StakingEscrowTest is Base {
         deposit(staker, STAKE, 60);
         vm.prank(staker);
         assertEq(escrow.mint(), 0);
+    }
+
+    /// @dev Regression (review item 5): settling a commitment that earned nothing emitted
+    /// `RewardMinted` with amount 0; now a zero reward settles silently.
+    function test_Mint_ZeroRewardEmitsNoRewardMinted() public {
+        deposit(staker, STAKE, 60);
+        bond(staker, worker);
+        vm.prank(worker);
+        escrow.commitToNextPeriod();
+        // The whole stake is slashed: the pending commitment shrinks to nothing locked.
+        vm.prank(adjudicator);
+        escrow.slash(staker, STAKE, investigator, 0);
+        assertEq(escrow.getStakerInfo(staker).commitLocked[0], 0);
+        advancePeriods(2); // the committed period has ended, and earned nothing
+        assertEq(escrow.pendingReward(staker), 0);
+
+        vm.recordLogs();
+        vm.prank(worker);
+        assertEq(escrow.mint(), 0);
+        Vm.Log[] memory logs = vm.getRecordedLogs();
+        for (uint256 i; i < logs.length; ++i) {
+            assertTrue(
+                logs[i].topics.length == 0 || logs[i].topics[0] != StakingEscrow.RewardMinted.selector,
+                "RewardMinted with a zero amount"
+            );
+        }
+        assertEq(logs.length, 0, "settling nothing logs nothing");
+        assertEq(escrow.getStakerInfo(staker).commitPeriods[0], 0, "the commitment is settled all the same");
     }
 
     function test_RevertWhen_MintByStranger() public {

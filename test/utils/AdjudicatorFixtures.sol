@@ -99,8 +99,11 @@ abstract contract AdjudicatorFixtures is Base {
             vm.deal(c.creator, value);
             uint256 end = endAfter(10);
             vm.prank(c.creator);
-            bytes16 id = policyManager.createPolicy{value: value}(c.salt, alice, c.kfragSigner, end, list(staker));
-            assertEq(bytes32(id), bytes32(c.policyId), "the fixture's policy id is not the creator's and salt's");
+            bytes16 id =
+                policyManager.createPolicy{value: value}(c.salt, alice, c.kfragSigner, end, list(staker));
+            assertEq(
+                bytes32(id), bytes32(c.policyId), "the fixture's policy id is not the creator's and salt's"
+            );
         }
     }
 

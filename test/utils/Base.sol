@@ -49,7 +49,8 @@ abstract contract Base is Test {
         token = new KMSToken(CAP, INITIAL_SUPPLY, address(this), escrowAddress);
         escrow = new StakingEscrow(token, escrowParameters());
         policyManager = new PolicyManager(escrow, governor, MIN_FEE_RATE, DEFAULT_FEE_RATE, MAX_FEE_RATE);
-        escrow.setPolicyManager(policyManager);
+        // Deployed before any call: under `--isolate` each call from this contract is a transaction
+        // that bumps its nonce, and the fixtures' answers name the Adjudicator at its fourth creation.
         if (realAdjudicator()) {
             adjudicatorContract = new Adjudicator(
                 escrow,
@@ -61,6 +62,7 @@ abstract contract Base is Test {
             );
             adjudicator = address(adjudicatorContract);
         }
+        escrow.setPolicyManager(policyManager);
         escrow.setAdjudicator(adjudicator);
     }
 
@@ -143,10 +145,13 @@ abstract contract Base is Test {
     }
 
     /// @dev Creates the owner's policy with `salt`; returns its id.
-    function createPolicy(bytes16 salt, address owner, address[] memory nodes, uint256 periods, uint256 feeRate)
-        internal
-        returns (bytes16 id)
-    {
+    function createPolicy(
+        bytes16 salt,
+        address owner,
+        address[] memory nodes,
+        uint256 periods,
+        uint256 feeRate
+    ) internal returns (bytes16 id) {
         uint256 value = feeRate * nodes.length * periods;
         vm.deal(owner, owner.balance + value);
         vm.prank(owner);

@@ -4,6 +4,13 @@ pragma solidity ^0.8.28;
 /// @notice The subset of Foundry's cheatcodes this project uses (the npm forge-std lacks ds-test,
 /// so the project carries its own base). Signatures follow forge's cheatcode ABI.
 interface Vm {
+    /// @notice A log captured by `recordLogs`.
+    struct Log {
+        bytes32[] topics;
+        bytes data;
+        address emitter;
+    }
+
     // Environment
     function warp(uint256 timestamp) external;
     function roll(uint256 blockNumber) external;
@@ -30,6 +37,8 @@ interface Vm {
     function expectEmit() external;
     function expectEmit(address emitter) external;
     function expectEmit(bool checkTopic1, bool checkTopic2, bool checkTopic3, bool checkData) external;
+    function recordLogs() external;
+    function getRecordedLogs() external returns (Log[] memory logs);
 
     // Gas
     function snapshotGasLastCall(string calldata name) external returns (uint256 gasUsed);

@@ -7,61 +7,230 @@ import {StakingEscrow} from "../../../contracts/StakingEscrow.sol";
 import {IAdjudicator} from "../../../contracts/interfaces/IAdjudicator.sol";
 import {Vm} from "../../utils/Vm.sol";
 
-/// @notice Submits the umbral-pre test vectors to the real Adjudicator in random order, by random
-/// investigators, some twice, and keeps ghost totals of what every slash moved.
+/// @notice Reports the umbral-pre test vectors to the real Adjudicator in two steps (commit, then
+/// reveal from a later block) in random order, by random investigators (sometimes the culprit
+/// itself, sometimes a thief replaying another investigator's reveal), while time passes and the
+/// nodes rotate or drop their worker keys. It predicts the outcome of every reveal from the rules
+/// and fails the run (a revert: the suite sets fail-on-revert) when the Adjudicator disagrees, and
+/// keeps ghost totals of what every slash moved.
 contract EvaluationHandler {
     Vm internal constant vm = Vm(address(uint160(uint256(keccak256("hevm cheat code")))));
 
     Adjudicator public immutable adjudicator;
     StakingEscrow public immutable escrow;
     KMSToken public immutable token;
+    /// @notice The period every fixture answer names.
+    uint256 public immutable answerPeriod;
 
-    IAdjudicator.Evidence[] internal evidences;
-    bool[] public isCorrect;
-    address[] public stakersOfCases;
+    struct Case {
+        IAdjudicator.Evidence evidence;
+        bytes32 evidenceHash;
+        bool correct;
+        address staker;
+        address signer; // the worker that signed the answer
+    }
+
+    /// @notice A commitment awaiting its reveal.
+    struct Pending {
+        uint256 caseIndex;
+        address investigator;
+    }
+
+    Case[] internal cases;
+    Pending[] internal pending;
     address[3] public investigators = [address(0x1001), address(0x1002), address(0x1003)];
 
     uint256 public ghostPenalties;
     uint256 public ghostRewards;
+    /// @notice Every address a reveal paid (the investigators, and any former worker of the staker
+    /// that committed while it was current: not a culprit once rotated out), and what it was paid.
+    address[] public payees;
+    mapping(address => uint256) public ghostPaidTo;
     uint256 public ghostHonestLoss; // stake lost by the node of a correct cfrag: must stay zero
     uint256 public evaluations;
     uint256 public wrongEvaluations;
+    // Counters, to see that the run did something
+    mapping(bytes32 => uint256) public calls;
 
-    constructor(Adjudicator adjudicator_, StakingEscrow escrow_, KMSToken token_) {
+    constructor(Adjudicator adjudicator_, StakingEscrow escrow_, KMSToken token_, uint256 answerPeriod_) {
         adjudicator = adjudicator_;
         escrow = escrow_;
         token = token_;
+        answerPeriod = answerPeriod_;
     }
 
-    function addCase(IAdjudicator.Evidence memory evidence, bool correct, address staker) external {
-        evidences.push(evidence);
-        isCorrect.push(correct);
-        stakersOfCases.push(staker);
+    /// @notice Set-up only (the suite does not target it).
+    function addCase(IAdjudicator.Evidence memory evidence, bool correct, address staker, address signer)
+        external
+    {
+        cases.push(
+            Case(
+                evidence,
+                keccak256(abi.encodePacked(evidence.capsule, evidence.cfrag)),
+                correct,
+                staker,
+                signer
+            )
+        );
     }
 
     function caseCount() external view returns (uint256) {
-        return evidences.length;
+        return cases.length;
     }
 
-    function evaluate(uint256 caseSeed, uint256 investigatorSeed) external {
-        uint256 i = caseSeed % evidences.length;
-        address staker = stakersOfCases[i];
+    function investigatorCount() external view returns (uint256) {
+        return investigators.length;
+    }
+
+    function payeeCount() external view returns (uint256) {
+        return payees.length;
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                                REPORTS
+    //////////////////////////////////////////////////////////////*/
+
+    /// @notice Step one: an investigator commits to a case. One seed in four makes the culprit
+    /// commit instead: the staker, the worker that signed, or the staker's current worker.
+    function commit(uint256 caseSeed, uint256 investigatorSeed) external {
+        uint256 i = caseSeed % cases.length;
+        Case storage c = cases[i];
         address investigator = investigators[investigatorSeed % investigators.length];
-        uint256 stakeBefore = escrow.stakeOf(staker);
-        uint256 investigatorBefore = token.balanceOf(investigator);
+        if ((investigatorSeed >> 8) % 4 == 0) {
+            uint256 which = (investigatorSeed >> 16) % 3;
+            investigator = which == 0 ? c.staker : which == 1 ? c.signer : escrow.workerOf(c.staker);
+            if (investigator == address(0)) investigator = c.staker; // unbonded: no current worker
+        }
+        bytes32 commitment = adjudicator.evidenceCommitment(c.evidenceHash, investigator);
+        uint256 earlier = adjudicator.commitments(commitment);
         vm.prank(investigator);
-        try adjudicator.evaluateCFrag(evidences[i]) {
-            uint256 lost = stakeBefore - escrow.stakeOf(staker);
-            if (isCorrect[i]) ghostHonestLoss += lost;
-            ghostPenalties += lost;
-            ghostRewards += token.balanceOf(investigator) - investigatorBefore;
-            evaluations++;
-            if (!isCorrect[i]) wrongEvaluations++;
-        } catch {}
+        adjudicator.commitEvidence(commitment);
+        if (earlier != 0) {
+            require(adjudicator.commitments(commitment) == earlier, "a second commitment moved the block");
+            return; // committed before: pending, or dropped after a final refusal
+        }
+        require(adjudicator.commitments(commitment) == vm.getBlockNumber(), "commitment not recorded");
+        pending.push(Pending(i, investigator));
+        calls["commit"]++;
     }
 
-    /// Time passes, so penalties meet stakes that have changed.
-    function advance(uint256 periods) external {
+    /// @notice Step two: reveals a pending commitment, after a thief (an investigator that did not
+    /// commit to this evidence) tried to reveal it first. Checks the verdict against the rules: the
+    /// reveal succeeds exactly when it comes from a later block than the commitment, the evidence
+    /// was not evaluated, the answer is within the evidence window, and, for a wrong cfrag, the
+    /// investigator is not the culprit. A rotated or dropped worker key changes nothing.
+    function reveal(uint256 pendingSeed, uint256 thiefSeed) external {
+        if (pending.length == 0) return;
+        uint256 index = pendingSeed % pending.length;
+        Pending memory p = pending[index];
+        Case storage c = cases[p.caseIndex];
+        _tryTheft(c, investigators[thiefSeed % investigators.length]);
+
+        uint256 committedBlock =
+            adjudicator.commitments(adjudicator.evidenceCommitment(c.evidenceHash, p.investigator));
+        bool tooEarly = committedBlock >= vm.getBlockNumber();
+        bool expired = escrow.currentPeriod() - answerPeriod > escrow.evidenceWindow();
+        bool culprit = !c.correct
+            && (p.investigator == c.staker
+                || p.investigator == c.signer
+                || p.investigator == escrow.workerOf(c.staker));
+        bool accepted = committedBlock != 0 && !tooEarly && !adjudicator.evaluated(c.evidenceHash) && !expired
+            && !culprit;
+
+        if (_evaluate(c, p.investigator)) {
+            require(accepted, "the Adjudicator accepted a reveal the rules refuse");
+            calls[c.correct ? bytes32("revealCorrect") : bytes32("revealWrong")]++;
+        } else {
+            require(!accepted, "the Adjudicator refused a reveal the rules accept");
+            if (tooEarly) {
+                calls["revealTooEarly"]++;
+                return; // can be tried again from a later block
+            }
+            if (expired) calls["revealExpired"]++;
+            else if (culprit) calls["revealByCulprit"]++;
+            else calls["revealRefused"]++;
+        }
+        pending[index] = pending[pending.length - 1];
+        pending.pop();
+    }
+
+    /// @dev An investigator with no commitment to the evidence cannot reveal it.
+    function _tryTheft(Case storage c, address thief) internal {
+        if (adjudicator.commitments(adjudicator.evidenceCommitment(c.evidenceHash, thief)) != 0) return;
+        vm.prank(thief);
+        try adjudicator.evaluateCFrag(c.evidence) {
+            revert("an investigator that did not commit revealed the evidence");
+        } catch {
+            calls["thiefRefused"]++;
+        }
+    }
+
+    /// @dev Reveals as `investigator`; on success checks and records what moved.
+    function _evaluate(Case storage c, address investigator) internal returns (bool success) {
+        uint256 stakeBefore = escrow.stakeOf(c.staker);
+        uint256 balanceBefore = token.balanceOf(investigator);
+        uint256 violationsBefore = adjudicator.violations(c.staker);
+        vm.prank(investigator);
+        try adjudicator.evaluateCFrag(c.evidence) {}
+        catch {
+            return false;
+        }
+        uint256 lost = stakeBefore - escrow.stakeOf(c.staker);
+        uint256 paid = token.balanceOf(investigator) - balanceBefore;
+        require(paid <= lost, "the investigator got more than the penalty");
+        require(
+            adjudicator.commitments(adjudicator.evidenceCommitment(c.evidenceHash, investigator)) == 0,
+            "the commitment was not used up"
+        );
+        if (c.correct) {
+            ghostHonestLoss += lost;
+            require(adjudicator.violations(c.staker) == violationsBefore, "a correct cfrag counted");
+        } else {
+            require(adjudicator.violations(c.staker) == violationsBefore + 1, "a violation not counted");
+            wrongEvaluations++;
+        }
+        ghostPenalties += lost;
+        ghostRewards += paid;
+        if (paid != 0) {
+            if (ghostPaidTo[investigator] == 0) payees.push(investigator);
+            ghostPaidTo[investigator] += paid;
+        }
+        evaluations++;
+        return true;
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                             TIME AND KEYS
+    //////////////////////////////////////////////////////////////*/
+
+    /// @notice Time passes (0 to 2 periods) and blocks are mined (0 to 2), so reveals meet
+    /// commitments of the same block, stakes that changed, and answers past the evidence window.
+    function advance(uint256 periods, uint256 blocks) external {
         vm.warp(vm.getBlockTimestamp() + (periods % 3) * escrow.secondsPerPeriod());
+        vm.roll(vm.getBlockNumber() + blocks % 3);
+    }
+
+    /// @notice A staker replaces its worker by a fresh key (propose, then accept), or drops it, when
+    /// its current bond is old enough: the answers its earlier key signed still count against it.
+    function rotateWorker(uint256 caseSeed, bool drop) external {
+        address staker = cases[caseSeed % cases.length].staker;
+        StakingEscrow.StakerView memory info = escrow.getStakerInfo(staker);
+        if (
+            info.worker != address(0)
+                && escrow.currentPeriod() < info.workerBondedPeriod + escrow.minWorkerPeriods()
+        ) {
+            return;
+        }
+        address fresh = drop && info.worker != address(0)
+            ? address(0)
+            : address(uint160(0xE0000 + calls["rotateWorker"]));
+        vm.prank(staker);
+        escrow.bondWorker(fresh);
+        if (fresh != address(0)) {
+            vm.prank(fresh);
+            escrow.acceptWorker(staker);
+        }
+        require(escrow.workerOf(staker) == fresh, "the rotation did not take");
+        calls["rotateWorker"]++;
     }
 }

@@ -96,8 +96,11 @@ contract KMSHandler {
                                  TIME
     //////////////////////////////////////////////////////////////*/
 
+    /// @notice Mostly up to three periods; one call in four up to 45, past a lock's end and its
+    /// evidence window, so unlocking, release and slot reuse happen within a run.
     function advance(uint256 seconds_) external {
-        seconds_ = seconds_ % (3 * escrow.secondsPerPeriod());
+        uint256 periods = seconds_ % 4 == 0 ? 45 : 3;
+        seconds_ = (seconds_ >> 2) % (periods * escrow.secondsPerPeriod());
         vm.warp(vm.getBlockTimestamp() + seconds_);
         calls["advance"]++;
     }
@@ -125,7 +128,7 @@ contract KMSHandler {
             token.transfer(treasury, amount);
         }
         vm.stopPrank();
-        if (escrow.workerOf(staker) == address(0) && escrow.stakeOf(staker) != 0) _bond(staker, workers[i]);
+        if (escrow.workerOf(staker) == address(0) && ghostDeposited[staker] != 0) _bond(staker, workers[i]);
     }
 
     function prolong(uint256 actorSeed, uint256 index, uint256 periods) external {
@@ -151,14 +154,25 @@ contract KMSHandler {
         } catch {}
     }
 
+    /// @notice Merges two sub-stakes, first prolonging the one that ends sooner to the other's end
+    /// (random locks seldom end in the same period).
     function merge(uint256 actorSeed, uint256 index1, uint256 index2) external {
         address staker = stakers[actorSeed % STAKERS];
-        uint256 count = escrow.getSubStakes(staker).length;
+        StakingEscrow.SubStake[] memory subStakes = escrow.getSubStakes(staker);
+        uint256 count = subStakes.length;
         if (count < 2) return;
-        vm.prank(staker);
-        try escrow.merge(index1 % count, index2 % count) {
+        (index1, index2) = (index1 % count, index2 % count);
+        uint256 last1 = subStakes[index1].lastPeriod;
+        uint256 last2 = subStakes[index2].lastPeriod;
+        vm.startPrank(staker);
+        if (last1 != last2) {
+            (uint256 sooner, uint256 gap) = last1 < last2 ? (index1, last2 - last1) : (index2, last1 - last2);
+            try escrow.prolong(sooner, gap) {} catch {}
+        }
+        try escrow.merge(index1, index2) {
             calls["merge"]++;
         } catch {}
+        vm.stopPrank();
     }
 
     function withdraw(uint256 actorSeed, uint256 amount) external {
