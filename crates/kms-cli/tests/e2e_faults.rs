@@ -326,30 +326,30 @@ impl Keys {
         kms_crypto::ethereum_address(&self.signer.public_key())
     }
 
-    /// `shares` kfrags (`threshold` needed), each encrypted to its node's Umbral key.
-    fn uploads(&self, threshold: usize, node_keys: &[PublicKey]) -> Result<Vec<KfragUpload>> {
+    /// `nodes.len()` kfrags of policy `policy_id` (`threshold` needed), each sealed for its node
+    /// (staker, Umbral key).
+    fn uploads(
+        &self,
+        policy_id: [u8; 16],
+        threshold: usize,
+        nodes: &[(Address, PublicKey)],
+    ) -> Result<Vec<KfragUpload>> {
+        let signer = Signer::new(self.signer.clone());
         let kfrags = generate_kfrags(
             &self.delegating,
             &self.bob.public_key(),
-            &Signer::new(self.signer.clone()),
+            &signer,
             threshold,
-            node_keys.len(),
+            nodes.len(),
             true,
             true,
         );
-        node_keys
+        let keys = (&self.delegating.public_key(), &self.bob.public_key());
+        nodes
             .iter()
             .zip(kfrags.iter())
-            .map(|(key, kfrag)| {
-                let (capsule, ciphertext) =
-                    encrypt(key, &kfrag.to_bytes()?).map_err(|e| anyhow::anyhow!("{e}"))?;
-                Ok(KfragUpload {
-                    capsule: encode_b64(&capsule.to_bytes()?),
-                    ciphertext: encode_b64(&ciphertext),
-                    delegating_key: encode_public_key(&self.delegating.public_key()),
-                    receiving_key: encode_public_key(&self.bob.public_key()),
-                    verifying_key: encode_public_key(&self.signer.public_key()),
-                })
+            .map(|((staker, key), kfrag)| {
+                Ok(KfragUpload::seal(kfrag, key, *staker, policy_id, keys, &signer)?)
             })
             .collect()
     }
@@ -888,7 +888,7 @@ async fn sigkill_during_uploads_and_catch_up_loses_nothing_and_repeats_no_duty()
             )
             .await?;
             last_policy_block = block;
-            let upload = keys.uploads(1, std::slice::from_ref(&node_key))?.remove(0);
+            let upload = keys.uploads(id, 1, &[(staker, node_key)])?.remove(0);
             policies.push(TestPolicy {
                 id,
                 upload,
@@ -1122,7 +1122,10 @@ async fn nodes_reconnect_and_catch_up_after_anvil_restarts() -> Result<()> {
     for node in &nodes {
         bob_nodes.push(policy_node(&client, node).await?);
     }
-    let node_keys: Vec<PublicKey> = bob_nodes.iter().map(|n| n.umbral_public_key).collect();
+    let node_keys: Vec<(Address, PublicKey)> = bob_nodes
+        .iter()
+        .map(|n| (n.staker, n.umbral_public_key))
+        .collect();
     let keys = Keys::new();
 
     // A 2-of-2 policy before the restart.
@@ -1135,7 +1138,7 @@ async fn nodes_reconnect_and_catch_up_after_anvil_restarts() -> Result<()> {
         10,
     )
     .await?;
-    for (node, upload) in nodes.iter().zip(keys.uploads(2, &node_keys)?) {
+    for (node, upload) in nodes.iter().zip(keys.uploads(before, 2, &node_keys)?) {
         client.upload_kfrag(&node.url(), before, &upload).await?;
     }
     let head_before = head(&reader).await?;
@@ -1166,7 +1169,7 @@ async fn nodes_reconnect_and_catch_up_after_anvil_restarts() -> Result<()> {
         10,
     )
     .await?;
-    for (node, upload) in nodes.iter().zip(keys.uploads(2, &node_keys)?) {
+    for (node, upload) in nodes.iter().zip(keys.uploads(after, 2, &node_keys)?) {
         client.upload_kfrag(&node.url(), after, &upload).await?;
         ensure!(node.kfrags().await? == 2, "{}", node.name);
     }
@@ -1333,10 +1336,10 @@ async fn a_shallow_reorg_neither_commits_twice_nor_keeps_a_vanished_policy() -> 
         Ok(manager.fees(staker).call().await?.is_zero())
     })
     .await?;
-    let key = [bob_node.umbral_public_key];
+    let key = [(bob_node.staker, bob_node.umbral_public_key)];
     ensure!(
         client
-            .upload_kfrag(&node.url(), kept, &keys.uploads(1, &key)?[0])
+            .upload_kfrag(&node.url(), kept, &keys.uploads(kept, 1, &key)?[0])
             .await?
     );
     let (vanished, vanished_block) = create_policy(
@@ -1350,7 +1353,7 @@ async fn a_shallow_reorg_neither_commits_twice_nor_keeps_a_vanished_policy() -> 
     .await?;
     ensure!(
         client
-            .upload_kfrag(&node.url(), vanished, &keys.uploads(1, &key)?[0])
+            .upload_kfrag(&node.url(), vanished, &keys.uploads(vanished, 1, &key)?[0])
             .await?,
         "the unconfirmed policy's kfrag was not taken"
     );

@@ -434,10 +434,11 @@ impl<P: Provider> Client<P> {
 
         // The kfrags are made and encrypted before anything is paid: a failure here costs
         // nothing.
+        let kfrag_signer = Signer::new(signer_sk.clone());
         let kfrags = generate_kfrags(
             delegating_sk,
             &policy.receiving_key,
-            &Signer::new(signer_sk.clone()),
+            &kfrag_signer,
             policy.threshold,
             policy.shares,
             true,
@@ -445,21 +446,19 @@ impl<P: Provider> Client<P> {
         );
         let mut uploads = Vec::with_capacity(policy.shares);
         for (node, kfrag) in policy.nodes.iter().zip(kfrags.iter()) {
-            let failed = |reason: String| GrantError::Kfrag {
+            let upload = KfragUpload::seal(
+                kfrag,
+                &node.umbral_public_key,
+                node.staker,
+                policy.policy_id,
+                (&policy.delegating_key, &policy.receiving_key),
+                &kfrag_signer,
+            )
+            .map_err(|e| GrantError::Kfrag {
                 node: node.staker,
-                reason,
-            };
-            let plaintext = kfrag.to_bytes().map_err(|e| failed(e.to_string()))?;
-            let (capsule, ciphertext) = umbral_pre::encrypt(&node.umbral_public_key, &plaintext)
-                .map_err(|e| failed(e.to_string()))?;
-            let capsule = capsule.to_bytes().map_err(|e| failed(e.to_string()))?;
-            uploads.push(KfragUpload {
-                capsule: encode_b64(&capsule),
-                ciphertext: encode_b64(&ciphertext),
-                delegating_key: encode_public_key(&policy.delegating_key),
-                receiving_key: encode_public_key(&policy.receiving_key),
-                verifying_key: encode_public_key(&policy.verifying_key),
-            });
+                reason: e.to_string(),
+            })?;
+            uploads.push(upload);
         }
 
         let manager = self.deployment.policy_manager(&self.provider);

@@ -12,10 +12,13 @@ use alloy::primitives::{hex, Address};
 use base64::{engine::general_purpose::STANDARD, Engine as _};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use umbral_pre::{Capsule, DefaultDeserialize, PublicKey, Signature};
+use umbral_pre::{Capsule, DefaultDeserialize, DefaultSerialize, KeyFrag, PublicKey, Signature};
 
 /// The domain tag that starts the message Bob signs for a re-encryption request.
 pub const REENCRYPT_TAG: &[u8; 16] = b"KMS_REENCRYPT_V1";
+
+/// The domain tag of the message Alice's kfrag signer signs for each kfrag upload.
+pub const KFRAG_UPLOAD_TAG: &[u8; 19] = b"KMS_KFRAG_UPLOAD_V1";
 
 /// A field of a request body that does not decode.
 #[derive(Debug, thiserror::Error)]
@@ -93,7 +96,8 @@ where
 /// is the `KeyFrag`'s default serialization, encrypted to the node's Umbral key (see
 /// [`NodeInfo::umbral_public_key`]). The three keys are those the kfrag was generated with and
 /// must have been signed into it (`generate_kfrags(.., sign_delegating_key: true,
-/// sign_receiving_key: true)`).
+/// sign_receiving_key: true)`). The kfrag signer signs the upload ([`kfrag_upload_message`]), so
+/// it is bound to its policy and its node: nobody who sees it can store it under another policy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct KfragUpload {
@@ -109,6 +113,33 @@ pub struct KfragUpload {
     /// The kfrag signer's public key (hex, 33 bytes); its Ethereum address must be the policy's
     /// `kfragSigner` on chain.
     pub verifying_key: String,
+    /// Hex of the 64-byte umbral-pre `Signature` (`to_be_bytes`) by the kfrag signer over
+    /// [`kfrag_upload_message`].
+    pub signature: String,
+}
+
+/// The message the kfrag signer signs for an upload: `"KMS_KFRAG_UPLOAD_V1" || policy_id (16) ||
+/// node staker (20) || delegating key (33) || receiving key (33) || sha256(capsule) ||
+/// sha256(ciphertext)`, the keys compressed and the capsule as its default serialization (the
+/// bytes base64-encoded in the upload). The encrypted kfrag stands for the kfrag: only the node
+/// can decrypt it, and nobody else can make another encryption of the same kfrag.
+pub fn kfrag_upload_message(
+    policy_id: [u8; 16],
+    node: Address,
+    delegating_key: &PublicKey,
+    receiving_key: &PublicKey,
+    capsule: &[u8],
+    ciphertext: &[u8],
+) -> Vec<u8> {
+    let mut message = Vec::with_capacity(19 + 16 + 20 + 33 + 33 + 32 + 32);
+    message.extend_from_slice(KFRAG_UPLOAD_TAG);
+    message.extend_from_slice(&policy_id);
+    message.extend_from_slice(node.as_slice());
+    message.extend_from_slice(&delegating_key.to_compressed_bytes());
+    message.extend_from_slice(&receiving_key.to_compressed_bytes());
+    message.extend_from_slice(&Sha256::digest(capsule));
+    message.extend_from_slice(&Sha256::digest(ciphertext));
+    message
 }
 
 /// A [`KfragUpload`] with its fields decoded.
@@ -124,20 +155,109 @@ pub struct DecodedKfragUpload {
     pub receiving_key: PublicKey,
     /// The kfrag signer's key.
     pub verifying_key: PublicKey,
+    /// The capsule's bytes, as uploaded (what the signature covers).
+    pub capsule_bytes: Vec<u8>,
+    /// The kfrag signer's signature of the upload.
+    pub signature: Signature,
+}
+
+impl DecodedKfragUpload {
+    /// Whether the kfrag signer signed this upload for `policy_id` and the node `node`: checked
+    /// before anything is decrypted or stored.
+    pub fn is_signed_for(&self, policy_id: [u8; 16], node: Address) -> bool {
+        let message = kfrag_upload_message(
+            policy_id,
+            node,
+            &self.delegating_key,
+            &self.receiving_key,
+            &self.capsule_bytes,
+            &self.ciphertext,
+        );
+        self.signature.verify(&self.verifying_key, &message)
+    }
 }
 
 impl KfragUpload {
+    /// Seals `kfrag` for one node (Alice's side): encrypts it to the node's Umbral key and signs
+    /// the upload for `policy_id` and the node's staker with the kfrag signer.
+    pub fn seal(
+        kfrag: &umbral_pre::VerifiedKeyFrag,
+        node_umbral_pk: &PublicKey,
+        node: Address,
+        policy_id: [u8; 16],
+        (delegating_key, receiving_key): (&PublicKey, &PublicKey),
+        kfrag_signer: &umbral_pre::Signer,
+    ) -> Result<Self, WireError> {
+        let failed = |e: &dyn std::fmt::Display| WireError::new("kfrag", e.to_string());
+        let plaintext = kfrag.to_bytes().map_err(|e| failed(&e))?;
+        let (capsule, ciphertext) =
+            umbral_pre::encrypt(node_umbral_pk, &plaintext).map_err(|e| failed(&e))?;
+        let capsule = capsule.to_bytes().map_err(|e| failed(&e))?;
+        let message = kfrag_upload_message(
+            policy_id,
+            node,
+            delegating_key,
+            receiving_key,
+            &capsule,
+            &ciphertext,
+        );
+        Ok(Self {
+            capsule: encode_b64(&capsule),
+            ciphertext: encode_b64(&ciphertext),
+            delegating_key: encode_public_key(delegating_key),
+            receiving_key: encode_public_key(receiving_key),
+            verifying_key: encode_public_key(&kfrag_signer.verifying_key()),
+            signature: encode_hex(&kfrag_signer.sign(&message).to_be_bytes()),
+        })
+    }
+
     /// Decodes every field.
     pub fn decode(&self) -> Result<DecodedKfragUpload, WireError> {
         let capsule_bytes = decode_b64("capsule", &self.capsule)?;
+        let signature = decode_hex("signature", &self.signature)?;
         Ok(DecodedKfragUpload {
             capsule: decode_umbral("capsule", &capsule_bytes)?,
             ciphertext: decode_b64("ciphertext", &self.ciphertext)?,
             delegating_key: decode_public_key("delegatingKey", &self.delegating_key)?,
             receiving_key: decode_public_key("receivingKey", &self.receiving_key)?,
             verifying_key: decode_public_key("verifyingKey", &self.verifying_key)?,
+            capsule_bytes,
+            signature: Signature::try_from_be_bytes(&signature)
+                .map_err(|e| WireError::new("signature", e))?,
         })
     }
+}
+
+/// Verifies a decrypted kfrag for an upload: it verifies with the three keys, and both the
+/// delegating and the receiving key are signed into it (a kfrag that does not sign a key would
+/// verify with any key in its place: it is refused).
+pub fn verify_uploaded_kfrag(
+    kfrag: &KeyFrag,
+    verifying_key: &PublicKey,
+    delegating_key: &PublicKey,
+    receiving_key: &PublicKey,
+) -> Result<umbral_pre::VerifiedKeyFrag, String> {
+    let verified = kfrag
+        .clone()
+        .verify(verifying_key, Some(delegating_key), Some(receiving_key))
+        .map_err(|(e, _)| format!("the kfrag does not verify with the given keys: {e}"))?;
+    // Another key in each place must fail: then that key is signed in.
+    let other = umbral_pre::SecretKey::random().public_key();
+    if kfrag
+        .clone()
+        .verify(verifying_key, Some(&other), Some(receiving_key))
+        .is_ok()
+    {
+        return Err("the kfrag does not sign the delegating key: generate it with sign_delegating_key".into());
+    }
+    if kfrag
+        .clone()
+        .verify(verifying_key, Some(delegating_key), Some(&other))
+        .is_ok()
+    {
+        return Err("the kfrag does not sign the receiving key: generate it with sign_receiving_key".into());
+    }
+    Ok(verified)
 }
 
 /// The answer to an accepted [`KfragUpload`].

@@ -299,16 +299,14 @@ impl Fixture {
     }
 
     fn upload(&self) -> Result<KfragUpload> {
-        let plaintext = self.kfrag.to_bytes().context("kfrag to_bytes")?;
-        let (capsule, ciphertext) = encrypt(&self.node_umbral.public_key(), &plaintext)
-            .map_err(|e| anyhow!("encrypt the kfrag: {e}"))?;
-        Ok(KfragUpload {
-            capsule: encode_b64(&capsule.to_bytes().context("capsule to_bytes")?),
-            ciphertext: encode_b64(&ciphertext),
-            delegating_key: encode_public_key(&self.alice.public_key()),
-            receiving_key: encode_public_key(&self.bob.public_key()),
-            verifying_key: encode_public_key(&self.signer.public_key()),
-        })
+        Ok(KfragUpload::seal(
+            &self.kfrag,
+            &self.node_umbral.public_key(),
+            self.staker,
+            POLICY_ID,
+            (&self.alice.public_key(), &self.bob.public_key()),
+            &Signer::new(self.signer.clone()),
+        )?)
     }
 }
 

@@ -698,6 +698,14 @@ async fn upload_kfrag<D: PolicyDirectory>(
             format!("verifyingKey is not the policy's kfrag signer {signer}"),
         ));
     }
+    // Bound to this policy and this node by Alice's kfrag signer: an upload seen elsewhere
+    // cannot be stored under another policy of the same Alice (and make hers a 409).
+    if !upload.is_signed_for(policy_id, staker) {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "signature: not by the kfrag signer over this upload for this policy and node",
+        ));
+    }
     let arrangement = state
         .directory
         .arrangement(policy_id)
@@ -744,13 +752,8 @@ async fn upload_kfrag<D: PolicyDirectory>(
         let kfrag = KeyFrag::from_bytes(&plaintext)
             .map_err(|e| ApiError::bad_request(format!("the plaintext is no KeyFrag: {e}")))?;
         let canonical = kfrag.to_bytes().map_err(ApiError::internal)?;
-        kfrag
-            .verify(&verifying, Some(&delegating), Some(&receiving))
-            .map_err(|(e, _)| {
-                ApiError::bad_request(format!(
-                    "the kfrag does not verify with the given keys: {e}"
-                ))
-            })?;
+        wire::verify_uploaded_kfrag(&kfrag, &verifying, &delegating, &receiving)
+            .map_err(ApiError::bad_request)?;
         Ok(canonical.into_vec())
     })
     .await?;

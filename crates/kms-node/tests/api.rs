@@ -182,17 +182,20 @@ impl Policy {
         format!("/v1/policies/0x{}/{what}", alloy::hex::encode(self.id))
     }
 
-    /// Alice's upload of kfrag `index` to the node with Umbral key `node_pk`.
-    fn upload(&self, index: usize, node_pk: &PublicKey) -> Value {
-        let plaintext = self.kfrags[index].to_bytes().unwrap();
-        let (capsule, ciphertext) = encrypt(node_pk, &plaintext).unwrap();
-        serde_json::to_value(KfragUpload {
-            capsule: encode_b64(&capsule.to_bytes().unwrap()),
-            ciphertext: encode_b64(&ciphertext),
-            delegating_key: encode_public_key(&self.alice.public_key()),
-            receiving_key: encode_public_key(&self.bob.public_key()),
-            verifying_key: encode_public_key(&self.signer.public_key()),
-        })
+    /// Alice's upload of kfrag `index` to the node of `staker` with Umbral key `node_pk`, sealed
+    /// for this policy.
+    fn upload(&self, index: usize, node_pk: &PublicKey, staker: Address) -> Value {
+        serde_json::to_value(
+            KfragUpload::seal(
+                &self.kfrags[index],
+                node_pk,
+                staker,
+                self.id,
+                (&self.alice.public_key(), &self.bob.public_key()),
+                &Signer::new(self.signer.clone()),
+            )
+            .unwrap(),
+        )
         .unwrap()
     }
 }
@@ -430,17 +433,17 @@ async fn upload_then_reencrypt_with_two_nodes() {
     nodes[0].create_policy(&policy, nodes.iter().map(|n| n.staker).collect());
 
     for (i, node) in nodes.iter().enumerate() {
-        let upload = policy.upload(i, &node.umbral_pk);
+        let upload = policy.upload(i, &node.umbral_pk, node.staker);
         let (status, value) = node.post(&policy.path("kfrag"), &upload).await;
         assert_eq!(status, StatusCode::CREATED, "{value}");
         assert_eq!(value["created"], true);
         // The same kfrag again (even encrypted anew) is accepted and changes nothing.
-        let again = policy.upload(i, &node.umbral_pk);
+        let again = policy.upload(i, &node.umbral_pk, node.staker);
         let (status, value) = node.post(&policy.path("kfrag"), &again).await;
         assert_eq!(status, StatusCode::OK, "{value}");
         assert_eq!(value["created"], false);
         // Another kfrag of the same policy is refused.
-        let other = policy.upload(1 - i, &node.umbral_pk);
+        let other = policy.upload(1 - i, &node.umbral_pk, node.staker);
         let (status, value) = node.post(&policy.path("kfrag"), &other).await;
         assert_eq!(status, StatusCode::CONFLICT, "{value}");
         error_of(&value);
@@ -483,7 +486,7 @@ async fn node_with_policy() -> (Node, Policy, Capsule) {
     let policy = Policy::new(7, 1, 1);
     node.create_policy(&policy, vec![node.staker, Address::repeat_byte(0x42)]);
     let (status, value) = node
-        .post(&policy.path("kfrag"), &policy.upload(0, &node.umbral_pk))
+        .post(&policy.path("kfrag"), &policy.upload(0, &node.umbral_pk, node.staker))
         .await;
     assert_eq!(status, StatusCode::CREATED, "{value}");
     let (capsule, _) = encrypt(&policy.alice.public_key(), b"hello").unwrap();
@@ -534,9 +537,51 @@ async fn revoked_policy_is_refused() {
     node.create_policy(&revoked, vec![node.staker]);
     node.directory.set_active(revoked.id, false);
     let (status, value) = node
-        .post(&revoked.path("kfrag"), &revoked.upload(0, &node.umbral_pk))
+        .post(&revoked.path("kfrag"), &revoked.upload(0, &node.umbral_pk, node.staker))
         .await;
     assert_eq!(status, StatusCode::GONE, "{value}");
+}
+
+/// Regression (review item 10): an upload seen on its way to the node could be stored under
+/// another policy of the same Alice (same kfrag signer and keys), after which her real upload for
+/// that policy got 409. The kfrag signer now signs each upload for its policy and node.
+#[tokio::test]
+async fn an_upload_cannot_be_stored_under_another_policy() {
+    let node = Node::start(Arc::default());
+    let first = Policy::new(7, 1, 1);
+    let second = Policy {
+        id: [8; 16],
+        alice: first.alice.clone(),
+        signer: first.signer.clone(),
+        bob: first.bob.clone(),
+        kfrags: generate_kfrags(
+            &first.alice,
+            &first.bob.public_key(),
+            &Signer::new(first.signer.clone()),
+            1,
+            1,
+            true,
+            true,
+        )
+        .into_vec(),
+    };
+    node.create_policy(&first, vec![node.staker]);
+    node.create_policy(&second, vec![node.staker]);
+    // The first policy's upload, replayed for the second: refused before anything is stored.
+    let seen = first.upload(0, &node.umbral_pk, node.staker);
+    let (status, value) = node.post(&second.path("kfrag"), &seen).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{value}");
+    // So is an upload sealed for another node.
+    let elsewhere = first.upload(0, &node.umbral_pk, Address::repeat_byte(0x42));
+    let (status, value) = node.post(&first.path("kfrag"), &elsewhere).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{value}");
+    // Alice's own uploads are stored.
+    let (status, value) = node
+        .post(&second.path("kfrag"), &second.upload(0, &node.umbral_pk, node.staker))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{value}");
+    let (status, value) = node.post(&first.path("kfrag"), &seen).await;
+    assert_eq!(status, StatusCode::CREATED, "{value}");
 }
 
 #[tokio::test]
@@ -546,7 +591,7 @@ async fn kfrag_upload_checks() {
     // Not on chain.
     let unknown = Policy::new(1, 1, 1);
     let (status, value) = node
-        .post(&unknown.path("kfrag"), &unknown.upload(0, &node.umbral_pk))
+        .post(&unknown.path("kfrag"), &unknown.upload(0, &node.umbral_pk, node.staker))
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{value}");
 
@@ -556,7 +601,7 @@ async fn kfrag_upload_checks() {
     let (status, value) = node
         .post(
             &elsewhere.path("kfrag"),
-            &elsewhere.upload(0, &node.umbral_pk),
+            &elsewhere.upload(0, &node.umbral_pk, node.staker),
         )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{value}");
@@ -570,23 +615,75 @@ async fn kfrag_upload_checks() {
         ..Policy::new(3, 1, 1)
     };
     let (status, value) = node
-        .post(&policy.path("kfrag"), &forged.upload(0, &node.umbral_pk))
+        .post(&policy.path("kfrag"), &forged.upload(0, &node.umbral_pk, node.staker))
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{value}");
 
     // Encrypted to another node's key.
     let other_pk = SecretKey::random().public_key();
     let (status, value) = node
-        .post(&policy.path("kfrag"), &policy.upload(0, &other_pk))
+        .post(&policy.path("kfrag"), &policy.upload(0, &other_pk, node.staker))
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{value}");
 
-    // Claiming another receiving key than the kfrag was made for.
-    let mut upload = policy.upload(0, &node.umbral_pk);
+    // Another receiving key than the one signed: the upload's signature no longer holds.
+    let mut upload = policy.upload(0, &node.umbral_pk, node.staker);
     upload["receivingKey"] = json!(encode_public_key(&SecretKey::random().public_key()));
     let (status, value) = node.post(&policy.path("kfrag"), &upload).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{value}");
+    assert!(error_of(&value).contains("signature"), "{value}");
+    // Signed by Alice, but claiming another receiving key than the kfrag was made for.
+    let signer = Signer::new(policy.signer.clone());
+    let wrong_bob = SecretKey::random().public_key();
+    let sealed = KfragUpload::seal(
+        &policy.kfrags[0],
+        &node.umbral_pk,
+        node.staker,
+        policy.id,
+        (&policy.alice.public_key(), &wrong_bob),
+        &signer,
+    )
+    .unwrap();
+    let (status, value) = node
+        .post(&policy.path("kfrag"), &serde_json::to_value(sealed).unwrap())
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{value}");
     assert!(error_of(&value).contains("does not verify"));
+
+    // Regression (review item 10): kfrags that do not sign both keys verify with any key in
+    // the unsigned place, so they were accepted; now they are refused.
+    for (sign_delegating, sign_receiving, missing) in
+        [(false, true, "delegating"), (true, false, "receiving")]
+    {
+        let kfrag = generate_kfrags(
+            &policy.alice,
+            &policy.bob.public_key(),
+            &signer,
+            1,
+            1,
+            sign_delegating,
+            sign_receiving,
+        )
+        .into_vec()
+        .remove(0);
+        let sealed = KfragUpload::seal(
+            &kfrag,
+            &node.umbral_pk,
+            node.staker,
+            policy.id,
+            (&policy.alice.public_key(), &policy.bob.public_key()),
+            &signer,
+        )
+        .unwrap();
+        let (status, value) = node
+            .post(&policy.path("kfrag"), &serde_json::to_value(sealed).unwrap())
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{value}");
+        assert!(
+            error_of(&value).contains(&format!("does not sign the {missing} key")),
+            "{value}"
+        );
+    }
 
     let (_, value, _) = node.get("/v1/status").await;
     assert_eq!(value["kfrags"], 0);
@@ -690,7 +787,7 @@ async fn malformed_requests_get_4xx_with_a_reason() {
             "bad upload key",
             policy.path("kfrag"),
             Body::from({
-                let mut v = policy.upload(0, &node.umbral_pk);
+                let mut v = policy.upload(0, &node.umbral_pk, node.staker);
                 v["delegatingKey"] = json!("0x02");
                 v.to_string()
             }),
@@ -747,7 +844,7 @@ async fn a_faulty_node_signs_wrong_cfrags_that_are_provably_wrong() {
     let policy = Policy::new(0x66, 1, 1);
     node.create_policy(&policy, vec![node.staker]);
     let (status, value) = node
-        .post(&policy.path("kfrag"), &policy.upload(0, &node.umbral_pk))
+        .post(&policy.path("kfrag"), &policy.upload(0, &node.umbral_pk, node.staker))
         .await;
     assert_eq!(status, StatusCode::CREATED, "{value}");
     let (capsule, _) = encrypt(&policy.alice.public_key(), b"secret").unwrap();
@@ -819,7 +916,7 @@ fn no_request_body_makes_the_node_fail() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (node, policy, capsule) = runtime.block_on(node_with_policy());
     let valid_reencrypt = node.reencrypt_body(&policy, std::slice::from_ref(&capsule), now());
-    let valid_upload = policy.upload(0, &node.umbral_pk);
+    let valid_upload = policy.upload(0, &node.umbral_pk, node.staker);
     let capsule_bytes = capsule.to_bytes().unwrap().into_vec();
     let paths = vec![
         policy.path("reencrypt"),
@@ -948,7 +1045,7 @@ fn no_request_body_makes_the_node_fail() {
 async fn with_kfrag(node: &Node, policy: &Policy) -> Capsule {
     node.create_policy(policy, vec![node.staker]);
     let (status, value) = node
-        .post(&policy.path("kfrag"), &policy.upload(0, &node.umbral_pk))
+        .post(&policy.path("kfrag"), &policy.upload(0, &node.umbral_pk, node.staker))
         .await;
     assert_eq!(status, StatusCode::CREATED, "{value}");
     encrypt(&policy.alice.public_key(), b"hello").unwrap().0
@@ -1047,7 +1144,7 @@ async fn an_unknown_policy_costs_one_chain_call() {
     let unknown = Policy::new(0x55, 1, 1);
     for _ in 0..3 {
         let (status, headers, value) = node
-            .post_full(&unknown.path("kfrag"), &unknown.upload(0, &node.umbral_pk))
+            .post_full(&unknown.path("kfrag"), &unknown.upload(0, &node.umbral_pk, node.staker))
             .await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{value}");
         assert!(error_of(&value).contains("no such policy"));
@@ -1068,7 +1165,7 @@ async fn an_unknown_policy_costs_one_chain_call() {
         let (status, value) = uncached
             .post(
                 &unknown.path("kfrag"),
-                &unknown.upload(0, &uncached.umbral_pk),
+                &unknown.upload(0, &uncached.umbral_pk, uncached.staker),
             )
             .await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{value}");
@@ -1093,7 +1190,7 @@ async fn uploads_are_rate_limited_per_client_address() {
     );
     let policy = Policy::new(0x77, 1, 1);
     node.create_policy(&policy, vec![node.staker]);
-    let upload = || Body::from(policy.upload(0, &node.umbral_pk).to_string());
+    let upload = || Body::from(policy.upload(0, &node.umbral_pk, node.staker).to_string());
     let greedy: SocketAddr = "192.0.2.1:40000".parse().unwrap();
     let patient: SocketAddr = "198.51.100.7:40000".parse().unwrap();
     for i in 0..BURST {
@@ -1136,7 +1233,7 @@ async fn chain_errors_do_not_leak_the_rpc_url() {
     ));
     let fresh = Policy::new(0x31, 1, 1);
     let requests = [
-        (fresh.path("kfrag"), fresh.upload(0, &node.umbral_pk)),
+        (fresh.path("kfrag"), fresh.upload(0, &node.umbral_pk, node.staker)),
         (
             policy.path("reencrypt"),
             node.reencrypt_body(&policy, std::slice::from_ref(&capsule), now()),

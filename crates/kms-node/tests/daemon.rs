@@ -475,15 +475,15 @@ async fn api_on_chain_refusals_and_revocation_within_a_block() -> Result<()> {
     )
     .into_vec()
     .remove(0);
-    let upload_body = || -> Result<Vec<u8>> {
-        let (capsule, ciphertext) = encrypt(&node_pk, &kfrag.to_bytes()?).unwrap();
-        Ok(serde_json::to_vec(&KfragUpload {
-            capsule: encode_b64(&capsule.to_bytes()?),
-            ciphertext: encode_b64(&ciphertext),
-            delegating_key: encode_public_key(&alice.public_key()),
-            receiving_key: encode_public_key(&bob.public_key()),
-            verifying_key: encode_public_key(&signer.public_key()),
-        })?)
+    let upload_body = |policy_id: [u8; 16]| -> Result<Vec<u8>> {
+        Ok(serde_json::to_vec(&KfragUpload::seal(
+            &kfrag,
+            &node_pk,
+            staker,
+            policy_id,
+            (&alice.public_key(), &bob.public_key()),
+            &Signer::new(signer.clone()),
+        )?)?)
     };
     let signer_address = kms_crypto::ethereum_address(&signer.public_key());
     let path =
@@ -491,14 +491,14 @@ async fn api_on_chain_refusals_and_revocation_within_a_block() -> Result<()> {
 
     // A policy that names only the other node: refused.
     let foreign = create_policy(&chain, [0xf0; 16], signer_address, vec![other], 2).await?;
-    let (status, body) = client.post(&path(foreign, "kfrag"), upload_body()?).await?;
+    let (status, body) = client.post(&path(foreign, "kfrag"), upload_body(foreign)?).await?;
     ensure!(status == 403, "{status} {body}");
 
     // The node's own policy: accepted, then served to Bob.
     let mut nodes = vec![staker, other];
     nodes.sort();
     let id = create_policy(&chain, [0x0a; 16], signer_address, nodes, 2).await?;
-    let (status, body) = client.post(&path(id, "kfrag"), upload_body()?).await?;
+    let (status, body) = client.post(&path(id, "kfrag"), upload_body(id)?).await?;
     ensure!(status == 201, "{status} {body}");
     let (capsule, _) = encrypt(&alice.public_key(), b"hello").unwrap();
     let capsules = vec![capsule.to_bytes()?.into_vec()];
