@@ -89,6 +89,8 @@ fn exit_code(error: &anyhow::Error) -> u8 {
         e.is::<common::Reverted>()
             || e.downcast_ref::<ChainError>().is_some_and(chain_revert)
             || matches!(e.downcast_ref::<ReportError>(), Some(ReportError::Chain(c)) if chain_revert(c))
+            // Refused by the chain's state before anything was sent: as the contract would.
+            || matches!(e.downcast_ref::<ReportError>(), Some(ReportError::AlreadyEvaluated(_)))
             || matches!(e.downcast_ref::<GrantError>(), Some(GrantError::Chain(c)) if chain_revert(c))
             || matches!(e.downcast_ref::<RetrieveError>(), Some(RetrieveError::Chain(c)) if chain_revert(c))
     };

@@ -42,21 +42,19 @@ use alloy::{
 };
 use anyhow::{bail, ensure, Context, Result};
 use kms_client::{
-    retrieve::{retrieve_from, RetrieveOptions},
+    retrieve::{retrieve_from, AnswerTerms, RetrieveOptions},
     HttpConfig, NodeClient, NodeError, PolicyFile, PolicyNode,
 };
 use kms_contracts::{
     testing::{ChainOptions, TestChain},
     StakingEscrow,
 };
-use kms_crypto::wire::{decode_public_key, encode_b64, encode_public_key, KfragUpload};
+use kms_crypto::wire::{decode_public_key, KfragUpload};
 use kms_node::{DutyRecord, Store};
 use serde_json::Value;
 use support::{http_get, NodeOptions, NodeProcess, KMS};
 use tokio::sync::Mutex;
-use umbral_pre::{
-    decrypt_reencrypted, encrypt, generate_kfrags, DefaultSerialize, PublicKey, SecretKey, Signer,
-};
+use umbral_pre::{decrypt_reencrypted, encrypt, generate_kfrags, PublicKey, SecretKey, Signer};
 
 /// Periods long enough that no test crosses a boundary by itself; tests travel in time.
 const SECONDS_PER_PERIOD: u64 = 3600;
@@ -114,7 +112,8 @@ impl Net {
         ))
     }
 
-    /// Stakes the minimum for `staker` with `worker` bonded, and sets up its node.
+    /// Stakes the minimum for `staker` with `worker` proposed (the node accepts the bond when it
+    /// starts: a recorded duty like its other transactions), and sets up its node.
     async fn node(
         &self,
         name: &str,
@@ -122,16 +121,31 @@ impl Net {
         worker: usize,
         options: &NodeOptions,
     ) -> Result<NodeProcess> {
+        self.staked_node(name, staker, worker, options, false).await
+    }
+
+    /// [`Net::node`], or with the bond accepted by the worker at once (`accepted`): one worker
+    /// transaction that is no duty of the node's, for tests that need the node bonded before it
+    /// ever runs.
+    async fn staked_node(
+        &self,
+        name: &str,
+        staker: usize,
+        worker: usize,
+        options: &NodeOptions,
+        accepted: bool,
+    ) -> Result<NodeProcess> {
         let d = self.chain.deployment();
-        self.chain
-            .stake_node(
-                DEPLOYER,
-                staker,
-                worker,
-                d.min_stake,
-                U256::from(d.min_lock_periods),
-            )
-            .await?;
+        let (amount, periods) = (d.min_stake, U256::from(d.min_lock_periods));
+        if accepted {
+            self.chain
+                .stake_node(DEPLOYER, staker, worker, amount, periods)
+                .await?;
+        } else {
+            self.chain
+                .stake_and_propose(DEPLOYER, staker, worker, amount, periods)
+                .await?;
+        }
         NodeProcess::init(
             name,
             &self.dir.path().join(name),
@@ -349,7 +363,9 @@ impl Keys {
             .iter()
             .zip(kfrags.iter())
             .map(|((staker, key), kfrag)| {
-                Ok(KfragUpload::seal(kfrag, key, *staker, policy_id, keys, &signer)?)
+                Ok(KfragUpload::seal(
+                    kfrag, key, *staker, policy_id, keys, &signer,
+                )?)
             })
             .collect()
     }
@@ -381,7 +397,13 @@ impl Keys {
     }
 
     /// Bob asks the policy's nodes, verifies the cfrags and decrypts a fresh message.
-    async fn bob_decrypts(&self, client: &NodeClient, policy: &PolicyFile) -> Result<()> {
+    async fn bob_decrypts(
+        &self,
+        chain: &TestChain,
+        client: &NodeClient,
+        policy: &PolicyFile,
+    ) -> Result<()> {
+        let terms = AnswerTerms::read(&chain.read_provider(), chain.deployment()).await?;
         let message = format!("for bob under {}", policy.policy_id_hex());
         let (capsule, ciphertext) = encrypt(&policy.delegating_key, message.as_bytes())
             .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -391,7 +413,10 @@ impl Keys {
             &policy.nodes,
             &self.bob,
             std::slice::from_ref(&capsule),
-            &RetrieveOptions::default(),
+            &RetrieveOptions {
+                terms,
+                ..Default::default()
+            },
         )
         .await?;
         let cfrags = retrieval.cfrags.into_iter().next().context("no cfrags")?;
@@ -468,14 +493,16 @@ async fn create_policy(
 /// the worker's nonce is the number of recorded transactions that are on chain, and no two
 /// records share a transaction. With `settled`, also that none is still waiting (`sent`) and
 /// the nonce is the number of `done`/`failed` records with a transaction.
+/// `outside`: how many of the worker's transactions were sent by the test, not the node.
 async fn duties_match_nonce(
     chain: &TestChain,
     store: &Store,
     worker: Address,
     settled: bool,
+    outside: u64,
 ) -> Result<u64> {
     let reader = chain.read_provider();
-    let nonce = reader.get_transaction_count(worker).await?;
+    let nonce = reader.get_transaction_count(worker).await? - outside;
     let records = store.duties()?;
     let mut hashes = HashSet::new();
     let mut on_chain = 0;
@@ -831,7 +858,11 @@ async fn sigkill_during_uploads_and_catch_up_loses_nothing_and_repeats_no_duty()
         max_log_range: RANGE,
         ..node_options(net.http(), CONFIRMATIONS)
     };
-    let mut node = net.node("node", STAKER, WORKER, &options).await?;
+    // Policies are created before the node's first start: the worker accepts the bond first.
+    const ACCEPTED_IN_SETUP: u64 = 1;
+    let mut node = net
+        .staked_node("node", STAKER, WORKER, &options, true)
+        .await?;
     let (staker, worker) = (node.staker, node.worker);
     let _miner = Miner::start(reader.clone(), Duration::from_millis(200));
     let node_key = kms_crypto::keys::MasterSecret::load(&node.dir.join("umbral.json"))?
@@ -986,7 +1017,7 @@ async fn sigkill_during_uploads_and_catch_up_loses_nothing_and_repeats_no_duty()
                 alloy::hex::encode(policy.id)
             );
         }
-        let nonce = duties_match_nonce(&net.chain, &store, worker, false)
+        let nonce = duties_match_nonce(&net.chain, &store, worker, false, ACCEPTED_IN_SETUP)
             .await
             .with_context(|| format!("kill {kill}"))?;
         let cursor = store.cursor()?;
@@ -1024,7 +1055,7 @@ async fn sigkill_during_uploads_and_catch_up_loses_nothing_and_repeats_no_duty()
     }
     for policy in &policies {
         let file = keys.policy_file(&net.chain, policy.id, 1, vec![bob_node.clone()]);
-        keys.bob_decrypts(&patient, &file)
+        keys.bob_decrypts(&net.chain, &patient, &file)
             .await
             .with_context(|| format!("Bob with policy {}", file.policy_id_hex()))?;
     }
@@ -1058,7 +1089,7 @@ async fn sigkill_during_uploads_and_catch_up_loses_nothing_and_repeats_no_duty()
         block_hash(&reader, cursor.block).await? == cursor.hash,
         "cursor off the chain"
     );
-    let nonce = duties_match_nonce(&net.chain, &store, worker, true).await?;
+    let nonce = duties_match_nonce(&net.chain, &store, worker, true, ACCEPTED_IN_SETUP).await?;
     let commits = one_commitment_per_period(&net.chain, staker).await?;
     println!(
         "{KILLS} kills ({mid_catch_up} mid catch-up, {cut_uploads} cutting uploads), {travels} \
@@ -1157,7 +1188,7 @@ async fn nodes_reconnect_and_catch_up_after_anvil_restarts() -> Result<()> {
     // followers apply; time passes and both commit again.
     let file = keys.policy_file(&net.chain, before, 2, bob_nodes.clone());
     support::eventually("Bob's retrieval after the restart", WAIT, || async {
-        Ok(keys.bob_decrypts(&client, &file).await.is_ok())
+        Ok(keys.bob_decrypts(&net.chain, &client, &file).await.is_ok())
     })
     .await?;
     let (after, _) = create_policy(
@@ -1174,6 +1205,7 @@ async fn nodes_reconnect_and_catch_up_after_anvil_restarts() -> Result<()> {
         ensure!(node.kfrags().await? == 2, "{}", node.name);
     }
     keys.bob_decrypts(
+        &net.chain,
         &client,
         &keys.policy_file(&net.chain, after, 2, bob_nodes.clone()),
     )
@@ -1240,7 +1272,7 @@ async fn nodes_reconnect_and_catch_up_after_anvil_restarts() -> Result<()> {
         ensure!(store.get_kfrag(before)?.is_some() && store.get_kfrag(after)?.is_none());
         let cursor = store.cursor()?.context("no cursor")?;
         ensure!(block_hash(&reader, cursor.block).await? == cursor.hash);
-        duties_match_nonce(&net.chain, &store, node.worker, true).await?;
+        duties_match_nonce(&net.chain, &store, node.worker, true, 0).await?;
     }
     drop(miner);
     println!("done in {:?}", started.elapsed());
@@ -1373,11 +1405,13 @@ async fn a_shallow_reorg_neither_commits_twice_nor_keeps_a_vanished_policy() -> 
     ensure!(signer.is_zero(), "the policy survived the reorg");
     let vanished_file = keys.policy_file(&net.chain, vanished, 1, vec![bob_node.clone()]);
     ensure!(
-        keys.bob_decrypts(&client, &vanished_file).await.is_err(),
+        keys.bob_decrypts(&net.chain, &client, &vanished_file)
+            .await
+            .is_err(),
         "a vanished policy served"
     );
     let kept_file = keys.policy_file(&net.chain, kept, 1, vec![bob_node.clone()]);
-    keys.bob_decrypts(&client, &kept_file).await?;
+    keys.bob_decrypts(&net.chain, &client, &kept_file).await?;
     let reorged_at = head(&reader).await?;
 
     // Blocks go on: the kfrag of the vanished policy is deleted, the other one kept.
@@ -1387,7 +1421,7 @@ async fn a_shallow_reorg_neither_commits_twice_nor_keeps_a_vanished_policy() -> 
     })
     .await
     .with_context(|| node.log_tail(30))?;
-    keys.bob_decrypts(&client, &kept_file).await?;
+    keys.bob_decrypts(&net.chain, &client, &kept_file).await?;
     let target = reorged_at + CONFIRMATIONS;
     node.wait_cursor(target, WAIT).await?;
     let store = stop_when(&mut node, "the follower and the duties", |store| {
@@ -1410,7 +1444,7 @@ async fn a_shallow_reorg_neither_commits_twice_nor_keeps_a_vanished_policy() -> 
         }
         other => bail!("commit/{next}: {other:?}"),
     }
-    duties_match_nonce(&net.chain, &store, node.worker, true).await?;
+    duties_match_nonce(&net.chain, &store, node.worker, true, 0).await?;
     one_commitment_per_period(&net.chain, staker).await?;
     let commits: BTreeMap<u64, B256> = commitments(&net.chain, staker).await?.into_iter().collect();
     ensure!(commits.get(&next) == Some(&commit_tx));

@@ -13,10 +13,10 @@ use alloy::{
 };
 use futures_util::future::join_all;
 use kms_contracts::PolicyManager;
-use kms_crypto::wire::{encode_b64, encode_public_key, KfragUpload};
+use kms_crypto::wire::{encode_public_key, KfragUpload};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{OsRng, RngCore, SeedableRng};
-use umbral_pre::{generate_kfrags, DefaultSerialize, PublicKey, SecretKey, Signer};
+use umbral_pre::{generate_kfrags, PublicKey, SecretKey, Signer};
 
 use crate::{
     chain::{policy_manager_revert, transact, ChainError},

@@ -59,6 +59,24 @@ pub struct AnswerTerms {
     pub current_period: u64,
 }
 
+impl AnswerTerms {
+    /// The terms now: `deployment`'s Adjudicator, and the period of the chain's latest block.
+    pub async fn read<P: Provider>(
+        provider: &P,
+        deployment: &kms_contracts::Deployment,
+    ) -> Result<Self, ChainError> {
+        let block = provider
+            .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
+            .await
+            .map_err(|e| ChainError::rpc("reading the latest block", e))?
+            .ok_or_else(|| ChainError::Mismatch("the node has no latest block".into()))?;
+        Ok(Self {
+            adjudicator: deployment.adjudicator,
+            current_period: block.header.timestamp / deployment.seconds_per_period.max(1),
+        })
+    }
+}
+
 /// What happened with one node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeOutcome {
@@ -512,20 +530,9 @@ impl<P: Provider> Client<P> {
         .await
     }
 
-    /// The terms answers must meet now: this deployment's Adjudicator, and the period of the
-    /// chain's latest block.
+    /// The terms answers must meet now (see [`AnswerTerms::read`]).
     pub async fn answer_terms(&self) -> Result<AnswerTerms, ChainError> {
-        let block = self
-            .provider
-            .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
-            .await
-            .map_err(|e| ChainError::rpc("reading the latest block", e))?
-            .ok_or_else(|| ChainError::Mismatch("the node has no latest block".into()))?;
-        let seconds = self.deployment.seconds_per_period.max(1);
-        Ok(AnswerTerms {
-            adjudicator: self.deployment.adjudicator,
-            current_period: block.header.timestamp / seconds,
-        })
+        AnswerTerms::read(&self.provider, &self.deployment).await
     }
 
     /// Reports a fault in two transactions from the provider's account `investigator` (which
@@ -579,9 +586,13 @@ impl<P: Provider> Client<P> {
         )
         .await?;
         let what = "reporting the fault";
+        // Simulated on the pending block: the latest is the commitment's, where the reveal is
+        // refused; the transaction itself lands in a later block.
         let receipt = transact(
             what,
-            adjudicator.evaluateCFrag(bound),
+            adjudicator
+                .evaluateCFrag(bound)
+                .block(alloy::eips::BlockId::pending()),
             adjudicator_revert,
             self.receipt_timeout,
         )

@@ -371,10 +371,36 @@ impl TestChain {
             .erased()
     }
 
-    /// Makes dev account `staker` a node: dev account `deployer` (which holds the initial supply)
-    /// sends it `amount` tokens, it approves and deposits them for `periods`, and bonds dev
-    /// account `worker` (the staker proposes, the worker accepts).
+    /// Makes dev account `staker` a node: [`TestChain::stake_and_propose`], then dev account
+    /// `worker` accepts the bond.
     pub async fn stake_node(
+        &self,
+        deployer: usize,
+        staker: usize,
+        worker: usize,
+        amount: U256,
+        periods: U256,
+    ) -> Result<(), TestChainError> {
+        self.stake_and_propose(deployer, staker, worker, amount, periods)
+            .await?;
+        if worker == staker {
+            return Ok(());
+        }
+        let as_worker = self.provider(worker)?;
+        confirm(
+            "acceptWorker",
+            self.deployment
+                .staking_escrow(&as_worker)
+                .acceptWorker(self.address(staker)?),
+        )
+        .await
+    }
+
+    /// Dev account `deployer` (which holds the initial supply) sends dev account `staker`
+    /// `amount` tokens, which it approves and deposits for `periods`, then proposes dev account
+    /// `worker` as its worker (bonded to itself at once when `worker == staker`). The bond is left
+    /// for the worker to accept: `kms node run` does so when it starts.
+    pub async fn stake_and_propose(
         &self,
         deployer: usize,
         staker: usize,
@@ -398,16 +424,7 @@ impl TestChain {
         )
         .await?;
         confirm("deposit", escrow.deposit(amount, periods)).await?;
-        confirm("bondWorker", escrow.bondWorker(worker_address)).await?;
-        if worker_address == staker_address {
-            return Ok(());
-        }
-        let as_worker = self.provider(worker)?;
-        confirm(
-            "acceptWorker",
-            d.staking_escrow(&as_worker).acceptWorker(staker_address),
-        )
-        .await
+        confirm("bondWorker", escrow.bondWorker(worker_address)).await
     }
 }
 

@@ -130,7 +130,7 @@ async fn stake_bond_and_commit() -> Result<()> {
     assert_eq!(token.balanceOf(staker).call().await?, U256::ZERO);
     assert_eq!(escrow.stakeOf(staker).call().await?, amount);
 
-    // The staker bonds a separate worker account.
+    // The staker proposes a separate worker account, which accepts: bonding takes both.
     let receipt = escrow
         .bondWorker(worker)
         .send()
@@ -138,6 +138,16 @@ async fn stake_bond_and_commit() -> Result<()> {
         .get_receipt()
         .await?;
     ensure!(receipt.status(), "bondWorker reverted: {receipt:?}");
+    assert_eq!(escrow.pendingWorker(staker).call().await?, worker);
+    assert_eq!(escrow.workerOf(staker).call().await?, Address::ZERO);
+    let receipt = d
+        .staking_escrow(&chain.provider(WORKER)?)
+        .acceptWorker(staker)
+        .send()
+        .await?
+        .get_receipt()
+        .await?;
+    ensure!(receipt.status(), "acceptWorker reverted: {receipt:?}");
     assert_eq!(escrow.workerOf(staker).call().await?, worker);
     assert_eq!(escrow.stakerOf(worker).call().await?, staker);
 

@@ -248,14 +248,19 @@ pub fn verify_uploaded_kfrag(
         .verify(verifying_key, Some(&other), Some(receiving_key))
         .is_ok()
     {
-        return Err("the kfrag does not sign the delegating key: generate it with sign_delegating_key".into());
+        return Err(
+            "the kfrag does not sign the delegating key: generate it with sign_delegating_key"
+                .into(),
+        );
     }
     if kfrag
         .clone()
         .verify(verifying_key, Some(delegating_key), Some(&other))
         .is_ok()
     {
-        return Err("the kfrag does not sign the receiving key: generate it with sign_receiving_key".into());
+        return Err(
+            "the kfrag does not sign the receiving key: generate it with sign_receiving_key".into(),
+        );
     }
     Ok(verified)
 }

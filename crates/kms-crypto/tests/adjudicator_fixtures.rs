@@ -112,6 +112,11 @@ fn committed_json_matches_the_schema() {
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     assert_eq!(json["chainId"], 31337);
+    assert_eq!(
+        json["adjudicator"].as_str().unwrap(),
+        alloy::primitives::hex::encode_prefixed(adjudicator())
+    );
+    assert_eq!(json["period"].as_u64(), Some(PERIOD));
     let cases = json["cases"].as_array().unwrap();
     assert_eq!(json["count"].as_u64().unwrap() as usize, cases.len());
     assert_eq!(cases.len(), fixtures.cases.len());
@@ -124,6 +129,9 @@ fn committed_json_matches_the_schema() {
             "expect",
             "field",
             "policyId",
+            "creator",
+            "salt",
+            "staker",
             "kfragSigner",
             "worker",
             "signer",

@@ -64,8 +64,8 @@ use kms_crypto::{
     answer::{sign_answer, AnswerContext},
     ethereum_address, recover_answer_signer,
     wire::{
-        decode_b64, decode_hex, encode_b64, encode_hex, encode_public_key, KfragUpload,
-        ReencryptRequest, ReencryptResponse, SignedCFrag,
+        decode_b64, decode_hex, encode_b64, encode_hex, KfragUpload, ReencryptRequest,
+        ReencryptResponse, SignedCFrag,
     },
 };
 use kms_node::{

@@ -486,7 +486,10 @@ async fn node_with_policy() -> (Node, Policy, Capsule) {
     let policy = Policy::new(7, 1, 1);
     node.create_policy(&policy, vec![node.staker, Address::repeat_byte(0x42)]);
     let (status, value) = node
-        .post(&policy.path("kfrag"), &policy.upload(0, &node.umbral_pk, node.staker))
+        .post(
+            &policy.path("kfrag"),
+            &policy.upload(0, &node.umbral_pk, node.staker),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{value}");
     let (capsule, _) = encrypt(&policy.alice.public_key(), b"hello").unwrap();
@@ -537,7 +540,10 @@ async fn revoked_policy_is_refused() {
     node.create_policy(&revoked, vec![node.staker]);
     node.directory.set_active(revoked.id, false);
     let (status, value) = node
-        .post(&revoked.path("kfrag"), &revoked.upload(0, &node.umbral_pk, node.staker))
+        .post(
+            &revoked.path("kfrag"),
+            &revoked.upload(0, &node.umbral_pk, node.staker),
+        )
         .await;
     assert_eq!(status, StatusCode::GONE, "{value}");
 }
@@ -577,7 +583,10 @@ async fn an_upload_cannot_be_stored_under_another_policy() {
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{value}");
     // Alice's own uploads are stored.
     let (status, value) = node
-        .post(&second.path("kfrag"), &second.upload(0, &node.umbral_pk, node.staker))
+        .post(
+            &second.path("kfrag"),
+            &second.upload(0, &node.umbral_pk, node.staker),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{value}");
     let (status, value) = node.post(&first.path("kfrag"), &seen).await;
@@ -591,7 +600,10 @@ async fn kfrag_upload_checks() {
     // Not on chain.
     let unknown = Policy::new(1, 1, 1);
     let (status, value) = node
-        .post(&unknown.path("kfrag"), &unknown.upload(0, &node.umbral_pk, node.staker))
+        .post(
+            &unknown.path("kfrag"),
+            &unknown.upload(0, &node.umbral_pk, node.staker),
+        )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{value}");
 
@@ -615,14 +627,20 @@ async fn kfrag_upload_checks() {
         ..Policy::new(3, 1, 1)
     };
     let (status, value) = node
-        .post(&policy.path("kfrag"), &forged.upload(0, &node.umbral_pk, node.staker))
+        .post(
+            &policy.path("kfrag"),
+            &forged.upload(0, &node.umbral_pk, node.staker),
+        )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{value}");
 
     // Encrypted to another node's key.
     let other_pk = SecretKey::random().public_key();
     let (status, value) = node
-        .post(&policy.path("kfrag"), &policy.upload(0, &other_pk, node.staker))
+        .post(
+            &policy.path("kfrag"),
+            &policy.upload(0, &other_pk, node.staker),
+        )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{value}");
 
@@ -645,7 +663,10 @@ async fn kfrag_upload_checks() {
     )
     .unwrap();
     let (status, value) = node
-        .post(&policy.path("kfrag"), &serde_json::to_value(sealed).unwrap())
+        .post(
+            &policy.path("kfrag"),
+            &serde_json::to_value(sealed).unwrap(),
+        )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{value}");
     assert!(error_of(&value).contains("does not verify"));
@@ -676,7 +697,10 @@ async fn kfrag_upload_checks() {
         )
         .unwrap();
         let (status, value) = node
-            .post(&policy.path("kfrag"), &serde_json::to_value(sealed).unwrap())
+            .post(
+                &policy.path("kfrag"),
+                &serde_json::to_value(sealed).unwrap(),
+            )
             .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{value}");
         assert!(
@@ -844,7 +868,10 @@ async fn a_faulty_node_signs_wrong_cfrags_that_are_provably_wrong() {
     let policy = Policy::new(0x66, 1, 1);
     node.create_policy(&policy, vec![node.staker]);
     let (status, value) = node
-        .post(&policy.path("kfrag"), &policy.upload(0, &node.umbral_pk, node.staker))
+        .post(
+            &policy.path("kfrag"),
+            &policy.upload(0, &node.umbral_pk, node.staker),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{value}");
     let (capsule, _) = encrypt(&policy.alice.public_key(), b"secret").unwrap();
@@ -1045,7 +1072,10 @@ fn no_request_body_makes_the_node_fail() {
 async fn with_kfrag(node: &Node, policy: &Policy) -> Capsule {
     node.create_policy(policy, vec![node.staker]);
     let (status, value) = node
-        .post(&policy.path("kfrag"), &policy.upload(0, &node.umbral_pk, node.staker))
+        .post(
+            &policy.path("kfrag"),
+            &policy.upload(0, &node.umbral_pk, node.staker),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{value}");
     encrypt(&policy.alice.public_key(), b"hello").unwrap().0
@@ -1144,7 +1174,10 @@ async fn an_unknown_policy_costs_one_chain_call() {
     let unknown = Policy::new(0x55, 1, 1);
     for _ in 0..3 {
         let (status, headers, value) = node
-            .post_full(&unknown.path("kfrag"), &unknown.upload(0, &node.umbral_pk, node.staker))
+            .post_full(
+                &unknown.path("kfrag"),
+                &unknown.upload(0, &node.umbral_pk, node.staker),
+            )
             .await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{value}");
         assert!(error_of(&value).contains("no such policy"));
@@ -1233,7 +1266,10 @@ async fn chain_errors_do_not_leak_the_rpc_url() {
     ));
     let fresh = Policy::new(0x31, 1, 1);
     let requests = [
-        (fresh.path("kfrag"), fresh.upload(0, &node.umbral_pk, node.staker)),
+        (
+            fresh.path("kfrag"),
+            fresh.upload(0, &node.umbral_pk, node.staker),
+        ),
         (
             policy.path("reencrypt"),
             node.reencrypt_body(&policy, std::slice::from_ref(&capsule), now()),
