@@ -46,6 +46,8 @@ pub enum NodeError {
         status: u16,
         /// The node's reason.
         reason: String,
+        /// The node's `Retry-After`, in seconds, if it sent one.
+        retry_after_secs: Option<u64>,
     },
     /// The node's answer is not what the API specifies.
     #[error("invalid answer: {0}")]
@@ -61,15 +63,31 @@ pub enum NodeError {
 }
 
 impl NodeError {
-    /// Whether another attempt may succeed: a connection failure, a timeout, or a 5xx.
+    /// Whether another attempt may succeed: a connection failure, a timeout, a 5xx, or a 429
+    /// (the node's quota for this client or policy, which refills).
     fn is_transient(&self) -> bool {
         match self {
             Self::Unreachable(_) => true,
-            Self::Refused { status, .. } => *status >= 500,
+            Self::Refused { status, .. } => *status >= 500 || *status == 429,
             Self::InvalidAnswer(_) | Self::BadUrl { .. } => false,
         }
     }
+
+    /// How long the node asked to wait before trying again (`Retry-After`), at most
+    /// [`MAX_RETRY_AFTER`].
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Refused {
+                retry_after_secs: Some(secs),
+                ..
+            } => Some(Duration::from_secs(*secs).min(MAX_RETRY_AFTER)),
+            _ => None,
+        }
+    }
 }
+
+/// The longest `Retry-After` a retry waits for: a node that asks for more is reported instead.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
 
 /// The client could not be built (the TLS backend failed to initialize).
 #[derive(Debug, thiserror::Error)]
@@ -134,6 +152,11 @@ impl NodeClient {
             .await
             .map_err(|e| NodeError::Unreachable(with_causes(&e)))?;
         let status = response.status();
+        let retry_after_secs = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.trim().parse::<u64>().ok());
         let bytes = response
             .bytes()
             .await
@@ -150,11 +173,14 @@ impl NodeClient {
         Err(NodeError::Refused {
             status: status.as_u16(),
             reason,
+            retry_after_secs,
         })
     }
 
     /// Runs `attempt` until it succeeds, fails for good, or the attempts are spent; waits
-    /// `backoff`, doubling, between attempts. `retry_also` makes further errors transient.
+    /// `backoff`, doubling, between attempts, or longer when the node's `Retry-After` says so
+    /// (an unknown policy is remembered by the node for a few seconds: an earlier retry would get
+    /// the same answer). `retry_also` makes further errors transient.
     async fn retrying<T, F, Fut>(
         &self,
         what: &str,
@@ -173,7 +199,8 @@ impl NodeClient {
                 Ok(value) => return Ok(value),
                 Err(e) if tried < attempts && (e.is_transient() || retry_also(&e)) => {
                     tracing::debug!(%what, attempt = tried, error = %e, "retrying");
-                    tokio::time::sleep(backoff).await;
+                    tokio::time::sleep(e.retry_after().map_or(backoff, |after| after.max(backoff)))
+                        .await;
                     backoff = backoff.saturating_mul(2);
                     tried += 1;
                 }
@@ -255,6 +282,31 @@ mod tests {
     fn endpoints() {
         assert_eq!(endpoint("http://h:1/", "/v1/node"), "http://h:1/v1/node");
         assert_eq!(endpoint("http://h:1", "/v1/node"), "http://h:1/v1/node");
+    }
+
+    #[test]
+    fn quota_refusals_are_retried_after_the_nodes_delay() {
+        let refused = |status, retry_after_secs| NodeError::Refused {
+            status,
+            reason: String::new(),
+            retry_after_secs,
+        };
+        assert!(refused(429, Some(2)).is_transient());
+        assert!(refused(503, None).is_transient());
+        assert!(
+            !refused(404, Some(5)).is_transient(),
+            "404 is retried only for uploads"
+        );
+        assert!(!refused(400, None).is_transient());
+        assert_eq!(
+            refused(404, Some(5)).retry_after(),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            refused(429, Some(3600)).retry_after(),
+            Some(MAX_RETRY_AFTER)
+        );
+        assert_eq!(refused(429, None).retry_after(), None);
     }
 
     #[tokio::test]

@@ -755,5 +755,26 @@ async fn every_verdict_and_error_agrees_with_the_model() -> Result<()> {
         eprintln!("seed {seed}, {label}: {model:?} / {observed:?}");
     }
     ensure!(seen.len() == Verdict::ALL.len(), "verdicts seen: {seen:?}");
+
+    // A wrong answer reported after its evidence window: refused, by the model and the chain.
+    let two = with_field(&cfrag, layout::Z, &U256::from(2).to_be_bytes::<32>());
+    let late = setup.evidence(&policy, &capsule, &two)?;
+    let window = setup
+        .d
+        .staking_escrow(setup.chain.read_provider())
+        .evidenceWindow()
+        .call()
+        .await?;
+    let read = setup.chain.read_provider();
+    let jump = (u64::try_from(window)? + 1) * SECONDS_PER_PERIOD;
+    read.raw_request::<_, serde_json::Value>("evm_increaseTime".into(), (jump,))
+        .await?;
+    read.raw_request::<_, serde_json::Value>("evm_mine".into(), ())
+        .await?;
+    let (model, _) = setup.check("after the evidence window", &late).await?;
+    ensure!(
+        model == Outcome::Expired,
+        "seed {seed}: the model says {model:?}"
+    );
     Ok(())
 }

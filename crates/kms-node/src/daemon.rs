@@ -410,13 +410,7 @@ async fn accept_bond(
     }
     .abi_encode();
     // A later proposal of the same worker comes after another (un)bonding: a new duty.
-    let bonded_period = escrow
-        .getStakerInfo(settings.staker)
-        .block(BlockId::latest())
-        .call()
-        .await
-        .map_err(|e| DaemonError::Chain(describe_contract_error(&e)))?
-        .workerBondedPeriod;
+    let bonded_period = worker_bonded_period(provider, settings).await?;
     let duty = format!("accept-bond/{}/{bonded_period}", settings.staker);
     run_setup_tx(
         sender,
@@ -431,6 +425,24 @@ async fn accept_bond(
         staker if staker == settings.staker => Ok(()),
         other => Err(not_bonded(other)),
     }
+}
+
+/// The period the staker's current worker was bonded in: part of the start-up duties' keys, so
+/// that a duty of an earlier bond is never mistaken for one of this bond.
+async fn worker_bonded_period(
+    provider: &DynProvider,
+    settings: &Settings,
+) -> Result<u32, DaemonError> {
+    Ok(
+        StakingEscrow::new(settings.deployment.staking_escrow, provider)
+            .getStakerInfo(settings.staker)
+            .block(BlockId::latest())
+            .call()
+            .await
+            .map_err(|e| DaemonError::Chain(describe_contract_error(&e)))?
+            .workerBondedPeriod
+            .saturating_to(),
+    )
 }
 
 /// Sends a start-up transaction through the exactly-once sender, waiting a little for it to be
@@ -487,13 +499,7 @@ async fn publish_node_record(
     let mut preimage = url.as_bytes().to_vec();
     preimage.extend_from_slice(&key);
     // Bonding a worker clears the record: the bonding period tells a cleared record from ours.
-    let bonded_period = escrow
-        .getStakerInfo(settings.staker)
-        .block(BlockId::latest())
-        .call()
-        .await
-        .map_err(|e| DaemonError::Chain(describe_contract_error(&e)))?
-        .workerBondedPeriod;
+    let bonded_period = worker_bonded_period(provider, settings).await?;
     let duty = format!(
         "record/{}/{bonded_period}",
         &keccak256(&preimage).to_string()[2..18]

@@ -200,6 +200,32 @@ impl Policy {
     }
 }
 
+impl Node {
+    /// Alice's upload of `kfrag` for `policy`, properly sealed and signed, claiming
+    /// `receiving_key` as Bob's key.
+    async fn upload_sealed(
+        &self,
+        policy: &Policy,
+        kfrag: &VerifiedKeyFrag,
+        receiving_key: &PublicKey,
+    ) -> (StatusCode, Value) {
+        let sealed = KfragUpload::seal(
+            kfrag,
+            &self.umbral_pk,
+            self.staker,
+            policy.id,
+            (&policy.alice.public_key(), receiving_key),
+            &Signer::new(policy.signer.clone()),
+        )
+        .unwrap();
+        self.post(
+            &policy.path("kfrag"),
+            &serde_json::to_value(sealed).unwrap(),
+        )
+        .await
+    }
+}
+
 /// One node: its router, identity and the fake chain it reads.
 struct Node {
     app: Router,
@@ -653,20 +679,8 @@ async fn kfrag_upload_checks() {
     // Signed by Alice, but claiming another receiving key than the kfrag was made for.
     let signer = Signer::new(policy.signer.clone());
     let wrong_bob = SecretKey::random().public_key();
-    let sealed = KfragUpload::seal(
-        &policy.kfrags[0],
-        &node.umbral_pk,
-        node.staker,
-        policy.id,
-        (&policy.alice.public_key(), &wrong_bob),
-        &signer,
-    )
-    .unwrap();
     let (status, value) = node
-        .post(
-            &policy.path("kfrag"),
-            &serde_json::to_value(sealed).unwrap(),
-        )
+        .upload_sealed(&policy, &policy.kfrags[0], &wrong_bob)
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{value}");
     assert!(error_of(&value).contains("does not verify"));
@@ -687,20 +701,8 @@ async fn kfrag_upload_checks() {
         )
         .into_vec()
         .remove(0);
-        let sealed = KfragUpload::seal(
-            &kfrag,
-            &node.umbral_pk,
-            node.staker,
-            policy.id,
-            (&policy.alice.public_key(), &policy.bob.public_key()),
-            &signer,
-        )
-        .unwrap();
         let (status, value) = node
-            .post(
-                &policy.path("kfrag"),
-                &serde_json::to_value(sealed).unwrap(),
-            )
+            .upload_sealed(&policy, &kfrag, &policy.bob.public_key())
             .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{value}");
         assert!(
