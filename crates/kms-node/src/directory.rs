@@ -127,6 +127,12 @@ impl<P: Provider + Clone + 'static> PolicyDirectory for ChainDirectory<P> {
                 from_block = from_block.max(cursor.block + 1);
             }
         }
+        // A follower at the head leaves no block to search: asking for logs from past the head
+        // is an error on some nodes (anvil's), not an empty answer.
+        let head = self.provider.get_block_number().await.map_err(chain_err)?;
+        if from_block > head {
+            return Ok(None);
+        }
         let filter = Filter::new()
             .address(self.policy_manager)
             .event_signature(PolicyManager::PolicyCreated::SIGNATURE_HASH)

@@ -549,8 +549,10 @@ async fn api_on_chain_refusals_and_revocation_within_a_block() -> Result<()> {
         .get_receipt()
         .await?;
     ensure!(receipt.status());
+    // Refused from the next block: by the chain check (410), or, at confirmation depth 0, by the
+    // follower that may have deleted the kfrag already (404). The API tests pin the 410 alone.
     let (status, body) = client.post(&path(id, "reencrypt"), request(&bob)).await?;
-    ensure!(status == 410, "{status} {body}");
+    ensure!(status == 410 || status == 404, "{status} {body}");
     eventually("the kfrag's deletion", || async {
         Ok(store.get_kfrag(id)?.is_none())
     })
