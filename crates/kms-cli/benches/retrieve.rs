@@ -142,7 +142,9 @@ async fn run(devnet: &devnet::Devnet, iterations: usize, out: &str) -> Result<()
 
         // As `Client::retrieve` does, but without its chain reads, which are not the node's time.
         let raw_options = RetrieveOptions {
-            terms: bob_client.answer_terms().await?,
+            terms: bob_client
+                .answer_terms(policy.nodes.iter().map(|n| n.worker))
+                .await?,
             ..options.clone()
         };
         let started = Instant::now();

@@ -403,7 +403,8 @@ impl Keys {
         client: &NodeClient,
         policy: &PolicyFile,
     ) -> Result<()> {
-        let terms = AnswerTerms::read(&chain.read_provider(), chain.deployment()).await?;
+        let workers = policy.nodes.iter().map(|n| n.worker);
+        let terms = AnswerTerms::read(&chain.read_provider(), chain.deployment(), workers).await?;
         let message = format!("for bob under {}", policy.policy_id_hex());
         let (capsule, ciphertext) = encrypt(&policy.delegating_key, message.as_bytes())
             .map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -8,8 +8,10 @@
 //! policy's three keys. A signed cfrag that fails verification is a [`Fault`] when the
 //! Adjudicator's checks (modelled by `Evidence::outcome`) would slash for it.
 
+use std::collections::HashMap;
+
 use alloy::{
-    primitives::{Address, FixedBytes, B256},
+    primitives::{Address, FixedBytes, B256, U256},
     providers::Provider,
     sol_types::SolValue,
 };
@@ -48,32 +50,77 @@ pub struct RetrieveOptions {
 }
 
 /// What Bob requires of every signed answer, so that a wrong one stays provable: it names the
-/// Adjudicator Bob would report to, and a period that has started and is at most one period old
-/// by the chain's clock. A node that names a later period (which its staker could escape by
-/// unbonding first) or an older one (closer to the end of its evidence window) is refused.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Adjudicator Bob would report to, and a period that has started, is at most one period old by
+/// the chain's clock, and in which the signing worker was already bonded to the node's staker. A
+/// node that names a later period (which its staker could escape by unbonding first), a period
+/// before its worker's bond (which the Adjudicator would not hold against the stake), or an older
+/// one (closer to the end of its evidence window) is refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AnswerTerms {
     /// The Adjudicator of the deployment.
     pub adjudicator: Address,
     /// The chain's current period when the retrieval started.
     pub current_period: u64,
+    /// For each node's worker, the staker it is bonded to and the period its bond started
+    /// (`StakingEscrow.workerBond`); an answer by a worker not listed here is refused.
+    pub bonds: HashMap<Address, (Address, u64)>,
 }
 
 impl AnswerTerms {
-    /// The terms now: `deployment`'s Adjudicator, and the period of the chain's latest block.
+    /// The terms now: `deployment`'s Adjudicator, the period of the chain's latest block, and the
+    /// bonds in force of `workers`, all read at that block.
     pub async fn read<P: Provider>(
         provider: &P,
         deployment: &kms_contracts::Deployment,
+        workers: impl IntoIterator<Item = Address>,
     ) -> Result<Self, ChainError> {
         let block = provider
             .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
             .await
             .map_err(|e| ChainError::rpc("reading the latest block", e))?
             .ok_or_else(|| ChainError::Mismatch("the node has no latest block".into()))?;
+        let at = alloy::eips::BlockId::number(block.header.number);
+        let escrow = deployment.staking_escrow(provider);
+        let mut bonds = HashMap::new();
+        for worker in workers {
+            let bond = escrow
+                .workerBond(worker)
+                .block(at)
+                .call()
+                .await
+                .map_err(|e| ChainError::rpc("reading a worker's bond", e))?;
+            // A closed bond cannot answer for anything new: leave the worker out.
+            if bond.lastPeriod == U256::from(u32::MAX) && !bond.staker.is_zero() {
+                bonds.insert(worker, (bond.staker, bond.firstPeriod.saturating_to()));
+            }
+        }
         Ok(Self {
             adjudicator: deployment.adjudicator,
             current_period: block.header.timestamp / deployment.seconds_per_period.max(1),
+            bonds,
         })
+    }
+
+    /// Why an answer of `worker` for `staker` naming `period` would not be held against the
+    /// stake, if it would not.
+    fn refusal(&self, worker: Address, staker: Address, period: u64) -> Option<String> {
+        let current = self.current_period;
+        if period > current || period.saturating_add(1) < current {
+            return Some(format!(
+                "the answer names period {period}, the chain is in period {current}: only the \
+                 current or the previous period can be held against the node"
+            ));
+        }
+        match self.bonds.get(&worker) {
+            Some(&(bonded_to, since)) if bonded_to == staker && since <= period => None,
+            Some(&(bonded_to, since)) if bonded_to == staker => Some(format!(
+                "the answer names period {period}, before its worker {worker} was bonded (period \
+                 {since}): the Adjudicator would not hold it against the stake"
+            )),
+            _ => Some(format!(
+                "the worker {worker} is not bonded to the node's staker {staker} on chain"
+            )),
+        }
     }
 }
 
@@ -227,13 +274,10 @@ fn check_answer(
     };
     let capsule_simple = capsule.to_bytes_simple();
     let cfrag_simple = cfrag.to_bytes_simple();
-    let current = ctx.terms.current_period;
-    if answer.period > current || answer.period + 1 < current {
-        return wrong(format!(
-            "the answer names period {}, the chain is in period {current}: only the current or the previous period can be held against the node",
-            answer.period
-        ));
+    if let Some(reason) = ctx.terms.refusal(node.worker, node.staker, answer.period) {
+        return wrong(reason);
     }
+    let current = ctx.terms.current_period;
     let answer_context = AnswerContext {
         chain_id: policy.chain_id,
         adjudicator: ctx.terms.adjudicator,
@@ -383,7 +427,7 @@ pub async fn retrieve_from(
     let ctx = Context {
         policy,
         kfrag_signer: policy.kfrag_signer(),
-        terms: options.terms,
+        terms: options.terms.clone(),
     };
     let threshold = policy.threshold;
     let enough = |cfrags: &[Vec<VerifiedCapsuleFrag>]| cfrags.iter().all(|c| c.len() >= threshold);
@@ -516,7 +560,7 @@ impl<P: Provider> Client<P> {
     ) -> Result<Retrieval, RetrieveError> {
         let nodes = self.refresh_nodes(policy).await?;
         let options = RetrieveOptions {
-            terms: self.answer_terms().await?,
+            terms: self.answer_terms(nodes.iter().map(|n| n.worker)).await?,
             ..*options
         };
         retrieve_from(
@@ -530,9 +574,12 @@ impl<P: Provider> Client<P> {
         .await
     }
 
-    /// The terms answers must meet now (see [`AnswerTerms::read`]).
-    pub async fn answer_terms(&self) -> Result<AnswerTerms, ChainError> {
-        AnswerTerms::read(&self.provider, &self.deployment).await
+    /// The terms the answers of `workers` must meet now (see [`AnswerTerms::read`]).
+    pub async fn answer_terms(
+        &self,
+        workers: impl IntoIterator<Item = Address>,
+    ) -> Result<AnswerTerms, ChainError> {
+        AnswerTerms::read(&self.provider, &self.deployment, workers).await
     }
 
     /// Reports a fault in two transactions from the provider's account `investigator` (which
@@ -633,4 +680,43 @@ pub enum ReportError {
     /// The Adjudicator has judged this capsule and cfrag already: nothing was sent.
     #[error("this cfrag was already evaluated (evidence hash {0}): nothing more to report")]
     AlreadyEvaluated(B256),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every answer Bob accepts can be held against the node's stake: its period is the chain's
+    /// current or previous one, and its worker was bonded to the staker by then.
+    #[test]
+    fn answers_are_accepted_only_when_provable() {
+        let (worker, staker) = (Address::repeat_byte(0x11), Address::repeat_byte(0x22));
+        let terms = AnswerTerms {
+            adjudicator: Address::repeat_byte(0xad),
+            current_period: 100,
+            bonds: HashMap::from([(worker, (staker, 99))]),
+        };
+        assert_eq!(terms.refusal(worker, staker, 100), None);
+        assert_eq!(terms.refusal(worker, staker, 99), None);
+        // Later than the chain: its staker could unbond before it starts.
+        assert!(terms.refusal(worker, staker, 101).is_some());
+        assert!(terms.refusal(worker, staker, u64::MAX).is_some());
+        // Too old.
+        assert!(terms.refusal(worker, staker, 98).is_some());
+        assert!(terms.refusal(worker, staker, 0).is_some());
+        // Before the worker's bond: the Adjudicator would refuse the evidence.
+        let rotated = AnswerTerms {
+            bonds: HashMap::from([(worker, (staker, 100))]),
+            ..terms.clone()
+        };
+        let reason = rotated.refusal(worker, staker, 99).unwrap_or_default();
+        assert!(reason.contains("before its worker"), "{reason}");
+        // Bonded to another staker, or unknown.
+        assert!(terms
+            .refusal(worker, Address::repeat_byte(0x33), 100)
+            .is_some());
+        assert!(terms
+            .refusal(Address::repeat_byte(0x44), staker, 100)
+            .is_some());
+    }
 }
