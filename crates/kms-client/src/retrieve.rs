@@ -80,15 +80,18 @@ impl AnswerTerms {
             .map_err(|e| ChainError::rpc("reading the latest block", e))?
             .ok_or_else(|| ChainError::Mismatch("the node has no latest block".into()))?;
         let at = alloy::eips::BlockId::number(block.header.number);
-        let escrow = deployment.staking_escrow(provider);
-        let mut bonds = HashMap::new();
-        for worker in workers {
+        let escrow = &deployment.staking_escrow(provider);
+        let read = workers.into_iter().map(|worker| async move {
             let bond = escrow
                 .workerBond(worker)
                 .block(at)
                 .call()
                 .await
                 .map_err(|e| ChainError::rpc("reading a worker's bond", e))?;
+            Ok::<_, ChainError>((worker, bond))
+        });
+        let mut bonds = HashMap::new();
+        for (worker, bond) in futures_util::future::try_join_all(read).await? {
             // A closed bond cannot answer for anything new: leave the worker out.
             if bond.lastPeriod == U256::from(u32::MAX) && !bond.staker.is_zero() {
                 bonds.insert(worker, (bond.staker, bond.firstPeriod.saturating_to()));
