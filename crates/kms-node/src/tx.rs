@@ -7,13 +7,25 @@
 //! execute twice, and a duty is never signed twice. A duty is marked done only when its receipt
 //! is `confirmations` blocks deep and still on the canonical chain; if a reorg drops it, the same
 //! raw transaction goes out again.
+//!
+//! A recorded transaction that the chain has never seen (a crash between the record and the
+//! broadcast) and whose nonce is still free is simulated again before it goes out: the node may
+//! have been down for a period, and a commitment signed in the last one may now revert, or need
+//! more gas than it was given (settling the ended period's reward), or pay less than the base
+//! fee. If it still goes through within its gas and fee it is sent as recorded; if it needs more,
+//! it is signed again **at the same nonce** (so it still executes at most once); if it would
+//! revert now, the duty is recorded as skipped and the nonce is left for the next one.
 
 use std::time::{Duration, Instant};
 
 use alloy::{
-    eips::{eip2718::Encodable2718, BlockNumberOrTag},
+    consensus::{Transaction, TxEnvelope},
+    eips::{
+        eip2718::{Decodable2718, Encodable2718},
+        BlockNumberOrTag,
+    },
     network::{EthereumWallet, NetworkTransactionBuilder, TransactionBuilder},
-    primitives::{Address, Bytes, B256},
+    primitives::{Address, Bytes, TxKind, B256},
     providers::Provider,
     rpc::types::TransactionRequest,
 };
@@ -114,7 +126,7 @@ impl<P: Provider + Clone> TxSender<P> {
                 tx_hash,
                 raw_tx,
                 nonce,
-            }) => self.settle(key, tx_hash, &raw_tx, nonce).await,
+            }) => self.resume(key, tx_hash, &raw_tx, nonce).await,
             Some(settled) => Ok(settled),
             None => {
                 // An unsettled transaction holds the next nonce, and what it does (a commitment,
@@ -153,7 +165,7 @@ impl<P: Provider + Clone> TxSender<P> {
                 nonce,
             } = record
             {
-                let record = self.settle(&key, tx_hash, &raw_tx, nonce).await?;
+                let record = self.resume(&key, tx_hash, &raw_tx, nonce).await?;
                 settled.push((key, record));
             }
         }
@@ -166,26 +178,19 @@ impl<P: Provider + Clone> TxSender<P> {
             .with_from(self.from)
             .with_to(to)
             .with_input(input);
-        let gas =
-            self.provider.estimate_gas(request.clone()).await.map_err(
-                |e| match rpc_revert_data(&e) {
-                    Some(_) => TxError::Reverted(describe_rpc_error(&e)),
-                    None => rpc(describe_rpc_error(&e)),
-                },
-            )?;
-        // Transactions recorded but perhaps never broadcast (a crash in between) hold their
-        // nonces: broadcast them first, and never sign below them.
+        let gas = self.simulate(&request).await?;
+        // A transaction recorded but not settled holds its nonce: never sign below it. (`run`
+        // settles them all first; this guards the nonce whatever the caller did.)
         let store = self.store.clone();
         let in_flight = blocking(move || store.duties()).await?;
-        let mut floor = 0;
-        for (key, record) in in_flight {
-            if let DutyRecord::Sent { raw_tx, nonce, .. } = record {
-                floor = floor.max(nonce + 1);
-                if let Err(e) = self.provider.send_raw_transaction(&raw_tx).await {
-                    tracing::debug!(duty = key, error = %e, "rebroadcast refused");
-                }
-            }
-        }
+        let floor = in_flight
+            .iter()
+            .filter_map(|(_, record)| match record {
+                DutyRecord::Sent { nonce, .. } => Some(nonce + 1),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
         let nonce = self
             .provider
             .get_transaction_count(self.from)
@@ -193,6 +198,27 @@ impl<P: Provider + Clone> TxSender<P> {
             .await
             .map_err(rpc)?
             .max(floor);
+        self.sign_at(request, gas, nonce).await
+    }
+
+    /// `eth_estimateGas` of `request`; a revert is [`TxError::Reverted`] with its decoded error.
+    async fn simulate(&self, request: &TransactionRequest) -> Result<u64, TxError> {
+        self.provider
+            .estimate_gas(request.clone())
+            .await
+            .map_err(|e| match rpc_revert_data(&e) {
+                Some(_) => TxError::Reverted(describe_rpc_error(&e)),
+                None => rpc(describe_rpc_error(&e)),
+            })
+    }
+
+    /// Signs `request` with `nonce`, the gas estimate plus headroom and the current fees.
+    async fn sign_at(
+        &self,
+        request: TransactionRequest,
+        gas: u64,
+        nonce: u64,
+    ) -> Result<(B256, Bytes, u64), TxError> {
         let fees = self.provider.estimate_eip1559_fees().await.map_err(rpc)?;
         let request = request
             .with_nonce(nonce)
@@ -207,6 +233,80 @@ impl<P: Provider + Clone> TxSender<P> {
             .map_err(|e| TxError::Sign(e.to_string()))?;
         let tx_hash = *envelope.tx_hash();
         Ok((tx_hash, Bytes::from(envelope.encoded_2718()), nonce))
+    }
+
+    /// Settles the recorded transaction of duty `key`, first signing it again at its nonce if
+    /// the chain has never seen it (see the module docs).
+    async fn resume(
+        &self,
+        key: &str,
+        tx_hash: B256,
+        raw_tx: &Bytes,
+        nonce: u64,
+    ) -> Result<DutyRecord, TxError> {
+        let seen = self
+            .provider
+            .get_transaction_by_hash(tx_hash)
+            .await
+            .map_err(rpc)?
+            .is_some();
+        let next_nonce = self
+            .provider
+            .get_transaction_count(self.from)
+            .pending()
+            .await
+            .map_err(rpc)?;
+        if seen || next_nonce > nonce {
+            // Pending, mined, or its nonce taken: `settle` tells which.
+            return self.settle(key, tx_hash, raw_tx, nonce).await;
+        }
+        let recorded = TxEnvelope::decode_2718(&mut raw_tx.as_ref())
+            .map_err(|e| TxError::Sign(format!("recorded transaction undecodable: {e}")))?;
+        let TxKind::Call(to) = recorded.kind() else {
+            return Err(TxError::Sign(
+                "recorded transaction creates a contract".into(),
+            ));
+        };
+        let request = TransactionRequest::default()
+            .with_from(self.from)
+            .with_to(to)
+            .with_input(recorded.input().clone());
+        let gas = match self.simulate(&request).await {
+            Ok(gas) => gas,
+            Err(TxError::Reverted(reason)) => {
+                let record = DutyRecord::Skipped {
+                    reason: format!(
+                        "never broadcast before a restart, and would now revert: {reason}"
+                    ),
+                };
+                self.record(key, &record).await?;
+                tracing::warn!(duty = key, tx = %tx_hash, nonce, %reason, "unsent duty transaction dropped");
+                return Ok(record);
+            }
+            Err(e) => return Err(e),
+        };
+        let base_fee = self
+            .provider
+            .get_block_by_number(BlockNumberOrTag::Latest)
+            .await
+            .map_err(rpc)?
+            .and_then(|block| block.header.base_fee_per_gas)
+            .unwrap_or(0);
+        if gas <= recorded.gas_limit() && recorded.max_fee_per_gas() >= u128::from(base_fee) {
+            return self.settle(key, tx_hash, raw_tx, nonce).await;
+        }
+        let (tx_hash, raw_tx, nonce) = self.sign_at(request, gas, nonce).await?;
+        self.record(
+            key,
+            &DutyRecord::Sent {
+                tx_hash,
+                raw_tx: raw_tx.clone(),
+                nonce,
+            },
+        )
+        .await?;
+        tracing::info!(duty = key, tx = %tx_hash, nonce, "unsent duty transaction signed again at its nonce");
+        self.settle(key, tx_hash, &raw_tx, nonce).await
     }
 
     /// Broadcasts `raw_tx` (again) and waits until it is `confirmations` deep, or the timeout.

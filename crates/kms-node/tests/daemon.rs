@@ -315,6 +315,197 @@ async fn a_recorded_unsent_transaction_is_broadcast_not_repeated() -> Result<()>
     Ok(())
 }
 
+/// Signs (does not send) the worker's call of `input` on `to` at its next nonce, with the gas a
+/// node gives it now (the estimate plus a fifth), and records it under `key` as a crash between
+/// the record and the broadcast would leave it. Returns the hash and the nonce.
+async fn record_unsent(
+    chain: &TestChain,
+    store_path: &Path,
+    key: &str,
+    to: Address,
+    input: Vec<u8>,
+    gas_limit: Option<u64>,
+) -> Result<(alloy::primitives::B256, u64)> {
+    let reader = chain.read_provider();
+    let worker = chain.address(WORKER)?;
+    let nonce = reader.get_transaction_count(worker).await?;
+    let fees = reader.estimate_eip1559_fees().await?;
+    let request = TransactionRequest::default()
+        .with_from(worker)
+        .with_to(to)
+        .with_input(input);
+    let gas_limit = match gas_limit {
+        Some(limit) => limit,
+        None => reader.estimate_gas(request.clone()).await? * 12 / 10,
+    };
+    let envelope = request
+        .with_nonce(nonce)
+        .with_chain_id(chain.deployment().chain_id)
+        .with_gas_limit(gas_limit)
+        .with_max_fee_per_gas(fees.max_fee_per_gas)
+        .with_max_priority_fee_per_gas(fees.max_priority_fee_per_gas)
+        .build(&EthereumWallet::from(chain.signer(WORKER)?))
+        .await?;
+    let tx_hash = *envelope.tx_hash();
+    Store::open(store_path)?.set_duty(
+        key,
+        &DutyRecord::Sent {
+            tx_hash,
+            raw_tx: Bytes::from(envelope.encoded_2718()),
+            nonce,
+        },
+    )?;
+    Ok((tx_hash, nonce))
+}
+
+/// The node was down for two periods after recording (not sending) a commitment: sent as it
+/// was, it would now settle the ended period's reward too and run out of the gas it was given,
+/// reverting on chain. It is signed again at its own nonce with the gas it needs now.
+#[tokio::test]
+async fn a_recorded_unsent_transaction_that_no_longer_fits_is_signed_again_at_its_nonce(
+) -> Result<()> {
+    let chain = TestChain::start(SECONDS_PER_PERIOD).await?;
+    stake(&chain, STAKER, WORKER).await?;
+    let reader = chain.read_provider();
+    let (staker, worker) = (chain.address(STAKER)?, chain.address(WORKER)?);
+    let escrow = chain.deployment().staking_escrow;
+    let dir = tempfile::tempdir()?;
+    let store_path = dir.path().join("node.redb");
+
+    // A commitment made by hand, so that one ends while the node is down.
+    let as_worker = chain.provider(WORKER)?;
+    let receipt = StakingEscrow::new(escrow, &as_worker)
+        .commitToNextPeriod()
+        .send()
+        .await?
+        .get_receipt()
+        .await?;
+    ensure!(receipt.status());
+    travel(&reader, SECONDS_PER_PERIOD).await?;
+    let key = format!("commit/{}", current_period(&reader).await? + 1);
+    let input = StakingEscrow::commitToNextPeriodCall {}.abi_encode();
+    let (recorded, nonce) =
+        record_unsent(&chain, &store_path, &key, escrow, input.clone(), None).await?;
+    let recorded_limit = reader
+        .get_transaction_by_hash(recorded)
+        .await?
+        .map(|tx| alloy::consensus::Transaction::gas_limit(&tx));
+    ensure!(
+        recorded_limit.is_none(),
+        "the recorded transaction was sent"
+    );
+    let envelope_limit = {
+        let store = Store::open(&store_path)?;
+        match store.duty(&key)? {
+            Some(DutyRecord::Sent { raw_tx, .. }) => {
+                use alloy::eips::eip2718::Decodable2718;
+                let tx = alloy::consensus::TxEnvelope::decode_2718(&mut raw_tx.as_ref())?;
+                alloy::consensus::Transaction::gas_limit(&tx)
+            }
+            other => anyhow::bail!("unexpected record {other:?}"),
+        }
+    };
+    travel(&reader, SECONDS_PER_PERIOD).await?;
+    let needed = reader
+        .estimate_gas(
+            TransactionRequest::default()
+                .with_from(worker)
+                .with_to(escrow)
+                .with_input(input),
+        )
+        .await?;
+    ensure!(
+        needed > envelope_limit,
+        "the setup is void: the recorded commitment ({envelope_limit} gas) still fits ({needed})"
+    );
+
+    let node = kms_node::start(settings(&chain, &store_path, STAKER, WORKER)?).await?;
+    let store = node.store().clone();
+    eventually("the recorded commitment", || async {
+        Ok(is_done(&store, &key))
+    })
+    .await?;
+    node.shutdown().await;
+    let Some(DutyRecord::Done { tx_hash, .. }) = duty(&store, &key) else {
+        anyhow::bail!("unexpected record {:?}", duty(&store, &key));
+    };
+    ensure!(
+        tx_hash != recorded,
+        "the recorded transaction went out as it was"
+    );
+    let sent = reader
+        .get_transaction_by_hash(tx_hash)
+        .await?
+        .context("the new transaction is not on chain")?;
+    ensure!(
+        alloy::consensus::Transaction::nonce(&sent) == nonce,
+        "signed again at another nonce"
+    );
+    ensure!(reader.get_transaction_receipt(recorded).await?.is_none());
+    let failed: Vec<_> = store
+        .duties()?
+        .into_iter()
+        .filter(|(_, r)| matches!(r, DutyRecord::Failed { .. }))
+        .collect();
+    ensure!(failed.is_empty(), "failed duties: {failed:?}");
+    // The hand-made commitment and the revived one.
+    ensure!(commitments_of(&reader, &chain, staker).await? == 2);
+    Ok(())
+}
+
+/// A recorded, never-sent transaction that would now revert is not sent: the duty is skipped
+/// and its nonce goes to the next transaction.
+#[tokio::test]
+async fn a_recorded_unsent_transaction_that_would_now_revert_is_dropped() -> Result<()> {
+    let chain = TestChain::start(SECONDS_PER_PERIOD).await?;
+    stake(&chain, STAKER, WORKER).await?;
+    let reader = chain.read_provider();
+    let (staker, worker) = (chain.address(STAKER)?, chain.address(WORKER)?);
+    let dir = tempfile::tempdir()?;
+    let store_path = dir.path().join("node.redb");
+    // Fees the node has not earned: the withdrawal reverts (a gas limit given by hand, since
+    // there is nothing to estimate).
+    let key = format!("fees/{}", current_period(&reader).await?);
+    let input = kms_contracts::PolicyManager::withdrawFeesCall { node: staker }.abi_encode();
+    let (recorded, nonce) = record_unsent(
+        &chain,
+        &store_path,
+        &key,
+        chain.deployment().policy_manager,
+        input,
+        Some(100_000),
+    )
+    .await?;
+
+    let node = kms_node::start(settings(&chain, &store_path, STAKER, WORKER)?).await?;
+    let store = node.store().clone();
+    let commit = format!("commit/{}", current_period(&reader).await? + 1);
+    eventually("the first commitment", || async {
+        Ok(is_done(&store, &commit))
+    })
+    .await?;
+    node.shutdown().await;
+    match duty(&store, &key) {
+        Some(DutyRecord::Skipped { reason }) => ensure!(
+            reason.contains("would now revert") && reason.contains("nothing to pay"),
+            "skipped for another reason: {reason}"
+        ),
+        other => anyhow::bail!("unexpected record {other:?}"),
+    }
+    ensure!(reader.get_transaction_receipt(recorded).await?.is_none());
+    // The dropped transaction's nonce went to the node's own transactions.
+    let Some(DutyRecord::Done { tx_hash, .. }) = duty(&store, &commit) else {
+        anyhow::bail!("commitment not done");
+    };
+    let sent = reader
+        .get_transaction_by_hash(tx_hash)
+        .await?
+        .context("no commitment")?;
+    ensure!(alloy::consensus::Transaction::nonce(&sent) >= nonce);
+    ensure!(reader.get_transaction_count(worker).await? > nonce);
+    Ok(())
+}
+
 #[tokio::test]
 async fn follower_resumes_from_its_cursor_and_rewinds_after_a_deep_reorg() -> Result<()> {
     let chain = TestChain::start(SECONDS_PER_PERIOD).await?;
