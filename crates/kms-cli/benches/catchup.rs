@@ -18,7 +18,7 @@ use alloy::{
     providers::Provider,
 };
 use anyhow::{bail, ensure, Context, Result};
-use kms_contracts::testing::TestChain;
+use kms_contracts::test_utils::TestChain;
 use kms_crypto::wire::NodeStatus;
 
 const KMS: &str = env!("CARGO_BIN_EXE_kms");
@@ -50,9 +50,7 @@ async fn main() -> Result<()> {
 
     let chain = TestChain::start(PERIOD).await?;
     let d = chain.deployment().clone();
-    chain
-        .stake_node(0, 1, 2, d.min_stake, U256::from(d.min_lock_periods))
-        .await?;
+    chain.stake_minimum(1, 2).await?;
     let staker = chain.address(1)?;
     let reader = chain.read_provider();
     let alice = chain.provider(3)?;
@@ -86,9 +84,7 @@ async fn main() -> Result<()> {
     }
     let head = reader.get_block_number().await?;
     if head < blocks {
-        reader
-            .raw_request::<_, serde_json::Value>("anvil_mine".into(), (blocks - head,))
-            .await?;
+        chain.mine(blocks - head).await?;
     }
     let head = reader.get_block_number().await?;
     eprintln!(

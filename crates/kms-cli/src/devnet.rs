@@ -12,7 +12,7 @@ use alloy::{
 };
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use kms_contracts::testing::{ChainOptions, TestChain};
+use kms_contracts::devchain::{ChainOptions, DevChain};
 use kms_crypto::keys::{private_key_hex, MasterSecret};
 use kms_node::{Behaviour, DutyConfig, Limits, RunningNode, Settings};
 
@@ -74,7 +74,7 @@ pub struct Miner {
 #[derive(Debug)]
 pub struct Devnet {
     /// The chain (dropping it stops anvil).
-    pub chain: TestChain,
+    pub chain: DevChain,
     /// The miners, in staker-account order.
     pub miners: Vec<Miner>,
     /// Where the nodes' stores are.
@@ -111,7 +111,7 @@ pub async fn start(args: &DevnetArgs) -> Result<Devnet> {
         "starting anvil on port {} and deploying the contracts",
         args.port
     );
-    let chain = TestChain::start_on(ChainOptions {
+    let chain = DevChain::start_on(ChainOptions {
         port: Some(args.port),
         seconds_per_period: args.seconds_per_period,
         parameters: Vec::new(),

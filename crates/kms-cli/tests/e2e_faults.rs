@@ -34,20 +34,17 @@ use std::{
 };
 
 use alloy::{
-    eips::BlockNumberOrTag,
     primitives::{Address, FixedBytes, B256, U256},
-    providers::{DynProvider, Provider},
-    rpc::types::Filter,
-    sol_types::SolEvent,
+    providers::{ext::AnvilApi, DynProvider, Provider},
 };
 use anyhow::{bail, ensure, Context, Result};
 use kms_client::{
     retrieve::{retrieve_from, AnswerTerms, RetrieveOptions},
     HttpConfig, NodeClient, NodeError, PolicyFile, PolicyNode,
 };
-use kms_contracts::{
-    testing::{ChainOptions, TestChain},
-    StakingEscrow,
+use kms_contracts::test_utils::{
+    accounts::{ALICE, DEPLOYER, STAKER, WORKER},
+    ChainOptions, TestChain,
 };
 use kms_crypto::wire::{decode_public_key, KfragUpload};
 use kms_node::{DutyRecord, Store};
@@ -58,7 +55,6 @@ use umbral_pre::{decrypt_reencrypted, encrypt, generate_kfrags, PublicKey, Secre
 
 /// Periods long enough that no test crosses a boundary by itself; tests travel in time.
 const SECONDS_PER_PERIOD: u64 = 3600;
-const DEPLOYER: usize = 0;
 /// A generous bound for anything that takes a few blocks.
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -176,49 +172,6 @@ fn node_options(rpc_url: String, confirmations: u64) -> NodeOptions {
     }
 }
 
-async fn mine(provider: &DynProvider, blocks: u64) -> Result<()> {
-    provider
-        .raw_request::<_, Value>("anvil_mine".into(), (U256::from(blocks),))
-        .await?;
-    Ok(())
-}
-
-async fn travel(provider: &DynProvider, seconds: u64) -> Result<()> {
-    provider
-        .raw_request::<_, Value>("evm_increaseTime".into(), (seconds,))
-        .await?;
-    mine(provider, 1).await
-}
-
-/// `anvil_reorg`: replaces the last `depth` blocks with as many empty ones.
-async fn reorg(provider: &DynProvider, depth: u64) -> Result<()> {
-    provider
-        .raw_request::<_, Value>("anvil_reorg".into(), (depth, Vec::<Value>::new()))
-        .await?;
-    Ok(())
-}
-
-async fn head(provider: &DynProvider) -> Result<u64> {
-    Ok(provider.get_block_number().await?)
-}
-
-async fn block_hash(provider: &DynProvider, number: u64) -> Result<B256> {
-    Ok(provider
-        .get_block_by_number(BlockNumberOrTag::Number(number))
-        .await?
-        .with_context(|| format!("no block {number}"))?
-        .header
-        .hash)
-}
-
-async fn current_period(provider: &DynProvider) -> Result<u64> {
-    let block = provider
-        .get_block_by_number(BlockNumberOrTag::Latest)
-        .await?
-        .context("no latest block")?;
-    Ok(block.header.timestamp / SECONDS_PER_PERIOD)
-}
-
 async fn last_committed(chain: &TestChain, staker: Address) -> Result<u64> {
     let reader = chain.read_provider();
     let info = chain
@@ -232,10 +185,9 @@ async fn last_committed(chain: &TestChain, staker: Address) -> Result<u64> {
 
 /// Waits until `staker` has committed to the period after the current one.
 async fn wait_committed(chain: &TestChain, staker: Address) -> Result<u64> {
-    let reader = chain.read_provider();
     let deadline = Instant::now() + WAIT;
     loop {
-        let next = current_period(&reader).await? + 1;
+        let next = chain.current_period().await? + 1;
         if last_committed(chain, staker).await? >= next {
             return Ok(next);
         }
@@ -247,25 +199,9 @@ async fn wait_committed(chain: &TestChain, staker: Address) -> Result<u64> {
     }
 }
 
-/// Every `CommitmentMade` of `staker`: (period, transaction).
-async fn commitments(chain: &TestChain, staker: Address) -> Result<Vec<(u64, B256)>> {
-    let filter = Filter::new()
-        .address(chain.deployment().staking_escrow)
-        .event_signature(StakingEscrow::CommitmentMade::SIGNATURE_HASH)
-        .topic1(staker.into_word())
-        .from_block(0);
-    let logs = chain.read_provider().get_logs(&filter).await?;
-    logs.iter()
-        .map(|log| {
-            let period = U256::from_be_bytes(log.topics()[2].0).to::<u64>();
-            Ok((period, log.transaction_hash.context("log without tx")?))
-        })
-        .collect()
-}
-
 /// No period has two commitments of `staker`.
 async fn one_commitment_per_period(chain: &TestChain, staker: Address) -> Result<usize> {
-    let all = commitments(chain, staker).await?;
+    let all = chain.commitments(staker).await?;
     let mut seen = HashSet::new();
     for (period, tx) in &all {
         ensure!(
@@ -291,7 +227,7 @@ impl Miner {
                 {
                     let paused = flag.lock().await;
                     if !*paused {
-                        let _ = mine(&provider, 1).await;
+                        let _ = provider.anvil_mine(Some(1), None).await;
                     }
                 }
                 tokio::time::sleep(every).await;
@@ -461,7 +397,7 @@ async fn create_policy(
     let manager = chain.deployment().policy_manager(&as_alice);
     let mut last_error = None;
     for _ in 0..3 {
-        let end = (current_period(&as_alice).await? + periods) * SECONDS_PER_PERIOD;
+        let end = (chain.current_period().await? + periods) * SECONDS_PER_PERIOD;
         let value = U256::from(1_000_000_000u64 * periods * nodes.len() as u64);
         let sent = manager
             .createPolicy(
@@ -844,9 +780,6 @@ async fn chain_lag(port: u16) -> Option<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_uploads_and_catch_up_loses_nothing_and_repeats_no_duty() -> Result<()> {
-    const STAKER: usize = 1;
-    const WORKER: usize = 2;
-    const ALICE: usize = 3;
     const KILLS: usize = 21;
     const CONFIRMATIONS: u64 = 2;
     const RANGE: u64 = 3;
@@ -894,7 +827,7 @@ async fn sigkill_during_uploads_and_catch_up_loses_nothing_and_repeats_no_duty()
         // those of the last one may be cut short), policies naming it are created, blocks are
         // mined for the follower to catch up on.
         if kill > 1 && travels < 8 && rng.range(0, 2) == 0 {
-            travel(&reader, SECONDS_PER_PERIOD).await?;
+            net.chain.travel(SECONDS_PER_PERIOD).await?;
             travels += 1;
         }
         // The first start is killed anywhere too (the node record's transaction, the first
@@ -931,7 +864,7 @@ async fn sigkill_during_uploads_and_catch_up_loses_nothing_and_repeats_no_duty()
             Aim::CatchUp => rng.range(120, 200),
             _ => rng.range(5, 60),
         };
-        mine(&reader, blocks).await?;
+        net.chain.mine(blocks).await?;
 
         // The node starts; Alice uploads every kfrag it has not acknowledged yet, one after the
         // other (so that a kill right after an acknowledgement cuts the next upload), retrying
@@ -993,7 +926,7 @@ async fn sigkill_during_uploads_and_catch_up_loses_nothing_and_repeats_no_duty()
             }
         }
         tokio::time::sleep(delay).await;
-        let head_at_kill = head(&reader).await?;
+        let head_at_kill = net.chain.head().await?;
         let at = spawned.elapsed();
         node.sigkill();
         stop.store(true, Ordering::SeqCst);
@@ -1087,7 +1020,7 @@ async fn sigkill_during_uploads_and_catch_up_loses_nothing_and_repeats_no_duty()
     }
     let cursor = store.cursor()?.context("no cursor")?;
     ensure!(
-        block_hash(&reader, cursor.block).await? == cursor.hash,
+        net.chain.block_hash(cursor.block).await? == cursor.hash,
         "cursor off the chain"
     );
     let nonce = duties_match_nonce(&net.chain, &store, worker, true, ACCEPTED_IN_SETUP).await?;
@@ -1173,14 +1106,14 @@ async fn nodes_reconnect_and_catch_up_after_anvil_restarts() -> Result<()> {
     for (node, upload) in nodes.iter().zip(keys.uploads(before, 2, &node_keys)?) {
         client.upload_kfrag(&node.url(), before, &upload).await?;
     }
-    let head_before = head(&reader).await?;
+    let head_before = net.chain.head().await?;
 
     // Anvil stops (writing its state), stays down for a few seconds, comes back.
     miner.pause().await;
     net.chain.restart_anvil(Duration::from_secs(4)).await?;
     miner.resume().await;
     ensure!(
-        head(&reader).await? >= head_before,
+        net.chain.head().await? >= head_before,
         "the chain did not survive"
     );
     println!("anvil restarted after {:?}", started.elapsed());
@@ -1248,7 +1181,7 @@ async fn nodes_reconnect_and_catch_up_after_anvil_restarts() -> Result<()> {
         }
         v
     };
-    travel(&reader, SECONDS_PER_PERIOD).await?;
+    net.chain.travel(SECONDS_PER_PERIOD).await?;
     for (staker, before) in stakers.iter().zip(&committed_before) {
         let next = wait_committed(&net.chain, *staker).await?;
         ensure!(next > *before, "no new commitment");
@@ -1272,7 +1205,7 @@ async fn nodes_reconnect_and_catch_up_after_anvil_restarts() -> Result<()> {
         ensure!(!first.revoked && second.revoked, "{first:?} {second:?}");
         ensure!(store.get_kfrag(before)?.is_some() && store.get_kfrag(after)?.is_none());
         let cursor = store.cursor()?.context("no cursor")?;
-        ensure!(block_hash(&reader, cursor.block).await? == cursor.hash);
+        ensure!(net.chain.block_hash(cursor.block).await? == cursor.hash);
         duties_match_nonce(&net.chain, &store, node.worker, true, 0).await?;
     }
     drop(miner);
@@ -1286,9 +1219,6 @@ async fn nodes_reconnect_and_catch_up_after_anvil_restarts() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shallow_reorg_neither_commits_twice_nor_keeps_a_vanished_policy() -> Result<()> {
-    const STAKER: usize = 1;
-    const WORKER: usize = 2;
-    const ALICE: usize = 3;
     const CONFIRMATIONS: u64 = 3;
     let _serial = SERIAL.lock().await;
     let started = Instant::now();
@@ -1312,12 +1242,14 @@ async fn a_shallow_reorg_neither_commits_twice_nor_keeps_a_vanished_policy() -> 
 
     // The commitment of a new period is mined, then reorged out one block deep.
     miner.pause().await;
-    mine(&reader, CONFIRMATIONS + 1).await?;
-    travel(&reader, SECONDS_PER_PERIOD).await?;
-    let next = current_period(&reader).await? + 1;
+    net.chain.mine(CONFIRMATIONS + 1).await?;
+    net.chain.travel(SECONDS_PER_PERIOD).await?;
+    let next = net.chain.current_period().await? + 1;
     let deadline = Instant::now() + WAIT;
     let commit_tx = loop {
-        let found = commitments(&net.chain, staker)
+        let found = net
+            .chain
+            .commitments(staker)
             .await?
             .into_iter()
             .find(|(p, _)| *p == next);
@@ -1335,11 +1267,11 @@ async fn a_shallow_reorg_neither_commits_twice_nor_keeps_a_vanished_policy() -> 
         .await?
         .and_then(|r| r.block_number)
         .context("no receipt")?;
-    mine(&reader, 1).await?;
-    ensure!(head(&reader).await? == commit_block + 1);
-    let old_hash = block_hash(&reader, commit_block).await?;
-    reorg(&reader, 2).await?;
-    ensure!(block_hash(&reader, commit_block).await? != old_hash);
+    net.chain.mine(1).await?;
+    ensure!(net.chain.head().await? == commit_block + 1);
+    let old_hash = net.chain.block_hash(commit_block).await?;
+    net.chain.reorg(2).await?;
+    ensure!(net.chain.block_hash(commit_block).await? != old_hash);
     // The node sends the very same transaction again.
     support::eventually("the commitment back on chain", WAIT, || async {
         Ok(reader
@@ -1361,7 +1293,7 @@ async fn a_shallow_reorg_neither_commits_twice_nor_keeps_a_vanished_policy() -> 
         10,
     )
     .await?;
-    mine(&reader, CONFIRMATIONS + 1).await?;
+    net.chain.mine(CONFIRMATIONS + 1).await?;
     // The policy credits the node fees for the period it committed to, which it withdraws (once
     // a period): wait for that transaction, so that no other lands among the reorged blocks.
     let manager = net.chain.deployment().policy_manager(&reader);
@@ -1390,12 +1322,12 @@ async fn a_shallow_reorg_neither_commits_twice_nor_keeps_a_vanished_policy() -> 
             .await?,
         "the unconfirmed policy's kfrag was not taken"
     );
-    mine(&reader, 1).await?;
+    net.chain.mine(1).await?;
     ensure!(
-        head(&reader).await? == vanished_block + 1,
+        net.chain.head().await? == vanished_block + 1,
         "another block among those to reorg"
     );
-    reorg(&reader, 2).await?;
+    net.chain.reorg(2).await?;
     let signer = net
         .chain
         .deployment()
@@ -1413,7 +1345,7 @@ async fn a_shallow_reorg_neither_commits_twice_nor_keeps_a_vanished_policy() -> 
     );
     let kept_file = keys.policy_file(&net.chain, kept, 1, vec![bob_node.clone()]);
     keys.bob_decrypts(&net.chain, &client, &kept_file).await?;
-    let reorged_at = head(&reader).await?;
+    let reorged_at = net.chain.head().await?;
 
     // Blocks go on: the kfrag of the vanished policy is deleted, the other one kept.
     miner.resume().await;
@@ -1447,7 +1379,7 @@ async fn a_shallow_reorg_neither_commits_twice_nor_keeps_a_vanished_policy() -> 
     }
     duties_match_nonce(&net.chain, &store, node.worker, true, 0).await?;
     one_commitment_per_period(&net.chain, staker).await?;
-    let commits: BTreeMap<u64, B256> = commitments(&net.chain, staker).await?.into_iter().collect();
+    let commits: BTreeMap<u64, B256> = net.chain.commitments(staker).await?.into_iter().collect();
     ensure!(commits.get(&next) == Some(&commit_tx));
     drop(miner);
     println!("done in {:?}", started.elapsed());

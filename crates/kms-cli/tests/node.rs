@@ -11,7 +11,7 @@ use std::{
 
 use alloy::primitives::U256;
 use anyhow::{ensure, Context, Result};
-use kms_contracts::testing::TestChain;
+use kms_contracts::test_utils::TestChain;
 use support::{kms, KMS};
 
 #[test]
@@ -80,9 +80,7 @@ async fn init_then_run_until_sigterm() -> Result<()> {
     let stderr = String::from_utf8_lossy(&out.stderr);
     ensure!(stderr.contains("kms stake bond-worker"), "{stderr}");
 
-    chain
-        .stake_node(0, 1, 2, d.min_stake, U256::from(d.min_lock_periods))
-        .await?;
+    chain.stake_minimum(1, 2).await?;
     let mut child = tokio::process::Command::new(KMS)
         .args(["node", "run", "--config", config.to_str().unwrap()])
         .stdout(Stdio::piped())

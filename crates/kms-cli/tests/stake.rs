@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 
 use alloy::primitives::{Address, U256};
 use anyhow::{ensure, Result};
-use kms_contracts::testing::TestChain;
+use kms_contracts::test_utils::TestChain;
 use serde_json::{json, Value};
 
 const KMS: &str = env!("CARGO_BIN_EXE_kms");

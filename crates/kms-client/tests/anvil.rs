@@ -28,7 +28,7 @@ use kms_client::{
     retrieve::{NodeOutcome, RetrieveOptions},
     stream, ChainError, Client, HttpConfig, PolicyFile, ReportError, RetrieveError, SamplingError,
 };
-use kms_contracts::{testing::TestChain, Deployment};
+use kms_contracts::{test_utils::TestChain, Deployment};
 use kms_crypto::{
     sign_answer,
     umbral::{cfrag_from_bytes_simple, layout},
@@ -42,7 +42,6 @@ use umbral_pre::{Capsule, CapsuleFrag, DefaultDeserialize, DefaultSerialize, Sec
 const SECONDS_PER_PERIOD: u64 = 3600;
 
 /// Anvil's dev accounts, by role.
-const DEPLOYER: usize = 0;
 const ALICE: usize = 1;
 /// (staker, worker) pairs.
 const NODES: [(usize, usize); 4] = [(2, 3), (4, 5), (6, 7), (8, 9)];
@@ -97,15 +96,7 @@ async fn send<P: Provider, D: alloy::contract::CallDecoder>(
 async fn start_node(chain: &TestChain, accounts: (usize, usize), kind: Kind) -> Result<TestNode> {
     let d = chain.deployment();
     let (staker_index, worker_index) = accounts;
-    chain
-        .stake_node(
-            DEPLOYER,
-            staker_index,
-            worker_index,
-            d.min_stake,
-            U256::from(d.min_lock_periods),
-        )
-        .await?;
+    chain.stake_minimum(staker_index, worker_index).await?;
     let staker = chain.address(staker_index)?;
     let worker = chain.signer(worker_index)?;
     let umbral = SecretKey::random();
@@ -255,13 +246,7 @@ impl Setup {
             .timestamp;
         let into = now % SECONDS_PER_PERIOD;
         if into > SECONDS_PER_PERIOD - 60 {
-            read.raw_request::<_, serde_json::Value>(
-                "evm_increaseTime".into(),
-                (SECONDS_PER_PERIOD - into + 1,),
-            )
-            .await?;
-            read.raw_request::<_, serde_json::Value>("evm_mine".into(), ())
-                .await?;
+            chain.travel(SECONDS_PER_PERIOD - into + 1).await?;
         }
         let mut nodes = Vec::new();
         for (accounts, kind) in NODES.iter().zip(kinds) {

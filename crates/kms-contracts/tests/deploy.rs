@@ -8,8 +8,9 @@ use alloy::{
     providers::Provider,
 };
 use anyhow::{ensure, Context, Result};
+use kms_contracts::test_utils::accounts::{DEPLOYER, STAKER, WORKER};
 use kms_contracts::{
-    testing::TestChain,
+    test_utils::TestChain,
     KMSToken::{self, KMSTokenErrors},
     PolicyManager,
     StakingEscrow::{self, StakingEscrowErrors},
@@ -18,10 +19,7 @@ use kms_contracts::{
 /// Long periods, so that no period boundary falls inside a test and shifts `currentPeriod()`.
 const SECONDS_PER_PERIOD: u64 = 3600;
 
-/// Anvil's dev accounts, by role.
-const DEPLOYER: usize = 0;
-const STAKER: usize = 1;
-const WORKER: usize = 2;
+/// A dev account with no role in the deployment (the shared roles are in `accounts`).
 const OUTSIDER: usize = 3;
 
 #[tokio::test]

@@ -10,14 +10,15 @@
 
 use alloy::eips::BlockNumberOrTag;
 use alloy::primitives::{keccak256, Address, U256};
-use alloy::providers::{DynProvider, Provider};
+use alloy::providers::{ext::AnvilApi, DynProvider, Provider};
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::SolValue;
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use k256::elliptic_curve::sec1::ToEncodedPoint;
 use k256::{NonZeroScalar, ProjectivePoint};
 use kms_contracts::bindings::IAdjudicator as Bound;
-use kms_contracts::testing::TestChain;
+use kms_contracts::test_utils::accounts::{ALICE, DEPLOYER, INVESTIGATOR, STAKER, WORKER};
+use kms_contracts::test_utils::TestChain;
 use kms_contracts::Adjudicator::{self, AdjudicatorErrors};
 use kms_contracts::Deployment;
 use kms_crypto::evidence::{ChainFacts, Evidence, Outcome, Verdict, WorkerBond};
@@ -34,13 +35,6 @@ use umbral_pre::{
 const SECONDS_PER_PERIOD: u64 = 3600;
 /// Random scenarios per run.
 const SCENARIOS: usize = 8;
-
-/// Anvil's dev accounts, by role.
-const DEPLOYER: usize = 0;
-const STAKER: usize = 1;
-const WORKER: usize = 2;
-const ALICE: usize = 3;
-const INVESTIGATOR: usize = 4;
 
 /// The secp256k1 group order.
 const N: U256 = U256::from_be_bytes(alloy::primitives::hex!(
@@ -214,9 +208,7 @@ impl Setup {
             .await?
             .context("no latest block")?;
         let timestamp = latest.header.timestamp + 1;
-        self.alice
-            .raw_request::<_, serde_json::Value>("evm_setNextBlockTimestamp".into(), (timestamp,))
-            .await?;
+        self.alice.anvil_set_next_block_timestamp(timestamp).await?;
         let current = timestamp / SECONDS_PER_PERIOD;
         let end = timestamp + (1 + rng.next_u64() % 4) * SECONDS_PER_PERIOD;
         let periods = (end - 1) / SECONDS_PER_PERIOD - current + 1;
@@ -387,8 +379,7 @@ impl Setup {
         let bound = Bound::Evidence::abi_decode(&evidence.abi_encode())?;
         let call = adjudicator.evaluateCFrag(bound);
         // An eth_call runs on the latest block, the commitment's: mine past it first.
-        read.raw_request::<_, serde_json::Value>("evm_mine".into(), ())
-            .await?;
+        self.chain.mine(1).await?;
         // eth_call first: a transaction that fails at gas estimation would still take a nonce
         // from the provider's nonce cache, and the next one would wait for it forever.
         if let Err(err) = call.call().await {
@@ -765,12 +756,8 @@ async fn every_verdict_and_error_agrees_with_the_model() -> Result<()> {
         .evidenceWindow()
         .call()
         .await?;
-    let read = setup.chain.read_provider();
     let jump = (u64::try_from(window)? + 1) * SECONDS_PER_PERIOD;
-    read.raw_request::<_, serde_json::Value>("evm_increaseTime".into(), (jump,))
-        .await?;
-    read.raw_request::<_, serde_json::Value>("evm_mine".into(), ())
-        .await?;
+    setup.chain.travel(jump).await?;
     let (model, _) = setup.check("after the evidence window", &late).await?;
     ensure!(
         model == Outcome::Expired,

@@ -6,14 +6,11 @@ use alloy::{
     providers::Provider,
 };
 use anyhow::{ensure, Context, Result};
-use kms_contracts::testing::TestChain;
+use kms_contracts::test_utils::accounts::{ALICE, STAKER, WORKER};
+use kms_contracts::test_utils::TestChain;
 use kms_node::{Arrangement, ChainDirectory, PolicyDirectory};
 
 const SECONDS_PER_PERIOD: u64 = 3600;
-const DEPLOYER: usize = 0;
-const STAKER: usize = 1;
-const WORKER: usize = 2;
-const ALICE: usize = 3;
 const KFRAG_SIGNER: usize = 4;
 
 #[tokio::test]
@@ -24,15 +21,7 @@ async fn chain_directory_follows_a_policy_to_its_revocation() -> Result<()> {
     let (alice, kfrag_signer) = (chain.address(ALICE)?, chain.address(KFRAG_SIGNER)?);
 
     // Stake the minimum for the minimum lock and bond a worker.
-    chain
-        .stake_node(
-            DEPLOYER,
-            STAKER,
-            WORKER,
-            d.min_stake,
-            U256::from(d.min_lock_periods),
-        )
-        .await?;
+    chain.stake_minimum(STAKER, WORKER).await?;
 
     let reader = chain.read_provider();
     let directory = ChainDirectory::new(reader.clone(), d.policy_manager, d.start_block);

@@ -14,12 +14,13 @@ use alloy::{
     eips::{eip2718::Encodable2718, BlockNumberOrTag},
     network::{EthereumWallet, NetworkTransactionBuilder, TransactionBuilder},
     primitives::{Address, Bytes, FixedBytes, U256},
-    providers::{DynProvider, Provider},
-    rpc::types::{Filter, TransactionRequest},
-    sol_types::{SolCall, SolEvent},
+    providers::Provider,
+    rpc::types::TransactionRequest,
+    sol_types::SolCall,
 };
 use anyhow::{ensure, Context, Result};
-use kms_contracts::{testing::TestChain, StakingEscrow};
+use kms_contracts::test_utils::accounts::{ALICE, OTHER_STAKER, OTHER_WORKER, STAKER, WORKER};
+use kms_contracts::{test_utils::TestChain, StakingEscrow};
 use kms_crypto::{
     keys::MasterSecret,
     wire::{KfragUpload, NodeInfo, ReencryptRequest},
@@ -29,26 +30,6 @@ use serde_json::Value;
 use umbral_pre::{encrypt, generate_kfrags, DefaultSerialize, SecretKey, Signer};
 
 const SECONDS_PER_PERIOD: u64 = 600;
-const DEPLOYER: usize = 0;
-const STAKER: usize = 1;
-const WORKER: usize = 2;
-const ALICE: usize = 3;
-const OTHER_STAKER: usize = 5;
-const OTHER_WORKER: usize = 6;
-
-async fn stake(chain: &TestChain, staker: usize, worker: usize) -> Result<()> {
-    let d = chain.deployment();
-    chain
-        .stake_node(
-            DEPLOYER,
-            staker,
-            worker,
-            d.min_stake,
-            U256::from(d.min_lock_periods),
-        )
-        .await?;
-    Ok(())
-}
 
 fn settings(chain: &TestChain, store: &Path, staker: usize, worker: usize) -> Result<Settings> {
     Ok(Settings {
@@ -84,43 +65,12 @@ where
     }
 }
 
-async fn current_period(provider: &DynProvider) -> Result<u64> {
-    let block = provider
-        .get_block_by_number(BlockNumberOrTag::Latest)
-        .await?
-        .context("no latest block")?;
-    Ok(block.header.timestamp / SECONDS_PER_PERIOD)
-}
-
-async fn travel(provider: &DynProvider, seconds: u64) -> Result<()> {
-    provider
-        .raw_request::<_, Value>("evm_increaseTime".into(), (seconds,))
-        .await?;
-    provider
-        .raw_request::<_, Value>("evm_mine".into(), ())
-        .await?;
-    Ok(())
-}
-
 fn duty(store: &Store, key: &str) -> Option<DutyRecord> {
     store.duty(key).unwrap()
 }
 
 fn is_done(store: &Store, key: &str) -> bool {
     matches!(duty(store, key), Some(DutyRecord::Done { .. }))
-}
-
-async fn commitments_of(
-    provider: &DynProvider,
-    chain: &TestChain,
-    staker: Address,
-) -> Result<usize> {
-    let filter = Filter::new()
-        .address(chain.deployment().staking_escrow)
-        .event_signature(StakingEscrow::CommitmentMade::SIGNATURE_HASH)
-        .topic1(staker.into_word())
-        .from_block(0);
-    Ok(provider.get_logs(&filter).await?.len())
 }
 
 /// Alice creates the policy of `salt`; returns its id (`policyIdOf(alice, salt)`).
@@ -133,7 +83,7 @@ async fn create_policy(
 ) -> Result<[u8; 16]> {
     let d = chain.deployment();
     let as_alice = chain.provider(ALICE)?;
-    let period = current_period(&as_alice).await?;
+    let period = chain.current_period().await?;
     let end = (period + periods) * SECONDS_PER_PERIOD;
     let value = U256::from(1_000_000_000u64 * periods * nodes.len() as u64);
     let receipt = d
@@ -157,7 +107,7 @@ async fn create_policy(
 #[tokio::test]
 async fn duties_run_once_per_period_across_restarts() -> Result<()> {
     let chain = TestChain::start(SECONDS_PER_PERIOD).await?;
-    stake(&chain, STAKER, WORKER).await?;
+    chain.stake_minimum(STAKER, WORKER).await?;
     let reader = chain.read_provider();
     let (staker, worker) = (chain.address(STAKER)?, chain.address(WORKER)?);
     let dir = tempfile::tempdir()?;
@@ -170,7 +120,7 @@ async fn duties_run_once_per_period_across_restarts() -> Result<()> {
         s
     };
     let node = kms_node::start(fixed_url(settings(&chain, &store_path, STAKER, WORKER)?)).await?;
-    let period = current_period(&reader).await?;
+    let period = chain.current_period().await?;
     let first_commit = format!("commit/{}", period + 1);
     let store = node.store().clone();
     eventually("the first commitment", || async {
@@ -197,7 +147,7 @@ async fn duties_run_once_per_period_across_restarts() -> Result<()> {
 
     // A period later, the second run commits once more, and withdraws the fees the policy
     // accrued with that commitment; the first commitment is not repeated.
-    travel(&reader, SECONDS_PER_PERIOD).await?;
+    chain.travel(SECONDS_PER_PERIOD).await?;
     let node = kms_node::start(fixed_url(settings(&chain, &store_path, STAKER, WORKER)?)).await?;
     let store = node.store().clone();
     let second_commit = format!("commit/{}", period + 2);
@@ -216,7 +166,7 @@ async fn duties_run_once_per_period_across_restarts() -> Result<()> {
     node.shutdown().await;
 
     ensure!(
-        commitments_of(&reader, &chain, staker).await? == 2,
+        chain.commitments(staker).await?.len() == 2,
         "one commitment per period"
     );
     // Every transaction the worker ever sent, but its acceptance of the bond (sent by the test
@@ -259,14 +209,14 @@ async fn d_record(chain: &TestChain, staker: Address) -> Result<StakingEscrow::N
 #[tokio::test]
 async fn a_recorded_unsent_transaction_is_broadcast_not_repeated() -> Result<()> {
     let chain = TestChain::start(SECONDS_PER_PERIOD).await?;
-    stake(&chain, STAKER, WORKER).await?;
+    chain.stake_minimum(STAKER, WORKER).await?;
     let reader = chain.read_provider();
     let (staker, worker) = (chain.address(STAKER)?, chain.address(WORKER)?);
     let d = chain.deployment().clone();
     let dir = tempfile::tempdir()?;
     let store_path = dir.path().join("node.redb");
 
-    let period = current_period(&reader).await?;
+    let period = chain.current_period().await?;
     let key = format!("commit/{}", period + 1);
     let nonce = reader.get_transaction_count(worker).await?;
     let fees = reader.estimate_eip1559_fees().await?;
@@ -309,7 +259,7 @@ async fn a_recorded_unsent_transaction_is_broadcast_not_repeated() -> Result<()>
         other => anyhow::bail!("unexpected record {other:?}"),
     }
     ensure!(reader.get_transaction_receipt(tx_hash).await?.is_some());
-    ensure!(commitments_of(&reader, &chain, staker).await? == 1);
+    ensure!(chain.commitments(staker).await?.len() == 1);
     // The recorded commitment and the node record: two transactions, nothing signed twice.
     ensure!(reader.get_transaction_count(worker).await? == nonce + 2);
     Ok(())
@@ -365,7 +315,7 @@ async fn record_unsent(
 async fn a_recorded_unsent_transaction_that_no_longer_fits_is_signed_again_at_its_nonce(
 ) -> Result<()> {
     let chain = TestChain::start(SECONDS_PER_PERIOD).await?;
-    stake(&chain, STAKER, WORKER).await?;
+    chain.stake_minimum(STAKER, WORKER).await?;
     let reader = chain.read_provider();
     let (staker, worker) = (chain.address(STAKER)?, chain.address(WORKER)?);
     let escrow = chain.deployment().staking_escrow;
@@ -381,8 +331,8 @@ async fn a_recorded_unsent_transaction_that_no_longer_fits_is_signed_again_at_it
         .get_receipt()
         .await?;
     ensure!(receipt.status());
-    travel(&reader, SECONDS_PER_PERIOD).await?;
-    let key = format!("commit/{}", current_period(&reader).await? + 1);
+    chain.travel(SECONDS_PER_PERIOD).await?;
+    let key = format!("commit/{}", chain.current_period().await? + 1);
     let input = StakingEscrow::commitToNextPeriodCall {}.abi_encode();
     let (recorded, nonce) =
         record_unsent(&chain, &store_path, &key, escrow, input.clone(), None).await?;
@@ -405,7 +355,7 @@ async fn a_recorded_unsent_transaction_that_no_longer_fits_is_signed_again_at_it
             other => anyhow::bail!("unexpected record {other:?}"),
         }
     };
-    travel(&reader, SECONDS_PER_PERIOD).await?;
+    chain.travel(SECONDS_PER_PERIOD).await?;
     let needed = reader
         .estimate_gas(
             TransactionRequest::default()
@@ -449,7 +399,7 @@ async fn a_recorded_unsent_transaction_that_no_longer_fits_is_signed_again_at_it
         .collect();
     ensure!(failed.is_empty(), "failed duties: {failed:?}");
     // The hand-made commitment and the revived one.
-    ensure!(commitments_of(&reader, &chain, staker).await? == 2);
+    ensure!(chain.commitments(staker).await?.len() == 2);
     Ok(())
 }
 
@@ -458,14 +408,14 @@ async fn a_recorded_unsent_transaction_that_no_longer_fits_is_signed_again_at_it
 #[tokio::test]
 async fn a_recorded_unsent_transaction_that_would_now_revert_is_dropped() -> Result<()> {
     let chain = TestChain::start(SECONDS_PER_PERIOD).await?;
-    stake(&chain, STAKER, WORKER).await?;
+    chain.stake_minimum(STAKER, WORKER).await?;
     let reader = chain.read_provider();
     let (staker, worker) = (chain.address(STAKER)?, chain.address(WORKER)?);
     let dir = tempfile::tempdir()?;
     let store_path = dir.path().join("node.redb");
     // Fees the node has not earned: the withdrawal reverts (a gas limit given by hand, since
     // there is nothing to estimate).
-    let key = format!("fees/{}", current_period(&reader).await?);
+    let key = format!("fees/{}", chain.current_period().await?);
     let input = kms_contracts::PolicyManager::withdrawFeesCall { node: staker }.abi_encode();
     let (recorded, nonce) = record_unsent(
         &chain,
@@ -479,7 +429,7 @@ async fn a_recorded_unsent_transaction_that_would_now_revert_is_dropped() -> Res
 
     let node = kms_node::start(settings(&chain, &store_path, STAKER, WORKER)?).await?;
     let store = node.store().clone();
-    let commit = format!("commit/{}", current_period(&reader).await? + 1);
+    let commit = format!("commit/{}", chain.current_period().await? + 1);
     eventually("the first commitment", || async {
         Ok(is_done(&store, &commit))
     })
@@ -509,7 +459,7 @@ async fn a_recorded_unsent_transaction_that_would_now_revert_is_dropped() -> Res
 #[tokio::test]
 async fn follower_resumes_from_its_cursor_and_rewinds_after_a_deep_reorg() -> Result<()> {
     let chain = TestChain::start(SECONDS_PER_PERIOD).await?;
-    stake(&chain, STAKER, WORKER).await?;
+    chain.stake_minimum(STAKER, WORKER).await?;
     let reader = chain.read_provider();
     let d = chain.deployment().clone();
     let staker = chain.address(STAKER)?;
@@ -612,8 +562,8 @@ impl Client {
 #[tokio::test]
 async fn api_on_chain_refusals_and_revocation_within_a_block() -> Result<()> {
     let chain = TestChain::start(SECONDS_PER_PERIOD).await?;
-    stake(&chain, STAKER, WORKER).await?;
-    stake(&chain, OTHER_STAKER, OTHER_WORKER).await?;
+    chain.stake_minimum(STAKER, WORKER).await?;
+    chain.stake_minimum(OTHER_STAKER, OTHER_WORKER).await?;
     let d = chain.deployment().clone();
     let (staker, other) = (chain.address(STAKER)?, chain.address(OTHER_STAKER)?);
     let as_other_worker = chain.provider(OTHER_WORKER)?;
@@ -632,7 +582,7 @@ async fn api_on_chain_refusals_and_revocation_within_a_block() -> Result<()> {
     )?)
     .await?;
     let store = node.store().clone();
-    let period = current_period(&chain.read_provider()).await?;
+    let period = chain.current_period().await?;
     eventually("the commitment", || async {
         Ok(is_done(&store, &format!("commit/{}", period + 1)))
     })

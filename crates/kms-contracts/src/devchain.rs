@@ -1,9 +1,11 @@
-//! A throwaway local chain with the KMS contracts deployed, for integration tests.
+//! A local development chain: anvil with the KMS contracts deployed (feature `devnet`).
 //!
-//! The contracts are deployed by the very script production uses (`script/Deploy.s.sol`), so the
-//! tests exercise the real deployment path and the real deployments file rather than a Rust
-//! re-implementation of it. Anvil and forge are the npm-pinned binaries in `node_modules/`
-//! (`npm ci` installs them), so tests use the same toolchain versions as the Solidity side.
+//! `kms devnet` and the integration tests (through [`crate::test_utils`]) start their chains
+//! here. The contracts are deployed by the very script production uses
+//! (`script/Deploy.s.sol`), so a devnet exercises the real deployment path and the real
+//! deployments file rather than a Rust re-implementation of it. Anvil and forge are the
+//! npm-pinned binaries in `node_modules/` (`npm ci` installs them), so a devnet runs the same
+//! toolchain versions as the Solidity side; it needs a checkout of this repository.
 
 use std::{
     path::{Path, PathBuf},
@@ -11,10 +13,9 @@ use std::{
 };
 
 use alloy::{
-    contract::CallBuilder,
     hex,
     node_bindings::{Anvil, AnvilInstance, NodeError},
-    primitives::{Address, U256},
+    primitives::Address,
     providers::{DynProvider, Provider, ProviderBuilder},
     signers::local::PrivateKeySigner,
     transports::http::reqwest::Url,
@@ -58,9 +59,9 @@ const SCRIPT_PARAMETERS: &[&str] = &[
 /// small machine are slower than one after the other.
 static FORGE_LOCK: Mutex<()> = Mutex::const_new(());
 
-/// Why a test chain could not be started.
+/// Why a development chain could not be started or set up.
 #[derive(Debug, thiserror::Error)]
-pub enum TestChainError {
+pub enum DevChainError {
     /// No ancestor of this crate holds `foundry.toml`.
     #[error("no foundry.toml in {} or any of its parents", start.display())]
     RepoRootNotFound {
@@ -106,7 +107,7 @@ pub enum TestChainError {
         /// Anvil's chain id.
         anvil: u64,
     },
-    /// A transaction of a test setup step failed or reverted.
+    /// A transaction of a setup step (staking a test node, say) failed or reverted.
     #[error("{step} failed: {reason}")]
     Transaction {
         /// The step, e.g. `deposit`.
@@ -126,7 +127,7 @@ pub enum TestChainError {
 
 /// The repository root: the nearest ancestor of the current directory, or else of this crate's
 /// source, that holds `foundry.toml`.
-pub fn repo_root() -> Result<PathBuf, TestChainError> {
+pub fn repo_root() -> Result<PathBuf, DevChainError> {
     if let Ok(cwd) = std::env::current_dir() {
         if let Some(root) = cwd.ancestors().find(|d| d.join("foundry.toml").is_file()) {
             return Ok(root.to_path_buf());
@@ -137,12 +138,12 @@ pub fn repo_root() -> Result<PathBuf, TestChainError> {
         .ancestors()
         .find(|dir| dir.join("foundry.toml").is_file())
         .map(Path::to_path_buf)
-        .ok_or_else(|| TestChainError::RepoRootNotFound {
+        .ok_or_else(|| DevChainError::RepoRootNotFound {
             start: start.to_path_buf(),
         })
 }
 
-/// How [`TestChain::start_on`] starts the chain.
+/// How [`DevChain::start_on`] starts the chain.
 #[derive(Debug, Clone)]
 pub struct ChainOptions {
     /// Anvil's port; `None`: any free port.
@@ -169,27 +170,27 @@ impl Default for ChainOptions {
 
 /// A running anvil with the KMS contracts deployed on it. Dropping it stops anvil.
 #[derive(Debug)]
-pub struct TestChain {
-    anvil: AnvilInstance,
+pub struct DevChain {
+    pub(crate) anvil: AnvilInstance,
     deployment: Deployment,
     /// The anvil binary and the extra arguments it was started with, to restart it alike.
-    anvil_bin: PathBuf,
-    anvil_args: Vec<String>,
+    pub(crate) anvil_bin: PathBuf,
+    pub(crate) anvil_args: Vec<String>,
 }
 
-impl TestChain {
+impl DevChain {
     /// Starts anvil on a free port and deploys the contracts with periods of
     /// `seconds_per_period` seconds and the script's defaults for everything else.
-    pub async fn start(seconds_per_period: u64) -> Result<Self, TestChainError> {
+    pub async fn start(seconds_per_period: u64) -> Result<Self, DevChainError> {
         Self::start_with(seconds_per_period, &[]).await
     }
 
-    /// Like [`TestChain::start`], with further script parameters (e.g. `("MIN_STAKE", "1")`);
+    /// Like [`DevChain::start`], with further script parameters (e.g. `("MIN_STAKE", "1")`);
     /// see `script/Deploy.s.sol` for the names.
     pub async fn start_with(
         seconds_per_period: u64,
         parameters: &[(&str, &str)],
-    ) -> Result<Self, TestChainError> {
+    ) -> Result<Self, DevChainError> {
         Self::start_on(ChainOptions {
             seconds_per_period,
             parameters: parameters
@@ -203,16 +204,16 @@ impl TestChain {
 
     /// Starts anvil and deploys as `options` say (`kms devnet` uses a fixed port and keeps the
     /// deployments file).
-    pub async fn start_on(options: ChainOptions) -> Result<Self, TestChainError> {
+    pub async fn start_on(options: ChainOptions) -> Result<Self, DevChainError> {
         Self::start_with_anvil_args(options, &[]).await
     }
 
-    /// Like [`TestChain::start_on`], with further arguments for anvil (e.g. `--accounts 20`, or
-    /// `--state FILE` so that [`TestChain::restart_anvil`] keeps the chain).
+    /// Like [`DevChain::start_on`], with further arguments for anvil (e.g. `--accounts 20`, or
+    /// `--state FILE`, so that a test restarting anvil keeps the chain).
     pub async fn start_with_anvil_args(
         options: ChainOptions,
         anvil_args: &[&str],
-    ) -> Result<Self, TestChainError> {
+    ) -> Result<Self, DevChainError> {
         let root = repo_root()?;
         let anvil_bin = tool(&root, ANVIL_BIN)?;
         tool(&root, FORGE_BIN)?;
@@ -224,7 +225,7 @@ impl TestChain {
         let deployer_key = anvil
             .keys()
             .first()
-            .ok_or(TestChainError::NoSuchAccount { index: 0, count: 0 })?;
+            .ok_or(DevChainError::NoSuchAccount { index: 0, count: 0 })?;
 
         // Must stay under ./deployments: foundry.toml only lets scripts write there.
         let relative_path = options
@@ -258,10 +259,10 @@ impl TestChain {
         tracing::debug!(port, "deploying the KMS contracts with forge");
         let output = {
             let _guard = FORGE_LOCK.lock().await;
-            command.output().await.map_err(TestChainError::ForgeSpawn)?
+            command.output().await.map_err(DevChainError::ForgeSpawn)?
         };
         if !output.status.success() {
-            return Err(TestChainError::ForgeFailed {
+            return Err(DevChainError::ForgeFailed {
                 status: output.status,
                 stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
                 stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
@@ -277,7 +278,7 @@ impl TestChain {
         let deployment = deployment?;
         let anvil_chain = anvil.chain_id();
         if deployment.chain_id != anvil_chain {
-            return Err(TestChainError::ChainMismatch {
+            return Err(DevChainError::ChainMismatch {
                 deployed: deployment.chain_id,
                 anvil: anvil_chain,
             });
@@ -288,39 +289,6 @@ impl TestChain {
             anvil_bin,
             anvil_args,
         })
-    }
-
-    /// Stops anvil gracefully (SIGTERM, so that `--state`/`--dump-state` write their file on
-    /// exit; SIGKILL after 20 s), keeps it down for `downtime`, then starts it again on the same
-    /// port with the same arguments. Without `--state`, the chain starts over empty (and the
-    /// contracts are gone).
-    pub async fn restart_anvil(
-        &mut self,
-        downtime: std::time::Duration,
-    ) -> Result<(), TestChainError> {
-        let pid = self.anvil.child().id();
-        let port = self.anvil.port();
-        let _ = tokio::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .await;
-        // Wait for the process to exit without reaping it: the old instance's drop reaps it
-        // (and would otherwise signal a pid that might have been reused).
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        let mut killed = false;
-        while !exited(pid) {
-            if !killed && std::time::Instant::now() >= deadline {
-                let _ = self.anvil.child_mut().kill();
-                killed = true;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        tokio::time::sleep(downtime).await;
-        let anvil =
-            spawn_anvil(self.anvil_bin.clone(), Some(port), self.anvil_args.clone()).await?;
-        // Dropping the old instance reaps the exited process.
-        drop(std::mem::replace(&mut self.anvil, anvil));
-        Ok(())
     }
 
     /// The deployment, as loaded from the file the script wrote.
@@ -339,16 +307,16 @@ impl TestChain {
     }
 
     /// Anvil's dev account `index` (0 is the deployer, holding the initial token supply).
-    pub fn address(&self, index: usize) -> Result<Address, TestChainError> {
+    pub fn address(&self, index: usize) -> Result<Address, DevChainError> {
         self.signer(index).map(|signer| signer.address())
     }
 
     /// The signer of anvil's dev account `index`.
-    pub fn signer(&self, index: usize) -> Result<PrivateKeySigner, TestChainError> {
+    pub fn signer(&self, index: usize) -> Result<PrivateKeySigner, DevChainError> {
         let keys = self.anvil.keys();
         keys.get(index)
             .map(|key| PrivateKeySigner::from(key.clone()))
-            .ok_or(TestChainError::NoSuchAccount {
+            .ok_or(DevChainError::NoSuchAccount {
                 index,
                 count: keys.len(),
             })
@@ -356,7 +324,7 @@ impl TestChain {
 
     /// An HTTP provider that signs with dev account `index`; type-erased so that tests can keep
     /// providers of several accounts side by side.
-    pub fn provider(&self, index: usize) -> Result<DynProvider, TestChainError> {
+    pub fn provider(&self, index: usize) -> Result<DynProvider, DevChainError> {
         let signer = self.signer(index)?;
         Ok(ProviderBuilder::new()
             .wallet(signer)
@@ -370,95 +338,14 @@ impl TestChain {
             .connect_http(self.endpoint_url())
             .erased()
     }
-
-    /// Makes dev account `staker` a node: [`TestChain::stake_and_propose`], then dev account
-    /// `worker` accepts the bond.
-    pub async fn stake_node(
-        &self,
-        deployer: usize,
-        staker: usize,
-        worker: usize,
-        amount: U256,
-        periods: U256,
-    ) -> Result<(), TestChainError> {
-        self.stake_and_propose(deployer, staker, worker, amount, periods)
-            .await?;
-        if worker == staker {
-            return Ok(());
-        }
-        let as_worker = self.provider(worker)?;
-        confirm(
-            "acceptWorker",
-            self.deployment
-                .staking_escrow(&as_worker)
-                .acceptWorker(self.address(staker)?),
-        )
-        .await
-    }
-
-    /// Dev account `deployer` (which holds the initial supply) sends dev account `staker`
-    /// `amount` tokens, which it approves and deposits for `periods`, then proposes dev account
-    /// `worker` as its worker (bonded to itself at once when `worker == staker`). The bond is left
-    /// for the worker to accept: `kms node run` does so when it starts.
-    pub async fn stake_and_propose(
-        &self,
-        deployer: usize,
-        staker: usize,
-        worker: usize,
-        amount: U256,
-        periods: U256,
-    ) -> Result<(), TestChainError> {
-        let d = &self.deployment;
-        let (staker_address, worker_address) = (self.address(staker)?, self.address(worker)?);
-        let as_deployer = self.provider(deployer)?;
-        let as_staker = self.provider(staker)?;
-        let escrow = d.staking_escrow(&as_staker);
-        confirm(
-            "transfer",
-            d.token(&as_deployer).transfer(staker_address, amount),
-        )
-        .await?;
-        confirm(
-            "approve",
-            d.token(&as_staker).approve(d.staking_escrow, amount),
-        )
-        .await?;
-        confirm("deposit", escrow.deposit(amount, periods)).await?;
-        confirm("bondWorker", escrow.bondWorker(worker_address)).await
-    }
-}
-
-/// Sends a setup transaction and requires it to succeed.
-async fn confirm<P, D, N>(
-    step: &'static str,
-    call: CallBuilder<P, D, N>,
-) -> Result<(), TestChainError>
-where
-    P: Provider<N>,
-    D: alloy::contract::CallDecoder,
-    N: alloy::network::Network,
-{
-    let failed = |reason: String| TestChainError::Transaction { step, reason };
-    let receipt = call
-        .send()
-        .await
-        .map_err(|e| failed(e.to_string()))?
-        .get_receipt()
-        .await
-        .map_err(|e| failed(e.to_string()))?;
-    if alloy::network::ReceiptResponse::status(&receipt) {
-        Ok(())
-    } else {
-        Err(failed(format!("reverted: {receipt:?}")))
-    }
 }
 
 /// Starts anvil (in a blocking task: the builder waits for anvil's banner).
-async fn spawn_anvil(
+pub(crate) async fn spawn_anvil(
     bin: PathBuf,
     port: Option<u16>,
     args: Vec<String>,
-) -> Result<AnvilInstance, TestChainError> {
+) -> Result<AnvilInstance, DevChainError> {
     Ok(tokio::task::spawn_blocking(move || {
         let mut anvil = Anvil::at(bin).args(args);
         if let Some(port) = port {
@@ -469,24 +356,12 @@ async fn spawn_anvil(
     .await??)
 }
 
-/// Whether process `pid` (a child of this process) has exited: gone, or a zombie not yet reaped.
-fn exited(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the command name, which is in parentheses and may hold spaces.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_none_or(|state| state == "Z" || state == "X"),
-        Err(_) => true,
-    }
-}
-
-fn tool(root: &Path, relative: &str) -> Result<PathBuf, TestChainError> {
+fn tool(root: &Path, relative: &str) -> Result<PathBuf, DevChainError> {
     let path = root.join(relative);
     if path.is_file() {
         Ok(path)
     } else {
-        Err(TestChainError::ToolMissing {
+        Err(DevChainError::ToolMissing {
             path,
             root: root.to_path_buf(),
         })
