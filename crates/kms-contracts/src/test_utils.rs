@@ -4,7 +4,11 @@
 //!
 //! Nothing here ships in a binary: `kms` depends on this crate with `devnet` only.
 
-use std::ops::Deref;
+use std::{
+    future::Future,
+    ops::Deref,
+    time::{Duration, Instant},
+};
 
 use alloy::{
     contract::CallBuilder,
@@ -277,6 +281,26 @@ impl TestChain {
         .await?;
         confirm("deposit", escrow.deposit(amount, periods)).await?;
         confirm("bondWorker", escrow.bondWorker(worker_address)).await
+    }
+}
+
+/// Polls `check` every 100 ms until it holds, failing after `timeout` (or with the first error
+/// `check` returns).
+pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<bool>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await? {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -5,9 +5,8 @@
 #![allow(clippy::unwrap_used)]
 
 use std::{
-    future::Future,
     path::Path,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use alloy::{
@@ -20,7 +19,10 @@ use alloy::{
 };
 use anyhow::{ensure, Context, Result};
 use kms_contracts::test_utils::accounts::{ALICE, OTHER_STAKER, OTHER_WORKER, STAKER, WORKER};
-use kms_contracts::{test_utils::TestChain, StakingEscrow};
+use kms_contracts::{
+    test_utils::{eventually, TestChain},
+    StakingEscrow,
+};
 use kms_crypto::{
     keys::MasterSecret,
     wire::{KfragUpload, NodeInfo, ReencryptRequest},
@@ -30,6 +32,8 @@ use serde_json::Value;
 use umbral_pre::{encrypt, generate_kfrags, DefaultSerialize, SecretKey, Signer};
 
 const SECONDS_PER_PERIOD: u64 = 600;
+/// How long a test waits for the node to do something.
+const WAIT: Duration = Duration::from_secs(30);
 
 fn settings(chain: &TestChain, store: &Path, staker: usize, worker: usize) -> Result<Settings> {
     Ok(Settings {
@@ -48,21 +52,6 @@ fn settings(chain: &TestChain, store: &Path, staker: usize, worker: usize) -> Re
         limits: Limits::default(),
         behaviour: Behaviour::Honest,
     })
-}
-
-async fn eventually<F, Fut>(what: &str, mut check: F) -> Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<bool>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if check().await? {
-            return Ok(());
-        }
-        ensure!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn duty(store: &Store, key: &str) -> Option<DutyRecord> {
@@ -123,7 +112,7 @@ async fn duties_run_once_per_period_across_restarts() -> Result<()> {
     let period = chain.current_period().await?;
     let first_commit = format!("commit/{}", period + 1);
     let store = node.store().clone();
-    eventually("the first commitment", || async {
+    eventually("the first commitment", WAIT, || async {
         Ok(is_done(&store, &first_commit))
     })
     .await?;
@@ -136,7 +125,7 @@ async fn duties_run_once_per_period_across_restarts() -> Result<()> {
     // A policy naming the node reaches the store through the follower.
     let policy_id =
         create_policy(&chain, [0x42; 16], Address::repeat_byte(9), vec![staker], 3).await?;
-    eventually("the follower to record the policy", || async {
+    eventually("the follower to record the policy", WAIT, || async {
         Ok(store.policy(policy_id)?.is_some())
     })
     .await?;
@@ -152,9 +141,11 @@ async fn duties_run_once_per_period_across_restarts() -> Result<()> {
     let store = node.store().clone();
     let second_commit = format!("commit/{}", period + 2);
     let fees = format!("fees/{}", period + 1);
-    eventually("the second commitment and the fee withdrawal", || async {
-        Ok(is_done(&store, &second_commit) && is_done(&store, &fees))
-    })
+    eventually(
+        "the second commitment and the fee withdrawal",
+        WAIT,
+        || async { Ok(is_done(&store, &second_commit) && is_done(&store, &fees)) },
+    )
     .await?;
     ensure!(store.cursor()?.context("no cursor")?.block >= cursor.block);
     ensure!(
@@ -247,7 +238,7 @@ async fn a_recorded_unsent_transaction_is_broadcast_not_repeated() -> Result<()>
     // The start publishes the node record: it must not take the recorded transaction's nonce.
     let node = kms_node::start(settings(&chain, &store_path, STAKER, WORKER)?).await?;
     let store = node.store().clone();
-    eventually("the recorded commitment", || async {
+    eventually("the recorded commitment", WAIT, || async {
         Ok(is_done(&store, &key))
     })
     .await?;
@@ -371,7 +362,7 @@ async fn a_recorded_unsent_transaction_that_no_longer_fits_is_signed_again_at_it
 
     let node = kms_node::start(settings(&chain, &store_path, STAKER, WORKER)?).await?;
     let store = node.store().clone();
-    eventually("the recorded commitment", || async {
+    eventually("the recorded commitment", WAIT, || async {
         Ok(is_done(&store, &key))
     })
     .await?;
@@ -430,7 +421,7 @@ async fn a_recorded_unsent_transaction_that_would_now_revert_is_dropped() -> Res
     let node = kms_node::start(settings(&chain, &store_path, STAKER, WORKER)?).await?;
     let store = node.store().clone();
     let commit = format!("commit/{}", chain.current_period().await? + 1);
-    eventually("the first commitment", || async {
+    eventually("the first commitment", WAIT, || async {
         Ok(is_done(&store, &commit))
     })
     .await?;
@@ -583,7 +574,7 @@ async fn api_on_chain_refusals_and_revocation_within_a_block() -> Result<()> {
     .await?;
     let store = node.store().clone();
     let period = chain.current_period().await?;
-    eventually("the commitment", || async {
+    eventually("the commitment", WAIT, || async {
         Ok(is_done(&store, &format!("commit/{}", period + 1)))
     })
     .await
@@ -694,7 +685,7 @@ async fn api_on_chain_refusals_and_revocation_within_a_block() -> Result<()> {
     // follower that may have deleted the kfrag already (404). The API tests pin the 410 alone.
     let (status, body) = client.post(&path(id, "reencrypt"), request(&bob)).await?;
     ensure!(status == 410 || status == 404, "{status} {body}");
-    eventually("the kfrag's deletion", || async {
+    eventually("the kfrag's deletion", WAIT, || async {
         Ok(store.get_kfrag(id)?.is_none())
     })
     .await?;

@@ -5,7 +5,6 @@
 
 use std::{
     fs::{File, OpenOptions},
-    future::Future,
     io::{Read, Seek, SeekFrom},
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Output, Stdio},
@@ -129,24 +128,7 @@ impl Drop for Process {
     }
 }
 
-/// Polls `check` every 100 ms until it holds, failing after `timeout`.
-pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<bool>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if check().await? {
-            return Ok(());
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+pub use kms_contracts::test_utils::eventually;
 
 /// `GET path` on `127.0.0.1:port` (HTTP/1.1, one request per connection): status and body.
 pub async fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
