@@ -46,12 +46,15 @@ use kms_contracts::test_utils::{
     accounts::{ALICE, DEPLOYER, STAKER, WORKER},
     ChainOptions, TestChain,
 };
-use kms_crypto::wire::{decode_public_key, KfragUpload};
+use kms_crypto::{
+    test_utils::PolicyKeys,
+    wire::{decode_public_key, KfragUpload},
+};
 use kms_node::{DutyRecord, Store};
 use serde_json::Value;
 use support::{http_get, NodeOptions, NodeProcess, KMS};
 use tokio::sync::Mutex;
-use umbral_pre::{decrypt_reencrypted, encrypt, generate_kfrags, PublicKey, SecretKey, Signer};
+use umbral_pre::{decrypt_reencrypted, encrypt, PublicKey};
 
 /// Periods long enough that no test crosses a boundary by itself; tests travel in time.
 const SECONDS_PER_PERIOD: u64 = 3600;
@@ -257,53 +260,19 @@ impl Drop for Miner {
 // ---------------------------------------------------------------------------------------------
 
 /// Alice's keys (one delegating key and kfrag signer for every policy) and Bob's.
-struct Keys {
-    delegating: SecretKey,
-    signer: SecretKey,
-    bob: SecretKey,
+struct Keys(PolicyKeys);
+
+impl std::ops::Deref for Keys {
+    type Target = PolicyKeys;
+
+    fn deref(&self) -> &PolicyKeys {
+        &self.0
+    }
 }
 
 impl Keys {
     fn new() -> Self {
-        Self {
-            delegating: SecretKey::random(),
-            signer: SecretKey::random(),
-            bob: SecretKey::random(),
-        }
-    }
-
-    fn signer_address(&self) -> Address {
-        kms_crypto::ethereum_address(&self.signer.public_key())
-    }
-
-    /// `nodes.len()` kfrags of policy `policy_id` (`threshold` needed), each sealed for its node
-    /// (staker, Umbral key).
-    fn uploads(
-        &self,
-        policy_id: [u8; 16],
-        threshold: usize,
-        nodes: &[(Address, PublicKey)],
-    ) -> Result<Vec<KfragUpload>> {
-        let signer = Signer::new(self.signer.clone());
-        let kfrags = generate_kfrags(
-            &self.delegating,
-            &self.bob.public_key(),
-            &signer,
-            threshold,
-            nodes.len(),
-            true,
-            true,
-        );
-        let keys = (&self.delegating.public_key(), &self.bob.public_key());
-        nodes
-            .iter()
-            .zip(kfrags.iter())
-            .map(|((staker, key), kfrag)| {
-                Ok(KfragUpload::seal(
-                    kfrag, key, *staker, policy_id, keys, &signer,
-                )?)
-            })
-            .collect()
+        Self(PolicyKeys::random())
     }
 
     /// Bob's view of a policy of `nodes` (ascending), for `retrieve_from`.

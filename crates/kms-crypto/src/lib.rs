@@ -21,6 +21,8 @@ pub mod evidence;
 pub mod fixtures;
 pub mod keys;
 mod secp256k1;
+#[cfg(feature = "test-utils")]
+pub mod test_utils;
 pub mod umbral;
 pub mod wire;
 

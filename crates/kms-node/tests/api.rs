@@ -21,7 +21,7 @@ use axum::{
     Router,
 };
 use http_body_util::BodyExt;
-use kms_crypto::{ethereum_address, recover_answer_signer, AnswerContext};
+use kms_crypto::{ethereum_address, recover_answer_signer, test_utils::PolicyKeys, AnswerContext};
 use kms_node::{
     api::decode_node_key,
     wire::{
@@ -146,35 +146,28 @@ fn now() -> u64 {
 /// Alice, Bob, one policy and its kfrags.
 struct Policy {
     id: [u8; 16],
-    alice: SecretKey,
-    signer: SecretKey,
-    bob: SecretKey,
+    keys: PolicyKeys,
     kfrags: Vec<VerifiedKeyFrag>,
+}
+
+impl std::ops::Deref for Policy {
+    type Target = PolicyKeys;
+
+    fn deref(&self) -> &PolicyKeys {
+        &self.keys
+    }
 }
 
 impl Policy {
     fn new(id_byte: u8, threshold: usize, shares: usize) -> Self {
-        let (alice, signer, bob) = (
-            SecretKey::random(),
-            SecretKey::random(),
-            SecretKey::random(),
-        );
-        let kfrags = generate_kfrags(
-            &alice,
-            &bob.public_key(),
-            &Signer::new(signer.clone()),
-            threshold,
-            shares,
-            true,
-            true,
-        )
-        .into_vec();
+        Self::with_keys(id_byte, PolicyKeys::random(), threshold, shares)
+    }
+
+    fn with_keys(id_byte: u8, keys: PolicyKeys, threshold: usize, shares: usize) -> Self {
         Self {
             id: [id_byte; 16],
-            alice,
-            signer,
-            bob,
-            kfrags,
+            kfrags: keys.kfrags(threshold, shares),
+            keys,
         }
     }
 
@@ -186,15 +179,8 @@ impl Policy {
     /// for this policy.
     fn upload(&self, index: usize, node_pk: &PublicKey, staker: Address) -> Value {
         serde_json::to_value(
-            KfragUpload::seal(
-                &self.kfrags[index],
-                node_pk,
-                staker,
-                self.id,
-                (&self.alice.public_key(), &self.bob.public_key()),
-                &Signer::new(self.signer.clone()),
-            )
-            .unwrap(),
+            self.seal(&self.kfrags[index], node_pk, staker, self.id)
+                .unwrap(),
         )
         .unwrap()
     }
@@ -214,8 +200,8 @@ impl Node {
             &self.umbral_pk,
             self.staker,
             policy.id,
-            (&policy.alice.public_key(), receiving_key),
-            &Signer::new(policy.signer.clone()),
+            (&policy.delegating.public_key(), receiving_key),
+            &policy.signer(),
         )
         .unwrap();
         self.post(
@@ -405,7 +391,7 @@ impl Node {
                     .verify(
                         capsule,
                         &policy.signer.public_key(),
-                        &policy.alice.public_key(),
+                        &policy.delegating.public_key(),
                         &policy.bob.public_key(),
                     )
                     .unwrap()
@@ -481,7 +467,7 @@ async fn upload_then_reencrypt_with_two_nodes() {
     let messages = [b"first secret".as_slice(), b"second secret".as_slice()];
     let encrypted: Vec<(Capsule, Box<[u8]>)> = messages
         .iter()
-        .map(|m| encrypt(&policy.alice.public_key(), m).unwrap())
+        .map(|m| encrypt(&policy.delegating.public_key(), m).unwrap())
         .collect();
     let capsules: Vec<Capsule> = encrypted.iter().map(|(c, _)| c.clone()).collect();
     let mut per_node = Vec::new();
@@ -492,7 +478,7 @@ async fn upload_then_reencrypt_with_two_nodes() {
         let cfrags = per_node.iter().map(|cfrags| cfrags[i].clone());
         let plaintext = decrypt_reencrypted(
             &policy.bob,
-            &policy.alice.public_key(),
+            &policy.delegating.public_key(),
             capsule,
             cfrags,
             ciphertext,
@@ -518,17 +504,22 @@ async fn node_with_policy() -> (Node, Policy, Capsule) {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{value}");
-    let (capsule, _) = encrypt(&policy.alice.public_key(), b"hello").unwrap();
+    let (capsule, _) = encrypt(&policy.delegating.public_key(), b"hello").unwrap();
     (node, policy, capsule)
 }
 
 #[tokio::test]
 async fn wrong_requester_is_refused() {
     let (node, policy, capsule) = node_with_policy().await;
-    let mallory = Policy {
-        bob: SecretKey::random(),
-        ..Policy::new(7, 1, 1)
-    };
+    let mallory = Policy::with_keys(
+        7,
+        PolicyKeys {
+            bob: SecretKey::random(),
+            ..PolicyKeys::random()
+        },
+        1,
+        1,
+    );
     let body = node.reencrypt_body(&mallory, std::slice::from_ref(&capsule), now());
     let (status, value) = node.post(&policy.path("reencrypt"), &body).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{value}");
@@ -581,22 +572,7 @@ async fn revoked_policy_is_refused() {
 async fn an_upload_cannot_be_stored_under_another_policy() {
     let node = Node::start(Arc::default());
     let first = Policy::new(7, 1, 1);
-    let second = Policy {
-        id: [8; 16],
-        alice: first.alice.clone(),
-        signer: first.signer.clone(),
-        bob: first.bob.clone(),
-        kfrags: generate_kfrags(
-            &first.alice,
-            &first.bob.public_key(),
-            &Signer::new(first.signer.clone()),
-            1,
-            1,
-            true,
-            true,
-        )
-        .into_vec(),
-    };
+    let second = Policy::with_keys(8, first.keys.clone(), 1, 1);
     node.create_policy(&first, vec![node.staker]);
     node.create_policy(&second, vec![node.staker]);
     // The first policy's upload, replayed for the second: refused before anything is stored.
@@ -691,7 +667,7 @@ async fn kfrag_upload_checks() {
         [(false, true, "delegating"), (true, false, "receiving")]
     {
         let kfrag = generate_kfrags(
-            &policy.alice,
+            &policy.delegating,
             &policy.bob.public_key(),
             &signer,
             1,
@@ -876,7 +852,7 @@ async fn a_faulty_node_signs_wrong_cfrags_that_are_provably_wrong() {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{value}");
-    let (capsule, _) = encrypt(&policy.alice.public_key(), b"secret").unwrap();
+    let (capsule, _) = encrypt(&policy.delegating.public_key(), b"secret").unwrap();
     let body = node.reencrypt_body(&policy, std::slice::from_ref(&capsule), now());
     let (status, value) = node.post(&policy.path("reencrypt"), &body).await;
     assert_eq!(status, StatusCode::OK, "{value}");
@@ -900,7 +876,7 @@ async fn a_faulty_node_signs_wrong_cfrags_that_are_provably_wrong() {
         .verify(
             &capsule,
             &policy.signer.public_key(),
-            &policy.alice.public_key(),
+            &policy.delegating.public_key(),
             &policy.bob.public_key(),
         )
         .is_err());
@@ -908,7 +884,7 @@ async fn a_faulty_node_signs_wrong_cfrags_that_are_provably_wrong() {
     let evidence = kms_crypto::Evidence::for_wrong_cfrag(
         &capsule,
         &cfrag,
-        &policy.alice.public_key(),
+        &policy.delegating.public_key(),
         &policy.bob.public_key(),
         signer,
         &context,
@@ -1080,7 +1056,9 @@ async fn with_kfrag(node: &Node, policy: &Policy) -> Capsule {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{value}");
-    encrypt(&policy.alice.public_key(), b"hello").unwrap().0
+    encrypt(&policy.delegating.public_key(), b"hello")
+        .unwrap()
+        .0
 }
 
 /// Review finding 6: one policy's Bob sending more requests than the replay guard's quota is

@@ -25,11 +25,12 @@ use kms_contracts::{
 };
 use kms_crypto::{
     keys::MasterSecret,
-    wire::{KfragUpload, NodeInfo, ReencryptRequest},
+    test_utils::PolicyKeys,
+    wire::{NodeInfo, ReencryptRequest},
 };
 use kms_node::{Behaviour, DutyConfig, DutyRecord, Follower, Limits, Settings, Step, Store};
 use serde_json::Value;
-use umbral_pre::{encrypt, generate_kfrags, DefaultSerialize, SecretKey, Signer};
+use umbral_pre::{encrypt, DefaultSerialize, SecretKey};
 
 const SECONDS_PER_PERIOD: u64 = 600;
 /// How long a test waits for the node to do something.
@@ -592,33 +593,14 @@ async fn api_on_chain_refusals_and_revocation_within_a_block() -> Result<()> {
         .await?;
     let node_pk = kms_node::wire::decode_public_key("umbralPublicKey", &info.umbral_public_key)?;
 
-    let (alice, signer, bob) = (
-        SecretKey::random(),
-        SecretKey::random(),
-        SecretKey::random(),
-    );
-    let kfrag = generate_kfrags(
-        &alice,
-        &bob.public_key(),
-        &Signer::new(signer.clone()),
-        1,
-        1,
-        true,
-        true,
-    )
-    .into_vec()
-    .remove(0);
+    let keys = PolicyKeys::random();
+    let kfrag = keys.kfrags(1, 1).remove(0);
     let upload_body = |policy_id: [u8; 16]| -> Result<Vec<u8>> {
-        Ok(serde_json::to_vec(&KfragUpload::seal(
-            &kfrag,
-            &node_pk,
-            staker,
-            policy_id,
-            (&alice.public_key(), &bob.public_key()),
-            &Signer::new(signer.clone()),
-        )?)?)
+        Ok(serde_json::to_vec(
+            &keys.seal(&kfrag, &node_pk, staker, policy_id)?,
+        )?)
     };
-    let signer_address = kms_crypto::ethereum_address(&signer.public_key());
+    let signer_address = keys.signer_address();
     let path =
         |id: [u8; 16], what: &str| format!("/v1/policies/0x{}/{what}", alloy::hex::encode(id));
 
@@ -635,7 +617,7 @@ async fn api_on_chain_refusals_and_revocation_within_a_block() -> Result<()> {
     let id = create_policy(&chain, [0x0a; 16], signer_address, nodes, 2).await?;
     let (status, body) = client.post(&path(id, "kfrag"), upload_body(id)?).await?;
     ensure!(status == 201, "{status} {body}");
-    let (capsule, _) = encrypt(&alice.public_key(), b"hello").unwrap();
+    let (capsule, _) = encrypt(&keys.delegating.public_key(), b"hello").unwrap();
     let capsules = vec![capsule.to_bytes()?.into_vec()];
     let request = |sk: &SecretKey| {
         serde_json::to_vec(&ReencryptRequest::sign(
@@ -647,7 +629,9 @@ async fn api_on_chain_refusals_and_revocation_within_a_block() -> Result<()> {
         ))
         .unwrap()
     };
-    let (status, body) = client.post(&path(id, "reencrypt"), request(&bob)).await?;
+    let (status, body) = client
+        .post(&path(id, "reencrypt"), request(&keys.bob))
+        .await?;
     ensure!(status == 200, "{status} {body}");
     // Another requester, malformed and oversized bodies.
     let (status, body) = client
@@ -683,7 +667,9 @@ async fn api_on_chain_refusals_and_revocation_within_a_block() -> Result<()> {
     ensure!(receipt.status());
     // Refused from the next block: by the chain check (410), or, at confirmation depth 0, by the
     // follower that may have deleted the kfrag already (404). The API tests pin the 410 alone.
-    let (status, body) = client.post(&path(id, "reencrypt"), request(&bob)).await?;
+    let (status, body) = client
+        .post(&path(id, "reencrypt"), request(&keys.bob))
+        .await?;
     ensure!(status == 410 || status == 404, "{status} {body}");
     eventually("the kfrag's deletion", WAIT, || async {
         Ok(store.get_kfrag(id)?.is_none())
