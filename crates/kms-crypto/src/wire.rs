@@ -674,3 +674,147 @@ pub struct ErrorBody {
     /// Why the request failed.
     pub error: String,
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use alloy::primitives::hex;
+    use umbral_pre::{generate_kfrags, reencrypt, SecretKey, Signer, VerifiedKeyFrag};
+
+    const POLICY: [u8; 16] = [0x42; 16];
+    const NODE: Address = Address::repeat_byte(0x5a);
+
+    struct Policy {
+        alice: SecretKey,
+        bob: SecretKey,
+        signer: Signer,
+    }
+
+    impl Policy {
+        fn new() -> Self {
+            Self {
+                alice: SecretKey::random(),
+                bob: SecretKey::random(),
+                signer: Signer::new(SecretKey::random()),
+            }
+        }
+
+        fn kfrag(&self, sign_delegating: bool, sign_receiving: bool) -> VerifiedKeyFrag {
+            let bob = self.bob.public_key();
+            generate_kfrags(
+                &self.alice,
+                &bob,
+                &self.signer,
+                1,
+                1,
+                sign_delegating,
+                sign_receiving,
+            )
+            .into_vec()
+            .remove(0)
+        }
+
+        fn seal(&self, kfrag: &VerifiedKeyFrag, node_pk: &PublicKey) -> KfragUpload {
+            let keys = (&self.alice.public_key(), &self.bob.public_key());
+            KfragUpload::seal(kfrag, node_pk, NODE, POLICY, keys, &self.signer).unwrap()
+        }
+    }
+
+    #[test]
+    fn a_sealed_kfrag_opens_for_its_node_only() {
+        let (policy, node) = (Policy::new(), SecretKey::random());
+        let kfrag = policy.kfrag(true, true);
+        let upload = policy.seal(&kfrag, &node.public_key()).decode().unwrap();
+
+        upload.check_signed_for(POLICY, NODE).unwrap();
+        assert!(matches!(
+            upload.check_signed_for(POLICY, Address::repeat_byte(1)),
+            Err(KfragUploadError::NotSignedForThisNode)
+        ));
+        assert!(matches!(
+            upload.check_signed_for([0; 16], NODE),
+            Err(KfragUploadError::NotSignedForThisNode)
+        ));
+        assert!(matches!(
+            upload.clone().open(&SecretKey::random()),
+            Err(KfragUploadError::Decrypt(_))
+        ));
+        let opened = upload.open(&node).unwrap();
+        assert_eq!(opened.kfrag_bytes, kfrag.to_bytes().unwrap().into_vec());
+        assert_eq!(opened.receiving_key, policy.bob.public_key());
+    }
+
+    #[test]
+    fn a_kfrag_that_does_not_sign_both_keys_is_refused() {
+        let (policy, node) = (Policy::new(), SecretKey::random());
+        for (kfrag, refused) in [
+            (
+                policy.kfrag(false, true),
+                "does not sign the delegating key",
+            ),
+            (policy.kfrag(true, false), "does not sign the receiving key"),
+        ] {
+            let upload = policy.seal(&kfrag, &node.public_key()).decode().unwrap();
+            let error = upload.open(&node).unwrap_err();
+            assert!(error.to_string().contains(refused), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_signed_cfrag_is_checked_against_its_worker_and_keys() {
+        let policy = Policy::new();
+        // anvil's first two accounts.
+        let worker = PrivateKeySigner::from_slice(&hex!(
+            "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+        ))
+        .unwrap();
+        let other = PrivateKeySigner::from_slice(&hex!(
+            "59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
+        ))
+        .unwrap();
+        let context = AnswerContext {
+            chain_id: 31337,
+            adjudicator: Address::repeat_byte(0xad),
+            staker: NODE,
+            period: 7,
+            policy_id: POLICY,
+        };
+        let (capsule, _) = umbral_pre::encrypt(&policy.alice.public_key(), b"hi").unwrap();
+        let cfrag = reencrypt(&capsule, policy.kfrag(true, true)).unverify();
+        let check = |answer: &SignedCFrag, worker: Address| {
+            answer.decode().unwrap().verify_and_recover(
+                &context,
+                worker,
+                &capsule,
+                &policy.signer.verifying_key(),
+                &policy.alice.public_key(),
+                &policy.bob.public_key(),
+            )
+        };
+
+        let answer = SignedCFrag::sign(&worker, &context, &capsule, &cfrag).unwrap();
+        assert_eq!(answer.period, 7);
+        check(&answer, worker.address()).unwrap();
+        assert!(matches!(
+            check(&answer, other.address()),
+            Err(CFragAnswerError::WrongSigner { signer, .. }) if signer == worker.address()
+        ));
+
+        // Another cfrag of the same capsule, signed by the worker: provably wrong.
+        let wrong = reencrypt(&capsule, Policy::new().kfrag(true, true)).unverify();
+        let answer = SignedCFrag::sign(&worker, &context, &capsule, &wrong).unwrap();
+        match check(&answer, worker.address()) {
+            Err(CFragAnswerError::SignedButWrong(signed)) => assert_eq!(signed.cfrag, wrong),
+            other => panic!("expected a signed wrong cfrag, got {other:?}"),
+        }
+
+        let mut garbled = answer.clone();
+        garbled.cfrag = "!".into();
+        assert!(matches!(
+            garbled.decode(),
+            Err(CFragAnswerError::CFragEncoding(_))
+        ));
+    }
+}
