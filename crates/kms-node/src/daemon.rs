@@ -336,7 +336,7 @@ async fn notify_new_blocks(provider: DynProvider, mut wakeups: Wakeups) {
                 tokio::select! {
                     _ = wakeups.shutdown() => break,
                     header = stream.next() => match header {
-                        Some(_) => wakeups.new_block(),
+                        Some(_) => wakeups.notify_new_block(),
                         None => break,
                     },
                 }

@@ -26,7 +26,7 @@ impl Wakeups {
 
     /// Wakes every service waiting in [`next`](Self::next) now (a new block arrived); one not
     /// waiting at this moment waits for the next block or its poll interval.
-    pub fn new_block(&self) {
+    pub fn notify_new_block(&self) {
         self.new_block.notify_waiters();
     }
 
