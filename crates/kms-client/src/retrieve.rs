@@ -3,10 +3,11 @@
 //!
 //! Every node is asked at once; as soon as each capsule has `threshold` verified cfrags the
 //! other requests are dropped (cancelled), unless [`RetrieveOptions::audit_all`] asks to hear
-//! every node. A cfrag counts only if the answer is signed by the node's worker
-//! (`kms_crypto::recover_answer_signer`) and the cfrag verifies against the capsule and the
-//! policy's three keys. A signed cfrag that fails verification is a [`Fault`] when the
-//! Adjudicator's checks (modelled by `Evidence::outcome`) would slash for it.
+//! every node. A cfrag counts only if the answer is signed by the node's worker and the cfrag
+//! verifies against the capsule and the policy's three keys
+//! (`kms_crypto::wire::DecodedCFrag::verify_and_recover`). A signed cfrag that fails
+//! verification is a [`Fault`] when the Adjudicator's checks (modelled by `Evidence::outcome`)
+//! would slash for it.
 
 use std::collections::HashMap;
 
@@ -19,14 +20,10 @@ use futures_util::{stream::FuturesUnordered, StreamExt};
 use kms_contracts::{bindings::IAdjudicator as Bound, Adjudicator};
 use kms_crypto::{
     evidence::{ChainFacts, WorkerBond},
-    recover_answer_signer,
-    wire::{decode_b64, decode_hex, ReencryptRequest, SignedCFrag},
+    wire::{CFragAnswerError, ReencryptRequest, SignedCFrag, WrongCFrag},
     AnswerContext, Evidence, Outcome, Verdict,
 };
-use umbral_pre::{
-    Capsule, CapsuleFrag, DefaultDeserialize, DefaultSerialize, PublicKey, SecretKey,
-    VerifiedCapsuleFrag,
-};
+use umbral_pre::{Capsule, DefaultSerialize, PublicKey, SecretKey, VerifiedCapsuleFrag};
 
 use crate::{
     chain::{adjudicator_revert, transact, ChainError},
@@ -264,19 +261,10 @@ fn check_answer(
         fault: None,
     };
     let policy = ctx.policy;
-    let cfrag = match decode_b64("cfrag", &answer.cfrag)
-        .map_err(|e| e.to_string())
-        .and_then(|bytes| CapsuleFrag::from_bytes(&bytes).map_err(|e| e.to_string()))
-    {
-        Ok(cfrag) => cfrag,
-        Err(e) => return wrong(format!("the cfrag does not decode: {e}")),
+    let decoded = match answer.decode() {
+        Ok(decoded) => decoded,
+        Err(e) => return wrong(e.to_string()),
     };
-    let signature = match decode_hex("signature", &answer.signature) {
-        Ok(signature) => signature,
-        Err(e) => return wrong(format!("the signature does not decode: {e}")),
-    };
-    let capsule_simple = capsule.to_bytes_simple();
-    let cfrag_simple = cfrag.to_bytes_simple();
     if let Some(reason) = ctx.terms.refusal(node.worker, node.staker, answer.period) {
         return wrong(reason);
     }
@@ -288,25 +276,24 @@ fn check_answer(
         period: answer.period,
         policy_id: policy.policy_id,
     };
-    match recover_answer_signer(&answer_context, &capsule_simple, &cfrag_simple, &signature) {
-        Ok(signer) if signer == node.worker => {}
-        Ok(signer) => {
-            return wrong(format!(
-                "the answer is signed by {signer}, not by the node's worker {}",
-                node.worker
-            ))
-        }
-        Err(e) => return wrong(format!("the answer's signature is invalid: {e}")),
-    }
-    let (error, cfrag) = match cfrag.verify(
+    let WrongCFrag {
+        cfrag,
+        error,
+        signature,
+    } = match decoded.verify_and_recover(
+        &answer_context,
+        node.worker,
         capsule,
         &policy.verifying_key,
         &policy.delegating_key,
         &policy.receiving_key,
     ) {
         Ok(verified) => return Checked::Valid(verified),
-        Err(failure) => failure,
+        Err(CFragAnswerError::SignedButWrong(signed)) => *signed,
+        Err(e) => return wrong(e.to_string()),
     };
+    let capsule_simple = capsule.to_bytes_simple();
+    let cfrag_simple = cfrag.to_bytes_simple();
     // Signed by the worker and wrong: provable if the Adjudicator would slash for it.
     let evidence = Evidence::for_wrong_cfrag(
         capsule,

@@ -8,7 +8,8 @@
 //! - [`umbral`]: small helpers around umbral-pre 0.11 (Ethereum address of a key, the byte layout
 //!   of `to_bytes_simple`, parsing it back).
 //! - [`wire`]: the JSON bodies of the node's HTTP API (`docs/node.md`), shared by the node and
-//!   its clients.
+//!   its clients, with both halves of each signed message (sealing and opening a kfrag upload,
+//!   signing and checking a cfrag answer).
 //! - [`keys`]: the Umbral master-secret file and the Ethereum web3 keystore.
 //! - [`fixtures`]: the deterministic test vectors the Solidity tests read
 //!   (`test/fixtures/adjudicator/cases.json`).

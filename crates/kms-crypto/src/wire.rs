@@ -7,12 +7,28 @@
 //!
 //! The types here only carry strings; the `decode` methods turn them into umbral-pre values and
 //! say which field is wrong when one is.
+//!
+//! Both halves of each signed message live here, so the protocol reads in one file and the
+//! node's and the client's handlers keep only statuses, limits, replays and chain checks:
+//!
+//! - a kfrag upload: Alice [`KfragUpload::seal`]s it; the node [`KfragUpload::decode`]s it,
+//!   checks [`DecodedKfragUpload::check_signed_for`] and [`DecodedKfragUpload::open`]s it;
+//! - a re-encryption request: Bob [`ReencryptRequest::sign`]s it; the node checks the signature
+//!   over [`reencrypt_message`];
+//! - a cfrag answer: the node's worker [`SignedCFrag::sign`]s it; Bob
+//!   [`SignedCFrag::decode`]s it and [`DecodedCFrag::verify_and_recover`]s it.
 
 use alloy::primitives::{hex, Address};
+use alloy::signers::local::PrivateKeySigner;
 use base64::{engine::general_purpose::STANDARD, Engine as _};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use umbral_pre::{Capsule, DefaultDeserialize, DefaultSerialize, KeyFrag, PublicKey, Signature};
+use umbral_pre::{
+    Capsule, CapsuleFrag, DefaultDeserialize, DefaultSerialize, KeyFrag, PublicKey, Signature,
+    VerifiedCapsuleFrag,
+};
+
+use crate::answer::{recover_answer_signer, sign_answer, AnswerContext, AnswerError};
 
 /// The domain tag that starts the message Bob signs for a re-encryption request.
 pub const REENCRYPT_TAG: &[u8; 16] = b"KMS_REENCRYPT_V1";
@@ -161,10 +177,71 @@ pub struct DecodedKfragUpload {
     pub signature: Signature,
 }
 
+/// An error whose type a dependency does not export (umbral-pre's MessagePack errors).
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a kfrag could not be sealed for a node (Alice's side).
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    /// The kfrag could not be serialized.
+    #[error("kfrag: {0}")]
+    Serialize(BoxError),
+    /// The kfrag could not be encrypted to the node's key.
+    #[error("kfrag: {0}")]
+    Encrypt(umbral_pre::EncryptionError),
+}
+
+/// Why a node refuses to open a kfrag upload (the node's side): every variant is the
+/// uploader's fault but [`KfragUploadError::Reserialize`].
+#[derive(Debug, thiserror::Error)]
+pub enum KfragUploadError {
+    /// The upload is not signed by its verifying key for this policy and this node.
+    #[error("signature: not by the kfrag signer over this upload for this policy and node")]
+    NotSignedForThisNode,
+    /// The ciphertext does not decrypt with the node's Umbral key.
+    #[error("the kfrag does not decrypt with this node's Umbral key: {0}")]
+    Decrypt(umbral_pre::DecryptionError),
+    /// The plaintext is no `KeyFrag`.
+    #[error("the plaintext is no KeyFrag: {0}")]
+    NotAKeyFrag(BoxError),
+    /// The kfrag could not be serialized again (the node's fault, not the uploader's).
+    #[error("{0}")]
+    Reserialize(BoxError),
+    /// The kfrag does not verify with the upload's three keys.
+    #[error("the kfrag does not verify with the given keys: {0}")]
+    DoesNotVerify(umbral_pre::KeyFragVerificationError),
+    /// The kfrag verifies with any delegating key: it was generated without
+    /// `sign_delegating_key`.
+    #[error("the kfrag does not sign the delegating key: generate it with sign_delegating_key")]
+    DelegatingKeyNotSigned,
+    /// The kfrag verifies with any receiving key: it was generated without `sign_receiving_key`.
+    #[error("the kfrag does not sign the receiving key: generate it with sign_receiving_key")]
+    ReceivingKeyNotSigned,
+}
+
+/// A kfrag a node opened from an upload: verified, with the keys it verifies with.
+#[derive(Debug, Clone)]
+pub struct OpenedKfrag {
+    /// The kfrag's default serialization, as the node re-serialized it (what it stores).
+    pub kfrag_bytes: Vec<u8>,
+    /// The kfrag, verified.
+    pub kfrag: umbral_pre::VerifiedKeyFrag,
+    /// Alice's delegating key.
+    pub delegating_key: PublicKey,
+    /// Bob's receiving key.
+    pub receiving_key: PublicKey,
+    /// The kfrag signer's key.
+    pub verifying_key: PublicKey,
+}
+
 impl DecodedKfragUpload {
     /// Whether the kfrag signer signed this upload for `policy_id` and the node `node`: checked
     /// before anything is decrypted or stored.
-    pub fn is_signed_for(&self, policy_id: [u8; 16], node: Address) -> bool {
+    pub fn check_signed_for(
+        &self,
+        policy_id: [u8; 16],
+        node: Address,
+    ) -> Result<(), KfragUploadError> {
         let message = kfrag_upload_message(
             policy_id,
             node,
@@ -173,13 +250,49 @@ impl DecodedKfragUpload {
             &self.capsule_bytes,
             &self.ciphertext,
         );
-        self.signature.verify(&self.verifying_key, &message)
+        if self.signature.verify(&self.verifying_key, &message) {
+            Ok(())
+        } else {
+            Err(KfragUploadError::NotSignedForThisNode)
+        }
+    }
+
+    /// Opens the upload (the node's side, after [`check_signed_for`](Self::check_signed_for)):
+    /// decrypts the kfrag with the node's Umbral key and verifies it
+    /// ([`verify_uploaded_kfrag`]). Blocking (curve arithmetic).
+    pub fn open(
+        self,
+        node_umbral_sk: &umbral_pre::SecretKey,
+    ) -> Result<OpenedKfrag, KfragUploadError> {
+        let plaintext =
+            umbral_pre::decrypt_original(node_umbral_sk, &self.capsule, &self.ciphertext)
+                .map_err(KfragUploadError::Decrypt)?;
+        let kfrag =
+            KeyFrag::from_bytes(&plaintext).map_err(|e| KfragUploadError::NotAKeyFrag(e.into()))?;
+        let kfrag_bytes = kfrag
+            .to_bytes()
+            .map_err(|e| KfragUploadError::Reserialize(e.into()))?;
+        let verified = verify_uploaded_kfrag(
+            &kfrag,
+            &self.verifying_key,
+            &self.delegating_key,
+            &self.receiving_key,
+        )?;
+        Ok(OpenedKfrag {
+            kfrag_bytes: kfrag_bytes.into_vec(),
+            kfrag: verified,
+            delegating_key: self.delegating_key,
+            receiving_key: self.receiving_key,
+            verifying_key: self.verifying_key,
+        })
     }
 }
 
 impl KfragUpload {
     /// Seals `kfrag` for one node (Alice's side): encrypts it to the node's Umbral key and signs
-    /// the upload for `policy_id` and the node's staker with the kfrag signer.
+    /// the upload for `policy_id` and the node's staker with the kfrag signer. The node opens it
+    /// with [`decode`](Self::decode), [`DecodedKfragUpload::check_signed_for`] and
+    /// [`DecodedKfragUpload::open`].
     pub fn seal(
         kfrag: &umbral_pre::VerifiedKeyFrag,
         node_umbral_pk: &PublicKey,
@@ -187,12 +300,15 @@ impl KfragUpload {
         policy_id: [u8; 16],
         (delegating_key, receiving_key): (&PublicKey, &PublicKey),
         kfrag_signer: &umbral_pre::Signer,
-    ) -> Result<Self, WireError> {
-        let failed = |e: &dyn std::fmt::Display| WireError::new("kfrag", e.to_string());
-        let plaintext = kfrag.to_bytes().map_err(|e| failed(&e))?;
+    ) -> Result<Self, SealError> {
+        let plaintext = kfrag
+            .to_bytes()
+            .map_err(|e| SealError::Serialize(e.into()))?;
         let (capsule, ciphertext) =
-            umbral_pre::encrypt(node_umbral_pk, &plaintext).map_err(|e| failed(&e))?;
-        let capsule = capsule.to_bytes().map_err(|e| failed(&e))?;
+            umbral_pre::encrypt(node_umbral_pk, &plaintext).map_err(SealError::Encrypt)?;
+        let capsule = capsule
+            .to_bytes()
+            .map_err(|e| SealError::Serialize(e.into()))?;
         let message = kfrag_upload_message(
             policy_id,
             node,
@@ -236,11 +352,11 @@ pub fn verify_uploaded_kfrag(
     verifying_key: &PublicKey,
     delegating_key: &PublicKey,
     receiving_key: &PublicKey,
-) -> Result<umbral_pre::VerifiedKeyFrag, String> {
+) -> Result<umbral_pre::VerifiedKeyFrag, KfragUploadError> {
     let verified = kfrag
         .clone()
         .verify(verifying_key, Some(delegating_key), Some(receiving_key))
-        .map_err(|(e, _)| format!("the kfrag does not verify with the given keys: {e}"))?;
+        .map_err(|(e, _)| KfragUploadError::DoesNotVerify(e))?;
     // Another key in each place must fail: then that key is signed in.
     let other = umbral_pre::SecretKey::random().public_key();
     if kfrag
@@ -248,19 +364,14 @@ pub fn verify_uploaded_kfrag(
         .verify(verifying_key, Some(&other), Some(receiving_key))
         .is_ok()
     {
-        return Err(
-            "the kfrag does not sign the delegating key: generate it with sign_delegating_key"
-                .into(),
-        );
+        return Err(KfragUploadError::DelegatingKeyNotSigned);
     }
     if kfrag
         .clone()
         .verify(verifying_key, Some(delegating_key), Some(&other))
         .is_ok()
     {
-        return Err(
-            "the kfrag does not sign the receiving key: generate it with sign_receiving_key".into(),
-        );
+        return Err(KfragUploadError::ReceivingKeyNotSigned);
     }
     Ok(verified)
 }
@@ -384,6 +495,141 @@ pub struct SignedCFrag {
     pub period: u64,
 }
 
+/// Why a node could not sign a cfrag answer (the node's side; never the client's fault).
+#[derive(Debug, thiserror::Error)]
+pub enum SignCFragError {
+    /// The cfrag could not be serialized.
+    #[error("{0}")]
+    Serialize(BoxError),
+    /// The worker could not sign.
+    #[error(transparent)]
+    Answer(#[from] AnswerError),
+}
+
+/// Why Bob does not count a [`SignedCFrag`] (Bob's side).
+#[derive(Debug, thiserror::Error)]
+pub enum CFragAnswerError {
+    /// The cfrag's base64 or its encoding is invalid.
+    #[error("the cfrag does not decode: {0}")]
+    CFragEncoding(BoxError),
+    /// The signature's hex is invalid.
+    #[error("the signature does not decode: {0}")]
+    SignatureEncoding(WireError),
+    /// The answer's signature is valid but not by the node's worker.
+    #[error("the answer is signed by {signer}, not by the node's worker {worker}")]
+    WrongSigner {
+        /// Who signed.
+        signer: Address,
+        /// The node's worker.
+        worker: Address,
+    },
+    /// No address can be recovered from the signature as the Adjudicator recovers it.
+    #[error("the answer's signature is invalid: {0}")]
+    InvalidSignature(AnswerError),
+    /// Signed by the node's worker, and the cfrag fails verification: the answer may be
+    /// evidence against the node.
+    #[error("the cfrag fails verification ({})", .0.error)]
+    SignedButWrong(Box<WrongCFrag>),
+}
+
+/// A cfrag that the node's worker signed and that fails verification.
+#[derive(Debug, Clone)]
+pub struct WrongCFrag {
+    /// The cfrag, as answered.
+    pub cfrag: CapsuleFrag,
+    /// Why it fails verification.
+    pub error: umbral_pre::CapsuleFragVerificationError,
+    /// The worker's 65-byte signature over the answer.
+    pub signature: Vec<u8>,
+}
+
+/// A [`SignedCFrag`] with its fields decoded, not checked yet.
+#[derive(Debug, Clone)]
+pub struct DecodedCFrag {
+    /// The cfrag.
+    pub cfrag: CapsuleFrag,
+    /// The worker's signature (the length is checked with the signature).
+    pub signature: Vec<u8>,
+    /// The period the answer names.
+    pub period: u64,
+}
+
+impl SignedCFrag {
+    /// Signs the answer `cfrag` for `capsule` with the node's worker (the node's side), naming
+    /// `context.period`. Bob checks it with [`decode`](Self::decode) and
+    /// [`DecodedCFrag::verify_and_recover`].
+    pub fn sign(
+        worker: &PrivateKeySigner,
+        context: &AnswerContext,
+        capsule: &Capsule,
+        cfrag: &CapsuleFrag,
+    ) -> Result<Self, SignCFragError> {
+        let cfrag_simple = cfrag.to_bytes_simple();
+        let cfrag_bytes = cfrag
+            .to_bytes()
+            .map_err(|e| SignCFragError::Serialize(e.into()))?;
+        let signature = sign_answer(worker, context, &capsule.to_bytes_simple(), &cfrag_simple)?;
+        Ok(Self {
+            cfrag: encode_b64(&cfrag_bytes),
+            signature: encode_hex(&signature.as_bytes()),
+            period: context.period,
+        })
+    }
+
+    /// Decodes the cfrag and the signature.
+    pub fn decode(&self) -> Result<DecodedCFrag, CFragAnswerError> {
+        let cfrag = decode_b64("cfrag", &self.cfrag)
+            .map_err(|e| CFragAnswerError::CFragEncoding(e.into()))
+            .and_then(|bytes| {
+                CapsuleFrag::from_bytes(&bytes)
+                    .map_err(|e| CFragAnswerError::CFragEncoding(e.into()))
+            })?;
+        let signature = decode_hex("signature", &self.signature)
+            .map_err(CFragAnswerError::SignatureEncoding)?;
+        Ok(DecodedCFrag {
+            cfrag,
+            signature,
+            period: self.period,
+        })
+    }
+}
+
+impl DecodedCFrag {
+    /// Bob's check of one answer for `capsule`: the signature recovers (as the Adjudicator
+    /// recovers it) to the node's `worker` over `context` (whose period must be the answer's),
+    /// and the cfrag verifies against the capsule and the policy's three keys. A cfrag signed by
+    /// the worker that fails verification is [`CFragAnswerError::SignedButWrong`].
+    pub fn verify_and_recover(
+        self,
+        context: &AnswerContext,
+        worker: Address,
+        capsule: &Capsule,
+        verifying_key: &PublicKey,
+        delegating_key: &PublicKey,
+        receiving_key: &PublicKey,
+    ) -> Result<VerifiedCapsuleFrag, CFragAnswerError> {
+        let signer = recover_answer_signer(
+            context,
+            &capsule.to_bytes_simple(),
+            &self.cfrag.to_bytes_simple(),
+            &self.signature,
+        )
+        .map_err(CFragAnswerError::InvalidSignature)?;
+        if signer != worker {
+            return Err(CFragAnswerError::WrongSigner { signer, worker });
+        }
+        self.cfrag
+            .verify(capsule, verifying_key, delegating_key, receiving_key)
+            .map_err(|(error, cfrag)| {
+                CFragAnswerError::SignedButWrong(Box::new(WrongCFrag {
+                    cfrag,
+                    error,
+                    signature: self.signature,
+                }))
+            })
+    }
+}
+
 /// The answer to a [`ReencryptRequest`]: one cfrag per capsule, in the request's order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -427,4 +673,148 @@ pub struct NodeStatus {
 pub struct ErrorBody {
     /// Why the request failed.
     pub error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use alloy::primitives::hex;
+    use umbral_pre::{generate_kfrags, reencrypt, SecretKey, Signer, VerifiedKeyFrag};
+
+    const POLICY: [u8; 16] = [0x42; 16];
+    const NODE: Address = Address::repeat_byte(0x5a);
+
+    struct Policy {
+        alice: SecretKey,
+        bob: SecretKey,
+        signer: Signer,
+    }
+
+    impl Policy {
+        fn new() -> Self {
+            Self {
+                alice: SecretKey::random(),
+                bob: SecretKey::random(),
+                signer: Signer::new(SecretKey::random()),
+            }
+        }
+
+        fn kfrag(&self, sign_delegating: bool, sign_receiving: bool) -> VerifiedKeyFrag {
+            let bob = self.bob.public_key();
+            generate_kfrags(
+                &self.alice,
+                &bob,
+                &self.signer,
+                1,
+                1,
+                sign_delegating,
+                sign_receiving,
+            )
+            .into_vec()
+            .remove(0)
+        }
+
+        fn seal(&self, kfrag: &VerifiedKeyFrag, node_pk: &PublicKey) -> KfragUpload {
+            let keys = (&self.alice.public_key(), &self.bob.public_key());
+            KfragUpload::seal(kfrag, node_pk, NODE, POLICY, keys, &self.signer).unwrap()
+        }
+    }
+
+    #[test]
+    fn a_sealed_kfrag_opens_for_its_node_only() {
+        let (policy, node) = (Policy::new(), SecretKey::random());
+        let kfrag = policy.kfrag(true, true);
+        let upload = policy.seal(&kfrag, &node.public_key()).decode().unwrap();
+
+        upload.check_signed_for(POLICY, NODE).unwrap();
+        assert!(matches!(
+            upload.check_signed_for(POLICY, Address::repeat_byte(1)),
+            Err(KfragUploadError::NotSignedForThisNode)
+        ));
+        assert!(matches!(
+            upload.check_signed_for([0; 16], NODE),
+            Err(KfragUploadError::NotSignedForThisNode)
+        ));
+        assert!(matches!(
+            upload.clone().open(&SecretKey::random()),
+            Err(KfragUploadError::Decrypt(_))
+        ));
+        let opened = upload.open(&node).unwrap();
+        assert_eq!(opened.kfrag_bytes, kfrag.to_bytes().unwrap().into_vec());
+        assert_eq!(opened.receiving_key, policy.bob.public_key());
+    }
+
+    #[test]
+    fn a_kfrag_that_does_not_sign_both_keys_is_refused() {
+        let (policy, node) = (Policy::new(), SecretKey::random());
+        for (kfrag, refused) in [
+            (
+                policy.kfrag(false, true),
+                "does not sign the delegating key",
+            ),
+            (policy.kfrag(true, false), "does not sign the receiving key"),
+        ] {
+            let upload = policy.seal(&kfrag, &node.public_key()).decode().unwrap();
+            let error = upload.open(&node).unwrap_err();
+            assert!(error.to_string().contains(refused), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_signed_cfrag_is_checked_against_its_worker_and_keys() {
+        let policy = Policy::new();
+        // anvil's first two accounts.
+        let worker = PrivateKeySigner::from_slice(&hex!(
+            "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+        ))
+        .unwrap();
+        let other = PrivateKeySigner::from_slice(&hex!(
+            "59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
+        ))
+        .unwrap();
+        let context = AnswerContext {
+            chain_id: 31337,
+            adjudicator: Address::repeat_byte(0xad),
+            staker: NODE,
+            period: 7,
+            policy_id: POLICY,
+        };
+        let (capsule, _) = umbral_pre::encrypt(&policy.alice.public_key(), b"hi").unwrap();
+        let cfrag = reencrypt(&capsule, policy.kfrag(true, true)).unverify();
+        let check = |answer: &SignedCFrag, worker: Address| {
+            answer.decode().unwrap().verify_and_recover(
+                &context,
+                worker,
+                &capsule,
+                &policy.signer.verifying_key(),
+                &policy.alice.public_key(),
+                &policy.bob.public_key(),
+            )
+        };
+
+        let answer = SignedCFrag::sign(&worker, &context, &capsule, &cfrag).unwrap();
+        assert_eq!(answer.period, 7);
+        check(&answer, worker.address()).unwrap();
+        assert!(matches!(
+            check(&answer, other.address()),
+            Err(CFragAnswerError::WrongSigner { signer, .. }) if signer == worker.address()
+        ));
+
+        // Another cfrag of the same capsule, signed by the worker: provably wrong.
+        let wrong = reencrypt(&capsule, Policy::new().kfrag(true, true)).unverify();
+        let answer = SignedCFrag::sign(&worker, &context, &capsule, &wrong).unwrap();
+        match check(&answer, worker.address()) {
+            Err(CFragAnswerError::SignedButWrong(signed)) => assert_eq!(signed.cfrag, wrong),
+            other => panic!("expected a signed wrong cfrag, got {other:?}"),
+        }
+
+        let mut garbled = answer.clone();
+        garbled.cfrag = "!".into();
+        assert!(matches!(
+            garbled.decode(),
+            Err(CFragAnswerError::CFragEncoding(_))
+        ));
+    }
 }

@@ -1,5 +1,8 @@
-//! The daemon: checks the node is bonded, publishes its node record, serves the HTTP API, and
-//! runs the chain follower and the duties until shut down.
+//! The daemon: checks the chain and the node's bond, opens the store, publishes its node record
+//! (the start-up duties), then runs its services until shut down, each owning its loop (the
+//! shape of Lighthouse's validator client): the HTTP API, the block notifier (WebSocket
+//! endpoints only), the chain follower ([`Follower::run`]) and the duties ([`Duties::run`]),
+//! woken by new blocks or the poll interval ([`Wakeups`]).
 //!
 //! Shutdown (SIGINT/SIGTERM in `kms node run`, [`RunningNode::shutdown`] in tests) stops the
 //! loops between two steps (each step is atomic in the store, and a duty transaction recorded
@@ -9,30 +12,25 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use alloy::{
-    eips::BlockId,
     network::EthereumWallet,
-    primitives::{keccak256, Address, Bytes},
+    primitives::Address,
     providers::{DynProvider, Provider, ProviderBuilder},
     signers::local::PrivateKeySigner,
-    sol_types::SolCall,
 };
 use futures_util::StreamExt;
-use kms_contracts::{describe_contract_error, Deployment, StakingEscrow};
-use prometheus::IntGauge;
-use tokio::{
-    net::TcpListener,
-    sync::{watch, Notify},
-    task::JoinSet,
-};
+use kms_contracts::Deployment;
+use prometheus::{IntGauge, Registry};
+use tokio::{net::TcpListener, sync::watch, task::JoinSet};
 use umbral_pre::SecretKey;
 
 use crate::{
     api::{router, ApiState, Behaviour, Limits, NodeIdentity},
-    directory::ChainDirectory,
-    duties::{Duties, DutyConfig, DutyMetrics},
-    follower::{Follower, Step},
-    store::{DutyRecord, Store},
+    directory::{ChainDirectory, PolicyDirectory},
+    duties::{startup, Duties, DutyConfig, DutyMetrics},
+    follower::Follower,
+    store::Store,
     tx::TxSender,
+    wakeup::Wakeups,
 };
 
 /// Everything the daemon runs with.
@@ -170,6 +168,88 @@ fn chain(e: impl std::fmt::Display) -> DaemonError {
 
 /// Starts the node: see the module docs.
 pub async fn start(settings: Settings) -> Result<RunningNode, DaemonError> {
+    let (provider, chain_id) = connect(&settings).await?;
+    let worker = settings.worker.address();
+    let path = settings.store_path.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(path))
+        .await
+        .map_err(chain)??;
+    let sender = TxSender::new(
+        provider.clone(),
+        EthereumWallet::from(settings.worker.clone()),
+        worker,
+        chain_id,
+        store.clone(),
+        settings.confirmations,
+        settings.poll_interval,
+    );
+    startup::accept_bond(&provider, &sender, &settings).await?;
+
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .map_err(|e| DaemonError::Api(format!("cannot listen on {}: {e}", settings.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| DaemonError::Api(e.to_string()))?;
+    let public_url = settings
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    startup::publish_node_record(&provider, &sender, &settings, &public_url).await?;
+
+    let state = api_state(&settings, &provider, &store, chain_id)?;
+    let clock = state.clock();
+    let (duty_metrics, chain_lag) = register_metrics(state.metrics().registry())
+        .map_err(|e| DaemonError::Api(e.to_string()))?;
+
+    let (shutdown, _) = watch::channel(false);
+    let wakeups = Wakeups::new(settings.poll_interval, shutdown.subscribe());
+    let mut tasks = JoinSet::new();
+    tasks.spawn(serve_api(
+        listener,
+        state,
+        settings.limits.clone(),
+        wakeups.clone(),
+    ));
+    // New blocks wake the loops early on a WebSocket endpoint; polling covers the rest.
+    if settings.rpc_url.starts_with("ws") {
+        tasks.spawn(notify_new_blocks(provider.clone(), wakeups.clone()));
+    }
+    let follower = Follower::new(
+        provider.clone(),
+        store.clone(),
+        settings.staker,
+        settings.deployment.policy_manager,
+        settings.deployment.start_block,
+        settings.confirmations,
+        settings.max_log_range,
+    );
+    tasks.spawn(follower.run(wakeups.clone(), chain_lag));
+    let duties = Duties::new(
+        provider,
+        store.clone(),
+        sender,
+        settings.staker,
+        settings.deployment.clone(),
+        settings.confirmations,
+        settings.duties.clone(),
+    )
+    .with_metrics(duty_metrics)
+    .with_clock(clock);
+    tasks.spawn(duties.run(wakeups));
+
+    tracing::info!(%addr, staker = %settings.staker, %worker, %public_url, "node started");
+    Ok(RunningNode {
+        addr,
+        public_url,
+        store,
+        shutdown,
+        tasks,
+    })
+}
+
+/// Connects to the RPC endpoint and checks it serves the deployment's chain.
+async fn connect(settings: &Settings) -> Result<(DynProvider, u64), DaemonError> {
     let provider = ProviderBuilder::new()
         .connect(&settings.rpc_url)
         .await
@@ -185,34 +265,28 @@ pub async fn start(settings: Settings) -> Result<RunningNode, DaemonError> {
             actual: chain_id,
         });
     }
-    let worker = settings.worker.address();
-    let path = settings.store_path.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(path))
-        .await
-        .map_err(chain)??;
-    let sender = TxSender::new(
-        provider.clone(),
-        EthereumWallet::from(settings.worker.clone()),
-        worker,
-        chain_id,
-        store.clone(),
-        settings.confirmations,
-        settings.poll_interval,
-    );
-    accept_bond(&provider, &sender, &settings).await?;
+    Ok((provider, chain_id))
+}
 
-    let listener = TcpListener::bind(settings.listen)
-        .await
-        .map_err(|e| DaemonError::Api(format!("cannot listen on {}: {e}", settings.listen)))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| DaemonError::Api(e.to_string()))?;
-    let public_url = settings
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{addr}"));
-    publish_node_record(&provider, &sender, &settings, &public_url).await?;
+/// The duties' counters and the follower's lag gauge, on the API's `/metrics`.
+fn register_metrics(registry: &Registry) -> Result<(DutyMetrics, IntGauge), prometheus::Error> {
+    let duty_metrics = DutyMetrics::register(registry)?;
+    let chain_lag = IntGauge::new(
+        "chain_lag_blocks",
+        "Blocks between the chain head and the follower's cursor",
+    )?;
+    registry.register(Box::new(chain_lag.clone()))?;
+    Ok((duty_metrics, chain_lag))
+}
 
+/// The API's state: the node's identity, checking policies against the chain (through the
+/// store's confirmed policies first).
+fn api_state(
+    settings: &Settings,
+    provider: &DynProvider,
+    store: &Store,
+    chain_id: u64,
+) -> Result<Arc<ApiState<ChainDirectory<DynProvider>>>, DaemonError> {
     let directory = ChainDirectory::new(
         provider.clone(),
         settings.deployment.policy_manager,
@@ -227,7 +301,7 @@ pub async fn start(settings: Settings) -> Result<RunningNode, DaemonError> {
         adjudicator: settings.deployment.adjudicator,
         seconds_per_period: settings.deployment.seconds_per_period,
     };
-    let state = Arc::new(
+    Ok(Arc::new(
         ApiState::new(
             identity,
             store.clone(),
@@ -236,282 +310,38 @@ pub async fn start(settings: Settings) -> Result<RunningNode, DaemonError> {
         )
         .map_err(|e| DaemonError::Api(e.to_string()))?
         .with_behaviour(settings.behaviour),
-    );
-    let clock = state.clock();
-    let registry = state.metrics().registry().clone();
-    let duty_metrics =
-        DutyMetrics::register(&registry).map_err(|e| DaemonError::Api(e.to_string()))?;
-    let chain_lag = IntGauge::new(
-        "chain_lag_blocks",
-        "Blocks between the chain head and the follower's cursor",
-    )
-    .map_err(|e| DaemonError::Api(e.to_string()))?;
-    registry
-        .register(Box::new(chain_lag.clone()))
-        .map_err(|e| DaemonError::Api(e.to_string()))?;
+    ))
+}
 
-    let (shutdown, _) = watch::channel(false);
-    let mut tasks = JoinSet::new();
-    let new_block = Arc::new(Notify::new());
-
-    // The API.
+/// The API service: serves until shutdown, then lets in-flight requests finish.
+async fn serve_api<D: PolicyDirectory>(
+    listener: TcpListener,
+    state: Arc<ApiState<D>>,
+    limits: Limits,
+    mut wakeups: Wakeups,
+) {
     let open_connections = state.metrics().open_connections();
     let app = router(state);
-    let (mut stop, limits) = (shutdown.subscribe(), settings.limits.clone());
-    tasks.spawn(async move {
-        let graceful = async move {
-            let _ = stop.wait_for(|&s| s).await;
-        };
-        crate::server::serve(listener, app, &limits, open_connections, graceful).await;
-    });
+    let graceful = async move { wakeups.shutdown().await };
+    crate::server::serve(listener, app, &limits, open_connections, graceful).await;
+}
 
-    // New blocks wake the loops early on a WebSocket endpoint; polling covers the rest.
-    if settings.rpc_url.starts_with("ws") {
-        let (provider, notify, mut stop) =
-            (provider.clone(), new_block.clone(), shutdown.subscribe());
-        tasks.spawn(async move {
-            match provider.subscribe_blocks().await {
-                Ok(subscription) => {
-                    let mut stream = subscription.into_stream();
-                    loop {
-                        tokio::select! {
-                            _ = stop.wait_for(|&s| s) => break,
-                            header = stream.next() => match header {
-                                Some(_) => notify.notify_waiters(),
-                                None => break,
-                            },
-                        }
-                    }
+/// The block notifier service: wakes the other services at each new block, until shutdown or
+/// the end of the subscription (polling covers the rest).
+async fn notify_new_blocks(provider: DynProvider, mut wakeups: Wakeups) {
+    match provider.subscribe_blocks().await {
+        Ok(subscription) => {
+            let mut stream = subscription.into_stream();
+            loop {
+                tokio::select! {
+                    _ = wakeups.shutdown() => break,
+                    header = stream.next() => match header {
+                        Some(_) => wakeups.notify_new_block(),
+                        None => break,
+                    },
                 }
-                Err(e) => tracing::warn!(error = %e, "no block subscription: polling only"),
-            }
-        });
-    }
-
-    // The chain follower.
-    let follower = Follower::new(
-        provider.clone(),
-        store.clone(),
-        settings.staker,
-        settings.deployment.policy_manager,
-        settings.deployment.start_block,
-        settings.confirmations,
-        settings.max_log_range,
-    );
-    let (notify, mut stop, poll) = (
-        new_block.clone(),
-        shutdown.subscribe(),
-        settings.poll_interval,
-    );
-    tasks.spawn(async move {
-        loop {
-            match follower.step().await {
-                // Catching up: go on right away.
-                Ok(Step::Advanced { to, head, .. }) if to < head => {
-                    chain_lag.set(i64::try_from(head - to).unwrap_or(i64::MAX));
-                    if *stop.borrow() {
-                        break;
-                    }
-                    continue;
-                }
-                Ok(Step::Advanced { to, head, .. }) => {
-                    chain_lag.set(i64::try_from(head.saturating_sub(to)).unwrap_or(i64::MAX));
-                }
-                Ok(Step::Idle { .. }) | Ok(Step::Rewound { .. }) => {}
-                Err(e) => tracing::warn!(error = %e, "chain follower step failed; retrying"),
-            }
-            tokio::select! {
-                _ = stop.wait_for(|&s| s) => break,
-                _ = notify.notified() => {}
-                _ = tokio::time::sleep(poll) => {}
             }
         }
-    });
-
-    // The duties.
-    let mut duties = Duties::new(
-        provider.clone(),
-        store.clone(),
-        sender,
-        settings.staker,
-        settings.deployment.clone(),
-        settings.confirmations,
-        settings.duties.clone(),
-    )
-    .with_metrics(duty_metrics)
-    .with_clock(clock);
-    let (notify, mut stop) = (new_block, shutdown.subscribe());
-    tasks.spawn(async move {
-        loop {
-            tokio::select! {
-                _ = stop.wait_for(|&s| s) => break,
-                result = duties.tick() => {
-                    if let Err(e) = result {
-                        tracing::debug!(error = %e, "duty tick had a failure");
-                    }
-                }
-            }
-            tokio::select! {
-                _ = stop.wait_for(|&s| s) => break,
-                _ = notify.notified() => {}
-                _ = tokio::time::sleep(poll) => {}
-            }
-        }
-    });
-
-    tracing::info!(%addr, staker = %settings.staker, %worker, %public_url, "node started");
-    Ok(RunningNode {
-        addr,
-        public_url,
-        store,
-        shutdown,
-        tasks,
-    })
-}
-
-/// Publishes the node record (URL, Umbral key) unless the chain has exactly it already.
-/// Checks that the worker is bonded to the configured staker, and accepts the staker's pending
-/// proposal if that is all that is missing (bonding takes the worker's consent).
-async fn accept_bond(
-    provider: &DynProvider,
-    sender: &TxSender<DynProvider>,
-    settings: &Settings,
-) -> Result<(), DaemonError> {
-    let worker = settings.worker.address();
-    let escrow = StakingEscrow::new(settings.deployment.staking_escrow, provider);
-    let bonded_to = || async {
-        escrow
-            .stakerOf(worker)
-            .block(BlockId::latest())
-            .call()
-            .await
-            .map_err(|e| DaemonError::Chain(describe_contract_error(&e)))
-    };
-    let not_bonded = |bonded_to| DaemonError::NotBonded {
-        worker,
-        staker: settings.staker,
-        bonded_to,
-    };
-    let current = bonded_to().await?;
-    if current == settings.staker {
-        return Ok(());
+        Err(e) => tracing::warn!(error = %e, "no block subscription: polling only"),
     }
-    let proposed = escrow
-        .pendingWorker(settings.staker)
-        .block(BlockId::latest())
-        .call()
-        .await
-        .map_err(|e| DaemonError::Chain(describe_contract_error(&e)))?;
-    if !current.is_zero() || proposed != worker {
-        return Err(not_bonded(current));
-    }
-    let input = StakingEscrow::acceptWorkerCall {
-        staker: settings.staker,
-    }
-    .abi_encode();
-    // A later proposal of the same worker comes after another (un)bonding: a new duty.
-    let bonded_period = worker_bonded_period(provider, settings).await?;
-    let duty = format!("accept-bond/{}/{bonded_period}", settings.staker);
-    run_setup_tx(
-        sender,
-        &duty,
-        settings.deployment.staking_escrow,
-        input,
-        "accepting the bond",
-    )
-    .await?;
-    tracing::info!(staker = %settings.staker, "bond to the staker accepted");
-    match bonded_to().await? {
-        staker if staker == settings.staker => Ok(()),
-        other => Err(not_bonded(other)),
-    }
-}
-
-/// The period the staker's current worker was bonded in: part of the start-up duties' keys, so
-/// that a duty of an earlier bond is never mistaken for one of this bond.
-async fn worker_bonded_period(
-    provider: &DynProvider,
-    settings: &Settings,
-) -> Result<u32, DaemonError> {
-    Ok(
-        StakingEscrow::new(settings.deployment.staking_escrow, provider)
-            .getStakerInfo(settings.staker)
-            .block(BlockId::latest())
-            .call()
-            .await
-            .map_err(|e| DaemonError::Chain(describe_contract_error(&e)))?
-            .workerBondedPeriod
-            .saturating_to(),
-    )
-}
-
-/// Sends a start-up transaction through the exactly-once sender, waiting a little for it to be
-/// confirmed.
-async fn run_setup_tx(
-    sender: &TxSender<DynProvider>,
-    duty: &str,
-    to: Address,
-    input: Vec<u8>,
-    what: &str,
-) -> Result<(), DaemonError> {
-    for _ in 0..10 {
-        match sender.run(duty, to, input.clone().into()).await {
-            Ok(DutyRecord::Done { .. }) => return Ok(()),
-            Ok(other) => return Err(DaemonError::Chain(format!("{what} failed: {other:?}"))),
-            Err(crate::tx::TxError::Pending(_)) => continue,
-            Err(e) => return Err(chain(format!("{what}: {e}"))),
-        }
-    }
-    Err(DaemonError::Chain(format!(
-        "{what}: the transaction is not confirmed yet; the next start resumes it"
-    )))
-}
-
-async fn publish_node_record(
-    provider: &DynProvider,
-    sender: &TxSender<DynProvider>,
-    settings: &Settings,
-    url: &str,
-) -> Result<(), DaemonError> {
-    let escrow = StakingEscrow::new(settings.deployment.staking_escrow, provider);
-    let key = Bytes::from(
-        settings
-            .umbral
-            .public_key()
-            .to_compressed_bytes()
-            .into_vec(),
-    );
-    let current = escrow
-        .nodeRecordOf(settings.staker)
-        .block(BlockId::latest())
-        .call()
-        .await
-        .map_err(|e| DaemonError::Chain(describe_contract_error(&e)))?;
-    if current.url == url && current.umbralPublicKey == key {
-        return Ok(());
-    }
-    let input = StakingEscrow::publishNodeRecordCall {
-        url: url.to_owned(),
-        umbralPublicKey: key.clone(),
-    }
-    .abi_encode();
-    // One duty per distinct record: a restart with the same record resumes the same transaction.
-    let mut preimage = url.as_bytes().to_vec();
-    preimage.extend_from_slice(&key);
-    // Bonding a worker clears the record: the bonding period tells a cleared record from ours.
-    let bonded_period = worker_bonded_period(provider, settings).await?;
-    let duty = format!(
-        "record/{}/{bonded_period}",
-        &keccak256(&preimage).to_string()[2..18]
-    );
-    run_setup_tx(
-        sender,
-        &duty,
-        settings.deployment.staking_escrow,
-        input,
-        "publishing the node record",
-    )
-    .await?;
-    tracing::info!(url, "node record published");
-    Ok(())
 }

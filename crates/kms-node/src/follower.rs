@@ -17,8 +17,12 @@ use alloy::{
     sol_types::SolEvent,
 };
 use kms_contracts::PolicyManager;
+use prometheus::IntGauge;
 
-use crate::store::{Cursor, FollowerBatch, PolicyRecord, Store};
+use crate::{
+    store::{Cursor, FollowerBatch, PolicyRecord, Store},
+    wakeup::Wakeups,
+};
 
 /// How far the cursor goes back when its block was reorged out.
 pub const REORG_REWIND_BLOCKS: u64 = 64;
@@ -156,6 +160,32 @@ impl<P: Provider + Clone> Follower<P> {
             head,
             events,
         })
+    }
+
+    /// The follower service: steps until shut down, at once while catching up, otherwise at
+    /// each wake-up; `chain_lag` is kept at the blocks between the head and the cursor. A failed
+    /// step is logged and retried at the next wake-up.
+    pub async fn run(self, mut wakeups: Wakeups, chain_lag: IntGauge) {
+        loop {
+            match self.step().await {
+                // Catching up: go on right away.
+                Ok(Step::Advanced { to, head, .. }) if to < head => {
+                    chain_lag.set(i64::try_from(head - to).unwrap_or(i64::MAX));
+                    if wakeups.is_shutting_down() {
+                        break;
+                    }
+                    continue;
+                }
+                Ok(Step::Advanced { to, head, .. }) => {
+                    chain_lag.set(i64::try_from(head.saturating_sub(to)).unwrap_or(i64::MAX));
+                }
+                Ok(Step::Idle { .. }) | Ok(Step::Rewound { .. }) => {}
+                Err(e) => tracing::warn!(error = %e, "chain follower step failed; retrying"),
+            }
+            if !wakeups.next().await {
+                break;
+            }
+        }
     }
 
     async fn rewind(&self, cursor: Cursor, head: u64) -> Result<Step, FollowError> {

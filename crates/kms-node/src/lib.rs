@@ -12,6 +12,7 @@
 //! - [`follower`]: applies confirmed `PolicyManager` events to the store from a durable cursor.
 //! - [`tx`]: exactly-once duty transactions (recorded before broadcast).
 //! - [`duties`]: commit, mint, withdraw fees, prune kfrags.
+//! - [`wakeup`]: when the daemon's services (follower, duties, block notifier) run again.
 //! - [`daemon`]: starts and stops all of it.
 
 pub mod api;
@@ -25,6 +26,7 @@ mod guard;
 pub mod server;
 pub mod store;
 pub mod tx;
+pub mod wakeup;
 pub use kms_crypto::wire;
 
 pub use api::{router, ApiState, Behaviour, Limits, NodeIdentity};

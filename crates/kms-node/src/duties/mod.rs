@@ -7,11 +7,18 @@
 //! | withdraw fees | once per period, when the accrued fees reach the threshold | `fees/<period>` | `PolicyManager.withdrawFees(staker)` |
 //! | prune | every tick (chain check every [`PRUNE_CHAIN_CHECK_EVERY`] ticks) | — | none: deletes kfrags |
 //!
+//! Commit, mint and fees share one skeleton (`Duties::run_tx_duty`): a settled key is left
+//! alone, a key in flight is resumed, and a fresh one is sent if the chain says it is due. The
+//! start-up duties (accepting the bond, publishing the node record, keyed `accept-bond/...` and
+//! `record/...`) run once before the daemon's services start: see `startup`.
+//!
 //! Transactions go through [`TxSender`](crate::tx::TxSender): recorded before broadcast, at most
 //! once per key. Each tick first settles the transactions recorded as sent (after a crash, their
 //! duty may not come up again), and sends no new one until they are. Periods are taken from the
 //! latest block's timestamp (chain time, not the local clock), so a devnet that travels in time
 //! is followed.
+
+pub(crate) mod startup;
 
 use alloy::{
     eips::BlockId,
@@ -28,6 +35,7 @@ use crate::{
     clock::ChainClock,
     store::{DutyRecord, Store},
     tx::{blocking, TxError, TxSender},
+    wakeup::Wakeups,
 };
 
 /// The pruning duty asks the chain about every stored kfrag once in this many ticks.
@@ -53,6 +61,50 @@ enum DutyState {
     InFlight,
     /// Done, skipped or failed: nothing more for this key.
     Settled,
+}
+
+/// The duties that send a transaction at most once per period, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TxDuty {
+    /// `StakingEscrow.commitToNextPeriod()`, keyed by the next period.
+    Commit,
+    /// `StakingEscrow.mint()`.
+    Mint,
+    /// `PolicyManager.withdrawFees(staker)`.
+    Fees,
+}
+
+impl TxDuty {
+    const ALL: [Self; 3] = [Self::Commit, Self::Mint, Self::Fees];
+
+    /// The duty's name: its metrics label and the first part of its record keys.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Commit => "commit",
+            Self::Mint => "mint",
+            Self::Fees => "fees",
+        }
+    }
+}
+
+/// A transaction duty's key and call for one period.
+struct TxPlan {
+    duty: TxDuty,
+    /// `<name>/<key_period>`.
+    key: String,
+    key_period: u64,
+    to: Address,
+    input: Vec<u8>,
+}
+
+/// Whether a fresh transaction duty is due, by the chain.
+enum Due {
+    /// Send it.
+    Yes,
+    /// Not now (ask again next tick).
+    No,
+    /// Its effect is on chain already: recorded as skipped with this reason.
+    DoneOnChain(&'static str),
 }
 
 /// The duties' Prometheus counters: `kms_node_duties_total{duty, outcome}`.
@@ -168,6 +220,25 @@ impl<P: Provider + Clone> Duties<P> {
         }
     }
 
+    /// The duties service: a [`tick`](Self::tick) at every wake-up until shut down (a tick
+    /// under way is dropped then: each of its steps is atomic in the store, and a transaction
+    /// recorded as sent is settled at the next start).
+    pub async fn run(mut self, mut wakeups: Wakeups) {
+        loop {
+            tokio::select! {
+                _ = wakeups.shutdown() => break,
+                result = self.tick() => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "duty tick had a failure");
+                    }
+                }
+            }
+            if !wakeups.next().await {
+                break;
+            }
+        }
+    }
+
     /// Runs every due duty once. Each duty's failure is logged and counted, and does not stop
     /// the others.
     pub async fn tick(&mut self) -> Result<(), DutyError> {
@@ -211,9 +282,9 @@ impl<P: Provider + Clone> Duties<P> {
         };
         let mut results = Vec::with_capacity(4);
         if in_flight_settled {
-            results.push(("commit", self.commit(period).await));
-            results.push(("mint", self.mint(period).await));
-            results.push(("fees", self.withdraw_fees(period).await));
+            for duty in TxDuty::ALL {
+                results.push((duty.name(), self.run_tx_duty(duty, period).await));
+            }
         }
         results.push(("prune", self.prune(now, block.header.number).await));
         for (duty, result) in results {
@@ -282,85 +353,108 @@ impl<P: Provider + Clone> Duties<P> {
             .map_err(|e| contract(&e))
     }
 
-    async fn commit(&self, period: u64) -> Result<Option<&'static str>, DutyError> {
-        if !self.config.commit {
-            return Ok(None);
-        }
-        let next = period + 1;
-        let key = format!("commit/{next}");
-        let state = self.state(&key).await?;
-        if state == DutyState::Settled {
-            return Ok(None);
-        }
-        // A duty in flight resumes its recorded transaction whatever the chain says now.
-        if state == DutyState::Fresh {
-            let info = self.staker_info().await?;
-            if info.commitPeriods.contains(&U256::from(next)) {
-                // Committed already (by an earlier run whose record is gone, or by hand).
-                self.record(
-                    &key,
-                    DutyRecord::Skipped {
-                        reason: "already committed on chain".into(),
-                    },
-                )
-                .await?;
-                return Ok(Some("skipped"));
-            }
-            if info.lockedNextPeriod.is_zero() {
-                return Ok(None);
-            }
-        }
-        let input = StakingEscrow::commitToNextPeriodCall {}.abi_encode();
-        self.transact(&key, self.deployment.staking_escrow, input)
-            .await
-    }
-
-    async fn mint(&self, period: u64) -> Result<Option<&'static str>, DutyError> {
-        if !self.config.mint {
-            return Ok(None);
-        }
-        let key = format!("mint/{period}");
-        let state = self.state(&key).await?;
-        if state == DutyState::Settled {
-            return Ok(None);
-        }
-        // A duty in flight resumes its recorded transaction whatever the chain says now.
-        if state == DutyState::Fresh {
-            let info = self.staker_info().await?;
-            // A commitment mints the ended periods' rewards itself; mint only when none will.
-            if info.pendingReward.is_zero() || !info.lockedNextPeriod.is_zero() {
-                return Ok(None);
-            }
-        }
-        let input = StakingEscrow::mintCall {}.abi_encode();
-        self.transact(&key, self.deployment.staking_escrow, input)
-            .await
-    }
-
-    async fn withdraw_fees(&self, period: u64) -> Result<Option<&'static str>, DutyError> {
-        let Some(threshold) = self.config.withdraw_fees_threshold else {
+    /// The transaction duty `duty` for `period`, the one skeleton of commit, mint and fees:
+    /// a settled key is left alone; a key in flight resumes its recorded transaction whatever
+    /// the chain says now; a fresh key asks the chain whether it is due, then transacts.
+    async fn run_tx_duty(
+        &self,
+        duty: TxDuty,
+        period: u64,
+    ) -> Result<Option<&'static str>, DutyError> {
+        let Some(plan) = self.plan(duty, period) else {
             return Ok(None);
         };
-        let key = format!("fees/{period}");
-        let state = self.state(&key).await?;
+        let state = self.state(&plan.key).await?;
         if state == DutyState::Settled {
             return Ok(None);
         }
-        // A duty in flight resumes its recorded transaction whatever the chain says now.
         if state == DutyState::Fresh {
-            let fees = PolicyManager::new(self.deployment.policy_manager, &self.provider)
-                .fees(self.staker)
-                .block(BlockId::latest())
-                .call()
-                .await
-                .map_err(|e| contract(&e))?;
-            if fees.is_zero() || fees < threshold {
-                return Ok(None);
+            match self.due(&plan).await? {
+                Due::Yes => {}
+                Due::No => return Ok(None),
+                Due::DoneOnChain(reason) => {
+                    self.record(
+                        &plan.key,
+                        DutyRecord::Skipped {
+                            reason: reason.into(),
+                        },
+                    )
+                    .await?;
+                    return Ok(Some("skipped"));
+                }
             }
         }
-        let input = PolicyManager::withdrawFeesCall { node: self.staker }.abi_encode();
-        self.transact(&key, self.deployment.policy_manager, input)
-            .await
+        self.transact(&plan.key, plan.to, plan.input).await
+    }
+
+    /// What `duty` would send for `period`: `None` when it is configured off.
+    fn plan(&self, duty: TxDuty, period: u64) -> Option<TxPlan> {
+        let escrow = self.deployment.staking_escrow;
+        let (key_period, to, input) = match duty {
+            TxDuty::Commit if self.config.commit => (
+                period + 1,
+                escrow,
+                StakingEscrow::commitToNextPeriodCall {}.abi_encode(),
+            ),
+            TxDuty::Mint if self.config.mint => {
+                (period, escrow, StakingEscrow::mintCall {}.abi_encode())
+            }
+            TxDuty::Fees if self.config.withdraw_fees_threshold.is_some() => (
+                period,
+                self.deployment.policy_manager,
+                PolicyManager::withdrawFeesCall { node: self.staker }.abi_encode(),
+            ),
+            TxDuty::Commit | TxDuty::Mint | TxDuty::Fees => return None,
+        };
+        Some(TxPlan {
+            duty,
+            key: format!("{}/{key_period}", duty.name()),
+            key_period,
+            to,
+            input,
+        })
+    }
+
+    /// Whether a fresh duty is due, from the chain.
+    async fn due(&self, plan: &TxPlan) -> Result<Due, DutyError> {
+        Ok(match plan.duty {
+            TxDuty::Commit => {
+                let info = self.staker_info().await?;
+                if info.commitPeriods.contains(&U256::from(plan.key_period)) {
+                    // Committed already (by an earlier run whose record is gone, or by hand).
+                    Due::DoneOnChain("already committed on chain")
+                } else if info.lockedNextPeriod.is_zero() {
+                    Due::No
+                } else {
+                    Due::Yes
+                }
+            }
+            TxDuty::Mint => {
+                let info = self.staker_info().await?;
+                // A commitment mints the ended periods' rewards itself; mint only when none will.
+                if info.pendingReward.is_zero() || !info.lockedNextPeriod.is_zero() {
+                    Due::No
+                } else {
+                    Due::Yes
+                }
+            }
+            TxDuty::Fees => {
+                let Some(threshold) = self.config.withdraw_fees_threshold else {
+                    return Ok(Due::No); // configured off: `plan` made no plan
+                };
+                let fees = PolicyManager::new(self.deployment.policy_manager, &self.provider)
+                    .fees(self.staker)
+                    .block(BlockId::latest())
+                    .call()
+                    .await
+                    .map_err(|e| contract(&e))?;
+                if fees.is_zero() || fees < threshold {
+                    Due::No
+                } else {
+                    Due::Yes
+                }
+            }
+        })
     }
 
     async fn is_active<Q: Provider>(

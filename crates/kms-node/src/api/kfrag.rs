@@ -1,0 +1,192 @@
+//! `POST /v1/policies/{id}/kfrag`: Alice uploads a kfrag sealed for this node
+//! ([`KfragUpload`]). The upload is opened by `kms_crypto::wire`; here are its limits (a
+//! per-client rate, the cache of unknown policies) and the chain's checks.
+
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use alloy::primitives::Address;
+use axum::{
+    body::Bytes,
+    extract::{rejection::BytesRejection, ConnectInfo, Path, State},
+    http::StatusCode,
+    Extension, Json,
+};
+use kms_crypto::{
+    ethereum_address,
+    wire::{encode_hex, KfragAccepted, KfragUpload, KfragUploadError},
+};
+
+use super::{
+    body_bytes, parse_json, parse_policy_id, run_blocking, unix_now, with_store, ApiError, ApiState,
+};
+use crate::{
+    directory::PolicyDirectory,
+    guard::client_key,
+    store::{PutOutcome, StoredKfrag},
+};
+
+impl<D: PolicyDirectory> ApiState<D> {
+    /// Takes one of the client's kfrag-upload tokens: 429 when it has none left. A request
+    /// without a peer address (handed to the router in process) counts as one unknown client.
+    fn admit_upload(&self, peer: Option<SocketAddr>) -> Result<(), ApiError> {
+        let checked = match self.uploads.lock() {
+            Ok(mut limiter) => limiter.check(client_key(peer.map(|p| p.ip())), Instant::now()),
+            Err(_) => return Err(ApiError::internal("upload rate limiter poisoned")),
+        };
+        checked.map_err(|wait| {
+            let retry_after = wait.as_secs().saturating_add(1);
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "too many kfrag uploads from this address (at most {} at once, then {} a \
+                     minute): retry in {retry_after} s",
+                    self.limits.kfrag_upload_burst, self.limits.kfrag_uploads_per_minute
+                ),
+            )
+            .retry_after(retry_after)
+        })
+    }
+
+    /// The policy's kfrag signer on chain; 404 if there is no such policy. A policy id the
+    /// chain did not know is answered from memory for [`Limits::unknown_policy_ttl`], so that
+    /// uploads repeating it cost no chain call.
+    async fn kfrag_signer(&self, policy_id: [u8; 16]) -> Result<Address, ApiError> {
+        let unknown = |ttl: Duration| {
+            ApiError::new(StatusCode::NOT_FOUND, "no such policy on chain")
+                .retry_after(ttl.as_secs().max(1))
+        };
+        let known_unknown = match self.unknown_policies.lock() {
+            Ok(mut cache) => cache
+                .is_unknown(policy_id, Instant::now())
+                .then(|| cache.ttl()),
+            Err(_) => return Err(ApiError::internal("unknown-policy cache poisoned")),
+        };
+        if let Some(ttl) = known_unknown {
+            return Err(unknown(ttl));
+        }
+        match self.directory.kfrag_signer(policy_id).await {
+            Ok(Some(signer)) => Ok(signer),
+            Ok(None) => {
+                let ttl = match self.unknown_policies.lock() {
+                    Ok(mut cache) => {
+                        cache.remember(policy_id, Instant::now());
+                        cache.ttl()
+                    }
+                    Err(_) => return Err(ApiError::internal("unknown-policy cache poisoned")),
+                };
+                Err(unknown(ttl))
+            }
+            Err(e) => Err(ApiError::chain(e)),
+        }
+    }
+}
+
+impl From<KfragUploadError> for ApiError {
+    fn from(e: KfragUploadError) -> Self {
+        match e {
+            KfragUploadError::NotSignedForThisNode => {
+                Self::new(StatusCode::UNAUTHORIZED, e.to_string())
+            }
+            KfragUploadError::Reserialize(e) => Self::internal(e),
+            e => Self::bad_request(e.to_string()),
+        }
+    }
+}
+
+/// `POST /v1/policies/{id}/kfrag`.
+pub(super) async fn upload_kfrag<D: PolicyDirectory>(
+    State(state): State<Arc<ApiState<D>>>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<KfragAccepted>), ApiError> {
+    // Each upload may cost a chain call: a client gets so many a minute.
+    state.admit_upload(peer.map(|Extension(ConnectInfo(addr))| addr))?;
+    let policy_id = parse_policy_id(&id)?;
+    let upload: KfragUpload = parse_json(&body_bytes(body)?)?;
+    let upload = upload.decode()?;
+    let staker = state.identity.staker;
+
+    // The chain first: it is cheaper than decrypting, and junk for unknown policies stops here
+    // (and is remembered for a moment, so that repeating it costs no chain call).
+    let signer = state.kfrag_signer(policy_id).await?;
+    if ethereum_address(&upload.verifying_key) != signer {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("verifyingKey is not the policy's kfrag signer {signer}"),
+        ));
+    }
+    // Bound to this policy and this node by Alice's kfrag signer: an upload seen elsewhere
+    // cannot be stored under another policy of the same Alice (and make hers a 409).
+    upload.check_signed_for(policy_id, staker)?;
+    let arrangement = state
+        .directory
+        .arrangement(policy_id)
+        .await
+        .map_err(ApiError::chain)?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("the policy does not name this node ({staker})"),
+            )
+        })?;
+    if !arrangement.nodes.contains(&staker) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("the policy does not name this node ({staker})"),
+        ));
+    }
+    state
+        .ensure_live(
+            policy_id,
+            arrangement.end_timestamp,
+            &arrangement.nodes,
+            unix_now(),
+        )
+        .await?;
+
+    let umbral = state.identity.umbral.clone();
+    let opened = run_blocking(&state, move || Ok(upload.open(&umbral)?)).await?;
+
+    let record = StoredKfrag {
+        kfrag: opened.kfrag_bytes,
+        delegating_key: opened.delegating_key,
+        receiving_key: opened.receiving_key,
+        verifying_key: opened.verifying_key,
+        end_timestamp: arrangement.end_timestamp,
+        nodes: arrangement.nodes,
+    };
+    let outcome = with_store(&state.store, move |s| {
+        s.put_kfrag_if_absent(policy_id, &record)
+    })
+    .await?;
+    let policy_id_hex = encode_hex(&policy_id);
+    match outcome {
+        PutOutcome::Inserted => {
+            state.metrics.kfrags.inc();
+            tracing::info!(policy = %policy_id_hex, "kfrag stored");
+            Ok((
+                StatusCode::CREATED,
+                Json(KfragAccepted {
+                    policy_id: policy_id_hex,
+                    created: true,
+                }),
+            ))
+        }
+        PutOutcome::AlreadyStored => Ok((
+            StatusCode::OK,
+            Json(KfragAccepted {
+                policy_id: policy_id_hex,
+                created: false,
+            }),
+        )),
+        PutOutcome::Conflict => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "another kfrag is already stored for this policy",
+        )),
+    }
+}
