@@ -23,15 +23,7 @@ use kms_client::{
 use kms_contracts::Deployment;
 use kms_crypto::keys;
 
-/// A contract refused the transaction (exit code 3).
-#[derive(Debug, thiserror::Error)]
-#[error("{action}: {reason}")]
-pub struct Reverted {
-    /// What was attempted.
-    pub action: String,
-    /// The decoded custom error.
-    pub reason: String,
-}
+use crate::error::CliError;
 
 /// `--rpc-url` and `--deployments`.
 #[derive(Debug, Clone, Args)]
@@ -187,12 +179,12 @@ pub async fn send<P: Provider, D: CallDecoder>(
     let result = transact(action, call, any_revert, Duration::from_secs(120)).await;
     spinner.finish_and_clear();
     let receipt = result.map_err(|e| match e {
-        ChainError::Reverted { reason, .. } => Reverted {
+        ChainError::Reverted { reason, .. } => CliError::Reverted {
             action: action.to_owned(),
             reason,
         }
         .into(),
-        e @ ChainError::Failed { .. } => Reverted {
+        e @ ChainError::Failed { .. } => CliError::Reverted {
             action: action.to_owned(),
             reason: e.to_string(),
         }

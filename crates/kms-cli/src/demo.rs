@@ -32,6 +32,7 @@ use rand_core::{OsRng, RngCore};
 use crate::{
     common::{format_eth, format_tokens},
     devnet::{alice_index, bob_index, Devnet},
+    error::CliError,
 };
 
 const THRESHOLD: usize = 3;
@@ -115,10 +116,14 @@ async fn story(devnet: &Devnet, rows: &mut Vec<Row>) -> Result<()> {
         seed: 7,
         salt: None,
     };
-    let plan = alice_client.plan_grant(&request).await?;
+    let plan = alice_client
+        .plan_grant(&request)
+        .await
+        .map_err(CliError::from)?;
     let outcome = alice_client
         .execute_grant(&plan, &alice.delegating_key(label), &alice.signing_key())
-        .await?;
+        .await
+        .map_err(CliError::from)?;
     ensure!(
         outcome.uploaded() == SHARES,
         "only {} of {SHARES} nodes took their kfrag: {:?}",
@@ -190,7 +195,8 @@ async fn story(devnet: &Devnet, rows: &mut Vec<Row>) -> Result<()> {
                 ..Default::default()
             },
         )
-        .await?;
+        .await
+        .map_err(CliError::from)?;
     let retrieve_time = started.elapsed();
     let cfrags = retrieval.cfrags.into_iter().next().context("no cfrags")?;
     ensure!(cfrags.len() >= THRESHOLD, "only {} cfrags", cfrags.len());
@@ -285,7 +291,7 @@ async fn story(devnet: &Devnet, rows: &mut Vec<Row>) -> Result<()> {
     });
 
     // 7. Alice revokes: refunded what was not earned; Bob refused from the next block.
-    let refunded = alice_client.revoke(&loaded).await?;
+    let refunded = alice_client.revoke(&loaded).await.map_err(CliError::from)?;
     let earned_total = {
         let mut total = U256::ZERO;
         for staker in policy.stakers() {
@@ -322,7 +328,10 @@ async fn story(devnet: &Devnet, rows: &mut Vec<Row>) -> Result<()> {
         let token = d.token(&reader);
         let stake_before = escrow.getStakerInfo(faulty_staker).call().await?.value;
         let bob_before = token.balanceOf(bob_account).call().await?;
-        let report = bob_client.report(&fault, bob_account).await?;
+        let report = bob_client
+            .report(&fault, bob_account)
+            .await
+            .map_err(CliError::from)?;
         ensure!(
             report.verdict == Verdict::WrongE,
             "verdict {:?}",

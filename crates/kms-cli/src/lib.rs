@@ -4,6 +4,7 @@
 pub mod common;
 pub mod demo;
 pub mod devnet;
+pub mod error;
 pub mod keys;
 pub mod node;
 pub mod policy;

@@ -1,6 +1,6 @@
 //! `kms`: the command line of the KMS network (see `kms --help`).
 
-use kms_cli::{common, devnet, keys, node, policy, stake};
+use kms_cli::{common, devnet, error::exit_code, keys, node, policy, stake};
 
 use std::process::ExitCode;
 
@@ -77,30 +77,6 @@ enum Command {
     ///
     /// Example: kms devnet --demo
     Devnet(devnet::DevnetArgs),
-}
-
-/// Exit codes: 1 for errors, 2 for usage (clap), 3 when a contract refused the transaction, 4
-/// when there are not enough nodes or valid cfrags.
-fn exit_code(error: &anyhow::Error) -> u8 {
-    use kms_client::{ChainError, GrantError, ReportError, RetrieveError};
-    let chain_revert =
-        |e: &ChainError| matches!(e, ChainError::Reverted { .. } | ChainError::Failed { .. });
-    let reverted = |e: &(dyn std::error::Error + 'static)| {
-        e.is::<common::Reverted>()
-            || e.downcast_ref::<ChainError>().is_some_and(chain_revert)
-            || matches!(e.downcast_ref::<ReportError>(), Some(ReportError::Chain(c)) if chain_revert(c))
-            // Refused by the chain's state before anything was sent: as the contract would.
-            || matches!(e.downcast_ref::<ReportError>(), Some(ReportError::AlreadyEvaluated(_)))
-            || matches!(e.downcast_ref::<GrantError>(), Some(GrantError::Chain(c)) if chain_revert(c))
-            || matches!(e.downcast_ref::<RetrieveError>(), Some(RetrieveError::Chain(c)) if chain_revert(c))
-    };
-    if error.chain().any(reverted) {
-        3
-    } else if error.chain().any(|e| e.is::<policy::NotEnough>()) {
-        4
-    } else {
-        1
-    }
 }
 
 /// Logs go to stderr, filtered by `RUST_LOG`; by default a node logs what it does, and the other

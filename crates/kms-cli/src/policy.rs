@@ -23,12 +23,10 @@ use kms_crypto::{keys::MasterSecret, wire};
 use serde_json::json;
 use umbral_pre::PublicKey;
 
-use crate::common::{format_eth, parse_wei, print_json, Chain, ChainArgs, WalletArgs};
-
-/// Not enough nodes or cfrags (exit code 4).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct NotEnough(pub String);
+use crate::{
+    common::{format_eth, parse_wei, print_json, Chain, ChainArgs, WalletArgs},
+    error::CliError,
+};
 
 /// `kms policy ...`.
 #[derive(Debug, Subcommand)]
@@ -180,7 +178,7 @@ pub async fn run(command: PolicyCommand, chain: ChainArgs, wallet: WalletArgs) -
         PolicyCommand::Revoke { policy } => {
             let (_, client) = client(&chain, &wallet, true).await?;
             let file = PolicyFile::load(&policy)?;
-            let refunded = client.revoke(&file).await?;
+            let refunded = client.revoke(&file).await.map_err(CliError::from)?;
             println!(
                 "revoked {}; refunded {} ETH",
                 file.policy_id_hex(),
@@ -191,7 +189,7 @@ pub async fn run(command: PolicyCommand, chain: ChainArgs, wallet: WalletArgs) -
         PolicyCommand::Refund { policy } => {
             let (_, client) = client(&chain, &wallet, true).await?;
             let file = PolicyFile::load(&policy)?;
-            let refunded = client.refund(&file).await?;
+            let refunded = client.refund(&file).await.map_err(CliError::from)?;
             println!(
                 "refunded {} ETH for {}",
                 format_eth(refunded.amount),
@@ -313,8 +311,8 @@ async fn grant(args: GrantArgs, chain_args: &ChainArgs, wallet: &WalletArgs) -> 
         salt: None,
     };
     let plan = client.plan_grant(&request).await.map_err(|e| match e {
-        kms_client::GrantError::Sampling(e) => anyhow::Error::new(NotEnough(e.to_string())),
-        e => e.into(),
+        kms_client::GrantError::Sampling(e) => CliError::NotEnough(e.to_string()),
+        e => CliError::from(e),
     })?;
     eprintln!(
         "policy {} for label {:?}",
@@ -344,7 +342,8 @@ async fn grant(args: GrantArgs, chain_args: &ChainArgs, wallet: &WalletArgs) -> 
             &alice.delegating_key(&args.label),
             &alice.signing_key(),
         )
-        .await?;
+        .await
+        .map_err(CliError::from)?;
     outcome.policy.save(&args.out)?;
     for upload in &outcome.uploads {
         match &upload.result {
@@ -570,9 +569,9 @@ pub async fn retrieve(args: RetrieveArgs, chain: ChainArgs, wallet: WalletArgs) 
             (None, faults)
         }
         Err(e @ RetrieveError::NotEnoughCFrags { .. }) => {
-            return Err(NotEnough(e.to_string()).into())
+            return Err(CliError::NotEnough(e.to_string()).into())
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(CliError::from(e).into()),
     };
     for (i, fault) in faults.iter().enumerate() {
         let path = PathBuf::from(format!("{}.fault-{i}.json", args.output.display()));
@@ -584,7 +583,10 @@ pub async fn retrieve(args: RetrieveArgs, chain: ChainArgs, wallet: WalletArgs) 
             path.display()
         );
         if args.report {
-            let outcome = client.report(fault, chain_view.account()?).await?;
+            let outcome = client
+                .report(fault, chain_view.account()?)
+                .await
+                .map_err(CliError::from)?;
             eprintln!(
                 "reported: verdict {:?}, {} slashed, {} to you",
                 outcome.verdict, outcome.penalty, outcome.reward
@@ -593,7 +595,7 @@ pub async fn retrieve(args: RetrieveArgs, chain: ChainArgs, wallet: WalletArgs) 
     }
     let cfrags = cfrags
         .and_then(|c| c.into_iter().next())
-        .ok_or_else(|| NotEnough("not enough valid cfrags to decrypt".into()))?;
+        .ok_or_else(|| CliError::NotEnough("not enough valid cfrags to decrypt".into()))?;
     let key = stream::open_data_key_reencrypted(
         &bob.receiving_key(),
         &policy.delegating_key,
@@ -624,7 +626,10 @@ pub async fn retrieve(args: RetrieveArgs, chain: ChainArgs, wallet: WalletArgs) 
 pub async fn report(evidence: PathBuf, chain: ChainArgs, wallet: WalletArgs) -> Result<()> {
     let fault = Fault::load(&evidence)?;
     let (chain, client) = client(&chain, &wallet, true).await?;
-    let outcome = client.report(&fault, chain.account()?).await?;
+    let outcome = client
+        .report(&fault, chain.account()?)
+        .await
+        .map_err(CliError::from)?;
     println!(
         "verdict {:?}: staker {} slashed {} KMS units, {} to you ({})",
         outcome.verdict, outcome.staker, outcome.penalty, outcome.reward, outcome.tx_hash
