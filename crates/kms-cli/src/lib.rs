@@ -2,7 +2,6 @@
 //! which the benchmarks start too (`benches/`).
 
 pub mod common;
-pub mod demo;
 pub mod devnet;
 pub mod error;
 pub mod keys;

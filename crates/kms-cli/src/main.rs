@@ -134,7 +134,7 @@ fn main() -> ExitCode {
                 wallet,
             } => policy::report(evidence, chain, wallet).await,
             Command::Node(command) => node::run(command).await,
-            Command::Devnet(args) => devnet::run(args).await,
+            Command::Devnet(args) => args.run().await,
         }
     });
     match result {
