@@ -13,7 +13,9 @@ use crate::common::Chain;
 
 /// `--rpc-url`, `--deployments` and the account: what every chain command needs. Global, so
 /// that `kms stake --rpc-url URL status` works as well as `kms stake status --rpc-url URL`.
+/// `--help` lists them under their own headings, after the command's own options.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Chain")]
 pub struct ChainOpts {
     /// The RPC endpoint.
     #[arg(
@@ -65,6 +67,7 @@ impl ChainOpts {
 
 /// The account that signs: `--private-key`, or `--keystore` with `--password-file`.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Account")]
 pub struct WalletOpts {
     /// A raw private key (hex). Prefer a keystore outside devnets.
     #[arg(long, env = "ETH_PRIVATE_KEY", hide_env_values = true, global = true)]
