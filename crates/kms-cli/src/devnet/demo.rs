@@ -107,6 +107,7 @@ struct Retrieved {
     fault_path: PathBuf,
 }
 
+/// The steps in order, each one's row pushed as it checks out; stops at the first that does not.
 async fn story(devnet: &Devnet, rows: &mut Vec<Row>) -> Result<()> {
     if devnet.miners.len() < SHARES {
         bail!("the demo needs {SHARES} nodes (--nodes {SHARES})");
