@@ -1,10 +1,7 @@
-//! What every chain command shares: the endpoint, the deployments file, the account, sending a
-//! transaction with a spinner and a decoded revert, amounts and output.
+//! What every chain command shares: the connection, sending a transaction with a spinner and a
+//! decoded revert, amounts and output.
 
-use std::{
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{path::PathBuf, time::Duration};
 
 use alloy::{
     contract::{CallBuilder, CallDecoder},
@@ -14,92 +11,14 @@ use alloy::{
     signers::local::PrivateKeySigner,
 };
 use anyhow::{bail, Context, Result};
-use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use kms_client::{
     chain::{any_revert, transact},
     ChainError,
 };
 use kms_contracts::Deployment;
-use kms_crypto::keys;
 
-/// A contract refused the transaction (exit code 3).
-#[derive(Debug, thiserror::Error)]
-#[error("{action}: {reason}")]
-pub struct Reverted {
-    /// What was attempted.
-    pub action: String,
-    /// The decoded custom error.
-    pub reason: String,
-}
-
-/// `--rpc-url` and `--deployments`.
-#[derive(Debug, Clone, Args)]
-pub struct ChainArgs {
-    /// The RPC endpoint.
-    #[arg(
-        long,
-        env = "ETH_RPC_URL",
-        default_value = "http://127.0.0.1:8545",
-        global = true
-    )]
-    pub rpc_url: String,
-    /// The deployments file (default: deployments/<chain id>.json).
-    #[arg(long, env = "KMS_DEPLOYMENTS", global = true)]
-    pub deployments: Option<PathBuf>,
-}
-
-/// The account that signs: `--private-key`, or `--keystore` with `--password-file`.
-#[derive(Debug, Clone, Args)]
-pub struct WalletArgs {
-    /// A raw private key (hex). Prefer a keystore outside devnets.
-    #[arg(long, env = "ETH_PRIVATE_KEY", hide_env_values = true, global = true)]
-    pub private_key: Option<String>,
-    /// A web3 secret-storage keystore (`kms keys new` writes one).
-    #[arg(long, env = "ETH_KEYSTORE", global = true)]
-    pub keystore: Option<PathBuf>,
-    /// The keystore's password file (first line).
-    #[arg(long, env = "KMS_PASSWORD_FILE", global = true)]
-    pub password_file: Option<PathBuf>,
-}
-
-impl WalletArgs {
-    /// The signer, if an account was given.
-    pub fn signer(&self) -> Result<Option<PrivateKeySigner>> {
-        match (&self.private_key, &self.keystore) {
-            (Some(_), Some(_)) => bail!("give either --private-key or --keystore, not both"),
-            (Some(key), None) => {
-                Ok(Some(key.trim().parse().context(
-                    "--private-key is not a 32-byte hex private key",
-                )?))
-            }
-            (None, Some(path)) => {
-                let password = password(self.password_file.as_deref())?;
-                Ok(Some(keys::load_keystore(path, &password)?))
-            }
-            (None, None) => Ok(None),
-        }
-    }
-
-    /// The signer, required.
-    pub fn require(&self) -> Result<PrivateKeySigner> {
-        self.signer()?.context(
-            "this command sends a transaction: pass --keystore FILE --password-file FILE (or --private-key)",
-        )
-    }
-}
-
-/// The keystore password from a file (refused if others can read it), or `KMS_PASSWORD`;
-/// zeroed when dropped.
-pub fn password(file: Option<&Path>) -> Result<keys::Zeroizing<Vec<u8>>> {
-    if let Some(path) = file {
-        return Ok(keys::read_password_file(path)?);
-    }
-    if let Ok(password) = std::env::var("KMS_PASSWORD") {
-        return Ok(keys::Zeroizing::new(password.into_bytes()));
-    }
-    bail!("no keystore password: pass --password-file FILE (or set KMS_PASSWORD)")
-}
+use crate::{error::CliError, opts::ChainOpts};
 
 /// A connection to the chain with the deployment loaded.
 #[derive(Debug, Clone)]
@@ -114,7 +33,7 @@ pub struct Chain {
 
 impl Chain {
     /// Connects, checks the chain id against the deployments file.
-    pub async fn connect(chain: &ChainArgs, signer: Option<PrivateKeySigner>) -> Result<Self> {
+    pub async fn connect(chain: &ChainOpts, signer: Option<PrivateKeySigner>) -> Result<Self> {
         let account = signer.as_ref().map(|s| s.address());
         let provider = match signer {
             Some(signer) => ProviderBuilder::new()
@@ -187,12 +106,12 @@ pub async fn send<P: Provider, D: CallDecoder>(
     let result = transact(action, call, any_revert, Duration::from_secs(120)).await;
     spinner.finish_and_clear();
     let receipt = result.map_err(|e| match e {
-        ChainError::Reverted { reason, .. } => Reverted {
+        ChainError::Reverted { reason, .. } => CliError::Reverted {
             action: action.to_owned(),
             reason,
         }
         .into(),
-        e @ ChainError::Failed { .. } => Reverted {
+        e @ ChainError::Failed { .. } => CliError::Reverted {
             action: action.to_owned(),
             reason: e.to_string(),
         }

@@ -1,10 +1,15 @@
-//! The `kms` command's library: each subcommand's arguments and implementation, and the devnet,
-//! which the benchmarks start too (`benches/`).
+//! The `kms` command's library: each command's arguments and implementation (dispatched from
+//! [`args`]), and the devnet, which the benchmarks start too (`benches/`).
 
+pub mod args;
 pub mod common;
-pub mod demo;
 pub mod devnet;
+pub mod encrypt;
+pub mod error;
+pub mod files;
 pub mod keys;
 pub mod node;
+pub mod opts;
 pub mod policy;
+pub mod retrieve;
 pub mod stake;

@@ -1,107 +1,12 @@
 //! `kms`: the command line of the KMS network (see `kms --help`).
 
-use kms_cli::{common, devnet, keys, node, policy, stake};
-
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-
-/// KMS: decentralized key management with threshold proxy re-encryption on Ethereum.
-#[derive(Debug, Parser)]
-#[command(name = "kms", version, about, long_about = None)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Umbral master secrets and Ethereum keystores.
-    #[command(subcommand)]
-    Keys(keys::KeysCommand),
-    /// Stake KMS tokens: deposit, prolong, divide, merge, withdraw, bond a worker, status.
-    Stake {
-        #[command(subcommand)]
-        command: stake::StakeCommand,
-        #[command(flatten)]
-        connection: stake::Connection,
-    },
-    /// Withdraw minted rewards (and fees).
-    Rewards {
-        #[command(subcommand)]
-        command: stake::RewardsCommand,
-        #[command(flatten)]
-        connection: stake::Connection,
-    },
-    /// Alice: grant, revoke, refund and list policies.
-    Policy {
-        #[command(subcommand)]
-        command: policy::PolicyCommand,
-        #[command(flatten)]
-        chain: common::ChainArgs,
-        #[command(flatten)]
-        wallet: common::WalletArgs,
-    },
-    /// Enrico: encrypt a file of any size to a policy (streaming, constant memory).
-    ///
-    /// Example: kms encrypt --policy-key photos.policy.json video.mp4 video.mp4.kms
-    Encrypt(policy::EncryptArgs),
-    /// Bob: ask the policy's nodes for re-encryptions, verify them, decrypt a file.
-    ///
-    /// Example: kms retrieve --policy photos.policy.json --umbral bob/umbral.json video.mp4.kms video.mp4
-    Retrieve {
-        #[command(flatten)]
-        args: policy::RetrieveArgs,
-        #[command(flatten)]
-        chain: common::ChainArgs,
-        #[command(flatten)]
-        wallet: common::WalletArgs,
-    },
-    /// File saved evidence of a wrong cfrag with the Adjudicator (the node is slashed, you are
-    /// rewarded).
-    ///
-    /// Example: kms report video.mp4.fault-0.json --keystore bob/account.json --password-file pw
-    Report {
-        /// The evidence file `kms retrieve` saved.
-        evidence: std::path::PathBuf,
-        #[command(flatten)]
-        chain: common::ChainArgs,
-        #[command(flatten)]
-        wallet: common::WalletArgs,
-    },
-    /// Run and set up a miner node (the staker's worker).
-    #[command(subcommand)]
-    Node(node::NodeCommand),
-    /// A local chain with the contracts, staked miners and their nodes; `--demo` tells the
-    /// whole story and checks every step.
-    ///
-    /// Example: kms devnet --demo
-    Devnet(devnet::DevnetArgs),
-}
-
-/// Exit codes: 1 for errors, 2 for usage (clap), 3 when a contract refused the transaction, 4
-/// when there are not enough nodes or valid cfrags.
-fn exit_code(error: &anyhow::Error) -> u8 {
-    use kms_client::{ChainError, GrantError, ReportError, RetrieveError};
-    let chain_revert =
-        |e: &ChainError| matches!(e, ChainError::Reverted { .. } | ChainError::Failed { .. });
-    let reverted = |e: &(dyn std::error::Error + 'static)| {
-        e.is::<common::Reverted>()
-            || e.downcast_ref::<ChainError>().is_some_and(chain_revert)
-            || matches!(e.downcast_ref::<ReportError>(), Some(ReportError::Chain(c)) if chain_revert(c))
-            // Refused by the chain's state before anything was sent: as the contract would.
-            || matches!(e.downcast_ref::<ReportError>(), Some(ReportError::AlreadyEvaluated(_)))
-            || matches!(e.downcast_ref::<GrantError>(), Some(GrantError::Chain(c)) if chain_revert(c))
-            || matches!(e.downcast_ref::<RetrieveError>(), Some(RetrieveError::Chain(c)) if chain_revert(c))
-    };
-    if error.chain().any(reverted) {
-        3
-    } else if error.chain().any(|e| e.is::<policy::NotEnough>()) {
-        4
-    } else {
-        1
-    }
-}
+use clap::Parser;
+use kms_cli::{
+    args::{Cli, Command},
+    error::exit_code,
+};
 
 /// Logs go to stderr, filtered by `RUST_LOG`; by default a node logs what it does, and the other
 /// commands (whose output is the result) only warnings.
@@ -130,38 +35,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Keys(command) => keys::run(command),
-            Command::Stake {
-                command,
-                connection,
-            } => stake::run(command, connection).await,
-            Command::Rewards {
-                command,
-                connection,
-            } => stake::run_rewards(command, connection).await,
-            Command::Policy {
-                command,
-                chain,
-                wallet,
-            } => policy::run(command, chain, wallet).await,
-            Command::Encrypt(args) => policy::encrypt(args),
-            Command::Retrieve {
-                args,
-                chain,
-                wallet,
-            } => policy::retrieve(args, chain, wallet).await,
-            Command::Report {
-                evidence,
-                chain,
-                wallet,
-            } => policy::report(evidence, chain, wallet).await,
-            Command::Node(command) => node::run(command).await,
-            Command::Devnet(args) => devnet::run(args).await,
-        }
-    });
-    match result {
+    match runtime.block_on(cli.command.run()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -15,7 +15,7 @@ use kms_node::{NodeConfig, Settings};
 
 /// `kms node ...`.
 #[derive(Debug, Subcommand)]
-pub enum NodeCommand {
+pub enum NodeSubcommand {
     /// Write a node's configuration, worker keystore and Umbral key into a directory.
     ///
     /// Example:
@@ -32,6 +32,16 @@ pub enum NodeCommand {
     ///
     /// Stops cleanly on SIGINT or SIGTERM.
     Run(RunArgs),
+}
+
+impl NodeSubcommand {
+    /// Runs the subcommand.
+    pub async fn run(self) -> Result<()> {
+        match self {
+            Self::Init(args) => args.run(),
+            Self::Run(args) => args.run().await,
+        }
+    }
 }
 
 /// Where the keystore's password comes from.
@@ -86,6 +96,69 @@ pub struct InitArgs {
     pub password: PasswordArgs,
 }
 
+impl InitArgs {
+    /// Writes the node's directory and prints what the staker does next.
+    pub fn run(self) -> Result<()> {
+        let password = self.password.read(None)?;
+        let config_path = self.dir.join("node.toml");
+        if config_path.exists() {
+            bail!(
+                "{} exists already: this directory holds a node (remove it or choose another --dir)",
+                config_path.display()
+            );
+        }
+        let public_url = self
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen));
+        let deployments = std::path::absolute(&self.deployments)
+            .with_context(|| format!("resolving {}", self.deployments.display()))?;
+        Deployment::load(&deployments)?;
+        let mut config = NodeConfig::new(
+            self.rpc_url.clone(),
+            deployments,
+            self.staker,
+            self.listen,
+            public_url,
+        );
+        config.chain.confirmations = self.confirmations;
+        if let Some(password_file) = &self.password.password_file {
+            config.node.password_file = Some(
+                std::path::absolute(password_file)
+                    .with_context(|| format!("resolving {}", password_file.display()))?,
+            );
+        }
+        let keystore = self.dir.join(&config.node.worker_keystore);
+        let worker = match &self.worker_private_key {
+            Some(hex) => {
+                let signer: alloy::signers::local::PrivateKeySigner = hex
+                    .trim()
+                    .parse()
+                    .context("--worker-private-key is not a 32-byte hex private key")?;
+                keys::save_keystore(&keystore, &signer, &password)?;
+                signer
+            }
+            None => keys::create_keystore(&keystore, &password)?,
+        };
+        let master = MasterSecret::random();
+        master.save(&self.dir.join(&config.node.umbral_key))?;
+        config.save(&config_path)?;
+        println!("wrote {}", config_path.display());
+        println!("worker address:    {}", worker.address());
+        println!(
+            "umbral public key: {}",
+            kms_crypto::wire::encode_public_key(&master.node_key().public_key())
+        );
+        println!(
+            "next: as the staker {} run `kms stake bond-worker --worker {}`, send the worker ETH for gas, then `kms node run --config {}`",
+            self.staker,
+            worker.address(),
+            config_path.display()
+        );
+        Ok(())
+    }
+}
+
 /// `kms node run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -102,100 +175,35 @@ pub struct RunArgs {
     pub password: PasswordArgs,
 }
 
-/// Runs a `kms node` command.
-pub async fn run(command: NodeCommand) -> Result<()> {
-    match command {
-        NodeCommand::Init(args) => init(args),
-        NodeCommand::Run(args) => run_node(args).await,
+impl RunArgs {
+    /// Runs the node until SIGINT or SIGTERM.
+    pub async fn run(self) -> Result<()> {
+        let config = NodeConfig::load(&self.config)?;
+        let password = self.password.read(config.node.password_file.as_deref())?;
+        let worker = keys::load_keystore(&config.node.worker_keystore, &password)?;
+        let umbral = MasterSecret::load(&config.node.umbral_key)?.node_key();
+        let deployment = Deployment::load(&config.chain.deployments)?;
+        let settings = Settings {
+            rpc_url: self.rpc_url.unwrap_or_else(|| config.chain.rpc_url.clone()),
+            deployment,
+            staker: config.node.staker,
+            worker,
+            umbral,
+            listen: self.listen.unwrap_or(config.node.listen),
+            public_url: Some(config.node.public_url.clone()),
+            store_path: config.store_path(),
+            confirmations: config.chain.confirmations,
+            poll_interval: Duration::from_millis(config.chain.poll_interval_ms.max(10)),
+            max_log_range: config.chain.max_log_range,
+            duties: config.duty_config(&self.config)?,
+            limits: config.limits(),
+            behaviour: kms_node::Behaviour::Honest,
+        };
+        let node = kms_node::start(settings).await?;
+        println!("listening on {}", node.local_addr());
+        node.run_until(shutdown_signal()).await;
+        Ok(())
     }
-}
-
-fn init(args: InitArgs) -> Result<()> {
-    let password = args.password.read(None)?;
-    let config_path = args.dir.join("node.toml");
-    if config_path.exists() {
-        bail!(
-            "{} exists already: this directory holds a node (remove it or choose another --dir)",
-            config_path.display()
-        );
-    }
-    let public_url = args
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{}", args.listen));
-    let deployments = std::path::absolute(&args.deployments)
-        .with_context(|| format!("resolving {}", args.deployments.display()))?;
-    Deployment::load(&deployments)?;
-    let mut config = NodeConfig::new(
-        args.rpc_url.clone(),
-        deployments,
-        args.staker,
-        args.listen,
-        public_url,
-    );
-    config.chain.confirmations = args.confirmations;
-    if let Some(password_file) = &args.password.password_file {
-        config.node.password_file = Some(
-            std::path::absolute(password_file)
-                .with_context(|| format!("resolving {}", password_file.display()))?,
-        );
-    }
-    let keystore = args.dir.join(&config.node.worker_keystore);
-    let worker = match &args.worker_private_key {
-        Some(hex) => {
-            let signer: alloy::signers::local::PrivateKeySigner = hex
-                .trim()
-                .parse()
-                .context("--worker-private-key is not a 32-byte hex private key")?;
-            keys::save_keystore(&keystore, &signer, &password)?;
-            signer
-        }
-        None => keys::create_keystore(&keystore, &password)?,
-    };
-    let master = MasterSecret::random();
-    master.save(&args.dir.join(&config.node.umbral_key))?;
-    config.save(&config_path)?;
-    println!("wrote {}", config_path.display());
-    println!("worker address:    {}", worker.address());
-    println!(
-        "umbral public key: {}",
-        kms_crypto::wire::encode_public_key(&master.node_key().public_key())
-    );
-    println!(
-        "next: as the staker {} run `kms stake bond-worker --worker {}`, send the worker ETH for gas, then `kms node run --config {}`",
-        args.staker,
-        worker.address(),
-        config_path.display()
-    );
-    Ok(())
-}
-
-async fn run_node(args: RunArgs) -> Result<()> {
-    let config = NodeConfig::load(&args.config)?;
-    let password = args.password.read(config.node.password_file.as_deref())?;
-    let worker = keys::load_keystore(&config.node.worker_keystore, &password)?;
-    let umbral = MasterSecret::load(&config.node.umbral_key)?.node_key();
-    let deployment = Deployment::load(&config.chain.deployments)?;
-    let settings = Settings {
-        rpc_url: args.rpc_url.unwrap_or_else(|| config.chain.rpc_url.clone()),
-        deployment,
-        staker: config.node.staker,
-        worker,
-        umbral,
-        listen: args.listen.unwrap_or(config.node.listen),
-        public_url: Some(config.node.public_url.clone()),
-        store_path: config.store_path(),
-        confirmations: config.chain.confirmations,
-        poll_interval: Duration::from_millis(config.chain.poll_interval_ms.max(10)),
-        max_log_range: config.chain.max_log_range,
-        duties: config.duty_config(&args.config)?,
-        limits: config.limits(),
-        behaviour: kms_node::Behaviour::Honest,
-    };
-    let node = kms_node::start(settings).await?;
-    println!("listening on {}", node.local_addr());
-    node.run_until(shutdown_signal()).await;
-    Ok(())
 }
 
 /// SIGINT or SIGTERM.

@@ -1,38 +1,54 @@
-//! Alice's `kms policy ...`, Enrico's `kms encrypt`, Bob's `kms retrieve` and `kms report`.
+//! Alice's `kms policy ...`: grant, revoke, refund and list policies.
 
 use std::{
-    fs::File,
-    io::{BufReader, BufWriter, IsTerminal, Read, Write},
+    io::{IsTerminal, Write},
     path::{Path, PathBuf},
 };
 
 use alloy::{
     primitives::{Address, U256},
-    providers::Provider,
+    providers::{DynProvider, Provider},
     rpc::types::Filter,
     sol_types::SolEvent,
 };
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
-use kms_client::{
-    stream, Client, Fault, GrantRequest, HttpConfig, PolicyFile, RetrieveError, RetrieveOptions,
-};
+use kms_client::{Client, GrantError, GrantRequest, PolicyFile};
 use kms_contracts::PolicyManager;
-use kms_crypto::{keys::MasterSecret, wire};
+use kms_crypto::wire;
 use serde_json::json;
-use umbral_pre::PublicKey;
 
-use crate::common::{format_eth, parse_wei, print_json, Chain, ChainArgs, WalletArgs};
+use crate::{
+    common::{format_eth, parse_wei, print_json, Chain},
+    error::CliError,
+    files::load_master_secret,
+    opts::{Account, ChainOpts},
+};
 
-/// Not enough nodes or cfrags (exit code 4).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct NotEnough(pub String);
+/// `kms policy ...`: the subcommand, and the chain and account they share.
+#[derive(Debug, Args)]
+pub struct PolicyArgs {
+    #[command(subcommand)]
+    pub command: PolicySubcommand,
+    #[command(flatten)]
+    pub chain: ChainOpts,
+}
+
+impl PolicyArgs {
+    /// Runs the subcommand.
+    pub async fn run(self) -> Result<()> {
+        match self.command {
+            PolicySubcommand::Grant(args) => args.run(&self.chain).await,
+            PolicySubcommand::Revoke(args) => args.run(&self.chain).await,
+            PolicySubcommand::Refund(args) => args.run(&self.chain).await,
+            PolicySubcommand::List(args) => args.run(&self.chain).await,
+        }
+    }
+}
 
 /// `kms policy ...`.
 #[derive(Debug, Subcommand)]
-pub enum PolicyCommand {
+pub enum PolicySubcommand {
     /// Grant Bob access: sample nodes by stake, pay the policy on chain, upload each node's
     /// kfrag, write the policy file Bob decrypts with.
     ///
@@ -47,30 +63,15 @@ pub enum PolicyCommand {
     /// Revoke a policy: nodes stop serving it from the next block; the unearned fee is refunded.
     ///
     /// Example: kms policy revoke --policy photos.policy.json
-    Revoke {
-        /// The policy file.
-        #[arg(long)]
-        policy: PathBuf,
-    },
+    Revoke(RevokeArgs),
     /// Collect the refund of periods nodes did not commit to.
     ///
     /// Example: kms policy refund --policy photos.policy.json
-    Refund {
-        /// The policy file.
-        #[arg(long)]
-        policy: PathBuf,
-    },
+    Refund(RefundArgs),
     /// The policies an owner created, with their state on chain.
     ///
     /// Example: kms policy list --owner 0xAlice --json
-    List {
-        /// The owner (default: the signing account).
-        #[arg(long)]
-        owner: Option<Address>,
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
-    },
+    List(ListArgs),
 }
 
 /// `kms policy grant`.
@@ -111,104 +112,193 @@ pub struct GrantArgs {
     pub json: bool,
 }
 
-/// `kms encrypt`.
-#[derive(Debug, Args)]
-pub struct EncryptArgs {
-    /// The policy's public key (hex), or a policy file.
-    #[arg(long)]
-    pub policy_key: String,
-    /// The file to encrypt (`-` for stdin).
-    pub input: PathBuf,
-    /// The encrypted file to write (`-` for stdout).
-    pub output: PathBuf,
+impl GrantArgs {
+    /// Samples the nodes, shows the plan, and (confirmed) pays, uploads the kfrags and writes
+    /// the policy file.
+    pub async fn run(self, chain: &ChainOpts) -> Result<()> {
+        let alice = load_master_secret(&self.umbral)?;
+        let bob = wire::decode_public_key("--bob", &self.bob)
+            .context("--bob must be Bob's receiving key: 0x + 33 bytes hex (`kms keys show`)")?;
+        if self.out.exists() {
+            bail!(
+                "{} exists already: choose another --out",
+                self.out.display()
+            );
+        }
+        let (chain, client) = chain.client(Account::Required).await?;
+        let owner = chain.account()?;
+        let now = chain
+            .provider
+            .get_block_by_number(Default::default())
+            .await?
+            .context("no latest block")?
+            .header
+            .timestamp;
+        let end = end_timestamp(&self.expires, now, chain.deployment.seconds_per_period)?;
+        let request = GrantRequest {
+            label: self.label.clone(),
+            owner,
+            creator: owner,
+            delegating_key: alice.delegating_key(&self.label).public_key(),
+            verifying_key: alice.signing_key().public_key(),
+            receiving_key: bob,
+            threshold: self.threshold,
+            shares: self.shares,
+            end_timestamp: end,
+            fee_rate: parse_wei(&self.fee_rate)?,
+            seed: self.seed.unwrap_or_else(rand_seed),
+            salt: None,
+        };
+        let plan = client.plan_grant(&request).await.map_err(|e| match e {
+            GrantError::Sampling(e) => CliError::NotEnough(e.to_string()),
+            e => CliError::from(e),
+        })?;
+        eprintln!(
+            "policy {} for label {:?}",
+            plan.policy.policy_id_hex(),
+            self.label
+        );
+        eprintln!(
+            "  {}-of-{} nodes, {} periods, ends {}",
+            self.threshold, self.shares, plan.periods, end
+        );
+        for node in &plan.policy.nodes {
+            eprintln!("  node {}  {}", node.staker, node.url);
+        }
+        eprintln!(
+            "  total fee {} ETH ({} wei/period x {} nodes x {} periods)",
+            format_eth(plan.total_fee),
+            request.fee_rate,
+            self.shares,
+            plan.periods
+        );
+        if !self.yes && !confirm("pay and grant?")? {
+            bail!("not confirmed: nothing was sent (pass --yes to skip the question)");
+        }
+        let outcome = client
+            .execute_grant(
+                &plan,
+                &alice.delegating_key(&self.label),
+                &alice.signing_key(),
+            )
+            .await
+            .map_err(CliError::from)?;
+        outcome.policy.save(&self.out)?;
+        for upload in &outcome.uploads {
+            match &upload.result {
+                Ok(_) => eprintln!("  kfrag -> {}: stored", upload.node.staker),
+                Err(e) => eprintln!("  kfrag -> {}: FAILED: {e}", upload.node.staker),
+            }
+        }
+        if self.json {
+            print_json(&json!({
+                "policyId": outcome.policy.policy_id_hex(),
+                "policyFile": self.out,
+                "policyKey": wire::encode_public_key(&outcome.policy.delegating_key),
+                "paidWei": outcome.paid.to_string(),
+                "tx": outcome.tx_hash,
+                "uploaded": outcome.uploaded(),
+            }))?;
+        } else {
+            println!("policy file  {}", self.out.display());
+            println!(
+                "policy key   {}   (Enrico encrypts to it)",
+                wire::encode_public_key(&outcome.policy.delegating_key)
+            );
+            println!(
+                "paid         {} ETH ({})",
+                format_eth(outcome.paid),
+                outcome.tx_hash
+            );
+        }
+        if !outcome.is_usable() {
+            bail!(
+                "only {} of {} nodes took their kfrag, fewer than the threshold {}: revoke (`kms policy revoke --policy {}`) and grant again",
+                outcome.uploaded(),
+                self.shares,
+                self.threshold,
+                self.out.display()
+            );
+        }
+        Ok(())
+    }
 }
 
-/// `kms retrieve`.
+/// `kms policy revoke`.
 #[derive(Debug, Args)]
-pub struct RetrieveArgs {
-    /// The policy file Alice gave.
+pub struct RevokeArgs {
+    /// The policy file.
     #[arg(long)]
     pub policy: PathBuf,
-    /// Bob's Umbral master secret.
-    #[arg(long)]
-    pub umbral: PathBuf,
-    /// Ask every node and check every answer, instead of stopping at the threshold.
-    #[arg(long)]
-    pub audit: bool,
-    /// File the evidence of any wrong cfrag with the Adjudicator (needs an account).
-    #[arg(long)]
-    pub report: bool,
-    /// The encrypted file.
-    pub input: PathBuf,
-    /// Where to write the plaintext (written whole or not at all).
-    pub output: PathBuf,
 }
 
-fn master(path: &Path) -> Result<MasterSecret> {
-    MasterSecret::load(path).with_context(|| {
-        format!(
-            "cannot read the Umbral key file {} (create one with `kms keys new`)",
-            path.display()
-        )
-    })
+impl RevokeArgs {
+    /// Revokes the policy and prints the refund.
+    pub async fn run(self, chain: &ChainOpts) -> Result<()> {
+        let (client, file) = client_and_policy(chain, &self.policy).await?;
+        let refunded = client.revoke(&file).await.map_err(CliError::from)?;
+        println!(
+            "revoked {}; refunded {} ETH",
+            file.policy_id_hex(),
+            format_eth(refunded.amount)
+        );
+        Ok(())
+    }
 }
 
-async fn client(
-    chain: &ChainArgs,
-    wallet: &WalletArgs,
-    needs_account: bool,
-) -> Result<(Chain, Client<alloy::providers::DynProvider>)> {
-    let signer = if needs_account {
-        Some(wallet.require()?)
-    } else {
-        wallet.signer()?
-    };
-    let chain = Chain::connect(chain, signer).await?;
-    let client = Client::connect(
-        chain.provider.clone(),
-        chain.deployment.clone(),
-        HttpConfig::default(),
-    )
-    .await?;
-    Ok((chain, client))
+/// `kms policy refund`.
+#[derive(Debug, Args)]
+pub struct RefundArgs {
+    /// The policy file.
+    #[arg(long)]
+    pub policy: PathBuf,
 }
 
-/// Runs a `kms policy` command.
-pub async fn run(command: PolicyCommand, chain: ChainArgs, wallet: WalletArgs) -> Result<()> {
-    match command {
-        PolicyCommand::Grant(args) => grant(args, &chain, &wallet).await,
-        PolicyCommand::Revoke { policy } => {
-            let (_, client) = client(&chain, &wallet, true).await?;
-            let file = PolicyFile::load(&policy)?;
-            let refunded = client.revoke(&file).await?;
-            println!(
-                "revoked {}; refunded {} ETH",
-                file.policy_id_hex(),
-                format_eth(refunded.amount)
-            );
-            Ok(())
-        }
-        PolicyCommand::Refund { policy } => {
-            let (_, client) = client(&chain, &wallet, true).await?;
-            let file = PolicyFile::load(&policy)?;
-            let refunded = client.refund(&file).await?;
-            println!(
-                "refunded {} ETH for {}",
-                format_eth(refunded.amount),
-                file.policy_id_hex()
-            );
-            Ok(())
-        }
-        PolicyCommand::List { owner, json } => {
-            let (chain, _) = client(&chain, &wallet, false).await?;
-            let owner = match owner {
-                Some(owner) => owner,
-                None => chain
-                    .account
-                    .context("pass --owner ADDRESS (or an account)")?,
-            };
-            list(&chain, owner, json).await
-        }
+impl RefundArgs {
+    /// Collects the refund and prints it.
+    pub async fn run(self, chain: &ChainOpts) -> Result<()> {
+        let (client, file) = client_and_policy(chain, &self.policy).await?;
+        let refunded = client.refund(&file).await.map_err(CliError::from)?;
+        println!(
+            "refunded {} ETH for {}",
+            format_eth(refunded.amount),
+            file.policy_id_hex()
+        );
+        Ok(())
+    }
+}
+
+/// A client with the account, and the policy file its owner sends a transaction about.
+async fn client_and_policy(
+    chain: &ChainOpts,
+    policy: &Path,
+) -> Result<(Client<DynProvider>, PolicyFile)> {
+    let (_, client) = chain.client(Account::Required).await?;
+    Ok((client, PolicyFile::load(policy)?))
+}
+
+/// `kms policy list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// The owner (default: the signing account).
+    #[arg(long)]
+    pub owner: Option<Address>,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl ListArgs {
+    /// Lists the owner's policies.
+    pub async fn run(self, chain: &ChainOpts) -> Result<()> {
+        let (chain, _) = chain.client(Account::Optional).await?;
+        let owner = match self.owner {
+            Some(owner) => owner,
+            None => chain
+                .account
+                .context("pass --owner ADDRESS (or an account)")?,
+        };
+        list(&chain, owner, self.json).await
     }
 }
 
@@ -278,113 +368,6 @@ fn parse_utc(text: &str) -> Result<u64> {
         .context("before 1970")
 }
 
-async fn grant(args: GrantArgs, chain_args: &ChainArgs, wallet: &WalletArgs) -> Result<()> {
-    let alice = master(&args.umbral)?;
-    let bob = wire::decode_public_key("--bob", &args.bob)
-        .context("--bob must be Bob's receiving key: 0x + 33 bytes hex (`kms keys show`)")?;
-    if args.out.exists() {
-        bail!(
-            "{} exists already: choose another --out",
-            args.out.display()
-        );
-    }
-    let (chain, client) = client(chain_args, wallet, true).await?;
-    let owner = chain.account()?;
-    let now = chain
-        .provider
-        .get_block_by_number(Default::default())
-        .await?
-        .context("no latest block")?
-        .header
-        .timestamp;
-    let end = end_timestamp(&args.expires, now, chain.deployment.seconds_per_period)?;
-    let request = GrantRequest {
-        label: args.label.clone(),
-        owner,
-        creator: owner,
-        delegating_key: alice.delegating_key(&args.label).public_key(),
-        verifying_key: alice.signing_key().public_key(),
-        receiving_key: bob,
-        threshold: args.threshold,
-        shares: args.shares,
-        end_timestamp: end,
-        fee_rate: parse_wei(&args.fee_rate)?,
-        seed: args.seed.unwrap_or_else(rand_seed),
-        salt: None,
-    };
-    let plan = client.plan_grant(&request).await.map_err(|e| match e {
-        kms_client::GrantError::Sampling(e) => anyhow::Error::new(NotEnough(e.to_string())),
-        e => e.into(),
-    })?;
-    eprintln!(
-        "policy {} for label {:?}",
-        plan.policy.policy_id_hex(),
-        args.label
-    );
-    eprintln!(
-        "  {}-of-{} nodes, {} periods, ends {}",
-        args.threshold, args.shares, plan.periods, end
-    );
-    for node in &plan.policy.nodes {
-        eprintln!("  node {}  {}", node.staker, node.url);
-    }
-    eprintln!(
-        "  total fee {} ETH ({} wei/period x {} nodes x {} periods)",
-        format_eth(plan.total_fee),
-        request.fee_rate,
-        args.shares,
-        plan.periods
-    );
-    if !args.yes && !confirm("pay and grant?")? {
-        bail!("not confirmed: nothing was sent (pass --yes to skip the question)");
-    }
-    let outcome = client
-        .execute_grant(
-            &plan,
-            &alice.delegating_key(&args.label),
-            &alice.signing_key(),
-        )
-        .await?;
-    outcome.policy.save(&args.out)?;
-    for upload in &outcome.uploads {
-        match &upload.result {
-            Ok(_) => eprintln!("  kfrag -> {}: stored", upload.node.staker),
-            Err(e) => eprintln!("  kfrag -> {}: FAILED: {e}", upload.node.staker),
-        }
-    }
-    if args.json {
-        print_json(&json!({
-            "policyId": outcome.policy.policy_id_hex(),
-            "policyFile": args.out,
-            "policyKey": wire::encode_public_key(&outcome.policy.delegating_key),
-            "paidWei": outcome.paid.to_string(),
-            "tx": outcome.tx_hash,
-            "uploaded": outcome.uploaded(),
-        }))?;
-    } else {
-        println!("policy file  {}", args.out.display());
-        println!(
-            "policy key   {}   (Enrico encrypts to it)",
-            wire::encode_public_key(&outcome.policy.delegating_key)
-        );
-        println!(
-            "paid         {} ETH ({})",
-            format_eth(outcome.paid),
-            outcome.tx_hash
-        );
-    }
-    if !outcome.is_usable() {
-        bail!(
-            "only {} of {} nodes took their kfrag, fewer than the threshold {}: revoke (`kms policy revoke --policy {}`) and grant again",
-            outcome.uploaded(),
-            args.shares,
-            args.threshold,
-            args.out.display()
-        );
-    }
-    Ok(())
-}
-
 fn rand_seed() -> u64 {
     use rand_core::{OsRng, RngCore};
     OsRng.next_u64()
@@ -401,6 +384,7 @@ fn confirm(question: &str) -> Result<bool> {
     Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }
 
+/// Prints the policies `owner` created, with their state now.
 async fn list(chain: &Chain, owner: Address, json: bool) -> Result<()> {
     let d = &chain.deployment;
     let filter = Filter::new()
@@ -456,179 +440,6 @@ async fn list(chain: &Chain, owner: Address, json: bool) -> Result<()> {
             view.feeRate
         );
     }
-    Ok(())
-}
-
-fn progress(total: Option<u64>, what: &str) -> ProgressBar {
-    let bar = match total {
-        Some(total) => ProgressBar::new(total),
-        None => ProgressBar::new_spinner(),
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar.set_message(what.to_owned());
-    if !std::io::stderr().is_terminal() {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
-    bar
-}
-
-/// `kms encrypt`.
-pub fn encrypt(args: EncryptArgs) -> Result<()> {
-    let key = policy_key(&args.policy_key)?;
-    let total = if args.input.as_os_str() == "-" {
-        None
-    } else {
-        Some(
-            std::fs::metadata(&args.input)
-                .with_context(|| format!("cannot read {}", args.input.display()))?
-                .len(),
-        )
-    };
-    let bar = progress(total, "encrypting");
-    let mut input: Box<dyn Read> = if args.input.as_os_str() == "-" {
-        Box::new(std::io::stdin().lock())
-    } else {
-        Box::new(File::open(&args.input)?)
-    };
-    let mut input = bar.wrap_read(BufReader::new(&mut input));
-    let stats = write_atomically(&args.output, |out| {
-        Ok(stream::encrypt_stream(&key, &mut input, out)?)
-    })?;
-    bar.finish_and_clear();
-    eprintln!(
-        "encrypted {} bytes to {}",
-        stats.plaintext_bytes,
-        args.output.display()
-    );
-    Ok(())
-}
-
-fn policy_key(value: &str) -> Result<PublicKey> {
-    if value.starts_with("0x") || (value.len() == 66 && !Path::new(value).exists()) {
-        return wire::decode_public_key("--policy-key", value)
-            .context("--policy-key: 0x + 33 bytes hex, or a policy file");
-    }
-    Ok(PolicyFile::load(value)?.delegating_key)
-}
-
-/// Writes through `write` into a temporary file next to `path`, renamed over it only when
-/// everything succeeded: a failed decryption leaves no partial plaintext. `-` is stdout.
-fn write_atomically<T>(path: &Path, write: impl FnOnce(&mut dyn Write) -> Result<T>) -> Result<T> {
-    if path.as_os_str() == "-" {
-        let stdout = std::io::stdout();
-        let mut out = BufWriter::new(stdout.lock());
-        let result = write(&mut out)?;
-        out.flush()?;
-        return Ok(result);
-    }
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut temp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("cannot write into {}", dir.display()))?;
-    let result = {
-        let mut out = BufWriter::new(temp.as_file_mut());
-        let result = write(&mut out)?;
-        out.flush()?;
-        result
-    };
-    temp.as_file().sync_all()?;
-    temp.persist(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(result)
-}
-
-/// `kms retrieve`.
-pub async fn retrieve(args: RetrieveArgs, chain: ChainArgs, wallet: WalletArgs) -> Result<()> {
-    let bob = master(&args.umbral)?;
-    let policy = PolicyFile::load(&args.policy)?;
-    let mut input = BufReader::new(
-        File::open(&args.input).with_context(|| format!("cannot open {}", args.input.display()))?,
-    );
-    let header = stream::read_header(&mut input)
-        .with_context(|| format!("{} is not a KMS-encrypted file", args.input.display()))?;
-    let (chain_view, client) = client(&chain, &wallet, args.report).await?;
-    let options = RetrieveOptions {
-        audit_all: args.audit || args.report,
-        ..Default::default()
-    };
-    let result = client
-        .retrieve(
-            &policy,
-            &bob.receiving_key(),
-            std::slice::from_ref(header.capsule()),
-            &options,
-        )
-        .await;
-    let (cfrags, faults) = match result {
-        Ok(retrieval) => (Some(retrieval.cfrags), retrieval.faults),
-        Err(RetrieveError::NotEnoughCFrags { faults, .. }) if !faults.is_empty() && args.report => {
-            (None, faults)
-        }
-        Err(e @ RetrieveError::NotEnoughCFrags { .. }) => {
-            return Err(NotEnough(e.to_string()).into())
-        }
-        Err(e) => return Err(e.into()),
-    };
-    for (i, fault) in faults.iter().enumerate() {
-        let path = PathBuf::from(format!("{}.fault-{i}.json", args.output.display()));
-        fault.save(&path)?;
-        eprintln!(
-            "node {} returned a wrong cfrag ({}); evidence saved to {}",
-            fault.staker,
-            fault.reason,
-            path.display()
-        );
-        if args.report {
-            let outcome = client.report(fault, chain_view.account()?).await?;
-            eprintln!(
-                "reported: verdict {:?}, {} slashed, {} to you",
-                outcome.verdict, outcome.penalty, outcome.reward
-            );
-        }
-    }
-    let cfrags = cfrags
-        .and_then(|c| c.into_iter().next())
-        .ok_or_else(|| NotEnough("not enough valid cfrags to decrypt".into()))?;
-    let key = stream::open_data_key_reencrypted(
-        &bob.receiving_key(),
-        &policy.delegating_key,
-        &header,
-        cfrags,
-    )?;
-    let total = std::fs::metadata(&args.input)?.len();
-    let bar = progress(Some(total), "decrypting");
-    let mut reader = bar.wrap_read(input);
-    let stats = write_atomically(&args.output, |out| {
-        Ok(stream::decrypt_stream_with_key(
-            &key,
-            &header,
-            &mut reader,
-            out,
-        )?)
-    })?;
-    bar.finish_and_clear();
-    eprintln!(
-        "decrypted {} bytes to {}",
-        stats.plaintext_bytes,
-        args.output.display()
-    );
-    Ok(())
-}
-
-/// `kms report`.
-pub async fn report(evidence: PathBuf, chain: ChainArgs, wallet: WalletArgs) -> Result<()> {
-    let fault = Fault::load(&evidence)?;
-    let (chain, client) = client(&chain, &wallet, true).await?;
-    let outcome = client.report(&fault, chain.account()?).await?;
-    println!(
-        "verdict {:?}: staker {} slashed {} KMS units, {} to you ({})",
-        outcome.verdict, outcome.staker, outcome.penalty, outcome.reward, outcome.tx_hash
-    );
     Ok(())
 }
 

@@ -8,231 +8,356 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use crate::common::{
-    format_eth, format_tokens, parse_tokens, parse_wei, print_json, send, Chain, ChainArgs,
-    WalletArgs,
+use crate::{
+    common::{format_eth, format_tokens, parse_tokens, parse_wei, print_json, send, Chain},
+    opts::{Account, ChainOpts},
 };
+
+/// `kms stake ...`: the subcommand, and the chain and account they share.
+#[derive(Debug, Args)]
+pub struct StakeArgs {
+    #[command(subcommand)]
+    pub command: StakeSubcommand,
+    #[command(flatten)]
+    pub chain: ChainOpts,
+}
+
+impl StakeArgs {
+    /// Connects (with the account, which all but `status` need) and runs the subcommand.
+    pub async fn run(self) -> Result<()> {
+        let account = match self.command {
+            StakeSubcommand::Status(_) => Account::Optional,
+            _ => Account::Required,
+        };
+        let chain = self.chain.connect(account).await?;
+        match self.command {
+            StakeSubcommand::Deposit(args) => args.run(&chain).await,
+            StakeSubcommand::Prolong(args) => args.run(&chain).await,
+            StakeSubcommand::Divide(args) => args.run(&chain).await,
+            StakeSubcommand::Merge(args) => args.run(&chain).await,
+            StakeSubcommand::Withdraw(args) => args.run(&chain).await,
+            StakeSubcommand::BondWorker(args) => args.run(&chain).await,
+            StakeSubcommand::SetMinFeeRate(args) => args.run(&chain).await,
+            StakeSubcommand::Status(args) => args.run(&chain).await,
+        }
+    }
+}
 
 /// `kms stake ...`.
 #[derive(Debug, Subcommand)]
-pub enum StakeCommand {
+pub enum StakeSubcommand {
     /// Lock KMS tokens for a number of periods (approves the escrow first when needed).
     ///
     /// Example: kms stake deposit --amount 15000 --periods 30 --keystore staker.json --password-file pw
-    Deposit {
-        /// Tokens, in KMS (e.g. 15000 or 15000.5).
-        #[arg(long)]
-        amount: String,
-        /// Periods to lock for after the current one.
-        #[arg(long)]
-        periods: u64,
-    },
+    Deposit(DepositArgs),
     /// Extend a sub-stake's lock.
     ///
     /// Example: kms stake prolong --index 0 --periods 10
-    Prolong {
-        /// The sub-stake's index (`kms stake status`).
-        #[arg(long)]
-        index: u64,
-        /// Periods to add.
-        #[arg(long)]
-        periods: u64,
-    },
+    Prolong(ProlongArgs),
     /// Split part of a sub-stake off into a new one locked longer.
     ///
     /// Example: kms stake divide --index 0 --amount 15000 --periods 5
-    Divide {
-        /// The sub-stake's index.
-        #[arg(long)]
-        index: u64,
-        /// Tokens for the new sub-stake, in KMS.
-        #[arg(long)]
-        amount: String,
-        /// Periods the new sub-stake is locked beyond the old one's end.
-        #[arg(long)]
-        periods: u64,
-    },
+    Divide(DivideArgs),
     /// Merge two sub-stakes that end in the same period.
     ///
     /// Example: kms stake merge --index 0 --merged 1
-    Merge {
-        /// The sub-stake that stays.
-        #[arg(long)]
-        index: u64,
-        /// The sub-stake merged into it.
-        #[arg(long)]
-        merged: u64,
-    },
+    Merge(MergeArgs),
     /// Withdraw unlocked tokens (ended sub-stakes, minted rewards).
     ///
     /// Example: kms stake withdraw --amount 100   (or --all)
-    Withdraw {
-        /// Tokens, in KMS.
-        #[arg(long, conflicts_with = "all")]
-        amount: Option<String>,
-        /// Everything unlocked.
-        #[arg(long)]
-        all: bool,
-    },
+    Withdraw(WithdrawArgs),
     /// Propose the node's worker address for the stake (zero address to unbond). The bond takes
     /// effect when the worker accepts it: `kms node run` with that worker key does so at start.
     ///
     /// Example: kms stake bond-worker --worker 0xWorker
-    BondWorker {
-        /// The worker address (`kms node init` prints it).
-        #[arg(long)]
-        worker: Address,
-    },
+    BondWorker(BondWorkerArgs),
     /// Set the lowest fee rate the node accepts for new policies.
     ///
     /// Example: kms stake set-min-fee-rate --rate 2gwei
-    SetMinFeeRate {
-        /// Wei per period, or with a unit (`2gwei`).
-        #[arg(long)]
-        rate: String,
-    },
+    SetMinFeeRate(SetMinFeeRateArgs),
     /// The stake: sub-stakes, locked tokens per coming period, commitments, rewards, fees.
     ///
     /// Example: kms stake status --staker 0xStaker --json
-    Status {
-        /// The staker (default: the signing account).
-        #[arg(long)]
-        staker: Option<Address>,
-        /// How many coming periods to show the locked tokens of.
-        #[arg(long, default_value_t = 5)]
-        periods: u64,
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
-    },
+    Status(StatusArgs),
+}
+
+/// `kms stake deposit`.
+#[derive(Debug, Args)]
+pub struct DepositArgs {
+    /// Tokens, in KMS (e.g. 15000 or 15000.5).
+    #[arg(long)]
+    pub amount: String,
+    /// Periods to lock for after the current one.
+    #[arg(long)]
+    pub periods: u64,
+}
+
+impl DepositArgs {
+    /// Checks the balance, approves the escrow if needed, deposits.
+    pub async fn run(self, chain: &Chain) -> Result<()> {
+        let d = &chain.deployment;
+        let amount = parse_tokens(&self.amount)?;
+        let staker = chain.account()?;
+        let token = d.token(&chain.provider);
+        let balance = token.balanceOf(staker).call().await?;
+        if balance < amount {
+            bail!(
+                "{staker} holds {} KMS, the deposit needs {}: get tokens first",
+                format_tokens(balance),
+                format_tokens(amount)
+            );
+        }
+        let allowance = token.allowance(staker, d.staking_escrow).call().await?;
+        if allowance < amount {
+            send("approve", token.approve(d.staking_escrow, amount)).await?;
+        }
+        let escrow = d.staking_escrow(&chain.provider);
+        send("deposit", escrow.deposit(amount, U256::from(self.periods))).await?;
+        Ok(())
+    }
+}
+
+/// `kms stake prolong`.
+#[derive(Debug, Args)]
+pub struct ProlongArgs {
+    /// The sub-stake's index (`kms stake status`).
+    #[arg(long)]
+    pub index: u64,
+    /// Periods to add.
+    #[arg(long)]
+    pub periods: u64,
+}
+
+impl ProlongArgs {
+    /// Extends the sub-stake.
+    pub async fn run(self, chain: &Chain) -> Result<()> {
+        let escrow = chain.deployment.staking_escrow(&chain.provider);
+        send(
+            "prolong",
+            escrow.prolong(U256::from(self.index), U256::from(self.periods)),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// `kms stake divide`.
+#[derive(Debug, Args)]
+pub struct DivideArgs {
+    /// The sub-stake's index.
+    #[arg(long)]
+    pub index: u64,
+    /// Tokens for the new sub-stake, in KMS.
+    #[arg(long)]
+    pub amount: String,
+    /// Periods the new sub-stake is locked beyond the old one's end.
+    #[arg(long)]
+    pub periods: u64,
+}
+
+impl DivideArgs {
+    /// Splits the sub-stake.
+    pub async fn run(self, chain: &Chain) -> Result<()> {
+        let amount = parse_tokens(&self.amount)?;
+        let escrow = chain.deployment.staking_escrow(&chain.provider);
+        send(
+            "divide",
+            escrow.divide(U256::from(self.index), amount, U256::from(self.periods)),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// `kms stake merge`.
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// The sub-stake that stays.
+    #[arg(long)]
+    pub index: u64,
+    /// The sub-stake merged into it.
+    #[arg(long)]
+    pub merged: u64,
+}
+
+impl MergeArgs {
+    /// Merges the two sub-stakes.
+    pub async fn run(self, chain: &Chain) -> Result<()> {
+        let escrow = chain.deployment.staking_escrow(&chain.provider);
+        send(
+            "merge",
+            escrow.merge(U256::from(self.index), U256::from(self.merged)),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// `kms stake withdraw`.
+#[derive(Debug, Args)]
+pub struct WithdrawArgs {
+    /// Tokens, in KMS.
+    #[arg(long, conflicts_with = "all")]
+    pub amount: Option<String>,
+    /// Everything unlocked.
+    #[arg(long)]
+    pub all: bool,
+}
+
+impl WithdrawArgs {
+    /// Withdraws the amount, or everything unlocked.
+    pub async fn run(self, chain: &Chain) -> Result<()> {
+        let amount = match (self.amount, self.all) {
+            (Some(amount), false) => parse_tokens(&amount)?,
+            (None, true) => unlocked(chain).await?,
+            _ => bail!("pass --amount KMS or --all"),
+        };
+        if amount.is_zero() {
+            bail!(
+                "nothing is withdrawable yet: a sub-stake is held for the evidence window \
+                 (evidenceWindow periods) after its last period"
+            );
+        }
+        let escrow = chain.deployment.staking_escrow(&chain.provider);
+        send("withdraw", escrow.withdraw(amount)).await?;
+        Ok(())
+    }
+}
+
+/// `kms stake bond-worker`.
+#[derive(Debug, Args)]
+pub struct BondWorkerArgs {
+    /// The worker address (`kms node init` prints it).
+    #[arg(long)]
+    pub worker: Address,
+}
+
+impl BondWorkerArgs {
+    /// Proposes the worker.
+    pub async fn run(self, chain: &Chain) -> Result<()> {
+        let worker = self.worker;
+        let escrow = chain.deployment.staking_escrow(&chain.provider);
+        send("bondWorker", escrow.bondWorker(worker)).await?;
+        if !worker.is_zero() && worker != chain.account()? {
+            eprintln!(
+                "proposed worker {worker}: the bond takes effect when the worker accepts it \
+                 (`kms node run` with that worker key does so when it starts)"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// `kms stake set-min-fee-rate`.
+#[derive(Debug, Args)]
+pub struct SetMinFeeRateArgs {
+    /// Wei per period, or with a unit (`2gwei`).
+    #[arg(long)]
+    pub rate: String,
+}
+
+impl SetMinFeeRateArgs {
+    /// Sets the node's minimum fee rate.
+    pub async fn run(self, chain: &Chain) -> Result<()> {
+        let rate = parse_wei(&self.rate)?;
+        let manager = chain.deployment.policy_manager(&chain.provider);
+        send("setMinFeeRate", manager.setMinFeeRate(rate)).await?;
+        Ok(())
+    }
+}
+
+/// `kms stake status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The staker (default: the signing account).
+    #[arg(long)]
+    pub staker: Option<Address>,
+    /// How many coming periods to show the locked tokens of.
+    #[arg(long, default_value_t = 5)]
+    pub periods: u64,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl StatusArgs {
+    /// Prints the stake.
+    pub async fn run(self, chain: &Chain) -> Result<()> {
+        let staker = match self.staker {
+            Some(s) => s,
+            None => chain
+                .account
+                .context("pass --staker ADDRESS (or an account)")?,
+        };
+        status(chain, staker, self.periods, self.json).await
+    }
+}
+
+/// `kms rewards ...`: the subcommand, and the chain and account they share.
+#[derive(Debug, Args)]
+pub struct RewardsArgs {
+    #[command(subcommand)]
+    pub command: RewardsSubcommand,
+    #[command(flatten)]
+    pub chain: ChainOpts,
+}
+
+impl RewardsArgs {
+    /// Connects with the account and runs the subcommand.
+    pub async fn run(self) -> Result<()> {
+        let chain = self.chain.connect(Account::Required).await?;
+        match self.command {
+            RewardsSubcommand::Withdraw(args) => args.run(&chain).await,
+        }
+    }
 }
 
 /// `kms rewards ...`.
 #[derive(Debug, Subcommand)]
-pub enum RewardsCommand {
+pub enum RewardsSubcommand {
     /// Mint pending rewards into the stake and withdraw everything unlocked; with --fees, also
     /// the node's accrued policy fees (ETH).
     ///
     /// Example: kms rewards withdraw --fees
-    Withdraw {
-        /// Also withdraw the accrued fees.
-        #[arg(long)]
-        fees: bool,
-    },
+    Withdraw(WithdrawRewardsArgs),
 }
 
-/// The chain and wallet flags of the staking commands.
+/// `kms rewards withdraw`.
 #[derive(Debug, Args)]
-pub struct Connection {
-    #[command(flatten)]
-    pub chain: ChainArgs,
-    #[command(flatten)]
-    pub wallet: WalletArgs,
+pub struct WithdrawRewardsArgs {
+    /// Also withdraw the accrued fees.
+    #[arg(long)]
+    pub fees: bool,
 }
 
-async fn connect(connection: &Connection, needs_account: bool) -> Result<Chain> {
-    let signer = if needs_account {
-        Some(connection.wallet.require()?)
-    } else {
-        connection.wallet.signer()?
-    };
-    Chain::connect(&connection.chain, signer).await
-}
-
-/// Runs a `kms stake` command.
-pub async fn run(command: StakeCommand, connection: Connection) -> Result<()> {
-    let read_only = matches!(command, StakeCommand::Status { .. });
-    let chain = connect(&connection, !read_only).await?;
-    let d = chain.deployment.clone();
-    let provider = &chain.provider;
-    let escrow = d.staking_escrow(provider);
-    match command {
-        StakeCommand::Deposit { amount, periods } => {
-            let amount = parse_tokens(&amount)?;
-            let staker = chain.account()?;
-            let token = d.token(provider);
-            let balance = token.balanceOf(staker).call().await?;
-            if balance < amount {
-                bail!(
-                    "{staker} holds {} KMS, the deposit needs {}: get tokens first",
-                    format_tokens(balance),
-                    format_tokens(amount)
-                );
-            }
-            let allowance = token.allowance(staker, d.staking_escrow).call().await?;
-            if allowance < amount {
-                send("approve", token.approve(d.staking_escrow, amount)).await?;
-            }
-            send("deposit", escrow.deposit(amount, U256::from(periods))).await?;
+impl WithdrawRewardsArgs {
+    /// Mints, withdraws what is unlocked, and with `--fees` the fees.
+    pub async fn run(self, chain: &Chain) -> Result<()> {
+        let d = &chain.deployment;
+        let escrow = d.staking_escrow(&chain.provider);
+        let staker = chain.account()?;
+        if !escrow.pendingReward(staker).call().await?.is_zero() {
+            send("mint", escrow.mint()).await?;
         }
-        StakeCommand::Prolong { index, periods } => {
-            send(
-                "prolong",
-                escrow.prolong(U256::from(index), U256::from(periods)),
-            )
-            .await?;
-        }
-        StakeCommand::Divide {
-            index,
-            amount,
-            periods,
-        } => {
-            let amount = parse_tokens(&amount)?;
-            send(
-                "divide",
-                escrow.divide(U256::from(index), amount, U256::from(periods)),
-            )
-            .await?;
-        }
-        StakeCommand::Merge { index, merged } => {
-            send("merge", escrow.merge(U256::from(index), U256::from(merged))).await?;
-        }
-        StakeCommand::Withdraw { amount, all } => {
-            let amount = match (amount, all) {
-                (Some(amount), false) => parse_tokens(&amount)?,
-                (None, true) => unlocked(&chain).await?,
-                _ => bail!("pass --amount KMS or --all"),
-            };
-            if amount.is_zero() {
-                bail!(
-                    "nothing is withdrawable yet: a sub-stake is held for the evidence window \
-                     (evidenceWindow periods) after its last period"
-                );
-            }
+        let amount = unlocked(chain).await?;
+        if amount.is_zero() {
+            eprintln!("no unlocked tokens to withdraw");
+        } else {
             send("withdraw", escrow.withdraw(amount)).await?;
+            println!("withdrew {} KMS", format_tokens(amount));
         }
-        StakeCommand::BondWorker { worker } => {
-            send("bondWorker", escrow.bondWorker(worker)).await?;
-            if !worker.is_zero() && worker != chain.account()? {
-                eprintln!(
-                    "proposed worker {worker}: the bond takes effect when the worker accepts it \
-                     (`kms node run` with that worker key does so when it starts)"
-                );
+        if self.fees {
+            let manager = d.policy_manager(&chain.provider);
+            let accrued = manager.fees(staker).call().await?;
+            if accrued.is_zero() {
+                eprintln!("no fees accrued");
+            } else {
+                send("withdrawFees", manager.withdrawFees(staker)).await?;
+                println!("withdrew {} ETH of fees", format_eth(accrued));
             }
         }
-        StakeCommand::SetMinFeeRate { rate } => {
-            let rate = parse_wei(&rate)?;
-            send(
-                "setMinFeeRate",
-                d.policy_manager(provider).setMinFeeRate(rate),
-            )
-            .await?;
-        }
-        StakeCommand::Status {
-            staker,
-            periods,
-            json,
-        } => {
-            let staker = match staker {
-                Some(s) => s,
-                None => chain
-                    .account
-                    .context("pass --staker ADDRESS (or an account)")?,
-            };
-            status(&chain, staker, periods, json).await?;
-        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// What the staker can withdraw: its stake less what is held (locked, or unlocked less than the
@@ -245,39 +370,7 @@ async fn unlocked(chain: &Chain) -> Result<U256> {
     Ok(value.saturating_sub(held))
 }
 
-/// Runs a `kms rewards` command.
-pub async fn run_rewards(command: RewardsCommand, connection: Connection) -> Result<()> {
-    let chain = connect(&connection, true).await?;
-    let d = chain.deployment.clone();
-    let escrow = d.staking_escrow(&chain.provider);
-    let staker = chain.account()?;
-    match command {
-        RewardsCommand::Withdraw { fees } => {
-            if !escrow.pendingReward(staker).call().await?.is_zero() {
-                send("mint", escrow.mint()).await?;
-            }
-            let amount = unlocked(&chain).await?;
-            if amount.is_zero() {
-                eprintln!("no unlocked tokens to withdraw");
-            } else {
-                send("withdraw", escrow.withdraw(amount)).await?;
-                println!("withdrew {} KMS", format_tokens(amount));
-            }
-            if fees {
-                let manager = d.policy_manager(&chain.provider);
-                let accrued = manager.fees(staker).call().await?;
-                if accrued.is_zero() {
-                    eprintln!("no fees accrued");
-                } else {
-                    send("withdrawFees", manager.withdrawFees(staker)).await?;
-                    println!("withdrew {} ETH of fees", format_eth(accrued));
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
+/// Prints (or as JSON) the stake of `staker` and the locked tokens of `periods` coming periods.
 async fn status(chain: &Chain, staker: Address, periods: u64, json: bool) -> Result<()> {
     let d = &chain.deployment;
     let escrow = d.staking_escrow(&chain.provider);

@@ -4,7 +4,7 @@
 use alloy::primitives::Address;
 use umbral_pre::{generate_kfrags, PublicKey, SecretKey, Signer, VerifiedKeyFrag};
 
-use crate::wire::{KfragUpload, WireError};
+use crate::wire::{KfragUpload, SealError};
 
 /// Alice's delegating key, her kfrag signer and Bob's receiving key for one policy.
 #[derive(Clone)]
@@ -69,7 +69,7 @@ impl PolicyKeys {
         node_key: &PublicKey,
         staker: Address,
         policy_id: [u8; 16],
-    ) -> Result<KfragUpload, WireError> {
+    ) -> Result<KfragUpload, SealError> {
         KfragUpload::seal(
             kfrag,
             node_key,
@@ -87,7 +87,7 @@ impl PolicyKeys {
         policy_id: [u8; 16],
         threshold: usize,
         nodes: &[(Address, PublicKey)],
-    ) -> Result<Vec<KfragUpload>, WireError> {
+    ) -> Result<Vec<KfragUpload>, SealError> {
         let kfrags = self.kfrags(threshold, nodes.len());
         nodes
             .iter()

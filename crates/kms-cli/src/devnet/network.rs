@@ -1,5 +1,4 @@
-//! `kms devnet`: a local chain with the contracts, staked miners and their nodes, in one
-//! process; `--demo` then tells the whole story (see `demo.rs`).
+//! The devnet itself: anvil with the contracts, staked miners and their nodes, in one process.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -11,44 +10,12 @@ use alloy::{
     signers::local::PrivateKeySigner,
 };
 use anyhow::{bail, Context, Result};
-use clap::Args;
 use kms_contracts::devchain::{ChainOptions, DevChain};
 use kms_crypto::keys::{private_key_hex, MasterSecret};
 use kms_node::{Behaviour, DutyConfig, Limits, RunningNode, Settings};
 
+use super::DevnetArgs;
 use crate::common::{format_tokens, send};
-
-/// `kms devnet`.
-#[derive(Debug, Clone, Args)]
-pub struct DevnetArgs {
-    /// Anvil's port.
-    #[arg(long, default_value_t = 8545)]
-    pub port: u16,
-    /// How many miners to stake and run.
-    #[arg(long, default_value_t = 5)]
-    pub nodes: usize,
-    /// Length of a period, in seconds (the demo travels in time anyway).
-    #[arg(long, default_value_t = 3600)]
-    pub seconds_per_period: u64,
-    /// The first node's API port; node i listens on this + i - 1 (0: any free ports).
-    #[arg(long, default_value_t = 9151)]
-    pub node_port: u16,
-    /// Where to write the deployments file, relative to the repository root and under
-    /// `deployments/` (the CLI's default for chain 31337 is deployments/31337.json).
-    #[arg(long, default_value = "deployments/31337.json")]
-    pub deployments_file: String,
-    /// Where the nodes keep their stores (a fresh temporary directory by default).
-    #[arg(long)]
-    pub dir: Option<PathBuf>,
-    /// Tell the whole story with real transactions and real cryptography, then exit (0 only if
-    /// every step checked out).
-    #[arg(long)]
-    pub demo: bool,
-    /// Make the last node answer with wrong (signed) cfrags, to show slashing (on by default
-    /// with --demo).
-    #[arg(long)]
-    pub faulty_node: bool,
-}
 
 /// Anvil's dev accounts: 0 deploys and holds the tokens, 1..=nodes stake, then Alice and Bob.
 pub const DEPLOYER: usize = 0;
@@ -298,20 +265,4 @@ pub fn alice_index(devnet: &Devnet) -> usize {
 /// Bob's dev account.
 pub fn bob_index(devnet: &Devnet) -> usize {
     devnet.miners.len() + 2
-}
-
-/// Runs `kms devnet`.
-pub async fn run(args: DevnetArgs) -> Result<()> {
-    let devnet = start(&args).await?;
-    print(&devnet)?;
-    if args.demo {
-        let result = crate::demo::run(&devnet).await;
-        devnet.shutdown().await;
-        return result;
-    }
-    println!();
-    println!("devnet running; Ctrl-C (or SIGTERM) stops the nodes and anvil");
-    crate::node::shutdown_signal().await;
-    devnet.shutdown().await;
-    Ok(())
 }

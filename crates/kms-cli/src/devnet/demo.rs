@@ -14,6 +14,7 @@
 use std::{
     fs::File,
     io::{BufReader, BufWriter, Write},
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
@@ -24,14 +25,18 @@ use alloy::{
     sol_types::SolEvent,
 };
 use anyhow::{bail, ensure, Context, Result};
-use kms_client::{stream, Client, Fault, GrantRequest, HttpConfig, PolicyFile, RetrieveOptions};
-use kms_contracts::{PolicyManager, StakingEscrow};
+use kms_client::{
+    stream, Client, Fault, GrantOutcome, GrantRequest, Header, HttpConfig, PolicyFile,
+    RetrieveOptions,
+};
+use kms_contracts::{Deployment, PolicyManager, StakingEscrow};
 use kms_crypto::{keys::MasterSecret, Verdict};
 use rand_core::{OsRng, RngCore};
 
+use super::network::{alice_index, bob_index, Devnet};
 use crate::{
     common::{format_eth, format_tokens},
-    devnet::{alice_index, bob_index, Devnet},
+    error::CliError,
 };
 
 const THRESHOLD: usize = 3;
@@ -70,28 +75,83 @@ pub async fn run(devnet: &Devnet) -> Result<()> {
     }
 }
 
+/// What every step reads: the devnet, its contracts, and a provider without an account.
+struct Story<'a> {
+    devnet: &'a Devnet,
+    deployment: Deployment,
+    reader: DynProvider,
+}
+
+/// Step 2's result: Alice's client, the policy she paid for, and Bob's keys.
+struct Granted {
+    alice_client: Client<DynProvider>,
+    bob: MasterSecret,
+    request: GrantRequest,
+    outcome: GrantOutcome,
+    /// The policy as Bob reads it from the file Alice wrote.
+    loaded: PolicyFile,
+}
+
+/// Step 3's result: the plaintext and where its encryption is.
+struct Encrypted {
+    content: Vec<u8>,
+    sealed_path: PathBuf,
+}
+
+/// Step 4's result: Bob's client, the file's header, and the faulty node's evidence.
+struct Retrieved {
+    bob_client: Client<DynProvider>,
+    header: Header,
+    /// The stakers of the nodes started faulty (the ones whose wrong cfrags were caught).
+    faulty: Vec<Address>,
+    fault_path: PathBuf,
+}
+
+/// The steps in order, each one's row pushed as it checks out; stops at the first that does not.
 async fn story(devnet: &Devnet, rows: &mut Vec<Row>) -> Result<()> {
-    let d = devnet.chain.deployment().clone();
-    let reader = devnet.chain.read_provider();
     if devnet.miners.len() < SHARES {
         bail!("the demo needs {SHARES} nodes (--nodes {SHARES})");
     }
+    let story = Story {
+        devnet,
+        deployment: devnet.chain.deployment().clone(),
+        reader: devnet.chain.read_provider(),
+    };
+    rows.push(miners_commit(&story).await?);
+    let (granted, row) = alice_grants(&story).await?;
+    rows.push(row);
+    let (encrypted, row) = enrico_encrypts(&story, &granted)?;
+    rows.push(row);
+    let (retrieved, row) = bob_retrieves(&story, &granted, &encrypted).await?;
+    rows.push(row);
+    rows.push(periods_pass(&story).await?);
+    rows.push(nodes_earn_fees(&story, &granted).await?);
+    rows.push(alice_revokes(&story, &granted, &retrieved).await?);
+    if let Some(row) = faulty_miner_slashed(&story, &retrieved).await? {
+        rows.push(row);
+    }
+    Ok(())
+}
 
-    // 1. Every node commits to the next period by itself.
-    let period = current_period(&reader, d.seconds_per_period).await?;
-    wait_for_commitments(devnet, &reader, period + 1).await?;
-    rows.push(Row {
+/// 1. Every node commits to the next period by itself.
+async fn miners_commit(story: &Story<'_>) -> Result<Row> {
+    let (devnet, d, reader) = (story.devnet, &story.deployment, &story.reader);
+    let period = current_period(reader, d.seconds_per_period).await?;
+    wait_for_commitments(devnet, reader, period + 1).await?;
+    Ok(Row {
         step: "1 miners staked and committed",
         detail: format!(
             "{} nodes committed to period {}",
             devnet.miners.len(),
             period + 1
         ),
-    });
+    })
+}
 
-    // 2. Alice grants Bob 3-of-5.
+/// 2. Alice grants Bob 3-of-5.
+async fn alice_grants(story: &Story<'_>) -> Result<(Granted, Row)> {
+    let (devnet, d, reader) = (story.devnet, &story.deployment, &story.reader);
     let alice_account = devnet.chain.address(alice_index(devnet))?;
-    let bob_account = devnet.chain.address(bob_index(devnet))?;
     let (alice, bob) = (MasterSecret::random(), MasterSecret::random());
     let label = "demo/holiday-video";
     let alice_client = Client::connect(
@@ -100,7 +160,7 @@ async fn story(devnet: &Devnet, rows: &mut Vec<Row>) -> Result<()> {
         HttpConfig::default(),
     )
     .await?;
-    let now = latest_timestamp(&reader).await?;
+    let now = latest_timestamp(reader).await?;
     let request = GrantRequest {
         label: label.to_owned(),
         owner: alice_account,
@@ -115,10 +175,14 @@ async fn story(devnet: &Devnet, rows: &mut Vec<Row>) -> Result<()> {
         seed: 7,
         salt: None,
     };
-    let plan = alice_client.plan_grant(&request).await?;
+    let plan = alice_client
+        .plan_grant(&request)
+        .await
+        .map_err(CliError::from)?;
     let outcome = alice_client
         .execute_grant(&plan, &alice.delegating_key(label), &alice.signing_key())
-        .await?;
+        .await
+        .map_err(CliError::from)?;
     ensure!(
         outcome.uploaded() == SHARES,
         "only {} of {SHARES} nodes took their kfrag: {:?}",
@@ -129,7 +193,7 @@ async fn story(devnet: &Devnet, rows: &mut Vec<Row>) -> Result<()> {
             .filter_map(|u| u.result.as_ref().err())
             .collect::<Vec<_>>()
     );
-    let policy = outcome.policy.clone();
+    let policy = &outcome.policy;
     let policy_path = devnet.dir.join("policy.json");
     policy.save(&policy_path)?;
     let loaded = PolicyFile::load(&policy_path)?;
@@ -137,7 +201,7 @@ async fn story(devnet: &Devnet, rows: &mut Vec<Row>) -> Result<()> {
         loaded.policy_id == policy.policy_id,
         "policy file roundtrip"
     );
-    rows.push(Row {
+    let row = Row {
         step: "2 Alice grants Bob 3-of-5",
         detail: format!(
             "policy {} paid {} ETH ({} periods x {SHARES} nodes x {FEE_RATE_GWEI} gwei)",
@@ -145,22 +209,37 @@ async fn story(devnet: &Devnet, rows: &mut Vec<Row>) -> Result<()> {
             format_eth(outcome.paid),
             plan.periods
         ),
-    });
+    };
+    let granted = Granted {
+        alice_client,
+        bob,
+        request,
+        outcome,
+        loaded,
+    };
+    Ok((granted, row))
+}
 
-    // 3. Enrico encrypts a file to the policy's public key.
-    let plain_path = devnet.dir.join("holiday-video.bin");
-    let sealed_path = devnet.dir.join("holiday-video.kms");
+/// 3. Enrico encrypts a file to the policy's public key.
+fn enrico_encrypts(story: &Story<'_>, granted: &Granted) -> Result<(Encrypted, Row)> {
+    let dir = &story.devnet.dir;
+    let plain_path = dir.join("holiday-video.bin");
+    let sealed_path = dir.join("holiday-video.kms");
     let mut content = vec![0u8; FILE_BYTES];
     OsRng.fill_bytes(&mut content);
     std::fs::write(&plain_path, &content)?;
     let stats = {
         let mut input = BufReader::new(File::open(&plain_path)?);
         let mut output = BufWriter::new(File::create(&sealed_path)?);
-        let stats = stream::encrypt_stream(&policy.delegating_key, &mut input, &mut output)?;
+        let stats = stream::encrypt_stream(
+            &granted.outcome.policy.delegating_key,
+            &mut input,
+            &mut output,
+        )?;
         output.flush()?;
         stats
     };
-    rows.push(Row {
+    let row = Row {
         step: "3 Enrico encrypts a file",
         detail: format!(
             "{} bytes in {} chunks -> {}",
@@ -168,21 +247,36 @@ async fn story(devnet: &Devnet, rows: &mut Vec<Row>) -> Result<()> {
             stats.chunks,
             sealed_path.display()
         ),
-    });
+    };
+    Ok((
+        Encrypted {
+            content,
+            sealed_path,
+        },
+        row,
+    ))
+}
 
-    // 4. Bob retrieves from all the nodes (auditing every answer), verifies, decrypts.
+/// 4. Bob retrieves from all the nodes (auditing every answer), verifies, decrypts.
+async fn bob_retrieves(
+    story: &Story<'_>,
+    granted: &Granted,
+    encrypted: &Encrypted,
+) -> Result<(Retrieved, Row)> {
+    let devnet = story.devnet;
+    let Granted { bob, loaded, .. } = granted;
     let bob_client = Client::connect(
         devnet.provider(bob_index(devnet))?,
-        d.clone(),
+        story.deployment.clone(),
         HttpConfig::default(),
     )
     .await?;
-    let mut sealed = BufReader::new(File::open(&sealed_path)?);
+    let mut sealed = BufReader::new(File::open(&encrypted.sealed_path)?);
     let header = stream::read_header(&mut sealed)?;
     let started = Instant::now();
     let retrieval = bob_client
         .retrieve(
-            &loaded,
+            loaded,
             &bob.receiving_key(),
             std::slice::from_ref(header.capsule()),
             &RetrieveOptions {
@@ -190,7 +284,8 @@ async fn story(devnet: &Devnet, rows: &mut Vec<Row>) -> Result<()> {
                 ..Default::default()
             },
         )
-        .await?;
+        .await
+        .map_err(CliError::from)?;
     let retrieve_time = started.elapsed();
     let cfrags = retrieval.cfrags.into_iter().next().context("no cfrags")?;
     ensure!(cfrags.len() >= THRESHOLD, "only {} cfrags", cfrags.len());
@@ -202,7 +297,7 @@ async fn story(devnet: &Devnet, rows: &mut Vec<Row>) -> Result<()> {
     )?;
     let mut decrypted = Vec::with_capacity(FILE_BYTES);
     stream::decrypt_stream_with_key(&key, &header, &mut sealed, &mut decrypted)?;
-    ensure!(decrypted == content, "the decrypted file differs");
+    ensure!(decrypted == encrypted.content, "the decrypted file differs");
     let faulty: Vec<Address> = devnet
         .miners
         .iter()
@@ -219,7 +314,7 @@ async fn story(devnet: &Devnet, rows: &mut Vec<Row>) -> Result<()> {
     if let Some(fault) = caught.first() {
         fault.save(&fault_path)?;
     }
-    rows.push(Row {
+    let row = Row {
         step: "4 Bob retrieves and decrypts",
         detail: format!(
             "{} valid cfrags in {:.0} ms, file identical; {} wrong cfrag caught",
@@ -227,19 +322,29 @@ async fn story(devnet: &Devnet, rows: &mut Vec<Row>) -> Result<()> {
             retrieve_time.as_secs_f64() * 1000.0,
             caught.len()
         ),
-    });
+    };
+    let retrieved = Retrieved {
+        bob_client,
+        header,
+        faulty,
+        fault_path,
+    };
+    Ok((retrieved, row))
+}
 
-    // 5. Periods pass; the nodes commit each one; rewards follow the formula.
+/// 5. Periods pass; the nodes commit each one; rewards follow the formula.
+async fn periods_pass(story: &Story<'_>) -> Result<Row> {
+    let (devnet, d, reader) = (story.devnet, &story.deployment, &story.reader);
     for _ in 0..PERIODS_TO_PASS {
-        travel(&reader, d.seconds_per_period).await?;
-        let period = current_period(&reader, d.seconds_per_period).await?;
-        wait_for_commitments(devnet, &reader, period + 1).await?;
+        travel(reader, d.seconds_per_period).await?;
+        let period = current_period(reader, d.seconds_per_period).await?;
+        wait_for_commitments(devnet, reader, period + 1).await?;
     }
-    let current = current_period(&reader, d.seconds_per_period).await?;
-    let escrow = d.staking_escrow(&reader);
+    let current = current_period(reader, d.seconds_per_period).await?;
+    let escrow = d.staking_escrow(reader);
     let mut reward_lines = Vec::new();
     for miner in &devnet.miners {
-        let expected = formula_rewards(&reader, &d, miner.staker, current).await?;
+        let expected = formula_rewards(reader, d, miner.staker, current).await?;
         let info = escrow.getStakerInfo(miner.staker).call().await?;
         let actual = info.rewardsMinted + info.pendingReward;
         ensure!(
@@ -249,110 +354,133 @@ async fn story(devnet: &Devnet, rows: &mut Vec<Row>) -> Result<()> {
         );
         reward_lines.push(format_tokens(actual));
     }
-    rows.push(Row {
+    Ok(Row {
         step: "5 periods pass, miners rewarded",
         detail: format!(
             "{PERIODS_TO_PASS} periods; rewards = formula exactly: {} KMS",
             reward_lines.join(" / ")
         ),
-    });
+    })
+}
 
-    // 6. Fees: each node earned the rate for every period it committed to while live.
-    let manager = d.policy_manager(&reader);
+/// 6. Fees: each node earned the rate for every period it committed to while live.
+async fn nodes_earn_fees(story: &Story<'_>, granted: &Granted) -> Result<Row> {
+    let (d, reader) = (&story.deployment, &story.reader);
+    let policy = &granted.outcome.policy;
+    let manager = d.policy_manager(reader);
     let view = manager
         .getPolicy(alloy::primitives::FixedBytes(policy.policy_id))
         .call()
         .await?;
     let mut earned_total = U256::ZERO;
     for staker in policy.stakers() {
-        let earned = fees_accrued(&reader, &d, staker).await?;
+        let earned = fees_accrued(reader, d, staker).await?;
         let committed = manager
             .committedCount(staker, view.startPeriod, view.lastPeriod)
             .call()
             .await?;
         ensure!(
-            earned == request.fee_rate * committed,
+            earned == granted.request.fee_rate * committed,
             "node {staker} earned {earned} wei for {committed} committed periods"
         );
         earned_total += earned;
     }
-    rows.push(Row {
+    Ok(Row {
         step: "6 nodes earn their fees",
         detail: format!(
             "{} ETH earned, fee rate x committed periods for each node",
             format_eth(earned_total)
         ),
-    });
+    })
+}
 
-    // 7. Alice revokes: refunded what was not earned; Bob refused from the next block.
-    let refunded = alice_client.revoke(&loaded).await?;
-    let earned_total = {
-        let mut total = U256::ZERO;
-        for staker in policy.stakers() {
-            total += fees_accrued(&reader, &d, staker).await?;
-        }
-        total
-    };
+/// 7. Alice revokes: refunded what was not earned; Bob refused from the next block.
+async fn alice_revokes(story: &Story<'_>, granted: &Granted, retrieved: &Retrieved) -> Result<Row> {
+    let (d, reader) = (&story.deployment, &story.reader);
+    let Granted {
+        alice_client,
+        bob,
+        outcome,
+        loaded,
+        ..
+    } = granted;
+    let refunded = alice_client.revoke(loaded).await.map_err(CliError::from)?;
+    let mut earned_total = U256::ZERO;
+    for staker in outcome.policy.stakers() {
+        earned_total += fees_accrued(reader, d, staker).await?;
+    }
     ensure!(
         refunded.amount + earned_total == outcome.paid,
         "paid {} != earned {earned_total} + refunded {}",
         outcome.paid,
         refunded.amount
     );
-    let refused = bob_client
+    let refused = retrieved
+        .bob_client
         .retrieve(
-            &loaded,
+            loaded,
             &bob.receiving_key(),
-            std::slice::from_ref(header.capsule()),
+            std::slice::from_ref(retrieved.header.capsule()),
             &RetrieveOptions::default(),
         )
         .await;
     ensure!(refused.is_err(), "a revoked policy was still served");
-    rows.push(Row {
+    Ok(Row {
         step: "7 Alice revokes, is refunded",
         detail: format!(
             "refund {} ETH = paid - earned; Bob refused",
             format_eth(refunded.amount)
         ),
-    });
+    })
+}
 
-    // 8. Bob reports the wrong cfrag: the faulty miner is slashed, Bob rewarded.
-    if let Some(faulty_staker) = faulty.first().copied() {
-        let fault = Fault::load(&fault_path)?;
-        let token = d.token(&reader);
-        let stake_before = escrow.getStakerInfo(faulty_staker).call().await?.value;
-        let bob_before = token.balanceOf(bob_account).call().await?;
-        let report = bob_client.report(&fault, bob_account).await?;
-        ensure!(
-            report.verdict == Verdict::WrongE,
-            "verdict {:?}",
-            report.verdict
-        );
-        ensure!(report.staker == faulty_staker && !report.penalty.is_zero());
-        let stake_after = escrow.getStakerInfo(faulty_staker).call().await?.value;
-        let bob_after = token.balanceOf(bob_account).call().await?;
-        ensure!(
-            stake_before - stake_after == report.penalty,
-            "stake went {stake_before} -> {stake_after}, penalty {}",
-            report.penalty
-        );
-        ensure!(bob_after - bob_before == report.reward, "Bob's reward");
-        // The same evidence cannot be used twice.
-        ensure!(
-            bob_client.report(&fault, bob_account).await.is_err(),
-            "evidence reused"
-        );
-        rows.push(Row {
-            step: "8 faulty miner slashed",
-            detail: format!(
-                "verdict {:?}: {} KMS slashed, {} KMS to Bob",
-                report.verdict,
-                format_tokens(report.penalty),
-                format_tokens(report.reward)
-            ),
-        });
-    }
-    Ok(())
+/// 8. Bob reports the wrong cfrag: the faulty miner is slashed, Bob rewarded.
+///
+/// `None` (no step) when no node was faulty.
+async fn faulty_miner_slashed(story: &Story<'_>, retrieved: &Retrieved) -> Result<Option<Row>> {
+    let (devnet, d, reader) = (story.devnet, &story.deployment, &story.reader);
+    let Some(faulty_staker) = retrieved.faulty.first().copied() else {
+        return Ok(None);
+    };
+    let bob_account = devnet.chain.address(bob_index(devnet))?;
+    let bob_client = &retrieved.bob_client;
+    let fault = Fault::load(&retrieved.fault_path)?;
+    let escrow = d.staking_escrow(reader);
+    let token = d.token(reader);
+    let stake_before = escrow.getStakerInfo(faulty_staker).call().await?.value;
+    let bob_before = token.balanceOf(bob_account).call().await?;
+    let report = bob_client
+        .report(&fault, bob_account)
+        .await
+        .map_err(CliError::from)?;
+    ensure!(
+        report.verdict == Verdict::WrongE,
+        "verdict {:?}",
+        report.verdict
+    );
+    ensure!(report.staker == faulty_staker && !report.penalty.is_zero());
+    let stake_after = escrow.getStakerInfo(faulty_staker).call().await?.value;
+    let bob_after = token.balanceOf(bob_account).call().await?;
+    ensure!(
+        stake_before - stake_after == report.penalty,
+        "stake went {stake_before} -> {stake_after}, penalty {}",
+        report.penalty
+    );
+    ensure!(bob_after - bob_before == report.reward, "Bob's reward");
+    // The same evidence cannot be used twice.
+    ensure!(
+        bob_client.report(&fault, bob_account).await.is_err(),
+        "evidence reused"
+    );
+    Ok(Some(Row {
+        step: "8 faulty miner slashed",
+        detail: format!(
+            "verdict {:?}: {} KMS slashed, {} KMS to Bob",
+            report.verdict,
+            format_tokens(report.penalty),
+            format_tokens(report.reward)
+        ),
+    }))
 }
 
 async fn latest_timestamp(provider: &DynProvider) -> Result<u64> {
@@ -403,7 +531,7 @@ async fn wait_for_commitments(devnet: &Devnet, reader: &DynProvider, period: u64
 /// from its `CommitmentMade` events and the periods' totals.
 async fn formula_rewards(
     reader: &DynProvider,
-    d: &kms_contracts::Deployment,
+    d: &Deployment,
     staker: Address,
     current: u64,
 ) -> Result<U256> {
@@ -432,11 +560,7 @@ async fn formula_rewards(
 }
 
 /// The fees credited to `node` (its `FeesAccrued` events).
-async fn fees_accrued(
-    reader: &DynProvider,
-    d: &kms_contracts::Deployment,
-    node: Address,
-) -> Result<U256> {
+async fn fees_accrued(reader: &DynProvider, d: &Deployment, node: Address) -> Result<U256> {
     let filter = Filter::new()
         .address(d.policy_manager)
         .event_signature(PolicyManager::FeesAccrued::SIGNATURE_HASH)

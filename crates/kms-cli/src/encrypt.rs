@@ -1,0 +1,69 @@
+//! Enrico's `kms encrypt`: a file of any size to a policy's public key, streaming.
+
+use std::{
+    fs::File,
+    io::{BufReader, Read},
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use kms_client::{stream, PolicyFile};
+use kms_crypto::wire;
+use umbral_pre::PublicKey;
+
+use crate::files::{progress, write_atomically};
+
+/// `kms encrypt`.
+#[derive(Debug, Args)]
+pub struct EncryptArgs {
+    /// The policy's public key (hex), or a policy file.
+    #[arg(long)]
+    pub policy_key: String,
+    /// The file to encrypt (`-` for stdin).
+    pub input: PathBuf,
+    /// The encrypted file to write (`-` for stdout).
+    pub output: PathBuf,
+}
+
+impl EncryptArgs {
+    /// Encrypts `input` to the policy key into `output` (written whole or not at all).
+    pub fn run(self) -> Result<()> {
+        let key = policy_key(&self.policy_key)?;
+        let total = if self.input.as_os_str() == "-" {
+            None
+        } else {
+            Some(
+                std::fs::metadata(&self.input)
+                    .with_context(|| format!("cannot read {}", self.input.display()))?
+                    .len(),
+            )
+        };
+        let bar = progress(total, "encrypting");
+        let mut input: Box<dyn Read> = if self.input.as_os_str() == "-" {
+            Box::new(std::io::stdin().lock())
+        } else {
+            Box::new(File::open(&self.input)?)
+        };
+        let mut input = bar.wrap_read(BufReader::new(&mut input));
+        let stats = write_atomically(&self.output, |out| {
+            Ok(stream::encrypt_stream(&key, &mut input, out)?)
+        })?;
+        bar.finish_and_clear();
+        eprintln!(
+            "encrypted {} bytes to {}",
+            stats.plaintext_bytes,
+            self.output.display()
+        );
+        Ok(())
+    }
+}
+
+/// `--policy-key`: a hex public key, or the policy file holding it.
+fn policy_key(value: &str) -> Result<PublicKey> {
+    if value.starts_with("0x") || (value.len() == 66 && !Path::new(value).exists()) {
+        return wire::decode_public_key("--policy-key", value)
+            .context("--policy-key: 0x + 33 bytes hex, or a policy file");
+    }
+    Ok(PolicyFile::load(value)?.delegating_key)
+}
