@@ -18,6 +18,7 @@ use crate::{
 #[command(name = "kms", version, about, long_about = None)]
 pub struct Cli {
     #[command(subcommand)]
+    /// The command to run.
     pub command: Command,
 }
 

@@ -92,6 +92,7 @@ pub struct InitArgs {
     /// Import this worker private key (hex) instead of generating one.
     #[arg(long, env = "KMS_WORKER_PRIVATE_KEY", hide_env_values = true)]
     pub worker_private_key: Option<String>,
+    /// Where the keystore's password comes from.
     #[command(flatten)]
     pub password: PasswordArgs,
 }
@@ -171,6 +172,7 @@ pub struct RunArgs {
     /// Overrides the configuration's listen address.
     #[arg(long)]
     pub listen: Option<SocketAddr>,
+    /// Where the keystore's password comes from.
     #[command(flatten)]
     pub password: PasswordArgs,
 }

@@ -28,8 +28,10 @@ use crate::{
 /// `kms policy ...`: the subcommand, and the chain and account they share.
 #[derive(Debug, Args)]
 pub struct PolicyArgs {
+    /// The subcommand to run.
     #[command(subcommand)]
     pub command: PolicySubcommand,
+    /// The chain and deployment to use.
     #[command(flatten)]
     pub chain: ChainOpts,
 }

@@ -32,6 +32,7 @@ pub struct RetrieveArgs {
     pub input: PathBuf,
     /// Where to write the plaintext (written whole or not at all).
     pub output: PathBuf,
+    /// The chain and deployment to use.
     #[command(flatten)]
     pub chain: ChainOpts,
 }
@@ -133,6 +134,7 @@ impl RetrieveArgs {
 pub struct ReportArgs {
     /// The evidence file `kms retrieve` saved.
     pub evidence: PathBuf,
+    /// The chain and deployment to use.
     #[command(flatten)]
     pub chain: ChainOpts,
 }

@@ -16,8 +16,10 @@ use crate::{
 /// `kms stake ...`: the subcommand, and the chain and account they share.
 #[derive(Debug, Args)]
 pub struct StakeArgs {
+    /// The subcommand to run.
     #[command(subcommand)]
     pub command: StakeSubcommand,
+    /// The chain and deployment to use.
     #[command(flatten)]
     pub chain: ChainOpts,
 }
@@ -296,8 +298,10 @@ impl StatusArgs {
 /// `kms rewards ...`: the subcommand, and the chain and account they share.
 #[derive(Debug, Args)]
 pub struct RewardsArgs {
+    /// The subcommand to run.
     #[command(subcommand)]
     pub command: RewardsSubcommand,
+    /// The chain and deployment to use.
     #[command(flatten)]
     pub chain: ChainOpts,
 }

@@ -113,7 +113,7 @@ impl Run<'_> {
     }
 }
 
-fn keys(run: &Run, who: &str) -> Value {
+fn keys(run: &Run<'_>, who: &str) -> Value {
     run.ok(&["keys", "new", "--umbral-only", "--dir", who]);
     serde_json::from_str(&run.ok(&[
         "keys",
@@ -240,7 +240,7 @@ fn grant_encrypt_retrieve_revoke_and_their_failures() -> Result<()> {
     ensure!(!dir.path().join("x.out").exists(), "no partial output");
 
     // Listed as active, then revoked: Bob is refused (exit 4), the list says so.
-    let list = |run: &Run| -> Value {
+    let list = |run: &Run<'_>| -> Value {
         serde_json::from_str(&run.ok(&["policy", "list", "--json", "--private-key", ALICE_KEY]))
             .unwrap()
     };

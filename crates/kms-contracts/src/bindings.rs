@@ -13,6 +13,10 @@
 
 // The generated functions mirror the Solidity signatures (and constructors), argument for argument.
 #![allow(clippy::too_many_arguments)]
+// The generated items carry the contracts' NatSpec where it exists; the ABI's structs (such as
+// `IAdjudicator.Evidence`) are documented in the Solidity interfaces, which the artifacts do not
+// carry over.
+#![allow(missing_docs)]
 
 use alloy::sol;
 

@@ -173,8 +173,11 @@ impl Default for ChainOptions {
 pub struct DevChain {
     pub(crate) anvil: AnvilInstance,
     deployment: Deployment,
-    /// The anvil binary and the extra arguments it was started with, to restart it alike.
+    /// The anvil binary and the extra arguments it was started with, to restart it alike
+    /// (`test_utils::TestChain::restart_anvil`; unread in a `devnet`-only build).
+    #[cfg_attr(not(feature = "test-utils"), allow(dead_code))]
     pub(crate) anvil_bin: PathBuf,
+    #[cfg_attr(not(feature = "test-utils"), allow(dead_code))]
     pub(crate) anvil_args: Vec<String>,
 }
 

@@ -24,11 +24,11 @@ use umbral_pre::PublicKey;
 /// The store's schema version, recorded in the `meta` table.
 pub const SCHEMA_VERSION: u64 = 1;
 
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-const KFRAGS: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("kfrags_v1");
-const POLICIES: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("policies_v1");
-const CURSOR: TableDefinition<&str, &[u8]> = TableDefinition::new("cursor_v1");
-const DUTIES: TableDefinition<&str, &[u8]> = TableDefinition::new("duties_v1");
+const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+const KFRAGS: TableDefinition<'_, [u8; 16], &[u8]> = TableDefinition::new("kfrags_v1");
+const POLICIES: TableDefinition<'_, [u8; 16], &[u8]> = TableDefinition::new("policies_v1");
+const CURSOR: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("cursor_v1");
+const DUTIES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("duties_v1");
 const CURSOR_KEY: &str = "cursor";
 
 /// Errors of the store.

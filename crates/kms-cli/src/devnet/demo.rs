@@ -54,7 +54,7 @@ struct Row {
 }
 
 /// Runs the story; fails at the first step that does not check out.
-pub async fn run(devnet: &Devnet) -> Result<()> {
+pub(crate) async fn run(devnet: &Devnet) -> Result<()> {
     let mut rows = Vec::new();
     let result = story(devnet, &mut rows).await;
     println!();

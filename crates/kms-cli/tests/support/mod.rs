@@ -16,10 +16,10 @@ use anyhow::{bail, ensure, Context, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The `kms` binary under test.
-pub const KMS: &str = env!("CARGO_BIN_EXE_kms");
+pub(crate) const KMS: &str = env!("CARGO_BIN_EXE_kms");
 
 /// Runs `kms args` to completion, without the caller's chain and password environment.
-pub fn kms(args: &[&str]) -> Output {
+pub(crate) fn kms(args: &[&str]) -> Output {
     Command::new(KMS)
         .args(args)
         .env_remove("ETH_RPC_URL")
@@ -30,7 +30,7 @@ pub fn kms(args: &[&str]) -> Output {
 }
 
 /// A port that was free a moment ago.
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -39,7 +39,7 @@ pub fn free_port() -> u16 {
 }
 
 /// The repository root (where `foundry.toml` is).
-pub fn repo_root() -> PathBuf {
+pub(crate) fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .ancestors()
         .find(|d| d.join("foundry.toml").is_file())
@@ -57,7 +57,7 @@ fn signal(pid: u32, signal: &str) {
 }
 
 /// Stops `child`: SIGTERM, then SIGKILL if it is still running after `grace`; reaps it.
-pub fn terminate(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
+pub(crate) fn terminate(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
     if let Ok(Some(status)) = child.try_wait() {
         return Some(status);
     }
@@ -76,13 +76,13 @@ pub fn terminate(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
 /// A child process that is stopped (SIGTERM, then SIGKILL) when dropped, so that a failing test
 /// leaves nothing running.
 #[derive(Debug)]
-pub struct Process {
+pub(crate) struct Process {
     child: Option<Child>,
 }
 
 impl Process {
     /// Spawns `command`.
-    pub fn spawn(command: &mut Command) -> Result<Self> {
+    pub(crate) fn spawn(command: &mut Command) -> Result<Self> {
         let child = command
             .spawn()
             .with_context(|| format!("spawning {command:?}"))?;
@@ -90,24 +90,24 @@ impl Process {
     }
 
     /// The process id.
-    pub fn id(&self) -> Option<u32> {
+    pub(crate) fn id(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
 
     /// The child, to take its pipes.
-    pub fn child_mut(&mut self) -> Option<&mut Child> {
+    pub(crate) fn child_mut(&mut self) -> Option<&mut Child> {
         self.child.as_mut()
     }
 
     /// Whether it has exited (and how).
-    pub fn exited(&mut self) -> Option<ExitStatus> {
+    pub(crate) fn exited(&mut self) -> Option<ExitStatus> {
         self.child
             .as_mut()
             .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// SIGKILL, and reap it.
-    pub fn sigkill(&mut self) {
+    pub(crate) fn sigkill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -115,7 +115,7 @@ impl Process {
     }
 
     /// SIGTERM, SIGKILL after `grace`; its exit status.
-    pub fn stop(&mut self, grace: Duration) -> Option<ExitStatus> {
+    pub(crate) fn stop(&mut self, grace: Duration) -> Option<ExitStatus> {
         self.child
             .take()
             .and_then(|mut child| terminate(&mut child, grace))
@@ -128,10 +128,10 @@ impl Drop for Process {
     }
 }
 
-pub use kms_contracts::test_utils::eventually;
+pub(crate) use kms_contracts::test_utils::eventually;
 
 /// `GET path` on `127.0.0.1:port` (HTTP/1.1, one request per connection): status and body.
-pub async fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
+pub(crate) async fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
         let request =
@@ -164,40 +164,40 @@ pub async fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
 
 /// How `kms node init`'s configuration is adjusted before the node runs.
 #[derive(Debug, Clone)]
-pub struct NodeOptions {
+pub(crate) struct NodeOptions {
     /// `[chain] rpc_url`.
-    pub rpc_url: String,
+    pub(crate) rpc_url: String,
     /// `[chain] confirmations`.
-    pub confirmations: u64,
+    pub(crate) confirmations: u64,
     /// `[chain] poll_interval_ms`.
-    pub poll_interval_ms: u64,
+    pub(crate) poll_interval_ms: u64,
     /// `[chain] max_log_range`.
-    pub max_log_range: u64,
+    pub(crate) max_log_range: u64,
     /// `[duties] prune`.
-    pub prune: bool,
+    pub(crate) prune: bool,
 }
 
 /// A `kms node` set up with `kms node init` and run with `kms node run` as a child process; its
 /// output goes to `node.log` in its directory.
 #[derive(Debug)]
-pub struct NodeProcess {
+pub(crate) struct NodeProcess {
     /// A name for messages.
-    pub name: String,
+    pub(crate) name: String,
     /// The node's directory.
-    pub dir: PathBuf,
+    pub(crate) dir: PathBuf,
     /// The API's port (fixed: the published URL stays the same across restarts).
-    pub port: u16,
+    pub(crate) port: u16,
     /// The staker it serves.
-    pub staker: Address,
+    pub(crate) staker: Address,
     /// Its worker.
-    pub worker: Address,
+    pub(crate) worker: Address,
     process: Option<Process>,
 }
 
 impl NodeProcess {
     /// `kms node init` in `dir` (which must not exist yet), importing `worker_key` (hex), then
     /// the configuration adjusted as `options` say.
-    pub fn init(
+    pub(crate) fn init(
         name: &str,
         dir: &Path,
         deployments: &Path,
@@ -260,27 +260,27 @@ impl NodeProcess {
     }
 
     /// The URL the node publishes.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
     /// The store's file.
-    pub fn store_path(&self) -> PathBuf {
+    pub(crate) fn store_path(&self) -> PathBuf {
         self.dir.join("node.redb")
     }
 
     /// The log file.
-    pub fn log_path(&self) -> PathBuf {
+    pub(crate) fn log_path(&self) -> PathBuf {
         self.dir.join("node.log")
     }
 
     /// Whether a process was started and not stopped or killed since.
-    pub fn is_running(&self) -> bool {
+    pub(crate) fn is_running(&self) -> bool {
         self.process.is_some()
     }
 
     /// `kms node run`, output appended to the log.
-    pub fn start(&mut self) -> Result<()> {
+    pub(crate) fn start(&mut self) -> Result<()> {
         ensure!(self.process.is_none(), "{} is running already", self.name);
         let log = OpenOptions::new()
             .create(true)
@@ -308,7 +308,7 @@ impl NodeProcess {
 
     /// Waits until the API answers `GET /v1/status` (the node has started: bonded, record
     /// published); fails at once if the process exits.
-    pub async fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+    pub(crate) async fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.process.as_mut().and_then(Process::exited) {
@@ -334,20 +334,20 @@ impl NodeProcess {
     }
 
     /// `start`, then `wait_ready`.
-    pub async fn start_ready(&mut self, timeout: Duration) -> Result<()> {
+    pub(crate) async fn start_ready(&mut self, timeout: Duration) -> Result<()> {
         self.start()?;
         self.wait_ready(timeout).await
     }
 
     /// SIGKILL.
-    pub fn sigkill(&mut self) {
+    pub(crate) fn sigkill(&mut self) {
         if let Some(mut process) = self.process.take() {
             process.sigkill();
         }
     }
 
     /// SIGTERM; fails unless the node exits cleanly within 20 s.
-    pub fn stop(&mut self) -> Result<()> {
+    pub(crate) fn stop(&mut self) -> Result<()> {
         let Some(mut process) = self.process.take() else {
             return Ok(());
         };
@@ -362,26 +362,26 @@ impl NodeProcess {
     }
 
     /// The node's store; only while the node is not running (redb locks the file).
-    pub fn open_store(&self) -> Result<kms_node::Store> {
+    pub(crate) fn open_store(&self) -> Result<kms_node::Store> {
         ensure!(self.process.is_none(), "{} is running", self.name);
         kms_node::Store::open(self.store_path())
             .with_context(|| format!("opening the store of {}", self.name))
     }
 
     /// `GET /v1/status`.
-    pub async fn status(&self) -> Result<kms_crypto::wire::NodeStatus> {
+    pub(crate) async fn status(&self) -> Result<kms_crypto::wire::NodeStatus> {
         let (status, body) = http_get(self.port, "/v1/status").await?;
         ensure!(status == 200, "GET /v1/status: {status} {body}");
         Ok(serde_json::from_str(&body)?)
     }
 
     /// `GET /v1/status`'s kfrag count.
-    pub async fn kfrags(&self) -> Result<u64> {
+    pub(crate) async fn kfrags(&self) -> Result<u64> {
         Ok(self.status().await?.kfrags)
     }
 
     /// Waits until the follower has applied block `block` (`GET /v1/status`'s cursor).
-    pub async fn wait_cursor(&self, block: u64, timeout: Duration) -> Result<()> {
+    pub(crate) async fn wait_cursor(&self, block: u64, timeout: Duration) -> Result<()> {
         eventually(
             &format!("{} to follow the chain to block {block}", self.name),
             timeout,
@@ -398,7 +398,7 @@ impl NodeProcess {
     }
 
     /// The last `lines` lines of the log.
-    pub fn log_tail(&self, lines: usize) -> String {
+    pub(crate) fn log_tail(&self, lines: usize) -> String {
         let mut text = String::new();
         if let Ok(mut file) = File::open(self.log_path()) {
             let len = file.metadata().map(|m| m.len()).unwrap_or(0);
