@@ -14,6 +14,7 @@
 //! - [`duties`]: commit, mint, withdraw fees, prune kfrags.
 //! - [`wakeup`]: when the daemon's services (follower, duties, block notifier) run again.
 //! - [`daemon`]: starts and stops all of it.
+//! - `test_utils` (feature `test-utils`): a policy directory without a chain, for tests.
 
 pub mod api;
 pub mod clock;
@@ -25,6 +26,8 @@ pub mod follower;
 mod guard;
 pub mod server;
 pub mod store;
+#[cfg(feature = "test-utils")]
+pub mod test_utils;
 pub mod tx;
 pub mod wakeup;
 pub use kms_crypto::wire;

@@ -4,12 +4,8 @@
 #![allow(clippy::unwrap_used)]
 
 use std::{
-    collections::HashMap,
     net::SocketAddr,
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc, Mutex,
-    },
+    sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -24,11 +20,12 @@ use http_body_util::BodyExt;
 use kms_crypto::{ethereum_address, recover_answer_signer, test_utils::PolicyKeys, AnswerContext};
 use kms_node::{
     api::decode_node_key,
+    test_utils::{FakeDirectory, FakePolicy},
     wire::{
         decode_b64, decode_hex, encode_b64, encode_public_key, KfragUpload, NodeInfo,
         ReencryptRequest, ReencryptResponse,
     },
-    ApiState, Arrangement, DirectoryError, Limits, NodeIdentity, PolicyDirectory, Store,
+    ApiState, Arrangement, Limits, NodeIdentity, Store,
 };
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -58,81 +55,6 @@ fn answer_context(
         staker,
         period,
         policy_id,
-    }
-}
-
-struct FakePolicy {
-    signer: Address,
-    arrangement: Arrangement,
-    active: bool,
-}
-
-/// The chain, as a map the test edits.
-#[derive(Default)]
-struct FakeDirectory {
-    policies: Mutex<HashMap<[u8; 16], FakePolicy>>,
-    /// `kfrag_signer` calls (each an `eth_call` on a real chain).
-    signer_calls: AtomicUsize,
-    /// When set, every call fails with this error text (the RPC endpoint is down).
-    failure: Mutex<Option<String>>,
-}
-
-impl FakeDirectory {
-    fn check_up(&self) -> Result<(), DirectoryError> {
-        match self.failure.lock().unwrap().clone() {
-            Some(text) => Err(DirectoryError(text)),
-            None => Ok(()),
-        }
-    }
-
-    fn set_active(&self, policy_id: [u8; 16], active: bool) {
-        self.policies
-            .lock()
-            .unwrap()
-            .get_mut(&policy_id)
-            .unwrap()
-            .active = active;
-    }
-}
-
-impl PolicyDirectory for FakeDirectory {
-    async fn kfrag_signer(&self, policy_id: [u8; 16]) -> Result<Option<Address>, DirectoryError> {
-        self.signer_calls.fetch_add(1, Ordering::SeqCst);
-        self.check_up()?;
-        Ok(self
-            .policies
-            .lock()
-            .unwrap()
-            .get(&policy_id)
-            .map(|p| p.signer))
-    }
-
-    async fn arrangement(
-        &self,
-        policy_id: [u8; 16],
-    ) -> Result<Option<Arrangement>, DirectoryError> {
-        self.check_up()?;
-        Ok(self
-            .policies
-            .lock()
-            .unwrap()
-            .get(&policy_id)
-            .map(|p| p.arrangement.clone()))
-    }
-
-    async fn is_active(
-        &self,
-        policy_id: [u8; 16],
-        node: Address,
-        nodes: &[Address],
-    ) -> Result<bool, DirectoryError> {
-        self.check_up()?;
-        Ok(self
-            .policies
-            .lock()
-            .unwrap()
-            .get(&policy_id)
-            .is_some_and(|p| p.active && p.arrangement.nodes == nodes && nodes.contains(&node)))
     }
 }
 
@@ -275,7 +197,7 @@ impl Node {
     fn create_policy(&self, policy: &Policy, nodes: Vec<Address>) {
         let mut nodes = nodes;
         nodes.sort();
-        self.directory.policies.lock().unwrap().insert(
+        self.directory.insert(
             policy.id,
             FakePolicy {
                 signer: ethereum_address(&policy.signer.public_key()),
@@ -1163,7 +1085,7 @@ async fn an_unknown_policy_costs_one_chain_call() {
         assert!(error_of(&value).contains("no such policy"));
         assert!(headers.contains_key(header::RETRY_AFTER));
     }
-    assert_eq!(node.directory.signer_calls.load(Ordering::SeqCst), 1);
+    assert_eq!(node.directory.signer_calls(), 1);
 
     // Without the cache, every upload asks the chain.
     let uncached = Node::start_with_limits(
@@ -1183,7 +1105,7 @@ async fn an_unknown_policy_costs_one_chain_call() {
             .await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{value}");
     }
-    assert_eq!(uncached.directory.signer_calls.load(Ordering::SeqCst), 2);
+    assert_eq!(uncached.directory.signer_calls(), 2);
 }
 
 /// Review finding 7: kfrag uploads are rate-limited per client address: a client past its burst
@@ -1241,9 +1163,9 @@ async fn chain_errors_do_not_leak_the_rpc_url() {
     const HOST: &str = "eth-mainnet.example.com";
     const SECRET: &str = "SECRET-API-KEY-4242";
     let (node, policy, capsule) = node_with_policy().await;
-    *node.directory.failure.lock().unwrap() = Some(format!(
+    node.directory.fail_with(Some(format!(
         "error sending request for url (https://{HOST}/v2/{SECRET}): operation timed out"
-    ));
+    )));
     let fresh = Policy::new(0x31, 1, 1);
     let requests = [
         (

@@ -15,9 +15,7 @@ use std::{
 };
 
 use alloy::{primitives::Address, signers::local::PrivateKeySigner};
-use kms_node::{
-    ApiState, Arrangement, DirectoryError, Limits, NodeIdentity, PolicyDirectory, Store,
-};
+use kms_node::{test_utils::FakeDirectory, ApiState, Limits, NodeIdentity, Store};
 use prometheus::IntGauge;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -29,26 +27,6 @@ use umbral_pre::SecretKey;
 
 /// Longest wait for anything the server must do; far above what it needs.
 const BOUND: Duration = Duration::from_secs(60);
-
-/// A chain that knows no policy: these tests only ask for `/v1/status`.
-struct NoPolicies;
-
-impl PolicyDirectory for NoPolicies {
-    async fn kfrag_signer(&self, _: [u8; 16]) -> Result<Option<Address>, DirectoryError> {
-        Ok(None)
-    }
-    async fn arrangement(&self, _: [u8; 16]) -> Result<Option<Arrangement>, DirectoryError> {
-        Ok(None)
-    }
-    async fn is_active(
-        &self,
-        _: [u8; 16],
-        _: Address,
-        _: &[Address],
-    ) -> Result<bool, DirectoryError> {
-        Ok(false)
-    }
-}
 
 /// A server on 127.0.0.1 and what it takes to stop it.
 struct Server {
@@ -71,7 +49,13 @@ impl Server {
             adjudicator: Address::repeat_byte(0xad),
             seconds_per_period: 3_600,
         };
-        let state = ApiState::new(identity, store, Arc::new(NoPolicies), limits.clone()).unwrap();
+        let state = ApiState::new(
+            identity,
+            store,
+            Arc::new(FakeDirectory::default()),
+            limits.clone(),
+        )
+        .unwrap();
         let open = state.metrics().open_connections();
         let app = kms_node::router(Arc::new(state));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
