@@ -13,7 +13,7 @@ use alloy::{
     eips::{eip2718::Encodable2718, BlockNumberOrTag},
     network::{EthereumWallet, NetworkTransactionBuilder, TransactionBuilder},
     primitives::{Address, Bytes, FixedBytes, U256},
-    providers::Provider,
+    providers::{ext::AnvilApi, Provider},
     rpc::types::TransactionRequest,
     sol_types::SolCall,
 };
@@ -494,21 +494,15 @@ async fn follower_resumes_from_its_cursor_and_rewinds_after_a_deep_reorg() -> Re
     );
 
     // Confirmation depth: a policy 1 block deep is not applied at depth 2.
-    let snapshot: Value = reader.raw_request("evm_snapshot".into(), ()).await?;
+    let snapshot = reader.anvil_snapshot().await?;
     let shallow = create_policy(&chain, [2; 16], Address::repeat_byte(9), vec![staker], 2).await?;
     ensure!(matches!(follower(2).step().await?, Step::Idle { .. }));
     ensure!(store.policy(shallow)?.is_none());
     // Applied at depth 0, then the block is reorged away (revert + other blocks).
     follower(0).step().await?;
     ensure!(store.policy(shallow)?.is_some());
-    reader
-        .raw_request::<_, Value>("evm_revert".into(), (snapshot,))
-        .await?;
-    for _ in 0..3 {
-        reader
-            .raw_request::<_, Value>("evm_mine".into(), ())
-            .await?;
-    }
+    ensure!(reader.anvil_revert(snapshot).await?, "evm_revert refused");
+    chain.mine(3).await?;
     let step = follower(0).step().await?;
     ensure!(matches!(step, Step::Rewound { .. }), "{step:?}");
     while !matches!(follower(0).step().await?, Step::Idle { .. }) {}

@@ -20,7 +20,7 @@ use std::{
 
 use alloy::{
     primitives::{Address, U256},
-    providers::{DynProvider, Provider},
+    providers::{ext::AnvilApi, DynProvider, Provider},
     rpc::types::Filter,
     sol_types::SolEvent,
 };
@@ -497,12 +497,8 @@ async fn current_period(provider: &DynProvider, seconds_per_period: u64) -> Resu
 }
 
 async fn travel(provider: &DynProvider, seconds: u64) -> Result<()> {
-    provider
-        .raw_request::<_, serde_json::Value>("evm_increaseTime".into(), (seconds,))
-        .await?;
-    provider
-        .raw_request::<_, serde_json::Value>("evm_mine".into(), ())
-        .await?;
+    provider.anvil_increase_time(seconds).await?;
+    provider.anvil_mine(Some(1), None).await?;
     Ok(())
 }
 
