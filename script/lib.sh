@@ -41,6 +41,19 @@ ensure_rust_toolchain() {
   rustup toolchain install
 }
 
+# cargo-deny, pinned, built once into the project's target/tools (a fresh clone has none; about 3
+# minutes on 2 cores). A different version there is replaced.
+CARGO_DENY_VERSION="0.20.2"
+ensure_cargo_deny() {
+  local tools="$ROOT/target/tools"
+  export PATH="$tools/bin:$PATH"
+  if [[ "$(cargo-deny --version 2>/dev/null)" == "cargo-deny $CARGO_DENY_VERSION" ]]; then
+    return
+  fi
+  echo "==> cargo install cargo-deny@$CARGO_DENY_VERSION into target/tools"
+  cargo install --locked --quiet "cargo-deny@$CARGO_DENY_VERSION" --root "$tools"
+}
+
 step() {
   echo
   echo "==> $*"
