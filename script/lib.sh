@@ -18,6 +18,42 @@ ensure_node_modules() {
   cp package-lock.json "$stamp"
 }
 
+# rust-toolchain.toml pins the compiler by version. The project's machines cannot download a
+# toolchain, but the one they come with is installed as `stable` and may be exactly that version:
+# then the pinned name is made to point at it (rustup treats it as installed, components and all).
+# Anywhere else rustup installs the pinned toolchain as usual.
+ensure_rust_toolchain() {
+  command -v rustup >/dev/null || return 0 # no rustup: the cargo on PATH is what there is
+  local channel host toolchains stable_version
+  channel="$(sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)"
+  host="$(rustup show 2>/dev/null | sed -n 's/^Default host: //p')" || true
+  if rustup toolchain list | cut -d" " -f1 | grep -xF "$channel-$host" >/dev/null; then
+    return
+  fi
+  stable_version="$(rustup run stable rustc -V 2>/dev/null | cut -d' ' -f2)" || true
+  if [[ -n "$host" && "$stable_version" == "$channel" ]]; then
+    toolchains="${RUSTUP_HOME:-$HOME/.rustup}/toolchains"
+    echo "==> rust-toolchain.toml: the installed stable is $channel; naming it $channel-$host"
+    ln -s "$toolchains/stable-$host" "$toolchains/$channel-$host"
+    return
+  fi
+  echo "==> rustup toolchain install (rust-toolchain.toml: $channel)"
+  rustup toolchain install
+}
+
+# cargo-deny, pinned, built once into the project's target/tools (a fresh clone has none; about 3
+# minutes on 2 cores). A different version there is replaced.
+CARGO_DENY_VERSION="0.20.2"
+ensure_cargo_deny() {
+  local tools="$ROOT/target/tools"
+  export PATH="$tools/bin:$PATH"
+  if [[ "$(cargo-deny --version 2>/dev/null)" == "cargo-deny $CARGO_DENY_VERSION" ]]; then
+    return
+  fi
+  echo "==> cargo install cargo-deny@$CARGO_DENY_VERSION into target/tools"
+  cargo install --locked --quiet "cargo-deny@$CARGO_DENY_VERSION" --root "$tools"
+}
+
 step() {
   echo
   echo "==> $*"

@@ -52,6 +52,8 @@ abstract contract AdjudicatorFixtures is Base {
     /// @dev Parses the file once: it is large, and every `vm.parseJson*` call parses all of it.
     function setUp() public virtual override {
         super.setUp();
+        // Reads kms-crypto's generated fixtures, the only file access (read-only in foundry.toml).
+        // forge-lint: disable-next-line(unsafe-cheatcode)
         string memory json = vm.readFile(FIXTURES);
         assertEq(vm.parseJsonUint(json, ".chainId"), block.chainid, "fixtures signed for another chain");
         assertEq(

@@ -117,7 +117,7 @@ contract KMSHandler {
         uint256 current = escrow.currentPeriod();
         if (escrow.lockedAt(staker, current) + amount > escrow.maxStake()) return;
         vm.prank(treasury);
-        token.transfer(staker, amount);
+        require(token.transfer(staker, amount), "token transfer refused");
         vm.startPrank(staker);
         token.approve(address(escrow), amount);
         try escrow.deposit(amount, periods) {
@@ -125,7 +125,7 @@ contract KMSHandler {
             calls["deposit"]++;
         } catch {
             // Only a full sub-stake table may refuse here: give the tokens back.
-            token.transfer(treasury, amount);
+            require(token.transfer(treasury, amount), "token transfer refused");
         }
         vm.stopPrank();
         if (escrow.workerOf(staker) == address(0) && ghostDeposited[staker] != 0) _bond(staker, workers[i]);
@@ -187,7 +187,7 @@ contract KMSHandler {
         calls["withdraw"]++;
         // Hand the tokens back so the treasury can keep funding deposits.
         vm.prank(staker);
-        token.transfer(treasury, amount);
+        require(token.transfer(treasury, amount), "token transfer refused");
     }
 
     /*//////////////////////////////////////////////////////////////
