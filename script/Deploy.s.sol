@@ -7,7 +7,7 @@ import {PolicyManager} from "../contracts/PolicyManager.sol";
 import {StakingEscrow} from "../contracts/StakingEscrow.sol";
 import {Vm} from "../test/utils/Vm.sol";
 
-/// @notice Deploys and links KMSToken, StakingEscrow and PolicyManager, then writes their addresses
+/// @notice Deploys and links KMSToken, StakingEscrow, PolicyManager and Adjudicator, then writes their addresses
 /// and parameters to a deployments JSON for the Rust side and the CLI.
 ///
 ///     forge script script/Deploy.s.sol --rpc-url $ETH_RPC_URL --broadcast

@@ -52,6 +52,11 @@ const SCRIPT_PARAMETERS: &[&str] = &[
     "DEFAULT_FEE_RATE",
     "MAX_FEE_RATE",
     "FEE_GOVERNOR",
+    "EVIDENCE_WINDOW",
+    "BASE_PENALTY",
+    "PENALTY_HISTORY_COEFFICIENT",
+    "PERCENTAGE_PENALTY_COEFFICIENT",
+    "REWARD_COEFFICIENT",
 ];
 
 /// Serializes forge runs within a test binary: concurrent runs would race on forge's compilation

@@ -67,11 +67,18 @@ impl Devnet {
     }
 }
 
+/// The most miners a devnet runs: anvil's dev accounts less the deployer, Alice and Bob.
+pub const MAX_NODES: usize = 7;
+
 /// Starts anvil, deploys, stakes `args.nodes` miners with growing stakes (so that the reward
 /// formula's weighting shows), and starts their nodes.
 pub async fn start(args: &DevnetArgs) -> Result<Devnet> {
-    if args.nodes == 0 || args.nodes > 8 {
-        bail!("--nodes must be 1 to 8 (anvil has 10 dev accounts; two are Alice and Bob)");
+    // Anvil's 10 dev accounts: the deployer (0), the stakers (1..=nodes), then Alice and Bob.
+    if args.nodes == 0 || args.nodes > MAX_NODES {
+        bail!(
+            "--nodes must be 1 to {MAX_NODES} (anvil has 10 dev accounts: the deployer, Alice and \
+             Bob take three)"
+        );
     }
     let deployments_file = args.deployments_file.clone();
     eprintln!(
