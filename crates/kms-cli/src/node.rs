@@ -14,6 +14,8 @@ use kms_crypto::keys::{self, MasterSecret};
 use kms_node::{NodeConfig, Settings};
 
 /// `kms node ...`.
+// The doc comments are the commands' help text (clap), written for a terminal, not rustdoc.
+#[allow(rustdoc::bare_urls)]
 #[derive(Debug, Subcommand)]
 pub enum NodeSubcommand {
     /// Write a node's configuration, worker keystore and Umbral key into a directory.

@@ -26,6 +26,8 @@ pub struct ChainOpts {
     )]
     pub rpc_url: String,
     /// The deployments file (default: deployments/<chain id>.json).
+    // Help text (clap), written for a terminal: `<chain id>` is a placeholder, not HTML.
+    #[allow(rustdoc::invalid_html_tags)]
     #[arg(long, env = "KMS_DEPLOYMENTS", global = true)]
     pub deployments: Option<PathBuf>,
     /// The account that signs.

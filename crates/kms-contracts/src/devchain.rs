@@ -1,7 +1,7 @@
 //! A local development chain: anvil with the KMS contracts deployed (feature `devnet`).
 //!
-//! `kms devnet` and the integration tests (through [`crate::test_utils`]) start their chains
-//! here. The contracts are deployed by the very script production uses
+//! `kms devnet` and the integration tests (through `test_utils`, feature `test-utils`) start
+//! their chains here. The contracts are deployed by the very script production uses
 //! (`script/Deploy.s.sol`), so a devnet exercises the real deployment path and the real
 //! deployments file rather than a Rust re-implementation of it. Anvil and forge are the
 //! npm-pinned binaries in `node_modules/` (`npm ci` installs them), so a devnet runs the same

@@ -2,7 +2,7 @@
 //!
 //! - [`answer`]: the digest a node's worker signs for every capsule fragment it returns, and the
 //!   EIP-191 signature over it.
-//! - [`evidence`]: the [`Evidence`](evidence::Evidence) struct that `IAdjudicator.evaluateCFrag`
+//! - [`evidence`]: the [`Evidence`] struct that `IAdjudicator.evaluateCFrag`
 //!   takes, built from the raw `to_bytes_simple` encodings (so it can be built for a wrong cfrag
 //!   too), and a Rust model of what the contract decides.
 //! - [`umbral`]: small helpers around umbral-pre 0.11 (Ethereum address of a key, the byte layout

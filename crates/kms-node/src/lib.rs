@@ -3,7 +3,7 @@
 //! - [`config`]: the TOML configuration `kms node init` writes.
 //! - [`store`]: the embedded ACID store (redb): kfrags, confirmed policies, the follower's
 //!   cursor, the duties' records.
-//! - [`directory`]: the [`PolicyDirectory`](directory::PolicyDirectory) the API asks about
+//! - [`directory`]: the [`PolicyDirectory`] the API asks about
 //!   policies, and its implementation against the `PolicyManager` contract.
 //! - [`api`]: the axum router.
 //! - [`server`]: serves the router over TCP with a header timeout and a connection limit.

@@ -8,7 +8,7 @@
 //! No client can deny service to another: replays are remembered per policy, each within its
 //! own quota (429 above it); kfrag uploads, which cost a chain call, are rate-limited per client
 //! address (429), and policy ids the chain does not know are remembered for a few seconds (see
-//! [`crate::guard`]). Bodies are read within [`Limits::body_read_timeout`] (408).
+//! `guard`). Bodies are read within [`Limits::body_read_timeout`] (408).
 //!
 //! - `kfrag`: `POST /v1/policies/{id}/kfrag`, Alice's uploads;
 //! - `reencrypt`: `POST /v1/policies/{id}/reencrypt`, Bob's requests and the signed answers;

@@ -12,7 +12,7 @@
 //! start-up duties (accepting the bond, publishing the node record, keyed `accept-bond/...` and
 //! `record/...`) run once before the daemon's services start: see `startup`.
 //!
-//! Transactions go through [`TxSender`](crate::tx::TxSender): recorded before broadcast, at most
+//! Transactions go through [`TxSender`]: recorded before broadcast, at most
 //! once per key. Each tick first settles the transactions recorded as sent (after a crash, their
 //! duty may not come up again), and sends no new one until they are. Periods are taken from the
 //! latest block's timestamp (chain time, not the local clock), so a devnet that travels in time
