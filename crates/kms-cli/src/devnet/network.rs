@@ -68,7 +68,7 @@ impl Devnet {
 }
 
 /// The most miners a devnet runs: anvil's dev accounts less the deployer, Alice and Bob.
-pub const MAX_NODES: usize = 7;
+pub(crate) const MAX_NODES: usize = 7;
 
 /// Starts anvil, deploys, stakes `args.nodes` miners with growing stakes (so that the reward
 /// formula's weighting shows), and starts their nodes.

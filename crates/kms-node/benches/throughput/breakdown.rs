@@ -73,7 +73,7 @@ pub(crate) fn breakdown(fx: &Fixture, store: &Store) -> Result<Vec<Step>> {
         .get_kfrag(POLICY_ID)?
         .ok_or_else(|| anyhow!("no kfrag in the breakdown store"))?;
     let request = ReencryptRequest::sign(
-        &fx.bob,
+        &fx.keys.bob,
         POLICY_ID,
         fx.staker,
         unix_now(),
@@ -181,7 +181,7 @@ pub(crate) fn breakdown(fx: &Fixture, store: &Store) -> Result<Vec<Step>> {
         "request signature verify (Bob's key)",
         NODE_REQUEST,
         time_op(budget, || {
-            ensure!(bob_signature.verify(&fx.bob.public_key(), &message));
+            ensure!(bob_signature.verify(&fx.keys.bob.public_key(), &message));
             Ok(())
         })?,
     );
@@ -215,7 +215,7 @@ pub(crate) fn breakdown(fx: &Fixture, store: &Store) -> Result<Vec<Step>> {
         CLIENT_REQUEST,
         time_op(budget, || {
             let request = ReencryptRequest::sign(
-                &fx.bob,
+                &fx.keys.bob,
                 POLICY_ID,
                 fx.staker,
                 unix_now(),
@@ -243,9 +243,9 @@ pub(crate) fn breakdown_store(fx: &Fixture, dir: &Path) -> Result<Store> {
         POLICY_ID,
         &StoredKfrag {
             kfrag: fx.kfrag.to_bytes().context("kfrag")?.into_vec(),
-            delegating_key: fx.alice.public_key(),
-            receiving_key: fx.bob.public_key(),
-            verifying_key: fx.signer.public_key(),
+            delegating_key: fx.keys.delegating.public_key(),
+            receiving_key: fx.keys.bob.public_key(),
+            verifying_key: fx.keys.signer.public_key(),
             end_timestamp: unix_now() + 3600,
             nodes: vec![fx.staker],
         },

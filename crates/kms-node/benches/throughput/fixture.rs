@@ -4,11 +4,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use alloy::{primitives::Address, signers::local::PrivateKeySigner};
 use anyhow::{anyhow, Context, Result};
-use kms_crypto::{answer::AnswerContext, wire::KfragUpload};
-use kms_node::{Arrangement, DirectoryError, PolicyDirectory};
-use umbral_pre::{
-    encrypt, generate_kfrags, Capsule, DefaultSerialize, SecretKey, Signer, VerifiedKeyFrag,
-};
+use kms_crypto::{answer::AnswerContext, test_utils::PolicyKeys, wire::KfragUpload};
+use umbral_pre::{encrypt, Capsule, DefaultSerialize, SecretKey, VerifiedKeyFrag};
 
 pub(crate) const CHAIN_ID: u64 = 31337;
 /// The Adjudicator the bench node's answers name (no chain here: any address).
@@ -41,9 +38,7 @@ pub(crate) fn unix_now() -> u64 {
 
 /// Alice, Bob, the kfrag signer, one policy's kfrag and the capsules Bob asks about.
 pub(crate) struct Fixture {
-    pub(crate) alice: SecretKey,
-    pub(crate) signer: SecretKey,
-    pub(crate) bob: SecretKey,
+    pub(crate) keys: PolicyKeys,
     pub(crate) kfrag: VerifiedKeyFrag,
     /// The node's worker (answer signatures) and Umbral key.
     pub(crate) worker: PrivateKeySigner,
@@ -56,35 +51,24 @@ pub(crate) struct Fixture {
 
 impl Fixture {
     pub(crate) fn new() -> Result<Self> {
-        let (alice, signer, bob) = (
-            SecretKey::random(),
-            SecretKey::random(),
-            SecretKey::random(),
-        );
-        let kfrag = generate_kfrags(
-            &alice,
-            &bob.public_key(),
-            &Signer::new(signer.clone()),
-            1,
-            1,
-            true,
-            true,
-        )
-        .into_vec()
-        .pop()
-        .ok_or_else(|| anyhow!("generate_kfrags returned no kfrag"))?;
+        let keys = PolicyKeys::random();
+        let kfrag = keys
+            .kfrags(1, 1)
+            .pop()
+            .ok_or_else(|| anyhow!("generate_kfrags returned no kfrag"))?;
         let mut capsules = Vec::with_capacity(CAPSULE_POOL);
         let mut capsule_bytes = Vec::with_capacity(CAPSULE_POOL);
         for i in 0..CAPSULE_POOL {
-            let (capsule, _) = encrypt(&alice.public_key(), format!("message {i}").as_bytes())
-                .map_err(|e| anyhow!("encrypt: {e}"))?;
+            let (capsule, _) = encrypt(
+                &keys.delegating.public_key(),
+                format!("message {i}").as_bytes(),
+            )
+            .map_err(|e| anyhow!("encrypt: {e}"))?;
             capsule_bytes.push(capsule.to_bytes().context("capsule to_bytes")?.into_vec());
             capsules.push(capsule);
         }
         Ok(Self {
-            alice,
-            signer,
-            bob,
+            keys,
             kfrag,
             worker: PrivateKeySigner::random(),
             node_umbral: SecretKey::random(),
@@ -95,41 +79,11 @@ impl Fixture {
     }
 
     pub(crate) fn upload(&self) -> Result<KfragUpload> {
-        Ok(KfragUpload::seal(
+        Ok(self.keys.seal(
             &self.kfrag,
             &self.node_umbral.public_key(),
             self.staker,
             POLICY_ID,
-            (&self.alice.public_key(), &self.bob.public_key()),
-            &Signer::new(self.signer.clone()),
         )?)
-    }
-}
-
-/// A chain on which [`POLICY_ID`] exists, names the node and is live.
-pub(crate) struct FakeDirectory {
-    pub(crate) signer: Address,
-    pub(crate) arrangement: Arrangement,
-}
-
-impl PolicyDirectory for FakeDirectory {
-    async fn kfrag_signer(&self, policy_id: [u8; 16]) -> Result<Option<Address>, DirectoryError> {
-        Ok((policy_id == POLICY_ID).then_some(self.signer))
-    }
-
-    async fn arrangement(
-        &self,
-        policy_id: [u8; 16],
-    ) -> Result<Option<Arrangement>, DirectoryError> {
-        Ok((policy_id == POLICY_ID).then(|| self.arrangement.clone()))
-    }
-
-    async fn is_active(
-        &self,
-        policy_id: [u8; 16],
-        node: Address,
-        nodes: &[Address],
-    ) -> Result<bool, DirectoryError> {
-        Ok(policy_id == POLICY_ID && nodes == self.arrangement.nodes && nodes.contains(&node))
     }
 }

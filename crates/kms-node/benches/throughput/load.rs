@@ -13,10 +13,13 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use axum::body::Bytes;
 use kms_crypto::{
     answer::sign_answer,
-    ethereum_address, recover_answer_signer,
+    recover_answer_signer,
     wire::{decode_b64, decode_hex, encode_hex, ReencryptRequest, ReencryptResponse},
 };
-use kms_node::{ApiState, Arrangement, Limits, NodeIdentity, Store};
+use kms_node::{
+    test_utils::{FakeDirectory, FakePolicy},
+    ApiState, Arrangement, Limits, NodeIdentity, Store,
+};
 use serde::Serialize;
 use umbral_pre::{
     reencrypt, Capsule, CapsuleFrag, DefaultDeserialize, DefaultSerialize, SecretKey,
@@ -24,8 +27,8 @@ use umbral_pre::{
 
 use crate::{
     fixture::{
-        answer_context, current_period, unix_now, FakeDirectory, Fixture, ADJUDICATOR,
-        CAPSULE_POOL, CHAIN_ID, POLICY_ID, SECONDS_PER_PERIOD,
+        answer_context, current_period, unix_now, Fixture, ADJUDICATOR, CAPSULE_POOL, CHAIN_ID,
+        POLICY_ID, SECONDS_PER_PERIOD,
     },
     proc::{cpu_use, CpuSnapshot, CpuUse},
 };
@@ -212,9 +215,9 @@ pub(crate) fn check_answer(
         cfrag
             .verify(
                 capsule,
-                &fx.signer.public_key(),
-                &fx.alice.public_key(),
-                &fx.bob.public_key(),
+                &fx.keys.signer.public_key(),
+                &fx.keys.delegating.public_key(),
+                &fx.keys.bob.public_key(),
             )
             .map_err(|(e, _)| anyhow!("cfrag {j} does not verify: {e}"))?;
     }
@@ -259,13 +262,17 @@ pub(crate) struct Node {
 pub(crate) async fn start_node(fx: &Fixture) -> Result<(Node, Limits)> {
     let dir = tempfile::tempdir().context("temporary directory")?;
     let store = Store::open(dir.path().join("node.redb")).context("open the store")?;
-    let directory = Arc::new(FakeDirectory {
-        signer: ethereum_address(&fx.signer.public_key()),
-        arrangement: Arrangement {
-            nodes: vec![fx.staker],
-            end_timestamp: unix_now() + 24 * 3600,
+    let directory = Arc::new(FakeDirectory::with(
+        POLICY_ID,
+        FakePolicy {
+            signer: fx.keys.signer_address(),
+            arrangement: Arrangement {
+                nodes: vec![fx.staker],
+                end_timestamp: unix_now() + 24 * 3600,
+            },
+            active: true,
         },
-    });
+    ));
     let identity = NodeIdentity {
         staker: fx.staker,
         worker: fx.worker.clone(),

@@ -94,7 +94,7 @@ fn main() -> Result<()> {
         .build()
         .context("tokio runtime")?;
     let source = Arc::new(RequestSource {
-        bob: fx.bob.clone(),
+        bob: fx.keys.bob.clone(),
         staker: fx.staker,
         capsule_bytes: Arc::new(fx.capsule_bytes.clone()),
         next: Mutex::new((0, 0)),
