@@ -136,14 +136,11 @@ impl Net {
     ) -> Result<NodeProcess> {
         let d = self.chain.deployment();
         let (amount, periods) = (d.min_stake, U256::from(d.min_lock_periods));
+        self.chain
+            .stake_and_propose(DEPLOYER, staker, worker, amount, periods)
+            .await?;
         if accepted {
-            self.chain
-                .stake_node(DEPLOYER, staker, worker, amount, periods)
-                .await?;
-        } else {
-            self.chain
-                .stake_and_propose(DEPLOYER, staker, worker, amount, periods)
-                .await?;
+            self.chain.accept_bond(staker, worker).await?;
         }
         NodeProcess::init(
             name,

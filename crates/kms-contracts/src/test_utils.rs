@@ -223,22 +223,14 @@ impl TestChain {
     pub async fn stake_minimum(&self, staker: usize, worker: usize) -> Result<(), DevChainError> {
         let d = self.deployment();
         let (amount, periods) = (d.min_stake, U256::from(d.min_lock_periods));
-        self.stake_node(accounts::DEPLOYER, staker, worker, amount, periods)
-            .await
+        self.stake_and_propose(accounts::DEPLOYER, staker, worker, amount, periods)
+            .await?;
+        self.accept_bond(staker, worker).await
     }
 
-    /// Makes dev account `staker` a node: [`TestChain::stake_and_propose`], then dev account
-    /// `worker` accepts the bond.
-    pub async fn stake_node(
-        &self,
-        deployer: usize,
-        staker: usize,
-        worker: usize,
-        amount: U256,
-        periods: U256,
-    ) -> Result<(), DevChainError> {
-        self.stake_and_propose(deployer, staker, worker, amount, periods)
-            .await?;
+    /// Dev account `worker` accepts the bond dev account `staker` proposed (nothing to do when
+    /// a staker is its own worker: that bond needs no acceptance).
+    pub async fn accept_bond(&self, staker: usize, worker: usize) -> Result<(), DevChainError> {
         if worker == staker {
             return Ok(());
         }

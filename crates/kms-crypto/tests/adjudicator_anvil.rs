@@ -155,8 +155,9 @@ impl Setup {
         let periods = U256::from(d.min_lock_periods.max(30));
 
         chain
-            .stake_node(DEPLOYER, STAKER, WORKER, amount, periods)
+            .stake_and_propose(DEPLOYER, STAKER, WORKER, amount, periods)
             .await?;
+        chain.accept_bond(STAKER, WORKER).await?;
         let escrow = d.staking_escrow(chain.read_provider());
         ensure!(escrow.stakerOf(worker.address()).call().await? == staker);
         let bonded_period = u64::try_from(

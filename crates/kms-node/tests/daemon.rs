@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::{
-    path::Path,
+    path::{Path, PathBuf},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -13,7 +13,7 @@ use alloy::{
     eips::{eip2718::Encodable2718, BlockNumberOrTag},
     network::{EthereumWallet, NetworkTransactionBuilder, TransactionBuilder},
     primitives::{Address, Bytes, FixedBytes, U256},
-    providers::{ext::AnvilApi, Provider},
+    providers::{ext::AnvilApi, DynProvider, Provider},
     rpc::types::TransactionRequest,
     sol_types::SolCall,
 };
@@ -63,6 +63,32 @@ fn is_done(store: &Store, key: &str) -> bool {
     matches!(duty(store, key), Some(DutyRecord::Done { .. }))
 }
 
+/// A chain with dev account `STAKER` staked (the minimum) and `WORKER` bonded, and a place for
+/// the node's store.
+struct Staked {
+    chain: TestChain,
+    reader: DynProvider,
+    staker: Address,
+    worker: Address,
+    store_path: PathBuf,
+    /// Holds the store's directory for the test's length.
+    _dir: tempfile::TempDir,
+}
+
+async fn staked() -> Result<Staked> {
+    let chain = TestChain::start(SECONDS_PER_PERIOD).await?;
+    chain.stake_minimum(STAKER, WORKER).await?;
+    let dir = tempfile::tempdir()?;
+    Ok(Staked {
+        reader: chain.read_provider(),
+        staker: chain.address(STAKER)?,
+        worker: chain.address(WORKER)?,
+        store_path: dir.path().join("node.redb"),
+        chain,
+        _dir: dir,
+    })
+}
+
 /// Alice creates the policy of `salt`; returns its id (`policyIdOf(alice, salt)`).
 async fn create_policy(
     chain: &TestChain,
@@ -96,12 +122,14 @@ async fn create_policy(
 
 #[tokio::test]
 async fn duties_run_once_per_period_across_restarts() -> Result<()> {
-    let chain = TestChain::start(SECONDS_PER_PERIOD).await?;
-    chain.stake_minimum(STAKER, WORKER).await?;
-    let reader = chain.read_provider();
-    let (staker, worker) = (chain.address(STAKER)?, chain.address(WORKER)?);
-    let dir = tempfile::tempdir()?;
-    let store_path = dir.path().join("node.redb");
+    let Staked {
+        chain,
+        reader,
+        staker,
+        worker,
+        store_path,
+        _dir,
+    } = staked().await?;
 
     // First run: publishes the node record and commits to the next period. The URL stays the
     // same across the runs (the port would not), so the record is published once.
@@ -200,13 +228,15 @@ async fn d_record(chain: &TestChain, staker: Address) -> Result<StakingEscrow::N
 /// that very transaction, and signs no other.
 #[tokio::test]
 async fn a_recorded_unsent_transaction_is_broadcast_not_repeated() -> Result<()> {
-    let chain = TestChain::start(SECONDS_PER_PERIOD).await?;
-    chain.stake_minimum(STAKER, WORKER).await?;
-    let reader = chain.read_provider();
-    let (staker, worker) = (chain.address(STAKER)?, chain.address(WORKER)?);
+    let Staked {
+        chain,
+        reader,
+        staker,
+        worker,
+        store_path,
+        _dir,
+    } = staked().await?;
     let d = chain.deployment().clone();
-    let dir = tempfile::tempdir()?;
-    let store_path = dir.path().join("node.redb");
 
     let period = chain.current_period().await?;
     let key = format!("commit/{}", period + 1);
@@ -306,13 +336,15 @@ async fn record_unsent(
 #[tokio::test]
 async fn a_recorded_unsent_transaction_that_no_longer_fits_is_signed_again_at_its_nonce(
 ) -> Result<()> {
-    let chain = TestChain::start(SECONDS_PER_PERIOD).await?;
-    chain.stake_minimum(STAKER, WORKER).await?;
-    let reader = chain.read_provider();
-    let (staker, worker) = (chain.address(STAKER)?, chain.address(WORKER)?);
+    let Staked {
+        chain,
+        reader,
+        staker,
+        worker,
+        store_path,
+        _dir,
+    } = staked().await?;
     let escrow = chain.deployment().staking_escrow;
-    let dir = tempfile::tempdir()?;
-    let store_path = dir.path().join("node.redb");
 
     // A commitment made by hand, so that one ends while the node is down.
     let as_worker = chain.provider(WORKER)?;
@@ -399,12 +431,14 @@ async fn a_recorded_unsent_transaction_that_no_longer_fits_is_signed_again_at_it
 /// and its nonce goes to the next transaction.
 #[tokio::test]
 async fn a_recorded_unsent_transaction_that_would_now_revert_is_dropped() -> Result<()> {
-    let chain = TestChain::start(SECONDS_PER_PERIOD).await?;
-    chain.stake_minimum(STAKER, WORKER).await?;
-    let reader = chain.read_provider();
-    let (staker, worker) = (chain.address(STAKER)?, chain.address(WORKER)?);
-    let dir = tempfile::tempdir()?;
-    let store_path = dir.path().join("node.redb");
+    let Staked {
+        chain,
+        reader,
+        staker,
+        worker,
+        store_path,
+        _dir,
+    } = staked().await?;
     // Fees the node has not earned: the withdrawal reverts (a gas limit given by hand, since
     // there is nothing to estimate).
     let key = format!("fees/{}", chain.current_period().await?);
