@@ -63,30 +63,25 @@ fn is_done(store: &Store, key: &str) -> bool {
     matches!(duty(store, key), Some(DutyRecord::Done { .. }))
 }
 
-/// A chain with dev account `STAKER` staked (the minimum) and `WORKER` bonded, and a place for
-/// the node's store.
-struct Staked {
-    chain: TestChain,
-    reader: DynProvider,
-    staker: Address,
-    worker: Address,
-    store_path: PathBuf,
-    /// Holds the store's directory for the test's length.
-    _dir: tempfile::TempDir,
-}
+/// A chain with dev account `STAKER` staked (the minimum) and `WORKER` bonded, a reader, their
+/// addresses, and a place for the node's store (the directory lives as long as the last item).
+type Staked = (
+    TestChain,
+    DynProvider,
+    Address,
+    Address,
+    PathBuf,
+    tempfile::TempDir,
+);
 
 async fn staked() -> Result<Staked> {
     let chain = TestChain::start(SECONDS_PER_PERIOD).await?;
     chain.stake_minimum(STAKER, WORKER).await?;
+    let (staker, worker) = (chain.address(STAKER)?, chain.address(WORKER)?);
     let dir = tempfile::tempdir()?;
-    Ok(Staked {
-        reader: chain.read_provider(),
-        staker: chain.address(STAKER)?,
-        worker: chain.address(WORKER)?,
-        store_path: dir.path().join("node.redb"),
-        chain,
-        _dir: dir,
-    })
+    let store_path = dir.path().join("node.redb");
+    let reader = chain.read_provider();
+    Ok((chain, reader, staker, worker, store_path, dir))
 }
 
 /// Alice creates the policy of `salt`; returns its id (`policyIdOf(alice, salt)`).
@@ -122,14 +117,7 @@ async fn create_policy(
 
 #[tokio::test]
 async fn duties_run_once_per_period_across_restarts() -> Result<()> {
-    let Staked {
-        chain,
-        reader,
-        staker,
-        worker,
-        store_path,
-        _dir,
-    } = staked().await?;
+    let (chain, reader, staker, worker, store_path, _dir) = staked().await?;
 
     // First run: publishes the node record and commits to the next period. The URL stays the
     // same across the runs (the port would not), so the record is published once.
@@ -228,14 +216,7 @@ async fn d_record(chain: &TestChain, staker: Address) -> Result<StakingEscrow::N
 /// that very transaction, and signs no other.
 #[tokio::test]
 async fn a_recorded_unsent_transaction_is_broadcast_not_repeated() -> Result<()> {
-    let Staked {
-        chain,
-        reader,
-        staker,
-        worker,
-        store_path,
-        _dir,
-    } = staked().await?;
+    let (chain, reader, staker, worker, store_path, _dir) = staked().await?;
     let d = chain.deployment().clone();
 
     let period = chain.current_period().await?;
@@ -336,14 +317,7 @@ async fn record_unsent(
 #[tokio::test]
 async fn a_recorded_unsent_transaction_that_no_longer_fits_is_signed_again_at_its_nonce(
 ) -> Result<()> {
-    let Staked {
-        chain,
-        reader,
-        staker,
-        worker,
-        store_path,
-        _dir,
-    } = staked().await?;
+    let (chain, reader, staker, worker, store_path, _dir) = staked().await?;
     let escrow = chain.deployment().staking_escrow;
 
     // A commitment made by hand, so that one ends while the node is down.
@@ -431,14 +405,7 @@ async fn a_recorded_unsent_transaction_that_no_longer_fits_is_signed_again_at_it
 /// and its nonce goes to the next transaction.
 #[tokio::test]
 async fn a_recorded_unsent_transaction_that_would_now_revert_is_dropped() -> Result<()> {
-    let Staked {
-        chain,
-        reader,
-        staker,
-        worker,
-        store_path,
-        _dir,
-    } = staked().await?;
+    let (chain, reader, staker, worker, store_path, _dir) = staked().await?;
     // Fees the node has not earned: the withdrawal reverts (a gas limit given by hand, since
     // there is nothing to estimate).
     let key = format!("fees/{}", chain.current_period().await?);
