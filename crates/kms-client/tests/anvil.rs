@@ -322,6 +322,22 @@ impl Setup {
     }
 }
 
+/// `what` was refused by the contract with a reason containing `expected` (in words, from the
+/// simulation).
+fn reverted_with<T: std::fmt::Debug>(
+    what: &str,
+    result: Result<T, ChainError>,
+    expected: &str,
+) -> Result<()> {
+    match result {
+        Err(ChainError::Reverted { reason, .. }) => {
+            ensure!(reason.contains(expected), "{what}: {reason}");
+            Ok(())
+        }
+        other => bail!("{what}: expected a revert, got {other:?}"),
+    }
+}
+
 fn quick_http() -> HttpConfig {
     HttpConfig {
         connect_timeout: Duration::from_secs(2),
@@ -462,13 +478,11 @@ async fn grant_encrypt_retrieve_decrypt() -> Result<()> {
         refund.amount
     );
     // Nothing more to refund now: the contract's reason, in words, from the simulation.
-    match setup.alice.refund(&policy).await {
-        Err(ChainError::Reverted { reason, .. }) => {
-            ensure!(reason.contains("nothing to pay"), "{reason}")
-        }
-        other => bail!("second refund: {other:?}"),
-    }
-    Ok(())
+    reverted_with(
+        "second refund",
+        setup.alice.refund(&policy).await,
+        "nothing to pay",
+    )
 }
 
 #[tokio::test]
@@ -511,13 +525,11 @@ async fn revoked_policy_is_refused_by_every_node() -> Result<()> {
     }
 
     // Revoking twice: the contract's reason.
-    match setup.alice.revoke(&policy).await {
-        Err(ChainError::Reverted { reason, .. }) => {
-            ensure!(reason.contains("already revoked"), "{reason}")
-        }
-        other => bail!("second revocation: {other:?}"),
-    }
-    Ok(())
+    reverted_with(
+        "second revocation",
+        setup.alice.revoke(&policy).await,
+        "already revoked",
+    )
 }
 
 #[tokio::test]

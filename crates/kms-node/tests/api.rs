@@ -271,12 +271,24 @@ impl Node {
             .iter()
             .map(|c| c.to_bytes().unwrap().into_vec())
             .collect();
+        self.signed_request(&policy.bob, policy.id, &bytes, timestamp)
+    }
+
+    /// A re-encryption request to this node for `policy_id` of `capsules` (any bytes), signed
+    /// by `requester`.
+    fn signed_request(
+        &self,
+        requester: &SecretKey,
+        policy_id: [u8; 16],
+        capsules: &[Vec<u8>],
+        timestamp: u64,
+    ) -> Value {
         serde_json::to_value(ReencryptRequest::sign(
-            &policy.bob,
-            policy.id,
+            requester,
+            policy_id,
             self.staker,
             timestamp,
-            &bytes,
+            capsules,
         ))
         .unwrap()
     }
@@ -1042,27 +1054,13 @@ async fn the_signature_is_checked_before_any_capsule_is_decoded() {
     let (node, policy, _) = node_with_policy().await;
     let garbage: Vec<Vec<u8>> = (0..64u8).map(|i| vec![i; 98]).collect();
     let mallory = SecretKey::random();
-    let body = serde_json::to_value(ReencryptRequest::sign(
-        &mallory,
-        policy.id,
-        node.staker,
-        now(),
-        &garbage,
-    ))
-    .unwrap();
+    let body = node.signed_request(&mallory, policy.id, &garbage, now());
     let (status, value) = node.post(&policy.path("reencrypt"), &body).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{value}");
     assert!(error_of(&value).contains("signature"), "{value}");
 
     // Signed by Bob, the same bytes are refused as capsules.
-    let body = serde_json::to_value(ReencryptRequest::sign(
-        &policy.bob,
-        policy.id,
-        node.staker,
-        now(),
-        &garbage,
-    ))
-    .unwrap();
+    let body = node.signed_request(&policy.bob, policy.id, &garbage, now());
     let (status, value) = node.post(&policy.path("reencrypt"), &body).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{value}");
     assert!(error_of(&value).contains("capsules[0]"), "{value}");
