@@ -6,15 +6,12 @@ use std::{
 };
 
 use anyhow::{anyhow, ensure, Context, Result};
-use kms_crypto::{
-    answer::sign_answer,
-    wire::{encode_b64, encode_hex, ReencryptRequest, ReencryptResponse, SignedCFrag},
-};
+use kms_crypto::wire::{encode_b64, encode_hex, ReencryptRequest, ReencryptResponse, SignedCFrag};
 use kms_node::{Store, StoredKfrag};
 use serde::Serialize;
 use umbral_pre::{reencrypt, Capsule, DefaultDeserialize, DefaultSerialize, KeyFrag};
 
-use crate::fixture::{answer_context, current_period, unix_now, Fixture, POLICY_ID};
+use crate::fixture::{current_period, unix_now, Fixture, POLICY_ID};
 
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Step {
@@ -72,13 +69,7 @@ pub(crate) fn breakdown(fx: &Fixture, store: &Store) -> Result<Vec<Step>> {
     let stored = store
         .get_kfrag(POLICY_ID)?
         .ok_or_else(|| anyhow!("no kfrag in the breakdown store"))?;
-    let request = ReencryptRequest::sign(
-        &fx.keys.bob,
-        POLICY_ID,
-        fx.staker,
-        unix_now(),
-        &fx.capsule_bytes[..1],
-    );
+    let request = fx.first_request();
     let request_json = serde_json::to_vec(&request)?;
     let message = kms_crypto::wire::reencrypt_message(
         POLICY_ID,
@@ -88,12 +79,7 @@ pub(crate) fn breakdown(fx: &Fixture, store: &Store) -> Result<Vec<Step>> {
         &fx.capsule_bytes[..1],
     );
     let bob_signature = request.decode_signature()?;
-    let signature = sign_answer(
-        &fx.worker,
-        &answer_context(fx, current_period()),
-        &capsule.to_bytes_simple(),
-        &cfrag.to_bytes_simple(),
-    )?;
+    let signature = fx.sign_answer(capsule, &cfrag)?;
     let answer = ReencryptResponse {
         cfrags: vec![SignedCFrag {
             cfrag: encode_b64(&cfrag.to_bytes().context("cfrag")?),
@@ -123,12 +109,7 @@ pub(crate) fn breakdown(fx: &Fixture, store: &Store) -> Result<Vec<Step>> {
         "sign_answer (worker ECDSA)",
         RAW,
         time_op(budget, || {
-            std::hint::black_box(sign_answer(
-                &fx.worker,
-                &answer_context(fx, current_period()),
-                &capsule.to_bytes_simple(),
-                &cfrag.to_bytes_simple(),
-            )?);
+            std::hint::black_box(fx.sign_answer(capsule, &cfrag)?);
             Ok(())
         })?,
     );
@@ -214,13 +195,7 @@ pub(crate) fn breakdown(fx: &Fixture, store: &Store) -> Result<Vec<Step>> {
         "ReencryptRequest::sign + JSON (1 capsule)",
         CLIENT_REQUEST,
         time_op(budget, || {
-            let request = ReencryptRequest::sign(
-                &fx.keys.bob,
-                POLICY_ID,
-                fx.staker,
-                unix_now(),
-                &fx.capsule_bytes[..1],
-            );
+            let request = fx.first_request();
             std::hint::black_box(serde_json::to_vec(&request)?);
             Ok(())
         })?,

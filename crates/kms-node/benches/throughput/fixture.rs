@@ -2,10 +2,17 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use alloy::primitives::Signature;
 use alloy::{primitives::Address, signers::local::PrivateKeySigner};
 use anyhow::{anyhow, Context, Result};
-use kms_crypto::{answer::AnswerContext, test_utils::PolicyKeys, wire::KfragUpload};
-use umbral_pre::{encrypt, Capsule, DefaultSerialize, SecretKey, VerifiedKeyFrag};
+use kms_crypto::{
+    answer::{sign_answer, AnswerContext, AnswerError},
+    test_utils::PolicyKeys,
+    wire::{KfragUpload, ReencryptRequest},
+};
+use umbral_pre::{
+    encrypt, Capsule, DefaultSerialize, SecretKey, VerifiedCapsuleFrag, VerifiedKeyFrag,
+};
 
 pub(crate) const CHAIN_ID: u64 = 31337;
 /// The Adjudicator the bench node's answers name (no chain here: any address).
@@ -76,6 +83,32 @@ impl Fixture {
             capsules,
             capsule_bytes,
         })
+    }
+
+    /// Bob's signed request for the first capsule, now.
+    pub(crate) fn first_request(&self) -> ReencryptRequest {
+        ReencryptRequest::sign(
+            &self.keys.bob,
+            POLICY_ID,
+            self.staker,
+            unix_now(),
+            &self.capsule_bytes[..1],
+        )
+    }
+
+    /// The worker's signature of `cfrag` for `capsule` in the current period (what the node
+    /// sends with each cfrag).
+    pub(crate) fn sign_answer(
+        &self,
+        capsule: &Capsule,
+        cfrag: &VerifiedCapsuleFrag,
+    ) -> Result<Signature, AnswerError> {
+        sign_answer(
+            &self.worker,
+            &answer_context(self, current_period()),
+            &capsule.to_bytes_simple(),
+            &cfrag.to_bytes_simple(),
+        )
     }
 
     pub(crate) fn upload(&self) -> Result<KfragUpload> {

@@ -12,7 +12,6 @@ use alloy::primitives::Address;
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use axum::body::Bytes;
 use kms_crypto::{
-    answer::sign_answer,
     recover_answer_signer,
     wire::{decode_b64, decode_hex, encode_hex, ReencryptRequest, ReencryptResponse},
 };
@@ -27,8 +26,8 @@ use umbral_pre::{
 
 use crate::{
     fixture::{
-        answer_context, current_period, unix_now, Fixture, ADJUDICATOR, CAPSULE_POOL, CHAIN_ID,
-        POLICY_ID, SECONDS_PER_PERIOD,
+        answer_context, unix_now, Fixture, ADJUDICATOR, CAPSULE_POOL, CHAIN_ID, POLICY_ID,
+        SECONDS_PER_PERIOD,
     },
     proc::{cpu_use, CpuSnapshot, CpuUse},
 };
@@ -53,12 +52,7 @@ pub(crate) struct RawResult {
 /// What the node does per capsule, minus the HTTP, JSON and base64 around it.
 pub(crate) fn raw_one(fx: &Fixture, capsule: &Capsule) -> Result<usize> {
     let cfrag = reencrypt(capsule, fx.kfrag.clone());
-    let signature = sign_answer(
-        &fx.worker,
-        &answer_context(fx, current_period()),
-        &capsule.to_bytes_simple(),
-        &cfrag.to_bytes_simple(),
-    )?;
+    let signature = fx.sign_answer(capsule, &cfrag)?;
     let bytes = cfrag.to_bytes().context("cfrag to_bytes")?;
     Ok(bytes.len() + signature.as_bytes().len())
 }
