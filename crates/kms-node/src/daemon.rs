@@ -27,7 +27,7 @@ use crate::{
     api::{router, ApiState, Behaviour, Limits, NodeIdentity},
     directory::{ChainDirectory, PolicyDirectory},
     duties::{startup, Duties, DutyConfig, DutyMetrics},
-    follower::Follower,
+    follower::{Follower, FollowerConfig},
     store::Store,
     tx::TxSender,
     wakeup::Wakeups,
@@ -218,11 +218,13 @@ pub async fn start(settings: Settings) -> Result<RunningNode, DaemonError> {
     let follower = Follower::new(
         provider.clone(),
         store.clone(),
-        settings.staker,
-        settings.deployment.policy_manager,
-        settings.deployment.start_block,
-        settings.confirmations,
-        settings.max_log_range,
+        FollowerConfig {
+            staker: settings.staker,
+            policy_manager: settings.deployment.policy_manager,
+            start_block: settings.deployment.start_block,
+            confirmations: settings.confirmations,
+            max_range: settings.max_log_range,
+        },
     );
     tasks.spawn(follower.run(wakeups.clone(), chain_lag));
     let duties = Duties::new(

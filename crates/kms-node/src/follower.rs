@@ -71,39 +71,40 @@ pub enum Step {
     },
 }
 
+/// What a [`Follower`] follows, and how closely.
+#[derive(Debug, Clone)]
+pub struct FollowerConfig {
+    /// The node's staker: events naming it are applied.
+    pub staker: Address,
+    /// The `PolicyManager` whose events are read.
+    pub policy_manager: Address,
+    /// Where following starts when there is no cursor (the deployment's block).
+    pub start_block: u64,
+    /// How deep a block must be before its events are applied.
+    pub confirmations: u64,
+    /// The most blocks read per step (`eth_getLogs` range); at least 1.
+    pub max_range: u64,
+}
+
 /// The follower of one node.
 #[derive(Debug, Clone)]
 pub struct Follower<P> {
     provider: P,
     store: Store,
-    staker: Address,
-    policy_manager: Address,
-    start_block: u64,
-    confirmations: u64,
-    max_range: u64,
+    config: FollowerConfig,
 }
 
 impl<P: Provider + Clone> Follower<P> {
-    /// A follower of the events naming `staker` on `policy_manager`, from `start_block` (the
-    /// deployment's), acting at `confirmations` blocks deep, reading at most `max_range` blocks
-    /// per step.
-    pub fn new(
-        provider: P,
-        store: Store,
-        staker: Address,
-        policy_manager: Address,
-        start_block: u64,
-        confirmations: u64,
-        max_range: u64,
-    ) -> Self {
+    /// A follower of `config.policy_manager`'s events naming `config.staker` (see
+    /// [`FollowerConfig`]), reading with `provider` and applying them to `store`.
+    pub fn new(provider: P, store: Store, config: FollowerConfig) -> Self {
         Self {
             provider,
             store,
-            staker,
-            policy_manager,
-            start_block,
-            confirmations,
-            max_range: max_range.max(1),
+            config: FollowerConfig {
+                max_range: config.max_range.max(1),
+                ..config
+            },
         }
     }
 
@@ -133,14 +134,14 @@ impl<P: Provider + Clone> Follower<P> {
                 return self.rewind(cursor, head).await;
             }
         }
-        let Some(confirmed) = head.checked_sub(self.confirmations) else {
+        let Some(confirmed) = head.checked_sub(self.config.confirmations) else {
             return Ok(Step::Idle { head });
         };
-        let from = cursor.map_or(self.start_block, |c| c.block + 1);
+        let from = cursor.map_or(self.config.start_block, |c| c.block + 1);
         if from > confirmed {
             return Ok(Step::Idle { head });
         }
-        let to = confirmed.min(from.saturating_add(self.max_range - 1));
+        let to = confirmed.min(from.saturating_add(self.config.max_range - 1));
         let batch = self.read(from, to).await?;
         let events = batch.created.len() + batch.revoked.len();
         let next = Cursor {
@@ -189,7 +190,7 @@ impl<P: Provider + Clone> Follower<P> {
     }
 
     async fn rewind(&self, cursor: Cursor, head: u64) -> Result<Step, FollowError> {
-        let floor = self.start_block.saturating_sub(1);
+        let floor = self.config.start_block.saturating_sub(1);
         let to = cursor
             .block
             .min(head)
@@ -214,7 +215,7 @@ impl<P: Provider + Clone> Follower<P> {
     /// The events of blocks `from..=to` that concern this node.
     async fn read(&self, from: u64, to: u64) -> Result<FollowerBatch, FollowError> {
         let filter = Filter::new()
-            .address(self.policy_manager)
+            .address(self.config.policy_manager)
             .event_signature(vec![
                 PolicyManager::PolicyCreated::SIGNATURE_HASH,
                 PolicyManager::PolicyRevoked::SIGNATURE_HASH,
@@ -233,7 +234,7 @@ impl<P: Provider + Clone> Follower<P> {
                         continue;
                     };
                     let event = event.inner.data;
-                    if !event.nodes.contains(&self.staker) {
+                    if !event.nodes.contains(&self.config.staker) {
                         continue;
                     }
                     batch.created.push((
@@ -254,7 +255,7 @@ impl<P: Provider + Clone> Follower<P> {
                 }
                 Some(&PolicyManager::ArrangementRevoked::SIGNATURE_HASH) => {
                     if let Ok(event) = log.log_decode::<PolicyManager::ArrangementRevoked>() {
-                        if event.inner.data.node == self.staker {
+                        if event.inner.data.node == self.config.staker {
                             batch.revoked.push(event.inner.data.policyId.0);
                         }
                     }

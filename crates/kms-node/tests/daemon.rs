@@ -28,7 +28,9 @@ use kms_crypto::{
     test_utils::PolicyKeys,
     wire::{NodeInfo, ReencryptRequest},
 };
-use kms_node::{Behaviour, DutyConfig, DutyRecord, Follower, Limits, Settings, Step, Store};
+use kms_node::{
+    Behaviour, DutyConfig, DutyRecord, Follower, FollowerConfig, Limits, Settings, Step, Store,
+};
 use serde_json::Value;
 use umbral_pre::{encrypt, DefaultSerialize, SecretKey};
 
@@ -470,11 +472,13 @@ async fn follower_resumes_from_its_cursor_and_rewinds_after_a_deep_reorg() -> Re
         Follower::new(
             reader.clone(),
             store.clone(),
-            staker,
-            d.policy_manager,
-            d.start_block,
-            confirmations,
-            5,
+            FollowerConfig {
+                staker,
+                policy_manager: d.policy_manager,
+                start_block: d.start_block,
+                confirmations,
+                max_range: 5,
+            },
         )
     };
 
