@@ -228,6 +228,19 @@ impl TestChain {
         self.accept_bond(staker, worker).await
     }
 
+    /// Dev account `worker` commits its staker to the next period (`commitToNextPeriod`),
+    /// as a node's duty would.
+    pub async fn commit_as(&self, worker: usize) -> Result<(), DevChainError> {
+        let as_worker = self.provider(worker)?;
+        confirm(
+            "commitToNextPeriod",
+            self.deployment()
+                .staking_escrow(&as_worker)
+                .commitToNextPeriod(),
+        )
+        .await
+    }
+
     /// Dev account `worker` accepts the bond dev account `staker` proposed (nothing to do when
     /// a staker is its own worker: that bond needs no acceptance).
     pub async fn accept_bond(&self, staker: usize, worker: usize) -> Result<(), DevChainError> {

@@ -323,14 +323,7 @@ async fn a_recorded_unsent_transaction_that_no_longer_fits_is_signed_again_at_it
     let escrow = chain.deployment().staking_escrow;
 
     // A commitment made by hand, so that one ends while the node is down.
-    let as_worker = chain.provider(WORKER)?;
-    let receipt = StakingEscrow::new(escrow, &as_worker)
-        .commitToNextPeriod()
-        .send()
-        .await?
-        .get_receipt()
-        .await?;
-    ensure!(receipt.status());
+    chain.commit_as(WORKER).await?;
     chain.travel(SECONDS_PER_PERIOD).await?;
     let key = format!("commit/{}", chain.current_period().await? + 1);
     let input = StakingEscrow::commitToNextPeriodCall {}.abi_encode();
@@ -459,13 +452,7 @@ async fn follower_resumes_from_its_cursor_and_rewinds_after_a_deep_reorg() -> Re
     let d = chain.deployment().clone();
     let staker = chain.address(STAKER)?;
     // The worker commits so that the node can take policies.
-    let as_worker = chain.provider(WORKER)?;
-    d.staking_escrow(&as_worker)
-        .commitToNextPeriod()
-        .send()
-        .await?
-        .get_receipt()
-        .await?;
+    chain.commit_as(WORKER).await?;
     let dir = tempfile::tempdir()?;
     let store = Store::open(dir.path().join("node.redb"))?;
     let follower = |confirmations| {
@@ -557,13 +544,7 @@ async fn api_on_chain_refusals_and_revocation_within_a_block() -> Result<()> {
     chain.stake_minimum(OTHER_STAKER, OTHER_WORKER).await?;
     let d = chain.deployment().clone();
     let (staker, other) = (chain.address(STAKER)?, chain.address(OTHER_STAKER)?);
-    let as_other_worker = chain.provider(OTHER_WORKER)?;
-    d.staking_escrow(&as_other_worker)
-        .commitToNextPeriod()
-        .send()
-        .await?
-        .get_receipt()
-        .await?;
+    chain.commit_as(OTHER_WORKER).await?;
     let dir = tempfile::tempdir()?;
     let node = kms_node::start(settings(
         &chain,
