@@ -221,42 +221,20 @@ async fn a_recorded_unsent_transaction_is_broadcast_not_repeated() -> Result<()>
     let (chain, reader, staker, worker, store_path, _dir) = staked().await?;
     let d = chain.deployment().clone();
 
-    let period = chain.current_period().await?;
-    let key = format!("commit/{}", period + 1);
-    let nonce = reader.get_transaction_count(worker).await?;
-    let fees = reader.estimate_eip1559_fees().await?;
-    let envelope = TransactionRequest::default()
-        .with_from(worker)
-        .with_to(d.staking_escrow)
-        .with_input(StakingEscrow::commitToNextPeriodCall {}.abi_encode())
-        .with_nonce(nonce)
-        .with_chain_id(d.chain_id)
-        .with_gas_limit(300_000)
-        .with_max_fee_per_gas(fees.max_fee_per_gas)
-        .with_max_priority_fee_per_gas(fees.max_priority_fee_per_gas)
-        .build(&EthereumWallet::from(chain.signer(WORKER)?))
-        .await?;
-    let tx_hash = *envelope.tx_hash();
-    {
-        let store = Store::open(&store_path)?;
-        store.set_duty(
-            &key,
-            &DutyRecord::Sent {
-                tx_hash,
-                raw_tx: Bytes::from(envelope.encoded_2718()),
-                nonce,
-            },
-        )?;
-    }
+    let key = format!("commit/{}", chain.current_period().await? + 1);
+    let input = StakingEscrow::commitToNextPeriodCall {}.abi_encode();
+    let (tx_hash, nonce) = record_unsent(
+        &chain,
+        &store_path,
+        &key,
+        d.staking_escrow,
+        input,
+        Some(300_000),
+    )
+    .await?;
 
     // The start publishes the node record: it must not take the recorded transaction's nonce.
-    let node = kms_node::start(settings(&chain, &store_path, STAKER, WORKER)?).await?;
-    let store = node.store().clone();
-    eventually("the recorded commitment", WAIT, || async {
-        Ok(is_done(&store, &key))
-    })
-    .await?;
-    node.shutdown().await;
+    let store = run_until_done(&chain, &store_path, &key).await?;
     match duty(&store, &key) {
         Some(DutyRecord::Done { tx_hash: done, .. }) => {
             ensure!(done == tx_hash, "a different transaction was sent")
@@ -268,6 +246,18 @@ async fn a_recorded_unsent_transaction_is_broadcast_not_repeated() -> Result<()>
     // The recorded commitment and the node record: two transactions, nothing signed twice.
     ensure!(reader.get_transaction_count(worker).await? == nonce + 2);
     Ok(())
+}
+
+/// Runs the node on `store_path` until duty `key` is done, then stops it; returns its store.
+async fn run_until_done(chain: &TestChain, store_path: &Path, key: &str) -> Result<Store> {
+    let node = kms_node::start(settings(chain, store_path, STAKER, WORKER)?).await?;
+    let store = node.store().clone();
+    eventually(&format!("duty {key}"), WAIT, || async {
+        Ok(is_done(&store, key))
+    })
+    .await?;
+    node.shutdown().await;
+    Ok(store)
 }
 
 /// Signs (does not send) the worker's call of `input` on `to` at its next nonce, with the gas a
@@ -362,13 +352,7 @@ async fn a_recorded_unsent_transaction_that_no_longer_fits_is_signed_again_at_it
         "the setup is void: the recorded commitment ({envelope_limit} gas) still fits ({needed})"
     );
 
-    let node = kms_node::start(settings(&chain, &store_path, STAKER, WORKER)?).await?;
-    let store = node.store().clone();
-    eventually("the recorded commitment", WAIT, || async {
-        Ok(is_done(&store, &key))
-    })
-    .await?;
-    node.shutdown().await;
+    let store = run_until_done(&chain, &store_path, &key).await?;
     let Some(DutyRecord::Done { tx_hash, .. }) = duty(&store, &key) else {
         anyhow::bail!("unexpected record {:?}", duty(&store, &key));
     };
@@ -415,14 +399,8 @@ async fn a_recorded_unsent_transaction_that_would_now_revert_is_dropped() -> Res
     )
     .await?;
 
-    let node = kms_node::start(settings(&chain, &store_path, STAKER, WORKER)?).await?;
-    let store = node.store().clone();
     let commit = format!("commit/{}", chain.current_period().await? + 1);
-    eventually("the first commitment", WAIT, || async {
-        Ok(is_done(&store, &commit))
-    })
-    .await?;
-    node.shutdown().await;
+    let store = run_until_done(&chain, &store_path, &commit).await?;
     match duty(&store, &key) {
         Some(DutyRecord::Skipped { reason }) => ensure!(
             reason.contains("would now revert") && reason.contains("nothing to pay"),
