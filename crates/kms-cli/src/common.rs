@@ -1,100 +1,22 @@
-//! What every chain command shares: the connection, sending a transaction with a spinner and a
-//! decoded revert, amounts and output.
+//! What every chain command shares: sending a transaction with a spinner and a decoded revert,
+//! amounts and output (the connection is `opts::Chain`).
 
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
 use alloy::{
     contract::{CallBuilder, CallDecoder},
     network::Ethereum,
-    primitives::{utils::format_units, utils::parse_units, Address, TxHash, U256},
-    providers::{DynProvider, Provider, ProviderBuilder},
-    signers::local::PrivateKeySigner,
+    primitives::{utils::format_units, utils::parse_units, TxHash, U256},
+    providers::Provider,
 };
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use kms_client::{
     chain::{any_revert, transact},
     ChainError,
 };
-use kms_contracts::Deployment;
 
-use crate::{error::CliError, opts::ChainOpts};
-
-/// A connection to the chain with the deployment loaded.
-#[derive(Debug, Clone)]
-pub struct Chain {
-    /// The provider (signing with the account, if one was given).
-    pub provider: DynProvider,
-    /// The contracts.
-    pub deployment: Deployment,
-    /// The signing account, if any.
-    pub account: Option<Address>,
-}
-
-impl Chain {
-    /// Connects, checks the chain id against the deployments file.
-    pub async fn connect(chain: &ChainOpts, signer: Option<PrivateKeySigner>) -> Result<Self> {
-        let account = signer.as_ref().map(|s| s.address());
-        let provider = match signer {
-            Some(signer) => ProviderBuilder::new()
-                .wallet(signer)
-                .connect(&chain.rpc_url)
-                .await
-                .map(|p| p.erased()),
-            None => ProviderBuilder::new()
-                .connect(&chain.rpc_url)
-                .await
-                .map(|p| p.erased()),
-        }
-        .with_context(|| {
-            format!(
-                "cannot reach the chain at {} (is anvil running? `kms devnet`)",
-                chain.rpc_url
-            )
-        })?;
-        let chain_id = provider
-            .get_chain_id()
-            .await
-            .with_context(|| format!("cannot reach the chain at {}", chain.rpc_url))?;
-        let path = chain
-            .deployments
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(format!("deployments/{chain_id}.json")));
-        let deployment = Deployment::load(&path).with_context(|| {
-            "pass --deployments FILE (the file script/Deploy.s.sol or `kms devnet` wrote)"
-                .to_string()
-        })?;
-        if deployment.chain_id != chain_id {
-            bail!(
-                "{} is for chain {}, but {} is chain {chain_id}",
-                path.display(),
-                deployment.chain_id,
-                chain.rpc_url
-            );
-        }
-        Ok(Self {
-            provider,
-            deployment,
-            account,
-        })
-    }
-
-    /// The signing account, required.
-    pub fn account(&self) -> Result<Address> {
-        self.account
-            .context("pass --keystore FILE --password-file FILE (or --private-key)")
-    }
-
-    /// The latest block's period.
-    pub async fn current_period(&self) -> Result<u64> {
-        let block = self
-            .provider
-            .get_block_by_number(Default::default())
-            .await?
-            .context("the chain has no latest block")?;
-        Ok(block.header.timestamp / self.deployment.seconds_per_period.max(1))
-    }
-}
+use crate::error::CliError;
 
 /// Simulates `call` (so a revert shows its custom error and nothing is sent), sends it, and
 /// waits for the receipt with a spinner. Returns the transaction hash.

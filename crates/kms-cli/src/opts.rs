@@ -1,15 +1,18 @@
 //! The option groups commands flatten: the chain (endpoint, deployments file) and the account
-//! that signs.
+//! that signs; and the [`Chain`] connection they make.
 
 use std::path::{Path, PathBuf};
 
-use alloy::{providers::DynProvider, signers::local::PrivateKeySigner};
+use alloy::{
+    primitives::Address,
+    providers::{DynProvider, Provider, ProviderBuilder},
+    signers::local::PrivateKeySigner,
+};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use kms_client::{Client, HttpConfig};
+use kms_contracts::Deployment;
 use kms_crypto::keys;
-
-use crate::common::Chain;
 
 /// `--rpc-url`, `--deployments` and the account: what every chain command needs. Global, so
 /// that `kms stake --rpc-url URL status` works as well as `kms stake status --rpc-url URL`.
@@ -118,4 +121,80 @@ pub fn password(file: Option<&Path>) -> Result<keys::Zeroizing<Vec<u8>>> {
         return Ok(keys::Zeroizing::new(password.into_bytes()));
     }
     bail!("no keystore password: pass --password-file FILE (or set KMS_PASSWORD)")
+}
+
+/// A connection to the chain with the deployment loaded.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    /// The provider (signing with the account, if one was given).
+    pub provider: DynProvider,
+    /// The contracts.
+    pub deployment: Deployment,
+    /// The signing account, if any.
+    pub account: Option<Address>,
+}
+
+impl Chain {
+    /// Connects, checks the chain id against the deployments file.
+    pub async fn connect(chain: &ChainOpts, signer: Option<PrivateKeySigner>) -> Result<Self> {
+        let account = signer.as_ref().map(|s| s.address());
+        let provider = match signer {
+            Some(signer) => ProviderBuilder::new()
+                .wallet(signer)
+                .connect(&chain.rpc_url)
+                .await
+                .map(|p| p.erased()),
+            None => ProviderBuilder::new()
+                .connect(&chain.rpc_url)
+                .await
+                .map(|p| p.erased()),
+        }
+        .with_context(|| {
+            format!(
+                "cannot reach the chain at {} (is anvil running? `kms devnet`)",
+                chain.rpc_url
+            )
+        })?;
+        let chain_id = provider
+            .get_chain_id()
+            .await
+            .with_context(|| format!("cannot reach the chain at {}", chain.rpc_url))?;
+        let path = chain
+            .deployments
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("deployments/{chain_id}.json")));
+        let deployment = Deployment::load(&path).with_context(|| {
+            "pass --deployments FILE (the file script/Deploy.s.sol or `kms devnet` wrote)"
+                .to_string()
+        })?;
+        if deployment.chain_id != chain_id {
+            bail!(
+                "{} is for chain {}, but {} is chain {chain_id}",
+                path.display(),
+                deployment.chain_id,
+                chain.rpc_url
+            );
+        }
+        Ok(Self {
+            provider,
+            deployment,
+            account,
+        })
+    }
+
+    /// The signing account, required.
+    pub fn account(&self) -> Result<Address> {
+        self.account
+            .context("pass --keystore FILE --password-file FILE (or --private-key)")
+    }
+
+    /// The latest block's period.
+    pub async fn current_period(&self) -> Result<u64> {
+        let block = self
+            .provider
+            .get_block_by_number(Default::default())
+            .await?
+            .context("the chain has no latest block")?;
+        Ok(block.header.timestamp / self.deployment.seconds_per_period.max(1))
+    }
 }

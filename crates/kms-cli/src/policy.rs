@@ -19,9 +19,10 @@ use kms_crypto::wire;
 use serde_json::json;
 
 use crate::{
-    common::{format_eth, parse_wei, print_json, Chain},
+    common::{format_eth, parse_wei, print_json},
     error::CliError,
     files::load_master_secret,
+    opts::Chain,
     opts::{Account, ChainOpts},
 };
 

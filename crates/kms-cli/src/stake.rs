@@ -9,7 +9,8 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use crate::{
-    common::{format_eth, format_tokens, parse_tokens, parse_wei, print_json, send, Chain},
+    common::{format_eth, format_tokens, parse_tokens, parse_wei, print_json, send},
+    opts::Chain,
     opts::{Account, ChainOpts},
 };
 

@@ -13,7 +13,7 @@
 //! - [`tx`]: exactly-once duty transactions (recorded before broadcast).
 //! - [`duties`]: commit, mint, withdraw fees, prune kfrags.
 //! - [`wakeup`]: when the daemon's services (follower, duties, block notifier) run again.
-//! - [`daemon`]: starts and stops all of it.
+//! - [`daemon`]: starts and stops all of it; [`settings`]: what it runs with and its errors.
 //! - `test_utils` (feature `test-utils`): a policy directory without a chain, for tests.
 
 pub mod api;
@@ -25,6 +25,7 @@ pub mod duties;
 pub mod follower;
 mod guard;
 pub mod server;
+pub mod settings;
 pub mod store;
 #[cfg(feature = "test-utils")]
 pub mod test_utils;

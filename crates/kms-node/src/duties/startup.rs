@@ -12,7 +12,7 @@ use alloy::{
 use kms_contracts::{describe_contract_error, StakingEscrow};
 
 use crate::{
-    daemon::{DaemonError, Settings},
+    settings::{DaemonError, Settings},
     store::DutyRecord,
     tx::TxSender,
 };
