@@ -169,16 +169,15 @@ impl<P: Provider + Clone> Follower<P> {
     pub async fn run(self, mut wakeups: Wakeups, chain_lag: IntGauge) {
         loop {
             match self.step().await {
-                // Catching up: go on right away.
-                Ok(Step::Advanced { to, head, .. }) if to < head => {
-                    chain_lag.set(i64::try_from(head - to).unwrap_or(i64::MAX));
-                    if wakeups.is_shutting_down() {
-                        break;
-                    }
-                    continue;
-                }
                 Ok(Step::Advanced { to, head, .. }) => {
                     chain_lag.set(i64::try_from(head.saturating_sub(to)).unwrap_or(i64::MAX));
+                    // Catching up: go on right away.
+                    if to < head {
+                        if wakeups.is_shutting_down() {
+                            break;
+                        }
+                        continue;
+                    }
                 }
                 Ok(Step::Idle { .. }) | Ok(Step::Rewound { .. }) => {}
                 Err(e) => tracing::warn!(error = %e, "chain follower step failed; retrying"),

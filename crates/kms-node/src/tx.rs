@@ -174,10 +174,7 @@ impl<P: Provider + Clone> TxSender<P> {
 
     /// Simulates, then signs with the next nonce.
     async fn sign(&self, to: Address, input: Bytes) -> Result<(B256, Bytes, u64), TxError> {
-        let request = TransactionRequest::default()
-            .with_from(self.from)
-            .with_to(to)
-            .with_input(input);
+        let request = self.call(to, input);
         let gas = self.simulate(&request).await?;
         // A transaction recorded but not settled holds its nonce: never sign below it. (`run`
         // settles them all first; this guards the nonce whatever the caller did.)
@@ -191,14 +188,25 @@ impl<P: Provider + Clone> TxSender<P> {
             })
             .max()
             .unwrap_or(0);
-        let nonce = self
-            .provider
+        let nonce = self.pending_nonce().await?.max(floor);
+        self.sign_at(request, gas, nonce).await
+    }
+
+    /// The worker's next nonce, counting the transactions pending in the RPC endpoint's pool.
+    async fn pending_nonce(&self) -> Result<u64, TxError> {
+        self.provider
             .get_transaction_count(self.from)
             .pending()
             .await
-            .map_err(rpc)?
-            .max(floor);
-        self.sign_at(request, gas, nonce).await
+            .map_err(rpc)
+    }
+
+    /// A call of `input` on `to` from the worker, to simulate and sign.
+    fn call(&self, to: Address, input: Bytes) -> TransactionRequest {
+        TransactionRequest::default()
+            .with_from(self.from)
+            .with_to(to)
+            .with_input(input)
     }
 
     /// `eth_estimateGas` of `request`; a revert is [`TxError::Reverted`] with its decoded error.
@@ -244,20 +252,14 @@ impl<P: Provider + Clone> TxSender<P> {
         raw_tx: &Bytes,
         nonce: u64,
     ) -> Result<DutyRecord, TxError> {
+        // Pending, mined, or its nonce taken: `settle` tells which.
         let seen = self
             .provider
             .get_transaction_by_hash(tx_hash)
             .await
             .map_err(rpc)?
             .is_some();
-        let next_nonce = self
-            .provider
-            .get_transaction_count(self.from)
-            .pending()
-            .await
-            .map_err(rpc)?;
-        if seen || next_nonce > nonce {
-            // Pending, mined, or its nonce taken: `settle` tells which.
+        if seen || self.pending_nonce().await? > nonce {
             return self.settle(key, tx_hash, raw_tx, nonce).await;
         }
         let recorded = TxEnvelope::decode_2718(&mut raw_tx.as_ref())
@@ -267,10 +269,7 @@ impl<P: Provider + Clone> TxSender<P> {
                 "recorded transaction creates a contract".into(),
             ));
         };
-        let request = TransactionRequest::default()
-            .with_from(self.from)
-            .with_to(to)
-            .with_input(recorded.input().clone());
+        let request = self.call(to, recorded.input().clone());
         let gas = match self.simulate(&request).await {
             Ok(gas) => gas,
             Err(TxError::Reverted(reason)) => {
