@@ -82,11 +82,11 @@ async fn main() -> Result<()> {
             .await?;
         ensure!(receipt.status(), "createPolicy {i} reverted");
     }
-    let head = reader.get_block_number().await?;
+    let head = chain.head().await?;
     if head < blocks {
         chain.mine(blocks - head).await?;
     }
-    let head = reader.get_block_number().await?;
+    let head = chain.head().await?;
     eprintln!(
         "chain ready at block {head} in {:.1} s",
         setup.elapsed().as_secs_f64()

@@ -9,7 +9,6 @@
 use std::{sync::Arc, time::Duration};
 
 use alloy::{
-    eips::BlockNumberOrTag,
     primitives::{Address, U256},
     providers::{DynProvider, Provider},
     signers::local::PrivateKeySigner,
@@ -237,14 +236,7 @@ impl Setup {
         let d = chain.deployment().clone();
         // The fees and refunds checked below assume no period ends during the test: within a
         // minute of a boundary, move the chain's clock past it.
-        let read = chain.read_provider();
-        let now = read
-            .get_block_by_number(BlockNumberOrTag::Latest)
-            .await?
-            .context("no latest block")?
-            .header
-            .timestamp;
-        let into = now % SECONDS_PER_PERIOD;
+        let into = chain.latest_timestamp().await? % SECONDS_PER_PERIOD;
         if into > SECONDS_PER_PERIOD - 60 {
             chain.travel(SECONDS_PER_PERIOD - into + 1).await?;
         }
@@ -253,7 +245,12 @@ impl Setup {
             nodes.push(start_node(&chain, *accounts, *kind).await?);
         }
         let alice = Client::connect(chain.provider(ALICE)?, d.clone(), quick_http()).await?;
-        let fee_rate = U256::from(d.policy_manager(&read).defaultFeeRate().call().await?);
+        let fee_rate = U256::from(
+            d.policy_manager(chain.read_provider())
+                .defaultFeeRate()
+                .call()
+                .await?,
+        );
         Ok(Self {
             chain,
             d,
@@ -267,14 +264,7 @@ impl Setup {
     }
 
     async fn now(&self) -> Result<u64> {
-        Ok(self
-            .chain
-            .read_provider()
-            .get_block_by_number(BlockNumberOrTag::Latest)
-            .await?
-            .context("no latest block")?
-            .header
-            .timestamp)
+        Ok(self.chain.latest_timestamp().await?)
     }
 
     async fn request(&self, threshold: usize, shares: usize) -> Result<GrantRequest> {

@@ -13,10 +13,11 @@ use std::{
 };
 
 use alloy::{
+    eips::BlockNumberOrTag,
     hex,
     node_bindings::{Anvil, AnvilInstance, NodeError},
     primitives::Address,
-    providers::{DynProvider, Provider, ProviderBuilder},
+    providers::{ext::AnvilApi, DynProvider, Provider, ProviderBuilder},
     signers::local::PrivateKeySigner,
     transports::http::reqwest::Url,
 };
@@ -112,7 +113,8 @@ pub enum DevChainError {
         /// Anvil's chain id.
         anvil: u64,
     },
-    /// A transaction of a setup step (staking a test node, say) failed or reverted.
+    /// A step on the chain failed: an anvil request, or a setup transaction (staking a test
+    /// node, say) that failed or reverted.
     #[error("{step} failed: {reason}")]
     Transaction {
         /// The step, e.g. `deposit`.
@@ -184,6 +186,9 @@ pub struct DevChain {
     pub(crate) anvil_bin: PathBuf,
     #[cfg_attr(not(feature = "test-utils"), allow(dead_code))]
     pub(crate) anvil_args: Vec<String>,
+    /// One read-only provider for the chain-time steps below (each `read_provider()` builds a new
+    /// HTTP client); a restart of anvil replaces it.
+    pub(crate) reader: DynProvider,
 }
 
 impl DevChain {
@@ -291,11 +296,15 @@ impl DevChain {
                 anvil: anvil_chain,
             });
         }
+        let reader = ProviderBuilder::new()
+            .connect_http(anvil.endpoint_url())
+            .erased();
         Ok(Self {
             anvil,
             deployment,
             anvil_bin,
             anvil_args,
+            reader,
         })
     }
 
@@ -345,6 +354,57 @@ impl DevChain {
         ProviderBuilder::new()
             .connect_http(self.endpoint_url())
             .erased()
+    }
+
+    /// Moves chain time forward by `seconds` and mines a block at the new time (a devnet's
+    /// periods pass in an instant).
+    pub async fn travel(&self, seconds: u64) -> Result<(), DevChainError> {
+        self.reader
+            .anvil_increase_time(seconds)
+            .await
+            .map_err(|e| step_failed("evm_increaseTime", e))?;
+        self.mine(1).await
+    }
+
+    /// Mines `blocks` blocks at once.
+    pub async fn mine(&self, blocks: u64) -> Result<(), DevChainError> {
+        self.reader
+            .anvil_mine(Some(blocks), None)
+            .await
+            .map_err(|e| step_failed("anvil_mine", e))
+    }
+
+    /// The latest block's number.
+    pub async fn head(&self) -> Result<u64, DevChainError> {
+        self.reader
+            .get_block_number()
+            .await
+            .map_err(|e| step_failed("eth_blockNumber", e))
+    }
+
+    /// The latest block's timestamp: the chain's time, which [`travel`](Self::travel) moves.
+    pub async fn latest_timestamp(&self) -> Result<u64, DevChainError> {
+        Ok(self
+            .reader
+            .get_block_by_number(BlockNumberOrTag::Latest)
+            .await
+            .map_err(|e| step_failed("eth_getBlockByNumber", e))?
+            .ok_or_else(|| step_failed("eth_getBlockByNumber", "no latest block"))?
+            .header
+            .timestamp)
+    }
+
+    /// The period of the latest block's timestamp.
+    pub async fn current_period(&self) -> Result<u64, DevChainError> {
+        Ok(self.latest_timestamp().await? / self.deployment.seconds_per_period.max(1))
+    }
+}
+
+/// A step on the chain (an anvil request, a setup transaction) failed, and why.
+pub(crate) fn step_failed(step: &'static str, reason: impl std::fmt::Display) -> DevChainError {
+    DevChainError::Transaction {
+        step,
+        reason: reason.to_string(),
     }
 }
 

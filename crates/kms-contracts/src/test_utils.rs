@@ -19,7 +19,7 @@ use alloy::{
 };
 
 pub use crate::devchain::{repo_root, ChainOptions, ANVIL_BIN, DEPLOY_SCRIPT, FORGE_BIN};
-use crate::devchain::{spawn_anvil, DevChain, DevChainError};
+use crate::devchain::{spawn_anvil, step_failed, DevChain, DevChainError};
 
 /// The roles tests give anvil's dev accounts (a test may give further accounts roles of its own).
 pub mod accounts {
@@ -130,66 +130,33 @@ impl TestChain {
         .await?;
         // Dropping the old instance reaps the exited process.
         drop(std::mem::replace(&mut self.chain.anvil, anvil));
+        // No pooled connection to the old process is reused.
+        self.chain.reader = self.chain.read_provider();
         Ok(())
-    }
-
-    /// Moves chain time forward by `seconds` and mines a block at the new time.
-    pub async fn travel(&self, seconds: u64) -> Result<(), TestChainError> {
-        let reader = self.read_provider();
-        reader
-            .anvil_increase_time(seconds)
-            .await
-            .map_err(|e| anvil_step("evm_increaseTime", e))?;
-        self.mine(1).await
-    }
-
-    /// Mines `blocks` blocks at once.
-    pub async fn mine(&self, blocks: u64) -> Result<(), TestChainError> {
-        self.read_provider()
-            .anvil_mine(Some(blocks), None)
-            .await
-            .map_err(|e| anvil_step("anvil_mine", e))
     }
 
     /// Replaces the last `depth` blocks with as many empty ones (`anvil_reorg`).
     pub async fn reorg(&self, depth: u64) -> Result<(), TestChainError> {
-        self.read_provider()
+        self.chain
+            .reader
             .anvil_reorg(ReorgOptions {
                 depth,
                 tx_block_pairs: Vec::new(),
             })
             .await
-            .map_err(|e| anvil_step("anvil_reorg", e))
-    }
-
-    /// The latest block's number.
-    pub async fn head(&self) -> Result<u64, TestChainError> {
-        self.read_provider()
-            .get_block_number()
-            .await
-            .map_err(|e| anvil_step("eth_blockNumber", e))
+            .map_err(|e| step_failed("anvil_reorg", e))
     }
 
     /// The hash of block `number` (zero if there is none).
     pub async fn block_hash(&self, number: u64) -> Result<B256, TestChainError> {
         Ok(self
-            .read_provider()
+            .chain
+            .reader
             .get_block_by_number(BlockNumberOrTag::Number(number))
             .await
-            .map_err(|e| anvil_step("eth_getBlockByNumber", e))?
+            .map_err(|e| step_failed("eth_getBlockByNumber", e))?
             .map(|block| block.header.hash)
             .unwrap_or_default())
-    }
-
-    /// The period of the latest block's timestamp (chain time, which tests move).
-    pub async fn current_period(&self) -> Result<u64, TestChainError> {
-        let block = self
-            .read_provider()
-            .get_block_by_number(BlockNumberOrTag::Latest)
-            .await
-            .map_err(|e| anvil_step("eth_getBlockByNumber", e))?
-            .ok_or_else(|| anvil_step("eth_getBlockByNumber", "no latest block"))?;
-        Ok(block.header.timestamp / self.deployment().seconds_per_period.max(1))
     }
 
     /// The periods `staker` committed to, with the hash of each commitment's transaction, in
@@ -202,14 +169,15 @@ impl TestChain {
             .topic1(staker.into_word())
             .from_block(0);
         let logs = self
-            .read_provider()
+            .chain
+            .reader
             .get_logs(&filter)
             .await
-            .map_err(|e| anvil_step("eth_getLogs", e))?;
+            .map_err(|e| step_failed("eth_getLogs", e))?;
         logs.iter()
             .map(|log| {
                 let event = crate::StakingEscrow::CommitmentMade::decode_log_data(log.data())
-                    .map_err(|e| anvil_step("CommitmentMade", e))?;
+                    .map_err(|e| step_failed("CommitmentMade", e))?;
                 Ok((
                     event.period.saturating_to(),
                     log.transaction_hash.unwrap_or_default(),
@@ -309,13 +277,6 @@ where
     }
 }
 
-fn anvil_step(step: &'static str, reason: impl std::fmt::Display) -> TestChainError {
-    TestChainError::Transaction {
-        step,
-        reason: reason.to_string(),
-    }
-}
-
 /// Sends a setup transaction and requires it to succeed.
 async fn confirm<P, D, N>(
     step: &'static str,
@@ -326,18 +287,17 @@ where
     D: alloy::contract::CallDecoder,
     N: alloy::network::Network,
 {
-    let failed = |reason: String| DevChainError::Transaction { step, reason };
     let receipt = call
         .send()
         .await
-        .map_err(|e| failed(e.to_string()))?
+        .map_err(|e| step_failed(step, e))?
         .get_receipt()
         .await
-        .map_err(|e| failed(e.to_string()))?;
+        .map_err(|e| step_failed(step, e))?;
     if alloy::network::ReceiptResponse::status(&receipt) {
         Ok(())
     } else {
-        Err(failed(format!("reverted: {receipt:?}")))
+        Err(step_failed(step, format!("reverted: {receipt:?}")))
     }
 }
 

@@ -8,7 +8,6 @@
 //! replays a run. Needs `forge build` artifacts and `npm ci` (anvil and forge), like
 //! `kms-contracts`' own tests.
 
-use alloy::eips::BlockNumberOrTag;
 use alloy::primitives::{keccak256, Address, U256};
 use alloy::providers::{ext::AnvilApi, DynProvider, Provider};
 use alloy::signers::local::PrivateKeySigner;
@@ -203,12 +202,7 @@ impl Setup {
 
         // The payment depends on the period the transaction lands in: pin its timestamp so that
         // a period boundary cannot fall between this computation and the block.
-        let latest = self
-            .alice
-            .get_block_by_number(BlockNumberOrTag::Latest)
-            .await?
-            .context("no latest block")?;
-        let timestamp = latest.header.timestamp + 1;
+        let timestamp = self.chain.latest_timestamp().await? + 1;
         self.alice.anvil_set_next_block_timestamp(timestamp).await?;
         let current = timestamp / SECONDS_PER_PERIOD;
         let end = timestamp + (1 + rng.next_u64() % 4) * SECONDS_PER_PERIOD;
@@ -320,12 +314,7 @@ impl Setup {
 
     /// The period of the latest block.
     async fn chain_period(&self) -> Result<u64> {
-        let latest = self
-            .alice
-            .get_block_by_number(BlockNumberOrTag::Latest)
-            .await?
-            .context("no latest block")?;
-        Ok(latest.header.timestamp / SECONDS_PER_PERIOD)
+        Ok(self.chain.current_period().await?)
     }
 
     async fn stake(&self) -> Result<U256> {

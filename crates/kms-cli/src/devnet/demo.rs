@@ -20,7 +20,7 @@ use std::{
 
 use alloy::{
     primitives::{Address, U256},
-    providers::{ext::AnvilApi, DynProvider, Provider},
+    providers::{DynProvider, Provider},
     rpc::types::Filter,
     sol_types::SolEvent,
 };
@@ -135,8 +135,8 @@ async fn story(devnet: &Devnet, rows: &mut Vec<Row>) -> Result<()> {
 
 /// 1. Every node commits to the next period by itself.
 async fn miners_commit(story: &Story<'_>) -> Result<Row> {
-    let (devnet, d, reader) = (story.devnet, &story.deployment, &story.reader);
-    let period = current_period(reader, d.seconds_per_period).await?;
+    let (devnet, reader) = (story.devnet, &story.reader);
+    let period = devnet.chain.current_period().await?;
     wait_for_commitments(devnet, reader, period + 1).await?;
     Ok(Row {
         step: "1 miners staked and committed",
@@ -150,7 +150,7 @@ async fn miners_commit(story: &Story<'_>) -> Result<Row> {
 
 /// 2. Alice grants Bob 3-of-5.
 async fn alice_grants(story: &Story<'_>) -> Result<(Granted, Row)> {
-    let (devnet, d, reader) = (story.devnet, &story.deployment, &story.reader);
+    let (devnet, d) = (story.devnet, &story.deployment);
     let alice_account = devnet.chain.address(alice_index(devnet))?;
     let (alice, bob) = (MasterSecret::random(), MasterSecret::random());
     let label = "demo/holiday-video";
@@ -160,7 +160,7 @@ async fn alice_grants(story: &Story<'_>) -> Result<(Granted, Row)> {
         HttpConfig::default(),
     )
     .await?;
-    let now = latest_timestamp(reader).await?;
+    let now = devnet.chain.latest_timestamp().await?;
     let request = GrantRequest {
         label: label.to_owned(),
         owner: alice_account,
@@ -336,11 +336,11 @@ async fn bob_retrieves(
 async fn periods_pass(story: &Story<'_>) -> Result<Row> {
     let (devnet, d, reader) = (story.devnet, &story.deployment, &story.reader);
     for _ in 0..PERIODS_TO_PASS {
-        travel(reader, d.seconds_per_period).await?;
-        let period = current_period(reader, d.seconds_per_period).await?;
+        devnet.chain.travel(d.seconds_per_period).await?;
+        let period = devnet.chain.current_period().await?;
         wait_for_commitments(devnet, reader, period + 1).await?;
     }
-    let current = current_period(reader, d.seconds_per_period).await?;
+    let current = devnet.chain.current_period().await?;
     let escrow = d.staking_escrow(reader);
     let mut reward_lines = Vec::new();
     for miner in &devnet.miners {
@@ -481,25 +481,6 @@ async fn faulty_miner_slashed(story: &Story<'_>, retrieved: &Retrieved) -> Resul
             format_tokens(report.reward)
         ),
     }))
-}
-
-async fn latest_timestamp(provider: &DynProvider) -> Result<u64> {
-    Ok(provider
-        .get_block_by_number(Default::default())
-        .await?
-        .context("no latest block")?
-        .header
-        .timestamp)
-}
-
-async fn current_period(provider: &DynProvider, seconds_per_period: u64) -> Result<u64> {
-    Ok(latest_timestamp(provider).await? / seconds_per_period)
-}
-
-async fn travel(provider: &DynProvider, seconds: u64) -> Result<()> {
-    provider.anvil_increase_time(seconds).await?;
-    provider.anvil_mine(Some(1), None).await?;
-    Ok(())
 }
 
 /// Waits until every miner's node has committed to `period`.
