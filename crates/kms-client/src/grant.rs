@@ -23,7 +23,7 @@ use crate::{
     client::Client,
     http::NodeError,
     policy::{PolicyFile, PolicyNode, MAX_NODES},
-    sampling::{candidates, Excluded, SamplingError, WeightedDraw},
+    sampling::{candidates, Candidates, Excluded, SamplingError, WeightedDraw},
 };
 
 /// The domain tag of the policy id derivation.
@@ -307,20 +307,32 @@ impl<P: Provider> Client<P> {
         }
     }
 
-    /// Step one of a grant: samples and checks the nodes and computes the fee. Sends nothing.
-    pub async fn plan_grant(&self, request: &GrantRequest) -> Result<GrantPlan, GrantError> {
-        validate(request)?;
-        let found = candidates(
-            &self.provider,
-            &self.deployment,
-            request.end_timestamp,
-            request.fee_rate,
-        )
-        .await?;
-        let mut excluded = found.excluded;
-        let wanted = request.shares;
-        let mut draw = WeightedDraw::new(found.eligible.iter().map(|c| c.locked).collect());
-        let mut rng = ChaCha20Rng::seed_from_u64(request.seed);
+    /// Draws `wanted` nodes from `found` by stake (the same `seed` on the same candidates draws
+    /// the same ones), leaving out the stakers in `exclude`, and asks each drawn node over HTTP
+    /// who it is: one that does not answer as its on-chain record says is left out (with the
+    /// reason) and a replacement drawn, until `wanted` answer or the candidates run out. The
+    /// nodes come back ordered by staker, as a policy lists them.
+    pub async fn sample_reachable(
+        &self,
+        found: &Candidates,
+        wanted: usize,
+        seed: u64,
+        exclude: &[Address],
+    ) -> Result<(Vec<PolicyNode>, Vec<Excluded>), SamplingError> {
+        let mut excluded = found.excluded.clone();
+        let weights = found
+            .eligible
+            .iter()
+            .map(|c| {
+                if exclude.contains(&c.node.staker) {
+                    U256::ZERO
+                } else {
+                    c.locked
+                }
+            })
+            .collect();
+        let mut draw = WeightedDraw::new(weights);
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
         let mut chosen: Vec<PolicyNode> = Vec::with_capacity(wanted);
         // Draw what is missing, probe those at once, and draw replacements for the ones that
         // fail, until enough answer or the candidates run out.
@@ -334,8 +346,7 @@ impl<P: Provider> Client<P> {
                     wanted,
                     available: chosen.len(),
                     excluded,
-                }
-                .into());
+                });
             }
             let probes = join_all(batch.iter().map(|node| self.probe(node))).await;
             for (node, probe) in batch.into_iter().zip(probes) {
@@ -349,6 +360,23 @@ impl<P: Provider> Client<P> {
             }
         }
         chosen.sort_by_key(|n| n.staker);
+        Ok((chosen, excluded))
+    }
+
+    /// Step one of a grant: samples and checks the nodes and computes the fee. Sends nothing.
+    pub async fn plan_grant(&self, request: &GrantRequest) -> Result<GrantPlan, GrantError> {
+        validate(request)?;
+        let found = candidates(
+            &self.provider,
+            &self.deployment,
+            request.end_timestamp,
+            request.fee_rate,
+        )
+        .await?;
+        let wanted = request.shares;
+        let (chosen, excluded) = self
+            .sample_reachable(&found, wanted, request.seed, &[])
+            .await?;
 
         let spp = self.deployment.seconds_per_period;
         let (current_period, last_period, periods) =

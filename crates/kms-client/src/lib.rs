@@ -19,6 +19,7 @@ pub mod client;
 pub mod fault;
 pub mod grant;
 pub mod http;
+pub mod network;
 pub mod policy;
 pub mod retrieve;
 pub mod sampling;

@@ -29,7 +29,7 @@ use crate::{
     chain::{adjudicator_revert, transact, ChainError},
     client::Client,
     fault::{Fault, FaultError, ReportOutcome, FAULT_FILE_VERSION},
-    http::NodeClient,
+    http::{NodeClient, NodeError},
     policy::{check_url, PolicyFile, PolicyNode},
 };
 
@@ -346,6 +346,17 @@ fn check_answer(
     }
 }
 
+/// Why a node gave no answer to check.
+#[derive(Debug, thiserror::Error)]
+enum AskError {
+    /// The request failed.
+    #[error(transparent)]
+    Node(NodeError),
+    /// It answered another number of cfrags than capsules asked.
+    #[error("{0}")]
+    Count(String),
+}
+
 /// Asks one node for every capsule, in batches the node accepts, and checks each answer.
 async fn ask_node(
     client: &NodeClient,
@@ -354,7 +365,7 @@ async fn ask_node(
     receiving_sk: &SecretKey,
     capsules: &[Capsule],
     capsule_bytes: &[Vec<u8>],
-) -> Result<Vec<Checked>, String> {
+) -> Result<Vec<Checked>, AskError> {
     let policy_id = ctx.policy.policy_id;
     let mut checked = Vec::with_capacity(capsules.len());
     for (batch, bytes) in capsules
@@ -366,13 +377,13 @@ async fn ask_node(
                 ReencryptRequest::sign(receiving_sk, policy_id, node.staker, timestamp, bytes)
             })
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(AskError::Node)?;
         if response.cfrags.len() != batch.len() {
-            return Err(format!(
+            return Err(AskError::Count(format!(
                 "answered {} cfrags for {} capsules",
                 response.cfrags.len(),
                 batch.len()
-            ));
+            )));
         }
         checked.extend(
             batch
@@ -457,7 +468,8 @@ pub async fn retrieve_from(
                 }
                 outcomes[i] = NodeOutcome::Answered { valid, wrong };
             }
-            Err(reason) => {
+            Err(error) => {
+                let reason = error.to_string();
                 reasons[i].push(reason.clone());
                 outcomes[i] = NodeOutcome::Failed(reason);
             }
@@ -501,6 +513,90 @@ pub async fn retrieve_from(
         faults,
         nodes: reports,
     })
+}
+
+/// One node's answer to an audit (see [`audit_node`]).
+#[derive(Debug, Clone)]
+pub enum AuditAnswer {
+    /// Every cfrag was signed by the node's worker and verified.
+    Served {
+        /// How many.
+        cfrags: usize,
+    },
+    /// At least one cfrag failed a check; each provable one is a fault to report.
+    Wrong {
+        /// Cfrags that failed.
+        wrong: usize,
+        /// Why each failed.
+        reasons: Vec<String>,
+        /// The provable ones.
+        faults: Vec<Fault>,
+    },
+    /// The node answered with an HTTP error status.
+    Refused {
+        /// The status.
+        status: u16,
+        /// The node's reason.
+        reason: String,
+    },
+    /// The node could not be reached or did not answer in time.
+    Unreachable(String),
+    /// The node's answer is not what the API specifies.
+    Invalid(String),
+}
+
+/// Asks `node` to re-encrypt every capsule under `policy` as its Bob (`receiving_sk`) and checks
+/// every cfrag as a retrieval does (worker signature, verification, provable faults), without
+/// stopping at the threshold: what an auditor needs to know about one node.
+pub async fn audit_node(
+    client: &NodeClient,
+    policy: &PolicyFile,
+    terms: &AnswerTerms,
+    node: &PolicyNode,
+    receiving_sk: &SecretKey,
+    capsules: &[Capsule],
+) -> AuditAnswer {
+    let capsule_bytes = match capsules
+        .iter()
+        .map(|c| c.to_bytes().map(|b| b.into_vec()))
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(bytes) => bytes,
+        Err(e) => return AuditAnswer::Invalid(format!("a capsule cannot be serialized: {e}")),
+    };
+    let ctx = Context {
+        policy,
+        kfrag_signer: policy.kfrag_signer(),
+        terms: terms.clone(),
+    };
+    match ask_node(client, &ctx, node, receiving_sk, capsules, &capsule_bytes).await {
+        Ok(checked) => {
+            let (mut wrong, mut reasons, mut faults) = (0, Vec::new(), Vec::new());
+            for check in &checked {
+                if let Checked::Wrong { reason, fault } = check {
+                    wrong += 1;
+                    reasons.push(reason.clone());
+                    faults.extend(fault.clone());
+                }
+            }
+            if wrong == 0 {
+                AuditAnswer::Served {
+                    cfrags: checked.len(),
+                }
+            } else {
+                AuditAnswer::Wrong {
+                    wrong,
+                    reasons,
+                    faults,
+                }
+            }
+        }
+        Err(AskError::Node(NodeError::Refused { status, reason, .. })) => {
+            AuditAnswer::Refused { status, reason }
+        }
+        Err(AskError::Node(NodeError::Unreachable(reason))) => AuditAnswer::Unreachable(reason),
+        Err(e) => AuditAnswer::Invalid(e.to_string()),
+    }
 }
 
 impl<P: Provider> Client<P> {

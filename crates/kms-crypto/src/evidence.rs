@@ -51,10 +51,34 @@ sol! {
 
         /// Evaluates `evidence` once: slashes the node if its re-encryption is wrong.
         function evaluateCFrag(Evidence calldata evidence) external;
+
+        /// `evaluateCFrag`, paying the investigator reward to `beneficiary`.
+        function evaluateCFragFor(Evidence calldata evidence, address beneficiary) external;
     }
 }
 
-pub use IAdjudicator::{evaluateCFragCall, Evidence, Point};
+pub use IAdjudicator::{evaluateCFragCall, evaluateCFragForCall, Evidence, Point};
+
+/// `keccak256(capsule || cfrag)` of the simple encodings: the Adjudicator's key for a piece of
+/// evidence (`evaluated`, and the commitments).
+pub fn evidence_hash(capsule_simple: &[u8], cfrag_simple: &[u8]) -> B256 {
+    alloy::primitives::keccak256([capsule_simple, cfrag_simple].concat())
+}
+
+/// `Adjudicator.evidenceCommitment(evidenceHash, investigator)`:
+/// `keccak256(abi.encode(evidenceHash, investigator))`, committed before `evaluateCFrag`.
+pub fn evidence_commitment(evidence_hash: B256, investigator: Address) -> B256 {
+    use alloy::sol_types::SolValue;
+    alloy::primitives::keccak256((evidence_hash, investigator).abi_encode())
+}
+
+/// `Adjudicator.evidenceCommitmentFor(evidenceHash, submitter, beneficiary)`:
+/// `keccak256(abi.encode(evidenceHash, submitter, beneficiary))`, committed by `submitter` before
+/// it sends `evaluateCFragFor(evidence, beneficiary)`.
+pub fn evidence_commitment_for(evidence_hash: B256, submitter: Address, beneficiary: Address) -> B256 {
+    use alloy::sol_types::SolValue;
+    alloy::primitives::keccak256((evidence_hash, submitter, beneficiary).abi_encode())
+}
 
 /// Length of a compressed public key.
 pub const KEY_LEN: usize = 33;

@@ -5,6 +5,8 @@
 //! - [`evidence`]: the [`Evidence`] struct that `IAdjudicator.evaluateCFrag`
 //!   takes, built from the raw `to_bytes_simple` encodings (so it can be built for a wrong cfrag
 //!   too), and a Rust model of what the contract decides.
+//! - [`fault`]: the fault file, a node's wrong signed answer with what the Adjudicator needs (the
+//!   file `kms retrieve --report` saves, the body of a node's `POST /v1/evidence`).
 //! - [`umbral`]: small helpers around umbral-pre 0.11 (Ethereum address of a key, the byte layout
 //!   of `to_bytes_simple`, parsing it back).
 //! - [`wire`]: the JSON bodies of the node's HTTP API (`docs/node.md`), shared by the node and
@@ -19,6 +21,7 @@
 pub mod answer;
 mod curve;
 pub mod evidence;
+pub mod fault;
 pub mod fixtures;
 pub mod keys;
 mod secp256k1;

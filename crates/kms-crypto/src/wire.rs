@@ -18,7 +18,7 @@
 //! - a cfrag answer: the node's worker [`SignedCFrag::sign`]s it; Bob
 //!   [`SignedCFrag::decode`]s it and [`DecodedCFrag::verify_and_recover`]s it.
 
-use alloy::primitives::{hex, Address};
+use alloy::primitives::{hex, Address, B256, U256};
 use alloy::signers::local::PrivateKeySigner;
 use base64::{engine::general_purpose::STANDARD, Engine as _};
 use serde::{Deserialize, Serialize};
@@ -666,6 +666,126 @@ pub struct NodeStatus {
     pub policies: u64,
     /// The last block the chain follower applied (`None` before its first step).
     pub cursor_block: Option<u64>,
+}
+
+/// `POST /v1/evidence`'s answer, and `GET /v1/evidence/{id}`: where the filing of a piece of
+/// evidence stands on the node that accepted it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EvidenceStatus {
+    /// The evidence id: `keccak256(capsule || cfrag)`, the Adjudicator's evidence hash.
+    pub id: B256,
+    /// `pending` (accepted, commitment not yet mined), `committed` (the reveal follows from a
+    /// later block), `slashed`, `correct` (evaluated, nothing slashed), `evaluatedElsewhere`
+    /// (another investigator's report was evaluated first) or `refused` (with `reason`).
+    pub state: String,
+    /// The staker accused.
+    pub staker: Address,
+    /// Who is paid the investigator reward.
+    pub beneficiary: Address,
+    /// `relayed` or `audit`.
+    pub source: String,
+    /// The reveal transaction, once evaluated by this node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tx_hash: Option<B256>,
+    /// The verdict's name, once evaluated by this node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<String>,
+    /// Tokens slashed, once evaluated by this node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub penalty: Option<U256>,
+    /// Tokens paid to the beneficiary, once evaluated by this node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reward: Option<U256>,
+    /// Why it was refused (the contract's reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// One peer's audit answers in one period, as this node saw them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Availability {
+    /// Answers whose every cfrag verified.
+    pub served: u64,
+    /// Answers with a cfrag that failed verification.
+    pub wrong: u64,
+    /// Requests refused with an HTTP error status (the last one in `last_status`).
+    pub refused: u64,
+    /// Requests that got no answer in time, or no connection.
+    pub timed_out: u64,
+    /// Answers not as the API specifies.
+    pub invalid: u64,
+    /// The last HTTP error status.
+    pub last_status: Option<u16>,
+    /// The last failure's reason.
+    pub last_failure: Option<String>,
+    /// When the last answer was recorded (chain time).
+    pub last_at: u64,
+}
+
+impl Availability {
+    /// Every request recorded.
+    pub fn total(&self) -> u64 {
+        self.served + self.wrong + self.refused + self.timed_out + self.invalid
+    }
+
+    /// Adds `other`'s counts (its last answer wins if later).
+    pub fn add(&mut self, other: &Availability) {
+        self.served += other.served;
+        self.wrong += other.wrong;
+        self.refused += other.refused;
+        self.timed_out += other.timed_out;
+        self.invalid += other.invalid;
+        if other.last_at >= self.last_at {
+            self.last_at = other.last_at;
+            if other.last_status.is_some() {
+                self.last_status = other.last_status;
+            }
+            if other.last_failure.is_some() {
+                self.last_failure.clone_from(&other.last_failure);
+            }
+        }
+    }
+}
+
+/// One staker as `GET /v1/network` shows it: the chain's view, and what this node's audits saw.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerView {
+    /// The staker.
+    pub staker: Address,
+    /// Its bonded worker (zero: none).
+    pub worker: Address,
+    /// Its node's URL, from its node record.
+    pub url: String,
+    /// Tokens staked (`StakerView.value`), in token units.
+    pub stake: U256,
+    /// Tokens locked in the current period.
+    pub locked_now: U256,
+    /// The last period it committed to (0: never).
+    pub last_committed_period: u64,
+    /// Its audit answers in `fromPeriod..=currentPeriod`, summed, as this node saw them (`None`:
+    /// never audited by this node in those periods).
+    pub availability: Option<Availability>,
+}
+
+/// `GET /v1/network`: every staker with a node record, and this node's audit record of each.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkView {
+    /// The chain.
+    pub chain_id: u64,
+    /// The staker of the node answering.
+    pub node: Address,
+    /// The block the stakers were read at (0: not read yet).
+    pub block: u64,
+    /// The period of that block.
+    pub current_period: u64,
+    /// The first period the availability covers.
+    pub from_period: u64,
+    /// The stakers, in the escrow's order.
+    pub peers: Vec<PeerView>,
 }
 
 /// The body of every error answer.

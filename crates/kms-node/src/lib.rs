@@ -22,6 +22,7 @@ pub mod config;
 pub mod daemon;
 pub mod directory;
 pub mod duties;
+pub mod evidence;
 pub mod follower;
 mod guard;
 pub mod server;

@@ -25,7 +25,7 @@ use alloy::{
         BlockNumberOrTag,
     },
     network::{EthereumWallet, NetworkTransactionBuilder, TransactionBuilder},
-    primitives::{Address, Bytes, TxKind, B256},
+    primitives::{Address, Bytes, TxKind, B256, U256},
     providers::Provider,
     rpc::types::TransactionRequest,
 };
@@ -118,6 +118,17 @@ impl<P: Provider + Clone> TxSender<P> {
     /// transaction. A new transaction is signed only once every other recorded one is settled
     /// (see [`TxSender::settle_in_flight`]).
     pub async fn run(&self, key: &str, to: Address, input: Bytes) -> Result<DutyRecord, TxError> {
+        self.run_paying(key, to, input, U256::ZERO).await
+    }
+
+    /// [`TxSender::run`] of a call that sends `value` wei along (a policy's fee, say).
+    pub async fn run_paying(
+        &self,
+        key: &str,
+        to: Address,
+        input: Bytes,
+        value: U256,
+    ) -> Result<DutyRecord, TxError> {
         let store = self.store.clone();
         let owned_key = key.to_owned();
         let existing = blocking(move || store.duty(&owned_key)).await?;
@@ -132,7 +143,7 @@ impl<P: Provider + Clone> TxSender<P> {
                 // An unsettled transaction holds the next nonce, and what it does (a commitment,
                 // say) must be on chain before a new duty is simulated and signed.
                 self.settle_in_flight().await?;
-                let (tx_hash, raw_tx, nonce) = self.sign(to, input).await?;
+                let (tx_hash, raw_tx, nonce) = self.sign(to, input, value).await?;
                 let record = DutyRecord::Sent {
                     tx_hash,
                     raw_tx: raw_tx.clone(),
@@ -173,8 +184,13 @@ impl<P: Provider + Clone> TxSender<P> {
     }
 
     /// Simulates, then signs with the next nonce.
-    async fn sign(&self, to: Address, input: Bytes) -> Result<(B256, Bytes, u64), TxError> {
-        let request = self.call(to, input);
+    async fn sign(
+        &self,
+        to: Address,
+        input: Bytes,
+        value: U256,
+    ) -> Result<(B256, Bytes, u64), TxError> {
+        let request = self.call(to, input, value);
         let gas = self.simulate(&request).await?;
         // A transaction recorded but not settled holds its nonce: never sign below it. (`run`
         // settles them all first; this guards the nonce whatever the caller did.)
@@ -201,12 +217,13 @@ impl<P: Provider + Clone> TxSender<P> {
             .map_err(rpc)
     }
 
-    /// A call of `input` on `to` from the worker, to simulate and sign.
-    fn call(&self, to: Address, input: Bytes) -> TransactionRequest {
+    /// A call of `input` on `to` from the worker, paying `value`, to simulate and sign.
+    fn call(&self, to: Address, input: Bytes, value: U256) -> TransactionRequest {
         TransactionRequest::default()
             .with_from(self.from)
             .with_to(to)
             .with_input(input)
+            .with_value(value)
     }
 
     /// `eth_estimateGas` of `request`; a revert is [`TxError::Reverted`] with its decoded error.
@@ -269,7 +286,7 @@ impl<P: Provider + Clone> TxSender<P> {
                 "recorded transaction creates a contract".into(),
             ));
         };
-        let request = self.call(to, recorded.input().clone());
+        let request = self.call(to, recorded.input().clone(), recorded.value());
         let gas = match self.simulate(&request).await {
             Ok(gas) => gas,
             Err(TxError::Reverted(reason)) => {

@@ -11,6 +11,9 @@
 //! | `cursor_v1`  | `&str` `"cursor"`      | JSON of the follower's [`Cursor`]        |
 //! | `duties_v1`  | `&str` duty key        | JSON of a [`DutyRecord`]                 |
 //!
+//! and the investigator's tables (evidence, audit policies, peers' availability): see
+//! [`investigation`].
+//!
 //! Every method is blocking (redb fsyncs on commit): call them from `spawn_blocking` in async
 //! code.
 
@@ -30,6 +33,12 @@ const POLICIES: TableDefinition<'_, [u8; 16], &[u8]> = TableDefinition::new("pol
 const CURSOR: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("cursor_v1");
 const DUTIES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("duties_v1");
 const CURSOR_KEY: &str = "cursor";
+
+pub mod investigation;
+pub use kms_crypto::wire::Availability;
+pub use investigation::{
+    AuditRecord, AuditState, EvidenceRecord, EvidenceSource, EvidenceState,
+};
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -165,6 +174,9 @@ impl Store {
             txn.open_table(POLICIES).map_err(db_err)?;
             txn.open_table(CURSOR).map_err(db_err)?;
             txn.open_table(DUTIES).map_err(db_err)?;
+            txn.open_table(investigation::EVIDENCE).map_err(db_err)?;
+            txn.open_table(investigation::AUDITS).map_err(db_err)?;
+            txn.open_table(investigation::AVAILABILITY).map_err(db_err)?;
         }
         txn.commit().map_err(db_err)?;
         Ok(Self { db: Arc::new(db) })
