@@ -320,27 +320,25 @@ impl<P: Provider> Client<P> {
         exclude: &[Address],
     ) -> Result<(Vec<PolicyNode>, Vec<Excluded>), SamplingError> {
         let mut excluded = found.excluded.clone();
-        let weights = found
-            .eligible
-            .iter()
-            .map(|c| {
-                if exclude.contains(&c.node.staker) {
-                    U256::ZERO
-                } else {
-                    c.locked
-                }
-            })
-            .collect();
+        let mut weights = Vec::with_capacity(found.eligible.len());
+        for candidate in &found.eligible {
+            let left_out = exclude.contains(&candidate.node.staker);
+            weights.push(if left_out { U256::ZERO } else { candidate.locked });
+        }
         let mut draw = WeightedDraw::new(weights);
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
         let mut chosen: Vec<PolicyNode> = Vec::with_capacity(wanted);
         // Draw what is missing, probe those at once, and draw replacements for the ones that
-        // fail, until enough answer or the candidates run out.
+        // fail, until enough answer or the candidates run out. (Loops rather than iterator
+        // adapters: a future holding closures' borrows is not `Send` for every lifetime.)
         while chosen.len() < wanted {
-            let batch: Vec<&PolicyNode> = (chosen.len()..wanted)
-                .map_while(|_| draw.draw(&mut rng))
-                .map(|i| &found.eligible[i].node)
-                .collect();
+            let mut batch: Vec<PolicyNode> = Vec::new();
+            while chosen.len() + batch.len() < wanted {
+                match draw.draw(&mut rng) {
+                    Some(i) => batch.push(found.eligible[i].node.clone()),
+                    None => break,
+                }
+            }
             if batch.is_empty() {
                 return Err(SamplingError::NotEnoughNodes {
                     wanted,
@@ -348,10 +346,14 @@ impl<P: Provider> Client<P> {
                     excluded,
                 });
             }
-            let probes = join_all(batch.iter().map(|node| self.probe(node))).await;
+            let mut probes = Vec::with_capacity(batch.len());
+            for node in &batch {
+                probes.push(self.probe(node));
+            }
+            let probes = join_all(probes).await;
             for (node, probe) in batch.into_iter().zip(probes) {
                 match probe {
-                    Ok(()) => chosen.push(node.clone()),
+                    Ok(()) => chosen.push(node),
                     Err(reason) => excluded.push(Excluded {
                         staker: node.staker,
                         reason,

@@ -16,7 +16,6 @@ use alloy::{
     primitives::{Address, U256},
     providers::Provider,
 };
-use futures_util::{stream, StreamExt, TryStreamExt};
 use kms_contracts::Deployment;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -291,21 +290,25 @@ pub async fn candidates<P: Provider>(
         });
     }
 
-    // The fee minimums, a few at a time, in order.
-    let minimums: Vec<U256> = stream::iter(with_record.iter().map(|c| {
-        let manager = &manager;
-        async move {
-            manager
-                .effectiveMinFeeRate(c.node.staker)
-                .block(at)
-                .call()
-                .await
-                .map_err(|e| ChainError::rpc("reading the nodes' minimum fee rates", e))
+    // The fee minimums, a few at a time, in order. (Owned stakers and a loop of async blocks:
+    // a stream of closures borrowing the candidates would make this future `Send` only for
+    // some lifetimes, and a node spawns it.)
+    let mut minimums: Vec<U256> = Vec::with_capacity(with_record.len());
+    for chunk in with_record.chunks(FEE_READS) {
+        let mut reads = Vec::with_capacity(chunk.len());
+        for candidate in chunk {
+            let (manager, staker) = (&manager, candidate.node.staker);
+            reads.push(async move {
+                manager
+                    .effectiveMinFeeRate(staker)
+                    .block(at)
+                    .call()
+                    .await
+                    .map_err(|e| ChainError::rpc("reading the nodes' minimum fee rates", e))
+            });
         }
-    }))
-    .buffered(FEE_READS)
-    .try_collect()
-    .await?;
+        minimums.extend(futures_util::future::try_join_all(reads).await?);
+    }
     let mut eligible = Vec::new();
     for (candidate, minimum) in with_record.into_iter().zip(minimums) {
         if minimum > fee_rate {

@@ -23,6 +23,13 @@
 //! withdraw_fees_threshold_wei = "1"          # omit to never withdraw
 //! prune = true
 //!
+//! [audit]                                    # the node audits its peers (see docs/node.md)
+//! budget_per_period_wei = "10000000000"      # policy fees per period; "0" turns audits off
+//! peers = 5                                  # most peers in one period's audit policy
+//! rounds_per_period = 4                      # audit rounds at random times in each period
+//! # fee_rate_wei = "1000000000"              # default: the PolicyManager's default rate
+//! # beneficiary = "0x…"                      # paid investigator rewards; default: the staker
+//!
 //! [limits]
 //! max_body_bytes = 262144
 //! max_capsules = 64
@@ -37,8 +44,8 @@
 //! max_connections = 512                      # further connections wait in the backlog
 //! ```
 //!
-//! The `[limits]` keys after `workers` may be omitted (older files): they take the defaults
-//! shown.
+//! The `[limits]` keys after `workers`, and the whole `[audit]` section, may be omitted (older
+//! files): they take the defaults shown.
 //!
 //! Relative paths are relative to the configuration file's directory.
 
@@ -51,7 +58,7 @@ use std::{
 use alloy::primitives::{Address, U256};
 use serde::{Deserialize, Serialize};
 
-use crate::{api::Limits, duties::DutyConfig};
+use crate::{api::Limits, audit::AuditConfig, duties::DutyConfig};
 
 /// The configuration file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -168,6 +175,49 @@ impl Default for DutiesSection {
     }
 }
 
+/// `[audit]` (see [`AuditConfig`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSection {
+    /// Wei of policy fees per period (decimal string); `"0"` turns audits off.
+    #[serde(default = "default_audit_budget")]
+    pub budget_per_period_wei: String,
+    /// Most peers in one period's audit policy.
+    #[serde(default = "default_audit_peers")]
+    pub peers: usize,
+    /// Audit rounds per period.
+    #[serde(default = "default_audit_rounds")]
+    pub rounds_per_period: usize,
+    /// Fee rate of the audit policies (wei, decimal string); absent: the PolicyManager's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fee_rate_wei: Option<String>,
+    /// Who is paid the investigator reward of the evidence this node files; absent: the staker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub beneficiary: Option<Address>,
+}
+
+fn default_audit_budget() -> String {
+    crate::audit::DEFAULT_AUDIT_BUDGET_WEI.to_string()
+}
+fn default_audit_peers() -> usize {
+    AuditConfig::default().peers
+}
+fn default_audit_rounds() -> usize {
+    AuditConfig::default().rounds_per_period
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        Self {
+            budget_per_period_wei: default_audit_budget(),
+            peers: default_audit_peers(),
+            rounds_per_period: default_audit_rounds(),
+            fee_rate_wei: None,
+            beneficiary: None,
+        }
+    }
+}
+
 /// `[limits]` (see [`Limits`] for what each bounds).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -256,6 +306,9 @@ pub struct NodeConfig {
     /// `[duties]`.
     #[serde(default)]
     pub duties: DutiesSection,
+    /// `[audit]`.
+    #[serde(default)]
+    pub audit: AuditSection,
     /// `[limits]`.
     #[serde(default)]
     pub limits: LimitsSection,
@@ -288,6 +341,7 @@ impl NodeConfig {
                 password_file: None,
             },
             duties: DutiesSection::default(),
+            audit: AuditSection::default(),
             limits: LimitsSection::default(),
         }
     }
@@ -377,23 +431,43 @@ impl NodeConfig {
 
     /// The `[duties]` section as the duty loop takes it.
     pub fn duty_config(&self, path: &Path) -> Result<DutyConfig, ConfigError> {
+        let wei = |field: &'static str, s: &str| {
+            s.parse::<U256>().map_err(|e| ConfigError::Invalid {
+                path: path.to_owned(),
+                field,
+                reason: format!("{s:?} is not a decimal number of wei: {e}"),
+            })
+        };
         let threshold = self
             .duties
             .withdraw_fees_threshold_wei
             .as_deref()
-            .map(|s| {
-                s.parse::<U256>().map_err(|e| ConfigError::Invalid {
-                    path: path.to_owned(),
-                    field: "duties.withdraw_fees_threshold_wei",
-                    reason: format!("{s:?} is not a decimal number of wei: {e}"),
-                })
-            })
+            .map(|s| wei("duties.withdraw_fees_threshold_wei", s))
             .transpose()?;
+        let audit = &self.audit;
+        if audit.beneficiary == Some(Address::ZERO) {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                field: "audit.beneficiary",
+                reason: "the zero address cannot be paid: omit it to pay the staker".into(),
+            });
+        }
         Ok(DutyConfig {
             commit: self.duties.commit,
             mint: self.duties.mint,
             withdraw_fees_threshold: threshold,
             prune: self.duties.prune,
+            audit: AuditConfig {
+                budget_per_period: wei("audit.budget_per_period_wei", &audit.budget_per_period_wei)?,
+                peers: audit.peers,
+                rounds_per_period: audit.rounds_per_period,
+                fee_rate: audit
+                    .fee_rate_wei
+                    .as_deref()
+                    .map(|s| wei("audit.fee_rate_wei", s))
+                    .transpose()?,
+            },
+            beneficiary: audit.beneficiary,
         })
     }
 

@@ -21,9 +21,11 @@ use tokio::{net::TcpListener, sync::watch, task::JoinSet};
 
 pub use crate::settings::{DaemonError, Settings};
 use crate::{
-    api::{router, ApiState, Limits, NodeIdentity},
+    api::{router, ApiState, Investigation, Limits, NodeIdentity},
+    audit::{AuditMetrics, Auditor},
     directory::{ChainDirectory, PolicyDirectory},
     duties::{startup, Duties, DutyMetrics},
+    evidence::EvidenceDesk,
     follower::{Follower, FollowerConfig},
     store::Store,
     tx::TxSender,
@@ -106,10 +108,44 @@ pub async fn start(settings: Settings) -> Result<RunningNode, DaemonError> {
         .unwrap_or_else(|| format!("http://{addr}"));
     startup::publish_node_record(&provider, &sender, &settings, &public_url).await?;
 
-    let state = api_state(&settings, &provider, &store, chain_id)?;
+    // The investigator: evidence filed for the staker (or the configured beneficiary), and the
+    // audits, which also keep the network view of `GET /v1/network`.
+    let desk = EvidenceDesk::new(
+        provider.clone(),
+        settings.deployment.clone(),
+        store.clone(),
+        settings.staker,
+        worker,
+        settings.duties.beneficiary.unwrap_or(settings.staker),
+    );
+    let client = kms_client::Client::connect(
+        provider.clone(),
+        settings.deployment.clone(),
+        kms_client::HttpConfig::default(),
+    )
+    .await
+    .map_err(chain)?;
+    let auditor = Auditor::new(
+        client,
+        store.clone(),
+        settings.staker,
+        worker,
+        settings.duties.audit.clone(),
+        desk.clone(),
+    );
+    let investigation = Investigation {
+        evidence: Some(Arc::new(desk.clone())),
+        network: Some(auditor.network()),
+    };
+
+    let state = api_state(&settings, &provider, &store, chain_id, investigation)?;
     let clock = state.clock();
-    let (duty_metrics, chain_lag) = register_metrics(state.metrics().registry())
-        .map_err(|e| DaemonError::Api(e.to_string()))?;
+    let registry = state.metrics().registry();
+    let (duty_metrics, chain_lag) =
+        register_metrics(registry).map_err(|e| DaemonError::Api(e.to_string()))?;
+    let audit_metrics =
+        AuditMetrics::register(registry).map_err(|e| DaemonError::Api(e.to_string()))?;
+    let auditor = Arc::new(auditor.with_metrics(audit_metrics));
 
     let (shutdown, _) = watch::channel(false);
     let wakeups = Wakeups::new(settings.poll_interval, shutdown.subscribe());
@@ -136,6 +172,8 @@ pub async fn start(settings: Settings) -> Result<RunningNode, DaemonError> {
         },
     );
     tasks.spawn(follower.run(wakeups.clone(), chain_lag));
+    tasks.spawn(auditor.clone().run(wakeups.clone()));
+    let audits = settings.duties.audit.enabled().then_some(auditor);
     let duties = Duties::new(
         provider,
         store.clone(),
@@ -146,7 +184,8 @@ pub async fn start(settings: Settings) -> Result<RunningNode, DaemonError> {
         settings.duties.clone(),
     )
     .with_metrics(duty_metrics)
-    .with_clock(clock);
+    .with_clock(clock)
+    .with_investigation(desk, audits);
     tasks.spawn(duties.run(wakeups));
 
     tracing::info!(%addr, staker = %settings.staker, %worker, %public_url, "node started");
@@ -197,6 +236,7 @@ fn api_state(
     provider: &DynProvider,
     store: &Store,
     chain_id: u64,
+    investigation: Investigation,
 ) -> Result<Arc<ApiState<ChainDirectory<DynProvider>>>, DaemonError> {
     let directory = ChainDirectory::new(
         provider.clone(),
@@ -220,7 +260,8 @@ fn api_state(
             settings.limits.clone(),
         )
         .map_err(|e| DaemonError::Api(e.to_string()))?
-        .with_behaviour(settings.behaviour),
+        .with_behaviour(settings.behaviour)
+        .with_investigation(investigation),
     ))
 }
 

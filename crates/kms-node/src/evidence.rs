@@ -394,13 +394,6 @@ impl<P: Provider + Clone> EvidenceDesk<P> {
                 }
                 .abi_encode();
                 let reveal_key = format!("evidence-reveal/{hash}");
-                let refused = |reason: String| async move {
-                    Ok::<_, FilingError>(if self.evaluated(hash).await? {
-                        EvidenceState::EvaluatedElsewhere
-                    } else {
-                        EvidenceState::Refused { reason }
-                    })
-                };
                 Ok(Some(
                     match sender.run(&reveal_key, adjudicator, input.into()).await {
                         Ok(crate::DutyRecord::Done { tx_hash, .. }) => {
@@ -410,7 +403,7 @@ impl<P: Provider + Clone> EvidenceDesk<P> {
                             return Err(TxError::Pending(tx_hash).into())
                         }
                         Ok(crate::DutyRecord::Failed { reason, .. })
-                        | Ok(crate::DutyRecord::Skipped { reason }) => refused(reason).await?,
+                        | Ok(crate::DutyRecord::Skipped { reason }) => self.refused(hash, reason).await?,
                         Err(TxError::Reverted(reason)) => {
                             // Record the refusal under the duty's key too: it is never sent.
                             let store = self.store.clone();
@@ -418,7 +411,7 @@ impl<P: Provider + Clone> EvidenceDesk<P> {
                                 reason: reason.clone(),
                             };
                             blocking(move || store.set_duty(&reveal_key, &skipped)).await?;
-                            refused(reason).await?
+                            self.refused(hash, reason).await?
                         }
                         Err(e) => return Err(e.into()),
                     },
@@ -426,6 +419,16 @@ impl<P: Provider + Clone> EvidenceDesk<P> {
             }
             _ => Ok(None),
         }
+    }
+
+    /// A reveal that will not go out: another investigator's was evaluated first, or the
+    /// Adjudicator refuses it for `reason`.
+    async fn refused(&self, hash: B256, reason: String) -> Result<EvidenceState, FilingError> {
+        Ok(if self.evaluated(hash).await? {
+            EvidenceState::EvaluatedElsewhere
+        } else {
+            EvidenceState::Refused { reason }
+        })
     }
 
     async fn evaluated(&self, hash: B256) -> Result<bool, FilingError> {

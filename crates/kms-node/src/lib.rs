@@ -17,6 +17,7 @@
 //! - `test_utils` (feature `test-utils`): a policy directory without a chain, for tests.
 
 pub mod api;
+pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod daemon;

@@ -12,11 +12,13 @@
 //!
 //! - `kfrag`: `POST /v1/policies/{id}/kfrag`, Alice's uploads;
 //! - `reencrypt`: `POST /v1/policies/{id}/reencrypt`, Bob's requests and the signed answers;
-//! - `status`: `GET /v1/node`, `/v1/status`, `/metrics`, and the metrics every request counts in.
+//! - `status`: `GET /v1/node`, `/v1/status`, `/metrics`, and the metrics every request counts in;
+//! - `investigation`: `POST /v1/evidence`, `GET /v1/evidence/{id}`, `GET /v1/network`.
 //!
 //! The messages themselves (how an upload is opened, how an answer is signed) are in
 //! [`kms_crypto::wire`]; the handlers here keep the statuses, limits, replays and chain checks.
 
+mod investigation;
 mod kfrag;
 mod reencrypt;
 mod status;
@@ -53,6 +55,7 @@ use crate::{
     store::{Store, StoredKfrag},
 };
 
+pub use investigation::{EvidenceIntake, Investigation, RECENT_PERIODS};
 pub use status::Metrics;
 
 /// Bounds on what a request, a client or a connection may ask of the node.
@@ -177,6 +180,7 @@ pub struct ApiState<D> {
     behaviour: Behaviour,
     verified: Mutex<VerifiedKfrags>,
     clock: Arc<ChainClock>,
+    investigation: Investigation,
 }
 
 /// Verified kfrags by policy, with the record each was verified from.
@@ -224,6 +228,7 @@ impl<D: PolicyDirectory> ApiState<D> {
             behaviour: Behaviour::Honest,
             verified: Mutex::new(HashMap::new()),
             clock: Arc::new(ChainClock::new()),
+            investigation: Investigation::default(),
         })
     }
 
@@ -263,6 +268,13 @@ impl<D: PolicyDirectory> ApiState<D> {
         self
     }
 
+    /// Serves `POST /v1/evidence`, `GET /v1/evidence/{id}` and `GET /v1/network` with these
+    /// (each answers 501 without its part).
+    pub fn with_investigation(mut self, investigation: Investigation) -> Self {
+        self.investigation = investigation;
+        self
+    }
+
     /// The clock the answers' periods come from.
     pub fn clock(&self) -> Arc<ChainClock> {
         self.clock.clone()
@@ -284,6 +296,9 @@ pub fn router<D: PolicyDirectory>(state: Arc<ApiState<D>>) -> Router {
             "/v1/policies/{id}/reencrypt",
             post(reencrypt::reencrypt_capsules::<D>),
         )
+        .route("/v1/evidence", post(investigation::relay_evidence::<D>))
+        .route("/v1/evidence/{id}", get(investigation::evidence_status::<D>))
+        .route("/v1/network", get(investigation::network::<D>))
         .route("/metrics", get(status::metrics::<D>))
         .layer(middleware::from_fn_with_state(
             state.clone(),

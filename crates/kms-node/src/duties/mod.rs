@@ -6,6 +6,8 @@
 //! | mint | once per period, when rewards are pending and no commitment will mint them | `mint/<period>` | `StakingEscrow.mint()` |
 //! | withdraw fees | once per period, when the accrued fees reach the threshold | `fees/<period>` | `PolicyManager.withdrawFees(staker)` |
 //! | prune | every tick (chain check every [`PRUNE_CHAIN_CHECK_EVERY`] ticks) | — | none: deletes kfrags |
+//! | audit policy | once per period, when auditing (see [`crate::audit`]) | `audit-policy/<period>` | `PolicyManager.createPolicy(...)` paying the audit's fee |
+//! | evidence | each accepted evidence, two steps (see [`crate::evidence`]) | `evidence-commit/<hash>`, `evidence-reveal/<hash>` | `Adjudicator.commitEvidence`, then `evaluateCFragFor` |
 //!
 //! Commit, mint and fees share one skeleton (`Duties::run_tx_duty`): a settled key is left
 //! alone, a key in flight is resumed, and a fresh one is sent if the chain says it is due. The
@@ -32,7 +34,9 @@ use prometheus::{IntCounterVec, Opts, Registry};
 use std::sync::Arc;
 
 use crate::{
+    audit::{AuditConfig, AuditError, Auditor},
     clock::ChainClock,
+    evidence::{EvidenceDesk, FilingError},
     store::{DutyRecord, Store},
     tx::{blocking, TxError, TxSender},
     wakeup::Wakeups,
@@ -140,6 +144,11 @@ pub struct DutyConfig {
     pub withdraw_fees_threshold: Option<U256>,
     /// Delete kfrags of revoked, ended or vanished policies.
     pub prune: bool,
+    /// The audit duty (see [`crate::audit`]).
+    pub audit: AuditConfig,
+    /// Who is paid the investigator reward of the evidence the node files when the reporter
+    /// names nobody; `None`: the staker. Never the worker (a hot key).
+    pub beneficiary: Option<Address>,
 }
 
 impl Default for DutyConfig {
@@ -149,6 +158,8 @@ impl Default for DutyConfig {
             mint: true,
             withdraw_fees_threshold: Some(U256::from(1u64)),
             prune: true,
+            audit: AuditConfig::default(),
+            beneficiary: None,
         }
     }
 }
@@ -166,6 +177,26 @@ pub struct Duties<P> {
     metrics: Option<DutyMetrics>,
     ticks: u64,
     clock: Option<Arc<ChainClock>>,
+    desk: Option<EvidenceDesk<P>>,
+    auditor: Option<Arc<Auditor<P>>>,
+}
+
+impl From<AuditError> for DutyError {
+    fn from(e: AuditError) -> Self {
+        match e {
+            AuditError::Tx(e) => Self::Tx(e),
+            other => Self::Chain(other.to_string()),
+        }
+    }
+}
+
+impl From<FilingError> for DutyError {
+    fn from(e: FilingError) -> Self {
+        match e {
+            FilingError::Tx(e) => Self::Tx(e),
+            FilingError::Chain(e) => Self::Chain(e),
+        }
+    }
 }
 
 fn chain(e: impl std::fmt::Display) -> DutyError {
@@ -198,6 +229,8 @@ impl<P: Provider + Clone> Duties<P> {
             metrics: None,
             ticks: 0,
             clock: None,
+            desk: None,
+            auditor: None,
         }
     }
 
@@ -205,6 +238,18 @@ impl<P: Provider + Clone> Duties<P> {
     /// period of that clock).
     pub fn with_clock(mut self, clock: Arc<ChainClock>) -> Self {
         self.clock = Some(clock);
+        self
+    }
+
+    /// Files the evidence `desk` accepted (duty `evidence`) and creates `auditor`'s audit
+    /// policies (duty `audit-policy`): their transactions go out one at a time with the others.
+    pub fn with_investigation(
+        mut self,
+        desk: EvidenceDesk<P>,
+        auditor: Option<Arc<Auditor<P>>>,
+    ) -> Self {
+        self.desk = Some(desk);
+        self.auditor = auditor;
         self
     }
 
@@ -280,10 +325,23 @@ impl<P: Provider + Clone> Duties<P> {
                 false
             }
         };
-        let mut results = Vec::with_capacity(4);
+        let mut results = Vec::with_capacity(6);
         if in_flight_settled {
             for duty in TxDuty::ALL {
                 results.push((duty.name(), self.run_tx_duty(duty, period).await));
+            }
+            if let Some(auditor) = &self.auditor {
+                let created = auditor.create_due(&self.sender, now).await;
+                results.push(("audit-policy", created.map_err(DutyError::from)));
+            }
+            if let Some(desk) = &self.desk {
+                let filed = desk.file(&self.sender, block.header.number).await;
+                results.push((
+                    "evidence",
+                    filed
+                        .map(|moved| (moved > 0).then_some("moved"))
+                        .map_err(DutyError::from),
+                ));
             }
         }
         results.push(("prune", self.prune(now, block.header.number).await));
