@@ -119,8 +119,10 @@ abstract contract AdjudicatorFixtures is Base {
 
     function commitTo(address reporter, IAdjudicator.Evidence memory evidence) internal {
         bytes32 evidenceHash = keccak256(abi.encodePacked(evidence.capsule, evidence.cfrag));
+        // Computed before the prank, which the call computing it would otherwise take.
+        bytes32 commitment = adjudicatorContract.evidenceCommitment(evidenceHash, reporter);
         vm.prank(reporter);
-        adjudicatorContract.commitEvidence(adjudicatorContract.evidenceCommitment(evidenceHash, reporter));
+        adjudicatorContract.commitEvidence(commitment);
     }
 
     /// @dev The first case of the kind at or after a random start (cases are ordered by scenario).
