@@ -28,7 +28,9 @@ import {Secp256k1} from "./libraries/Secp256k1.sol";
 ///    `z*U == h*U1 + U2`.
 ///
 /// Evidence is reported in two steps (commit, then reveal from a later block) so that only the
-/// investigator who found it is paid; the slashed staker and its workers are never paid.
+/// investigator who found it is paid: the sender of the reveal (`evaluateCFrag`), or the beneficiary
+/// it names (`evaluateCFragFor`, whose commitment binds both). The slashed staker and its workers
+/// are never paid, nor may they send the reveal.
 ///
 /// Failing 1, 2, 3 or 5 rejects the evidence (custom error, no slash): those are what an
 /// investigator could forge. Failing 6 proves the node wrong and its staker is slashed; so does a
@@ -89,7 +91,8 @@ contract Adjudicator is IAdjudicator {
     uint256 public immutable penaltyHistoryCoefficient;
     /// @notice The penalty is at most `stake / percentagePenaltyCoefficient`.
     uint256 public immutable percentagePenaltyCoefficient;
-    /// @notice The investigator receives `penalty / rewardCoefficient`; the rest is burnt.
+    /// @notice The investigator (the reveal's beneficiary) receives `penalty / rewardCoefficient`;
+    /// the rest is burnt.
     uint256 public immutable rewardCoefficient;
 
     /// @notice How many periods an answer stays slashable: the escrow's `evidenceWindow`.
@@ -114,7 +117,9 @@ contract Adjudicator is IAdjudicator {
     event EvidenceCommitted(bytes32 indexed commitment, address indexed committer);
 
     /// @notice A cfrag was evaluated. `verdict` says why; `penalty` and `reward` are zero when it
-    /// was correct.
+    /// was correct. `investigator` is the account the reward is paid to (or would have been, for a
+    /// correct cfrag): the sender of `evaluateCFrag`, or the beneficiary named to `evaluateCFragFor`
+    /// (whose sender is not in the event: it is the transaction's sender).
     event CFragEvaluated(
         bytes32 indexed evidenceHash,
         address indexed staker,
@@ -172,40 +177,19 @@ contract Adjudicator is IAdjudicator {
     /// @dev Also requires well-formed evidence (lengths, points, products), not evaluated before,
     /// and a known policy whose kfrag signer signed the cfrag's kfrag.
     function evaluateCFrag(Evidence calldata evidence) external override {
-        bytes calldata capsule = evidence.capsule;
-        bytes calldata cfrag = evidence.cfrag;
-        if (capsule.length != CAPSULE_LENGTH) revert Errors.Adjudicator_MalformedEvidence("capsule length");
-        if (cfrag.length != CFRAG_LENGTH) revert Errors.Adjudicator_MalformedEvidence("cfrag length");
-        if (evidence.delegatingKey.length != KEY_LENGTH || evidence.receivingKey.length != KEY_LENGTH) {
-            revert Errors.Adjudicator_MalformedEvidence("key length");
-        }
+        bytes32 evidenceHash = _evidenceHash(evidence);
+        _evaluate(evidence, evidenceHash, evidenceCommitment(evidenceHash, msg.sender), msg.sender);
+    }
 
-        bytes32 evidenceHash = keccak256(abi.encodePacked(capsule, cfrag));
-        if (evaluated[evidenceHash]) revert Errors.Adjudicator_AlreadyEvaluated(evidenceHash);
-        _consumeCommitment(evidenceHash);
-        _checkPeriod(evidence.period);
-
-        _checkKfragSignature(evidence);
-        address worker = _answeringWorker(evidence);
-        address staker = evidence.staker;
-        _checkPoints(evidence);
-        Verdict verdict = _verify(evidence);
-
-        evaluated[evidenceHash] = true;
-        if (verdict == Verdict.Correct) {
-            emit CFragEvaluated(evidenceHash, staker, msg.sender, evidence.policyId, worker, verdict, 0, 0);
-            return;
-        }
-        // The culprit reporting itself would get part of its own penalty back.
-        if (msg.sender == staker || msg.sender == worker || msg.sender == escrow.workerOf(staker)) {
-            revert Errors.Adjudicator_InvestigatorIsCulprit(msg.sender);
-        }
-        (uint256 penalty, uint256 reward) = _penalty(staker);
-        violations[staker] += 1;
-        emit CFragEvaluated(
-            evidenceHash, staker, msg.sender, evidence.policyId, worker, verdict, penalty, reward
+    /// @inheritdoc IAdjudicator
+    /// @dev Also requires well-formed evidence (lengths, points, products), not evaluated before,
+    /// and a known policy whose kfrag signer signed the cfrag's kfrag.
+    function evaluateCFragFor(Evidence calldata evidence, address beneficiary) external override {
+        if (beneficiary == address(0)) revert Errors.Adjudicator_ZeroBeneficiary();
+        bytes32 evidenceHash = _evidenceHash(evidence);
+        _evaluate(
+            evidence, evidenceHash, evidenceCommitmentFor(evidenceHash, msg.sender, beneficiary), beneficiary
         );
-        if (penalty != 0) escrow.slash(staker, penalty, msg.sender, reward);
     }
 
     /// @notice The penalty and investigator reward a violation by `staker` would carry now.
@@ -218,6 +202,22 @@ contract Adjudicator is IAdjudicator {
     /// keccak256(capsule || cfrag)` of the evidence's simple bytes.
     function evidenceCommitment(bytes32 evidenceHash, address investigator) public pure returns (bytes32) {
         return keccak256(abi.encode(evidenceHash, investigator));
+    }
+
+    /// @notice The commitment a submitter makes before revealing evidence with `evaluateCFragFor`:
+    /// `keccak256(abi.encode(evidenceHash, submitter, beneficiary))` (96 bytes hashed), with
+    /// `evidenceHash = keccak256(capsule || cfrag)` of the evidence's simple bytes. It binds both
+    /// the account that will send the reveal and the account the reward goes to. It never equals an
+    /// `evidenceCommitment` (64 bytes hashed), so each commitment is revealed through its own function.
+    /// @param evidenceHash `keccak256(capsule || cfrag)`.
+    /// @param submitter The account that will call `evaluateCFragFor` (`msg.sender` of the reveal).
+    /// @param beneficiary The account the reveal names to receive the investigator's reward.
+    function evidenceCommitmentFor(bytes32 evidenceHash, address submitter, address beneficiary)
+        public
+        pure
+        returns (bytes32)
+    {
+        return keccak256(abi.encode(evidenceHash, submitter, beneficiary));
     }
 
     /// @notice The digest a worker signs (EIP-191) for each cfrag it answers with: the answer names
@@ -239,6 +239,64 @@ contract Adjudicator is IAdjudicator {
     /*//////////////////////////////////////////////////////////////
                                 INTERNAL
     //////////////////////////////////////////////////////////////*/
+
+    /// @dev One evaluation, whichever function revealed it: `commitment` is the reveal's own (it
+    /// names the sender, and the beneficiary when one is named), and `beneficiary` is paid.
+    function _evaluate(
+        Evidence calldata evidence,
+        bytes32 evidenceHash,
+        bytes32 commitment,
+        address beneficiary
+    ) internal {
+        if (evaluated[evidenceHash]) {
+            revert Errors.Adjudicator_AlreadyEvaluated(evidenceHash);
+        }
+        _consumeCommitment(commitment);
+        _checkPeriod(evidence.period);
+
+        _checkKfragSignature(evidence);
+        address worker = _answeringWorker(evidence);
+        address staker = evidence.staker;
+        _checkPoints(evidence);
+        Verdict verdict = _verify(evidence);
+
+        evaluated[evidenceHash] = true;
+        if (verdict == Verdict.Correct) {
+            emit CFragEvaluated(evidenceHash, staker, beneficiary, evidence.policyId, worker, verdict, 0, 0);
+            return;
+        }
+        // The culprit reporting itself, or naming itself to be paid, would get part of its own
+        // penalty back.
+        address currentWorker = escrow.workerOf(staker);
+        if (msg.sender == staker || msg.sender == worker || msg.sender == currentWorker) {
+            revert Errors.Adjudicator_InvestigatorIsCulprit(msg.sender);
+        }
+        // (The beneficiary of `evaluateCFrag` is the sender, already checked.)
+        if (
+            beneficiary != msg.sender
+                && (beneficiary == staker || beneficiary == worker || beneficiary == currentWorker)
+        ) {
+            revert Errors.Adjudicator_InvestigatorIsCulprit(beneficiary);
+        }
+        (uint256 penalty, uint256 reward) = _penalty(staker);
+        violations[staker] += 1;
+        emit CFragEvaluated(
+            evidenceHash, staker, beneficiary, evidence.policyId, worker, verdict, penalty, reward
+        );
+        if (penalty != 0) escrow.slash(staker, penalty, beneficiary, reward);
+    }
+
+    /// @dev The evidence's shapes, then its hash, `keccak256(capsule || cfrag)`.
+    function _evidenceHash(Evidence calldata evidence) internal pure returns (bytes32) {
+        bytes calldata capsule = evidence.capsule;
+        bytes calldata cfrag = evidence.cfrag;
+        if (capsule.length != CAPSULE_LENGTH) revert Errors.Adjudicator_MalformedEvidence("capsule length");
+        if (cfrag.length != CFRAG_LENGTH) revert Errors.Adjudicator_MalformedEvidence("cfrag length");
+        if (evidence.delegatingKey.length != KEY_LENGTH || evidence.receivingKey.length != KEY_LENGTH) {
+            revert Errors.Adjudicator_MalformedEvidence("key length");
+        }
+        return keccak256(abi.encodePacked(capsule, cfrag));
+    }
 
     /// @dev umbral-pre's kfrag signature: ECDSA over sha256(kfrag_id || U1 || precursor || 0x01 ||
     /// delegating key || 0x01 || receiving key), by the key whose address the policy recorded.
@@ -264,9 +322,9 @@ contract Adjudicator is IAdjudicator {
         if (recovered != expected) revert Errors.Adjudicator_KfragSignatureMismatch(recovered, expected);
     }
 
-    /// @dev Only the investigator that committed to this evidence in an earlier block may reveal it.
-    function _consumeCommitment(bytes32 evidenceHash) internal {
-        bytes32 commitment = evidenceCommitment(evidenceHash, msg.sender);
+    /// @dev Only the sender that committed to this evidence (for this beneficiary, when it names
+    /// one) in an earlier block may reveal it.
+    function _consumeCommitment(bytes32 commitment) internal {
         uint256 committedBlock = commitments[commitment];
         if (committedBlock == 0) revert Errors.Adjudicator_NotCommitted(commitment);
         if (committedBlock >= block.number) revert Errors.Adjudicator_RevealTooEarly(committedBlock);

@@ -34,10 +34,12 @@ interface IAdjudicator {
         bytes workerSignature; // 65 bytes r | s | v (27/28): EIP-191 signature of the answer digest
     }
 
-    /// @notice Step one of reporting: records `commitment = evidenceCommitment(evidenceHash, investigator)`
-    /// with the current block. Only the committed investigator can reveal the evidence, from a later
-    /// block, so a copy of the reveal seen in the mempool pays nobody else. Committing again keeps
-    /// the earliest block.
+    /// @notice Step one of reporting: records `commitment` with the current block. The commitment
+    /// is `evidenceCommitment(evidenceHash, investigator)` to reveal with `evaluateCFrag`, or
+    /// `evidenceCommitmentFor(evidenceHash, submitter, beneficiary)` to reveal with
+    /// `evaluateCFragFor`. Only the committed sender can reveal the evidence, from a later block,
+    /// and only for the committed beneficiary, so a copy of the reveal seen in the mempool pays
+    /// nobody else. Committing again keeps the earliest block.
     function commitEvidence(bytes32 commitment) external;
 
     /// @notice Step two: evaluates `evidence` once, and slashes the named staker if its node's
@@ -47,4 +49,19 @@ interface IAdjudicator {
     /// the named staker in that period; when the cfrag is wrong, the caller is neither that staker
     /// nor its worker (then or now).
     function evaluateCFrag(Evidence calldata evidence) external;
+
+    /// @notice Step two, paying someone else: evaluates `evidence` once, like `evaluateCFrag`, and
+    /// if the node's re-encryption is wrong pays the investigator's reward (`penalty /
+    /// rewardCoefficient`) to `beneficiary`, not to the caller. For a node's worker key reporting
+    /// on behalf of its staker, or a relay paying the gas of someone else's reward. The event's
+    /// `investigator` is `beneficiary`.
+    /// Requirements: `beneficiary` is not the zero address (checked first); the caller committed
+    /// `evidenceCommitmentFor(evidenceHash, caller, beneficiary)` in an earlier block (a commitment
+    /// naming another sender or another beneficiary, or made with `evidenceCommitment`, does not
+    /// count); the answer's period has started and is at most `evidenceWindow` periods old; the
+    /// answer's signer was bonded to the named staker in that period; when the cfrag is wrong,
+    /// neither the caller nor `beneficiary` is that staker or its worker (then or now).
+    /// @param evidence The node's signed answer and the data to check it, as for `evaluateCFrag`.
+    /// @param beneficiary The account paid the investigator's reward.
+    function evaluateCFragFor(Evidence calldata evidence, address beneficiary) external;
 }

@@ -204,6 +204,10 @@ library Errors {
     /// @notice Thrown when the evidence is revealed in the block it was committed in.
     error Adjudicator_RevealTooEarly(uint256 committedBlock);
 
-    /// @notice Thrown when the investigator is the slashed staker or one of its workers.
+    /// @notice Thrown when the investigator (the reveal's sender or the beneficiary it names) is the
+    /// slashed staker or one of its workers.
     error Adjudicator_InvestigatorIsCulprit(address investigator);
+
+    /// @notice Thrown when `evaluateCFragFor` names the zero address to be paid.
+    error Adjudicator_ZeroBeneficiary();
 }

@@ -32,4 +32,17 @@ contract AdjudicatorGasTest is AdjudicatorFixtures {
         adjudicatorContract.evaluateCFrag(c.evidence);
         vm.snapshotGasLastCall("evaluateCFrag (wrong cfrag, with the slash)");
     }
+
+    /// @dev The same evaluation, revealed by one account and paying another (both fresh, as the
+    /// investigator above): the price of naming the beneficiary.
+    function test_Gas_EvaluateCFragForWrongCFragAndSlash() public {
+        Case memory c = load(indexOf("slash", 0));
+        prepare(c);
+        address beneficiary = makeAddr("beneficiary");
+        commitFor(investigator, beneficiary, c.evidence);
+        vm.roll(vm.getBlockNumber() + 1);
+        vm.prank(investigator);
+        adjudicatorContract.evaluateCFragFor(c.evidence, beneficiary);
+        vm.snapshotGasLastCall("evaluateCFragFor (wrong cfrag, with the slash)");
+    }
 }

@@ -5,7 +5,8 @@ import {AdjudicatorFixtures} from "../utils/AdjudicatorFixtures.sol";
 import {EvaluationHandler} from "./handlers/EvaluationHandler.sol";
 
 /// @notice Slashing through the real Adjudicator, reported in two steps, conserves tokens, never
-/// touches an honest node and pays only the investigator that committed first. The handler checks
+/// touches an honest node and pays only the investigator that committed first (or the beneficiary
+/// its commitment named). The handler checks
 /// every reveal's outcome against the rules and reverts when they disagree, which fails the run.
 /// forge-config: default.invariant.fail-on-revert = true
 contract AdjudicatorInvariantsTest is AdjudicatorFixtures {
@@ -68,9 +69,10 @@ contract AdjudicatorInvariantsTest is AdjudicatorFixtures {
     }
 
     /// Rewards are the only tokens a slash pays out, and each went to the investigator whose reveal
-    /// earned it: every payee holds exactly what the handler saw it paid, and no token is anywhere
-    /// but in the treasury, the escrow and the payees' hands. (Who may be paid, and that a culprit
-    /// or a thief never is, the handler checks on every reveal.)
+    /// earned it, or to the beneficiary that reveal named: every payee holds exactly what the
+    /// handler saw it paid, and no token is anywhere but in the treasury, the escrow and the payees'
+    /// hands. (Who may be paid, and that a culprit, a thief or a sender naming someone else never
+    /// is, the handler checks on every reveal.)
     function invariant_OnlyRevealingInvestigatorsArePaid() public view {
         uint256 paid;
         for (uint256 i; i < handler.payeeCount(); ++i) {

@@ -2,32 +2,48 @@
 pragma solidity ^0.8.28;
 
 import {Adjudicator} from "../../contracts/Adjudicator.sol";
+import {StakingEscrow} from "../../contracts/StakingEscrow.sol";
 import {IAdjudicator} from "../../contracts/interfaces/IAdjudicator.sol";
 import {Errors} from "../../contracts/libraries/Errors.sol";
 import {Secp256k1} from "../../contracts/libraries/Secp256k1.sol";
 import {AdjudicatorFixtures} from "../utils/AdjudicatorFixtures.sol";
+import {Vm} from "../utils/Vm.sol";
 
 /// @notice The Adjudicator against the umbral-pre test vectors, every verdict and every rejection.
 contract AdjudicatorTest is AdjudicatorFixtures {
+    /// @dev A node's worker key reporting for its staker (`evaluateCFragFor`): any account the
+    /// fixtures do not use.
+    address internal submitter = makeAddr("reporting-worker");
+
     /// @dev Evaluates a case and checks its outcome against the fixture's expectation.
     function check(Case memory c) internal {
+        checkThrough(c, false);
+    }
+
+    /// @dev Evaluates a case with `evaluateCFrag` from the investigator, or with `evaluateCFragFor`
+    /// from `submitter` naming the investigator (`named`), and checks its outcome against the
+    /// fixture's expectation: the investigator is paid either way, the submitter never.
+    function checkThrough(Case memory c, bool named) internal {
         address staker = prepare(c);
         uint256 stakeBefore = escrow.stakeOf(staker);
         uint256 supplyBefore = token.totalSupply();
         uint256 investigatorBefore = token.balanceOf(investigator);
         (uint256 penalty, uint256 reward) = adjudicatorContract.penaltyFor(staker);
 
-        commitTo(investigator, c.evidence);
+        address sender = named ? submitter : investigator;
+        if (named) commitFor(submitter, investigator, c.evidence);
+        else commitTo(investigator, c.evidence);
         vm.roll(vm.getBlockNumber() + 1);
         if (equal(c.expect, "kfrag-signature")) {
             vm.expectPartialRevert(Errors.Adjudicator_KfragSignatureMismatch.selector);
         } else if (equal(c.expect, "not-bonded")) {
             vm.expectPartialRevert(Errors.Adjudicator_WorkerNotBondedInPeriod.selector);
         }
-        vm.prank(investigator);
-        adjudicatorContract.evaluateCFrag(c.evidence);
+        vm.prank(sender);
+        if (named) adjudicatorContract.evaluateCFragFor(c.evidence, investigator);
+        else adjudicatorContract.evaluateCFrag(c.evidence);
 
-        bytes32 evidenceHash = keccak256(abi.encodePacked(c.evidence.capsule, c.evidence.cfrag));
+        bytes32 evidenceHash = hashOf(c.evidence);
         if (equal(c.expect, "correct")) {
             assertEq(
                 escrow.stakeOf(staker), stakeBefore, string.concat(c.name, ": an honest node lost stake")
@@ -44,6 +60,7 @@ contract AdjudicatorTest is AdjudicatorFixtures {
             );
             assertFalse(adjudicatorContract.evaluated(evidenceHash));
         }
+        assertEq(token.balanceOf(submitter), 0, "the submitter was paid");
     }
 
     /*//////////////////////////////////////////////////////////////
@@ -57,6 +74,15 @@ contract AdjudicatorTest is AdjudicatorFixtures {
         for (uint256 i; i < count; ++i) {
             uint256 snapshot = vm.snapshotState();
             check(load(i));
+            vm.revertToState(snapshot);
+        }
+    }
+
+    /// @dev The same verdicts through `evaluateCFragFor`: one path behind both functions.
+    function test_EveryFixture_ThroughEvaluateCFragFor() public {
+        for (uint256 i; i < count; ++i) {
+            uint256 snapshot = vm.snapshotState();
+            checkThrough(load(i), true);
             vm.revertToState(snapshot);
         }
     }
@@ -325,6 +351,349 @@ contract AdjudicatorTest is AdjudicatorFixtures {
         escrow.slash(staker, cut, investigator, 0);
         (penalty,) = adjudicatorContract.penaltyFor(staker);
         assertEq(penalty, 500e18);
+    }
+
+    /*//////////////////////////////////////////////////////////////
+            EVALUATECFRAGFOR: THE REPORTER NAMES WHO IS PAID
+    //////////////////////////////////////////////////////////////*/
+
+    /// @dev A node's worker key reports and its staker is paid: exactly `penalty / rewardCoefficient`,
+    /// to the beneficiary only, and the event names the beneficiary.
+    function test_EvaluateCFragFor_PaysTheBeneficiary() public {
+        Case memory c = load(indexOf("slash", 0));
+        address staker = prepare(c);
+        address reportingStaker = newNode("reporting-node", STAKE, 60);
+        address reportingWorker = workerOf(reportingStaker);
+        bytes32 evidenceHash = hashOf(c.evidence);
+        uint256 stakeBefore = escrow.stakeOf(staker);
+        uint256 supplyBefore = token.totalSupply();
+        (uint256 penalty, uint256 reward) = adjudicatorContract.penaltyFor(staker);
+        assertEq(reward, penalty / REWARD_COEFFICIENT);
+        assertGt(reward, 0);
+
+        bytes32 commitment = commitmentFor(reportingWorker, reportingStaker, c.evidence);
+        assertEq(commitment, keccak256(abi.encode(evidenceHash, reportingWorker, reportingStaker)));
+        vm.expectEmit(address(adjudicatorContract));
+        emit Adjudicator.EvidenceCommitted(commitment, reportingWorker);
+        commitFor(reportingWorker, reportingStaker, c.evidence);
+        vm.roll(vm.getBlockNumber() + 1);
+        vm.expectEmit(address(escrow));
+        emit StakingEscrow.Slashed(staker, penalty, reportingStaker, reward);
+        vm.recordLogs();
+        vm.prank(reportingWorker);
+        adjudicatorContract.evaluateCFragFor(c.evidence, reportingStaker);
+        expectEvaluated(evidenceHash, staker, reportingStaker, c, penalty, reward);
+
+        assertEq(token.balanceOf(reportingStaker), penalty / REWARD_COEFFICIENT, "the beneficiary is paid");
+        assertEq(token.balanceOf(reportingWorker), 0, "the submitter is not paid");
+        assertEq(escrow.stakeOf(staker), stakeBefore - penalty);
+        assertEq(token.totalSupply(), supplyBefore - (penalty - reward), "the rest is burnt");
+        assertEq(adjudicatorContract.violations(staker), 1);
+        assertTrue(adjudicatorContract.evaluated(evidenceHash));
+        assertEq(adjudicatorContract.commitments(commitment), 0, "the commitment is used up");
+    }
+
+    /// @dev The verdict is recorded for the beneficiary, and nobody is paid or slashed.
+    function test_EvaluateCFragFor_CorrectCFragIsRecordedWithoutPayment() public {
+        Case memory c = load(indexOf("correct", 0));
+        address staker = prepare(c);
+        address beneficiary = makeAddr("beneficiary");
+        bytes32 evidenceHash = hashOf(c.evidence);
+        uint256 stakeBefore = escrow.stakeOf(staker);
+        uint256 supplyBefore = token.totalSupply();
+        commitFor(submitter, beneficiary, c.evidence);
+        vm.roll(vm.getBlockNumber() + 1);
+        vm.expectEmit(address(adjudicatorContract));
+        emit Adjudicator.CFragEvaluated(
+            evidenceHash, staker, beneficiary, c.policyId, c.worker, Adjudicator.Verdict.Correct, 0, 0
+        );
+        vm.prank(submitter);
+        adjudicatorContract.evaluateCFragFor(c.evidence, beneficiary);
+        assertTrue(adjudicatorContract.evaluated(evidenceHash));
+        assertEq(escrow.stakeOf(staker), stakeBefore);
+        assertEq(token.totalSupply(), supplyBefore);
+        assertEq(token.balanceOf(beneficiary), 0);
+        assertEq(token.balanceOf(submitter), 0);
+        assertEq(adjudicatorContract.violations(staker), 0);
+    }
+
+    /// @dev A submitter pays the gas of any other account's reward (or names itself): the
+    /// beneficiary, whoever it is (but the zero address and the culprits, tested below), gets
+    /// exactly `penalty / rewardCoefficient`, and the submitter, when another account, nothing.
+    function testFuzz_EvaluateCFragFor_PaysAnyBeneficiary(address beneficiary, uint256 seed) public {
+        Case memory c = load(indexOf("slash", seed));
+        address staker = prepare(c);
+        vm.assume(beneficiary != address(0) && beneficiary != staker && beneficiary != c.worker);
+        // Tokens paid to the escrow itself stay there as a donation: its balance moves by the
+        // penalty too, which this test's arithmetic does not follow.
+        vm.assume(beneficiary != address(escrow));
+        uint256 beneficiaryBefore = token.balanceOf(beneficiary);
+        uint256 submitterBefore = token.balanceOf(submitter);
+        (uint256 penalty, uint256 reward) = adjudicatorContract.penaltyFor(staker);
+        reportFor(submitter, beneficiary, c.evidence);
+        assertEq(token.balanceOf(beneficiary), beneficiaryBefore + penalty / REWARD_COEFFICIENT);
+        assertEq(reward, penalty / REWARD_COEFFICIENT);
+        if (beneficiary != submitter) assertEq(token.balanceOf(submitter), submitterBefore);
+        assertEq(adjudicatorContract.violations(staker), 1);
+    }
+
+    /// @dev The commitment names the sender of the reveal: nobody else can reveal it, not even the
+    /// beneficiary it names; the committed sender still can.
+    function test_RevertWhen_ForIsRevealedByAnotherSender() public {
+        Case memory c = load(indexOf("slash", 0));
+        prepare(c);
+        address beneficiary = makeAddr("beneficiary");
+        commitFor(submitter, beneficiary, c.evidence);
+        vm.roll(vm.getBlockNumber() + 1);
+        address[2] memory others = [makeAddr("copier"), beneficiary];
+        for (uint256 i; i < others.length; ++i) {
+            vm.expectRevert(
+                abi.encodeWithSelector(
+                    Errors.Adjudicator_NotCommitted.selector,
+                    commitmentFor(others[i], beneficiary, c.evidence)
+                )
+            );
+            vm.prank(others[i]);
+            adjudicatorContract.evaluateCFragFor(c.evidence, beneficiary);
+        }
+        vm.prank(submitter);
+        adjudicatorContract.evaluateCFragFor(c.evidence, beneficiary);
+        assertGt(token.balanceOf(beneficiary), 0);
+    }
+
+    /// @dev The commitment names the beneficiary: the sender that made it cannot redirect the reward
+    /// (to another account, or to itself) when it reveals.
+    function test_RevertWhen_ForNamesAnotherBeneficiary() public {
+        Case memory c = load(indexOf("slash", 0));
+        prepare(c);
+        address beneficiary = makeAddr("beneficiary");
+        commitFor(submitter, beneficiary, c.evidence);
+        vm.roll(vm.getBlockNumber() + 1);
+        address[2] memory redirected = [makeAddr("other-beneficiary"), submitter];
+        for (uint256 i; i < redirected.length; ++i) {
+            vm.expectRevert(
+                abi.encodeWithSelector(
+                    Errors.Adjudicator_NotCommitted.selector,
+                    commitmentFor(submitter, redirected[i], c.evidence)
+                )
+            );
+            vm.prank(submitter);
+            adjudicatorContract.evaluateCFragFor(c.evidence, redirected[i]);
+        }
+        assertFalse(adjudicatorContract.evaluated(hashOf(c.evidence)));
+    }
+
+    /// @dev Each function reveals only its own commitment: `evidenceCommitment(h, a)` is not
+    /// `evidenceCommitmentFor(h, a, a)`, so neither reveals the other's.
+    function test_RevertWhen_ACommitmentIsRevealedThroughTheOtherFunction() public {
+        Case memory c = load(indexOf("slash", 0));
+        address staker = prepare(c);
+        bytes32 evidenceHash = hashOf(c.evidence);
+        commitTo(investigator, c.evidence);
+        vm.roll(vm.getBlockNumber() + 1);
+        vm.expectRevert(
+            abi.encodeWithSelector(
+                Errors.Adjudicator_NotCommitted.selector,
+                commitmentFor(investigator, investigator, c.evidence)
+            )
+        );
+        vm.prank(investigator);
+        adjudicatorContract.evaluateCFragFor(c.evidence, investigator);
+
+        commitFor(submitter, submitter, c.evidence);
+        vm.roll(vm.getBlockNumber() + 1);
+        vm.expectRevert(
+            abi.encodeWithSelector(
+                Errors.Adjudicator_NotCommitted.selector,
+                adjudicatorContract.evidenceCommitment(evidenceHash, submitter)
+            )
+        );
+        vm.prank(submitter);
+        adjudicatorContract.evaluateCFrag(c.evidence);
+
+        // Naming itself through its own commitment, a submitter is paid like with evaluateCFrag.
+        (, uint256 reward) = adjudicatorContract.penaltyFor(staker);
+        vm.prank(submitter);
+        adjudicatorContract.evaluateCFragFor(c.evidence, submitter);
+        assertEq(token.balanceOf(submitter), reward);
+    }
+
+    function test_RevertWhen_ForIsRevealedInTheCommitBlock() public {
+        Case memory c = load(indexOf("slash", 0));
+        prepare(c);
+        address beneficiary = makeAddr("beneficiary");
+        commitFor(submitter, beneficiary, c.evidence);
+        vm.expectRevert(
+            abi.encodeWithSelector(Errors.Adjudicator_RevealTooEarly.selector, vm.getBlockNumber())
+        );
+        vm.prank(submitter);
+        adjudicatorContract.evaluateCFragFor(c.evidence, beneficiary);
+        vm.roll(vm.getBlockNumber() + 1);
+        vm.prank(submitter);
+        adjudicatorContract.evaluateCFragFor(c.evidence, beneficiary);
+        assertGt(token.balanceOf(beneficiary), 0);
+    }
+
+    /// @dev Checked first: before the evidence's shapes, its evaluation and the commitment, which
+    /// stays for a later reveal (it can never be revealed: naming nobody is always refused).
+    function test_RevertWhen_BeneficiaryIsZero() public {
+        Case memory c = load(indexOf("slash", 0));
+        prepare(c);
+        bytes32 commitment = commitmentFor(submitter, address(0), c.evidence);
+        commitFor(submitter, address(0), c.evidence);
+        uint256 committedBlock = vm.getBlockNumber();
+        vm.roll(committedBlock + 1);
+        vm.expectRevert(Errors.Adjudicator_ZeroBeneficiary.selector);
+        vm.prank(submitter);
+        adjudicatorContract.evaluateCFragFor(c.evidence, address(0));
+        assertEq(adjudicatorContract.commitments(commitment), committedBlock, "the commitment was consumed");
+        assertFalse(adjudicatorContract.evaluated(hashOf(c.evidence)));
+
+        // Malformed evidence: the zero beneficiary is still what is reported.
+        IAdjudicator.Evidence memory malformed = load(indexOf("slash", 0)).evidence;
+        malformed.cfrag = new bytes(1);
+        vm.expectRevert(Errors.Adjudicator_ZeroBeneficiary.selector);
+        vm.prank(submitter);
+        adjudicatorContract.evaluateCFragFor(malformed, address(0));
+
+        // Evaluated evidence, too.
+        report(investigator, c.evidence);
+        vm.expectRevert(Errors.Adjudicator_ZeroBeneficiary.selector);
+        vm.prank(submitter);
+        adjudicatorContract.evaluateCFragFor(c.evidence, address(0));
+    }
+
+    /// @dev The culprit cannot have itself paid through an honest submitter: the staker, the worker
+    /// that signed, or the staker's current worker (after a rotation) named as beneficiary.
+    function test_RevertWhen_TheCulpritIsTheBeneficiary() public {
+        Case memory c = load(indexOf("slash", 0));
+        address staker = prepare(c);
+        address[2] memory culprits = [staker, c.worker];
+        for (uint256 i; i < culprits.length; ++i) {
+            expectReportFor(
+                abi.encodeWithSelector(Errors.Adjudicator_InvestigatorIsCulprit.selector, culprits[i]),
+                submitter,
+                culprits[i],
+                c.evidence
+            );
+        }
+        advancePeriods(MIN_WORKER_PERIODS);
+        address current = makeAddr("current-worker");
+        bond(staker, current);
+        expectReportFor(
+            abi.encodeWithSelector(Errors.Adjudicator_InvestigatorIsCulprit.selector, current),
+            submitter,
+            current,
+            c.evidence
+        );
+        // The evidence is still there for an honest beneficiary.
+        uint256 before = escrow.stakeOf(staker);
+        reportFor(submitter, investigator, c.evidence);
+        assertLt(escrow.stakeOf(staker), before);
+        assertGt(token.balanceOf(investigator), 0);
+    }
+
+    /// @dev Nor can the culprit send the reveal for an honest beneficiary.
+    function test_RevertWhen_TheCulpritSubmitsForAnother() public {
+        Case memory c = load(indexOf("slash", 0));
+        address staker = prepare(c);
+        address beneficiary = makeAddr("beneficiary");
+        address[2] memory culprits = [staker, c.worker];
+        for (uint256 i; i < culprits.length; ++i) {
+            expectReportFor(
+                abi.encodeWithSelector(Errors.Adjudicator_InvestigatorIsCulprit.selector, culprits[i]),
+                culprits[i],
+                beneficiary,
+                c.evidence
+            );
+        }
+        advancePeriods(MIN_WORKER_PERIODS);
+        address current = makeAddr("current-worker");
+        bond(staker, current);
+        expectReportFor(
+            abi.encodeWithSelector(Errors.Adjudicator_InvestigatorIsCulprit.selector, current),
+            current,
+            beneficiary,
+            c.evidence
+        );
+        assertEq(token.balanceOf(beneficiary), 0);
+        assertFalse(adjudicatorContract.evaluated(hashOf(c.evidence)));
+    }
+
+    /// @dev A correct cfrag pays nobody, so a culprit may report it through either role.
+    function test_EvaluateCFragFor_CulpritMayReportACorrectCFrag() public {
+        Case memory c = load(indexOf("correct", 0));
+        address staker = prepare(c);
+        reportFor(c.worker, staker, c.evidence);
+        assertTrue(adjudicatorContract.evaluated(hashOf(c.evidence)));
+    }
+
+    /// @dev One evaluation per evidence across both functions, in either order.
+    function test_RevertWhen_EvaluatedThroughBothFunctions() public {
+        Case memory c = load(indexOf("slash", 0));
+        prepare(c);
+        bytes32 evidenceHash = hashOf(c.evidence);
+        uint256 snapshot = vm.snapshotState();
+
+        report(investigator, c.evidence);
+        commitFor(submitter, makeAddr("beneficiary"), c.evidence);
+        vm.roll(vm.getBlockNumber() + 1);
+        vm.expectRevert(abi.encodeWithSelector(Errors.Adjudicator_AlreadyEvaluated.selector, evidenceHash));
+        vm.prank(submitter);
+        adjudicatorContract.evaluateCFragFor(c.evidence, makeAddr("beneficiary"));
+
+        vm.revertToState(snapshot);
+        reportFor(submitter, makeAddr("beneficiary"), c.evidence);
+        expectReport(
+            abi.encodeWithSelector(Errors.Adjudicator_AlreadyEvaluated.selector, evidenceHash), c.evidence
+        );
+        assertEq(adjudicatorContract.violations(c.staker), 1);
+    }
+
+    /// @dev The recorded `CFragEvaluated` names `beneficiary` as the investigator and carries a
+    /// wrong verdict (which one depends on the fixture's tampered field) and the penalty and reward.
+    function expectEvaluated(
+        bytes32 evidenceHash,
+        address staker,
+        address beneficiary,
+        Case memory c,
+        uint256 penalty,
+        uint256 reward
+    ) internal {
+        Vm.Log[] memory logs = vm.getRecordedLogs();
+        uint256 found;
+        for (uint256 i; i < logs.length; ++i) {
+            if (
+                logs[i].emitter != address(adjudicatorContract)
+                    || logs[i].topics[0] != Adjudicator.CFragEvaluated.selector
+            ) continue;
+            found++;
+            assertEq(logs[i].topics[1], evidenceHash);
+            assertEq(logs[i].topics[2], bytes32(uint256(uint160(staker))));
+            assertEq(logs[i].topics[3], bytes32(uint256(uint160(beneficiary))), "the event names the payee");
+            (bytes16 policyId, address worker, Adjudicator.Verdict verdict, uint256 p, uint256 r) =
+                abi.decode(logs[i].data, (bytes16, address, Adjudicator.Verdict, uint256, uint256));
+            assertEq(bytes32(policyId), bytes32(c.policyId));
+            assertEq(worker, c.worker);
+            assertTrue(verdict != Adjudicator.Verdict.Correct, "a wrong cfrag judged correct");
+            assertEq(p, penalty);
+            assertEq(r, reward);
+        }
+        assertEq(found, 1, "one CFragEvaluated");
+    }
+
+    /// @dev Commits to `evidence` as `from` for `beneficiary`, then expects its reveal to revert so.
+    function expectReportFor(
+        bytes memory revertData,
+        address from,
+        address beneficiary,
+        IAdjudicator.Evidence memory evidence
+    ) internal {
+        commitFor(from, beneficiary, evidence);
+        vm.roll(vm.getBlockNumber() + 1);
+        vm.expectRevert(revertData);
+        vm.prank(from);
+        adjudicatorContract.evaluateCFragFor(evidence, beneficiary);
     }
 
     /*//////////////////////////////////////////////////////////////

@@ -118,9 +118,43 @@ abstract contract AdjudicatorFixtures is Base {
     }
 
     function commitTo(address reporter, IAdjudicator.Evidence memory evidence) internal {
-        bytes32 evidenceHash = keccak256(abi.encodePacked(evidence.capsule, evidence.cfrag));
+        // Computed before the prank, which the call computing it would otherwise take.
+        bytes32 commitment = adjudicatorContract.evidenceCommitment(hashOf(evidence), reporter);
         vm.prank(reporter);
-        adjudicatorContract.commitEvidence(adjudicatorContract.evidenceCommitment(evidenceHash, reporter));
+        adjudicatorContract.commitEvidence(commitment);
+    }
+
+    /// @dev Both steps of a report that names who is paid: `submitter` commits to the evidence for
+    /// `beneficiary`, then reveals it with `evaluateCFragFor` in the next block.
+    function reportFor(address submitter, address beneficiary, IAdjudicator.Evidence memory evidence)
+        internal
+    {
+        commitFor(submitter, beneficiary, evidence);
+        vm.roll(vm.getBlockNumber() + 1);
+        vm.prank(submitter);
+        adjudicatorContract.evaluateCFragFor(evidence, beneficiary);
+    }
+
+    /// @dev `submitter` commits to revealing `evidence` with `evaluateCFragFor`, paying `beneficiary`.
+    function commitFor(address submitter, address beneficiary, IAdjudicator.Evidence memory evidence)
+        internal
+    {
+        bytes32 commitment = commitmentFor(submitter, beneficiary, evidence);
+        vm.prank(submitter);
+        adjudicatorContract.commitEvidence(commitment);
+    }
+
+    function commitmentFor(address submitter, address beneficiary, IAdjudicator.Evidence memory evidence)
+        internal
+        view
+        returns (bytes32)
+    {
+        return adjudicatorContract.evidenceCommitmentFor(hashOf(evidence), submitter, beneficiary);
+    }
+
+    /// @dev The evidence hash the Adjudicator records: `keccak256(capsule || cfrag)`.
+    function hashOf(IAdjudicator.Evidence memory evidence) internal pure returns (bytes32) {
+        return keccak256(abi.encodePacked(evidence.capsule, evidence.cfrag));
     }
 
     /// @dev The first case of the kind at or after a random start (cases are ordered by scenario).

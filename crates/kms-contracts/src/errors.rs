@@ -197,9 +197,13 @@ pub fn describe_adjudicator_error(error: &AdjudicatorErrors) -> String {
             e.committedBlock
         ),
         E::Adjudicator_InvestigatorIsCulprit(e) => format!(
-            "{} is the accused staker or one of its workers: another account must report",
+            "{} is the accused staker or one of its workers: another account must report and be paid",
             e.investigator
         ),
+        E::Adjudicator_ZeroBeneficiary(_) => {
+            "the report names the zero address to be paid: name the account that is to receive the reward"
+                .to_owned()
+        }
         other => format!("{other:?}"),
     }
 }
@@ -212,7 +216,7 @@ pub fn describe_staking_escrow_error(error: &StakingEscrowErrors) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bindings::StakingEscrow;
+    use crate::bindings::{Adjudicator, StakingEscrow};
     use alloy::primitives::U256;
 
     #[test]
@@ -228,5 +232,21 @@ mod tests {
         let reason = Revert::from("nope").abi_encode();
         assert_eq!(decode_revert(&reason).as_deref(), Some("nope"));
         assert_eq!(decode_revert(&[1, 2, 3, 4]), None);
+    }
+
+    #[test]
+    fn describes_the_adjudicator_errors_in_words() {
+        let data = Adjudicator::Adjudicator_ZeroBeneficiary {}.abi_encode();
+        assert_eq!(
+            decode_revert(&data).as_deref(),
+            Some("the report names the zero address to be paid: name the account that is to receive the reward")
+        );
+        let culprit = Address::repeat_byte(0x11);
+        let data = Adjudicator::Adjudicator_InvestigatorIsCulprit {
+            investigator: culprit,
+        }
+        .abi_encode();
+        assert!(decode_revert(&data)
+            .is_some_and(|text| text.starts_with(&format!("{culprit} is the accused staker"))));
     }
 }

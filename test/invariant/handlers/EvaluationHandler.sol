@@ -9,8 +9,9 @@ import {Vm} from "../../utils/Vm.sol";
 
 /// @notice Reports the umbral-pre test vectors to the real Adjudicator in two steps (commit, then
 /// reveal from a later block) in random order, by random investigators (sometimes the culprit
-/// itself, sometimes a thief replaying another investigator's reveal), while time passes and the
-/// nodes rotate or drop their worker keys. It predicts the outcome of every reveal from the rules
+/// itself, sometimes a thief replaying another investigator's reveal), paid themselves
+/// (`evaluateCFrag`) or naming who is paid (`evaluateCFragFor`: another investigator, or sometimes
+/// the culprit), while time passes and the nodes rotate or drop their worker keys. It predicts the outcome of every reveal from the rules
 /// and fails the run (a revert: the suite sets fail-on-revert) when the Adjudicator disagrees, and
 /// keeps ghost totals of what every slash moved.
 contract EvaluationHandler {
@@ -33,7 +34,8 @@ contract EvaluationHandler {
     /// @notice A commitment awaiting its reveal.
     struct Pending {
         uint256 caseIndex;
-        address investigator;
+        address investigator; // the sender of the reveal
+        address beneficiary; // named to `evaluateCFragFor`; zero: `evaluateCFrag`, paying the sender
     }
 
     Case[] internal cases;
@@ -43,7 +45,8 @@ contract EvaluationHandler {
     uint256 public ghostPenalties;
     uint256 public ghostRewards;
     /// @notice Every address a reveal paid (the investigators, and any former worker of the staker
-    /// that committed while it was current: not a culprit once rotated out), and what it was paid.
+    /// that committed, or was named, while it was current: not a culprit once rotated out), and what
+    /// it was paid.
     address[] public payees;
     mapping(address => uint256) public ghostPaidTo;
     uint256 public ghostHonestLoss; // stake lost by the node of a correct cfrag: must stay zero
@@ -91,17 +94,21 @@ contract EvaluationHandler {
     //////////////////////////////////////////////////////////////*/
 
     /// @notice Step one: an investigator commits to a case. One seed in four makes the culprit
-    /// commit instead: the staker, the worker that signed, or the staker's current worker.
+    /// commit instead: the staker, the worker that signed, or the staker's current worker. One seed
+    /// in three commits to `evaluateCFragFor`, naming who is paid: an investigator (perhaps the
+    /// sender itself), or, one time in four, the culprit.
     function commit(uint256 caseSeed, uint256 investigatorSeed) external {
         uint256 i = caseSeed % cases.length;
         Case storage c = cases[i];
         address investigator = investigators[investigatorSeed % investigators.length];
-        if ((investigatorSeed >> 8) % 4 == 0) {
-            uint256 which = (investigatorSeed >> 16) % 3;
-            investigator = which == 0 ? c.staker : which == 1 ? c.signer : escrow.workerOf(c.staker);
-            if (investigator == address(0)) investigator = c.staker; // unbonded: no current worker
+        if ((investigatorSeed >> 8) % 4 == 0) investigator = _culprit(c, investigatorSeed >> 16);
+        address beneficiary;
+        if ((investigatorSeed >> 24) % 3 == 0) {
+            beneficiary = (investigatorSeed >> 32) % 4 == 0
+                ? _culprit(c, investigatorSeed >> 40)
+                : investigators[(investigatorSeed >> 48) % investigators.length];
         }
-        bytes32 commitment = adjudicator.evidenceCommitment(c.evidenceHash, investigator);
+        bytes32 commitment = _commitment(c, investigator, beneficiary);
         uint256 earlier = adjudicator.commitments(commitment);
         vm.prank(investigator);
         adjudicator.commitEvidence(commitment);
@@ -110,36 +117,37 @@ contract EvaluationHandler {
             return; // committed before: pending, or dropped after a final refusal
         }
         require(adjudicator.commitments(commitment) == vm.getBlockNumber(), "commitment not recorded");
-        pending.push(Pending(i, investigator));
-        calls["commit"]++;
+        pending.push(Pending(i, investigator, beneficiary));
+        calls[beneficiary == address(0) ? bytes32("commit") : bytes32("commitFor")]++;
     }
 
     /// @notice Step two: reveals a pending commitment, after a thief (an investigator that did not
-    /// commit to this evidence) tried to reveal it first. Checks the verdict against the rules: the
+    /// commit to this evidence) tried to reveal it first, for itself or for the payee, and after the
+    /// committed sender tried to name another beneficiary. Checks the verdict against the rules: the
     /// reveal succeeds exactly when it comes from a later block than the commitment, the evidence
-    /// was not evaluated, the answer is within the evidence window, and, for a wrong cfrag, the
-    /// investigator is not the culprit. A rotated or dropped worker key changes nothing.
+    /// was not evaluated, the answer is within the evidence window, and, for a wrong cfrag, neither
+    /// the sender nor the beneficiary is the culprit. A rotated or dropped worker key changes nothing.
     function reveal(uint256 pendingSeed, uint256 thiefSeed) external {
         if (pending.length == 0) return;
         uint256 index = pendingSeed % pending.length;
         Pending memory p = pending[index];
         Case storage c = cases[p.caseIndex];
-        _tryTheft(c, investigators[thiefSeed % investigators.length]);
+        address payee = p.beneficiary == address(0) ? p.investigator : p.beneficiary;
+        address thief = investigators[thiefSeed % investigators.length];
+        _tryTheft(c, thief, payee);
+        if (p.beneficiary != address(0)) _tryRedirect(c, p.investigator, thief);
 
-        uint256 committedBlock =
-            adjudicator.commitments(adjudicator.evidenceCommitment(c.evidenceHash, p.investigator));
+        uint256 committedBlock = adjudicator.commitments(_commitment(c, p.investigator, p.beneficiary));
         bool tooEarly = committedBlock >= vm.getBlockNumber();
         bool expired = escrow.currentPeriod() - answerPeriod > escrow.evidenceWindow();
-        bool culprit = !c.correct
-            && (p.investigator == c.staker
-                || p.investigator == c.signer
-                || p.investigator == escrow.workerOf(c.staker));
+        bool culprit = !c.correct && (_isCulprit(c, p.investigator) || _isCulprit(c, payee));
         bool accepted = committedBlock != 0 && !tooEarly && !adjudicator.evaluated(c.evidenceHash) && !expired
             && !culprit;
 
-        if (_evaluate(c, p.investigator)) {
+        if (_evaluate(c, p)) {
             require(accepted, "the Adjudicator accepted a reveal the rules refuse");
             calls[c.correct ? bytes32("revealCorrect") : bytes32("revealWrong")]++;
+            if (p.beneficiary != address(0)) calls["revealFor"]++;
         } else {
             require(!accepted, "the Adjudicator refused a reveal the rules accept");
             if (tooEarly) {
@@ -154,32 +162,68 @@ contract EvaluationHandler {
         pending.pop();
     }
 
-    /// @dev An investigator with no commitment to the evidence cannot reveal it.
-    function _tryTheft(Case storage c, address thief) internal {
-        if (adjudicator.commitments(adjudicator.evidenceCommitment(c.evidenceHash, thief)) != 0) return;
-        vm.prank(thief);
-        try adjudicator.evaluateCFrag(c.evidence) {
-            revert("an investigator that did not commit revealed the evidence");
-        } catch {
-            calls["thiefRefused"]++;
+    /// @dev An investigator with no commitment to the evidence cannot reveal it, neither for itself
+    /// nor copying a reveal that names `payee`.
+    function _tryTheft(Case storage c, address thief, address payee) internal {
+        if (adjudicator.commitments(_commitment(c, thief, address(0))) == 0) {
+            vm.prank(thief);
+            try adjudicator.evaluateCFrag(c.evidence) {
+                revert("an investigator that did not commit revealed the evidence");
+            } catch {
+                calls["thiefRefused"]++;
+            }
+        }
+        if (adjudicator.commitments(_commitment(c, thief, payee)) == 0) {
+            vm.prank(thief);
+            try adjudicator.evaluateCFragFor(c.evidence, payee) {
+                revert("an investigator that did not commit revealed the evidence for another");
+            } catch {
+                calls["thiefForRefused"]++;
+            }
         }
     }
 
-    /// @dev Reveals as `investigator`; on success checks and records what moved.
-    function _evaluate(Case storage c, address investigator) internal returns (bool success) {
+    /// @dev The sender of a commitment naming a beneficiary cannot name another when it reveals.
+    function _tryRedirect(Case storage c, address submitter, address other) internal {
+        if (adjudicator.commitments(_commitment(c, submitter, other)) != 0) return;
+        vm.prank(submitter);
+        try adjudicator.evaluateCFragFor(c.evidence, other) {
+            revert("a reveal named a beneficiary its commitment does not");
+        } catch {
+            calls["redirectRefused"]++;
+        }
+    }
+
+    /// @dev Reveals `p`; on success checks and records what moved: the payee got the reward, and a
+    /// sender naming another beneficiary got nothing.
+    function _evaluate(Case storage c, Pending memory p) internal returns (bool success) {
+        address payee = p.beneficiary == address(0) ? p.investigator : p.beneficiary;
         uint256 stakeBefore = escrow.stakeOf(c.staker);
-        uint256 balanceBefore = token.balanceOf(investigator);
+        uint256 payeeBefore = token.balanceOf(payee);
+        uint256 senderBefore = token.balanceOf(p.investigator);
         uint256 violationsBefore = adjudicator.violations(c.staker);
-        vm.prank(investigator);
-        try adjudicator.evaluateCFrag(c.evidence) {}
-        catch {
-            return false;
+        vm.prank(p.investigator);
+        if (p.beneficiary == address(0)) {
+            try adjudicator.evaluateCFrag(c.evidence) {}
+            catch {
+                return false;
+            }
+        } else {
+            try adjudicator.evaluateCFragFor(c.evidence, p.beneficiary) {}
+            catch {
+                return false;
+            }
         }
         uint256 lost = stakeBefore - escrow.stakeOf(c.staker);
-        uint256 paid = token.balanceOf(investigator) - balanceBefore;
+        uint256 paid = token.balanceOf(payee) - payeeBefore;
         require(paid <= lost, "the investigator got more than the penalty");
+        if (payee != p.investigator) {
+            require(
+                token.balanceOf(p.investigator) == senderBefore, "the sender was paid, not the beneficiary"
+            );
+        }
         require(
-            adjudicator.commitments(adjudicator.evidenceCommitment(c.evidenceHash, investigator)) == 0,
+            adjudicator.commitments(_commitment(c, p.investigator, p.beneficiary)) == 0,
             "the commitment was not used up"
         );
         if (c.correct) {
@@ -192,11 +236,36 @@ contract EvaluationHandler {
         ghostPenalties += lost;
         ghostRewards += paid;
         if (paid != 0) {
-            if (ghostPaidTo[investigator] == 0) payees.push(investigator);
-            ghostPaidTo[investigator] += paid;
+            if (ghostPaidTo[payee] == 0) payees.push(payee);
+            ghostPaidTo[payee] += paid;
         }
         evaluations++;
         return true;
+    }
+
+    /// @dev The commitment `investigator` reveals with `evaluateCFrag` (`beneficiary` zero) or with
+    /// `evaluateCFragFor(evidence, beneficiary)`.
+    function _commitment(Case storage c, address investigator, address beneficiary)
+        internal
+        view
+        returns (bytes32)
+    {
+        return beneficiary == address(0)
+            ? adjudicator.evidenceCommitment(c.evidenceHash, investigator)
+            : adjudicator.evidenceCommitmentFor(c.evidenceHash, investigator, beneficiary);
+    }
+
+    /// @dev The staker, the worker that signed, or the staker's current worker (the staker when it
+    /// has none).
+    function _culprit(Case storage c, uint256 seed) internal view returns (address culprit) {
+        uint256 which = seed % 3;
+        culprit = which == 0 ? c.staker : which == 1 ? c.signer : escrow.workerOf(c.staker);
+        if (culprit == address(0)) culprit = c.staker; // unbonded: no current worker
+    }
+
+    /// @dev Whether `account` is the culprit as the Adjudicator defines it now.
+    function _isCulprit(Case storage c, address account) internal view returns (bool) {
+        return account == c.staker || account == c.signer || account == escrow.workerOf(c.staker);
     }
 
     /*//////////////////////////////////////////////////////////////
