@@ -20,4 +20,3 @@ pub struct ReportOutcome {
     /// Tokens paid to the reporter.
     pub reward: U256,
 }
-

@@ -323,7 +323,11 @@ impl<P: Provider> Client<P> {
         let mut weights = Vec::with_capacity(found.eligible.len());
         for candidate in &found.eligible {
             let left_out = exclude.contains(&candidate.node.staker);
-            weights.push(if left_out { U256::ZERO } else { candidate.locked });
+            weights.push(if left_out {
+                U256::ZERO
+            } else {
+                candidate.locked
+            });
         }
         let mut draw = WeightedDraw::new(weights);
         let mut rng = ChaCha20Rng::seed_from_u64(seed);

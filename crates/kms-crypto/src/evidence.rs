@@ -75,7 +75,11 @@ pub fn evidence_commitment(evidence_hash: B256, investigator: Address) -> B256 {
 /// `Adjudicator.evidenceCommitmentFor(evidenceHash, submitter, beneficiary)`:
 /// `keccak256(abi.encode(evidenceHash, submitter, beneficiary))`, committed by `submitter` before
 /// it sends `evaluateCFragFor(evidence, beneficiary)`.
-pub fn evidence_commitment_for(evidence_hash: B256, submitter: Address, beneficiary: Address) -> B256 {
+pub fn evidence_commitment_for(
+    evidence_hash: B256,
+    submitter: Address,
+    beneficiary: Address,
+) -> B256 {
     use alloy::sol_types::SolValue;
     alloy::primitives::keccak256((evidence_hash, submitter, beneficiary).abi_encode())
 }

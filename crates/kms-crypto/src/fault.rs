@@ -9,8 +9,8 @@
 
 use std::path::{Path, PathBuf};
 
-use alloy::primitives::{Address, Bytes, FixedBytes, B256};
 use crate::{AnswerContext, Evidence, EvidenceError};
+use alloy::primitives::{Address, Bytes, FixedBytes, B256};
 use serde::{Deserialize, Serialize};
 use umbral_pre::PublicKey;
 

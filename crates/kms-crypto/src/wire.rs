@@ -727,16 +727,19 @@ pub struct Availability {
 impl Availability {
     /// Every request recorded.
     pub fn total(&self) -> u64 {
-        self.served + self.wrong + self.refused + self.timed_out + self.invalid
+        // Saturating: the counts of a peer's view are another node's word.
+        [self.wrong, self.refused, self.timed_out, self.invalid]
+            .into_iter()
+            .fold(self.served, u64::saturating_add)
     }
 
     /// Adds `other`'s counts (its last answer wins if later).
     pub fn add(&mut self, other: &Availability) {
-        self.served += other.served;
-        self.wrong += other.wrong;
-        self.refused += other.refused;
-        self.timed_out += other.timed_out;
-        self.invalid += other.invalid;
+        self.served = self.served.saturating_add(other.served);
+        self.wrong = self.wrong.saturating_add(other.wrong);
+        self.refused = self.refused.saturating_add(other.refused);
+        self.timed_out = self.timed_out.saturating_add(other.timed_out);
+        self.invalid = self.invalid.saturating_add(other.invalid);
         if other.last_at >= self.last_at {
             self.last_at = other.last_at;
             if other.last_status.is_some() {

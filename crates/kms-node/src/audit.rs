@@ -240,12 +240,10 @@ impl<P: Provider + Clone> Auditor<P> {
         let now = latest.header.timestamp;
         let period = self.period_of(now);
         if self.network.read().await.period != period || self.network.read().await.block == 0 {
-            let (block, peers) = kms_client::network::read_stakers(
-                self.client.provider(),
-                self.deployment(),
-            )
-            .await
-            .map_err(chain)?;
+            let (block, peers) =
+                kms_client::network::read_stakers(self.client.provider(), self.deployment())
+                    .await
+                    .map_err(chain)?;
             *self.network.write().await = NetworkSnapshot {
                 block,
                 period,
@@ -484,10 +482,7 @@ impl<P: Provider + Clone> Auditor<P> {
                 }
                 .abi_encode();
                 let to = self.deployment().policy_manager;
-                record.state = match sender
-                    .run_paying(&key, to, input.into(), record.fee)
-                    .await
-                {
+                record.state = match sender.run_paying(&key, to, input.into(), record.fee).await {
                     Ok(DutyRecord::Done { .. }) => AuditState::Created,
                     Ok(DutyRecord::Sent { tx_hash, .. }) => {
                         return Err(TxError::Pending(tx_hash).into())
@@ -537,11 +532,7 @@ impl<P: Provider + Clone> Auditor<P> {
             true,
             true,
         );
-        let nodes = self
-            .client
-            .refresh_nodes(&policy)
-            .await
-            .map_err(chain)?;
+        let nodes = self.client.refresh_nodes(&policy).await.map_err(chain)?;
         let client: &NodeClient = self.client.node_client();
         let mut uploads = Vec::new();
         for (node, kfrag) in nodes.iter().zip(kfrags.iter()) {

@@ -458,7 +458,10 @@ impl NodeConfig {
             withdraw_fees_threshold: threshold,
             prune: self.duties.prune,
             audit: AuditConfig {
-                budget_per_period: wei("audit.budget_per_period_wei", &audit.budget_per_period_wei)?,
+                budget_per_period: wei(
+                    "audit.budget_per_period_wei",
+                    &audit.budget_per_period_wei,
+                )?,
                 peers: audit.peers,
                 rounds_per_period: audit.rounds_per_period,
                 fee_rate: audit

@@ -27,8 +27,7 @@ use kms_contracts::{
 };
 use kms_crypto::{
     evidence::{
-        evaluateCFragForCall, evidence_commitment_for, recover_kfrag_signer, ChainFacts,
-        WorkerBond,
+        evaluateCFragForCall, evidence_commitment_for, recover_kfrag_signer, ChainFacts, WorkerBond,
     },
     fault::Fault,
     recover_answer_signer, AnswerContext, Evidence, Outcome, Verdict,
@@ -271,22 +270,21 @@ impl<P: Provider + Clone> EvidenceDesk<P> {
             worker: signer.unwrap_or_default(),
             bond,
         };
-        let verdict = match evidence.outcome(&facts) {
-            Outcome::Slash(verdict) => verdict,
-            Outcome::Correct => {
-                return Err(Refusal::Unprocessable(
+        let verdict =
+            match evidence.outcome(&facts) {
+                Outcome::Slash(verdict) => verdict,
+                Outcome::Correct => return Err(Refusal::Unprocessable(
                     "the cfrag is correct (the Adjudicator would record verdict Correct and slash \
                      nothing): there is nothing to report"
                         .into(),
-                ))
-            }
-            refused => {
-                return Err(Refusal::Unprocessable(format!(
-                    "the Adjudicator would refuse this evidence: {}",
-                    describe_adjudicator_error(&contract_error(refused, &evidence, &facts))
-                )))
-            }
-        };
+                )),
+                refused => {
+                    return Err(Refusal::Unprocessable(format!(
+                        "the Adjudicator would refuse this evidence: {}",
+                        describe_adjudicator_error(&contract_error(refused, &evidence, &facts))
+                    )))
+                }
+            };
         // The culprit rule, for the sender (this node's worker) and the one paid.
         let current_worker = escrow
             .workerOf(fault.staker)
@@ -403,7 +401,9 @@ impl<P: Provider + Clone> EvidenceDesk<P> {
                             return Err(TxError::Pending(tx_hash).into())
                         }
                         Ok(crate::DutyRecord::Failed { reason, .. })
-                        | Ok(crate::DutyRecord::Skipped { reason }) => self.refused(hash, reason).await?,
+                        | Ok(crate::DutyRecord::Skipped { reason }) => {
+                            self.refused(hash, reason).await?
+                        }
                         Err(TxError::Reverted(reason)) => {
                             // Record the refusal under the duty's key too: it is never sent.
                             let store = self.store.clone();
@@ -453,8 +453,10 @@ impl<P: Provider + Clone> EvidenceDesk<P> {
             .ok_or_else(|| {
                 FilingError::Chain(format!("reveal {tx_hash} emitted no CFragEvaluated"))
             })?;
-        let verdict = Verdict::from_u8(event.verdict)
-            .map_or_else(|| format!("unknown ({})", event.verdict), |v| v.name().to_owned());
+        let verdict = Verdict::from_u8(event.verdict).map_or_else(
+            || format!("unknown ({})", event.verdict),
+            |v| v.name().to_owned(),
+        );
         Ok(EvidenceState::Evaluated {
             tx_hash,
             verdict,

@@ -16,9 +16,7 @@ use alloy::{
     sol_types::SolEvent,
 };
 use anyhow::{ensure, Context, Result};
-use kms_client::{
-    grant::GrantRequest, retrieve::RetrieveOptions, Client, HttpConfig, PolicyFile,
-};
+use kms_client::{grant::GrantRequest, retrieve::RetrieveOptions, Client, HttpConfig, PolicyFile};
 use kms_contracts::{
     test_utils::{eventually, TestChain},
     Adjudicator, PolicyManager,
@@ -30,9 +28,7 @@ use kms_crypto::{
     wire::{EvidenceStatus, NetworkView},
     AnswerContext,
 };
-use kms_node::{
-    audit::AuditConfig, Behaviour, DutyConfig, Limits, RunningNode, Settings, Store,
-};
+use kms_node::{audit::AuditConfig, Behaviour, DutyConfig, Limits, RunningNode, Settings, Store};
 use umbral_pre::{encrypt, generate_kfrags, reencrypt, Capsule, SecretKey, Signer};
 
 const SECONDS_PER_PERIOD: u64 = 600;
@@ -171,8 +167,17 @@ struct Granted {
 async fn grant(chain: &TestChain) -> Result<Granted> {
     let d = chain.deployment().clone();
     let alice = Client::connect(chain.provider(ALICE)?, d.clone(), http()).await?;
-    let (delegating, signer, bob) = (SecretKey::random(), SecretKey::random(), SecretKey::random());
-    let fee_rate = U256::from(d.policy_manager(chain.read_provider()).defaultFeeRate().call().await?);
+    let (delegating, signer, bob) = (
+        SecretKey::random(),
+        SecretKey::random(),
+        SecretKey::random(),
+    );
+    let fee_rate = U256::from(
+        d.policy_manager(chain.read_provider())
+            .defaultFeeRate()
+            .call()
+            .await?,
+    );
     let request = GrantRequest {
         label: "evidence".into(),
         owner: chain.address(ALICE)?,
@@ -301,20 +306,35 @@ async fn relayed_evidence_is_judged_before_any_gas_and_filed_once() -> Result<()
     let http = reqwest::Client::new();
 
     // Bad evidence: the contract's reason, and no transaction from either relaying worker.
-    let nonces = (nonce(&reader, relay.worker).await?, nonce(&reader, honest.worker).await?);
+    let nonces = (
+        nonce(&reader, relay.worker).await?,
+        nonce(&reader, honest.worker).await?,
+    );
     let mut tampered = fault.clone();
     let mut signature = tampered.worker_signature.to_vec();
     signature[40] ^= 1;
     tampered.worker_signature = signature.into();
     let (status, body) = post(&http, relay, &tampered, None).await?;
     ensure!(status == 422, "tampered: {status} {body}");
-    ensure!(body["error"].as_str().unwrap().contains("Adjudicator would refuse"), "{body}");
+    ensure!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("Adjudicator would refuse"),
+        "{body}"
+    );
 
     let stranger = PrivateKeySigner::random();
     let unknown = answered_by(&fault, &fault.cfrag, faulty.staker, &stranger)?;
     let (status, body) = post(&http, relay, &unknown, None).await?;
     ensure!(status == 422, "unknown worker: {status} {body}");
-    ensure!(body["error"].as_str().unwrap().contains("was not the worker"), "{body}");
+    ensure!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("was not the worker"),
+        "{body}"
+    );
 
     // An honest answer: a correct cfrag of this policy, signed by the honest node's worker.
     let kfrags = generate_kfrags(
@@ -330,7 +350,10 @@ async fn relayed_evidence_is_judged_before_any_gas_and_filed_once() -> Result<()
     let honest_answer = answered_by(&fault, &correct, honest.staker, &chain.signer(HONEST.1)?)?;
     let (status, body) = post(&http, relay, &honest_answer, None).await?;
     ensure!(status == 422, "honest cfrag: {status} {body}");
-    ensure!(body["error"].as_str().unwrap().contains("correct"), "{body}");
+    ensure!(
+        body["error"].as_str().unwrap().contains("correct"),
+        "{body}"
+    );
 
     // A node never files against its own staker; a body that is no fault file is a 400.
     let (status, body) = post(&http, faulty, &fault, None).await?;
@@ -342,7 +365,10 @@ async fn relayed_evidence_is_judged_before_any_gas_and_filed_once() -> Result<()
         .await?;
     ensure!(response.status().as_u16() == 400, "{}", response.status());
     ensure!(
-        (nonce(&reader, relay.worker).await?, nonce(&reader, honest.worker).await?) == nonces,
+        (
+            nonce(&reader, relay.worker).await?,
+            nonce(&reader, honest.worker).await?
+        ) == nonces,
         "a refused evidence cost gas"
     );
 
@@ -386,7 +412,11 @@ async fn relayed_evidence_is_judged_before_any_gas_and_filed_once() -> Result<()
     ensure!(hash == id && staker == faulty.staker && !penalty.is_zero());
     let winner = if a.state == "slashed" { &a } else { &b };
     ensure!(winner.reward == Some(reward) && winner.penalty == Some(penalty));
-    ensure!(paid == winner.beneficiary, "paid {paid}, beneficiary {}", winner.beneficiary);
+    ensure!(
+        paid == winner.beneficiary,
+        "paid {paid}, beneficiary {}",
+        winner.beneficiary
+    );
     // Exactly the contract's reward went to the beneficiary, whoever's reveal won.
     if paid == beneficiary {
         ensure!(token.balanceOf(beneficiary).call().await? == beneficiary_before + reward);
@@ -403,7 +433,13 @@ async fn relayed_evidence_is_judged_before_any_gas_and_filed_once() -> Result<()
     let late_nonce = nonce(&reader, late.worker).await?;
     let (status, body) = post(&http, &late, &fault, None).await?;
     ensure!(status == 409, "{status} {body}");
-    ensure!(body["error"].as_str().unwrap().contains("already evaluated"), "{body}");
+    ensure!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("already evaluated"),
+        "{body}"
+    );
     ensure!(nonce(&reader, late.worker).await? == late_nonce);
     let (status, body) = post(&http, honest, &fault, None).await?;
     ensure!(status == 200, "known to this node: {status} {body}");
@@ -433,10 +469,7 @@ async fn audit_fees(chain: &TestChain, worker: Address) -> Result<Vec<(u64, U256
             .get_block_by_number(log.block_number.context("no block")?.into())
             .await?
             .context("no block")?;
-        out.push((
-            block.header.timestamp / SECONDS_PER_PERIOD,
-            tx.value(),
-        ));
+        out.push((block.header.timestamp / SECONDS_PER_PERIOD, tx.value()));
     }
     Ok(out)
 }
@@ -444,7 +477,7 @@ async fn audit_fees(chain: &TestChain, worker: Address) -> Result<Vec<(u64, U256
 #[tokio::test]
 async fn audits_catch_a_wrong_peer_never_an_honest_one_within_budget() -> Result<()> {
     let fee_rate = U256::from(1_000_000_000u64); // the deployment's default rate
-    // Two peers at the default rate fit; a third would not.
+                                                 // Two peers at the default rate fit; a third would not.
     let budget = fee_rate * U256::from(2) + fee_rate / U256::from(2);
     let audit = AuditConfig {
         budget_per_period: budget,
@@ -457,7 +490,7 @@ async fn audits_catch_a_wrong_peer_never_an_honest_one_within_budget() -> Result
     let token = chain.deployment().token(chain.read_provider());
     let staker_before = token.balanceOf(investigator.staker).call().await?;
 
-    const PERIODS: u64 = 3;
+    const PERIODS: u64 = 5;
     let first_period = chain.current_period().await?;
     for period in first_period..first_period + PERIODS {
         // Chain time runs through the period in steps; every round due is run.
@@ -491,9 +524,12 @@ async fn audits_catch_a_wrong_peer_never_an_honest_one_within_budget() -> Result
 
     // Every wrong answer became evidence, each filed exactly once and slashed.
     let store = investigator.store().clone();
+    // A reveal goes out from a block after its commitment's: the chain moves on.
+    let chain_ref = &chain;
     eventually("the evidence is filed", WAIT, || {
         let store = store.clone();
         async move {
+            chain_ref.mine(1).await?;
             let all = tokio::task::spawn_blocking(move || store.all_evidence()).await??;
             Ok(!all.is_empty() && all.iter().all(|(_, r)| r.state.is_final()))
         }
@@ -502,17 +538,35 @@ async fn audits_catch_a_wrong_peer_never_an_honest_one_within_budget() -> Result
     let store = investigator.store().clone();
     let filed = tokio::task::spawn_blocking(move || store.all_evidence()).await??;
     let events = evaluations(&chain).await?;
-    ensure!(events.len() == filed.len(), "{} events, {} filed", events.len(), filed.len());
+    ensure!(
+        events.len() == filed.len(),
+        "{} events, {} filed",
+        events.len(),
+        filed.len()
+    );
     let mut rewards = U256::ZERO;
     for (hash, record) in &filed {
-        ensure!(record.fault.staker == faulty.staker, "an honest peer was reported: {record:?}");
         ensure!(
-            matches!(record.state, kms_node::store::EvidenceState::Evaluated { .. }),
+            record.fault.staker == faulty.staker,
+            "an honest peer was reported: {record:?}"
+        );
+        ensure!(
+            matches!(
+                record.state,
+                kms_node::store::EvidenceState::Evaluated { .. }
+            ),
             "{record:?}"
         );
         let matching: Vec<_> = events.iter().filter(|e| e.0 == *hash).collect();
-        ensure!(matching.len() == 1, "evidence {hash} evaluated {} times", matching.len());
-        ensure!(matching[0].2 == investigator.staker, "the staker is the investigator");
+        ensure!(
+            matching.len() == 1,
+            "evidence {hash} evaluated {} times",
+            matching.len()
+        );
+        ensure!(
+            matching[0].2 == investigator.staker,
+            "the staker is the investigator"
+        );
         rewards += matching[0].4;
     }
     ensure!(events.iter().all(|e| e.1 == faulty.staker));
@@ -521,7 +575,11 @@ async fn audits_catch_a_wrong_peer_never_an_honest_one_within_budget() -> Result
         adjudicator.violations(faulty.staker).call().await? == U256::from(filed.len()),
         "violations"
     );
-    ensure!(adjudicator.violations(honest.staker).call().await?.is_zero());
+    ensure!(adjudicator
+        .violations(honest.staker)
+        .call()
+        .await?
+        .is_zero());
     ensure!(token.balanceOf(investigator.staker).call().await? == staker_before + rewards);
 
     // The budget, to the wei: one policy a period, two peers at the rate.
@@ -529,7 +587,10 @@ async fn audits_catch_a_wrong_peer_never_an_honest_one_within_budget() -> Result
     ensure!(fees.len() as u64 == PERIODS, "{fees:?}");
     for (period, value) in &fees {
         ensure!(*value <= budget, "period {period}: {value} > {budget}");
-        ensure!(*value == fee_rate * U256::from(2), "period {period}: {value}");
+        ensure!(
+            *value == fee_rate * U256::from(2),
+            "period {period}: {value}"
+        );
     }
 
     // The availability record: the honest peer served every round; the faulty one was wrong.
@@ -544,14 +605,23 @@ async fn audits_catch_a_wrong_peer_never_an_honest_one_within_budget() -> Result
             .and_then(|p| p.availability.clone())
     };
     let honest_seen = seen(honest.staker).context("honest peer not in the view")?;
-    ensure!(honest_seen.served > 0 && honest_seen.total() == honest_seen.served, "{honest_seen:?}");
+    ensure!(
+        honest_seen.served > 0 && honest_seen.total() == honest_seen.served,
+        "{honest_seen:?}"
+    );
     let faulty_seen = seen(faulty.staker).context("faulty peer not in the view")?;
     ensure!(faulty_seen.wrong > 0, "{faulty_seen:?}");
-    ensure!(seen(investigator.staker).is_none(), "the node audited itself");
+    ensure!(
+        seen(investigator.staker).is_none(),
+        "the node audited itself"
+    );
     let metrics = reqwest::get(format!("{}/metrics", investigator.url()))
         .await?
         .text()
         .await?;
-    ensure!(metrics.contains("kms_node_audit_answers_total"), "{metrics}");
+    ensure!(
+        metrics.contains("kms_node_audit_answers_total"),
+        "{metrics}"
+    );
     Ok(())
 }

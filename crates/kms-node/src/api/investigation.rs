@@ -158,13 +158,14 @@ pub(super) async fn relay_evidence<D: PolicyDirectory>(
     let beneficiary = query
         .beneficiary
         .map(|text| {
-            text.parse::<Address>().map_err(|e| {
-                ApiError::bad_request(format!("beneficiary: not an address ({e})"))
-            })
+            text.parse::<Address>()
+                .map_err(|e| ApiError::bad_request(format!("beneficiary: not an address ({e})")))
         })
         .transpose()?;
     let fault = Fault::from_json(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let (id, record, new) = intake.accept_relayed(fault, beneficiary, unix_now()).await?;
+    let (id, record, new) = intake
+        .accept_relayed(fault, beneficiary, unix_now())
+        .await?;
     let status = if new {
         StatusCode::ACCEPTED
     } else {
@@ -178,9 +179,9 @@ pub(super) async fn evidence_status<D: PolicyDirectory>(
     State(state): State<Arc<ApiState<D>>>,
     Path(id): Path<String>,
 ) -> Result<Json<EvidenceStatus>, ApiError> {
-    let id: B256 = id
-        .parse()
-        .map_err(|e| ApiError::bad_request(format!("evidence id: expected 32 bytes of hex ({e})")))?;
+    let id: B256 = id.parse().map_err(|e| {
+        ApiError::bad_request(format!("evidence id: expected 32 bytes of hex ({e})"))
+    })?;
     let record = with_store(&state.store, move |store| store.evidence(id))
         .await?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such evidence on this node"))?;
@@ -207,7 +208,10 @@ pub(super) async fn network<D: PolicyDirectory>(
         .retry_after(5));
     }
     let from_period = snapshot.period.saturating_sub(RECENT_PERIODS - 1);
-    let seen = with_store(&state.store, move |store| store.availability_from(from_period)).await?;
+    let seen = with_store(&state.store, move |store| {
+        store.availability_from(from_period)
+    })
+    .await?;
     let mut by_peer: std::collections::HashMap<Address, Availability> =
         std::collections::HashMap::new();
     for (peer, _, availability) in seen {

@@ -297,7 +297,10 @@ pub fn router<D: PolicyDirectory>(state: Arc<ApiState<D>>) -> Router {
             post(reencrypt::reencrypt_capsules::<D>),
         )
         .route("/v1/evidence", post(investigation::relay_evidence::<D>))
-        .route("/v1/evidence/{id}", get(investigation::evidence_status::<D>))
+        .route(
+            "/v1/evidence/{id}",
+            get(investigation::evidence_status::<D>),
+        )
         .route("/v1/network", get(investigation::network::<D>))
         .route("/metrics", get(status::metrics::<D>))
         .layer(middleware::from_fn_with_state(

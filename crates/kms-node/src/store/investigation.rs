@@ -335,8 +335,12 @@ mod tests {
         store
             .record_availability(7, &[(a, served.clone()), (b, refused.clone())])
             .unwrap();
-        store.record_availability(7, &[(a, refused.clone())]).unwrap();
-        store.record_availability(8, &[(a, served.clone())]).unwrap();
+        store
+            .record_availability(7, &[(a, refused.clone())])
+            .unwrap();
+        store
+            .record_availability(8, &[(a, served.clone())])
+            .unwrap();
         let mut all = store.availability_from(7).unwrap();
         all.sort_by_key(|(peer, period, _)| (*peer, *period));
         assert_eq!(all.len(), 3);

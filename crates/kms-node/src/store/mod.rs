@@ -35,10 +35,8 @@ const DUTIES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("duties_v1
 const CURSOR_KEY: &str = "cursor";
 
 pub mod investigation;
+pub use investigation::{AuditRecord, AuditState, EvidenceRecord, EvidenceSource, EvidenceState};
 pub use kms_crypto::wire::Availability;
-pub use investigation::{
-    AuditRecord, AuditState, EvidenceRecord, EvidenceSource, EvidenceState,
-};
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -176,7 +174,8 @@ impl Store {
             txn.open_table(DUTIES).map_err(db_err)?;
             txn.open_table(investigation::EVIDENCE).map_err(db_err)?;
             txn.open_table(investigation::AUDITS).map_err(db_err)?;
-            txn.open_table(investigation::AVAILABILITY).map_err(db_err)?;
+            txn.open_table(investigation::AVAILABILITY)
+                .map_err(db_err)?;
         }
         txn.commit().map_err(db_err)?;
         Ok(Self { db: Arc::new(db) })
