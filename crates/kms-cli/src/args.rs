@@ -7,6 +7,7 @@ use crate::{
     devnet::DevnetArgs,
     encrypt::EncryptArgs,
     keys::KeysSubcommand,
+    network::NetworkArgs,
     node::NodeSubcommand,
     policy::PolicyArgs,
     retrieve::{ReportArgs, RetrieveArgs},
@@ -50,6 +51,10 @@ pub enum Command {
     /// Run and set up a miner node (the staker's worker).
     #[command(subcommand)]
     Node(NodeSubcommand),
+    /// The network: every staker's node, whether it answers now, and what the nodes' audits saw.
+    ///
+    /// Example: kms network status
+    Network(NetworkArgs),
     /// A local chain with the contracts, staked miners and their nodes; `--demo` tells the
     /// whole story and checks every step.
     ///
@@ -69,6 +74,7 @@ impl Command {
             Self::Retrieve(args) => args.run().await,
             Self::Report(args) => args.run().await,
             Self::Node(command) => command.run().await,
+            Self::Network(args) => args.run().await,
             Self::Devnet(args) => args.run().await,
         }
     }

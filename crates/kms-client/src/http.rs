@@ -4,7 +4,8 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kms_crypto::wire::{
-    ErrorBody, KfragAccepted, KfragUpload, NodeInfo, ReencryptRequest, ReencryptResponse,
+    ErrorBody, KfragAccepted, KfragUpload, NetworkView, NodeInfo, ReencryptRequest,
+    ReencryptResponse,
 };
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
@@ -212,6 +213,18 @@ impl NodeClient {
     /// `GET {url}/v1/node`: who the node says it is.
     pub async fn node_info(&self, url: &str) -> Result<NodeInfo, NodeError> {
         let target = endpoint(url, "/v1/node");
+        self.retrying(
+            &target,
+            |_| false,
+            || async { Ok(self.once(self.http.get(&target)).await?.1) },
+        )
+        .await
+    }
+
+    /// `GET {url}/v1/network`: the stakers as the node reads them from the chain, and what its
+    /// audits saw of each. A node older than this endpoint answers 404 (not retried).
+    pub async fn network(&self, url: &str) -> Result<NetworkView, NodeError> {
+        let target = endpoint(url, "/v1/network");
         self.retrying(
             &target,
             |_| false,

@@ -12,7 +12,8 @@
 //!
 //! Modules: [`stream`] (file format), [`policy`] (policy file), [`sampling`] (stake-weighted
 //! node choice), [`grant`] (Alice), [`retrieve`] (Bob), [`fault`] (evidence files), [`http`]
-//! (the nodes' API client), [`chain`] (transactions and contract errors).
+//! (the nodes' API client), [`chain`] (transactions and contract errors), [`network`] (the
+//! stakers, whether their nodes answer, and what the nodes' audits saw).
 
 pub mod chain;
 pub mod client;
@@ -30,6 +31,7 @@ pub use client::{Client, ClientError};
 pub use fault::{Fault, FaultError, ReportOutcome};
 pub use grant::{GrantError, GrantOutcome, GrantPlan, GrantRequest, Refunded, UploadReport};
 pub use http::{HttpConfig, NodeClient, NodeError};
+pub use network::{network_status, NetworkStatus, StakerStatus};
 pub use policy::{PolicyFile, PolicyFileError, PolicyNode};
 pub use retrieve::{
     AnswerTerms, NodeFailure, NodeOutcome, NodeReport, ReportError, Retrieval, RetrieveError,
