@@ -1,12 +1,13 @@
 //! `POST /v1/evidence`, `GET /v1/evidence/{id}` and `GET /v1/network`: the node as the
 //! network's investigator (see `crate::evidence` and `crate::audit`).
 
-use std::{future::Future, pin::Pin, sync::Arc};
+use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc};
 
 use alloy::primitives::{Address, B256};
 use axum::{
     body::Bytes,
-    extract::{rejection::BytesRejection, Path, Query, State},
+    extract::{rejection::BytesRejection, ConnectInfo, Path, Query, State},
+    Extension,
     http::StatusCode,
     response::{IntoResponse, Response},
     Json,
@@ -145,9 +146,12 @@ fn status_of(id: B256, record: &EvidenceRecord) -> EvidenceStatus {
 /// 4xx with the contract's reason. Nothing is sent for a refused one.
 pub(super) async fn relay_evidence<D: PolicyDirectory>(
     State(state): State<Arc<ApiState<D>>>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     Query(query): Query<EvidenceQuery>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    // Judging costs chain calls: the same per-address bucket as kfrag uploads.
+    state.admit_upload(peer.map(|Extension(ConnectInfo(addr))| addr), "evidence posts")?;
     let Some(intake) = state.investigation.evidence.clone() else {
         return Err(ApiError::new(
             StatusCode::NOT_IMPLEMENTED,

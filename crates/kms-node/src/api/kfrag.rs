@@ -30,9 +30,14 @@ use crate::{
 };
 
 impl<D: PolicyDirectory> ApiState<D> {
-    /// Takes one of the client's kfrag-upload tokens: 429 when it has none left. A request
+    /// Takes one of the client's tokens for requests that cost a chain call (kfrag uploads,
+    /// relayed evidence; `what` names them in the 429): 429 when it has none left. A request
     /// without a peer address (handed to the router in process) counts as one unknown client.
-    fn admit_upload(&self, peer: Option<SocketAddr>) -> Result<(), ApiError> {
+    pub(super) fn admit_upload(
+        &self,
+        peer: Option<SocketAddr>,
+        what: &str,
+    ) -> Result<(), ApiError> {
         let checked = match self.uploads.lock() {
             Ok(mut limiter) => limiter.check(client_key(peer.map(|p| p.ip())), Instant::now()),
             Err(_) => return Err(ApiError::internal("upload rate limiter poisoned")),
@@ -42,8 +47,8 @@ impl<D: PolicyDirectory> ApiState<D> {
             ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 format!(
-                    "too many kfrag uploads from this address (at most {} at once, then {} a \
-                     minute): retry in {retry_after} s",
+                    "too many {what} from this address (kfrag uploads and evidence count \
+                     together: at most {} at once, then {} a minute): retry in {retry_after} s",
                     self.limits.kfrag_upload_burst, self.limits.kfrag_uploads_per_minute
                 ),
             )
@@ -105,7 +110,7 @@ pub(super) async fn upload_kfrag<D: PolicyDirectory>(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<KfragAccepted>), ApiError> {
     // Each upload may cost a chain call: a client gets so many a minute.
-    state.admit_upload(peer.map(|Extension(ConnectInfo(addr))| addr))?;
+    state.admit_upload(peer.map(|Extension(ConnectInfo(addr))| addr), "kfrag uploads")?;
     let policy_id = parse_policy_id(&id)?;
     let upload: KfragUpload = parse_json(&body_bytes(body)?)?;
     let upload = upload.decode()?;
