@@ -40,6 +40,11 @@ if (catchup) {
   lines.push("## Catch-up", "");
   lines.push(`${catchup.blocks} blocks, ${catchup.policies} policies: ${fmt(catchup.seconds, 2)} s, peak RSS ${fmt(catchup.peakRssMiB)} MiB.`, "");
 }
+const audit = read("audit-cpu.json");
+if (audit) {
+  lines.push("## Audit duty CPU (shipped defaults, one period)", "");
+  lines.push(`${fmt(audit.auditCpuSecondsPerPeriod, 2)} CPU-s per ${audit.periodSeconds} s period (${audit.auditAnswers} audit answers): ${fmt(audit.cpuFraction * 100, 5)}% of one core, ${fmt(audit.ratioToGoal * 100, 3)}% of the 1% limit (${fmt(audit.cpuFractionIfPeriodWereOneHour * 100, 4)}% if periods were an hour).`, "");
+}
 const gas = read("GasTest.json");
 if (gas) {
   lines.push("## Gas (transaction gas, from snapshots/GasTest.json)", "");

@@ -7,10 +7,9 @@ use alloy::primitives::{Address, B256};
 use axum::{
     body::Bytes,
     extract::{rejection::BytesRejection, ConnectInfo, Path, Query, State},
-    Extension,
     http::StatusCode,
     response::{IntoResponse, Response},
-    Json,
+    Extension, Json,
 };
 use kms_crypto::{
     fault::Fault,
@@ -151,7 +150,10 @@ pub(super) async fn relay_evidence<D: PolicyDirectory>(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     // Judging costs chain calls: the same per-address bucket as kfrag uploads.
-    state.admit_upload(peer.map(|Extension(ConnectInfo(addr))| addr), "evidence posts")?;
+    state.admit_upload(
+        peer.map(|Extension(ConnectInfo(addr))| addr),
+        "evidence posts",
+    )?;
     let Some(intake) = state.investigation.evidence.clone() else {
         return Err(ApiError::new(
             StatusCode::NOT_IMPLEMENTED,

@@ -110,7 +110,10 @@ pub(super) async fn upload_kfrag<D: PolicyDirectory>(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<KfragAccepted>), ApiError> {
     // Each upload may cost a chain call: a client gets so many a minute.
-    state.admit_upload(peer.map(|Extension(ConnectInfo(addr))| addr), "kfrag uploads")?;
+    state.admit_upload(
+        peer.map(|Extension(ConnectInfo(addr))| addr),
+        "kfrag uploads",
+    )?;
     let policy_id = parse_policy_id(&id)?;
     let upload: KfragUpload = parse_json(&body_bytes(body)?)?;
     let upload = upload.decode()?;
