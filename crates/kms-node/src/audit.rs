@@ -275,7 +275,7 @@ impl<P: Provider + Clone> Auditor<P> {
         let due = record.rounds.iter().filter(|&&at| at <= now).count();
         let missing_uploads = record.uploaded.len() < self.policy_of(&record)?.nodes.len();
         // Uploads go out at once, then again at each round for the peers that missed them.
-        if missing_uploads && (record.uploaded.is_empty() || due > record.rounds_done) {
+        if missing_uploads && (record.upload_attempts == 0 || due > record.rounds_done) {
             self.upload(&record, now).await?;
         }
         if due > record.rounds_done {
@@ -322,6 +322,7 @@ impl<P: Provider + Clone> Auditor<P> {
                 rounds: Vec::new(),
                 rounds_done: 0,
                 uploaded: Vec::new(),
+                upload_attempts: 0,
                 state: AuditState::Abandoned { reason },
             }
         };
@@ -433,6 +434,7 @@ impl<P: Provider + Clone> Auditor<P> {
             rounds,
             rounds_done: 0,
             uploaded: Vec::new(),
+            upload_attempts: 0,
             state: AuditState::Planned,
         })
     }
@@ -576,6 +578,7 @@ impl<P: Provider + Clone> Auditor<P> {
                 store.record_availability(period, &failures)?;
             }
             if let Some(mut current) = store.audit(period)? {
+                current.upload_attempts = current.upload_attempts.saturating_add(1);
                 current.uploaded.extend(uploaded);
                 current.uploaded.sort_unstable();
                 current.uploaded.dedup();

@@ -129,6 +129,10 @@ pub struct AuditRecord {
     pub rounds_done: usize,
     /// The peers that hold their kfrag.
     pub uploaded: Vec<Address>,
+    /// How many times the kfrags were handed out (once when created, then again at a round for
+    /// the peers that missed them).
+    #[serde(default)]
+    pub upload_attempts: u32,
     /// Where it stands.
     pub state: AuditState,
 }
