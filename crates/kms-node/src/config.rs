@@ -506,6 +506,65 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_audit_section_has_defaults_and_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        NodeConfig::new(
+            "http://127.0.0.1:8545".into(),
+            PathBuf::from("deployments/31337.json"),
+            Address::repeat_byte(7),
+            "127.0.0.1:9151".parse().unwrap(),
+            "http://127.0.0.1:9151".into(),
+        )
+        .save(&path)
+        .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("[audit]"), "{text}");
+        let audit = NodeConfig::load(&path).unwrap().duty_config(&path).unwrap();
+        assert_eq!(audit.audit, AuditConfig::default());
+        assert!(audit.audit.enabled());
+        assert_eq!(audit.beneficiary, None);
+
+        // A file from before audits: the defaults, audits on.
+        let old = dir.path().join("old.toml");
+        let start = text.find("[audit]").unwrap();
+        let end = start + text[start..].find("\n[").unwrap() + 1;
+        std::fs::write(&old, format!("{}{}", &text[..start], &text[end..])).unwrap();
+        let loaded = NodeConfig::load(&old).unwrap();
+        assert_eq!(
+            loaded.duty_config(&old).unwrap().audit,
+            AuditConfig::default()
+        );
+
+        let write = |name: &str, from: &str, to: &str| {
+            let file = dir.path().join(name);
+            std::fs::write(&file, text.replace(from, to)).unwrap();
+            file
+        };
+        let off = write(
+            "off.toml",
+            "budget_per_period_wei = \"10000000000\"",
+            "budget_per_period_wei = \"0\"",
+        );
+        let loaded = NodeConfig::load(&off).unwrap();
+        assert!(!loaded.duty_config(&off).unwrap().audit.enabled());
+        let bad = write(
+            "bad.toml",
+            "budget_per_period_wei = \"10000000000\"",
+            "budget_per_period_wei = \"ten\"",
+        );
+        let err = NodeConfig::load(&bad).unwrap_err().to_string();
+        assert!(err.contains("audit.budget_per_period_wei"), "{err}");
+        let zero = write(
+            "zero.toml",
+            "rounds_per_period = 4",
+            "rounds_per_period = 4\nbeneficiary = \"0x0000000000000000000000000000000000000000\"",
+        );
+        let err = NodeConfig::load(&zero).unwrap_err().to_string();
+        assert!(err.contains("audit.beneficiary"), "{err}");
+    }
+
+    #[test]
     fn roundtrip_resolves_relative_paths_and_validates() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("node.toml");

@@ -368,6 +368,24 @@ async fn node_info_status_and_metrics() {
     assert!(text.contains("kms_node_kfrags_stored 0"), "{text}");
 }
 
+/// A router built without the investigator's parts says so (501), and the evidence endpoints
+/// check their inputs first.
+#[tokio::test]
+async fn investigator_endpoints_without_an_investigator() {
+    let node = Node::start(Arc::default());
+    let (status, value) = node.post("/v1/evidence", &serde_json::json!({})).await;
+    assert_eq!(status, StatusCode::NOT_IMPLEMENTED, "{value}");
+    assert!(error_of(&value).contains("does not file evidence"));
+    let (status, value, _) = node.get("/v1/network").await;
+    assert_eq!(status, StatusCode::NOT_IMPLEMENTED, "{value}");
+    let (status, value, _) = node.get("/v1/evidence/0x1234").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{value}");
+    let id = format!("/v1/evidence/0x{}", "ab".repeat(32));
+    let (status, value, _) = node.get(&id).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{value}");
+    assert!(error_of(&value).contains("no such evidence"));
+}
+
 #[tokio::test]
 async fn upload_then_reencrypt_with_two_nodes() {
     let directory = Arc::new(FakeDirectory::default());
