@@ -30,28 +30,21 @@ use crate::{
 /// before it.
 pub const RECENT_PERIODS: u64 = 4;
 
+/// What accepting a relayed fault comes to: its id, its record, and whether it is new.
+pub type Accepted<'a> =
+    Pin<Box<dyn Future<Output = Result<(B256, EvidenceRecord, bool), Refusal>> + Send + 'a>>;
+
 /// What the API needs of the evidence desk, without its provider type.
 pub trait EvidenceIntake: Send + Sync + 'static {
     /// [`EvidenceDesk::accept`] of a relayed fault.
-    fn accept_relayed(
-        &self,
-        fault: Fault,
-        beneficiary: Option<Address>,
-        now: u64,
-    ) -> Pin<Box<dyn Future<Output = Result<(B256, EvidenceRecord, bool), Refusal>> + Send + '_>>;
+    fn accept_relayed(&self, fault: Fault, beneficiary: Option<Address>, now: u64) -> Accepted<'_>;
 }
 
 impl<P> EvidenceIntake for EvidenceDesk<P>
 where
     P: alloy::providers::Provider + Clone + Send + Sync + 'static,
 {
-    fn accept_relayed(
-        &self,
-        fault: Fault,
-        beneficiary: Option<Address>,
-        now: u64,
-    ) -> Pin<Box<dyn Future<Output = Result<(B256, EvidenceRecord, bool), Refusal>> + Send + '_>>
-    {
+    fn accept_relayed(&self, fault: Fault, beneficiary: Option<Address>, now: u64) -> Accepted<'_> {
         Box::pin(self.accept(fault, beneficiary, EvidenceSource::Relayed, now))
     }
 }

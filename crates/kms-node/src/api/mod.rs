@@ -55,7 +55,7 @@ use crate::{
     store::{Store, StoredKfrag},
 };
 
-pub use investigation::{EvidenceIntake, Investigation, RECENT_PERIODS};
+pub use investigation::{Accepted, EvidenceIntake, Investigation, RECENT_PERIODS};
 pub use status::Metrics;
 
 /// Bounds on what a request, a client or a connection may ask of the node.
