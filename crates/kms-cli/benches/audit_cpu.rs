@@ -14,7 +14,7 @@
 //! `cargo bench -p kms-cli --bench audit_cpu -- [--out PATH]`; `script/bench` runs it.
 
 use std::{
-    process::{Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -24,7 +24,8 @@ use kms_contracts::test_utils::TestChain;
 use kms_crypto::keys::MasterSecret;
 use kms_node::{audit::AuditConfig, Behaviour, DutyConfig, Limits, Settings};
 
-const KMS: &str = env!("CARGO_BIN_EXE_kms");
+mod support;
+
 /// The deployment's default period (`script/Deploy.s.sol`).
 const PERIOD: u64 = 86_400;
 /// The chain travels through the period in steps this long.
@@ -56,7 +57,7 @@ fn cpu_seconds(pid: u32) -> Result<f64> {
 struct NodeProcess {
     child: tokio::process::Child,
     url: String,
-    _dir: tempfile::TempDir,
+    _node: support::InitNode,
 }
 
 impl NodeProcess {
@@ -71,37 +72,8 @@ async fn node_process(
     worker: usize,
     audits: bool,
 ) -> Result<NodeProcess> {
-    let dir = tempfile::tempdir()?;
-    let deployments = dir.path().join("deployments.json");
-    std::fs::write(&deployments, chain.deployment().to_json())?;
-    kms_crypto::keys::write_secret_file(&dir.path().join("pw"), b"pw\n")?;
-    let node_dir = dir.path().join("node");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let status = Command::new(KMS)
-        .args(["node", "init", "--confirmations", "0", "--listen"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--dir")
-        .arg(&node_dir)
-        .args([
-            "--staker",
-            &chain.address(staker)?.to_string(),
-            "--rpc-url",
-            chain.endpoint_url().as_str(),
-        ])
-        .arg("--deployments")
-        .arg(&deployments)
-        .arg("--password-file")
-        .arg(dir.path().join("pw"))
-        .args([
-            "--worker-private-key",
-            &alloy::hex::encode_prefixed(chain.signer(worker)?.to_bytes()),
-        ])
-        .stdout(Stdio::null())
-        .status()?;
-    ensure!(status.success(), "kms node init failed");
-    let config = node_dir.join("node.toml");
+    let node = support::init_node(chain, staker, worker)?;
+    let config = node.config.clone();
     let text = std::fs::read_to_string(&config)?;
     ensure!(
         text.contains("[audit]"),
@@ -118,17 +90,11 @@ async fn node_process(
         ensure!(off != text, "could not turn audits off in:\n{text}");
         std::fs::write(&config, off)?;
     }
-    let child = tokio::process::Command::new(KMS)
-        .args(["node", "run", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()?;
+    let child = support::run_node(&config)?;
     Ok(NodeProcess {
         child,
-        url: format!("http://127.0.0.1:{port}"),
-        _dir: dir,
+        url: format!("http://127.0.0.1:{}", node.port),
+        _node: node,
     })
 }
 

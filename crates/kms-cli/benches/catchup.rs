@@ -9,7 +9,7 @@
 //! `script/bench` runs it.
 
 use std::{
-    process::{Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -21,7 +21,8 @@ use anyhow::{bail, ensure, Context, Result};
 use kms_contracts::test_utils::TestChain;
 use kms_crypto::wire::NodeStatus;
 
-const KMS: &str = env!("CARGO_BIN_EXE_kms");
+mod support;
+
 const PERIOD: u64 = 3600;
 
 fn arg(name: &str) -> Option<String> {
@@ -93,45 +94,10 @@ async fn main() -> Result<()> {
     );
 
     // The node: kms node init + run, from scratch.
-    let dir = tempfile::tempdir()?;
-    let deployments = dir.path().join("deployments.json");
-    std::fs::write(&deployments, d.to_json())?;
-    // Password files must be private, like key files.
-    kms_crypto::keys::write_secret_file(&dir.path().join("pw"), b"pw\n")?;
-    let node_dir = dir.path().join("node");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let status = Command::new(KMS)
-        .args(["node", "init", "--confirmations", "0", "--listen"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--dir")
-        .arg(&node_dir)
-        .args([
-            "--staker",
-            &staker.to_string(),
-            "--rpc-url",
-            chain.endpoint_url().as_str(),
-        ])
-        .arg("--deployments")
-        .arg(&deployments)
-        .arg("--password-file")
-        .arg(dir.path().join("pw"))
-        .args([
-            "--worker-private-key",
-            &alloy::hex::encode_prefixed(chain.signer(2)?.to_bytes()),
-        ])
-        .stdout(Stdio::null())
-        .status()?;
-    ensure!(status.success(), "kms node init failed");
+    let node = support::init_node(&chain, 1, 2)?;
+    let port = node.port;
     let started = Instant::now();
-    let mut child = tokio::process::Command::new(KMS)
-        .args(["node", "run", "--config"])
-        .arg(node_dir.join("node.toml"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()?;
+    let mut child = support::run_node(&node.config)?;
     let pid = child.id().context("no pid")?;
     let http = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{port}/v1/status");

@@ -212,25 +212,6 @@ pub fn probe_outcome(
     Ok(())
 }
 
-/// Adds `other`'s counts to `into` (saturating: the counts come from other nodes), keeping the
-/// later last failure, as [`Availability::add`] does.
-fn add_counts(into: &mut Availability, other: &Availability) {
-    into.served = into.served.saturating_add(other.served);
-    into.wrong = into.wrong.saturating_add(other.wrong);
-    into.refused = into.refused.saturating_add(other.refused);
-    into.timed_out = into.timed_out.saturating_add(other.timed_out);
-    into.invalid = into.invalid.saturating_add(other.invalid);
-    if other.last_at >= into.last_at {
-        into.last_at = other.last_at;
-        if other.last_status.is_some() {
-            into.last_status = other.last_status;
-        }
-        if other.last_failure.is_some() {
-            into.last_failure.clone_from(&other.last_failure);
-        }
-    }
-}
-
 /// Combines the stakers, the probes of their nodes and the nodes' network views into the
 /// network's status, read at `block` (period `current_period`) of chain `chain_id`.
 ///
@@ -288,7 +269,7 @@ pub fn summarize(
                 .filter_map(|view| view.peers.iter().find(|p| p.staker == staker))
                 .filter_map(|entry| entry.availability.as_ref());
             for record in records {
-                add_counts(&mut audits.totals, record);
+                Availability::add(&mut audits.totals, record);
                 audits.reporters += 1;
             }
             let t = &audits.totals;
