@@ -30,15 +30,16 @@ use crate::{
 /// before it.
 pub const RECENT_PERIODS: u64 = 4;
 
+/// [`EvidenceIntake::accept_relayed`]'s answer: the evidence id, its record, and whether it
+/// was new.
+pub(crate) type Accepting<'a> =
+    Pin<Box<dyn Future<Output = Result<(B256, EvidenceRecord, bool), Refusal>> + Send + 'a>>;
+
 /// What the API needs of the evidence desk, without its provider type.
 pub trait EvidenceIntake: Send + Sync + 'static {
     /// [`EvidenceDesk::accept`] of a relayed fault.
-    fn accept_relayed(
-        &self,
-        fault: Fault,
-        beneficiary: Option<Address>,
-        now: u64,
-    ) -> Pin<Box<dyn Future<Output = Result<(B256, EvidenceRecord, bool), Refusal>> + Send + '_>>;
+    fn accept_relayed(&self, fault: Fault, beneficiary: Option<Address>, now: u64)
+        -> Accepting<'_>;
 }
 
 impl<P> EvidenceIntake for EvidenceDesk<P>
@@ -50,8 +51,7 @@ where
         fault: Fault,
         beneficiary: Option<Address>,
         now: u64,
-    ) -> Pin<Box<dyn Future<Output = Result<(B256, EvidenceRecord, bool), Refusal>> + Send + '_>>
-    {
+    ) -> Accepting<'_> {
         Box::pin(self.accept(fault, beneficiary, EvidenceSource::Relayed, now))
     }
 }
