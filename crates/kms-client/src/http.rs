@@ -3,8 +3,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use alloy::primitives::B256;
 use kms_crypto::wire::{
-    ErrorBody, KfragAccepted, KfragUpload, NetworkView, NodeInfo, ReencryptRequest,
+    ErrorBody, EvidenceStatus, KfragAccepted, KfragUpload, NetworkView, NodeInfo, ReencryptRequest,
     ReencryptResponse,
 };
 use reqwest::StatusCode;
@@ -225,6 +226,18 @@ impl NodeClient {
     /// audits saw of each. A node older than this endpoint answers 404 (not retried).
     pub async fn network(&self, url: &str) -> Result<NetworkView, NodeError> {
         let target = endpoint(url, "/v1/network");
+        self.retrying(
+            &target,
+            |_| false,
+            || async { Ok(self.once(self.http.get(&target)).await?.1) },
+        )
+        .await
+    }
+
+    /// `GET {url}/v1/evidence/{id}`: where the node's filing of the evidence `id` stands. A
+    /// node that never accepted it answers 404 (not retried).
+    pub async fn evidence_status(&self, url: &str, id: B256) -> Result<EvidenceStatus, NodeError> {
+        let target = endpoint(url, &format!("/v1/evidence/{id}"));
         self.retrying(
             &target,
             |_| false,

@@ -9,7 +9,10 @@
 //!    formula's `locked * issuance / lockedTotal` of each period it committed to;
 //! 6. each node earned the fee rate for every period it committed to while the policy was live;
 //! 7. Alice revokes: the refund is everything not earned, and Bob is refused from the next block;
-//! 8. Bob reports the wrong cfrag: the Adjudicator slashes the faulty miner and pays Bob.
+//! 8. Bob reports the wrong cfrag: the Adjudicator slashes the faulty miner and pays Bob;
+//! 9. a peer's audit catches it with no Bob: node 1, restarted with the shipped audit defaults,
+//!    re-encrypts random capsules with its peers as chain time runs through a period and files
+//!    the faulty node's wrong cfrag itself, paid to its staker.
 
 use std::{
     fs::File,
@@ -19,18 +22,24 @@ use std::{
 };
 
 use alloy::{
-    primitives::{Address, U256},
+    eips::BlockId,
+    primitives::{Address, B256, U256},
     providers::{DynProvider, Provider},
     rpc::types::Filter,
     sol_types::SolEvent,
 };
 use anyhow::{bail, ensure, Context, Result};
 use kms_client::{
-    stream, Client, Fault, GrantOutcome, GrantRequest, Header, HttpConfig, PolicyFile,
+    stream, Client, Fault, GrantOutcome, GrantRequest, Header, HttpConfig, NodeClient, PolicyFile,
     RetrieveOptions,
 };
-use kms_contracts::{Deployment, PolicyManager, StakingEscrow};
+use kms_contracts::{Adjudicator, Deployment, PolicyManager, StakingEscrow};
 use kms_crypto::{keys::MasterSecret, Verdict};
+use kms_node::{
+    audit::AuditConfig,
+    store::{AuditRecord, AuditState, EvidenceRecord, EvidenceState},
+    DutyConfig, Store,
+};
 use rand_core::{OsRng, RngCore};
 
 use super::network::{alice_index, bob_index, Devnet};
@@ -46,6 +55,10 @@ const PERIODS_TO_PASS: u64 = 3;
 const FILE_BYTES: usize = 3 * 1024 * 1024 + 17;
 /// 0.001 ETH per node and period.
 const FEE_RATE_GWEI: u64 = 1_000_000;
+/// The miner whose node audits in step 9: node 1.
+const AUDITOR: usize = 0;
+/// How long step 9 waits for that node's audit to get the faulty node slashed.
+const AUDIT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One line of the summary.
 struct Row {
@@ -53,8 +66,8 @@ struct Row {
     detail: String,
 }
 
-/// Runs the story; fails at the first step that does not check out.
-pub(crate) async fn run(devnet: &Devnet) -> Result<()> {
+/// Runs the story; fails at the first step that does not check out. Step 9 restarts a node.
+pub(crate) async fn run(devnet: &mut Devnet) -> Result<()> {
     let mut rows = Vec::new();
     let result = story(devnet, &mut rows).await;
     println!();
@@ -108,12 +121,12 @@ struct Retrieved {
 }
 
 /// The steps in order, each one's row pushed as it checks out; stops at the first that does not.
-async fn story(devnet: &Devnet, rows: &mut Vec<Row>) -> Result<()> {
+async fn story(devnet: &mut Devnet, rows: &mut Vec<Row>) -> Result<()> {
     if devnet.miners.len() < SHARES {
         bail!("the demo needs {SHARES} nodes (--nodes {SHARES})");
     }
     let story = Story {
-        devnet,
+        devnet: &*devnet,
         deployment: devnet.chain.deployment().clone(),
         reader: devnet.chain.read_provider(),
     };
@@ -128,6 +141,9 @@ async fn story(devnet: &Devnet, rows: &mut Vec<Row>) -> Result<()> {
     rows.push(nodes_earn_fees(&story, &granted).await?);
     rows.push(alice_revokes(&story, &granted, &retrieved).await?);
     if let Some(row) = faulty_miner_slashed(&story, &retrieved).await? {
+        rows.push(row);
+    }
+    if let Some(row) = audit_catches_it(devnet, &retrieved).await? {
         rows.push(row);
     }
     Ok(())
@@ -483,6 +499,281 @@ async fn faulty_miner_slashed(story: &Story<'_>, retrieved: &Retrieved) -> Resul
     }))
 }
 
+/// One `CFragEvaluated` event.
+#[derive(Debug)]
+struct Evaluation {
+    block: u64,
+    evidence: B256,
+    staker: Address,
+    investigator: Address,
+    verdict: u8,
+    penalty: U256,
+    reward: U256,
+}
+
+/// 9. A peer's audit catches the faulty node, no Bob involved.
+///
+/// Node 1 is restarted with the shipped audit defaults, chain time runs through a period, and
+/// node 1 files the evidence itself, paid to its staker.
+///
+/// `None` (no step) when no node was faulty.
+async fn audit_catches_it(devnet: &mut Devnet, retrieved: &Retrieved) -> Result<Option<Row>> {
+    let Some(faulty_staker) = retrieved.faulty.first().copied() else {
+        return Ok(None);
+    };
+    let d = devnet.chain.deployment().clone();
+    let reader = devnet.chain.read_provider();
+    let auditor = devnet.miners.get(AUDITOR).context("no node 1")?;
+    ensure!(
+        !auditor.faulty,
+        "node 1 is the faulty node: it cannot audit itself"
+    );
+    let auditor_staker = auditor.staker;
+
+    // A whole period for the audit: to the start of the next one, where every node commits to
+    // the one after (the faulty node too: step 8's slash left it staked).
+    let spp = d.seconds_per_period;
+    let into = devnet.chain.latest_timestamp().await? % spp;
+    devnet.chain.travel(spp - into).await?;
+    let period = devnet.chain.current_period().await?;
+    wait_for_commitments(devnet, &reader, period + 1)
+        .await
+        .context("every node, the slashed one too, commits before the audit")?;
+
+    // The block before the restart: what happens after it is the audit's.
+    let restart_block = devnet.chain.head().await?;
+    let token = d.token(&reader);
+    let balance_before = token.balanceOf(auditor_staker).call().await?;
+    let duties = DutyConfig {
+        audit: AuditConfig::default(),
+        ..devnet.miners[AUDITOR].settings.duties.clone()
+    };
+    devnet.restart_node(AUDITOR, duties).await?;
+    let node = &devnet.miners[AUDITOR].node;
+    wait_for_audit_report(
+        devnet,
+        node.store(),
+        faulty_staker,
+        auditor_staker,
+        restart_block,
+    )
+    .await?;
+
+    // The honest miners were never reported, by anyone.
+    let all = evaluations(&reader, &d, d.start_block).await?;
+    if let Some(wrong) = all.iter().find(|e| !retrieved.faulty.contains(&e.staker)) {
+        bail!("an honest miner was reported: {wrong:?}");
+    }
+    let ours: Vec<&Evaluation> = all
+        .iter()
+        .filter(|e| e.block > restart_block && e.investigator == auditor_staker)
+        .collect();
+    let coefficient = d.adjudicator(&reader).rewardCoefficient().call().await?;
+    for e in &ours {
+        ensure!(
+            e.staker == faulty_staker && e.verdict == Verdict::WrongE as u8,
+            "unexpected evaluation {e:?}"
+        );
+        ensure!(
+            !e.penalty.is_zero() && e.reward == e.penalty / coefficient,
+            "reward {} for a penalty of {}: the contract pays penalty / {coefficient}",
+            e.reward,
+            e.penalty
+        );
+    }
+    // Exactly the penalty left the stake, and exactly the reward reached node 1's staker, in
+    // each reveal's block (the stake also grows by the rewards that commitments settle).
+    let escrow = d.staking_escrow(&reader);
+    let mut blocks: Vec<u64> = ours.iter().map(|e| e.block).collect();
+    blocks.dedup();
+    for &block in &blocks {
+        let (before, after) = (BlockId::number(block - 1), BlockId::number(block));
+        let in_block = ours.iter().filter(|e| e.block == block);
+        let penalty: U256 = in_block.clone().map(|e| e.penalty).sum();
+        let reward: U256 = in_block.map(|e| e.reward).sum();
+        let stake_before = escrow
+            .getStakerInfo(faulty_staker)
+            .block(before)
+            .call()
+            .await?
+            .value;
+        let stake_after = escrow
+            .getStakerInfo(faulty_staker)
+            .block(after)
+            .call()
+            .await?
+            .value;
+        ensure!(
+            stake_after + penalty == stake_before,
+            "stake went {stake_before} -> {stake_after} in block {block}, penalty {penalty}"
+        );
+        let paid_before = token.balanceOf(auditor_staker).block(before).call().await?;
+        let paid_after = token.balanceOf(auditor_staker).block(after).call().await?;
+        ensure!(
+            paid_before + reward == paid_after,
+            "node 1's staker's tokens went {paid_before} -> {paid_after} in block {block}, \
+             reward {reward}"
+        );
+    }
+    let last = blocks.last().copied().unwrap_or(restart_block);
+    let penalty: U256 = ours.iter().map(|e| e.penalty).sum();
+    let reward: U256 = ours.iter().map(|e| e.reward).sum();
+    let balance_after = token
+        .balanceOf(auditor_staker)
+        .block(BlockId::number(last))
+        .call()
+        .await?;
+    ensure!(
+        balance_before + reward == balance_after,
+        "node 1's staker's tokens went {balance_before} -> {balance_after}, rewards {reward}"
+    );
+
+    // Where the node says its filing stands.
+    let first = ours.first().context("no evaluation")?;
+    let status = evidence_state(devnet, node.public_url(), first.evidence).await?;
+    ensure!(
+        status.state == "slashed"
+            && status.penalty == Some(first.penalty)
+            && status.reward == Some(first.reward),
+        "node 1's GET /v1/evidence/{}: {status:?}",
+        first.evidence
+    );
+    let reports = match ours.len() {
+        1 => String::new(),
+        n => format!("{n} reports, "),
+    };
+    Ok(Some(Row {
+        step: "9 a peer's audit catches it",
+        detail: format!(
+            "node 1's audit, no Bob: {reports}verdict WrongE, {} KMS slashed, {} KMS \
+             (penalty / {coefficient}) to node 1's staker; GET /v1/evidence: {}",
+            format_tokens(penalty),
+            format_tokens(reward),
+            status.state
+        ),
+    }))
+}
+
+/// Runs chain time through node 1's audit rounds until a `CFragEvaluated` event after
+/// `after_block` names its staker (paid) and the faulty staker.
+///
+/// The node plans its audit at its first tick in a period (rounds at random chain times); this
+/// waits while a round that is due runs, mines blocks while its evidence is being filed (a
+/// reveal goes out from a block after its commitment's), and otherwise travels to the next
+/// round.
+async fn wait_for_audit_report(
+    devnet: &Devnet,
+    store: &Store,
+    faulty: Address,
+    investigator: Address,
+    after_block: u64,
+) -> Result<()> {
+    let (chain, reader) = (&devnet.chain, devnet.chain.read_provider());
+    let d = chain.deployment();
+    let spp = d.seconds_per_period;
+    let deadline = Instant::now() + AUDIT_TIMEOUT;
+    loop {
+        let found = evaluations(&reader, d, after_block).await?;
+        if found
+            .iter()
+            .any(|e| e.block > after_block && e.investigator == investigator && e.staker == faulty)
+        {
+            return Ok(());
+        }
+        let now = chain.latest_timestamp().await?;
+        let (record, evidence) = audit_state(store, now / spp).await?;
+        ensure!(
+            Instant::now() < deadline,
+            "node 1 got no evidence against {faulty} evaluated within {} s; its audit: {}; its \
+             evidence: {:?}",
+            AUDIT_TIMEOUT.as_secs(),
+            record.as_ref().map_or_else(
+                || format!("none planned for period {}", now / spp),
+                |r| format!(
+                    "period {}, {:?}, {} peers hold a kfrag, {} of {} rounds done",
+                    r.period,
+                    r.state,
+                    r.uploaded.len(),
+                    r.rounds_done,
+                    r.rounds.len()
+                )
+            ),
+            evidence
+                .iter()
+                .map(|(id, r)| (id, &r.state))
+                .collect::<Vec<_>>()
+        );
+        if let Some((_, refused)) = evidence
+            .iter()
+            .find(|(_, r)| matches!(r.state, EvidenceState::Refused { .. }))
+        {
+            bail!("node 1's evidence was refused: {:?}", refused.state);
+        }
+        let Some(record) = record else {
+            // Not planned yet: the node plans at its next tick.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        match &record.state {
+            AuditState::Abandoned { reason } => {
+                bail!(
+                    "node 1 abandoned its audit of period {}: {reason}",
+                    record.period
+                )
+            }
+            // `createPolicy` is on its way (its own transaction mines its block).
+            AuditState::Planned => {}
+            AuditState::Created => {
+                let due = record.rounds.iter().filter(|&&at| at <= now).count();
+                if evidence.iter().any(|(_, r)| !r.state.is_final()) {
+                    chain.mine(1).await?;
+                } else if !record.uploaded.is_empty() && record.rounds_done >= due {
+                    // To the next round, or into the next period (a new audit) after the last.
+                    let next = record.rounds.iter().find(|&&at| at > now).copied();
+                    let to = next.unwrap_or((now / spp + 1) * spp);
+                    chain.travel(to - now).await?;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Node 1's audit record of `period` and all its evidence, from its store.
+async fn audit_state(
+    store: &Store,
+    period: u64,
+) -> Result<(Option<AuditRecord>, Vec<(B256, EvidenceRecord)>)> {
+    let store = store.clone();
+    Ok(tokio::task::spawn_blocking(move || {
+        Ok::<_, kms_node::StoreError>((store.audit(period)?, store.all_evidence()?))
+    })
+    .await??)
+}
+
+/// The node's `GET /v1/evidence/{id}` once its filing has ended (the event may be seen first).
+async fn evidence_state(
+    devnet: &Devnet,
+    url: &str,
+    id: B256,
+) -> Result<kms_crypto::wire::EvidenceStatus> {
+    let http = NodeClient::new(HttpConfig::default())?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = http.evidence_status(url, id).await?;
+        if status.state != "pending" && status.state != "committed" {
+            return Ok(status);
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "node 1's filing of {id} still {}",
+            status.state
+        );
+        devnet.chain.mine(1).await?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Waits until every miner's node has committed to `period`.
 async fn wait_for_commitments(devnet: &Devnet, reader: &DynProvider, period: u64) -> Result<()> {
     let escrow = devnet.chain.deployment().staking_escrow(reader);
@@ -552,4 +843,31 @@ async fn fees_accrued(reader: &DynProvider, d: &Deployment, node: Address) -> Re
             .amount;
     }
     Ok(total)
+}
+
+/// The `CFragEvaluated` events from `from_block` on, in order.
+async fn evaluations(
+    reader: &DynProvider,
+    d: &Deployment,
+    from_block: u64,
+) -> Result<Vec<Evaluation>> {
+    let filter = Filter::new()
+        .address(d.adjudicator)
+        .event_signature(Adjudicator::CFragEvaluated::SIGNATURE_HASH)
+        .from_block(from_block);
+    let mut out = Vec::new();
+    for log in reader.get_logs(&filter).await? {
+        let block = log.block_number.context("a log without its block")?;
+        let event = log.log_decode::<Adjudicator::CFragEvaluated>()?.inner.data;
+        out.push(Evaluation {
+            block,
+            evidence: event.evidenceHash,
+            staker: event.staker,
+            investigator: event.investigator,
+            verdict: event.verdict,
+            penalty: event.penalty,
+            reward: event.reward,
+        });
+    }
+    Ok(out)
 }

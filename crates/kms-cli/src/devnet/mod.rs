@@ -49,10 +49,10 @@ impl DevnetArgs {
     /// Starts the devnet and prints it; then tells the story (`--demo`) or runs until SIGINT
     /// or SIGTERM.
     pub async fn run(self) -> Result<()> {
-        let devnet = start(&self).await?;
+        let mut devnet = start(&self).await?;
         print(&devnet)?;
         if self.demo {
-            let result = demo::run(&devnet).await;
+            let result = demo::run(&mut devnet).await;
             devnet.shutdown().await;
             return result;
         }

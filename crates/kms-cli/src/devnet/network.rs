@@ -9,10 +9,10 @@ use alloy::{
     rpc::types::TransactionRequest,
     signers::local::PrivateKeySigner,
 };
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use kms_contracts::devchain::{ChainOptions, DevChain};
 use kms_crypto::keys::{private_key_hex, MasterSecret};
-use kms_node::{Behaviour, DutyConfig, Limits, RunningNode, Settings};
+use kms_node::{audit::AuditConfig, Behaviour, DutyConfig, Limits, RunningNode, Settings};
 
 use super::DevnetArgs;
 use crate::common::{format_tokens, send};
@@ -33,8 +33,52 @@ pub struct Miner {
     pub stake: U256,
     /// Whether it answers with wrong cfrags.
     pub faulty: bool,
+    /// What its node runs with (listening on the address it bound): enough to restart it.
+    pub settings: Settings,
     /// The running node.
     pub node: RunningNode,
+}
+
+impl Miner {
+    /// Stops the node, then starts it again on the same store and address with `duties`.
+    pub async fn restart(self, duties: DutyConfig) -> Result<Self> {
+        let Self {
+            staker,
+            staker_key,
+            worker,
+            stake,
+            faulty,
+            settings,
+            node,
+        } = self;
+        node.shutdown().await;
+        let settings = Settings { duties, ..settings };
+        let node = kms_node::start(settings.clone())
+            .await
+            .with_context(|| format!("restarting the node of {staker}"))?;
+        Ok(Self {
+            staker,
+            staker_key,
+            worker,
+            stake,
+            faulty,
+            settings,
+            node,
+        })
+    }
+}
+
+/// The duties of a devnet node: the defaults, but no audits. Audits pay policy fees and can
+/// report the faulty node at any time, which would change what the demo checks to the wei; the
+/// demo turns them on for its audit step only (a node's own configuration has them on).
+fn devnet_duties() -> DutyConfig {
+    DutyConfig {
+        audit: AuditConfig {
+            budget_per_period: U256::ZERO,
+            ..AuditConfig::default()
+        },
+        ..DutyConfig::default()
+    }
 }
 
 /// A running devnet.
@@ -56,6 +100,16 @@ impl Devnet {
     /// A provider signing with anvil dev account `index`.
     pub fn provider(&self, index: usize) -> Result<DynProvider> {
         Ok(self.chain.provider(index)?)
+    }
+
+    /// Stops miner `index`'s node (0-based) and starts it again on the same store with
+    /// `duties`. A miner whose node fails to start again is left out of `miners`.
+    pub async fn restart_node(&mut self, index: usize, duties: DutyConfig) -> Result<()> {
+        ensure!(index < self.miners.len(), "no node {}", index + 1);
+        let miner = self.miners.remove(index);
+        let miner = miner.restart(duties).await?;
+        self.miners.insert(index, miner);
+        Ok(())
     }
 
     /// Stops every node, then anvil.
@@ -156,7 +210,7 @@ pub async fn start(args: &DevnetArgs) -> Result<Devnet> {
                 .context("--node-port too high for this many nodes")?,
         };
         let listen = format!("127.0.0.1:{port}").parse()?;
-        let settings = Settings {
+        let mut settings = Settings {
             rpc_url: format!("ws://127.0.0.1:{}", args.port),
             deployment: d.clone(),
             staker,
@@ -169,7 +223,7 @@ pub async fn start(args: &DevnetArgs) -> Result<Devnet> {
             confirmations: 0,
             poll_interval: Duration::from_millis(200),
             max_log_range: 2000,
-            duties: DutyConfig::default(),
+            duties: devnet_duties(),
             limits: Limits::default(),
             behaviour: if faulty {
                 Behaviour::WrongCFrags
@@ -177,15 +231,18 @@ pub async fn start(args: &DevnetArgs) -> Result<Devnet> {
                 Behaviour::Honest
             },
         };
-        let node = kms_node::start(settings)
+        let node = kms_node::start(settings.clone())
             .await
             .with_context(|| format!("starting node {i}"))?;
+        // A restart binds the same port: the published node record stays true.
+        settings.listen = node.local_addr();
         miners.push(Miner {
             staker,
             staker_key,
             worker,
             stake,
             faulty,
+            settings,
             node,
         });
     }
