@@ -39,7 +39,7 @@ use tokio::sync::RwLock;
 use umbral_pre::{encrypt, generate_kfrags, SecretKey, SecretKeyFactory, Signer};
 
 use crate::{
-    evidence::EvidenceDesk,
+    evidence::{EvidenceDesk, Refusal},
     store::{AuditRecord, AuditState, DutyRecord, EvidenceSource, Store, StoreError},
     tx::{blocking, TxError, TxSender},
     wakeup::Wakeups,
@@ -651,6 +651,14 @@ impl<P: Provider + Clone> Auditor<P> {
                         {
                             Ok((hash, _, _)) => {
                                 tracing::warn!(%peer, evidence = %hash, "audit: evidence to file")
+                            }
+                            // The chain or the store failed: the round is not done, and runs
+                            // again (a fresh capsule: the wrong peer answers wrong again) rather
+                            // than lose the evidence.
+                            Err(refusal @ (Refusal::Unavailable | Refusal::Internal)) => {
+                                return Err(chain(format!(
+                                    "the evidence against {peer} could not be recorded: {refusal}"
+                                )));
                             }
                             Err(refusal) => {
                                 tracing::warn!(%peer, %refusal, "audit: the fault cannot be filed")
