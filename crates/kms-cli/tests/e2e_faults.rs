@@ -14,6 +14,13 @@
 //!   under a ws:// node and an http:// node.
 //! - `a_shallow_reorg_neither_commits_twice_nor_keeps_a_vanished_policy`: `anvil_reorg` of depth 2
 //!   under a node acting at depth 3.
+//! - `sigkill_while_audit_evidence_is_filed_slashes_once_per_evidence`: an auditing node (a
+//!   `kms node run` process) audits two in-process peers, one answering wrong cfrags, and is
+//!   SIGKILLed at seeded random points after its audit policy is created and while each round's
+//!   evidence is committed and revealed; at the end every evidence it recorded is evaluated by
+//!   exactly one reveal of its own (one `CFragEvaluated` and one commitment each, the violations
+//!   and rewards to match), its audit policy was created once, and every transaction its worker
+//!   sent is one recorded duty that succeeded.
 //!
 //! `KMS_E2E_NODE_LOG` sets the nodes' `RUST_LOG` (default `info`); each node's log is printed
 //! when it fails to start or stop.
@@ -36,21 +43,31 @@ use std::{
 use alloy::{
     primitives::{Address, FixedBytes, B256, U256},
     providers::{ext::AnvilApi, DynProvider, Provider},
+    rpc::types::Filter,
+    sol_types::SolEvent,
 };
 use anyhow::{bail, ensure, Context, Result};
 use kms_client::{
     retrieve::{retrieve_from, AnswerTerms, RetrieveOptions},
     HttpConfig, NodeClient, NodeError, PolicyFile, PolicyNode,
 };
-use kms_contracts::test_utils::{
-    accounts::{ALICE, DEPLOYER, STAKER, WORKER},
-    ChainOptions, TestChain,
+use kms_contracts::{
+    test_utils::{
+        accounts::{ALICE, DEPLOYER, STAKER, WORKER},
+        ChainOptions, TestChain,
+    },
+    Adjudicator, PolicyManager,
 };
 use kms_crypto::{
+    keys::MasterSecret,
     test_utils::PolicyKeys,
-    wire::{decode_public_key, KfragUpload},
+    wire::{decode_public_key, Availability, KfragUpload, NetworkView},
 };
-use kms_node::{DutyRecord, Store};
+use kms_node::{
+    audit::AuditConfig,
+    store::{AuditState, EvidenceState},
+    Behaviour, DutyConfig, DutyRecord, Limits, RunningNode, Settings, Store,
+};
 use serde_json::Value;
 use support::{http_get, NodeOptions, NodeProcess, KMS};
 use tokio::sync::Mutex;
@@ -1349,5 +1366,540 @@ async fn a_shallow_reorg_neither_commits_twice_nor_keeps_a_vanished_policy() -> 
     ensure!(commits.get(&next) == Some(&commit_tx));
     drop(miner);
     println!("done in {:?}", started.elapsed());
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. SIGKILL while an audit's evidence is filed
+// ---------------------------------------------------------------------------------------------
+
+/// A peer run in this process, its audits off: `kms node run` never answers wrong cfrags
+/// ([`Behaviour::WrongCFrags`] is for devnets and tests only).
+struct Peer {
+    staker: Address,
+    running: RunningNode,
+    _dir: tempfile::TempDir,
+}
+
+impl Peer {
+    /// Stakes the minimum for `staker` with `worker` bonded, and starts its node answering as
+    /// `behaviour` says.
+    async fn start(
+        net: &Net,
+        (staker, worker): (usize, usize),
+        behaviour: Behaviour,
+    ) -> Result<Self> {
+        let chain = &net.chain;
+        chain.stake_minimum(staker, worker).await?;
+        let dir = tempfile::tempdir()?;
+        let settings = Settings {
+            rpc_url: net.http(),
+            deployment: chain.deployment().clone(),
+            staker: chain.address(staker)?,
+            worker: chain.signer(worker)?,
+            umbral: MasterSecret::from_seed([staker as u8; 32]).node_key(),
+            listen: "127.0.0.1:0".parse()?,
+            public_url: None,
+            store_path: dir.path().join("node.redb"),
+            confirmations: 0,
+            poll_interval: Duration::from_millis(100),
+            max_log_range: 2000,
+            duties: DutyConfig {
+                audit: AuditConfig {
+                    budget_per_period: U256::ZERO,
+                    ..AuditConfig::default()
+                },
+                ..DutyConfig::default()
+            },
+            limits: Limits::default(),
+            behaviour,
+        };
+        Ok(Self {
+            staker: chain.address(staker)?,
+            running: kms_node::start(settings).await?,
+            _dir: dir,
+        })
+    }
+}
+
+/// Sets `key = value` lines of `node`'s configuration file (each key unique in the file).
+fn configure(node: &NodeProcess, settings: &[(&str, &str)]) -> Result<()> {
+    let path = node.dir.join("node.toml");
+    let mut text = std::fs::read_to_string(&path)?;
+    for (key, value) in settings {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{key} = ")))
+            .with_context(|| format!("no {key} in {text}"))?
+            .to_owned();
+        text = text.replace(&line, &format!("{key} = {value}"));
+    }
+    std::fs::write(&path, text)?;
+    Ok(())
+}
+
+/// The logs of `event` emitted by `contract` whose second indexed argument is `account`.
+async fn logs_naming(
+    reader: &DynProvider,
+    chain: &TestChain,
+    contract: Address,
+    event: B256,
+    account: Address,
+) -> Result<Vec<alloy::rpc::types::Log>> {
+    let filter = Filter::new()
+        .address(contract)
+        .event_signature(event)
+        .topic2(account.into_word())
+        .from_block(chain.deployment().start_block);
+    Ok(reader.get_logs(&filter).await?)
+}
+
+/// The faulty peer's wrong answers as the auditing node's `GET /v1/network` counts them (`None`
+/// while it does not answer).
+async fn wrong_answers(node: &NodeProcess, peer: Address) -> Option<u64> {
+    let (status, body) = http_get(node.port, "/v1/network").await.ok()?;
+    if status != 200 {
+        return None;
+    }
+    let view: NetworkView = serde_json::from_str(&body).ok()?;
+    Some(
+        view.peers
+            .iter()
+            .find(|p| p.staker == peer)
+            .and_then(|p| p.availability.as_ref())
+            .map_or(0, |a| a.wrong),
+    )
+}
+
+/// Where a kill of the auditing node is aimed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FilingAim {
+    /// After its audit policy's `createPolicy` is mined: the duty settling, the policy marked
+    /// created, the kfrag uploads.
+    Policy,
+    /// After a round found a wrong cfrag: the evidence recorded, its commitment on the way.
+    Accepted,
+    /// After an evidence commitment is mined: its duty settling, the reveal on the way.
+    Committed,
+    /// After a reveal is mined: its duty settling, the evidence not yet marked evaluated.
+    Revealed,
+}
+
+/// The auditing node's filing as the chain and its API show it while it runs.
+#[derive(Debug, Clone, Copy)]
+struct Filing {
+    policies: usize,
+    wrong: Option<u64>,
+    commitments: usize,
+    evaluations: usize,
+}
+
+impl Filing {
+    async fn read(
+        reader: &DynProvider,
+        chain: &TestChain,
+        node: &NodeProcess,
+        faulty: Address,
+    ) -> Result<Self> {
+        let d = chain.deployment();
+        let (policies, commitments, evaluations) = (
+            logs_naming(
+                reader,
+                chain,
+                d.policy_manager,
+                PolicyManager::PolicyCreated::SIGNATURE_HASH,
+                node.worker,
+            )
+            .await?,
+            logs_naming(
+                reader,
+                chain,
+                d.adjudicator,
+                Adjudicator::EvidenceCommitted::SIGNATURE_HASH,
+                node.worker,
+            )
+            .await?,
+            logs_naming(
+                reader,
+                chain,
+                d.adjudicator,
+                Adjudicator::CFragEvaluated::SIGNATURE_HASH,
+                faulty,
+            )
+            .await?,
+        );
+        Ok(Self {
+            policies: policies.len(),
+            wrong: wrong_answers(node, faulty).await,
+            commitments: commitments.len(),
+            evaluations: evaluations.len(),
+        })
+    }
+
+    /// Whether `self` (read later) shows the step `aim` waits for, done since `before`.
+    fn reached(&self, aim: FilingAim, before: &Self) -> bool {
+        match aim {
+            FilingAim::Policy => self.policies > before.policies,
+            FilingAim::Accepted => self.wrong.unwrap_or(0) > before.wrong.unwrap_or(0),
+            FilingAim::Committed => self.commitments > before.commitments,
+            FilingAim::Revealed => self.evaluations > before.evaluations,
+        }
+    }
+}
+
+/// What a kill cut short, from the killed node's store: a line for the log, and whether an
+/// evidence was being filed (not final, or one of its transactions recorded as sent).
+fn cut_short(store: &Store) -> Result<(String, bool)> {
+    let evidence = store.all_evidence()?;
+    let count =
+        |f: fn(&EvidenceState) -> bool| evidence.iter().filter(|(_, r)| f(&r.state)).count();
+    let pending = count(|s| matches!(s, EvidenceState::Pending));
+    let committed = count(|s| matches!(s, EvidenceState::Committed { .. }));
+    let sent: Vec<String> = store
+        .duties()?
+        .into_iter()
+        .filter(|(_, r)| matches!(r, DutyRecord::Sent { .. }))
+        .map(|(k, _)| {
+            k.split_once("/0x")
+                .map_or(k.clone(), |(duty, _)| duty.to_owned())
+        })
+        .collect();
+    let filing = pending + committed > 0 || sent.iter().any(|k| k.starts_with("evidence-"));
+    Ok((
+        format!(
+            "evidence {pending} pending, {committed} committed, {} final; sent: {sent:?}",
+            evidence.len() - pending - committed
+        ),
+        filing,
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_while_audit_evidence_is_filed_slashes_once_per_evidence() -> Result<()> {
+    const FAULTY: (usize, usize) = (5, 6);
+    const HONEST: (usize, usize) = (7, 8);
+    // Two audit periods; in each, one kill around the audit policy's creation and three while
+    // a round's evidence is filed (more rounds than kills, in case two fall due together).
+    const PERIODS: u64 = 2;
+    const KILLS_PER_PERIOD: usize = 4;
+    const ROUNDS: usize = 6;
+    const CONFIRMATIONS: u64 = 1;
+    let _serial = SERIAL.lock().await;
+    let started = Instant::now();
+    let mut rng = Rng(seed());
+    let net = Net::start(None, &[]).await?;
+    let reader = net.reader();
+    let d = net.chain.deployment().clone();
+    // Half a period at least for the first period's rounds.
+    let into = net.chain.latest_timestamp().await? % SECONDS_PER_PERIOD;
+    if into > SECONDS_PER_PERIOD / 2 {
+        net.chain.travel(SECONDS_PER_PERIOD - into + 1).await?;
+    }
+    let _miner = Miner::start(reader.clone(), Duration::from_millis(200));
+    // The peers first, committed, so that the auditor plans its audit of them as it starts.
+    let faulty = Peer::start(&net, FAULTY, Behaviour::WrongCFrags).await?;
+    let honest = Peer::start(&net, HONEST, Behaviour::Honest).await?;
+    wait_committed(&net.chain, faulty.staker).await?;
+    wait_committed(&net.chain, honest.staker).await?;
+    let mut node = net
+        .node(
+            "auditor",
+            STAKER,
+            WORKER,
+            &node_options(net.http(), CONFIRMATIONS),
+        )
+        .await?;
+    // 10 gwei a period pays both peers at the default rate (1 gwei).
+    configure(
+        &node,
+        &[
+            ("budget_per_period_wei", "\"10000000000\""),
+            ("rounds_per_period", &ROUNDS.to_string()),
+        ],
+    )?;
+    let (staker, worker) = (node.staker, node.worker);
+    let token = d.token(&reader);
+    let staker_before = token.balanceOf(staker).call().await?;
+    let first_period = net.chain.current_period().await?;
+    println!("peers up after {:?}", started.elapsed());
+
+    // Each kill: the node (re)starts; chain time moves to the next period (a kill aimed at the
+    // audit policy) or to the period's next audit round (the others); the kill waits for the
+    // step it is aimed at and a random delay more. The killed node's store must then account
+    // for every transaction its worker sent, none twice.
+    let mut kills = 0;
+    let mut cut_filings = 0;
+    let mut rounds: Vec<u64> = Vec::new();
+    for period in first_period..first_period + PERIODS {
+        for k in 0..KILLS_PER_PERIOD {
+            let aim = match k {
+                0 => FilingAim::Policy,
+                _ => [
+                    FilingAim::Accepted,
+                    FilingAim::Committed,
+                    FilingAim::Revealed,
+                ][rng.range(0, 2) as usize],
+            };
+            if !node.is_running() {
+                node.start_ready(WAIT).await?;
+            }
+            // What was done so far, once the node's network view answers.
+            let mut before = Filing::read(&reader, &net.chain, &node, faulty.staker).await?;
+            let deadline = Instant::now() + WAIT;
+            while before.wrong.is_none() {
+                ensure!(Instant::now() < deadline, "no GET /v1/network");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                before = Filing::read(&reader, &net.chain, &node, faulty.staker).await?;
+            }
+            let now = net.chain.latest_timestamp().await?;
+            if aim == FilingAim::Policy {
+                // The first period's policy is created as the node starts.
+                if period > first_period {
+                    net.chain
+                        .travel(period * SECONDS_PER_PERIOD - now + 1)
+                        .await?;
+                }
+            } else {
+                // The period's next round; none left: on to the next period.
+                let Some(&at) = rounds.iter().find(|&&at| at > now) else {
+                    break;
+                };
+                net.chain.travel(at - now + 1).await?;
+            }
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let seen = Filing::read(&reader, &net.chain, &node, faulty.staker).await?;
+                if seen.reached(aim, &before) {
+                    break;
+                }
+                ensure!(
+                    Instant::now() < deadline,
+                    "kill {}: {aim:?} not reached ({before:?}, now {seen:?}); log:\n{}",
+                    kills + 1,
+                    node.log_tail(40)
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let delay = match aim {
+                FilingAim::Policy => rng.range(0, 300),
+                FilingAim::Accepted => rng.range(0, 400),
+                FilingAim::Committed => rng.range(0, 150),
+                FilingAim::Revealed => rng.range(0, 100),
+            };
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            node.sigkill();
+            kills += 1;
+
+            let store = node.open_store()?;
+            let nonce = duties_match_nonce(&net.chain, &store, worker, false, 0)
+                .await
+                .with_context(|| format!("kill {kills}"))?;
+            let audit = store.audit(period)?.context("no audit planned")?;
+            ensure!(
+                audit.state != AuditState::Planned || aim == FilingAim::Policy,
+                "kill {kills}: {audit:?}"
+            );
+            rounds.clone_from(&audit.rounds);
+            let (cut, filing) = cut_short(&store)?;
+            cut_filings += usize::from(filing);
+            // Recorded, and killed before the broadcast: the chain has never seen it.
+            let mut unbroadcast = 0;
+            for (_, record) in store.duties()? {
+                if let DutyRecord::Sent { tx_hash, .. } = record {
+                    if reader.get_transaction_by_hash(tx_hash).await?.is_none() {
+                        unbroadcast += 1;
+                    }
+                }
+            }
+            println!(
+                "kill {kills} {aim:?} +{delay} ms at {:?}: period {period} audit {:?}, round \
+                 {}/{}, {cut} ({unbroadcast} never broadcast), worker nonce {nonce}",
+                started.elapsed(),
+                audit.state,
+                audit.rounds_done,
+                audit.rounds.len(),
+            );
+        }
+    }
+    ensure!(
+        kills > PERIODS as usize * 2,
+        "only {kills} kills: the rounds fell due together"
+    );
+    ensure!(cut_filings > 0, "no kill cut an evidence's filing short");
+
+    // Back for good: the last period's remaining rounds fall due, and every evidence is filed.
+    let last_period = first_period + PERIODS - 1;
+    if !node.is_running() {
+        node.start_ready(WAIT).await?;
+    }
+    let now = net.chain.latest_timestamp().await?;
+    if let Some(&last) = rounds.last().filter(|&&last| last >= now) {
+        net.chain.travel(last - now + 1).await?;
+    }
+    let store = stop_when(&mut node, "the audit's rounds and filings", |store| {
+        let audit = store.audit(last_period)?.context("no audit")?;
+        if audit.rounds_done < audit.rounds.len() {
+            return Ok(Some(format!(
+                "{}/{} rounds done",
+                audit.rounds_done,
+                audit.rounds.len()
+            )));
+        }
+        let open = store
+            .all_evidence()?
+            .into_iter()
+            .filter(|(_, r)| !r.state.is_final())
+            .count();
+        if open > 0 {
+            return Ok(Some(format!("{open} evidence not final")));
+        }
+        duties_waiting(store)
+    })
+    .await?;
+
+    // Every evidence evaluated once, in this node's reveal, after one commitment, paid to its
+    // staker; no other staker evaluated.
+    let records = store.all_evidence()?;
+    ensure!(!records.is_empty(), "the audits caught no wrong cfrag");
+    let evaluations = logs_naming(
+        &reader,
+        &net.chain,
+        d.adjudicator,
+        Adjudicator::CFragEvaluated::SIGNATURE_HASH,
+        faulty.staker,
+    )
+    .await?;
+    let all_evaluations = reader
+        .get_logs(
+            &Filter::new()
+                .address(d.adjudicator)
+                .event_signature(Adjudicator::CFragEvaluated::SIGNATURE_HASH)
+                .from_block(d.start_block),
+        )
+        .await?;
+    ensure!(
+        all_evaluations.len() == evaluations.len(),
+        "a staker other than the faulty one was evaluated"
+    );
+    ensure!(
+        evaluations.len() == records.len(),
+        "{} evaluations of {} evidence records",
+        evaluations.len(),
+        records.len()
+    );
+    let mut rewards = U256::ZERO;
+    for (hash, record) in &records {
+        ensure!(record.fault.staker == faulty.staker, "{record:?}");
+        let EvidenceState::Evaluated {
+            tx_hash,
+            verdict,
+            reward,
+            ..
+        } = &record.state
+        else {
+            bail!("evidence {hash}: {:?}", record.state);
+        };
+        ensure!(verdict != "Correct", "evidence {hash}: {verdict}");
+        let matching: Vec<_> = evaluations
+            .iter()
+            .filter(|log| log.topics().get(1) == Some(hash))
+            .collect();
+        ensure!(
+            matching.len() == 1,
+            "evidence {hash} evaluated {} times",
+            matching.len()
+        );
+        let event = matching[0].log_decode::<Adjudicator::CFragEvaluated>()?;
+        ensure!(
+            event.transaction_hash == Some(*tx_hash),
+            "evidence {hash}: evaluated in another reveal"
+        );
+        let event = event.inner.data;
+        ensure!(event.investigator == staker && event.reward == *reward && !reward.is_zero());
+        rewards += *reward;
+    }
+    let adjudicator = Adjudicator::new(d.adjudicator, &reader);
+    ensure!(adjudicator.violations(faulty.staker).call().await? == U256::from(records.len()));
+    ensure!(adjudicator
+        .violations(honest.staker)
+        .call()
+        .await?
+        .is_zero());
+    ensure!(token.balanceOf(staker).call().await? == staker_before + rewards);
+    // The honest peer was audited too, and served every round it was asked.
+    let honest_seen = store
+        .availability_from(first_period)?
+        .into_iter()
+        .filter(|(peer, _, _)| *peer == honest.staker)
+        .fold(Availability::default(), |mut sum, (_, _, seen)| {
+            sum.add(&seen);
+            sum
+        });
+    ensure!(
+        honest_seen.served > 0 && honest_seen.served == honest_seen.total(),
+        "the honest peer: {honest_seen:?}"
+    );
+    let commitments = logs_naming(
+        &reader,
+        &net.chain,
+        d.adjudicator,
+        Adjudicator::EvidenceCommitted::SIGNATURE_HASH,
+        worker,
+    )
+    .await?;
+    ensure!(
+        commitments.len() == records.len(),
+        "{} commitments for {} evidence records",
+        commitments.len(),
+        records.len()
+    );
+
+    // One audit policy a period, created once.
+    let mut created = Vec::new();
+    for log in logs_naming(
+        &reader,
+        &net.chain,
+        d.policy_manager,
+        PolicyManager::PolicyCreated::SIGNATURE_HASH,
+        worker,
+    )
+    .await?
+    {
+        let block = reader
+            .get_block_by_number(log.block_number.context("no block")?.into())
+            .await?
+            .context("no block")?;
+        created.push(block.header.timestamp / SECONDS_PER_PERIOD);
+    }
+    let periods: Vec<u64> = (first_period..first_period + PERIODS).collect();
+    ensure!(
+        created == periods,
+        "audit policies created in periods {created:?}"
+    );
+    for period in periods {
+        let audit = store.audit(period)?.context("no audit")?;
+        ensure!(audit.state == AuditState::Created, "{audit:?}");
+    }
+
+    // Every transaction of the worker is a recorded duty that succeeded, none signed twice.
+    let nonce = duties_match_nonce(&net.chain, &store, worker, true, 0).await?;
+    for (key, record) in store.duties()? {
+        if let DutyRecord::Done { tx_hash, .. } = record {
+            let receipt = reader
+                .get_transaction_receipt(tx_hash)
+                .await?
+                .with_context(|| format!("{key}: no receipt"))?;
+            ensure!(receipt.status(), "{key}: {tx_hash} reverted");
+        }
+    }
+    drop(store);
+    faulty.running.shutdown().await;
+    honest.running.shutdown().await;
+    println!(
+        "{kills} kills ({cut_filings} cutting a filing short), {} evidence filed and slashed once \
+         each, {nonce} worker transactions, in {:?}",
+        records.len(),
+        started.elapsed()
+    );
     Ok(())
 }
