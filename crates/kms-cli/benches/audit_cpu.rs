@@ -21,8 +21,7 @@ use std::{
 use alloy::{primitives::U256, providers::Provider};
 use anyhow::{bail, ensure, Context, Result};
 use kms_contracts::test_utils::TestChain;
-use kms_crypto::keys::MasterSecret;
-use kms_node::{audit::AuditConfig, Behaviour, DutyConfig, Limits, Settings};
+use kms_node::{audit::AuditConfig, test_utils::local_settings, Settings};
 
 mod support;
 
@@ -142,26 +141,8 @@ async fn main() -> Result<()> {
     for (staker, worker) in [(5, 6), (7, 8), (9, 9)] {
         let dir = tempfile::tempdir()?;
         let settings = Settings {
-            rpc_url: chain.endpoint_url().to_string(),
-            deployment: chain.deployment().clone(),
-            staker: chain.address(staker)?,
-            worker: chain.signer(worker)?,
-            umbral: MasterSecret::from_seed([staker as u8; 32]).node_key(),
-            listen: "127.0.0.1:0".parse()?,
-            public_url: None,
-            store_path: dir.path().join("node.redb"),
-            confirmations: 0,
             poll_interval: Duration::from_millis(500),
-            max_log_range: 2000,
-            duties: DutyConfig {
-                audit: AuditConfig {
-                    budget_per_period: U256::ZERO,
-                    ..AuditConfig::default()
-                },
-                ..DutyConfig::default()
-            },
-            limits: Limits::default(),
-            behaviour: Behaviour::Honest,
+            ..local_settings(&chain, staker, worker, dir.path().join("node.redb"))?
         };
         peers.push((kms_node::start(settings).await?, dir));
     }

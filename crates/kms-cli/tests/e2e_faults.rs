@@ -59,14 +59,13 @@ use kms_contracts::{
     Adjudicator, PolicyManager,
 };
 use kms_crypto::{
-    keys::MasterSecret,
     test_utils::PolicyKeys,
     wire::{decode_public_key, Availability, KfragUpload, NetworkView},
 };
+use kms_node::test_utils::local_settings;
 use kms_node::{
-    audit::AuditConfig,
     store::{AuditState, EvidenceState},
-    Behaviour, DutyConfig, DutyRecord, Limits, RunningNode, Settings, Store,
+    Behaviour, DutyRecord, RunningNode, Settings, Store,
 };
 use serde_json::Value;
 use support::{http_get, NodeOptions, NodeProcess, KMS};
@@ -1394,25 +1393,9 @@ impl Peer {
         let dir = tempfile::tempdir()?;
         let settings = Settings {
             rpc_url: net.http(),
-            deployment: chain.deployment().clone(),
-            staker: chain.address(staker)?,
-            worker: chain.signer(worker)?,
-            umbral: MasterSecret::from_seed([staker as u8; 32]).node_key(),
-            listen: "127.0.0.1:0".parse()?,
-            public_url: None,
-            store_path: dir.path().join("node.redb"),
-            confirmations: 0,
-            poll_interval: Duration::from_millis(100),
             max_log_range: 2000,
-            duties: DutyConfig {
-                audit: AuditConfig {
-                    budget_per_period: U256::ZERO,
-                    ..AuditConfig::default()
-                },
-                ..DutyConfig::default()
-            },
-            limits: Limits::default(),
             behaviour,
+            ..local_settings(chain, staker, worker, dir.path().join("node.redb"))?
         };
         Ok(Self {
             staker: chain.address(staker)?,

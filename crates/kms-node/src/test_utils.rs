@@ -1,5 +1,6 @@
 //! Test support (feature `test-utils`): a [`PolicyDirectory`] without a chain, for the API's
-//! tests and benchmarks. Nothing here ships in a binary.
+//! tests and benchmarks, and the [`Settings`] of a node on a test chain. Nothing here ships in a
+//! binary.
 
 use std::{
     collections::HashMap,
@@ -11,7 +12,46 @@ use std::{
 
 use alloy::primitives::Address;
 
-use crate::directory::{Arrangement, DirectoryError, PolicyDirectory};
+use crate::{
+    audit::AuditConfig,
+    directory::{Arrangement, DirectoryError, PolicyDirectory},
+    Behaviour, DutyConfig, Limits, Settings,
+};
+
+/// The settings of a node on `chain` for its dev accounts `staker` and `worker`, its store at
+/// `store_path`: any free port of 127.0.0.1, acting at depth 0, polling every 100 ms, its Umbral
+/// key derived from the staker's index, honest, and **audits off** (a test that wants them sets
+/// `duties.audit`). Callers change what their test needs with `Settings { .., ..settings }`.
+pub fn local_settings(
+    chain: &kms_contracts::devchain::DevChain,
+    staker: usize,
+    worker: usize,
+    store_path: std::path::PathBuf,
+) -> Result<Settings, kms_contracts::devchain::DevChainError> {
+    let seed = u8::try_from(staker).unwrap_or(u8::MAX);
+    Ok(Settings {
+        rpc_url: chain.endpoint_url().to_string(),
+        deployment: chain.deployment().clone(),
+        staker: chain.address(staker)?,
+        worker: chain.signer(worker)?,
+        umbral: kms_crypto::keys::MasterSecret::from_seed([seed; 32]).node_key(),
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        public_url: None,
+        store_path,
+        confirmations: 0,
+        poll_interval: std::time::Duration::from_millis(100),
+        max_log_range: 1000,
+        duties: DutyConfig {
+            audit: AuditConfig {
+                budget_per_period: alloy::primitives::U256::ZERO,
+                ..AuditConfig::default()
+            },
+            ..DutyConfig::default()
+        },
+        limits: Limits::default(),
+        behaviour: Behaviour::Honest,
+    })
+}
 
 /// A policy as the chain would tell it.
 #[derive(Debug, Clone)]

@@ -24,13 +24,11 @@ use kms_contracts::{
     StakingEscrow,
 };
 use kms_crypto::{
-    keys::MasterSecret,
     test_utils::PolicyKeys,
     wire::{NodeInfo, ReencryptRequest},
 };
-use kms_node::{
-    Behaviour, DutyConfig, DutyRecord, Follower, FollowerConfig, Limits, Settings, Step, Store,
-};
+use kms_node::test_utils::local_settings;
+use kms_node::{DutyRecord, Follower, FollowerConfig, Limits, Settings, Step, Store};
 use serde_json::Value;
 use umbral_pre::{encrypt, DefaultSerialize, SecretKey};
 
@@ -39,22 +37,7 @@ const SECONDS_PER_PERIOD: u64 = 600;
 const WAIT: Duration = Duration::from_secs(30);
 
 fn settings(chain: &TestChain, store: &Path, staker: usize, worker: usize) -> Result<Settings> {
-    Ok(Settings {
-        rpc_url: chain.endpoint_url().to_string(),
-        deployment: chain.deployment().clone(),
-        staker: chain.address(staker)?,
-        worker: chain.signer(worker)?,
-        umbral: MasterSecret::from_seed([staker as u8; 32]).node_key(),
-        listen: "127.0.0.1:0".parse()?,
-        public_url: None,
-        store_path: store.to_owned(),
-        confirmations: 0,
-        poll_interval: Duration::from_millis(100),
-        max_log_range: 1000,
-        duties: DutyConfig::default(),
-        limits: Limits::default(),
-        behaviour: Behaviour::Honest,
-    })
+    Ok(local_settings(chain, staker, worker, store.to_owned())?)
 }
 
 fn duty(store: &Store, key: &str) -> Option<DutyRecord> {

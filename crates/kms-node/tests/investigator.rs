@@ -23,12 +23,14 @@ use kms_contracts::{
 };
 use kms_crypto::{
     fault::{Fault, FAULT_FILE_VERSION},
-    keys::MasterSecret,
     sign_answer,
     wire::{EvidenceStatus, NetworkView},
     AnswerContext,
 };
-use kms_node::{audit::AuditConfig, Behaviour, DutyConfig, Limits, RunningNode, Settings, Store};
+use kms_node::{
+    audit::AuditConfig, test_utils::local_settings, Behaviour, DutyConfig, RunningNode, Settings,
+    Store,
+};
 use umbral_pre::{encrypt, generate_kfrags, reencrypt, Capsule, SecretKey, Signer};
 
 const SECONDS_PER_PERIOD: u64 = 600;
@@ -68,26 +70,16 @@ fn settings(
     behaviour: Behaviour,
     audit: AuditConfig,
 ) -> Result<Settings> {
+    let settings = local_settings(chain, staker, worker, dir.join("node.redb"))?;
     Ok(Settings {
-        rpc_url: chain.endpoint_url().to_string(),
-        deployment: chain.deployment().clone(),
-        staker: chain.address(staker)?,
-        worker: chain.signer(worker)?,
-        umbral: MasterSecret::from_seed([staker as u8; 32]).node_key(),
-        listen: "127.0.0.1:0".parse()?,
-        public_url: None,
-        store_path: dir.join("node.redb"),
-        confirmations: 0,
-        poll_interval: Duration::from_millis(100),
-        max_log_range: 1000,
         duties: DutyConfig {
             audit,
             // The investigator's fees are left alone: the budget test reads what it paid.
             withdraw_fees_threshold: None,
-            ..DutyConfig::default()
+            ..settings.duties.clone()
         },
-        limits: Limits::default(),
         behaviour,
+        ..settings
     })
 }
 
