@@ -185,6 +185,7 @@ fn node_options(rpc_url: String, confirmations: u64) -> NodeOptions {
         poll_interval_ms: 100,
         max_log_range: 2000,
         prune: true,
+        audits: false,
     }
 }
 

@@ -175,6 +175,10 @@ pub(crate) struct NodeOptions {
     pub(crate) max_log_range: u64,
     /// `[duties] prune`.
     pub(crate) prune: bool,
+    /// `[audit]`: the defaults (on) when set, else `budget_per_period_wei = "0"`. Off unless a
+    /// test is about audits: an audit policy names the other test nodes, whose kfrag and policy
+    /// counts the tests check.
+    pub(crate) audits: bool,
 }
 
 /// A `kms node` set up with `kms node init` and run with `kms node run` as a child process; its
@@ -235,10 +239,16 @@ impl NodeProcess {
         );
         let config = dir.join("node.toml");
         let mut text = std::fs::read_to_string(&config)?;
+        let budget = if options.audits {
+            format!("\"{}\"", kms_node::audit::DEFAULT_AUDIT_BUDGET_WEI)
+        } else {
+            "\"0\"".to_owned()
+        };
         for (key, value) in [
             ("poll_interval_ms", options.poll_interval_ms.to_string()),
             ("max_log_range", options.max_log_range.to_string()),
             ("prune", options.prune.to_string()),
+            ("budget_per_period_wei", budget),
         ] {
             let line = text
                 .lines()
