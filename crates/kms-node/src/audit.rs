@@ -629,6 +629,16 @@ impl<P: Provider + Clone> Auditor<P> {
             }
         }))
         .await;
+        // A peer that refuses with 410 once the audit policy has ended by the chain's clock (the
+        // round ran late in the period, and the chain moved on meanwhile) is right to: that is
+        // the auditor's lateness, not the peer's failure, and is not held against it.
+        let ended = self
+            .client
+            .provider()
+            .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
+            .await
+            .map_err(chain)?
+            .is_some_and(|block| block.header.timestamp >= policy.end_timestamp);
         let mut record_answers = Vec::with_capacity(answers.len());
         for (peer, answer) in answers {
             let mut seen = Availability {
@@ -665,6 +675,10 @@ impl<P: Provider + Clone> Auditor<P> {
                             }
                         }
                     }
+                }
+                AuditAnswer::Refused { status: 410, .. } if ended => {
+                    tracing::debug!(%peer, "audit: asked after the audit policy ended");
+                    continue;
                 }
                 AuditAnswer::Refused { status, reason } => {
                     seen.refused = 1;
