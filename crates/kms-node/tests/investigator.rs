@@ -486,11 +486,24 @@ async fn audits_catch_a_wrong_peer_never_an_honest_one_within_budget() -> Result
     let first_period = chain.current_period().await?;
     for period in first_period..first_period + PERIODS {
         // Chain time runs through the period in steps; every round due is run.
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
         loop {
             let store = investigator.store().clone();
             let record = tokio::task::spawn_blocking(move || store.audit(period)).await??;
             let now = chain.latest_timestamp().await?;
+            if std::time::Instant::now() > deadline {
+                let store = investigator.store().clone();
+                let duties = tokio::task::spawn_blocking(move || store.duties()).await??;
+                anyhow::bail!(
+                    "period {period}: the audit did not run its rounds in time: {record:?}; \
+                     duties {duties:?}"
+                );
+            }
             if let Some(record) = &record {
+                ensure!(
+                    !matches!(record.state, kms_node::store::AuditState::Abandoned { .. }),
+                    "period {period}: the audit was abandoned: {record:?}"
+                );
                 let due = record.rounds.iter().filter(|&&at| at <= now).count();
                 if record.rounds_done == record.rounds.len() && due == record.rounds.len() {
                     break;
@@ -504,7 +517,12 @@ async fn audits_catch_a_wrong_peer_never_an_honest_one_within_budget() -> Result
                 now < (period + 1) * SECONDS_PER_PERIOD,
                 "period {period} ended with its audit {record:?}"
             );
-            chain.travel(SECONDS_PER_PERIOD / 12).await?;
+            // Never past the period's end: the node would move on to the next period's audit,
+            // leaving the rounds still due in this one (rounds missed are not made up).
+            let end = (period + 1) * SECONDS_PER_PERIOD;
+            chain
+                .travel((SECONDS_PER_PERIOD / 12).min(end - 1 - now).max(1))
+                .await?;
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
         if period + 1 < first_period + PERIODS {
