@@ -18,7 +18,7 @@
 //! Honest peers earn the audit policy's fees like any other; the budget bounds what the node
 //! spends on fees (gas is apart: one `createPolicy` a period).
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use alloy::{
     primitives::{Address, FixedBytes, B256, U256},
@@ -745,6 +745,3 @@ fn failure(error: &kms_client::NodeError, now: u64) -> Availability {
     }
     seen
 }
-
-/// How long one audit request may take before it counts as timed out.
-pub const AUDIT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);

@@ -118,11 +118,6 @@ impl<P: Provider + Clone> EvidenceDesk<P> {
         }
     }
 
-    /// Who is paid when a reporter names nobody.
-    pub fn default_beneficiary(&self) -> Address {
-        self.default_beneficiary
-    }
-
     /// Judges `fault` as the Adjudicator would at the latest block, and records it for filing
     /// if it is slashable. Returns its hash, its record (the earlier one if the same evidence
     /// was accepted before) and whether it is new.
