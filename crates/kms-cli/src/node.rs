@@ -40,7 +40,7 @@ impl NodeSubcommand {
     /// Runs the subcommand.
     pub async fn run(self) -> Result<()> {
         match self {
-            Self::Init(args) => args.run(),
+            Self::Init(args) => args.run().await,
             Self::Run(args) => args.run().await,
         }
     }
@@ -88,9 +88,11 @@ pub struct InitArgs {
     /// The URL clients reach the API at (default: http:// + --listen).
     #[arg(long)]
     pub public_url: Option<String>,
-    /// Blocks an event must be deep before the node acts on it.
-    #[arg(long, default_value_t = 2)]
-    pub confirmations: u64,
+    /// Blocks an event must be deep before the node acts on it [default: 2, or 0 on a chain that
+    /// mines a block only with a transaction (anvil's default), where a depth of 2 would wait
+    /// for two more transactions]
+    #[arg(long)]
+    pub confirmations: Option<u64>,
     /// Import this worker private key (hex) instead of generating one.
     #[arg(long, env = "KMS_WORKER_PRIVATE_KEY", hide_env_values = true)]
     pub worker_private_key: Option<String>,
@@ -101,7 +103,7 @@ pub struct InitArgs {
 
 impl InitArgs {
     /// Writes the node's directory and prints what the staker does next.
-    pub fn run(self) -> Result<()> {
+    pub async fn run(self) -> Result<()> {
         let password = self.password.read(None)?;
         let config_path = self.dir.join("node.toml");
         if config_path.exists() {
@@ -124,7 +126,7 @@ impl InitArgs {
             self.listen,
             public_url,
         );
-        config.chain.confirmations = self.confirmations;
+        config.chain.confirmations = choose_confirmations(&self.rpc_url, self.confirmations).await;
         if let Some(password_file) = &self.password.password_file {
             config.node.password_file = Some(
                 std::path::absolute(password_file)
@@ -160,6 +162,58 @@ impl InitArgs {
         );
         Ok(())
     }
+}
+
+/// The depth a node acts at: `given`, or 2, or 0 on a chain that mines only on transactions
+/// (an idle chain would never make a transaction 2 blocks deep). Says what it chose and why.
+async fn choose_confirmations(rpc_url: &str, given: Option<u64>) -> u64 {
+    const DEFAULT: u64 = 2;
+    let on_demand = mines_only_on_transactions(rpc_url).await;
+    match (given, on_demand) {
+        (Some(depth), Some(true)) if depth > 0 => {
+            println!(
+                "note: {rpc_url} mines a block only with a transaction (anvil's automine): the \
+                 node acts {depth} blocks deep, so at start it waits for {depth} more \
+                 transactions after its own (its API says so with a 503 meanwhile)"
+            );
+            depth
+        }
+        (Some(depth), _) => depth,
+        (None, Some(true)) => {
+            println!(
+                "confirmations = 0: {rpc_url} mines a block only with a transaction (anvil's \
+                 automine), so a block is final as soon as it exists; on any other chain keep \
+                 the default 2 or more (--confirmations)"
+            );
+            0
+        }
+        (None, Some(false)) => DEFAULT,
+        (None, None) => {
+            println!(
+                "confirmations = {DEFAULT}: {rpc_url} could not be asked how it mines; on a \
+                 devnet that mines only on transactions set --confirmations 0"
+            );
+            DEFAULT
+        }
+    }
+}
+
+/// Whether the chain at `rpc_url` is an anvil with automine on (a block per transaction, none
+/// otherwise); `None` if it cannot be asked within a few seconds.
+async fn mines_only_on_transactions(rpc_url: &str) -> Option<bool> {
+    use alloy::providers::{ext::AnvilApi, Provider, ProviderBuilder};
+    let ask = async {
+        let provider = ProviderBuilder::new().connect(rpc_url).await.ok()?;
+        let version = provider.get_client_version().await.ok()?;
+        if !version.to_ascii_lowercase().contains("anvil") {
+            return Some(false);
+        }
+        provider.anvil_get_auto_mine().await.ok()
+    };
+    tokio::time::timeout(Duration::from_secs(5), ask)
+        .await
+        .ok()
+        .flatten()
 }
 
 /// `kms node run`.
@@ -203,7 +257,15 @@ impl RunArgs {
             limits: config.limits(),
             behaviour: kms_node::Behaviour::Honest,
         };
-        let node = kms_node::start(settings).await?;
+        // Starting waits as long as the chain takes (its API answers 503 meanwhile): a signal
+        // stops it there too.
+        let node = tokio::select! {
+            node = kms_node::start(settings) => node?,
+            () = shutdown_signal() => {
+                println!("stopped while starting");
+                return Ok(());
+            }
+        };
         println!("listening on {}", node.local_addr());
         node.run_until(shutdown_signal()).await;
         Ok(())

@@ -34,7 +34,9 @@ use kms_crypto::{
     wire::{decode_b64, encode_b64, encode_hex, ReencryptRequest, ReencryptResponse},
     AnswerContext, Verdict,
 };
-use kms_node::{ApiState, ChainDirectory, Limits, NodeIdentity, Store};
+use kms_node::{
+    ApiState, ChainDirectory, Follower, FollowerConfig, HeadView, Limits, NodeIdentity, Store,
+};
 use umbral_pre::{Capsule, CapsuleFrag, DefaultDeserialize, DefaultSerialize, SecretKey};
 
 /// Long periods: a test never crosses more than one period boundary.
@@ -49,6 +51,8 @@ const NODES: [(usize, usize); 4] = [(2, 3), (4, 5), (6, 7), (8, 9)];
 struct TestNode {
     staker: Address,
     url: String,
+    /// What its chain follower read last (the node refuses revoked policies from it).
+    head: Arc<HeadView>,
     task: tokio::task::JoinHandle<()>,
     _dir: tempfile::TempDir,
 }
@@ -110,7 +114,23 @@ async fn start_node(chain: &TestChain, accounts: (usize, usize), kind: Kind) -> 
         seconds_per_period: d.seconds_per_period,
     };
     let directory = ChainDirectory::new(chain.read_provider(), d.policy_manager, d.start_block);
-    let state = ApiState::new(identity, store, Arc::new(directory), Limits::default())?;
+    // The daemon's chain follower, as `kms_node::start` runs it: it keeps the head view the API
+    // refuses revoked policies on.
+    let head = Arc::new(HeadView::new(Duration::from_secs(60)));
+    let follower = Follower::new(
+        chain.read_provider(),
+        store.clone(),
+        FollowerConfig {
+            staker,
+            policy_manager: d.policy_manager,
+            start_block: d.start_block,
+            confirmations: 0,
+            max_range: 1000,
+        },
+    )
+    .with_head_view(head.clone());
+    let state = ApiState::new(identity, store, Arc::new(directory), Limits::default())?
+        .with_head_view(head.clone());
     let mut app = kms_node::router(Arc::new(state));
     match kind {
         Kind::Slow => app = app.layer(middleware::from_fn(slow_reencryption)),
@@ -132,7 +152,18 @@ async fn start_node(chain: &TestChain, accounts: (usize, usize), kind: Kind) -> 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
+        let follow = async move {
+            loop {
+                if let Err(e) = follower.step().await {
+                    eprintln!("follower step: {e}");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::select! {
+            _ = axum::serve(listener, app) => {}
+            () = follow => {}
+        }
     });
 
     let as_worker = chain.provider(worker_index)?;
@@ -163,6 +194,7 @@ async fn start_node(chain: &TestChain, accounts: (usize, usize), kind: Kind) -> 
     Ok(TestNode {
         staker,
         url,
+        head,
         task,
         _dir: dir,
     })
@@ -231,6 +263,24 @@ struct Setup {
 }
 
 impl Setup {
+    /// Waits until every node's follower has read the chain's current head.
+    async fn wait_for_heads(&self) -> Result<()> {
+        let head = self.chain.read_provider().get_block_number().await?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while self
+            .nodes
+            .iter()
+            .any(|n| n.head.head().is_none_or(|h| h.number < head))
+        {
+            ensure!(
+                std::time::Instant::now() < deadline,
+                "the nodes did not read block {head}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
     async fn start(kinds: &[Kind]) -> Result<Self> {
         let chain = TestChain::start(SECONDS_PER_PERIOD).await?;
         let d = chain.deployment().clone();
@@ -490,6 +540,8 @@ async fn revoked_policy_is_refused_by_every_node() -> Result<()> {
     ensure!(!revoked.amount.is_zero(), "no refund");
     let status = setup.alice.policy_status(&policy).await?;
     ensure!(status.revoked);
+    // Refused from the block of the revocation on, once each node has read it (its poll).
+    setup.wait_for_heads().await?;
 
     match bob
         .retrieve(&policy, &setup.bob, &capsules, &RetrieveOptions::default())

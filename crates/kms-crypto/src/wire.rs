@@ -666,6 +666,16 @@ pub struct NodeStatus {
     pub policies: u64,
     /// The last block the chain follower applied (`None` before its first step).
     pub cursor_block: Option<u64>,
+    /// The chain head the node last read (`None` before the first read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_block: Option<u64>,
+    /// Milliseconds since the node last read the chain head.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_age_ms: Option<u64>,
+    /// Why re-encryption requests are refused with 503 now, if they are (no head read yet, the
+    /// last read older than the node's bound, catching up with the chain).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusing: Option<String>,
 }
 
 /// `POST /v1/evidence`'s answer, and `GET /v1/evidence/{id}`: where the filing of a piece of

@@ -42,6 +42,7 @@
 //! header_read_timeout_secs = 10              # then the connection is closed
 //! body_read_timeout_secs = 30                # then 408
 //! max_connections = 512                      # further connections wait in the backlog
+//! max_head_age_secs = 15                     # 503 once the chain head was read this long ago
 //! ```
 //!
 //! The `[limits]` keys after `workers`, and the whole `[audit]` section, may be omitted (older
@@ -252,6 +253,9 @@ pub struct LimitsSection {
     /// Most connections served at once.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// How old the node's read of the chain head may be before re-encryptions are refused (503).
+    #[serde(default = "default_max_head_age_secs")]
+    pub max_head_age_secs: u64,
 }
 
 fn default_max_remembered_per_policy() -> usize {
@@ -275,6 +279,9 @@ fn default_body_read_timeout_secs() -> u64 {
 fn default_max_connections() -> usize {
     Limits::default().max_connections
 }
+fn default_max_head_age_secs() -> u64 {
+    Limits::default().max_head_age.as_secs()
+}
 
 impl Default for LimitsSection {
     fn default() -> Self {
@@ -291,6 +298,7 @@ impl Default for LimitsSection {
             header_read_timeout_secs: limits.header_read_timeout.as_secs(),
             body_read_timeout_secs: limits.body_read_timeout.as_secs(),
             max_connections: limits.max_connections,
+            max_head_age_secs: limits.max_head_age.as_secs(),
         }
     }
 }
@@ -397,6 +405,7 @@ impl NodeConfig {
                 limits.body_read_timeout_secs,
             ),
             ("limits.max_connections", limits.max_connections as u64),
+            ("limits.max_head_age_secs", limits.max_head_age_secs),
         ];
         match positive.into_iter().find(|&(_, value)| value == 0) {
             Some((field, _)) => Err(ConfigError::Invalid {
@@ -490,6 +499,7 @@ impl NodeConfig {
             header_read_timeout: Duration::from_secs(l.header_read_timeout_secs),
             body_read_timeout: Duration::from_secs(l.body_read_timeout_secs),
             max_connections: l.max_connections,
+            max_head_age: Duration::from_secs(l.max_head_age_secs),
         }
     }
 

@@ -1,5 +1,6 @@
-//! The daemon: checks the chain and the node's bond, opens the store, publishes its node record
-//! (the start-up duties), then runs its services until shut down, each owning its loop (the
+//! The daemon: listens at once (every request answered 503 with what the node waits for, see
+//! [`Gate`]), checks the chain and the node's bond, opens the store, publishes its node record
+//! (the start-up duties), then opens the API and runs its services until shut down, each owning its loop (the
 //! shape of Lighthouse's validator client): the HTTP API, the block notifier (WebSocket
 //! endpoints only), the chain follower ([`Follower::run`]) and the duties ([`Duties::run`]),
 //! woken by new blocks or the poll interval ([`Wakeups`]).
@@ -21,12 +22,13 @@ use tokio::{net::TcpListener, sync::watch, task::JoinSet};
 
 pub use crate::settings::{DaemonError, Settings};
 use crate::{
-    api::{router, ApiState, Investigation, Limits, NodeIdentity},
+    api::{router, ApiState, Gate, Investigation, Limits, Metrics, NodeIdentity},
     audit::{AuditMetrics, Auditor},
-    directory::{ChainDirectory, PolicyDirectory},
+    directory::ChainDirectory,
     duties::{startup, Duties, DutyMetrics},
     evidence::EvidenceDesk,
     follower::{Follower, FollowerConfig},
+    head::HeadView,
     store::Store,
     tx::TxSender,
     wakeup::Wakeups,
@@ -77,8 +79,34 @@ fn chain(e: impl std::fmt::Display) -> DaemonError {
     DaemonError::Chain(e.to_string())
 }
 
-/// Starts the node: see the module docs.
+/// Starts the node: see the module docs. The API's port answers from the start: 503 with what
+/// the node is waiting for (the chain, the bond, the node record's confirmation), then the real
+/// API once the services run. Waiting for a start-up transaction never gives up (an idle devnet
+/// mines a block only with a transaction): race this future against a shutdown signal.
 pub async fn start(settings: Settings) -> Result<RunningNode, DaemonError> {
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .map_err(|e| DaemonError::Api(format!("cannot listen on {}: {e}", settings.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| DaemonError::Api(e.to_string()))?;
+    let public_url = settings
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    let gate = Gate::new("connecting to the chain");
+    let metrics = Metrics::new().map_err(|e| DaemonError::Api(e.to_string()))?;
+    let (shutdown, _) = watch::channel(false);
+    let wakeups = Wakeups::new(settings.poll_interval, shutdown.subscribe());
+    let mut tasks = JoinSet::new();
+    tasks.spawn(serve_api(
+        listener,
+        gate.clone(),
+        settings.limits.clone(),
+        metrics.open_connections(),
+        wakeups.clone(),
+    ));
+
     let (provider, chain_id) = connect(&settings).await?;
     let worker = settings.worker.address();
     let path = settings.store_path.clone();
@@ -94,19 +122,11 @@ pub async fn start(settings: Settings) -> Result<RunningNode, DaemonError> {
         settings.confirmations,
         settings.poll_interval,
     );
-    startup::accept_bond(&provider, &sender, &settings).await?;
-
-    let listener = TcpListener::bind(settings.listen)
-        .await
-        .map_err(|e| DaemonError::Api(format!("cannot listen on {}: {e}", settings.listen)))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| DaemonError::Api(e.to_string()))?;
-    let public_url = settings
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{addr}"));
-    startup::publish_node_record(&provider, &sender, &settings, &public_url).await?;
+    gate.set_phase("checking the worker's bond");
+    startup::accept_bond(&provider, &sender, &settings, &gate).await?;
+    gate.set_phase("checking the node record");
+    startup::publish_node_record(&provider, &sender, &settings, &public_url, &gate).await?;
+    gate.set_phase("starting the services");
 
     // The investigator: evidence filed for the staker (or the configured beneficiary), and the
     // audits, which also keep the network view of `GET /v1/network`.
@@ -138,7 +158,11 @@ pub async fn start(settings: Settings) -> Result<RunningNode, DaemonError> {
         network: Some(auditor.network()),
     };
 
-    let state = api_state(&settings, &provider, &store, chain_id, investigation)?;
+    // The follower keeps the head view the API refuses on: no chain call per request.
+    let head_view = Arc::new(HeadView::new(settings.limits.max_head_age));
+    let state = api_state(&settings, &provider, &store, chain_id, investigation)?
+        .with_metrics(metrics)
+        .with_head_view(head_view.clone());
     let clock = state.clock();
     let registry = state.metrics().registry();
     let (duty_metrics, chain_lag) =
@@ -146,16 +170,8 @@ pub async fn start(settings: Settings) -> Result<RunningNode, DaemonError> {
     let audit_metrics =
         AuditMetrics::register(registry).map_err(|e| DaemonError::Api(e.to_string()))?;
     let auditor = Arc::new(auditor.with_metrics(audit_metrics));
+    let state = Arc::new(state);
 
-    let (shutdown, _) = watch::channel(false);
-    let wakeups = Wakeups::new(settings.poll_interval, shutdown.subscribe());
-    let mut tasks = JoinSet::new();
-    tasks.spawn(serve_api(
-        listener,
-        state,
-        settings.limits.clone(),
-        wakeups.clone(),
-    ));
     // New blocks wake the loops early on a WebSocket endpoint; polling covers the rest.
     if settings.rpc_url.starts_with("ws") {
         tasks.spawn(notify_new_blocks(provider.clone(), wakeups.clone()));
@@ -170,7 +186,8 @@ pub async fn start(settings: Settings) -> Result<RunningNode, DaemonError> {
             confirmations: settings.confirmations,
             max_range: settings.max_log_range,
         },
-    );
+    )
+    .with_head_view(head_view);
     tasks.spawn(follower.run(wakeups.clone(), chain_lag));
     tasks.spawn(auditor.clone().run(wakeups.clone()));
     let audits = settings.duties.audit.enabled().then_some(auditor);
@@ -187,6 +204,7 @@ pub async fn start(settings: Settings) -> Result<RunningNode, DaemonError> {
     .with_clock(clock)
     .with_investigation(desk, audits);
     tasks.spawn(duties.run(wakeups));
+    gate.open(router(state));
 
     tracing::info!(%addr, staker = %settings.staker, %worker, %public_url, "node started");
     Ok(RunningNode {
@@ -237,7 +255,7 @@ fn api_state(
     store: &Store,
     chain_id: u64,
     investigation: Investigation,
-) -> Result<Arc<ApiState<ChainDirectory<DynProvider>>>, DaemonError> {
+) -> Result<ApiState<ChainDirectory<DynProvider>>, DaemonError> {
     let directory = ChainDirectory::new(
         provider.clone(),
         settings.deployment.policy_manager,
@@ -252,30 +270,28 @@ fn api_state(
         adjudicator: settings.deployment.adjudicator,
         seconds_per_period: settings.deployment.seconds_per_period,
     };
-    Ok(Arc::new(
-        ApiState::new(
-            identity,
-            store.clone(),
-            Arc::new(directory),
-            settings.limits.clone(),
-        )
-        .map_err(|e| DaemonError::Api(e.to_string()))?
-        .with_behaviour(settings.behaviour)
-        .with_investigation(investigation),
-    ))
+    Ok(ApiState::new(
+        identity,
+        store.clone(),
+        Arc::new(directory),
+        settings.limits.clone(),
+    )
+    .map_err(|e| DaemonError::Api(e.to_string()))?
+    .with_behaviour(settings.behaviour)
+    .with_investigation(investigation))
 }
 
-/// The API service: serves until shutdown, then lets in-flight requests finish.
-async fn serve_api<D: PolicyDirectory>(
+/// The API service: serves the gate (503 while the node starts, then the API) until shutdown,
+/// then lets in-flight requests finish.
+async fn serve_api(
     listener: TcpListener,
-    state: Arc<ApiState<D>>,
+    gate: Arc<Gate>,
     limits: Limits,
+    open_connections: IntGauge,
     mut wakeups: Wakeups,
 ) {
-    let open_connections = state.metrics().open_connections();
-    let app = router(state);
     let graceful = async move { wakeups.shutdown().await };
-    crate::server::serve(listener, app, &limits, open_connections, graceful).await;
+    crate::server::serve(listener, gate.router(), &limits, open_connections, graceful).await;
 }
 
 /// The block notifier service: wakes the other services at each new block, until shutdown or

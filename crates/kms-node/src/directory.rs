@@ -25,7 +25,8 @@ pub struct Arrangement {
 #[error("chain: {0}")]
 pub struct DirectoryError(pub String);
 
-/// The policy facts the API checks every upload and re-encryption against.
+/// The policy facts the API checks kfrag uploads against (a re-encryption is checked against
+/// the store and the head view alone: see `crate::head`).
 pub trait PolicyDirectory: Send + Sync + 'static {
     /// The policy's kfrag signer; `None` if there is no such policy.
     fn kfrag_signer(
@@ -38,15 +39,6 @@ pub trait PolicyDirectory: Send + Sync + 'static {
         &self,
         policy_id: [u8; 16],
     ) -> impl Future<Output = Result<Option<Arrangement>, DirectoryError>> + Send;
-
-    /// Whether `node` must serve the policy now (it exists, is neither revoked nor ended, names
-    /// `node`, and `node`'s arrangement is not revoked); `nodes` is the policy's node list.
-    fn is_active(
-        &self,
-        policy_id: [u8; 16],
-        node: Address,
-        nodes: &[Address],
-    ) -> impl Future<Output = Result<bool, DirectoryError>> + Send;
 }
 
 /// The [`PolicyDirectory`] of a deployed `PolicyManager`.
@@ -158,20 +150,5 @@ impl<P: Provider + Clone + 'static> PolicyDirectory for ChainDirectory<P> {
             nodes: event.nodes,
             end_timestamp,
         }))
-    }
-
-    async fn is_active(
-        &self,
-        policy_id: [u8; 16],
-        node: Address,
-        nodes: &[Address],
-    ) -> Result<bool, DirectoryError> {
-        let manager = PolicyManager::new(self.policy_manager, &self.provider);
-        manager
-            .isArrangementActive(FixedBytes(policy_id), node, nodes.to_vec())
-            .block(BlockId::latest())
-            .call()
-            .await
-            .map_err(chain_err)
     }
 }

@@ -9,7 +9,9 @@
 //! - [`server`]: serves the router over TCP with a header timeout and a connection limit.
 //! - `guard`: the API's replay guard (per-policy quotas), per-client rate limit and cache of
 //!   unknown policies.
-//! - [`follower`]: applies confirmed `PolicyManager` events to the store from a durable cursor.
+//! - [`follower`]: applies confirmed `PolicyManager` events to the store from a durable cursor,
+//!   and keeps the [`head`] view: the head and its unconfirmed revocations, which the API serves
+//!   on without a chain call.
 //! - [`tx`]: exactly-once duty transactions (recorded before broadcast).
 //! - [`duties`]: commit, mint, withdraw fees, prune kfrags.
 //! - [`wakeup`]: when the daemon's services (follower, duties, block notifier) run again.
@@ -26,6 +28,7 @@ pub mod duties;
 pub mod evidence;
 pub mod follower;
 mod guard;
+pub mod head;
 pub mod server;
 pub mod settings;
 pub mod store;
@@ -42,5 +45,6 @@ pub use daemon::{start, DaemonError, RunningNode, Settings};
 pub use directory::{Arrangement, ChainDirectory, DirectoryError, PolicyDirectory};
 pub use duties::{Duties, DutyConfig};
 pub use follower::{Follower, FollowerConfig, Step};
+pub use head::{HeadBlock, HeadView, NotFresh};
 pub use store::{Cursor, DutyRecord, PolicyRecord, PutOutcome, Store, StoreError, StoredKfrag};
 pub use tx::{TxError, TxSender};

@@ -1,5 +1,6 @@
-//! Test support (feature `test-utils`): a [`PolicyDirectory`] without a chain, for the API's
-//! tests and benchmarks, and the [`Settings`] of a node on a test chain. Nothing here ships in a
+//! Test support (feature `test-utils`): a [`PolicyDirectory`] without a chain and a head view
+//! that never goes stale, for the API's tests and benchmarks, the [`Settings`] of a node on a
+//! test chain, and an RPC proxy that counts, delays or stalls a node's calls. Nothing here ships in a
 //! binary.
 
 use std::{
@@ -15,6 +16,7 @@ use alloy::primitives::Address;
 use crate::{
     audit::AuditConfig,
     directory::{Arrangement, DirectoryError, PolicyDirectory},
+    head::{HeadBlock, HeadView},
     Behaviour, DutyConfig, Limits, Settings,
 };
 
@@ -53,6 +55,21 @@ pub fn local_settings(
     })
 }
 
+/// A head view that never goes stale, holding one head and no unconfirmed revocation: for an
+/// API without a chain follower (a daemon's follower keeps its real one).
+pub fn steady_head() -> std::sync::Arc<HeadView> {
+    let view = HeadView::new(std::time::Duration::MAX);
+    view.publish(
+        HeadBlock {
+            number: 1,
+            hash: alloy::primitives::B256::repeat_byte(1),
+            timestamp: 0,
+        },
+        std::collections::HashSet::new(),
+    );
+    std::sync::Arc::new(view)
+}
+
 /// A policy as the chain would tell it.
 #[derive(Debug, Clone)]
 pub struct FakePolicy {
@@ -60,8 +77,6 @@ pub struct FakePolicy {
     pub signer: Address,
     /// Its nodes and end.
     pub arrangement: Arrangement,
-    /// Whether it is live (not revoked).
-    pub active: bool,
 }
 
 /// The chain, as a map the test edits. Empty by default: it knows no policy.
@@ -90,13 +105,6 @@ impl FakeDirectory {
     /// Puts `policy` on the chain as `policy_id` (replacing any).
     pub fn insert(&self, policy_id: [u8; 16], policy: FakePolicy) {
         lock(&self.policies).insert(policy_id, policy);
-    }
-
-    /// Revokes (`false`) or restores policy `policy_id`; a no-op for an unknown policy.
-    pub fn set_active(&self, policy_id: [u8; 16], active: bool) {
-        if let Some(policy) = lock(&self.policies).get_mut(&policy_id) {
-            policy.active = active;
-        }
     }
 
     /// From now on every call fails with `text` (`None`: the chain answers again).
@@ -133,16 +141,141 @@ impl PolicyDirectory for FakeDirectory {
             .get(&policy_id)
             .map(|p| p.arrangement.clone()))
     }
+}
 
-    async fn is_active(
-        &self,
-        policy_id: [u8; 16],
-        node: Address,
-        nodes: &[Address],
-    ) -> Result<bool, DirectoryError> {
-        self.check_up()?;
-        Ok(lock(&self.policies)
-            .get(&policy_id)
-            .is_some_and(|p| p.active && p.arrangement.nodes == nodes && nodes.contains(&node)))
+/// What an [`RpcProxy`] does with the calls it receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyMode {
+    /// Forwards every call (after the delay, if any).
+    Forward,
+    /// Holds every call, answering none until the mode changes: an endpoint that accepts
+    /// connections and never answers.
+    Stall,
+}
+
+#[derive(Debug)]
+struct ProxyState {
+    upstream: String,
+    http: reqwest::Client,
+    calls: Mutex<HashMap<String, u64>>,
+    delay: Mutex<std::time::Duration>,
+    mode: tokio::sync::watch::Sender<ProxyMode>,
+}
+
+/// A JSON-RPC proxy in front of a node's RPC endpoint (HTTP only): counts the calls by method,
+/// adds a delay to each (a remote, metered endpoint), or stalls them all. Tests use it to show
+/// which paths make chain calls; the benchmarks, to put an RPC endpoint 50 ms away.
+#[derive(Debug)]
+pub struct RpcProxy {
+    url: String,
+    state: std::sync::Arc<ProxyState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RpcProxy {
+    /// A proxy of `upstream` (an `http://` JSON-RPC URL) on a free port of 127.0.0.1.
+    pub async fn start(upstream: &str) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let (mode, _) = tokio::sync::watch::channel(ProxyMode::Forward);
+        let state = std::sync::Arc::new(ProxyState {
+            upstream: upstream.to_owned(),
+            http: reqwest::Client::new(),
+            calls: Mutex::new(HashMap::new()),
+            delay: Mutex::new(std::time::Duration::ZERO),
+            mode,
+        });
+        let app = axum::Router::new()
+            .fallback(axum::routing::post(proxy_call))
+            .with_state(state.clone());
+        let task = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::warn!(error = %e, "RPC proxy stopped");
+            }
+        });
+        Ok(Self { url, state, task })
+    }
+
+    /// The proxy's URL, to give the node as its RPC endpoint.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Calls received so far (each call of a batch counts), by method.
+    pub fn calls_by_method(&self) -> HashMap<String, u64> {
+        lock(&self.state.calls).clone()
+    }
+
+    /// Calls received so far.
+    pub fn calls(&self) -> u64 {
+        lock(&self.state.calls).values().sum()
+    }
+
+    /// Every call waits `delay` before it is forwarded.
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        *lock(&self.state.delay) = delay;
+    }
+
+    /// Forward or stall the calls from now on (held calls go on when forwarding resumes).
+    pub fn set_mode(&self, mode: ProxyMode) {
+        self.state.mode.send_replace(mode);
+    }
+}
+
+impl Drop for RpcProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn proxy_call(
+    axum::extract::State(state): axum::extract::State<std::sync::Arc<ProxyState>>,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let methods = match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(serde_json::Value::Array(calls)) => calls
+            .iter()
+            .map(|c| c["method"].as_str().unwrap_or("?").to_owned())
+            .collect(),
+        Ok(call) => vec![call["method"].as_str().unwrap_or("?").to_owned()],
+        Err(_) => vec!["(not JSON)".to_owned()],
+    };
+    {
+        let mut calls = lock(&state.calls);
+        for method in methods {
+            *calls.entry(method).or_default() += 1;
+        }
+    }
+    let mut mode = state.mode.subscribe();
+    if mode.wait_for(|m| *m == ProxyMode::Forward).await.is_err() {
+        return axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    let delay = *lock(&state.delay);
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let forwarded = state
+        .http
+        .post(&state.upstream)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .send()
+        .await;
+    match forwarded {
+        Ok(response) => {
+            let status = axum::http::StatusCode::from_u16(response.status().as_u16())
+                .unwrap_or(axum::http::StatusCode::BAD_GATEWAY);
+            match response.bytes().await {
+                Ok(bytes) => (
+                    status,
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    bytes,
+                )
+                    .into_response(),
+                Err(_) => axum::http::StatusCode::BAD_GATEWAY.into_response(),
+            }
+        }
+        Err(_) => axum::http::StatusCode::BAD_GATEWAY.into_response(),
     }
 }

@@ -107,6 +107,11 @@ impl<P: Provider + Clone> TxSender<P> {
         }
     }
 
+    /// How deep a transaction must be to count as done.
+    pub fn confirmations(&self) -> u64 {
+        self.confirmations
+    }
+
     /// How long one call waits for a receipt before answering [`TxError::Pending`].
     pub fn with_settle_timeout(mut self, timeout: Duration) -> Self {
         self.settle_timeout = timeout;

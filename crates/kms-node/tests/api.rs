@@ -4,12 +4,16 @@
 #![allow(clippy::unwrap_used)]
 
 use std::{
+    collections::HashSet,
     net::SocketAddr,
     sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use alloy::{primitives::Address, signers::local::PrivateKeySigner};
+use alloy::{
+    primitives::{Address, B256},
+    signers::local::PrivateKeySigner,
+};
 use axum::{
     body::Body,
     extract::ConnectInfo,
@@ -20,12 +24,13 @@ use http_body_util::BodyExt;
 use kms_crypto::{ethereum_address, recover_answer_signer, test_utils::PolicyKeys, AnswerContext};
 use kms_node::{
     api::decode_node_key,
+    store::FollowerBatch,
     test_utils::{FakeDirectory, FakePolicy},
     wire::{
         decode_b64, decode_hex, encode_b64, encode_public_key, KfragUpload, NodeInfo,
         ReencryptRequest, ReencryptResponse,
     },
-    ApiState, Arrangement, Limits, NodeIdentity, Store,
+    ApiState, Arrangement, Cursor, HeadBlock, HeadView, Limits, NodeIdentity, PolicyRecord, Store,
 };
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -138,6 +143,9 @@ impl Node {
 struct Node {
     app: Router,
     directory: Arc<FakeDirectory>,
+    /// What the follower would keep: the head and its unconfirmed revocations.
+    head: Arc<HeadView>,
+    store: Store,
     staker: Address,
     worker: Address,
     umbral_pk: PublicKey,
@@ -170,6 +178,8 @@ impl Node {
     ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path().join("node.redb")).unwrap();
+        let head = Arc::new(HeadView::new(limits.max_head_age));
+        publish_head(&head, HashSet::new());
         let worker = PrivateKeySigner::random();
         let identity = NodeIdentity {
             staker: PrivateKeySigner::random().address(),
@@ -180,12 +190,15 @@ impl Node {
             seconds_per_period: SECONDS_PER_PERIOD,
         };
         let (staker, umbral_pk) = (identity.staker, identity.umbral.public_key());
-        let state = ApiState::new(identity, store, directory.clone(), limits)
+        let state = ApiState::new(identity, store.clone(), directory.clone(), limits)
             .unwrap()
-            .with_behaviour(behaviour);
+            .with_behaviour(behaviour)
+            .with_head_view(head.clone());
         Self {
             app: kms_node::router(Arc::new(state)),
             directory,
+            head,
+            store,
             staker,
             worker: worker.address(),
             umbral_pk,
@@ -205,7 +218,6 @@ impl Node {
                     nodes,
                     end_timestamp: now() + 3600,
                 },
-                active: true,
             },
         );
     }
@@ -493,21 +505,77 @@ async fn wrong_requester_is_refused() {
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{value}");
 }
 
+/// The follower's view of the head at block 100, with `revoked` revoked in unconfirmed blocks.
+fn publish_head(head: &HeadView, revoked: HashSet<[u8; 16]>) {
+    head.publish(
+        HeadBlock {
+            number: 100,
+            hash: B256::repeat_byte(0x10),
+            timestamp: now(),
+        },
+        revoked,
+    );
+}
+
+/// The follower confirmed `policy` naming `nodes` (and ending at `end`), and its revocation if
+/// `revoked`.
+fn confirm(node: &Node, policy: &Policy, nodes: Vec<Address>, end: u64, revoked: bool) {
+    let batch = FollowerBatch {
+        created: vec![(
+            policy.id,
+            PolicyRecord {
+                nodes,
+                end_timestamp: end,
+                kfrag_signer: ethereum_address(&policy.signer.public_key()),
+                created_block: 90,
+                revoked: false,
+            },
+        )],
+        revoked: if revoked { vec![policy.id] } else { vec![] },
+    };
+    let cursor = Cursor {
+        block: 98,
+        hash: B256::repeat_byte(0x98),
+    };
+    node.store.apply_batch(&batch, cursor).unwrap();
+}
+
 #[tokio::test]
-async fn revoked_policy_is_refused() {
+async fn a_revocation_is_refused_from_the_head_then_from_the_store() {
     let (node, policy, capsule) = node_with_policy().await;
     node.reencrypt_ok(&policy, std::slice::from_ref(&capsule))
         .await;
-    node.directory.set_active(policy.id, false);
+    // Seen at the head, not yet confirmed: 410 at once, the kfrag kept.
+    publish_head(&node.head, HashSet::from([policy.id]));
     let body = node.reencrypt_body(&policy, std::slice::from_ref(&capsule), now());
     let (status, value) = node.post(&policy.path("reencrypt"), &body).await;
     assert_eq!(status, StatusCode::GONE, "{value}");
-    error_of(&value);
+    assert!(
+        error_of(&value).contains("revoked (seen at block 100, not yet confirmed)"),
+        "{value}"
+    );
+    assert!(node.store.get_kfrag(policy.id).unwrap().is_some());
+    // A reorg dropped the revocation: served again.
+    publish_head(&node.head, HashSet::new());
+    node.reencrypt_ok(&policy, std::slice::from_ref(&capsule))
+        .await;
+    // Confirmed: the follower deleted the kfrag, and Bob still learns why (not a 404).
+    let mut nodes = vec![node.staker, Address::repeat_byte(0x42)];
+    nodes.sort();
+    confirm(&node, &policy, nodes, now() + 3600, true);
+    assert!(node.store.get_kfrag(policy.id).unwrap().is_none());
+    let body = node.reencrypt_body(&policy, std::slice::from_ref(&capsule), now());
+    let (status, value) = node.post(&policy.path("reencrypt"), &body).await;
+    assert_eq!(status, StatusCode::GONE, "{value}");
+    assert_eq!(
+        error_of(&value),
+        "the policy, or this node's arrangement in it, is revoked"
+    );
 
-    // Nor are kfrags of a revoked policy accepted.
+    // Nor are kfrags of a revoked policy accepted, confirmed or not.
     let revoked = Policy::new(8, 1, 1);
     node.create_policy(&revoked, vec![node.staker]);
-    node.directory.set_active(revoked.id, false);
+    publish_head(&node.head, HashSet::from([revoked.id]));
     let (status, value) = node
         .post(
             &revoked.path("kfrag"),
@@ -515,6 +583,73 @@ async fn revoked_policy_is_refused() {
         )
         .await;
     assert_eq!(status, StatusCode::GONE, "{value}");
+    publish_head(&node.head, HashSet::new());
+    confirm(&node, &revoked, vec![node.staker], now() + 3600, true);
+    let (status, value) = node
+        .post(
+            &revoked.path("kfrag"),
+            &revoked.upload(0, &node.umbral_pk, node.staker),
+        )
+        .await;
+    assert_eq!(status, StatusCode::GONE, "{value}");
+}
+
+#[tokio::test]
+async fn an_ended_policy_is_410_and_one_never_uploaded_404() {
+    let (node, policy, capsule) = node_with_policy().await;
+    // The pruning duty deleted the kfrag of a policy that ended: 410 with its end.
+    let end = now() - 10;
+    confirm(&node, &policy, vec![node.staker], end, false);
+    node.store.delete_kfrag(policy.id).unwrap();
+    let body = node.reencrypt_body(&policy, std::slice::from_ref(&capsule), now());
+    let (status, value) = node.post(&policy.path("reencrypt"), &body).await;
+    assert_eq!(status, StatusCode::GONE, "{value}");
+    assert_eq!(
+        error_of(&value),
+        format!("the policy ended at {end} (Unix seconds)")
+    );
+    // A live policy whose kfrag never reached the node: 404.
+    let other = Policy::new(9, 1, 1);
+    confirm(&node, &other, vec![node.staker], now() + 3600, false);
+    let body = node.reencrypt_body(&other, std::slice::from_ref(&capsule), now());
+    let (status, value) = node.post(&other.path("reencrypt"), &body).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{value}");
+    assert_eq!(error_of(&value), "this node holds no kfrag for the policy");
+}
+
+#[tokio::test]
+async fn a_stale_head_view_is_a_503_until_the_head_is_read_again() {
+    let limits = Limits {
+        max_head_age: Duration::from_millis(300),
+        ..test_limits()
+    };
+    let node = Node::start_with_limits(Arc::default(), kms_node::Behaviour::Honest, limits);
+    let policy = Policy::new(7, 1, 1);
+    node.create_policy(&policy, vec![node.staker]);
+    let (status, value) = node
+        .post(
+            &policy.path("kfrag"),
+            &policy.upload(0, &node.umbral_pk, node.staker),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{value}");
+    let (capsule, _) = encrypt(&policy.delegating.public_key(), b"hello").unwrap();
+    node.reencrypt_ok(&policy, std::slice::from_ref(&capsule))
+        .await;
+    // The follower has not read the head for longer than the bound (the RPC is down).
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let body = node.reencrypt_body(&policy, std::slice::from_ref(&capsule), now());
+    let (status, headers, value) = node.post_full(&policy.path("reencrypt"), &body).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{value}");
+    assert!(
+        error_of(&value).contains("its RPC endpoint is not answering"),
+        "{value}"
+    );
+    assert!(headers.contains_key(header::RETRY_AFTER));
+    // It reads the head again: served.
+    publish_head(&node.head, HashSet::new());
+    node.reencrypt_ok(&policy, std::slice::from_ref(&capsule))
+        .await;
 }
 
 /// Regression (review item 10): an upload seen on its way to the node could be stored under
@@ -1183,27 +1318,21 @@ async fn chain_errors_do_not_leak_the_rpc_url() {
         "error sending request for url (https://{HOST}/v2/{SECRET}): operation timed out"
     )));
     let fresh = Policy::new(0x31, 1, 1);
-    let requests = [
-        (
-            fresh.path("kfrag"),
-            fresh.upload(0, &node.umbral_pk, node.staker),
-        ),
-        (
-            policy.path("reencrypt"),
-            node.reencrypt_body(&policy, std::slice::from_ref(&capsule), now()),
-        ),
-    ];
-    for (path, body) in requests {
-        let (status, value, text) = node
-            .request("POST", &path, Body::from(body.to_string()))
-            .await;
-        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{path}: {text}");
-        assert!(
-            !text.contains(SECRET) && !text.contains(HOST),
-            "{path}: {text}"
-        );
-        assert!(error_of(&value).contains("retry later"), "{text}");
-    }
+    let path = fresh.path("kfrag");
+    let body = fresh.upload(0, &node.umbral_pk, node.staker);
+    let (status, value, text) = node
+        .request("POST", &path, Body::from(body.to_string()))
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{path}: {text}");
+    assert!(
+        !text.contains(SECRET) && !text.contains(HOST),
+        "{path}: {text}"
+    );
+    assert!(error_of(&value).contains("retry later"), "{text}");
+    // A re-encryption asks the chain nothing: served while the chain is unreachable (within the
+    // head view's bound).
+    node.reencrypt_ok(&policy, std::slice::from_ref(&capsule))
+        .await;
 }
 
 /// Review finding 8: a body that does not arrive within `body_read_timeout` is answered 408.

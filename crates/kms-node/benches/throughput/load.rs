@@ -264,7 +264,6 @@ pub(crate) async fn start_node(fx: &Fixture) -> Result<(Node, Limits)> {
                 nodes: vec![fx.staker],
                 end_timestamp: unix_now() + 24 * 3600,
             },
-            active: true,
         },
     ));
     let identity = NodeIdentity {
@@ -280,7 +279,8 @@ pub(crate) async fn start_node(fx: &Fixture) -> Result<(Node, Limits)> {
         ..Limits::default()
     };
     let state = ApiState::new(identity, store, directory, limits.clone())
-        .map_err(|e| anyhow!("API state: {e}"))?;
+        .map_err(|e| anyhow!("API state: {e}"))?
+        .with_head_view(kms_node::test_utils::steady_head());
     let app = kms_node::router(Arc::new(state));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

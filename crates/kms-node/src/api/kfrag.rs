@@ -21,7 +21,7 @@ use kms_crypto::{
 };
 
 use super::{
-    body_bytes, parse_json, parse_policy_id, run_blocking, unix_now, with_store, ApiError, ApiState,
+    body_bytes, parse_json, parse_policy_id, run_blocking, with_store, ApiError, ApiState,
 };
 use crate::{
     directory::PolicyDirectory,
@@ -148,14 +148,10 @@ pub(super) async fn upload_kfrag<D: PolicyDirectory>(
             format!("the policy does not name this node ({staker})"),
         ));
     }
-    state
-        .ensure_live(
-            policy_id,
-            arrangement.end_timestamp,
-            &arrangement.nodes,
-            unix_now(),
-        )
-        .await?;
+    let revoked = with_store(&state.store, move |s| s.policy(policy_id))
+        .await?
+        .is_some_and(|p| p.revoked);
+    state.ensure_live(policy_id, arrangement.end_timestamp, revoked)?;
 
     let umbral = state.identity.umbral.clone();
     let opened = run_blocking(&state, move || Ok(upload.open(&umbral)?)).await?;

@@ -13,11 +13,13 @@
 //! - `kfrag`: `POST /v1/policies/{id}/kfrag`, Alice's uploads;
 //! - `reencrypt`: `POST /v1/policies/{id}/reencrypt`, Bob's requests and the signed answers;
 //! - `status`: `GET /v1/node`, `/v1/status`, `/metrics`, and the metrics every request counts in;
-//! - `investigation`: `POST /v1/evidence`, `GET /v1/evidence/{id}`, `GET /v1/network`.
+//! - `investigation`: `POST /v1/evidence`, `GET /v1/evidence/{id}`, `GET /v1/network`;
+//! - `gate`: the 503 every request gets while the node starts, with what it waits for.
 //!
 //! The messages themselves (how an upload is opened, how an answer is signed) are in
 //! [`kms_crypto::wire`]; the handlers here keep the statuses, limits, replays and chain checks.
 
+mod gate;
 mod investigation;
 mod kfrag;
 mod reencrypt;
@@ -52,9 +54,11 @@ use crate::{
         RateLimiter, ReplayGuard, UnknownPolicies, RATE_LIMITED_CLIENTS_CAPACITY,
         UNKNOWN_POLICIES_CAPACITY,
     },
+    head::HeadView,
     store::{Store, StoredKfrag},
 };
 
+pub use gate::Gate;
 pub use investigation::{Accepted, EvidenceIntake, Investigation, RECENT_PERIODS};
 pub use status::Metrics;
 
@@ -91,6 +95,10 @@ pub struct Limits {
     /// closes. Keep it below the file-descriptor limit (`ulimit -n`) with room for the store
     /// and the RPC connections.
     pub max_connections: usize,
+    /// How old the node's read of the chain head may be before re-encryption requests are
+    /// refused with 503: past it, the RPC endpoint is not answering and a revocation could go
+    /// unseen. Keep it several poll intervals long, so that one slow read is not a refusal.
+    pub max_head_age: Duration,
 }
 
 impl Default for Limits {
@@ -107,6 +115,7 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
             max_connections: 512,
+            max_head_age: Duration::from_secs(15),
         }
     }
 }
@@ -181,6 +190,7 @@ pub struct ApiState<D> {
     verified: Mutex<VerifiedKfrags>,
     clock: Arc<ChainClock>,
     investigation: Investigation,
+    head: Arc<HeadView>,
 }
 
 /// Verified kfrags by policy, with the record each was verified from.
@@ -204,6 +214,7 @@ impl<D: PolicyDirectory> ApiState<D> {
         limits: Limits,
     ) -> Result<Self, SetupError> {
         let metrics = Metrics::new()?;
+        let max_head_age = limits.max_head_age;
         metrics
             .kfrags
             .set(i64::try_from(store.kfrag_count()?).unwrap_or(i64::MAX));
@@ -229,31 +240,62 @@ impl<D: PolicyDirectory> ApiState<D> {
             verified: Mutex::new(HashMap::new()),
             clock: Arc::new(ChainClock::new()),
             investigation: Investigation::default(),
+            head: Arc::new(HeadView::new(max_head_age)),
         })
     }
 
-    /// 410 unless the policy is live for this node: not ended by `now` and, on chain, neither
-    /// revoked nor this node's arrangement closed.
-    async fn ensure_live(
+    /// Whether the policy is live for this node, from what the node follows (no chain call):
+    /// 503 if the node's view of the chain head is missing or older than
+    /// [`Limits::max_head_age`], 410 if the policy (or this node's arrangement in it) is revoked,
+    /// confirmed (`revoked`, from the store) or not yet (the head view), or if it has ended by
+    /// the chain's clock or the local one, whichever is later.
+    fn ensure_live(
         &self,
         policy_id: [u8; 16],
         end_timestamp: u64,
-        nodes: &[Address],
-        now: u64,
+        revoked: bool,
     ) -> Result<(), ApiError> {
-        if end_timestamp <= now
-            || !self
-                .directory
-                .is_active(policy_id, self.identity.staker, nodes)
-                .await
-                .map_err(ApiError::chain)?
-        {
+        let fresh = self.head.check(policy_id).map_err(|e| {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).retry_after(1)
+        })?;
+        if revoked {
+            return Err(gone_revoked());
+        }
+        if fresh.revoked_unconfirmed {
             return Err(ApiError::new(
                 StatusCode::GONE,
-                "the policy is revoked or ended for this node",
+                format!(
+                    "the policy, or this node's arrangement in it, is revoked (seen at block {}, \
+                     not yet confirmed)",
+                    fresh.head.number
+                ),
             ));
         }
+        let now = fresh.head.timestamp.max(unix_now());
+        if end_timestamp <= now {
+            return Err(gone_ended(end_timestamp));
+        }
         Ok(())
+    }
+
+    /// Reads the node's views of the chain head from `view` (the daemon's follower keeps it);
+    /// without it, the API has a view no one updates and refuses re-encryptions with 503.
+    pub fn with_head_view(mut self, view: Arc<HeadView>) -> Self {
+        self.head = view;
+        self
+    }
+
+    /// The view of the chain head the API serves on.
+    pub fn head_view(&self) -> Arc<HeadView> {
+        self.head.clone()
+    }
+
+    /// Counts in `metrics` (e.g. made before the state, so that the server answering while the
+    /// node starts counts its connections on the same `/metrics`).
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        metrics.kfrags.set(self.metrics.kfrags.get());
+        self.metrics = metrics;
+        self
     }
 
     /// Sets how re-encryption requests are answered (see [`Behaviour`]).
@@ -377,6 +419,22 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// 410: the policy, or this node's arrangement in it, was revoked (confirmed).
+fn gone_revoked() -> ApiError {
+    ApiError::new(
+        StatusCode::GONE,
+        "the policy, or this node's arrangement in it, is revoked",
+    )
+}
+
+/// 410: the policy ended.
+fn gone_ended(end_timestamp: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::GONE,
+        format!("the policy ended at {end_timestamp} (Unix seconds)"),
+    )
 }
 
 fn unix_now() -> u64 {

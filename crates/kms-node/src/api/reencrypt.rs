@@ -1,6 +1,7 @@
 //! `POST /v1/policies/{id}/reencrypt`: Bob asks for cfrags ([`ReencryptRequest`]) and each is
 //! answered signed by the worker ([`SignedCFrag::sign`]). Here are the request's limits, its
-//! signature, the replay guard and the chain's checks.
+//! signature, the replay guard and the policy's checks (from the store and the head view: no
+//! chain call).
 
 use std::sync::Arc;
 
@@ -19,8 +20,8 @@ use sha2::{Digest, Sha256};
 use umbral_pre::{reencrypt, Capsule, CapsuleFrag, DefaultDeserialize, KeyFrag, VerifiedKeyFrag};
 
 use super::{
-    body_bytes, parse_json, parse_policy_id, run_blocking, unix_now, with_store, ApiError,
-    ApiState, Behaviour,
+    body_bytes, gone_ended, gone_revoked, parse_json, parse_policy_id, run_blocking, unix_now,
+    with_store, ApiError, ApiState, Behaviour,
 };
 use crate::{directory::PolicyDirectory, guard::Admission, store::StoredKfrag};
 
@@ -97,14 +98,22 @@ pub(super) async fn reencrypt_capsules<D: PolicyDirectory>(
     let signature = request.decode_signature()?;
     let nonce = request.decode_nonce()?;
 
-    let record = with_store(&state.store, move |s| s.get_kfrag(policy_id))
-        .await?
-        .ok_or_else(|| {
-            ApiError::new(
+    let (record, policy) = with_store(&state.store, move |s| s.kfrag_and_policy(policy_id)).await?;
+    let revoked = policy.as_ref().is_some_and(|p| p.revoked);
+    let Some(record) = record else {
+        // A revocation or the policy's end deletes the kfrag; the confirmed record says which.
+        return Err(match policy {
+            Some(_) if revoked => gone_revoked(),
+            Some(p) if p.end_timestamp <= now.max(state.clock.now()) => gone_ended(p.end_timestamp),
+            _ => ApiError::new(
                 StatusCode::NOT_FOUND,
                 "this node holds no kfrag for the policy",
-            )
-        })?;
+            ),
+        });
+    };
+    // From what the node follows: no chain call on the request path, and before any curve
+    // arithmetic.
+    state.ensure_live(policy_id, record.end_timestamp, revoked)?;
     let record = Arc::new(record);
     let staker = state.identity.staker;
     let message =
@@ -131,9 +140,6 @@ pub(super) async fn reencrypt_capsules<D: PolicyDirectory>(
         })
         .await?
     };
-    state
-        .ensure_live(policy_id, record.end_timestamp, &record.nodes, now)
-        .await?;
     // Only a request signed by the Bob of a policy whose kfrag the node holds gets here, so the
     // guard holds entries of those policies only, each within its own quota.
     let digest: [u8; 32] = Sha256::digest(&message).into();

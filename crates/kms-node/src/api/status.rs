@@ -32,7 +32,8 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub(super) fn new() -> Result<Self, prometheus::Error> {
+    /// A new registry with the API's metrics.
+    pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new_custom(Some("kms_node".into()), None)?;
         let requests = IntCounterVec::new(
             Opts::new(
@@ -138,6 +139,13 @@ pub(super) async fn status<D: PolicyDirectory>(
         uptime_seconds: state.started.elapsed().as_secs(),
         policies,
         cursor_block: cursor.map(|c| c.block),
+        head_block: state.head.head().map(|h| h.number),
+        head_age_ms: state
+            .head
+            .age()
+            .map(|age| u64::try_from(age.as_millis()).unwrap_or(u64::MAX)),
+        // The freshness check is the same for every policy id.
+        refusing: state.head.check([0; 16]).err().map(|e| e.to_string()),
     }))
 }
 

@@ -1,7 +1,8 @@
 //! The start-up duties: accepting the staker's bond proposal and publishing the node record.
 //! Each is a transaction at most once per key through the exactly-once
 //! [`TxSender`](crate::tx::TxSender), run by [`crate::daemon::start`] before the services start
-//! (a node that is not bonded, or whose record is not on chain, is not started).
+//! (a node that is not bonded, or whose record is not on chain, is not started; meanwhile its
+//! API answers 503 with the step it is at).
 
 use alloy::{
     eips::BlockId,
@@ -12,6 +13,7 @@ use alloy::{
 use kms_contracts::{describe_contract_error, StakingEscrow};
 
 use crate::{
+    api::Gate,
     settings::{DaemonError, Settings},
     store::DutyRecord,
     tx::TxSender,
@@ -27,6 +29,7 @@ pub(crate) async fn accept_bond(
     provider: &DynProvider,
     sender: &TxSender<DynProvider>,
     settings: &Settings,
+    gate: &Gate,
 ) -> Result<(), DaemonError> {
     let worker = settings.worker.address();
     let escrow = StakingEscrow::new(settings.deployment.staking_escrow, provider);
@@ -69,6 +72,7 @@ pub(crate) async fn accept_bond(
         settings.deployment.staking_escrow,
         input,
         "accepting the bond",
+        gate,
     )
     .await?;
     tracing::info!(staker = %settings.staker, "bond to the staker accepted");
@@ -96,26 +100,35 @@ async fn worker_bonded_period(
     )
 }
 
-/// Sends a start-up transaction through the exactly-once sender, waiting a little for it to be
-/// confirmed.
+/// Sends a start-up transaction through the exactly-once sender and waits, however long it
+/// takes, for it to be `confirmations` deep: an idle devnet mines a block only with a
+/// transaction, and giving up would only make the next start wait for the same transaction.
+/// Meanwhile the API's 503 says which transaction the node waits for.
 async fn run_setup_tx(
     sender: &TxSender<DynProvider>,
     duty: &str,
     to: Address,
     input: Vec<u8>,
     what: &str,
+    gate: &Gate,
 ) -> Result<(), DaemonError> {
-    for _ in 0..10 {
+    loop {
         match sender.run(duty, to, input.clone().into()).await {
             Ok(DutyRecord::Done { .. }) => return Ok(()),
             Ok(other) => return Err(DaemonError::Chain(format!("{what} failed: {other:?}"))),
-            Err(crate::tx::TxError::Pending(_)) => continue,
+            Err(crate::tx::TxError::Pending(tx_hash)) => {
+                let phase = format!(
+                    "{what}: waiting for transaction {tx_hash} to be {} blocks deep (a chain \
+                     that mines only on transactions, like an idle anvil, needs more blocks; \
+                     `confirmations` in the node's configuration sets the depth)",
+                    sender.confirmations()
+                );
+                tracing::warn!(%phase, "still starting");
+                gate.set_phase(phase);
+            }
             Err(e) => return Err(DaemonError::Chain(format!("{what}: {e}"))),
         }
     }
-    Err(DaemonError::Chain(format!(
-        "{what}: the transaction is not confirmed yet; the next start resumes it"
-    )))
 }
 
 /// Publishes the node record (URL, Umbral key) unless the chain has exactly it already.
@@ -124,6 +137,7 @@ pub(crate) async fn publish_node_record(
     sender: &TxSender<DynProvider>,
     settings: &Settings,
     url: &str,
+    gate: &Gate,
 ) -> Result<(), DaemonError> {
     let escrow = StakingEscrow::new(settings.deployment.staking_escrow, provider);
     let key = Bytes::from(
@@ -156,12 +170,14 @@ pub(crate) async fn publish_node_record(
         "record/{}/{bonded_period}",
         &keccak256(&preimage).to_string()[2..18]
     );
+    gate.set_phase("publishing the node record");
     run_setup_tx(
         sender,
         &duty,
         settings.deployment.staking_escrow,
         input,
         "publishing the node record",
+        gate,
     )
     .await?;
     tracing::info!(url, "node record published");

@@ -213,6 +213,28 @@ impl Store {
         Ok(outcome)
     }
 
+    /// The kfrag stored for `policy_id` and the policy's confirmed record, read together (one
+    /// snapshot: a revocation deletes the kfrag and marks the record in one transaction).
+    pub fn kfrag_and_policy(
+        &self,
+        policy_id: [u8; 16],
+    ) -> Result<(Option<StoredKfrag>, Option<PolicyRecord>), StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let kfrags = txn.open_table(KFRAGS).map_err(db_err)?;
+        let kfrag = kfrags
+            .get(policy_id)
+            .map_err(db_err)?
+            .map(|g| StoredKfrag::decode(policy_id, g.value()))
+            .transpose()?;
+        let policies = txn.open_table(POLICIES).map_err(db_err)?;
+        let policy = policies
+            .get(policy_id)
+            .map_err(db_err)?
+            .map(|g| serde_json::from_slice(g.value()).map_err(|e| json_corrupt("policy", e)))
+            .transpose()?;
+        Ok((kfrag, policy))
+    }
+
     /// The kfrag stored for `policy_id`.
     pub fn get_kfrag(&self, policy_id: [u8; 16]) -> Result<Option<StoredKfrag>, StoreError> {
         let txn = self.db.begin_read().map_err(db_err)?;
