@@ -20,6 +20,13 @@ import {PeriodBitmap} from "./libraries/PeriodBitmap.sol";
 /// its live policies) and a per-period table of the rates that stop at that period. A commitment to
 /// period `p` applies the table's entries between the node's last processed period and `p`, then
 /// credits the running rate. Refunds count a node's commitments in a range with a bitmap popcount.
+///
+/// A node's unwithdrawn fees share one slot with this contract's copy of the node's worker
+/// (`FeeAccount`), which the escrow keeps exact (`recordWorker`, at every bond). The worker keeps
+/// the slot non-zero while the node runs, so a withdrawal that empties the fees never frees it and
+/// the next accrual rewrites a live slot (5,000 gas) instead of creating one (22,100); and the
+/// withdrawal checks its caller against the copy instead of calling the escrow. See
+/// docs/economics.md#gas.
 contract PolicyManager is IPolicyManager, Ownable2Step {
     using PeriodBitmap for mapping(uint256 => uint256);
 
@@ -46,11 +53,21 @@ contract PolicyManager is IPolicyManager, Ownable2Step {
         bytes32 nodesHash; // keccak256(abi.encodePacked(nodes))
     }
 
-    /// @dev One slot per node.
+    /// @dev One slot per node: the fee-rate accounting.
     struct NodeInfo {
         uint96 runningRate; // the summed fee rate of the node's policies as of `lastProcessedPeriod`
         uint32 lastProcessedPeriod;
         uint96 minFeeRate; // zero: the global default
+    }
+
+    /// @dev One slot per node: what a withdrawal reads and writes. `worker` is the escrow's
+    /// `workerOf(node)`, pushed by the escrow at every bond (zero when the node has none, or was
+    /// bonded before this contract was linked). Being non-zero while the node runs, it keeps the
+    /// slot from ever being freed by a withdrawal. `fees` fits 96 bits: it never exceeds the ETH
+    /// this contract holds, and 2^96 wei is some 79 billion ether.
+    struct FeeAccount {
+        address worker;
+        uint96 fees; // wei accrued to the node and not yet withdrawn
     }
 
     /// @notice A policy as clients see it.
@@ -82,9 +99,7 @@ contract PolicyManager is IPolicyManager, Ownable2Step {
     uint80 public defaultFeeRate;
     uint80 public maxFeeRateBound;
 
-    /// @notice ETH accrued to a node and not yet withdrawn.
-    mapping(address node => uint256) public fees;
-
+    mapping(address node => FeeAccount) internal feeAccounts;
     mapping(bytes16 policyId => Policy) internal policies;
     mapping(bytes16 policyId => mapping(address node => bool)) public arrangementRevoked;
     mapping(address node => NodeInfo) internal nodeInfos;
@@ -273,9 +288,18 @@ contract PolicyManager is IPolicyManager, Ownable2Step {
         info.lastProcessedPeriod = uint32(period);
         commitments[node].set(period);
         if (rate != 0) {
-            fees[node] += rate;
+            // `rate` is at most the 96-bit running rate; the sum is checked (see `FeeAccount`).
+            feeAccounts[node].fees += uint96(rate);
             emit FeesAccrued(node, period, rate);
         }
+    }
+
+    /// @inheritdoc IPolicyManager
+    /// @dev No event of its own: the escrow's `WorkerBonded`, in the same transaction, records the
+    /// bond this copies.
+    function recordWorker(address node, address worker) external override {
+        if (msg.sender != address(escrow)) revert Errors.PolicyManager_CallerNotEscrow(msg.sender);
+        feeAccounts[node].worker = worker;
     }
 
     /// @notice Applies up to `maxPeriods` of a node's ended-rate table, up to the current period.
@@ -297,14 +321,20 @@ contract PolicyManager is IPolicyManager, Ownable2Step {
 
     /// @notice Sends the node's accrued fees to the node (the staker's address).
     /// Requirements: the caller is the node or its bonded worker; fees to withdraw.
+    /// @dev The worker is checked against the copy the escrow pushes at every bond (exact, so the
+    /// escrow is not called); only a node bonded before this contract was linked, whose copy is
+    /// empty, has its worker read from the escrow. The withdrawal zeroes the fees but keeps the
+    /// worker: the slot stays live for the next accrual.
     /// @return amount The wei sent.
     function withdrawFees(address node) external returns (uint256 amount) {
-        if (msg.sender != node && escrow.workerOf(node) != msg.sender) {
+        FeeAccount storage account = feeAccounts[node];
+        address worker = account.worker;
+        if (msg.sender != node && msg.sender != worker && escrow.workerOf(node) != msg.sender) {
             revert Errors.PolicyManager_CallerNotNodeOrWorker(msg.sender, node);
         }
-        amount = fees[node];
+        amount = account.fees;
         if (amount == 0) revert Errors.PolicyManager_NothingToPay();
-        fees[node] = 0;
+        account.fees = 0;
         emit FeesWithdrawn(node, amount);
         _send(node, amount);
     }
@@ -329,6 +359,17 @@ contract PolicyManager is IPolicyManager, Ownable2Step {
     /*//////////////////////////////////////////////////////////////
                                  VIEWS
     //////////////////////////////////////////////////////////////*/
+
+    /// @notice ETH accrued to `node` and not yet withdrawn, in wei: what `withdrawFees` pays.
+    function fees(address node) external view returns (uint256) {
+        return feeAccounts[node].fees;
+    }
+
+    /// @notice This contract's copy of `node`'s worker, which `withdrawFees` accepts as a caller:
+    /// the escrow's `workerOf(node)`, or zero for a node bonded before the contracts were linked.
+    function recordedWorkerOf(address node) external view returns (address) {
+        return feeAccounts[node].worker;
+    }
 
     /// @notice A policy (its node list is in the `PolicyCreated` event; here, its hash).
     function getPolicy(bytes16 policyId) external view returns (PolicyView memory view_) {
@@ -450,7 +491,7 @@ contract PolicyManager is IPolicyManager, Ownable2Step {
                 credit += feeRate;
                 emit FeesAccrued(node, period, feeRate);
             }
-            if (credit != 0) fees[node] += credit;
+            if (credit != 0) feeAccounts[node].fees += uint96(credit); // at most 2 * feeRate
         }
         // Checked: a running rate past 96 bits must refuse the policy, never wrap.
         info.runningRate = SafeCast.toUint96(running);

@@ -689,6 +689,8 @@ contract StakingEscrow is IStakingEscrow {
 
     /// @dev Replaces the staker's worker by `worker` (zero: none). The previous worker's bond is
     /// closed at the current period and kept, so its answers stay attributable to this staker.
+    /// The policy manager, once linked, is told every bond: it keeps a copy of the worker for fee
+    /// withdrawals (`IPolicyManager.recordWorker`).
     function _bond(address staker, StakerInfo storage info, address worker) internal {
         uint256 current = currentPeriod();
         _checkBondable(staker, info, worker, current);
@@ -699,6 +701,9 @@ contract StakingEscrow is IStakingEscrow {
         info.workerBondedPeriod = uint32(current);
         delete nodeRecords[staker];
         emit WorkerBonded(staker, worker, current);
+
+        IPolicyManager manager = policyManager;
+        if (address(manager) != address(0)) manager.recordWorker(staker, worker);
     }
 
     function _checkBondable(address staker, StakerInfo storage info, address worker, uint256 current)

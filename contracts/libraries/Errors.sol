@@ -101,7 +101,7 @@ library Errors {
                               POLICY MANAGER
     //////////////////////////////////////////////////////////////*/
 
-    /// @notice Thrown when `recordCommitment` is called by anyone but the escrow.
+    /// @notice Thrown when `recordCommitment` or `recordWorker` is called by anyone but the escrow.
     error PolicyManager_CallerNotEscrow(address caller);
 
     /// @notice Thrown when a policy id is already taken.

@@ -4,9 +4,13 @@ pragma solidity ^0.8.28;
 import {Base} from "../utils/Base.sol";
 
 /// @notice Steady-state gas of the hot paths, against the bars of the contracts issue, recorded in
-/// `snapshots/Gas.json` by `vm.snapshotGasLastCall` (gas is deterministic: a change is a regression
-/// or an improvement, never noise). Each measured call runs in a steady state: warm-ish protocol
-/// state as on a live network, the caller's own slots already initialized.
+/// `snapshots/GasTest.json` by `vm.snapshotGasLastCall` (gas is deterministic: a change is a
+/// regression or an improvement, never noise). Each measured call runs in the state nodes running
+/// with their shipped defaults produce: every node commits at the start of each period (from its
+/// worker) and withdraws its fees right after (the default threshold is met by a node that earns
+/// well: `kms-node`'s fees duty), so the period before the measured one ended with every node's
+/// fees withdrawn. Protocol state is warm-ish as on a live network, the caller's own slots already
+/// initialized. `crates/kms-node/tests/gas.rs` checks the same bars on the receipts of real nodes.
 contract GasTest is Base {
     uint256 internal constant STAKE = 1_000_000e18;
 
@@ -21,19 +25,37 @@ contract GasTest is Base {
         nodeA = newNode("node-a", STAKE, 365);
         nodeB = newNode("node-b", STAKE, 365);
         nodeC = newNode("node-c", STAKE, 365);
-        // Every node has committed before and holds a policy: the steady state.
-        commit(nodeA);
-        commit(nodeB);
-        commit(nodeC);
+        // Every node has committed before and holds a policy; in the last period each committed
+        // (accruing the policy's fee) and withdrew its fees, as nodes do: the steady state.
+        commitAll();
         warmUp = createPolicy(bytes16("warm-up"), alice, list(nodeA, nodeB, nodeC), 100, 1 gwei);
         advancePeriods(1);
-        commit(nodeA);
-        commit(nodeB);
-        commit(nodeC);
+        commitAll();
+        withdrawAll();
         advancePeriods(1);
     }
 
+    function commitAll() internal {
+        commit(nodeA);
+        commit(nodeB);
+        commit(nodeC);
+    }
+
+    /// @dev Each node's worker withdraws its fees, as the node's fees duty does.
+    function withdrawAll() internal {
+        withdrawFees(nodeA);
+        withdrawFees(nodeB);
+        withdrawFees(nodeC);
+    }
+
+    function withdrawFees(address node) internal {
+        vm.prank(workerOf(node));
+        policyManager.withdrawFees(node);
+    }
+
     function test_Gas_CommitToNextPeriod() public {
+        // The fees were withdrawn last period: this commitment's accrual refills them.
+        assertEq(policyManager.fees(nodeA), 0);
         // nodeA is not the first to commit to the next period (issuance already allocated).
         commit(nodeB);
         address worker = workerOf(nodeA);
@@ -42,6 +64,7 @@ contract GasTest is Base {
         uint256 gasUsed = vm.snapshotGasLastCall("commitToNextPeriod (mint + fee accrual)");
         assertLe(gasUsed, 100_000, "commitToNextPeriod over its bar");
         assertGt(escrow.getStakerInfo(nodeA).rewardsMinted, 0);
+        assertEq(policyManager.fees(nodeA), 1 gwei, "the accrual");
     }
 
     function test_Gas_CommitToNextPeriod_FirstOfPeriod() public {
@@ -70,6 +93,10 @@ contract GasTest is Base {
     }
 
     function test_Gas_CreatePolicy_ThreeNodes() public {
+        // As during any period on a live network: every node has committed to the current and the
+        // next period (both are credited to it now) and withdrawn its fees.
+        commitAll();
+        withdrawAll();
         address[] memory nodes = list(nodeA, nodeB, nodeC);
         uint256 value = 1 gwei * 3 * 30;
         vm.deal(alice, value);
@@ -77,13 +104,25 @@ contract GasTest is Base {
         policyManager.createPolicy{value: value}(bytes16("policy"), alice, alice, endAfter(30), nodes);
         uint256 gasUsed = vm.snapshotGasLastCall("createPolicy (3 nodes)");
         assertLe(gasUsed, 250_000, "createPolicy over its bar");
+        assertEq(policyManager.fees(nodeA), 2 * 1 gwei, "the current and the next period credited");
     }
 
     function test_Gas_WithdrawFees() public {
-        assertGt(policyManager.fees(nodeA), 0);
+        // Emptied by last period's withdrawal, refilled by this period's commitment.
+        commit(nodeA);
+        assertEq(policyManager.fees(nodeA), 1 gwei);
+        // From the worker, as the node's duty sends it.
+        withdrawFees(nodeA);
+        uint256 gasUsed = vm.snapshotGasLastCall("withdrawFees (by the worker)");
+        assertLe(gasUsed, 40_000, "withdrawFees over its bar");
+        assertEq(policyManager.fees(nodeA), 0);
+    }
+
+    function test_Gas_WithdrawFees_ByStaker() public {
+        commit(nodeA);
         vm.prank(nodeA);
         policyManager.withdrawFees(nodeA);
-        uint256 gasUsed = vm.snapshotGasLastCall("withdrawFees");
+        uint256 gasUsed = vm.snapshotGasLastCall("withdrawFees (by the staker)");
         assertLe(gasUsed, 40_000, "withdrawFees over its bar");
     }
 

@@ -106,6 +106,21 @@ contract InvariantsTest is Base {
         }
     }
 
+    /// The policy manager's copy of each staker's worker (what a fee withdrawal is checked
+    /// against) is the escrow's, and a staker with a worker never has its fee slot freed, however
+    /// often it withdraws.
+    function invariant_WorkerCopies() public view {
+        for (uint256 i; i < handler.stakerCount(); ++i) {
+            address staker = handler.stakers(i);
+            address worker = escrow.workerOf(staker);
+            assertEq(policyManager.recordedWorkerOf(staker), worker, "the worker copy is stale");
+            if (worker == address(0)) continue;
+            // `feeAccounts[staker]`, slot 3 of the PolicyManager (see test/unit/PolicyManager.t.sol).
+            bytes32 slot = keccak256(abi.encode(staker, uint256(3)));
+            assertTrue(vm.load(address(policyManager), slot) != 0, "a running node's fee slot is free");
+        }
+    }
+
     /// ETH conservation in the policy manager: paid = refunded + withdrawn + held, and what is
     /// held covers every node's accrued fees.
     function invariant_EthConservation() public view {

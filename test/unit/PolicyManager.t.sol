@@ -3,7 +3,9 @@ pragma solidity ^0.8.28;
 
 import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
 
+import {KMSToken} from "../../contracts/KMSToken.sol";
 import {PolicyManager} from "../../contracts/PolicyManager.sol";
+import {StakingEscrow} from "../../contracts/StakingEscrow.sol";
 import {Errors} from "../../contracts/libraries/Errors.sol";
 import {Base} from "../utils/Base.sol";
 import {Vm} from "../utils/Vm.sol";
@@ -428,6 +430,74 @@ contract PolicyManagerTest is Base {
         policyManager.recordCommitment(nodeA, currentPeriod() + 1);
     }
 
+    /// Nodes withdraw every period: the withdrawal empties the fees, never the slot, so the next
+    /// accrual rewrites a live slot (and pays for no fresh one).
+    function test_WithdrawFees_KeepsTheFeeSlotLive() public {
+        create(10);
+        commitAll();
+        vm.prank(workerOf(nodeA));
+        policyManager.withdrawFees(nodeA);
+        assertEq(policyManager.fees(nodeA), 0);
+        assertEq(policyManager.recordedWorkerOf(nodeA), workerOf(nodeA), "the worker copy stays");
+        assertTrue(vm.load(address(policyManager), feeSlot(nodeA)) != 0, "the slot was freed");
+
+        advancePeriods(1);
+        commit(nodeA);
+        assertEq(policyManager.fees(nodeA), RATE, "the next accrual");
+        vm.prank(nodeA);
+        assertEq(policyManager.withdrawFees(nodeA), RATE, "everything withdrawable is paid");
+        assertEq(nodeA.balance, 2 * RATE);
+        assertTrue(vm.load(address(policyManager), feeSlot(nodeA)) != 0, "the slot was freed");
+    }
+
+    /// The policy manager's copy of the worker follows every bond the escrow makes, so a worker
+    /// rotated out can no longer withdraw and the new one can at once.
+    function test_RecordWorker_FollowsEveryBond() public {
+        address first = workerOf(nodeA);
+        assertEq(policyManager.recordedWorkerOf(nodeA), first);
+        create(10);
+        commitAll();
+
+        advancePeriods(MIN_WORKER_PERIODS);
+        address second = makeAddr("node-a-second-worker");
+        propose(nodeA, second);
+        assertEq(policyManager.recordedWorkerOf(nodeA), first, "a proposal alone changes nothing");
+        vm.prank(second);
+        escrow.acceptWorker(nodeA);
+        assertEq(policyManager.recordedWorkerOf(nodeA), second);
+        vm.expectRevert(
+            abi.encodeWithSelector(Errors.PolicyManager_CallerNotNodeOrWorker.selector, first, nodeA)
+        );
+        vm.prank(first);
+        policyManager.withdrawFees(nodeA);
+        vm.prank(second);
+        assertEq(policyManager.withdrawFees(nodeA), RATE);
+
+        advancePeriods(MIN_WORKER_PERIODS);
+        bond(nodeA, nodeA); // the staker runs its own node
+        assertEq(policyManager.recordedWorkerOf(nodeA), nodeA);
+        advancePeriods(MIN_WORKER_PERIODS);
+        bond(nodeA, address(0));
+        assertEq(policyManager.recordedWorkerOf(nodeA), address(0), "unbonded");
+        vm.expectRevert(
+            abi.encodeWithSelector(Errors.PolicyManager_CallerNotNodeOrWorker.selector, second, nodeA)
+        );
+        vm.prank(second);
+        policyManager.withdrawFees(nodeA);
+    }
+
+    function test_RevertWhen_RecordWorkerNotByEscrow() public {
+        vm.expectRevert(abi.encodeWithSelector(Errors.PolicyManager_CallerNotEscrow.selector, alice));
+        vm.prank(alice);
+        policyManager.recordWorker(nodeA, alice);
+    }
+
+    /// @dev The storage slot of `feeAccounts[node]`: slot 3 holds the mapping (slots 0 to 2 hold
+    /// `Ownable2Step`'s owner and pending owner and the three fee-rate bounds packed after it).
+    function feeSlot(address node) internal pure returns (bytes32) {
+        return keccak256(abi.encode(node, uint256(3)));
+    }
+
     /*//////////////////////////////////////////////////////////////
                                FEE RATES
     //////////////////////////////////////////////////////////////*/
@@ -567,5 +637,40 @@ contract PolicyManagerViewsTest is Base {
         nodes = new address[](2);
         nodes[0] = a;
         nodes[1] = b;
+    }
+}
+
+/// A node whose worker was bonded before the escrow was linked to the policy manager has no copy
+/// of it there: its worker's withdrawal is checked against the escrow instead.
+contract PolicyManagerLateLinkTest is Base {
+    address internal alice = makeAddr("alice");
+
+    /// @dev Base's deployment, without the links.
+    function setUp() public override {
+        vm.warp(START_TIME);
+        governor = makeAddr("governor");
+        adjudicator = makeAddr("adjudicator");
+        address escrowAddress = vm.computeCreateAddress(address(this), vm.getNonce(address(this)) + 1);
+        token = new KMSToken(CAP, INITIAL_SUPPLY, address(this), escrowAddress);
+        escrow = new StakingEscrow(token, escrowParameters());
+        policyManager = new PolicyManager(escrow, governor, MIN_FEE_RATE, DEFAULT_FEE_RATE, MAX_FEE_RATE);
+    }
+
+    function test_WithdrawFees_WorkerBondedBeforeLinking() public {
+        address node = newNode("early", 100_000e18, 365);
+        escrow.setPolicyManager(policyManager);
+        escrow.setAdjudicator(adjudicator);
+        assertEq(policyManager.recordedWorkerOf(node), address(0), "no copy of an earlier bond");
+        commit(node);
+        createPolicy(bytes16("late"), alice, list(node), 10, 1 gwei); // credits the next period
+
+        vm.expectRevert(
+            abi.encodeWithSelector(Errors.PolicyManager_CallerNotNodeOrWorker.selector, alice, node)
+        );
+        vm.prank(alice);
+        policyManager.withdrawFees(node);
+        vm.prank(workerOf(node));
+        assertEq(policyManager.withdrawFees(node), 1 gwei);
+        assertEq(node.balance, 1 gwei);
     }
 }

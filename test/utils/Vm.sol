@@ -28,6 +28,7 @@ interface Vm {
     function revertToState(uint256 snapshotId) external returns (bool success);
     function getNonce(address account) external view returns (uint64);
     function computeCreateAddress(address deployer, uint256 nonce) external pure returns (address);
+    function load(address target, bytes32 slot) external view returns (bytes32 data);
 
     // Expectations
     function expectRevert() external;

@@ -1215,6 +1215,9 @@ async fn a_shallow_reorg_neither_commits_twice_nor_keeps_a_vanished_policy() -> 
             &node_options(net.http(), CONFIRMATIONS),
         )
         .await?;
+    // Fees withdrawn from the first wei (the default waits for fees worth ten withdrawals' gas):
+    // the test waits for the withdrawal of its 1-gwei policy's fee below.
+    configure(&node, &[("withdraw_fees_threshold_wei", "\"1\"")])?;
     let staker = node.staker;
     let miner = Miner::start(reader.clone(), Duration::from_millis(200));
     node.start_ready(WAIT).await?;

@@ -20,7 +20,7 @@
 //! [duties]
 //! commit = true
 //! mint = true
-//! withdraw_fees_threshold_wei = "1"          # omit to never withdraw
+//! withdraw_fees_threshold_wei = "auto"       # see below; omit to never withdraw
 //! prune = true
 //!
 //! [audit]                                    # the node audits its peers (see docs/node.md)
@@ -48,6 +48,15 @@
 //! The `[limits]` keys after `workers`, and the whole `[audit]` section, may be omitted (older
 //! files): they take the defaults shown.
 //!
+//! `withdraw_fees_threshold_wei` says when the node withdraws its fees (at most once a period,
+//! after its commitment): `"auto"`, the default, once they are worth ten withdrawals' gas at the
+//! gas price of the moment (`10 x 40,000 gas x eth_gasPrice`, 0.0004 ETH at 1 gwei: the gas is
+//! then at most a tenth of what is withdrawn; see [`FeeThreshold`]); a decimal number of wei,
+//! once they reach it; absent, never (the staker withdraws by hand: `kms rewards withdraw
+//! --fees`). A period whose fees are below the threshold records the withdrawal skipped, with
+//! the fees, the threshold and the gas price it came from. Files written before `"auto"` carry
+//! `"1"` (withdraw every period, whatever the gas): replace it by `"auto"`.
+//!
 //! Relative paths are relative to the configuration file's directory.
 
 use std::{
@@ -59,7 +68,11 @@ use std::{
 use alloy::primitives::{Address, U256};
 use serde::{Deserialize, Serialize};
 
-use crate::{api::Limits, audit::AuditConfig, duties::DutyConfig};
+use crate::{
+    api::Limits,
+    audit::AuditConfig,
+    duties::{DutyConfig, FeeThreshold},
+};
 
 /// The configuration file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -153,7 +166,8 @@ pub struct DutiesSection {
     /// Mint rewards no commitment will mint.
     #[serde(default = "yes")]
     pub mint: bool,
-    /// Withdraw fees at this many wei (decimal string); absent: never.
+    /// When to withdraw the fees: `"auto"` (worth ten withdrawals' gas at the gas price of the
+    /// moment) or a decimal number of wei; absent: never.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub withdraw_fees_threshold_wei: Option<String>,
     /// Delete kfrags of revoked, ended or vanished policies.
@@ -165,12 +179,26 @@ fn yes() -> bool {
     true
 }
 
+/// `withdraw_fees_threshold_wei = "auto"`: [`FeeThreshold::DEFAULT`].
+const AUTO: &str = "auto";
+
+/// What `kms node init` writes above the threshold's line, to say what it means.
+fn threshold_comment() -> String {
+    format!(
+        "# \"{AUTO}\": withdraw once the fees are worth {} withdrawals' gas at the gas price of the \
+         moment (the gas is then at most 1/{} of them); or a decimal number of wei; remove the \
+         line to never withdraw",
+        crate::duties::WITHDRAW_FEES_GAS_MULTIPLE,
+        crate::duties::WITHDRAW_FEES_GAS_MULTIPLE,
+    )
+}
+
 impl Default for DutiesSection {
     fn default() -> Self {
         Self {
             commit: true,
             mint: true,
-            withdraw_fees_threshold_wei: Some("1".into()),
+            withdraw_fees_threshold_wei: Some(AUTO.into()),
             prune: true,
         }
     }
@@ -423,6 +451,11 @@ impl NodeConfig {
             path: path.to_owned(),
             reason: e.to_string(),
         })?;
+        let text = text.replacen(
+            "\nwithdraw_fees_threshold_wei = ",
+            &format!("\n{}\nwithdraw_fees_threshold_wei = ", threshold_comment()),
+            1,
+        );
         let io = |source| ConfigError::Io {
             path: path.to_owned(),
             source,
@@ -451,7 +484,18 @@ impl NodeConfig {
             .duties
             .withdraw_fees_threshold_wei
             .as_deref()
-            .map(|s| wei("duties.withdraw_fees_threshold_wei", s))
+            .map(|s| match s {
+                AUTO => Ok(FeeThreshold::DEFAULT),
+                amount => amount.parse::<U256>().map(FeeThreshold::Wei).map_err(|e| {
+                    ConfigError::Invalid {
+                        path: path.to_owned(),
+                        field: "duties.withdraw_fees_threshold_wei",
+                        reason: format!(
+                            "{amount:?} is neither \"{AUTO}\" nor a decimal number of wei: {e}"
+                        ),
+                    }
+                }),
+            })
             .transpose()?;
         let audit = &self.audit;
         if audit.beneficiary == Some(Address::ZERO) {
@@ -595,11 +639,11 @@ mod tests {
         );
         assert_eq!(loaded.store_path(), dir.path().join("./node.redb"));
         let duties = loaded.duty_config(&path).unwrap();
-        assert_eq!(duties.withdraw_fees_threshold, Some(U256::from(1)));
+        assert_eq!(duties.withdraw_fees_threshold, Some(FeeThreshold::DEFAULT));
 
         let bad = dir.path().join("bad.toml");
         let text = std::fs::read_to_string(&path).unwrap().replace(
-            "withdraw_fees_threshold_wei = \"1\"",
+            "withdraw_fees_threshold_wei = \"auto\"",
             "withdraw_fees_threshold_wei = \"x\"",
         );
         std::fs::write(&bad, text).unwrap();
@@ -632,5 +676,66 @@ mod tests {
             NodeConfig::load(&unknown),
             Err(ConfigError::Parse { .. })
         ));
+    }
+
+    #[test]
+    fn the_fee_threshold_is_auto_by_default_explained_and_may_be_wei_or_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        NodeConfig::new(
+            "http://127.0.0.1:8545".into(),
+            PathBuf::from("deployments/31337.json"),
+            Address::repeat_byte(7),
+            "127.0.0.1:9151".parse().unwrap(),
+            "http://127.0.0.1:9151".into(),
+        )
+        .save(&path)
+        .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains(&format!(
+                "{}\nwithdraw_fees_threshold_wei = \"auto\"\n",
+                threshold_comment()
+            )),
+            "{text}"
+        );
+        let duties = NodeConfig::load(&path).unwrap().duty_config(&path).unwrap();
+        assert_eq!(duties.withdraw_fees_threshold, Some(FeeThreshold::DEFAULT));
+        assert_eq!(
+            duties.withdraw_fees_threshold,
+            DutyConfig::default().withdraw_fees_threshold,
+            "`kms node init` writes the daemon's default"
+        );
+
+        let write = |name: &str, line: &str| {
+            let file = dir.path().join(name);
+            std::fs::write(
+                &file,
+                text.replace("withdraw_fees_threshold_wei = \"auto\"\n", line),
+            )
+            .unwrap();
+            NodeConfig::load(&file).map(|c| c.duty_config(&file).unwrap().withdraw_fees_threshold)
+        };
+        assert_eq!(
+            write(
+                "wei.toml",
+                "withdraw_fees_threshold_wei = \"5000000000000000\"\n"
+            )
+            .unwrap(),
+            Some(FeeThreshold::Wei(U256::from(5_000_000_000_000_000u64)))
+        );
+        // Files written before "auto": their 1 wei is kept as written.
+        assert_eq!(
+            write("old.toml", "withdraw_fees_threshold_wei = \"1\"\n").unwrap(),
+            Some(FeeThreshold::Wei(U256::from(1)))
+        );
+        assert_eq!(write("never.toml", "").unwrap(), None);
+        let err = write("bad.toml", "withdraw_fees_threshold_wei = \"Auto\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("duties.withdraw_fees_threshold_wei") && err.contains("\"Auto\""),
+            "{err}"
+        );
     }
 }

@@ -43,7 +43,7 @@ pub use clock::ChainClock;
 pub use config::{ConfigError, NodeConfig};
 pub use daemon::{start, DaemonError, RunningNode, Settings};
 pub use directory::{Arrangement, ChainDirectory, DirectoryError, PolicyDirectory};
-pub use duties::{Duties, DutyConfig};
+pub use duties::{Duties, DutyConfig, FeeThreshold};
 pub use follower::{Follower, FollowerConfig, Step};
 pub use head::{HeadBlock, HeadView, NotFresh};
 pub use store::{Cursor, DutyRecord, PolicyRecord, PutOutcome, Store, StoreError, StoredKfrag};

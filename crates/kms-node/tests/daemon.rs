@@ -12,7 +12,7 @@ use std::{
 use alloy::{
     eips::{eip2718::Encodable2718, BlockNumberOrTag},
     network::{EthereumWallet, NetworkTransactionBuilder, TransactionBuilder},
-    primitives::{Address, Bytes, FixedBytes},
+    primitives::{Address, Bytes, FixedBytes, U256},
     providers::{ext::AnvilApi, DynProvider, Provider},
     rpc::types::TransactionRequest,
     sol_types::SolCall,
@@ -28,7 +28,9 @@ use kms_crypto::{
     wire::{NodeInfo, ReencryptRequest},
 };
 use kms_node::test_utils::local_settings;
-use kms_node::{DutyRecord, Follower, FollowerConfig, Limits, Settings, Step, Store};
+use kms_node::{
+    DutyConfig, DutyRecord, FeeThreshold, Follower, FollowerConfig, Limits, Settings, Step, Store,
+};
 use umbral_pre::{encrypt, DefaultSerialize, SecretKey};
 
 mod support;
@@ -39,8 +41,17 @@ const SECONDS_PER_PERIOD: u64 = 600;
 /// How long a test waits for the node to do something.
 const WAIT: Duration = Duration::from_secs(30);
 
+/// The node's settings; its fees are withdrawn from the first wei (these tests check the
+/// withdrawal of 1-gwei policies' fees, far below the default threshold's ten withdrawals' gas).
 fn settings(chain: &TestChain, store: &Path, staker: usize, worker: usize) -> Result<Settings> {
-    Ok(local_settings(chain, staker, worker, store.to_owned())?)
+    let settings = local_settings(chain, staker, worker, store.to_owned())?;
+    Ok(Settings {
+        duties: DutyConfig {
+            withdraw_fees_threshold: Some(FeeThreshold::Wei(U256::from(1))),
+            ..settings.duties.clone()
+        },
+        ..settings
+    })
 }
 
 /// A chain with dev account `STAKER` staked (the minimum) and `WORKER` bonded, a reader, their
@@ -148,6 +159,53 @@ async fn duties_run_once_per_period_across_restarts() -> Result<()> {
         .call()
         .await?;
     ensure!(fees_left.is_zero(), "fees not withdrawn: {fees_left}");
+    Ok(())
+}
+
+/// With the shipped threshold, fees worth less than ten withdrawals' gas are left to grow: the
+/// period's withdrawal is recorded skipped, with the fees, the threshold and the gas price.
+#[tokio::test]
+async fn fees_below_the_default_threshold_are_skipped_saying_why() -> Result<()> {
+    let (chain, reader, staker, worker, store_path, _dir) = staked().await?;
+    let settings = local_settings(&chain, STAKER, WORKER, store_path)?;
+    ensure!(settings.duties.withdraw_fees_threshold == Some(FeeThreshold::DEFAULT));
+    let node = kms_node::start(settings).await?;
+    let store = node.store().clone();
+    let period = chain.current_period().await?;
+    let commit = format!("commit/{}", period + 1);
+    eventually("the commitment", WAIT, || async {
+        Ok(is_done(&store, &commit))
+    })
+    .await?;
+    // Credits the committed next period: 1 gwei of fees, worth far less than a withdrawal's gas.
+    create_policy(&chain, [0x17; 16], Address::repeat_byte(9), vec![staker], 3).await?;
+    let key = format!("fees/{period}");
+    eventually("the withdrawal skipped", WAIT, || async {
+        Ok(matches!(
+            duty(&store, &key),
+            Some(DutyRecord::Skipped { .. })
+        ))
+    })
+    .await?;
+    node.shutdown().await;
+    let Some(DutyRecord::Skipped { reason }) = duty(&store, &key) else {
+        anyhow::bail!("unexpected record {:?}", duty(&store, &key));
+    };
+    ensure!(
+        reason.starts_with("fees of 1000000000 wei below the threshold of ")
+            && reason.contains(" wei = 10 x 40000 gas (a withdrawal) x ")
+            && reason.ends_with(" wei/gas (the gas price now)"),
+        "{reason}"
+    );
+    let fees = chain
+        .deployment()
+        .policy_manager(&reader)
+        .fees(staker)
+        .call()
+        .await?;
+    ensure!(fees == U256::from(1_000_000_000u64), "fees {fees}");
+    // The node record and the commitment: no withdrawal was sent.
+    ensure!(reader.get_transaction_count(worker).await? == 3);
     Ok(())
 }
 

@@ -340,11 +340,20 @@ contract KMSHandler {
         } catch {}
     }
 
+    /// @notice The staker or, half the time, its current worker (as a node does) withdraws: it is
+    /// paid all the fees, and none are left.
     function withdrawFees(uint256 actorSeed) external {
-        address staker = stakers[actorSeed % STAKERS];
-        if (policyManager.fees(staker) == 0) return;
-        vm.prank(staker);
-        ghostFeesWithdrawn += policyManager.withdrawFees(staker);
+        uint256 i = actorSeed % STAKERS;
+        address staker = stakers[i];
+        uint256 accrued = policyManager.fees(staker);
+        if (accrued == 0) return;
+        bool byWorker = (actorSeed / STAKERS) % 2 == 1 && escrow.workerOf(staker) == workers[i];
+        uint256 before = staker.balance;
+        vm.prank(byWorker ? workers[i] : staker);
+        uint256 amount = policyManager.withdrawFees(staker);
+        require(amount == accrued && staker.balance - before == amount, "withdrawal paid other than the fees");
+        require(policyManager.fees(staker) == 0, "a withdrawal left fees behind");
+        ghostFeesWithdrawn += amount;
         calls["withdrawFees"]++;
     }
 

@@ -4,13 +4,16 @@
 //! |------|------|------------|-------------|
 //! | commit | once per period, while tokens are locked next period | `commit/<next period>` | `StakingEscrow.commitToNextPeriod()` |
 //! | mint | once per period, when rewards are pending and no commitment will mint them | `mint/<period>` | `StakingEscrow.mint()` |
-//! | withdraw fees | once per period, when the accrued fees reach the threshold | `fees/<period>` | `PolicyManager.withdrawFees(staker)` |
+//! | withdraw fees | once per period, when the accrued fees reach the threshold ([`FeeThreshold`]) | `fees/<period>` | `PolicyManager.withdrawFees(staker)` |
 //! | prune | every tick (chain check every [`PRUNE_CHAIN_CHECK_EVERY`] ticks) | — | none: deletes kfrags |
 //! | audit policy | once per period, when auditing (see [`crate::audit`]) | `audit-policy/<period>` | `PolicyManager.createPolicy(...)` paying the audit's fee |
 //! | evidence | each accepted evidence, two steps (see [`crate::evidence`]) | `evidence-commit/<hash>`, `evidence-reveal/<hash>` | `Adjudicator.commitEvidence`, then `evaluateCFragFor` |
 //!
 //! Commit, mint and fees share one skeleton (`Duties::run_tx_duty`): a settled key is left
 //! alone, a key in flight is resumed, and a fresh one is sent if the chain says it is due. The
+//! fees duty decides once a period, after the period's commitment (which accrues fees) has
+//! settled: a withdrawal below the threshold is recorded as skipped, with the fees, the
+//! threshold and, for the default threshold, the gas price it was derived from. The
 //! start-up duties (accepting the bond, publishing the node record, keyed `accept-bond/...` and
 //! `record/...`) run once before the daemon's services start: see `startup`.
 //!
@@ -44,6 +47,63 @@ use crate::{
 
 /// The pruning duty asks the chain about every stored kfrag once in this many ticks.
 pub const PRUNE_CHAIN_CHECK_EVERY: u64 = 30;
+
+/// The most gas a fee withdrawal (`PolicyManager.withdrawFees`, sent by the worker) costs: its
+/// bar, which the contracts' gas tests hold it to (`test/gas/Gas.t.sol`; 38,322 measured).
+pub const WITHDRAW_FEES_GAS: u64 = 40_000;
+
+/// The default threshold's multiple of a withdrawal's gas cost: fees are withdrawn once worth at
+/// least this many withdrawals, so that the gas is at most a tenth of what is withdrawn.
+pub const WITHDRAW_FEES_GAS_MULTIPLE: u64 = 10;
+
+/// When the fees duty withdraws the node's fees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeeThreshold {
+    /// Once the fees reach this many wei (`withdraw_fees_threshold_wei = "<wei>"`).
+    Wei(U256),
+    /// Once the fees reach `multiple` x [`WITHDRAW_FEES_GAS`] x the gas price (`eth_gasPrice`)
+    /// when the duty decides: the withdrawal's gas is then at most `1 / multiple` of what it
+    /// withdraws (`withdraw_fees_threshold_wei = "auto"`, the default).
+    GasCost {
+        /// How many withdrawals' gas the fees must be worth.
+        multiple: u64,
+    },
+}
+
+impl FeeThreshold {
+    /// The shipped default: fees worth ten withdrawals' gas at the gas price of the moment.
+    pub const DEFAULT: Self = Self::GasCost {
+        multiple: WITHDRAW_FEES_GAS_MULTIPLE,
+    };
+
+    /// The threshold in wei, at `gas_price` wei per gas (read only by [`FeeThreshold::GasCost`]),
+    /// and how it was reached, for the record of a skipped withdrawal.
+    pub fn wei(&self, gas_price: u128) -> (U256, String) {
+        match *self {
+            Self::Wei(wei) => (wei, "withdraw_fees_threshold_wei".into()),
+            Self::GasCost { multiple } => (
+                U256::from(multiple) * U256::from(WITHDRAW_FEES_GAS) * U256::from(gas_price),
+                format!(
+                    "{multiple} x {WITHDRAW_FEES_GAS} gas (a withdrawal) x {gas_price} wei/gas \
+                     (the gas price now)"
+                ),
+            ),
+        }
+    }
+
+    /// Whether `fees` (positive) are to be withdrawn at `gas_price`: `Err` with the reason to
+    /// record when they are below the threshold.
+    pub fn check(&self, fees: U256, gas_price: u128) -> Result<(), String> {
+        let (threshold, derivation) = self.wei(gas_price);
+        if fees >= threshold {
+            Ok(())
+        } else {
+            Err(format!(
+                "fees of {fees} wei below the threshold of {threshold} wei = {derivation}"
+            ))
+        }
+    }
+}
 
 /// A duty failed this tick; the next tick retries.
 #[derive(Debug, thiserror::Error)]
@@ -107,8 +167,9 @@ enum Due {
     Yes,
     /// Not now (ask again next tick).
     No,
-    /// Its effect is on chain already: recorded as skipped with this reason.
-    DoneOnChain(&'static str),
+    /// Not for this key (its effect is on chain already, or not worth its gas): recorded as
+    /// skipped with this reason.
+    Skip(String),
 }
 
 /// The duties' Prometheus counters: `kms_node_duties_total{duty, outcome}`.
@@ -140,8 +201,8 @@ pub struct DutyConfig {
     pub commit: bool,
     /// Mint rewards that no commitment will mint.
     pub mint: bool,
-    /// Withdraw fees once they reach this many wei (`None`: never).
-    pub withdraw_fees_threshold: Option<U256>,
+    /// When to withdraw the fees (`None`: never).
+    pub withdraw_fees_threshold: Option<FeeThreshold>,
     /// Delete kfrags of revoked, ended or vanished policies.
     pub prune: bool,
     /// The audit duty (see [`crate::audit`]).
@@ -156,7 +217,7 @@ impl Default for DutyConfig {
         Self {
             commit: true,
             mint: true,
-            withdraw_fees_threshold: Some(U256::from(1u64)),
+            withdraw_fees_threshold: Some(FeeThreshold::DEFAULT),
             prune: true,
             audit: AuditConfig::default(),
             beneficiary: None,
@@ -430,14 +491,10 @@ impl<P: Provider + Clone> Duties<P> {
             match self.due(&plan).await? {
                 Due::Yes => {}
                 Due::No => return Ok(None),
-                Due::DoneOnChain(reason) => {
-                    self.record(
-                        &plan.key,
-                        DutyRecord::Skipped {
-                            reason: reason.into(),
-                        },
-                    )
-                    .await?;
+                Due::Skip(reason) => {
+                    tracing::info!(duty = plan.key, %reason, "duty skipped");
+                    self.record(&plan.key, DutyRecord::Skipped { reason })
+                        .await?;
                     return Ok(Some("skipped"));
                 }
             }
@@ -480,7 +537,7 @@ impl<P: Provider + Clone> Duties<P> {
                 let info = self.staker_info().await?;
                 if info.commitPeriods.contains(&U256::from(plan.key_period)) {
                     // Committed already (by an earlier run whose record is gone, or by hand).
-                    Due::DoneOnChain("already committed on chain")
+                    Due::Skip("already committed on chain".into())
                 } else if info.lockedNextPeriod.is_zero() {
                     Due::No
                 } else {
@@ -500,16 +557,29 @@ impl<P: Provider + Clone> Duties<P> {
                 let Some(threshold) = self.config.withdraw_fees_threshold else {
                     return Ok(Due::No); // configured off: `plan` made no plan
                 };
+                // The period's commitment accrues fees: decide once it has settled.
+                let commit = format!("{}/{}", TxDuty::Commit.name(), plan.key_period + 1);
+                if self.config.commit && self.state(&commit).await? == DutyState::InFlight {
+                    return Ok(Due::No);
+                }
                 let fees = PolicyManager::new(self.deployment.policy_manager, &self.provider)
                     .fees(self.staker)
                     .block(BlockId::latest())
                     .call()
                     .await
                     .map_err(|e| contract(&e))?;
-                if fees.is_zero() || fees < threshold {
-                    Due::No
-                } else {
-                    Due::Yes
+                if fees.is_zero() {
+                    return Ok(Due::No);
+                }
+                let gas_price = match threshold {
+                    FeeThreshold::Wei(_) => 0,
+                    FeeThreshold::GasCost { .. } => {
+                        self.provider.get_gas_price().await.map_err(chain)?
+                    }
+                };
+                match threshold.check(fees, gas_price) {
+                    Ok(()) => Due::Yes,
+                    Err(reason) => Due::Skip(reason),
                 }
             }
         })
@@ -568,5 +638,72 @@ impl<P: Provider + Clone> Duties<P> {
             }
         }
         Ok((deleted > 0).then_some("pruned"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn the_default_threshold_is_ten_withdrawals_of_gas_at_the_gas_price() {
+        let gwei = 1_000_000_000u128;
+        let (threshold, derivation) = FeeThreshold::DEFAULT.wei(2 * gwei);
+        // 10 x 40,000 gas x 2 gwei = 0.0008 ETH: the gas is a tenth of the least withdrawn.
+        assert_eq!(threshold, U256::from(800_000_000_000_000u64));
+        assert_eq!(
+            derivation,
+            "10 x 40000 gas (a withdrawal) x 2000000000 wei/gas (the gas price now)"
+        );
+        let gas_cost = U256::from(WITHDRAW_FEES_GAS) * U256::from(2 * gwei);
+        assert!(gas_cost * U256::from(10) <= threshold);
+    }
+
+    #[test]
+    fn fees_at_the_threshold_are_withdrawn_below_it_skipped_with_the_reason() {
+        let gwei = 1_000_000_000u128;
+        let threshold = U256::from(400_000_000_000_000u64); // at 1 gwei
+        assert_eq!(FeeThreshold::DEFAULT.check(threshold, gwei), Ok(()));
+        assert_eq!(
+            FeeThreshold::DEFAULT.check(threshold + U256::from(1), gwei),
+            Ok(())
+        );
+        let reason = FeeThreshold::DEFAULT
+            .check(threshold - U256::from(1), gwei)
+            .unwrap_err();
+        assert_eq!(
+            reason,
+            "fees of 399999999999999 wei below the threshold of 400000000000000 wei = 10 x 40000 \
+             gas (a withdrawal) x 1000000000 wei/gas (the gas price now)"
+        );
+        // The gas price moves the threshold: the same fees are worth withdrawing when gas is
+        // cheaper.
+        assert_eq!(
+            FeeThreshold::DEFAULT.check(threshold - U256::from(1), gwei / 2),
+            Ok(())
+        );
+        // A chain without a gas price: any fees.
+        assert_eq!(FeeThreshold::DEFAULT.check(U256::from(1), 0), Ok(()));
+    }
+
+    #[test]
+    fn an_explicit_threshold_ignores_the_gas_price() {
+        let threshold = FeeThreshold::Wei(U256::from(1_000u64));
+        assert_eq!(threshold.check(U256::from(1_000u64), u128::MAX), Ok(()));
+        let reason = threshold.check(U256::from(999u64), 0).unwrap_err();
+        assert_eq!(
+            reason,
+            "fees of 999 wei below the threshold of 1000 wei = withdraw_fees_threshold_wei"
+        );
+    }
+
+    #[test]
+    fn the_threshold_does_not_overflow() {
+        let threshold = FeeThreshold::GasCost { multiple: u64::MAX };
+        let (wei, _) = threshold.wei(u128::MAX);
+        assert!(wei > U256::from(u128::MAX));
+        assert!(threshold.check(U256::MAX, u128::MAX).is_ok());
     }
 }
