@@ -63,7 +63,8 @@ pub enum PolicySubcommand {
     /// `--expires` is a number of periods from now, or a UTC date (2027-01-31 or
     /// 2027-01-31T12:00:00Z).
     Grant(GrantArgs),
-    /// Revoke a policy: nodes stop serving it from the next block; the unearned fee is refunded.
+    /// Revoke a policy: nodes refuse it from the revocation's block on (the command waits for
+    /// them to read it); the unearned fee is refunded.
     ///
     /// Example: kms policy revoke --policy photos.policy.json
     Revoke(RevokeArgs),
@@ -227,6 +228,9 @@ impl GrantArgs {
     }
 }
 
+/// How long `kms policy revoke` waits for the policy's nodes to read the revocation's block.
+const REVOCATION_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// `kms policy revoke`.
 #[derive(Debug, Args)]
 pub struct RevokeArgs {
@@ -241,10 +245,37 @@ impl RevokeArgs {
         let (client, file) = client_and_policy(chain, &self.policy).await?;
         let refunded = client.revoke(&file).await.map_err(CliError::from)?;
         println!(
-            "revoked {}; refunded {} ETH",
+            "revoked {} in block {}; refunded {} ETH",
             file.policy_id_hex(),
+            refunded.block,
             format_eth(refunded.amount)
         );
+        // In force at a node from its first read of that block: say which nodes are there.
+        let heads = client
+            .wait_for_nodes_at(&file, refunded.block, REVOCATION_WAIT)
+            .await;
+        let behind: Vec<String> = heads
+            .iter()
+            .filter_map(|node| match &node.head {
+                Ok(Some(head)) if *head >= refunded.block => None,
+                Ok(head) => Some(format!(
+                    "{} ({}): has read block {} only",
+                    node.staker,
+                    node.url,
+                    head.map_or("none".into(), |h| h.to_string())
+                )),
+                Err(e) => Some(format!("{} ({}): {e}", node.staker, node.url)),
+            })
+            .collect();
+        println!(
+            "refused by {} of {} nodes from block {}",
+            heads.len() - behind.len(),
+            heads.len(),
+            refunded.block
+        );
+        for node in behind {
+            eprintln!("warning: not yet in force at {node}; it refuses once it reads the block");
+        }
         Ok(())
     }
 }

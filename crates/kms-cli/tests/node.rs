@@ -49,8 +49,6 @@ async fn init_then_run_until_sigterm() -> Result<()> {
         deployments.to_str().unwrap(),
         "--listen",
         "127.0.0.1:0",
-        "--confirmations",
-        "0",
         "--password-file",
         password.to_str().unwrap(),
         "--worker-private-key",
@@ -64,6 +62,27 @@ async fn init_then_run_until_sigterm() -> Result<()> {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     ensure!(stdout.contains(&chain.address(2)?.to_string()), "{stdout}");
+    // No --confirmations against an anvil that mines only on transactions: depth 0, and why (the
+    // default 2 would wait at start for two transactions nobody sends; the run below starts).
+    ensure!(
+        stdout.contains("confirmations = 0: ")
+            && stdout.contains("mines a block only with a transaction"),
+        "{stdout}"
+    );
+    let written = std::fs::read_to_string(node_dir.join("node.toml"))?;
+    ensure!(written.contains("confirmations = 0"), "{written}");
+    // A depth asked for is kept, with a warning of what it means on this chain.
+    let mut deep = args.to_vec();
+    let deep_dir = dir.path().join("deep");
+    deep[3] = deep_dir.to_str().unwrap();
+    deep.extend(["--confirmations", "2"]);
+    let out = kms(&deep);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success() && stdout.contains("note: "),
+        "{stdout}"
+    );
+    ensure!(std::fs::read_to_string(deep_dir.join("node.toml"))?.contains("confirmations = 2"));
     #[cfg(unix)]
     for file in ["worker.json", "umbral.json"] {
         use std::os::unix::fs::PermissionsExt;

@@ -123,8 +123,21 @@ impl GrantOutcome {
 pub struct Refunded {
     /// The transaction.
     pub tx_hash: B256,
+    /// The block it was mined in.
+    pub block: u64,
     /// Wei sent to the policy's owner.
     pub amount: U256,
+}
+
+/// How far a node has read the chain ([`Client::wait_for_nodes_at`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeHead {
+    /// The node's staker.
+    pub staker: Address,
+    /// Its URL.
+    pub url: String,
+    /// The last block it has read (`None`: none yet), or why it did not answer.
+    pub head: Result<Option<u64>, String>,
 }
 
 /// Why a grant failed.
@@ -574,7 +587,8 @@ impl<P: Provider> Client<P> {
     }
 
     /// Revokes the policy (the provider's account must be its owner) and returns the refund of
-    /// everything the nodes have not earned. The nodes refuse it from the next block on.
+    /// everything the nodes have not earned. Each node refuses it from its first read of the
+    /// revocation's block ([`Client::wait_for_nodes_at`] tells when).
     pub async fn revoke(&self, policy: &PolicyFile) -> Result<Refunded, ChainError> {
         self.check_policy_home(policy.chain_id, policy.policy_manager)?;
         let manager = self.deployment.policy_manager(&self.provider);
@@ -590,8 +604,42 @@ impl<P: Provider> Client<P> {
             })?;
         Ok(Refunded {
             tx_hash: receipt.transaction_hash,
+            block: receipt.block_number.unwrap_or_default(),
             amount: event.refund,
         })
+    }
+
+    /// Waits, up to `timeout`, until every node of `policy` says (`GET /v1/status`) that it has
+    /// read block `block` or a later one, e.g. the block of its revocation: a node refuses a
+    /// revoked policy from its first read of that block, with no chain call per request. Returns
+    /// each node's last answer, in the policy's order.
+    pub async fn wait_for_nodes_at(
+        &self,
+        policy: &PolicyFile,
+        block: u64,
+        timeout: std::time::Duration,
+    ) -> Vec<NodeHead> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut heads = Vec::with_capacity(policy.nodes.len());
+        for node in &policy.nodes {
+            let head = loop {
+                let head = match self.nodes.status(&node.url).await {
+                    Ok(status) => Ok(status.head_block),
+                    Err(e) => Err(e.to_string()),
+                };
+                let read = matches!(head, Ok(Some(h)) if h >= block);
+                if read || tokio::time::Instant::now() >= deadline {
+                    break head;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            };
+            heads.push(NodeHead {
+                staker: node.staker,
+                url: node.url.clone(),
+                head,
+            });
+        }
+        heads
     }
 
     /// Refunds the owner the settled periods that nodes did not commit to (anyone may send it;
@@ -612,6 +660,7 @@ impl<P: Provider> Client<P> {
                 })?;
         Ok(Refunded {
             tx_hash: receipt.transaction_hash,
+            block: receipt.block_number.unwrap_or_default(),
             amount: event.amount,
         })
     }

@@ -5,8 +5,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use alloy::primitives::B256;
 use kms_crypto::wire::{
-    ErrorBody, EvidenceStatus, KfragAccepted, KfragUpload, NetworkView, NodeInfo, ReencryptRequest,
-    ReencryptResponse,
+    ErrorBody, EvidenceStatus, KfragAccepted, KfragUpload, NetworkView, NodeInfo, NodeStatus,
+    ReencryptRequest, ReencryptResponse,
 };
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
@@ -211,39 +211,38 @@ impl NodeClient {
         }
     }
 
-    /// `GET {url}/v1/node`: who the node says it is.
-    pub async fn node_info(&self, url: &str) -> Result<NodeInfo, NodeError> {
-        let target = endpoint(url, "/v1/node");
+    /// `GET {url}{path}`, its JSON answer (a 5xx or 429 retried, a 404 not).
+    async fn get<T: DeserializeOwned>(&self, url: &str, path: &str) -> Result<T, NodeError> {
+        let target = endpoint(url, path);
         self.retrying(
             &target,
             |_| false,
             || async { Ok(self.once(self.http.get(&target)).await?.1) },
         )
         .await
+    }
+
+    /// `GET {url}/v1/node`: who the node says it is.
+    pub async fn node_info(&self, url: &str) -> Result<NodeInfo, NodeError> {
+        self.get(url, "/v1/node").await
+    }
+
+    /// `GET {url}/v1/status`: what the node holds and how far it has read the chain (e.g. to
+    /// wait until it has read the block of a revocation).
+    pub async fn status(&self, url: &str) -> Result<NodeStatus, NodeError> {
+        self.get(url, "/v1/status").await
     }
 
     /// `GET {url}/v1/network`: the stakers as the node reads them from the chain, and what its
     /// audits saw of each. A node older than this endpoint answers 404 (not retried).
     pub async fn network(&self, url: &str) -> Result<NetworkView, NodeError> {
-        let target = endpoint(url, "/v1/network");
-        self.retrying(
-            &target,
-            |_| false,
-            || async { Ok(self.once(self.http.get(&target)).await?.1) },
-        )
-        .await
+        self.get(url, "/v1/network").await
     }
 
     /// `GET {url}/v1/evidence/{id}`: where the node's filing of the evidence `id` stands. A
     /// node that never accepted it answers 404 (not retried).
     pub async fn evidence_status(&self, url: &str, id: B256) -> Result<EvidenceStatus, NodeError> {
-        let target = endpoint(url, &format!("/v1/evidence/{id}"));
-        self.retrying(
-            &target,
-            |_| false,
-            || async { Ok(self.once(self.http.get(&target)).await?.1) },
-        )
-        .await
+        self.get(url, &format!("/v1/evidence/{id}")).await
     }
 
     /// `POST {url}/v1/policies/{id}/kfrag`: hands the node its kfrag. Returns whether the node

@@ -29,7 +29,9 @@ pub mod stream;
 pub use chain::ChainError;
 pub use client::{Client, ClientError};
 pub use fault::{Fault, FaultError, ReportOutcome};
-pub use grant::{GrantError, GrantOutcome, GrantPlan, GrantRequest, Refunded, UploadReport};
+pub use grant::{
+    GrantError, GrantOutcome, GrantPlan, GrantRequest, NodeHead, Refunded, UploadReport,
+};
 pub use http::{HttpConfig, NodeClient, NodeError};
 pub use network::{network_status, NetworkStatus, StakerStatus};
 pub use policy::{PolicyFile, PolicyFileError, PolicyNode};

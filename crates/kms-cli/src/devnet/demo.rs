@@ -431,6 +431,20 @@ async fn alice_revokes(story: &Story<'_>, granted: &Granted, retrieved: &Retriev
         outcome.paid,
         refunded.amount
     );
+    // Refused from the revocation's block on: each node reads it at its next follower step (a
+    // new block wakes it on the devnet's ws:// endpoint), with no chain call per request.
+    let heads = alice_client
+        .wait_for_nodes_at(loaded, refunded.block, Duration::from_secs(10))
+        .await;
+    for node in &heads {
+        ensure!(
+            matches!(node.head, Ok(Some(head)) if head >= refunded.block),
+            "the node at {} has not read the revocation's block {}: {:?}",
+            node.url,
+            refunded.block,
+            node.head
+        );
+    }
     let refused = retrieved
         .bob_client
         .retrieve(
