@@ -458,7 +458,11 @@ async fn upload_then_reencrypt_with_two_nodes() {
 
 /// A node with one policy (threshold 1) and its kfrag uploaded.
 async fn node_with_policy() -> (Node, Policy, Capsule) {
-    let node = Node::start(Arc::default());
+    policy_on(Node::start(Arc::default())).await
+}
+
+/// `node` holding the kfrag of a 1-of-1 policy naming it (and another node), and a capsule.
+async fn policy_on(node: Node) -> (Node, Policy, Capsule) {
     let policy = Policy::new(7, 1, 1);
     node.create_policy(&policy, vec![node.staker, Address::repeat_byte(0x42)]);
     let (status, value) = node
@@ -624,16 +628,7 @@ async fn a_stale_head_view_is_a_503_until_the_head_is_read_again() {
         ..test_limits()
     };
     let node = Node::start_with_limits(Arc::default(), kms_node::Behaviour::Honest, limits);
-    let policy = Policy::new(7, 1, 1);
-    node.create_policy(&policy, vec![node.staker]);
-    let (status, value) = node
-        .post(
-            &policy.path("kfrag"),
-            &policy.upload(0, &node.umbral_pk, node.staker),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{value}");
-    let (capsule, _) = encrypt(&policy.delegating.public_key(), b"hello").unwrap();
+    let (node, policy, capsule) = policy_on(node).await;
     node.reencrypt_ok(&policy, std::slice::from_ref(&capsule))
         .await;
     // The follower has not read the head for longer than the bound (the RPC is down).

@@ -38,6 +38,20 @@ fn settings(chain: &TestChain, proxy: &RpcProxy, dir: &tempfile::TempDir) -> Res
     })
 }
 
+/// A chain with `STAKER` staked and `WORKER` bonded, a proxy of its RPC endpoint, and a place
+/// for the node's store.
+async fn staked_behind_a_proxy() -> Result<(TestChain, RpcProxy, tempfile::TempDir)> {
+    let chain = TestChain::start(SECONDS_PER_PERIOD).await?;
+    chain.stake_minimum(STAKER, WORKER).await?;
+    let proxy = RpcProxy::start(chain.endpoint_url().as_str()).await?;
+    Ok((chain, proxy, tempfile::tempdir()?))
+}
+
+/// The reason of an error answer (empty if there is none).
+fn reason(body: &serde_json::Value) -> &str {
+    body["error"].as_str().unwrap_or_default()
+}
+
 /// A started node, its API and a policy naming it alone whose kfrag it holds, with Bob's
 /// request for it.
 struct Serving {
@@ -127,6 +141,21 @@ fn bob_request(policy_id: [u8; 16], staker: Address, keys: PolicyKeys) -> impl F
     }
 }
 
+/// Alice revokes the policy naming `staker` alone (through a new provider each time: a reorg
+/// may have dropped an earlier transaction of hers, and its nonce); returns the block.
+async fn revoke(chain: &TestChain, policy_id: [u8; 16], staker: Address) -> Result<u64> {
+    let receipt = chain
+        .deployment()
+        .policy_manager(&chain.provider(ALICE)?)
+        .revokePolicy(FixedBytes(policy_id), vec![staker])
+        .send()
+        .await?
+        .get_receipt()
+        .await?;
+    ensure!(receipt.status(), "revokePolicy reverted");
+    receipt.block_number.context("no block number")
+}
+
 /// Asks until the answer has `status` (or `WAIT` passes); returns that answer's body.
 async fn until_status(serving: &Serving, status: u16) -> Result<serde_json::Value> {
     let deadline = std::time::Instant::now() + WAIT;
@@ -145,10 +174,7 @@ async fn until_status(serving: &Serving, status: u16) -> Result<serde_json::Valu
 
 #[tokio::test]
 async fn a_reencryption_makes_no_chain_call() -> Result<()> {
-    let chain = TestChain::start(SECONDS_PER_PERIOD).await?;
-    chain.stake_minimum(STAKER, WORKER).await?;
-    let proxy = RpcProxy::start(chain.endpoint_url().as_str()).await?;
-    let dir = tempfile::tempdir()?;
+    let (chain, proxy, dir) = staked_behind_a_proxy().await?;
     // Polling once an hour: after its first steps the node's loops are quiet, so every call the
     // proxy sees from then on would be the request path's.
     let settings = Settings {
@@ -187,10 +213,7 @@ async fn a_reencryption_makes_no_chain_call() -> Result<()> {
 #[tokio::test]
 async fn revocations_are_refused_from_the_head_a_reorg_restores_and_a_stalled_rpc_is_503(
 ) -> Result<()> {
-    let chain = TestChain::start(SECONDS_PER_PERIOD).await?;
-    chain.stake_minimum(STAKER, WORKER).await?;
-    let proxy = RpcProxy::start(chain.endpoint_url().as_str()).await?;
-    let dir = tempfile::tempdir()?;
+    let (chain, proxy, dir) = staked_behind_a_proxy().await?;
     // Two blocks deep, and no duty sending transactions (the test commits for the node): on
     // this idle chain the follower confirms nothing the test does not mine, so a refusal without
     // mining comes from the head view alone.
@@ -224,22 +247,11 @@ async fn revocations_are_refused_from_the_head_a_reorg_restores_and_a_stalled_rp
     ensure!(status == 200, "{status} {body}");
 
     // Alice revokes: refused once the node has read the revocation's block, not confirmed yet.
-    let d = chain.deployment().clone();
-    let receipt = d
-        .policy_manager(&chain.provider(ALICE)?)
-        .revokePolicy(FixedBytes(serving.policy_id), vec![staker])
-        .send()
-        .await?
-        .get_receipt()
-        .await?;
-    ensure!(receipt.status());
-    wait_for_head(&serving.client, receipt.block_number.context("no block")?).await?;
+    let block = revoke(&chain, serving.policy_id, staker).await?;
+    wait_for_head(&serving.client, block).await?;
     let (status, body) = serving.reencrypt().await?;
     ensure!(
-        status == 410
-            && body["error"]
-                .as_str()
-                .is_some_and(|e| e.contains("not yet confirmed")),
+        status == 410 && reason(&body).contains("not yet confirmed"),
         "{status} {body}"
     );
     let store = serving.node.store().clone();
@@ -256,24 +268,14 @@ async fn revocations_are_refused_from_the_head_a_reorg_restores_and_a_stalled_rp
     proxy.set_mode(ProxyMode::Stall);
     let body = until_status(&serving, 503).await?;
     ensure!(
-        body["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("its RPC endpoint is not answering")),
+        reason(&body).contains("its RPC endpoint is not answering"),
         "{body}"
     );
     proxy.set_mode(ProxyMode::Forward);
     until_status(&serving, 200).await?;
 
-    // Revoked again (a new provider: the reorg dropped Alice's first revocation, and its nonce),
-    // and confirmed: the follower deletes the kfrag, Bob still gets 410 and why.
-    let receipt = d
-        .policy_manager(&chain.provider(ALICE)?)
-        .revokePolicy(FixedBytes(serving.policy_id), vec![staker])
-        .send()
-        .await?
-        .get_receipt()
-        .await?;
-    ensure!(receipt.status());
+    // Revoked again, and confirmed: the follower deletes the kfrag, Bob still gets 410 and why.
+    revoke(&chain, serving.policy_id, staker).await?;
     chain.mine(2).await?;
     eventually("the kfrag's deletion", WAIT, || async {
         Ok(store.get_kfrag(serving.policy_id)?.is_none())
@@ -282,7 +284,7 @@ async fn revocations_are_refused_from_the_head_a_reorg_restores_and_a_stalled_rp
     let (status, body) = serving.reencrypt().await?;
     ensure!(
         status == 410
-            && body["error"] == "the policy, or this node's arrangement in it, is revoked",
+            && reason(&body) == "the policy, or this node's arrangement in it, is revoked",
         "{status} {body}"
     );
     serving.node.shutdown().await;
@@ -291,10 +293,7 @@ async fn revocations_are_refused_from_the_head_a_reorg_restores_and_a_stalled_rp
 
 #[tokio::test]
 async fn a_policy_past_its_end_is_410() -> Result<()> {
-    let chain = TestChain::start(SECONDS_PER_PERIOD).await?;
-    chain.stake_minimum(STAKER, WORKER).await?;
-    let proxy = RpcProxy::start(chain.endpoint_url().as_str()).await?;
-    let dir = tempfile::tempdir()?;
+    let (chain, proxy, dir) = staked_behind_a_proxy().await?;
     let settings = settings(&chain, &proxy, &dir)?;
     let serving = Serving::start(&chain, settings, [0x33; 16]).await?;
     let (status, body) = serving.reencrypt().await?;
@@ -302,12 +301,7 @@ async fn a_policy_past_its_end_is_410() -> Result<()> {
     // Two periods later by the chain's clock: the policy has ended (and its kfrag is pruned).
     chain.travel(2 * SECONDS_PER_PERIOD).await?;
     let body = until_status(&serving, 410).await?;
-    ensure!(
-        body["error"]
-            .as_str()
-            .is_some_and(|e| e.starts_with("the policy ended at")),
-        "{body}"
-    );
+    ensure!(reason(&body).starts_with("the policy ended at"), "{body}");
     let store = serving.node.store().clone();
     eventually("the kfrag's pruning", WAIT, || async {
         Ok(store.get_kfrag(serving.policy_id)?.is_none())
@@ -315,10 +309,7 @@ async fn a_policy_past_its_end_is_410() -> Result<()> {
     .await?;
     let (status, body) = serving.reencrypt().await?;
     ensure!(
-        status == 410
-            && body["error"]
-                .as_str()
-                .is_some_and(|e| e.starts_with("the policy ended at")),
+        status == 410 && reason(&body).starts_with("the policy ended at"),
         "{status} {body}"
     );
     serving.node.shutdown().await;
@@ -353,17 +344,12 @@ async fn a_node_starting_on_an_idle_chain_answers_503_and_carries_on() -> Result
     }
     let (status, body) = answered.context("the port never answered")?;
     ensure!(
-        status == 503
-            && body["error"]
-                .as_str()
-                .is_some_and(|e| e.starts_with("the node is starting: ")),
+        status == 503 && reason(&body).starts_with("the node is starting: "),
         "{status} {body}"
     );
     eventually("the wait for the node record", WAIT, || async {
         let (_, body) = client.get("/v1/node").await?;
-        Ok(body["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("publishing the node record")))
+        Ok(reason(&body).contains("publishing the node record"))
     })
     .await?;
     // It does not give up: two blocks later it is up.
