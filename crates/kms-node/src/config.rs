@@ -559,8 +559,8 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn the_audit_section_has_defaults_and_is_checked() {
+    /// A default configuration saved in a temporary directory: the directory, the file, its text.
+    fn saved_default() -> (tempfile::TempDir, PathBuf, String) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("node.toml");
         NodeConfig::new(
@@ -573,6 +573,12 @@ mod tests {
         .save(&path)
         .unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
+        (dir, path, text)
+    }
+
+    #[test]
+    fn the_audit_section_has_defaults_and_is_checked() {
+        let (dir, path, text) = saved_default();
         assert!(text.contains("[audit]"), "{text}");
         let audit = NodeConfig::load(&path).unwrap().duty_config(&path).unwrap();
         assert_eq!(audit.audit, AuditConfig::default());
@@ -680,18 +686,7 @@ mod tests {
 
     #[test]
     fn the_fee_threshold_is_auto_by_default_explained_and_may_be_wei_or_absent() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("node.toml");
-        NodeConfig::new(
-            "http://127.0.0.1:8545".into(),
-            PathBuf::from("deployments/31337.json"),
-            Address::repeat_byte(7),
-            "127.0.0.1:9151".parse().unwrap(),
-            "http://127.0.0.1:9151".into(),
-        )
-        .save(&path)
-        .unwrap();
-        let text = std::fs::read_to_string(&path).unwrap();
+        let (dir, path, text) = saved_default();
         assert!(
             text.contains(&format!(
                 "{}\nwithdraw_fees_threshold_wei = \"auto\"\n",

@@ -579,22 +579,13 @@ async fn a_revocation_is_refused_from_the_head_then_from_the_store() {
     // Nor are kfrags of a revoked policy accepted, confirmed or not.
     let revoked = Policy::new(8, 1, 1);
     node.create_policy(&revoked, vec![node.staker]);
+    let upload = revoked.upload(0, &node.umbral_pk, node.staker);
     publish_head(&node.head, HashSet::from([revoked.id]));
-    let (status, value) = node
-        .post(
-            &revoked.path("kfrag"),
-            &revoked.upload(0, &node.umbral_pk, node.staker),
-        )
-        .await;
+    let (status, value) = node.post(&revoked.path("kfrag"), &upload).await;
     assert_eq!(status, StatusCode::GONE, "{value}");
     publish_head(&node.head, HashSet::new());
     confirm(&node, &revoked, vec![node.staker], now() + 3600, true);
-    let (status, value) = node
-        .post(
-            &revoked.path("kfrag"),
-            &revoked.upload(0, &node.umbral_pk, node.staker),
-        )
-        .await;
+    let (status, value) = node.post(&revoked.path("kfrag"), &upload).await;
     assert_eq!(status, StatusCode::GONE, "{value}");
 }
 
