@@ -333,8 +333,14 @@ impl<P: Provider> Client<P> {
     /// minimum at the candidates' block and asks it over HTTP who it is; one that asks more than
     /// `found.fee_rate` or does not answer as its on-chain record says is left out (with the
     /// reason) and the next one drawn, until `wanted` qualify or the candidates run out. The
-    /// nodes come back ordered by staker, as a policy lists them. See
-    /// [`crate::sampling::sample_nodes`] for what `excluded` lists.
+    /// nodes come back ordered by staker, as a policy lists them.
+    ///
+    /// The draw orders every candidate; the nodes are the first `wanted` in that order that
+    /// qualify. Each round draws what is missing and reads those fee minimums at once (and,
+    /// after one asked too much, more ahead: that never changes the result). Stakers never drawn
+    /// are not checked, so the excluded list names those without a usable record and those drawn
+    /// and left out; when the draw runs out ([`SamplingError::NotEnoughNodes`]), every candidate
+    /// has been checked.
     pub async fn sample_reachable(
         &self,
         found: &Candidates,

@@ -7,7 +7,7 @@
 //! record (URL and Umbral key). Every read is pinned to one block so the candidate list is
 //! consistent; the pages are read concurrently.
 //!
-//! The draw ([`sample_nodes`]) is exact integer arithmetic on the weights (no floating point), in
+//! The draw ([`crate::Client::sample_reachable`]) is exact integer arithmetic on the weights (no floating point), in
 //! the order of the escrow's staker list, with `ChaCha20Rng::seed_from_u64(seed)`: it puts the
 //! candidates in a random order, and the policy takes the first ones in that order that ask no
 //! more than the offered fee rate (`PolicyManager.effectiveMinFeeRate`, read for the drawn ones
@@ -112,7 +112,7 @@ pub struct Candidate {
 pub struct Candidates {
     /// The active stakers with a usable node record, in the escrow's staker-list order: what
     /// the draw picks from. Whether each asks no more than `fee_rate` is checked when it is
-    /// drawn ([`sample_nodes`]).
+    /// drawn ([`crate::Client::sample_reachable`]).
     pub candidates: Vec<Candidate>,
     /// Active stakers without a usable node record, and why.
     pub excluded: Vec<Excluded>,
@@ -219,8 +219,8 @@ pub fn sample_weighted(weights: &[U256], n: usize, seed: u64) -> Result<Vec<usiz
 
 /// Reads the candidates for a policy ending at `end_timestamp` that pays `fee_rate` wei per
 /// node and period, at the latest block: the active stakers and their node records, in pages of
-/// [`PAGE`] read concurrently. The fee minimums are not read here: [`sample_nodes`] reads those
-/// of the candidates it draws.
+/// [`PAGE`] read concurrently. The fee minimums are not read here: the draw
+/// ([`crate::Client::sample_reachable`]) reads those of the candidates it draws.
 pub async fn candidates<P: Provider>(
     provider: &P,
     deployment: &Deployment,
