@@ -40,6 +40,15 @@ if (catchup) {
   lines.push("## Catch-up", "");
   lines.push(`${catchup.blocks} blocks, ${catchup.policies} policies: ${fmt(catchup.seconds, 2)} s, peak RSS ${fmt(catchup.peakRssMiB)} MiB.`, "");
 }
+const sampling = read("sampling.json");
+if (sampling) {
+  lines.push(`## Sampling: kms policy grant's plan, 5 nodes among ${sampling.stakers} stakers`, "");
+  lines.push("| measure | p50 ms | max ms |", "| --- | ---: | ---: |");
+  lines.push(`| Client::plan_grant (candidates, draw with fee checks, probes) | ${fmt(sampling.planGrant.p50Ms, 0)} | ${fmt(sampling.planGrant.maxMs, 0)} |`);
+  lines.push(`| candidates only (paged reads at one block) | ${fmt(sampling.candidatesOnly.p50Ms, 0)} | ${fmt(sampling.candidatesOnly.maxMs, 0)} |`);
+  lines.push(`| network::read_stakers (kms network status's chain reads) | ${fmt(sampling.networkReadStakers.p50Ms, 0)} | ${fmt(sampling.networkReadStakers.maxMs, 0)} |`);
+  lines.push("", `Goal: ${fmt(sampling.goalMs, 0)} ms. Setup of the stakers: ${fmt(sampling.setupSeconds)} s. A page of ${sampling.page.stakers} stakers: getActiveStakers ${Number(sampling.page.getActiveStakersGas).toLocaleString("en")} gas, getNodeRecords ${Number(sampling.page.getNodeRecordsGas).toLocaleString("en")} gas.`, "");
+}
 const audit = read("audit-cpu.json");
 if (audit) {
   lines.push("## Audit duty CPU (shipped defaults, one period)", "");

@@ -7,6 +7,8 @@
 //! kfrags, creates the policy on chain (simulated first), then hands each node its kfrag,
 //! encrypted to the node's Umbral key from its on-chain record.
 
+use std::future::Future;
+
 use alloy::{
     primitives::{keccak256, Address, FixedBytes, B256, U256},
     providers::Provider,
@@ -14,8 +16,7 @@ use alloy::{
 use futures_util::future::join_all;
 use kms_contracts::PolicyManager;
 use kms_crypto::wire::{encode_public_key, KfragUpload};
-use rand_chacha::ChaCha20Rng;
-use rand_core::{OsRng, RngCore, SeedableRng};
+use rand_core::{OsRng, RngCore};
 use umbral_pre::{generate_kfrags, PublicKey, SecretKey, Signer};
 
 use crate::{
@@ -23,7 +24,10 @@ use crate::{
     client::Client,
     http::NodeError,
     policy::{PolicyFile, PolicyNode, MAX_NODES},
-    sampling::{candidates, Candidates, Excluded, SamplingError, WeightedDraw},
+    sampling::{
+        candidates, read_min_fee_rates, sample_nodes, Candidates, Excluded, NodeChecks,
+        SamplingError,
+    },
 };
 
 /// The domain tag of the policy id derivation.
@@ -76,7 +80,9 @@ pub struct GrantPlan {
     /// `fee_rate * shares * periods` wei: what `createPolicy` will be sent. If a period ends
     /// before execution, the execution pays for one period less.
     pub total_fee: U256,
-    /// Active stakers left out, and why (no record, too expensive, did not answer, ...).
+    /// Active stakers left out, and why: those without a usable node record, and those drawn
+    /// and left out (asking more than the fee rate, not answering as their record says). Stakers
+    /// never drawn are not checked, and not listed.
     pub excluded: Vec<Excluded>,
 }
 
@@ -306,9 +312,24 @@ fn identity_mismatch(
     None
 }
 
+/// The draw's checks, on the chain and over HTTP.
+impl<P: Provider> NodeChecks for Client<P> {
+    fn min_fee_rates(
+        &self,
+        stakers: &[Address],
+        block: u64,
+    ) -> impl Future<Output = Result<Vec<U256>, ChainError>> + Send {
+        read_min_fee_rates(&self.provider, &self.deployment, stakers, block)
+    }
+
+    fn probe(&self, node: &PolicyNode) -> impl Future<Output = Result<(), String>> + Send {
+        self.probe_identity(node)
+    }
+}
+
 impl<P: Provider> Client<P> {
     /// Asks the node at `node.url` who it is and compares with `node` (from the chain).
-    async fn probe(&self, node: &PolicyNode) -> Result<(), String> {
+    async fn probe_identity(&self, node: &PolicyNode) -> Result<(), String> {
         let info = self
             .nodes
             .node_info(&node.url)
@@ -320,11 +341,19 @@ impl<P: Provider> Client<P> {
         }
     }
 
-    /// Draws `wanted` nodes from `found` by stake (the same `seed` on the same candidates draws
-    /// the same ones), leaving out the stakers in `exclude`, and asks each drawn node over HTTP
-    /// who it is: one that does not answer as its on-chain record says is left out (with the
-    /// reason) and a replacement drawn, until `wanted` answer or the candidates run out. The
+    /// Draws `wanted` nodes from `found` by stake (the same `seed` on the same chain state
+    /// draws the same ones), leaving out the stakers in `exclude`: checks each drawn node's fee
+    /// minimum at the candidates' block and asks it over HTTP who it is; one that asks more than
+    /// `found.fee_rate` or does not answer as its on-chain record says is left out (with the
+    /// reason) and the next one drawn, until `wanted` qualify or the candidates run out. The
     /// nodes come back ordered by staker, as a policy lists them.
+    ///
+    /// The draw orders every candidate; the nodes are the first `wanted` in that order that
+    /// qualify. Each round draws what is missing and reads those fee minimums at once (and,
+    /// after one asked too much, more ahead: that never changes the result). Stakers never drawn
+    /// are not checked, so the excluded list names those without a usable record and those drawn
+    /// and left out; when the draw runs out ([`SamplingError::NotEnoughNodes`]), every candidate
+    /// has been checked.
     pub async fn sample_reachable(
         &self,
         found: &Candidates,
@@ -332,54 +361,7 @@ impl<P: Provider> Client<P> {
         seed: u64,
         exclude: &[Address],
     ) -> Result<(Vec<PolicyNode>, Vec<Excluded>), SamplingError> {
-        let mut excluded = found.excluded.clone();
-        let mut weights = Vec::with_capacity(found.eligible.len());
-        for candidate in &found.eligible {
-            let left_out = exclude.contains(&candidate.node.staker);
-            weights.push(if left_out {
-                U256::ZERO
-            } else {
-                candidate.locked
-            });
-        }
-        let mut draw = WeightedDraw::new(weights);
-        let mut rng = ChaCha20Rng::seed_from_u64(seed);
-        let mut chosen: Vec<PolicyNode> = Vec::with_capacity(wanted);
-        // Draw what is missing, probe those at once, and draw replacements for the ones that
-        // fail, until enough answer or the candidates run out. (Loops rather than iterator
-        // adapters: a future holding closures' borrows is not `Send` for every lifetime.)
-        while chosen.len() < wanted {
-            let mut batch: Vec<PolicyNode> = Vec::new();
-            while chosen.len() + batch.len() < wanted {
-                match draw.draw(&mut rng) {
-                    Some(i) => batch.push(found.eligible[i].node.clone()),
-                    None => break,
-                }
-            }
-            if batch.is_empty() {
-                return Err(SamplingError::NotEnoughNodes {
-                    wanted,
-                    available: chosen.len(),
-                    excluded,
-                });
-            }
-            let mut probes = Vec::with_capacity(batch.len());
-            for node in &batch {
-                probes.push(self.probe(node));
-            }
-            let probes = join_all(probes).await;
-            for (node, probe) in batch.into_iter().zip(probes) {
-                match probe {
-                    Ok(()) => chosen.push(node),
-                    Err(reason) => excluded.push(Excluded {
-                        staker: node.staker,
-                        reason,
-                    }),
-                }
-            }
-        }
-        chosen.sort_by_key(|n| n.staker);
-        Ok((chosen, excluded))
+        sample_nodes(self, found, wanted, seed, exclude).await
     }
 
     /// Step one of a grant: samples and checks the nodes and computes the fee. Sends nothing.
@@ -579,7 +561,7 @@ impl<P: Provider> Client<P> {
         node: &PolicyNode,
         upload: &KfragUpload,
     ) -> Result<bool, String> {
-        self.probe(node).await?;
+        self.probe_identity(node).await?;
         self.nodes
             .upload_kfrag(&node.url, policy_id, upload)
             .await

@@ -19,8 +19,11 @@ use crate::{
     http::{NodeClient, NodeError},
 };
 
-/// Stakers read per `getNodeRecords` call.
-const PAGE: u64 = 100;
+/// Stakers read per `getNodeRecords` call (as in the sampling).
+const PAGE: u64 = crate::sampling::PAGE;
+
+/// `getNodeRecords` calls in flight at once.
+const CONCURRENT_PAGES: usize = 8;
 
 /// Stakers whose state is read at once.
 const CONCURRENT_READS: usize = 16;
@@ -45,20 +48,20 @@ pub async fn read_stakers<P: Provider>(
         .await
         .map_err(|e| ChainError::rpc(what, e))?
         .saturating_to();
-    let mut records = Vec::new();
-    let mut offset = 0;
-    while offset < count {
-        records.extend(
+    let escrow = &escrow;
+    let pages: Vec<Vec<_>> = stream::iter((0..count).step_by(PAGE as usize))
+        .map(|offset| async move {
             escrow
                 .getNodeRecords(U256::from(offset), U256::from(PAGE))
                 .block(at)
                 .call()
                 .await
-                .map_err(|e| ChainError::rpc("reading the node records", e))?,
-        );
-        offset += PAGE;
-    }
-    let escrow = &escrow;
+                .map_err(|e| ChainError::rpc("reading the node records", e))
+        })
+        .buffered(CONCURRENT_PAGES)
+        .try_collect()
+        .await?;
+    let records = pages.into_iter().flatten();
     let peers = stream::iter(records)
         .map(|record| async move {
             let info = escrow

@@ -605,13 +605,33 @@ async fn not_enough_nodes() -> Result<()> {
         other => bail!("expected NotEnoughNodes, got {other:?}"),
     }
 
-    // One share: the dead node, if drawn, is replaced by the good one, whatever the seed.
-    for seed in 0..4 {
+    // One share: the expensive and the dead node, if drawn, are left out and the next one
+    // drawn, until the good one, whatever the seed. Only the drawn are checked: the plan lists
+    // the staker without a record, and of the other two those drawn before the good one.
+    let mut listed = std::collections::HashSet::new();
+    for seed in 0..8 {
         let mut request = setup.request(1, 1).await?;
         request.seed = seed;
         let plan = setup.alice.plan_grant(&request).await?;
         ensure!(plan.policy.stakers() == vec![good], "seed {seed}");
+        ensure!(
+            plan.excluded[0].staker == setup.nodes[1].staker,
+            "{:?}",
+            plan.excluded
+        );
+        for left_out in &plan.excluded[1..] {
+            let expected = if left_out.staker == setup.nodes[2].staker {
+                "asks at least 10000000000 wei"
+            } else {
+                ensure!(left_out.staker == setup.nodes[3].staker, "{left_out:?}");
+                "unreachable"
+            };
+            ensure!(left_out.reason.contains(expected), "{left_out:?}");
+            listed.insert(left_out.staker);
+        }
     }
+    // Over eight seeds, each was drawn before the good one at least once.
+    ensure!(listed.len() == 2, "{listed:?}");
     Ok(())
 }
 

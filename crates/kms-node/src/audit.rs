@@ -354,8 +354,9 @@ impl<P: Provider + Clone> Auditor<P> {
             Err(SamplingError::Chain(e)) => return Err(chain(e)),
             Err(e) => return Ok(abandoned(e.to_string())),
         };
+        // At most this many: a drawn peer asking more than the fee rate is left out then.
         let peers = found
-            .eligible
+            .candidates
             .iter()
             .filter(|c| c.node.staker != self.staker)
             .count();
@@ -371,7 +372,7 @@ impl<P: Provider + Clone> Auditor<P> {
                 .await
             {
                 Ok((nodes, _)) => break nodes,
-                // Some did not answer: audit those that did.
+                // Some asked too much or did not answer: audit those that qualified.
                 Err(SamplingError::NotEnoughNodes { available, .. })
                     if available > 0 && available < wanted =>
                 {
