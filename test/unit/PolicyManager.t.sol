@@ -647,13 +647,7 @@ contract PolicyManagerLateLinkTest is Base {
 
     /// @dev Base's deployment, without the links.
     function setUp() public override {
-        vm.warp(START_TIME);
-        governor = makeAddr("governor");
-        adjudicator = makeAddr("adjudicator");
-        address escrowAddress = vm.computeCreateAddress(address(this), vm.getNonce(address(this)) + 1);
-        token = new KMSToken(CAP, INITIAL_SUPPLY, address(this), escrowAddress);
-        escrow = new StakingEscrow(token, escrowParameters());
-        policyManager = new PolicyManager(escrow, governor, MIN_FEE_RATE, DEFAULT_FEE_RATE, MAX_FEE_RATE);
+        deployUnlinked();
     }
 
     function test_WithdrawFees_WorkerBondedBeforeLinking() public {

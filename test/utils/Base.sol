@@ -41,14 +41,7 @@ abstract contract Base is Test {
     Adjudicator internal adjudicatorContract;
 
     function setUp() public virtual {
-        vm.warp(START_TIME);
-        governor = makeAddr("governor");
-        adjudicator = makeAddr("adjudicator");
-        // The escrow is the token's immutable minter: deploy the token for the escrow's next address.
-        address escrowAddress = vm.computeCreateAddress(address(this), vm.getNonce(address(this)) + 1);
-        token = new KMSToken(CAP, INITIAL_SUPPLY, address(this), escrowAddress);
-        escrow = new StakingEscrow(token, escrowParameters());
-        policyManager = new PolicyManager(escrow, governor, MIN_FEE_RATE, DEFAULT_FEE_RATE, MAX_FEE_RATE);
+        deployUnlinked();
         // Deployed before any call: under `--isolate` each call from this contract is a transaction
         // that bumps its nonce, and the fixtures' answers name the Adjudicator at its fourth creation.
         if (realAdjudicator()) {
@@ -64,6 +57,18 @@ abstract contract Base is Test {
         }
         escrow.setPolicyManager(policyManager);
         escrow.setAdjudicator(adjudicator);
+    }
+
+    /// @dev The token, the escrow and the policy manager at `START_TIME`, not yet linked.
+    function deployUnlinked() internal {
+        vm.warp(START_TIME);
+        governor = makeAddr("governor");
+        adjudicator = makeAddr("adjudicator");
+        // The escrow is the token's immutable minter: deploy the token for the escrow's next address.
+        address escrowAddress = vm.computeCreateAddress(address(this), vm.getNonce(address(this)) + 1);
+        token = new KMSToken(CAP, INITIAL_SUPPLY, address(this), escrowAddress);
+        escrow = new StakingEscrow(token, escrowParameters());
+        policyManager = new PolicyManager(escrow, governor, MIN_FEE_RATE, DEFAULT_FEE_RATE, MAX_FEE_RATE);
     }
 
     /// @dev Override to link the real Adjudicator contract instead of a pranked address.
