@@ -5,7 +5,7 @@
 //! are read from `/proc/<pid>`.
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
+    io::{BufRead, BufReader, Write},
     path::{Path, PathBuf},
     process::{Child, ChildStdin, Command, Stdio},
     sync::Arc,
@@ -41,7 +41,37 @@ pub(crate) struct Listening {
     pub(crate) workers: usize,
 }
 
-/// `--serve-node CONFIG`: serves until stdin closes (the parent exits or drops its handle).
+/// The answer to a `read-all` line: the store read of the node's pruning duty, which reads
+/// every kfrag's record each duty tick (`Store::kfrag_policies`), timed in the node process.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) struct ReadAll {
+    pub(crate) kfrags: usize,
+    pub(crate) seconds: f64,
+}
+
+/// Answers `read-all` lines on stdin until it closes (the parent exits or drops its handle),
+/// then returns.
+fn commands(store: Store) {
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        if line.trim() == "read-all" {
+            let start = std::time::Instant::now();
+            let answer = match store.kfrag_policies() {
+                Ok(kfrags) => serde_json::to_string(&ReadAll {
+                    kfrags: kfrags.len(),
+                    seconds: start.elapsed().as_secs_f64(),
+                }),
+                Err(e) => Ok(format!("{{\"error\": \"{e}\"}}")),
+            };
+            if let Ok(answer) = answer {
+                println!("{answer}");
+                let _ = std::io::stdout().flush();
+            }
+        }
+    }
+}
+
+/// `--serve-node CONFIG`: serves until stdin closes, answering `read-all` lines meanwhile.
 pub(crate) fn serve_node(config: &str) -> Result<()> {
     let config: ServeConfig = serde_json::from_str(config).context("--serve-node config")?;
     // As `kms` builds its runtime: one worker thread per core this process may run on.
@@ -77,6 +107,7 @@ pub(crate) fn serve_node(config: &str) -> Result<()> {
             max_remembered_per_policy: REMEMBERED_REQUESTS,
             ..Limits::default()
         };
+        let commands_store = store.clone();
         let state = ApiState::new(identity, store, Arc::new(directory), limits.clone())
             .map_err(|e| anyhow!("API state: {e}"))?
             .with_head_view(kms_node::test_utils::steady_head());
@@ -90,11 +121,7 @@ pub(crate) fn serve_node(config: &str) -> Result<()> {
         println!("{}", serde_json::to_string(&listening)?);
         std::io::stdout().flush()?;
         let stdin_closed = async {
-            let _ = tokio::task::spawn_blocking(|| {
-                let mut sink = Vec::new();
-                let _ = std::io::stdin().read_to_end(&mut sink);
-            })
-            .await;
+            let _ = tokio::task::spawn_blocking(move || commands(commands_store)).await;
         };
         let connections = prometheus::IntGauge::new("connections", "open connections")?;
         kms_node::server::serve(

@@ -21,6 +21,12 @@
 //!   `large`, but every kfrag verified in the node's cache (`api/reencrypt.rs` keeps at most
 //!   10,000), which tells the store's size from the cache's hit rate.
 //!
+//! Before the requests, each node reads every kfrag record once, as the daemon's pruning duty
+//! does every duty tick (`Store::kfrag_policies`; timed in the node process): a running node
+//! has read its whole kfrags table, and redb keeps what it read in its cache (1 GiB at most by
+//! default), so the RSS after that read is a running node's. The bench node runs no duties
+//! itself: the time of that read is what each tick of a daemon would add.
+//!
 //! Every answer must be a 200 with one cfrag; the first of each series is checked in full.
 
 use std::{
@@ -45,7 +51,7 @@ use crate::{
     fixture::{unix_now, Fixture, ADJUDICATOR, CAPSULE_POOL, CHAIN_ID},
     load::{http_client, percentile_ms, post_to},
     proc::load_average,
-    process::{file_size, pin_self, Memory, NodeProcess, ServeConfig},
+    process::{file_size, pin_self, Memory, NodeProcess, ReadAll, ServeConfig},
     report::{git, utc_now, write_report},
 };
 
@@ -183,6 +189,10 @@ struct NodeResult {
     store: StoreFill,
     /// After the store is opened, before any request.
     memory_at_start: Option<Memory>,
+    /// The pruning duty's read of every kfrag record (each duty tick of a daemon), in the node.
+    pruning_read: ReadAll,
+    /// After that read (redb keeps what it read in its cache, up to 1 GiB by default).
+    memory_after_pruning_read: Option<Memory>,
     /// After the last request.
     memory_at_end: Option<Memory>,
 }
@@ -297,17 +307,31 @@ pub(crate) fn run_scale(args: &Args) -> Result<()> {
             store.seconds,
             store.file_bytes as f64 / 1048576.0
         );
-        let node = NodeProcess::start(
+        let mut node = NodeProcess::start(
             pinned.then_some(0),
             &ServeConfig {
                 store: path,
                 policies: Vec::new(),
             },
         )?;
+        let memory_at_start = node.process.memory_kib();
+        node.process.send("read-all")?;
+        let pruning_read = node.process.read::<ReadAll>().context("read-all")?;
+        ensure!(
+            pruning_read.kfrags == policies,
+            "the node read {} kfrags",
+            pruning_read.kfrags
+        );
+        eprintln!(
+            "  the pruning duty's read of every kfrag: {:.3} s",
+            pruning_read.seconds
+        );
         results.push(NodeResult {
             policies,
             store,
-            memory_at_start: node.process.memory_kib(),
+            memory_at_start,
+            pruning_read,
+            memory_after_pruning_read: node.process.memory_kib(),
             memory_at_end: None,
         });
         nodes.push(node);
@@ -417,11 +441,14 @@ fn print_scale(report: &ScaleReport) {
         let mib = |kib: u64| kib as f64 / 1024.0;
         println!(
             "node with {} policies: store {:.1} MiB (filled in {:.1} s), RSS at start {} MiB, \
-             at end {} MiB (peak {} MiB)",
+             after the pruning read ({:.3} s) {} MiB, at end {} MiB (peak {} MiB)",
             node.policies,
             node.store.file_bytes as f64 / 1048576.0,
             node.store.seconds,
             node.memory_at_start
+                .map_or_else(|| "-".to_owned(), |m| format!("{:.1}", mib(m.rss_kib))),
+            node.pruning_read.seconds,
+            node.memory_after_pruning_read
                 .map_or_else(|| "-".to_owned(), |m| format!("{:.1}", mib(m.rss_kib))),
             node.memory_at_end
                 .map_or_else(|| "-".to_owned(), |m| format!("{:.1}", mib(m.rss_kib))),
