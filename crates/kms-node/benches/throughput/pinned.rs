@@ -33,7 +33,7 @@ use crate::{
     },
     proc::load_average,
     process::{command, pin_self, ChildProcess, NodeProcess, ServeConfig},
-    report::{cpu_text, git, utc_now, write_report},
+    report::{git, utc_now, write_report, DISTURBED_CORES},
 };
 
 /// The goal: the node's cfrags/s over the ceiling's, at every level.
@@ -227,7 +227,7 @@ fn print_pinned(report: &PinnedReport) {
             .map_or_else(|| "-".to_owned(), |l| format!("{l:.2}")),
     );
     println!(
-        "{:>5} {:>7} {:>9} {:>9} {:>7} {:>9} {:>9} {:>8} {:>8} {:>6} {:>12}",
+        "{:>5} {:>7} {:>9} {:>9} {:>7} {:>9} {:>9} {:>8} {:>8} {:>6} {:>13}",
         "batch",
         "clients",
         "cfrags/s",
@@ -238,11 +238,11 @@ fn print_pinned(report: &PinnedReport) {
         "p50 ms",
         "p99 ms",
         "goal",
-        "load us/oth"
+        "clients/others"
     );
     for level in &report.levels {
         println!(
-            "{:>5} {:>7} {:>9.0} {:>9.0} {:>6.1}% {:>9} {:>9} {:>8.2} {:>8.2} {:>6} {:>12}",
+            "{:>5} {:>7} {:>9.0} {:>9.0} {:>6.1}% {:>9} {:>9} {:>8.2} {:>8.2} {:>6} {:>13}",
             level.batch,
             level.clients,
             level.node.cfrags_per_sec,
@@ -262,14 +262,30 @@ fn print_pinned(report: &PinnedReport) {
             } else {
                 "missed"
             },
-            cpu_text(level.node.cpu),
+            load_text(&level.node),
         );
     }
     println!(
         "ceiling: mean of the ceiling windows just before and after the level; ratio: node \
          cfrags/s over that (goal {:.0}%); cpu ratio: the ceiling's CPU time per cfrag over the \
-         node's; node core: how busy the node's core was; load: cores used by the load \
-         generator / by other processes (the node's included)",
+         node's; node core: how busy the node's core was; clients/others: cores used by the load \
+         generator / by processes other than it and the node (* above {DISTURBED_CORES}: the \
+         window was disturbed)",
         report.goal_ratio * 100.0
     );
+}
+
+/// The load generator's cores and the other processes' (the node's own time left out).
+fn load_text(level: &LevelResult) -> String {
+    let Some(cpu) = level.cpu else {
+        return "-".to_owned();
+    };
+    let node = level.node_process.map_or(0.0, |n| n.cores);
+    let others = (cpu.other_processes_cores - node).max(0.0);
+    format!(
+        "{:.2}/{:.2}{}",
+        cpu.this_process_cores,
+        others,
+        if others > DISTURBED_CORES { "*" } else { "" }
+    )
 }
