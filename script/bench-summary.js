@@ -32,7 +32,8 @@ if (pinned) {
 }
 const scale = read("node-scale.json");
 if (scale) {
-  lines.push("## Node holding 100,000 policies vs 10 (one client, one capsule per request)", "");
+  const sizes = (scale.nodes || []).map((n) => Number(n.policies).toLocaleString("en"));
+  lines.push(`## Node holding ${sizes[1] || "?"} policies vs ${sizes[0] || "?"} (one client, one capsule per request)`, "");
   lines.push("| node policies | store file MiB | fill s | RSS start MiB | pruning read s | RSS after it MiB | RSS end MiB | peak RSS MiB |", "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
   const mib = (m, key) => (m && typeof m[key] === "number" ? m[key] / 1024 : null);
   for (const n of scale.nodes || []) {
