@@ -19,12 +19,55 @@ if (node) {
   }
   lines.push("", "ceiling: the best ratio the node's own extra crypto (capsule checks, Bob's signature) allows if HTTP cost nothing.", "");
 }
+const pinned = read("node-pinned.json");
+if (pinned) {
+  lines.push(`## Node on one core (taskset -c ${pinned.node_core}, ${pinned.node_workers} worker) vs its one-core ceiling, clients on core ${pinned.load_generator_core}`, "");
+  lines.push("| batch | clients | cfrags/s | ceiling cfrags/s | ratio | CPU ratio | node core busy | p50 ms | p99 ms |");
+  lines.push("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+  for (const l of pinned.levels || []) {
+    const busy = l.node.node_process ? l.node.node_process.cores : null;
+    lines.push(`| ${l.batch} | ${l.clients} | ${fmt(l.node.cfrags_per_sec, 0)} | ${fmt(l.ceiling_cfrags_per_sec, 0)} | ${fmt(l.ratio_to_ceiling * 100, 1)}% | ${fmt(l.cpu_ratio * 100, 1)}% | ${fmt(busy, 2)} | ${fmt(l.node.p50_ms, 2)} | ${fmt(l.node.p99_ms, 2)} |`);
+  }
+  lines.push("", `ceiling: ${pinned.ceiling}. Goal: ratio >= ${fmt(pinned.goal_ratio * 100, 0)}%. CPU ratio: the ceiling's CPU time per cfrag over the node's.`, "");
+}
+const scale = read("node-scale.json");
+if (scale) {
+  const sizes = (scale.nodes || []).map((n) => Number(n.policies).toLocaleString("en"));
+  lines.push(`## Node holding ${sizes[1] || "?"} policies vs ${sizes[0] || "?"} (one client, one capsule per request)`, "");
+  lines.push("| node policies | store file MiB | fill s | RSS start MiB | pruning read s | RSS after it MiB | RSS end MiB | peak RSS MiB |", "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+  const mib = (m, key) => (m && typeof m[key] === "number" ? m[key] / 1024 : null);
+  for (const n of scale.nodes || []) {
+    lines.push(`| ${n.policies} | ${fmt(n.store.file_bytes / 1048576, 1)} | ${fmt(n.store.seconds, 1)} | ${fmt(mib(n.memory_at_start, "rss_kib"))} | ${fmt(n.pruning_read && n.pruning_read.seconds, 3)} | ${fmt(mib(n.memory_after_pruning_read, "rss_kib"))} | ${fmt(mib(n.memory_at_end, "rss_kib"))} | ${fmt(mib(n.memory_at_end, "peak_rss_kib"))} |`);
+  }
+  lines.push("", "pruning read: the daemon's pruning duty reads every kfrag record each duty tick (Store::kfrag_policies), timed in the node process; the bench node runs no duties.");
+  lines.push("", "| series | node policies | policies asked | requests | p50 ms | p99 ms | mean ms |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+  for (const x of scale.series || []) {
+    lines.push(`| ${x.name} | ${x.node_policies} | ${x.requested_policies} | ${x.requests} | ${fmt(x.p50_ms, 2)} | ${fmt(x.p99_ms, 2)} | ${fmt(x.mean_ms, 2)} |`);
+  }
+  lines.push("", `large / small: p50 x${fmt(scale.p50_ratio, 3)}, p99 x${fmt(scale.p99_ratio, 3)} (goal <= x${fmt(scale.goal_ratio, 2)}).`, "");
+}
 const retrieve = read("retrieve.json");
 if (retrieve) {
   lines.push("## Bob's retrieve, 3-of-5 on localhost", "");
-  lines.push("| measure | p50 ms | p99 ms |", "| --- | ---: | ---: |");
-  lines.push(`| retrieve (node records from chain + 5 nodes, stop at 3) | ${fmt(retrieve.retrieve.p50Ms, 2)} | ${fmt(retrieve.retrieve.p99Ms, 2)} |`);
-  lines.push(`| nodes only | ${fmt(retrieve.retrieveFromNodesOnly.p50Ms, 2)} | ${fmt(retrieve.retrieveFromNodesOnly.p99Ms, 2)} |`, "");
+  const delayed = retrieve.withRpcDelay;
+  const delay = retrieve.rpcDelayMs;
+  lines.push(`| measure | p50 ms | p99 ms |${delayed ? ` p50 ms, nodes' RPC +${delay} ms | p99 ms, +${delay} ms | p50 difference ms |` : ""}`);
+  lines.push(`| --- | ---: | ---: |${delayed ? " ---: | ---: | ---: |" : ""}`);
+  const row = (label, key) => {
+    const base = `| ${label} | ${fmt(retrieve[key].p50Ms, 2)} | ${fmt(retrieve[key].p99Ms, 2)} |`;
+    if (!delayed) return base;
+    return `${base} ${fmt(delayed[key].p50Ms, 2)} | ${fmt(delayed[key].p99Ms, 2)} | ${fmt(retrieve.p50DifferenceMs[key], 2)} |`;
+  };
+  lines.push(row("retrieve (node records from chain + 5 nodes, stop at 3)", "retrieve"));
+  lines.push(row("nodes only", "retrieveFromNodesOnly"), "");
+  const calls = retrieve.nodeRpcCalls;
+  if (calls) {
+    const methods = (c) => Object.entries(c.byMethod).map(([m, n]) => `${m} ${n}`).join(", ") || "none";
+    lines.push("The nodes' RPC calls (all five proxies):", "");
+    lines.push(`- during the ${calls.duringRetrievesWithDelay.retrievals} delayed retrievals (${fmt(calls.duringRetrievesWithDelay.seconds, 1)} s): ${fmt(calls.duringRetrievesWithDelay.callsPerSecond, 1)} calls/s (${methods(calls.duringRetrievesWithDelay)})`);
+    lines.push(`- during the ${calls.duringRetrievesNoDelay.retrievals} retrievals without delay (${fmt(calls.duringRetrievesNoDelay.seconds, 1)} s): ${fmt(calls.duringRetrievesNoDelay.callsPerSecond, 1)} calls/s (${methods(calls.duringRetrievesNoDelay)})`);
+    lines.push(`- idle, as long, with the delay: ${fmt(calls.idleWithDelay.callsPerSecond, 1)} calls/s (${methods(calls.idleWithDelay)})`, "");
+  }
 }
 const stream = read("stream.json");
 if (stream) {

@@ -11,7 +11,9 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
-pub use network::{alice_index, bob_index, print, start, Devnet, Miner, DEPLOYER};
+pub use network::{
+    alice_index, bob_index, print, start, start_with_node_rpc, Devnet, Miner, DEPLOYER,
+};
 
 /// `kms devnet`.
 #[derive(Debug, Clone, Args)]

@@ -127,6 +127,15 @@ pub(crate) const MAX_NODES: usize = 7;
 /// Starts anvil, deploys, stakes `args.nodes` miners with growing stakes (so that the reward
 /// formula's weighting shows), and starts their nodes.
 pub async fn start(args: &DevnetArgs) -> Result<Devnet> {
+    start_with_node_rpc(args, &[]).await
+}
+
+/// [`start`], but node `i` (0-based) reaches the chain at `node_rpc_urls[i]` where one is given,
+/// instead of anvil's WebSocket endpoint: benchmarks put an RPC proxy there (to delay the nodes'
+/// calls and count them; `kms_node::test_utils::RpcProxy`). A node on an `http://` URL polls
+/// for new blocks (every 200 ms here) instead of subscribing. Everything else (deployment,
+/// staking, Alice's and Bob's accounts) still talks to anvil directly.
+pub async fn start_with_node_rpc(args: &DevnetArgs, node_rpc_urls: &[String]) -> Result<Devnet> {
     // Anvil's 10 dev accounts: the deployer (0), the stakers (1..=nodes), then Alice and Bob.
     if args.nodes == 0 || args.nodes > MAX_NODES {
         bail!(
@@ -211,7 +220,10 @@ pub async fn start(args: &DevnetArgs) -> Result<Devnet> {
         };
         let listen = format!("127.0.0.1:{port}").parse()?;
         let mut settings = Settings {
-            rpc_url: format!("ws://127.0.0.1:{}", args.port),
+            rpc_url: node_rpc_urls
+                .get(i - 1)
+                .cloned()
+                .unwrap_or_else(|| format!("ws://127.0.0.1:{}", args.port)),
             deployment: d.clone(),
             staker,
             worker: worker.clone(),

@@ -12,7 +12,24 @@ usage: cargo bench -p kms-node --bench throughput -- [options]
   --out PATH         JSON results (default <target>/bench/node-throughput.json)
   --inline-signing   clients sign each request inside the timed window (default: pre-signed)
   --min-ratio R      exit with an error if a level's node/raw ratio is below R (e.g. 0.8)
-  --no-breakdown     skip the single-thread cost breakdown";
+  --no-breakdown     skip the single-thread cost breakdown
+  --pinned           the node as a process on core 0 (taskset), the clients on core 1, against
+                     the one-core ceiling of the node's cryptography (default out: node-pinned.json)
+  --scale            latency of a node holding --policies policies vs one holding 10, their
+                     memory and store files (default out: node-scale.json)
+  --policies N       policies of the large node of --scale (default 100000)
+  --requests N       requests per series of --scale (default 3000)";
+
+/// What the bench measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// The node in this process, on every core, against the raw rate (the default).
+    InProcess,
+    /// `--pinned`.
+    Pinned,
+    /// `--scale`.
+    Scale,
+}
 
 #[derive(Debug, Clone)]
 pub(crate) struct Args {
@@ -23,6 +40,9 @@ pub(crate) struct Args {
     pub(crate) inline_signing: bool,
     pub(crate) min_ratio: Option<f64>,
     pub(crate) breakdown: bool,
+    pub(crate) mode: Mode,
+    pub(crate) policies: usize,
+    pub(crate) requests: usize,
 }
 
 pub(crate) fn parse_list(flag: &str, value: &str) -> Result<Vec<usize>> {
@@ -56,11 +76,15 @@ pub(crate) fn parse_args() -> Result<Args> {
         },
         clients: vec![1, 8, 64],
         batches: vec![1, 16],
-        out: default_out(),
+        out: PathBuf::new(),
         inline_signing: false,
         min_ratio: None,
         breakdown: true,
+        mode: Mode::InProcess,
+        policies: 100_000,
+        requests: 3000,
     };
+    let mut out = None;
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let (flag, inline_value) = match arg.split_once('=') {
@@ -77,7 +101,11 @@ pub(crate) fn parse_args() -> Result<Args> {
             "--seconds" => args.seconds = parse_seconds("--seconds", &value("--seconds")?)?,
             "--clients" => args.clients = parse_list("--clients", &value("--clients")?)?,
             "--batch" => args.batches = parse_list("--batch", &value("--batch")?)?,
-            "--out" => args.out = resolve_out(Path::new(&value("--out")?)),
+            "--out" => out = Some(resolve_out(Path::new(&value("--out")?))),
+            "--pinned" => args.mode = Mode::Pinned,
+            "--scale" => args.mode = Mode::Scale,
+            "--policies" => args.policies = parse_count("--policies", &value("--policies")?)?,
+            "--requests" => args.requests = parse_count("--requests", &value("--requests")?)?,
             "--min-ratio" => {
                 let raw = value("--min-ratio")?;
                 args.min_ratio = Some(
@@ -98,7 +126,22 @@ pub(crate) fn parse_args() -> Result<Args> {
             other => bail!("unknown argument {other:?}\n{USAGE}"),
         }
     }
+    args.out = out.unwrap_or_else(|| {
+        default_out(match args.mode {
+            Mode::InProcess => "node-throughput.json",
+            Mode::Pinned => "node-pinned.json",
+            Mode::Scale => "node-scale.json",
+        })
+    });
     Ok(args)
+}
+
+fn parse_count(flag: &str, value: &str) -> Result<usize> {
+    value
+        .parse::<usize>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| anyhow!("{flag}: {value:?} is not a positive integer"))
 }
 
 /// The workspace root (the bench runs with the package as its working directory).
@@ -106,16 +149,17 @@ pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// `<target dir>/bench/node-throughput.json`: the target dir is found from this executable
+/// `<target dir>/bench/<name>`: the target dir is found from this executable
 /// (`<target>/<profile>/deps/throughput-*`), else the workspace's `target`.
-pub(crate) fn default_out() -> PathBuf {
+pub(crate) fn default_out(name: &str) -> PathBuf {
     let from_exe = std::env::current_exe().ok().and_then(|exe| {
         let target = exe.parent()?.parent()?.parent()?.to_path_buf();
         target.join("CACHEDIR.TAG").exists().then_some(target)
     });
     from_exe
         .unwrap_or_else(|| workspace_root().join("target"))
-        .join("bench/node-throughput.json")
+        .join("bench")
+        .join(name)
 }
 
 pub(crate) fn resolve_out(path: &Path) -> PathBuf {

@@ -2,11 +2,14 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use alloy::primitives::Signature;
-use alloy::{primitives::Address, signers::local::PrivateKeySigner};
+use alloy::{
+    primitives::{Address, Signature, B256},
+    signers::local::PrivateKeySigner,
+};
 use anyhow::{anyhow, Context, Result};
 use kms_crypto::{
     answer::{sign_answer, AnswerContext, AnswerError},
+    keys::MasterSecret,
     test_utils::PolicyKeys,
     wire::{KfragUpload, ReencryptRequest},
 };
@@ -43,6 +46,17 @@ pub(crate) fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// The bench node's worker, Umbral key and staker: fixed, so that a node started as another
+/// process (`--pinned`, `--scale`) is the one the fixture's requests and answers name.
+pub(crate) fn node_keys() -> (PrivateKeySigner, SecretKey, Address) {
+    let worker = match PrivateKeySigner::from_bytes(&B256::repeat_byte(0x77)) {
+        Ok(worker) => worker,
+        Err(_) => unreachable!("0x77..77 is a valid secp256k1 secret key"),
+    };
+    let umbral = MasterSecret::from_seed([0x55; 32]).node_key();
+    (worker, umbral, Address::repeat_byte(0x5a))
+}
+
 /// Alice, Bob, the kfrag signer, one policy's kfrag and the capsules Bob asks about.
 pub(crate) struct Fixture {
     pub(crate) keys: PolicyKeys,
@@ -74,12 +88,13 @@ impl Fixture {
             capsule_bytes.push(capsule.to_bytes().context("capsule to_bytes")?.into_vec());
             capsules.push(capsule);
         }
+        let (worker, node_umbral, staker) = node_keys();
         Ok(Self {
             keys,
             kfrag,
-            worker: PrivateKeySigner::random(),
-            node_umbral: SecretKey::random(),
-            staker: PrivateKeySigner::random().address(),
+            worker,
+            node_umbral,
+            staker,
             capsules,
             capsule_bytes,
         })

@@ -30,6 +30,7 @@ use crate::{
         SECONDS_PER_PERIOD,
     },
     proc::{cpu_use, CpuSnapshot, CpuUse},
+    process::process_cpu_seconds,
 };
 
 /// How far ahead of the clock request timestamps may run (the node accepts 300 s either way).
@@ -242,15 +243,59 @@ pub(crate) struct LevelResult {
     pub(crate) requests_presigned: usize,
     pub(crate) requests_signed_in_window: u64,
     pub(crate) cpu: Option<CpuUse>,
+    /// The node's own CPU use, when it runs as a process of its own (`--pinned`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) node_process: Option<NodeProcessCpu>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) first_error: Option<String>,
 }
 
+/// The node process's CPU time in a window.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct NodeProcessCpu {
+    /// Cores it used (1.0: its core was busy all the window).
+    pub(crate) cores: f64,
+    /// Its CPU time per cfrag served, in microseconds.
+    pub(crate) cpu_us_per_cfrag: f64,
+}
+
 pub(crate) struct Node {
+    /// The base URL of the bench policy's endpoints.
     pub(crate) url: String,
     pub(crate) http: reqwest::Client,
-    pub(crate) _server: tokio::task::JoinHandle<std::io::Result<()>>,
-    pub(crate) _dir: tempfile::TempDir,
+    /// What keeps the node up: the in-process server task and its store's directory, or the
+    /// node process (`--pinned`).
+    pub(crate) _guard: Box<dyn std::any::Any + Send + Sync>,
+}
+
+/// The load generator's HTTP client: a connection per concurrent client, kept while in use.
+/// Idle ones are dropped well before the node closes them (`Limits::header_read_timeout`,
+/// 10 s): a connection idle through a long raw or ceiling window is not reused as the node
+/// closes it.
+pub(crate) fn http_client() -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .pool_idle_timeout(Duration::from_secs(4))
+        .build()
+        .context("HTTP client")
+}
+
+/// Uploads the fixture's kfrag through the real `POST /v1/policies/{id}/kfrag`.
+pub(crate) async fn upload_kfrag(fx: &Fixture, node: &Node) -> Result<()> {
+    let response = node
+        .http
+        .post(format!("{}/kfrag", node.url))
+        .json(&fx.upload()?)
+        .send()
+        .await
+        .context("kfrag upload")?;
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    ensure!(
+        status.as_u16() == 201,
+        "kfrag upload answered {status}: {text}"
+    );
+    Ok(())
 }
 
 pub(crate) async fn start_node(fx: &Fixture) -> Result<(Node, Limits)> {
@@ -287,38 +332,29 @@ pub(crate) async fn start_node(fx: &Fixture) -> Result<(Node, Limits)> {
         .context("bind 127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(1024)
-        .build()
-        .context("HTTP client")?;
     let node = Node {
         url: format!("http://{addr}/v1/policies/{}", encode_hex(&POLICY_ID)),
-        http,
-        _server: server,
-        _dir: dir,
+        http: http_client()?,
+        _guard: Box::new((server, dir)),
     };
-    let response = node
-        .http
-        .post(format!("{}/kfrag", node.url))
-        .json(&fx.upload()?)
-        .send()
-        .await
-        .context("kfrag upload")?;
-    let status = response.status();
-    let text = response.text().await.unwrap_or_default();
-    ensure!(
-        status.as_u16() == 201,
-        "kfrag upload answered {status}: {text}"
-    );
+    upload_kfrag(fx, &node).await?;
     Ok((node, limits))
 }
 
 /// Posts one request; the answer and the latency.
 pub(crate) async fn post(node: &Node, body: Bytes) -> Result<(ReencryptResponse, Duration)> {
+    post_to(&node.http, &node.url, body).await
+}
+
+/// Posts one request to the policy whose endpoints are at `policy_url`.
+pub(crate) async fn post_to(
+    http: &reqwest::Client,
+    policy_url: &str,
+    body: Bytes,
+) -> Result<(ReencryptResponse, Duration)> {
     let start = Instant::now();
-    let response = node
-        .http
-        .post(format!("{}/reencrypt", node.url))
+    let response = http
+        .post(format!("{policy_url}/reencrypt"))
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .body(body)
         .send()
@@ -420,6 +456,9 @@ pub(crate) struct LevelSpec {
     pub(crate) raw_rate: f64,
     pub(crate) inline_signing: bool,
     pub(crate) sign_threads: usize,
+    /// The node's process, when it runs in one of its own (`--pinned`): its CPU time in the
+    /// window is reported.
+    pub(crate) node_pid: Option<u32>,
 }
 
 pub(crate) async fn run_level(
@@ -452,6 +491,8 @@ pub(crate) async fn run_level(
     });
     let inline_before = source.signed_inline.load(Ordering::Relaxed);
     let stop = Arc::new(AtomicBool::new(false));
+    let node_stat = spec.node_pid.map(|pid| format!("/proc/{pid}/stat"));
+    let node_cpu_before = node_stat.as_deref().and_then(process_cpu_seconds);
     let cpu_before = CpuSnapshot::take();
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(spec.seconds);
@@ -480,6 +521,14 @@ pub(crate) async fn run_level(
     }
     let elapsed = start.elapsed().as_secs_f64();
     let cpu = cpu_use(cpu_before, CpuSnapshot::take(), elapsed, total.cfrags);
+    let node_process = node_stat
+        .as_deref()
+        .and_then(process_cpu_seconds)
+        .zip(node_cpu_before)
+        .map(|(after, before)| NodeProcessCpu {
+            cores: (after - before) / elapsed,
+            cpu_us_per_cfrag: (after - before) * 1e6 / total.cfrags.max(1) as f64,
+        });
     total.latencies.sort_unstable();
     let cfrags_per_sec = total.cfrags as f64 / elapsed;
     Ok(LevelResult {
@@ -504,6 +553,7 @@ pub(crate) async fn run_level(
         requests_presigned: presigned_count,
         requests_signed_in_window: source.signed_inline.load(Ordering::Relaxed) - inline_before,
         cpu,
+        node_process,
         first_error: total.first_error,
     })
 }

@@ -5,6 +5,8 @@
 //! ```sh
 //! cargo bench -p kms-node --bench throughput -- [--seconds N] [--clients 1,8,64] [--batch 1,16]
 //!     [--out PATH] [--inline-signing] [--min-ratio 0.8] [--no-breakdown]
+//! cargo bench -p kms-node --bench throughput -- --pinned [--seconds N] [--clients ..] [--batch ..]
+//! cargo bench -p kms-node --bench throughput -- --scale [--policies 100000] [--requests 3000]
 //! script/bench-node [same flags]
 //! ```
 //!
@@ -46,20 +48,34 @@
 //! Output: a table on stdout and a JSON file (`--out`, default
 //! `<target dir>/bench/node-throughput.json`). A relative `--out` is taken from `KMS_BENCH_CWD`
 //! (set by `script/bench-node` to where it was called from), else from the workspace root.
+//!
+//! Two other modes run the node as a process of its own (this executable with `--serve-node`,
+//! see `process.rs`) and measure something else:
+//!
+//! - `--pinned` (`pinned.rs`): the node pinned to core 0 with `taskset`, the clients on core 1,
+//!   against the one-core ceiling of the node's own cryptography (`ceiling.rs`, run on core 0
+//!   between the levels); goal >= 85% at batch 1 and 16. Output `node-pinned.json`.
+//! - `--scale` (`scale.rs`): the re-encryption latency of a node holding `--policies` policies
+//!   (100,000) next to one holding 10, with their memory and store files; goal p50 and p99
+//!   within 10%. Output `node-scale.json`.
 
 mod args;
 mod breakdown;
+mod ceiling;
 mod fixture;
 mod load;
+mod pinned;
 mod proc;
+mod process;
 mod report;
+mod scale;
 
 use std::sync::{atomic::AtomicU64, Arc, Mutex};
 
 use anyhow::{bail, ensure, Context, Result};
 
 use crate::{
-    args::parse_args,
+    args::{parse_args, Mode},
     breakdown::{breakdown, breakdown_store, ceiling},
     fixture::{Fixture, CAPSULE_POOL},
     load::{
@@ -72,7 +88,21 @@ use crate::{
 const GOAL_RATIO: f64 = 0.8;
 
 fn main() -> Result<()> {
+    // The processes `--pinned` and `--scale` start: this executable again.
+    let mut argv = std::env::args().skip(1);
+    match argv.next().as_deref() {
+        Some("--serve-node") => {
+            return process::serve_node(&argv.next().context("--serve-node CONFIG")?)
+        }
+        Some("--ceiling-worker") => return ceiling::ceiling_worker(),
+        _ => {}
+    }
     let args = parse_args()?;
+    match args.mode {
+        Mode::Pinned => return pinned::run_pinned(&args),
+        Mode::Scale => return scale::run_scale(&args),
+        Mode::InProcess => {}
+    }
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     eprintln!(
         "setting up: {CAPSULE_POOL} capsules, {cores} cores, {} s per measurement",
@@ -141,6 +171,7 @@ fn main() -> Result<()> {
                     raw_rate: raw.cfrags_per_sec,
                     inline_signing: args.inline_signing,
                     sign_threads: cores,
+                    node_pid: None,
                 };
                 report.raw.push(raw);
                 eprintln!("node: batch {batch}, {clients} clients...");

@@ -192,7 +192,7 @@ pub(crate) fn print_table(report: &Report) {
     }
 }
 
-pub(crate) fn write_report(report: &Report, out: &Path) -> Result<()> {
+pub(crate) fn write_report(report: &impl Serialize, out: &Path) -> Result<()> {
     if let Some(parent) = out.parent() {
         std::fs::create_dir_all(parent).with_context(|| format!("create {}", parent.display()))?;
     }

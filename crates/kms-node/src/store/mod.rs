@@ -34,6 +34,8 @@ const CURSOR: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("cursor_v1
 const DUTIES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("duties_v1");
 const CURSOR_KEY: &str = "cursor";
 
+#[cfg(feature = "test-utils")]
+mod bulk;
 pub mod investigation;
 pub use investigation::{AuditRecord, AuditState, EvidenceRecord, EvidenceSource, EvidenceState};
 pub use kms_crypto::wire::Availability;
