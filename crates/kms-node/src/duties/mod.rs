@@ -5,7 +5,7 @@
 //! | commit | once per period, while tokens are locked next period | `commit/<next period>` | `StakingEscrow.commitToNextPeriod()` |
 //! | mint | once per period, when rewards are pending and no commitment will mint them | `mint/<period>` | `StakingEscrow.mint()` |
 //! | withdraw fees | once per period, when the accrued fees reach the threshold ([`FeeThreshold`]) | `fees/<period>` | `PolicyManager.withdrawFees(staker)` |
-//! | prune | every tick (chain check every [`PRUNE_CHAIN_CHECK_EVERY`] ticks) | — | none: deletes kfrags |
+//! | prune | every [`PRUNE_EVERY`] ticks (recent policies checked on chain every [`PRUNE_CHAIN_CHECK_EVERY`] ticks) | — | none: deletes kfrags |
 //! | audit policy | once per period, when auditing (see [`crate::audit`]) | `audit-policy/<period>` | `PolicyManager.createPolicy(...)` paying the audit's fee |
 //! | evidence | each accepted evidence, two steps (see [`crate::evidence`]) | `evidence-commit/<hash>`, `evidence-reveal/<hash>` | `Adjudicator.commitEvidence`, then `evaluateCFragFor` |
 //!
@@ -40,12 +40,19 @@ use crate::{
     audit::{AuditConfig, AuditError, Auditor},
     clock::ChainClock,
     evidence::{EvidenceDesk, FilingError},
+    follower::REORG_REWIND_BLOCKS,
     store::{DutyRecord, Store},
     tx::{blocking, TxError, TxSender},
     wakeup::Wakeups,
 };
 
-/// The pruning duty asks the chain about every stored kfrag once in this many ticks.
+/// The pruning duty scans the stored kfrags once in this many ticks (a scan reads every record:
+/// a node holding 100,000 policies must not do it every second; an ended policy is refused by
+/// the API meanwhile anyway).
+pub const PRUNE_EVERY: u64 = 10;
+
+/// The pruning duty asks the chain about the stored kfrags of recent policies (unconfirmed, or
+/// confirmed less than `REORG_REWIND_BLOCKS` ago) once in this many ticks.
 pub const PRUNE_CHAIN_CHECK_EVERY: u64 = 30;
 
 /// The most gas a fee withdrawal (`PolicyManager.withdrawFees`, sent by the worker) costs: its
@@ -600,24 +607,30 @@ impl<P: Provider + Clone> Duties<P> {
             .map_err(|e| contract(&e))
     }
 
-    /// Deletes the kfrags of ended policies and of revoked ones (revocations also delete them in
-    /// the follower); every [`PRUNE_CHAIN_CHECK_EVERY`] ticks, also of policies that are
-    /// inactive both at the confirmed block and at the latest one (revoked, or vanished in a
-    /// reorg). A policy still unconfirmed is active at the latest block and kept.
+    /// Every [`PRUNE_EVERY`] ticks, deletes the kfrags of ended policies and of revoked ones
+    /// (revocations also delete them in the follower); every [`PRUNE_CHAIN_CHECK_EVERY`] ticks,
+    /// also of recent policies (not confirmed yet, or created within the follower's reorg rewind)
+    /// that are inactive both at the confirmed block and at the latest one (revoked, or vanished
+    /// in a reorg). A policy still unconfirmed is active at the latest block and kept; an older
+    /// one is what the follower confirmed, and is never asked about (a chain call per stored
+    /// policy would spend the operator's RPC quota in proportion to the policies held).
     async fn prune(&self, now: u64, head: u64) -> Result<Option<&'static str>, DutyError> {
-        if !self.config.prune {
+        let check_chain = self.ticks % PRUNE_CHAIN_CHECK_EVERY == 1;
+        if !self.config.prune || (self.ticks % PRUNE_EVERY != 1 && !check_chain) {
             return Ok(None);
         }
         let store = self.store.clone();
         let stored = blocking(move || store.kfrag_policies()).await?;
-        let check_chain = self.ticks % PRUNE_CHAIN_CHECK_EVERY == 1;
         let confirmed = head.saturating_sub(self.confirmations);
         let manager = PolicyManager::new(self.deployment.policy_manager, &self.provider);
         let mut deleted = 0u64;
         for policy in stored {
             let (policy_id, nodes) = (policy.policy_id, policy.nodes);
             let mut gone = policy.end_timestamp <= now || policy.revoked;
-            if !gone && check_chain {
+            let recent = policy
+                .created_block
+                .is_none_or(|block| block.saturating_add(REORG_REWIND_BLOCKS) > head);
+            if !gone && check_chain && recent {
                 let confirmed_active = self
                     .is_active(&manager, policy_id, &nodes, BlockId::number(confirmed))
                     .await?;

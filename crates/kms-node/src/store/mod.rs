@@ -294,6 +294,17 @@ pub struct KfragPolicy {
     pub nodes: Vec<Address>,
     /// Whether the follower recorded the policy (or this node's arrangement) as revoked.
     pub revoked: bool,
+    /// The block of the policy's creation, if the follower has confirmed it.
+    pub created_block: Option<u64>,
+}
+
+/// The part of a [`KfragRecordV1`] the pruning duty reads: no key is decoded (decompressing
+/// three public keys per record was most of a scan's cost).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KfragTerms {
+    end_timestamp: u64,
+    nodes: Vec<Address>,
 }
 
 /// How far the chain follower has processed the chain: every event up to and including `block`
@@ -454,8 +465,8 @@ impl Store {
         table.len().map_err(db_err)
     }
 
-    /// Every stored kfrag's policy id with its end, node list and revocation (for the pruning
-    /// duty), read in one transaction.
+    /// Every stored kfrag's policy id with its end, node list, revocation and confirmed creation
+    /// (for the pruning duty), read in one transaction.
     pub fn kfrag_policies(&self) -> Result<Vec<KfragPolicy>, StoreError> {
         let txn = self.db.begin_read().map_err(db_err)?;
         let table = txn.open_table(KFRAGS).map_err(db_err)?;
@@ -464,20 +475,24 @@ impl Store {
         for entry in table.iter().map_err(db_err)? {
             let (key, value) = entry.map_err(db_err)?;
             let id = key.value();
-            let record = StoredKfrag::decode(id, value.value())?;
-            let revoked = match policies.get(id).map_err(db_err)? {
-                Some(g) => {
+            let terms: KfragTerms =
+                serde_json::from_slice(value.value()).map_err(|e| StoreError::Corrupt {
+                    policy: alloy::primitives::hex::encode(id),
+                    reason: e.to_string(),
+                })?;
+            let record = match policies.get(id).map_err(db_err)? {
+                Some(g) => Some(
                     serde_json::from_slice::<PolicyRecord>(g.value())
-                        .map_err(|e| json_corrupt("policy", e))?
-                        .revoked
-                }
-                None => false,
+                        .map_err(|e| json_corrupt("policy", e))?,
+                ),
+                None => None,
             };
             out.push(KfragPolicy {
                 policy_id: id,
-                end_timestamp: record.end_timestamp,
-                nodes: record.nodes,
-                revoked,
+                end_timestamp: terms.end_timestamp,
+                nodes: terms.nodes,
+                revoked: record.as_ref().is_some_and(|r| r.revoked),
+                created_block: record.map(|r| r.created_block),
             });
         }
         Ok(out)
@@ -608,6 +623,14 @@ mod follower_tests {
             nodes: vec![Address::repeat_byte(1)],
         };
         store.put_kfrag_if_absent(id, &kfrag).unwrap();
+        let scanned = |revoked, created_block| KfragPolicy {
+            policy_id: id,
+            end_timestamp: 10,
+            nodes: vec![Address::repeat_byte(1)],
+            revoked,
+            created_block,
+        };
+        assert_eq!(store.kfrag_policies().unwrap(), vec![scanned(false, None)]);
         let created = FollowerBatch {
             created: vec![(id, policy(10))],
             revoked: vec![],
@@ -618,6 +641,11 @@ mod follower_tests {
         };
         assert_eq!(store.apply_batch(&created, cursor(5)).unwrap(), 0);
         assert_eq!(store.cursor().unwrap(), Some(cursor(5)));
+        let created_block = store.policy(id).unwrap().unwrap().created_block;
+        assert_eq!(
+            store.kfrag_policies().unwrap(),
+            vec![scanned(false, Some(created_block))]
+        );
         let revoked = FollowerBatch {
             created: vec![],
             revoked: vec![id],
