@@ -26,7 +26,6 @@ mod reencrypt;
 mod status;
 
 use std::{
-    collections::HashMap,
     sync::{Arc, Mutex},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -55,7 +54,7 @@ use crate::{
         UNKNOWN_POLICIES_CAPACITY,
     },
     head::HeadView,
-    store::{Store, StoredKfrag},
+    store::Store,
 };
 
 pub use gate::Gate;
@@ -194,8 +193,8 @@ pub struct ApiState<D> {
     head: Arc<HeadView>,
 }
 
-/// Verified kfrags by policy, with the record each was verified from.
-type VerifiedKfrags = HashMap<[u8; 16], (Arc<StoredKfrag>, VerifiedKeyFrag)>;
+/// Verified kfrags by policy, with the digest of the record each was verified from.
+type VerifiedKfrags = Recent<[u8; 16], ([u8; 32], VerifiedKeyFrag)>;
 
 impl<D> std::fmt::Debug for ApiState<D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -238,7 +237,7 @@ impl<D: PolicyDirectory> ApiState<D> {
             metrics,
             started: Instant::now(),
             behaviour: Behaviour::Honest,
-            verified: Mutex::new(HashMap::new()),
+            verified: Mutex::new(Recent::new(reencrypt::VERIFIED_KFRAG_CACHE)),
             verified_digests: Mutex::new(Recent::new(reencrypt::VERIFIED_DIGESTS)),
             clock: Arc::new(ChainClock::new()),
             investigation: Investigation::default(),

@@ -25,17 +25,19 @@ use super::{
 };
 use crate::{directory::PolicyDirectory, guard::Admission, store::StoredKfrag};
 
-/// Most verified kfrags kept in memory (the cache is emptied when full).
-const VERIFIED_KFRAG_CACHE: usize = 10_000;
+/// Verified kfrags kept in memory, per generation of `guard::Recent` (so at most twice as many,
+/// under 1 KB each): a node serving up to this many policies at once restores none of them
+/// from the store's bytes.
+pub(super) const VERIFIED_KFRAG_CACHE: usize = 65_536;
 
 /// Digests of the kfrag records this process verified, per generation of `guard::Recent` (so at
 /// most twice as many, ~100 bytes each).
 pub(super) const VERIFIED_DIGESTS: usize = 500_000;
 
 impl<D: PolicyDirectory> ApiState<D> {
-    /// The stored kfrag, verified: from the cache when the record read now is the one verified
-    /// before (verification depends only on the kfrag's bytes and the three keys, so a deleted
-    /// or replaced kfrag is never served from the cache). Past the cache, a record whose digest
+    /// The stored kfrag, verified: from the cache when the record read now has the digest of the
+    /// one verified before (verification depends only on the kfrag's bytes and the three keys,
+    /// so a deleted or replaced kfrag is never served from the cache). Past the cache, a record whose digest
     /// this process has verified before is restored without the curve checks
     /// (`KeyFrag::skip_verification`, for trusted storage): the node holds more policies than
     /// the cache, and verifying again on every miss cost a fifth of a request. A record not
@@ -44,17 +46,17 @@ impl<D: PolicyDirectory> ApiState<D> {
     fn verified_kfrag(
         &self,
         policy_id: [u8; 16],
-        record: &Arc<StoredKfrag>,
+        record: &StoredKfrag,
     ) -> Result<VerifiedKeyFrag, ApiError> {
-        if let Ok(cache) = self.verified.lock() {
-            if let Some((cached, verified)) = cache.get(&policy_id) {
-                if **cached == **record {
+        let digest = record_digest(record);
+        if let Ok(mut cache) = self.verified.lock() {
+            if let Some((verified_digest, verified)) = cache.get(&policy_id) {
+                if *verified_digest == digest {
                     return Ok(verified.clone());
                 }
             }
         }
         let kfrag = KeyFrag::from_bytes(&record.kfrag).map_err(ApiError::internal)?;
-        let digest = record_digest(record);
         let seen = self
             .verified_digests
             .lock()
@@ -79,10 +81,7 @@ impl<D: PolicyDirectory> ApiState<D> {
             verified
         };
         if let Ok(mut cache) = self.verified.lock() {
-            if cache.len() >= VERIFIED_KFRAG_CACHE {
-                cache.clear();
-            }
-            cache.insert(policy_id, (record.clone(), verified.clone()));
+            cache.insert(policy_id, (digest, verified.clone()));
         }
         Ok(verified)
     }
