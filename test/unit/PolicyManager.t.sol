@@ -3,9 +3,7 @@ pragma solidity ^0.8.28;
 
 import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
 
-import {KMSToken} from "../../contracts/KMSToken.sol";
 import {PolicyManager} from "../../contracts/PolicyManager.sol";
-import {StakingEscrow} from "../../contracts/StakingEscrow.sol";
 import {Errors} from "../../contracts/libraries/Errors.sol";
 import {Base} from "../utils/Base.sol";
 import {Vm} from "../utils/Vm.sol";
