@@ -874,7 +874,9 @@ async fn sigkill_during_uploads_and_catch_up_loses_nothing_and_repeats_no_duty()
                                 acks.lock().unwrap().push(id);
                                 break;
                             }
-                            Err(NodeError::Unreachable(_)) => {
+                            // Not listening yet, or listening and starting (503).
+                            Err(NodeError::Unreachable(_))
+                            | Err(NodeError::Refused { status: 503, .. }) => {
                                 tokio::time::sleep(Duration::from_millis(10)).await;
                             }
                             // A refusal of a valid kfrag of a live policy is a failure.
@@ -1322,6 +1324,9 @@ async fn a_shallow_reorg_neither_commits_twice_nor_keeps_a_vanished_policy() -> 
         .call()
         .await?;
     ensure!(signer.is_zero(), "the policy survived the reorg");
+    // The node serves from the chain it has read: a block past the reorg, once it has read it.
+    net.chain.mine(1).await?;
+    node.wait_head(net.chain.head().await?, WAIT).await?;
     let vanished_file = keys.policy_file(&net.chain, vanished, 1, vec![bob_node.clone()]);
     ensure!(
         keys.bob_decrypts(&net.chain, &client, &vanished_file)

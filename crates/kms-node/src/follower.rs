@@ -191,7 +191,7 @@ impl<P: Provider + Clone> Follower<P> {
             .max_range
             .max(self.config.confirmations.saturating_add(1));
         if from > head {
-            self.publish(latest, HashSet::new());
+            self.publish(latest, Pending::default());
             return Ok(Step::Idle { head });
         }
         // Up to the head in one read, or only confirmed blocks while catching up.
@@ -207,17 +207,19 @@ impl<P: Provider + Clone> Follower<P> {
         let events = self.read(from, to).await?;
         let applied_to = confirmed.filter(|c| *c >= from).map(|c| c.min(to));
         let mut batch = FollowerBatch::default();
-        let mut pending = HashSet::new();
+        let mut pending = Pending::default();
         for (block, event) in events {
             let is_confirmed = applied_to.is_some_and(|c| block <= c);
             match event {
                 PolicyEvent::Created(id, record) if is_confirmed => {
                     batch.created.push((id, record))
                 }
-                PolicyEvent::Created(..) => {}
+                PolicyEvent::Created(id, _) => {
+                    pending.creations.insert(id);
+                }
                 PolicyEvent::Revoked(id) if is_confirmed => batch.revoked.push(id),
                 PolicyEvent::Revoked(id) => {
-                    pending.insert(id);
+                    pending.revocations.insert(id);
                 }
             }
         }
@@ -263,16 +265,16 @@ impl<P: Provider + Clone> Follower<P> {
         })
     }
 
-    fn publish(&self, latest: HeadBlock, pending: HashSet<[u8; 16]>) {
+    fn publish(&self, latest: HeadBlock, pending: Pending) {
         if let Some(view) = &self.head_view {
-            if !pending.is_empty() {
+            if !pending.revocations.is_empty() {
                 tracing::info!(
                     head = latest.number,
-                    revocations = pending.len(),
+                    revocations = pending.revocations.len(),
                     "unconfirmed revocations refused from now on"
                 );
             }
-            view.publish(latest, pending);
+            view.publish_followed(latest, pending.revocations, pending.creations);
         }
     }
 
@@ -388,6 +390,13 @@ impl<P: Provider + Clone> Follower<P> {
         }
         Ok(events)
     }
+}
+
+/// What the blocks above the confirmation depth hold for the head view.
+#[derive(Debug, Default)]
+struct Pending {
+    revocations: HashSet<[u8; 16]>,
+    creations: HashSet<[u8; 16]>,
 }
 
 /// A `PolicyManager` event that concerns the node.

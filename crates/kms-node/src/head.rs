@@ -72,6 +72,9 @@ struct State {
     read_at: Instant,
     /// Policies revoked (or this node's arrangement in them) in blocks above the cursor.
     pending_revocations: HashSet<[u8; 16]>,
+    /// Policies naming the node created in blocks above the cursor; `None` for a view that does
+    /// not track creations (an API without a follower: tests, benchmarks).
+    pending_creations: Option<HashSet<[u8; 16]>>,
     /// Set while the follower is behind by more than one read.
     catching_up: Option<(u64, u64)>,
 }
@@ -90,6 +93,9 @@ pub struct FreshHead {
     pub head: HeadBlock,
     /// Whether the policy asked about was revoked in a block above the follower's cursor.
     pub revoked_unconfirmed: bool,
+    /// Whether the policy asked about was created in a block above the follower's cursor;
+    /// `None` if the view does not track creations.
+    pub created_unconfirmed: Option<bool>,
 }
 
 impl HeadView {
@@ -106,12 +112,34 @@ impl HeadView {
         self.max_age
     }
 
-    /// The follower read `head` and the unconfirmed revocations of the blocks above its cursor.
+    /// `head` and the unconfirmed revocations of the blocks above the cursor, for a view that
+    /// does not track creations (an API without a follower).
     pub fn publish(&self, head: HeadBlock, pending_revocations: HashSet<[u8; 16]>) {
+        self.set(head, pending_revocations, None);
+    }
+
+    /// The follower read `head`, and the unconfirmed revocations and creations (of policies
+    /// naming the node) of the blocks above its cursor.
+    pub fn publish_followed(
+        &self,
+        head: HeadBlock,
+        pending_revocations: HashSet<[u8; 16]>,
+        pending_creations: HashSet<[u8; 16]>,
+    ) {
+        self.set(head, pending_revocations, Some(pending_creations));
+    }
+
+    fn set(
+        &self,
+        head: HeadBlock,
+        pending_revocations: HashSet<[u8; 16]>,
+        pending_creations: Option<HashSet<[u8; 16]>>,
+    ) {
         let state = State {
             head,
             read_at: Instant::now(),
             pending_revocations,
+            pending_creations,
             catching_up: None,
         };
         *self.state.write().unwrap_or_else(PoisonError::into_inner) = Some(state);
@@ -133,14 +161,15 @@ impl HeadView {
     /// The follower is behind the head by more than it reads at once.
     pub fn catching_up(&self, head: HeadBlock, cursor: u64) {
         let mut guard = self.state.write().unwrap_or_else(PoisonError::into_inner);
-        let pending_revocations = guard
+        let (pending_revocations, pending_creations) = guard
             .take()
-            .map(|s| s.pending_revocations)
+            .map(|s| (s.pending_revocations, s.pending_creations))
             .unwrap_or_default();
         *guard = Some(State {
             head,
             read_at: Instant::now(),
             pending_revocations,
+            pending_creations,
             catching_up: Some((cursor, head.number)),
         });
     }
@@ -173,6 +202,10 @@ impl HeadView {
         Ok(FreshHead {
             head: state.head,
             revoked_unconfirmed: state.pending_revocations.contains(&policy_id),
+            created_unconfirmed: state
+                .pending_creations
+                .as_ref()
+                .map(|created| created.contains(&policy_id)),
         })
     }
 

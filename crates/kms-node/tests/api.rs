@@ -590,6 +590,37 @@ async fn a_revocation_is_refused_from_the_head_then_from_the_store() {
 }
 
 #[tokio::test]
+async fn an_unconfirmed_policy_is_served_only_while_the_read_chain_holds_its_creation() {
+    let (node, policy, capsule) = node_with_policy().await;
+    let head = HeadBlock {
+        number: 100,
+        hash: B256::repeat_byte(0x10),
+        timestamp: now(),
+    };
+    // The follower read its creation above the confirmed blocks: served.
+    node.head
+        .publish_followed(head, HashSet::new(), HashSet::from([policy.id]));
+    node.reencrypt_ok(&policy, std::slice::from_ref(&capsule))
+        .await;
+    // A reorg removed it (or the node has not read its block yet): 503, retry.
+    node.head
+        .publish_followed(head, HashSet::new(), HashSet::new());
+    let body = node.reencrypt_body(&policy, std::slice::from_ref(&capsule), now());
+    let (status, value) = node.post(&policy.path("reencrypt"), &body).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{value}");
+    assert!(
+        error_of(&value).contains("does not hold this policy's creation"),
+        "{value}"
+    );
+    // Confirmed: served from the store's record, whatever the unconfirmed blocks hold.
+    let mut nodes = vec![node.staker, Address::repeat_byte(0x42)];
+    nodes.sort();
+    confirm(&node, &policy, nodes, now() + 3600, false);
+    node.reencrypt_ok(&policy, std::slice::from_ref(&capsule))
+        .await;
+}
+
+#[tokio::test]
 async fn an_ended_policy_is_410_and_one_never_uploaded_404() {
     let (node, policy, capsule) = node_with_policy().await;
     // The pruning duty deleted the kfrag of a policy that ended: 410 with its end.

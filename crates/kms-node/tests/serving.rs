@@ -82,7 +82,10 @@ impl Serving {
         .await?;
         let client = Client::new(format!("http://{}", node.local_addr()));
         let keys = PolicyKeys::random();
-        let policy_id = upload_policy(chain, &client, staker, salt, &keys).await?;
+        let policy_id = create_policy(chain, salt, keys.signer_address(), vec![staker], 2).await?;
+        upload_kfrag(&client, staker, policy_id, &keys).await?;
+        // Served once the node has read the creation's block.
+        wait_for_head(&client, chain.head().await?).await?;
         Ok(Self {
             node,
             client,
@@ -103,15 +106,13 @@ impl Serving {
     }
 }
 
-/// Alice creates a 2-period policy naming `staker` and uploads its kfrag to the node.
-async fn upload_policy(
-    chain: &TestChain,
+/// Alice uploads the kfrag of policy `id` (naming `staker` alone) to the node.
+async fn upload_kfrag(
     client: &Client,
     staker: Address,
-    salt: [u8; 16],
+    id: [u8; 16],
     keys: &PolicyKeys,
-) -> Result<[u8; 16]> {
-    let id = create_policy(chain, salt, keys.signer_address(), vec![staker], 2).await?;
+) -> Result<()> {
     let (_, info) = client.get("/v1/node").await?;
     let node_pk = kms_node::wire::decode_public_key(
         "umbralPublicKey",
@@ -122,7 +123,7 @@ async fn upload_policy(
     let path = format!("/v1/policies/0x{}/kfrag", alloy::hex::encode(id));
     let (status, body) = client.post(&path, upload).await?;
     ensure!(status == 201, "kfrag upload: {status} {body}");
-    Ok(id)
+    Ok(())
 }
 
 /// Bob's signed re-encryption request of one capsule, made anew at each call.
@@ -176,7 +177,13 @@ async fn until_status(serving: &Serving, status: u16) -> Result<serde_json::Valu
 async fn a_reencryption_makes_no_chain_call() -> Result<()> {
     let (chain, proxy, dir) = staked_behind_a_proxy().await?;
     // Polling once an hour: after its first steps the node's loops are quiet, so every call the
-    // proxy sees from then on would be the request path's.
+    // proxy sees from then on would be the request path's. So the policy exists (and the node is
+    // committed) before the node starts: its first step confirms the policy.
+    chain.commit_as(WORKER).await?;
+    let staker = chain.address(STAKER)?;
+    let keys = PolicyKeys::random();
+    let policy_id =
+        create_policy(&chain, [0x11; 16], keys.signer_address(), vec![staker], 2).await?;
     let settings = Settings {
         poll_interval: Duration::from_secs(3600),
         limits: Limits {
@@ -185,7 +192,16 @@ async fn a_reencryption_makes_no_chain_call() -> Result<()> {
         },
         ..settings(&chain, &proxy, &dir)?
     };
-    let serving = Serving::start(&chain, settings, [0x11; 16]).await?;
+    let node = kms_node::start(settings).await?;
+    let client = Client::new(format!("http://{}", node.local_addr()));
+    wait_for_head(&client, chain.head().await?).await?;
+    upload_kfrag(&client, staker, policy_id, &keys).await?;
+    let serving = Serving {
+        node,
+        client,
+        policy_id,
+        request: Box::new(bob_request(policy_id, staker, keys)),
+    };
     // Quiet: no call for a second.
     let mut calls = proxy.calls();
     loop {

@@ -390,6 +390,18 @@ impl NodeProcess {
         Ok(self.status().await?.kfrags)
     }
 
+    /// Waits until the node has read the chain head up to block `block` (`GET /v1/status`'s
+    /// `headBlock`): it serves from what it has read.
+    pub(crate) async fn wait_head(&self, block: u64, timeout: Duration) -> Result<()> {
+        eventually(
+            &format!("{} to read the chain to block {block}", self.name),
+            timeout,
+            || async { Ok(self.status().await?.head_block.is_some_and(|h| h >= block)) },
+        )
+        .await
+        .with_context(|| self.log_tail(30))
+    }
+
     /// Waits until the follower has applied block `block` (`GET /v1/status`'s cursor).
     pub(crate) async fn wait_cursor(&self, block: u64, timeout: Duration) -> Result<()> {
         eventually(

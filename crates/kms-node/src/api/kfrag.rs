@@ -22,6 +22,7 @@ use kms_crypto::{
 
 use super::{
     body_bytes, parse_json, parse_policy_id, run_blocking, with_store, ApiError, ApiState,
+    Confirmed,
 };
 use crate::{
     directory::PolicyDirectory,
@@ -109,6 +110,9 @@ pub(super) async fn upload_kfrag<D: PolicyDirectory>(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<KfragAccepted>), ApiError> {
+    // Not while the node cannot vouch for the chain (starting, RPC down): before the rate limit,
+    // so that a client retrying then keeps its tokens.
+    state.ensure_fresh()?;
     // Each upload may cost a chain call: a client gets so many a minute.
     state.admit_upload(
         peer.map(|Extension(ConnectInfo(addr))| addr),
@@ -148,10 +152,13 @@ pub(super) async fn upload_kfrag<D: PolicyDirectory>(
             format!("the policy does not name this node ({staker})"),
         ));
     }
-    let revoked = with_store(&state.store, move |s| s.policy(policy_id))
-        .await?
-        .is_some_and(|p| p.revoked);
-    state.ensure_live(policy_id, arrangement.end_timestamp, revoked)?;
+    // The upload has just found the policy on chain (`arrangement`): only a revocation or its
+    // end refuses it here, not a creation the follower has not read yet.
+    let confirmed = match with_store(&state.store, move |s| s.policy(policy_id)).await? {
+        Some(p) if p.revoked => Confirmed::Revoked,
+        _ => Confirmed::Live,
+    };
+    state.ensure_live(policy_id, arrangement.end_timestamp, confirmed)?;
 
     let umbral = state.identity.umbral.clone();
     let opened = run_blocking(&state, move || Ok(upload.open(&umbral)?)).await?;

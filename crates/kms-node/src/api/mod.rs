@@ -254,13 +254,27 @@ impl<D: PolicyDirectory> ApiState<D> {
         &self,
         policy_id: [u8; 16],
         end_timestamp: u64,
-        revoked: bool,
+        policy: Confirmed,
     ) -> Result<(), ApiError> {
-        let fresh = self.head.check(policy_id).map_err(|e| {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).retry_after(1)
-        })?;
-        if revoked {
-            return Err(gone_revoked());
+        let fresh = self.head.check(policy_id).map_err(not_fresh)?;
+        match policy {
+            Confirmed::Revoked => return Err(gone_revoked()),
+            // Not confirmed: its creation must be in the blocks the node has read above its
+            // cursor. Not there: created in a block the node has not read yet, or removed by a
+            // reorg since the upload (the pruning duty then deletes the kfrag).
+            Confirmed::No if fresh.created_unconfirmed == Some(false) => {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "the chain the node has read (head block {}) does not hold this \
+                         policy's creation: created in a block the node has not read yet \
+                         (retry in a moment), or removed by a reorg",
+                        fresh.head.number
+                    ),
+                )
+                .retry_after(1));
+            }
+            Confirmed::No | Confirmed::Live => {}
         }
         if fresh.revoked_unconfirmed {
             return Err(ApiError::new(
@@ -277,6 +291,13 @@ impl<D: PolicyDirectory> ApiState<D> {
             return Err(gone_ended(end_timestamp));
         }
         Ok(())
+    }
+
+    /// 503 unless the node's view of the chain head is fresh: checked before anything that
+    /// costs the client a token, so that retrying while the node starts or its RPC endpoint is
+    /// down never runs into the rate limit.
+    fn ensure_fresh(&self) -> Result<(), ApiError> {
+        self.head.check([0; 16]).map(|_| ()).map_err(not_fresh)
     }
 
     /// Reads the node's views of the chain head from `view` (the daemon's follower keeps it);
@@ -419,6 +440,32 @@ impl IntoResponse for ApiError {
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
+    }
+}
+
+/// 503 with why the head view is not fresh, and when to retry.
+fn not_fresh(e: crate::head::NotFresh) -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).retry_after(1)
+}
+
+/// What the follower has confirmed of a policy (its record in the store).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Confirmed {
+    /// No record: its creation is not confirmed (yet).
+    No,
+    /// Confirmed, and not revoked as far as confirmed blocks go.
+    Live,
+    /// Confirmed revoked (or this node's arrangement in it).
+    Revoked,
+}
+
+impl Confirmed {
+    fn of(record: Option<&crate::store::PolicyRecord>) -> Self {
+        match record {
+            None => Self::No,
+            Some(r) if r.revoked => Self::Revoked,
+            Some(_) => Self::Live,
+        }
     }
 }
 

@@ -21,7 +21,7 @@ use umbral_pre::{reencrypt, Capsule, CapsuleFrag, DefaultDeserialize, KeyFrag, V
 
 use super::{
     body_bytes, gone_ended, gone_revoked, parse_json, parse_policy_id, run_blocking, unix_now,
-    with_store, ApiError, ApiState, Behaviour,
+    with_store, ApiError, ApiState, Behaviour, Confirmed,
 };
 use crate::{directory::PolicyDirectory, guard::Admission, store::StoredKfrag};
 
@@ -143,11 +143,11 @@ pub(super) async fn reencrypt_capsules<D: PolicyDirectory>(
     let nonce = request.decode_nonce()?;
 
     let (record, policy) = with_store(&state.store, move |s| s.kfrag_and_policy(policy_id)).await?;
-    let revoked = policy.as_ref().is_some_and(|p| p.revoked);
+    let confirmed = Confirmed::of(policy.as_ref());
     let Some(record) = record else {
         // A revocation or the policy's end deletes the kfrag; the confirmed record says which.
         return Err(match policy {
-            Some(_) if revoked => gone_revoked(),
+            Some(_) if confirmed == Confirmed::Revoked => gone_revoked(),
             Some(p) if p.end_timestamp <= now.max(state.clock.now()) => gone_ended(p.end_timestamp),
             _ => ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -157,7 +157,7 @@ pub(super) async fn reencrypt_capsules<D: PolicyDirectory>(
     };
     // From what the node follows: no chain call on the request path, and before any curve
     // arithmetic.
-    state.ensure_live(policy_id, record.end_timestamp, revoked)?;
+    state.ensure_live(policy_id, record.end_timestamp, confirmed)?;
     let record = Arc::new(record);
     let staker = state.identity.staker;
     let message =
