@@ -108,6 +108,17 @@ pub(crate) struct RequestSource {
 }
 
 impl RequestSource {
+    /// Requests by the fixture's Bob to its node, over its capsule pool.
+    pub(crate) fn for_fixture(fx: &Fixture) -> Self {
+        Self {
+            bob: fx.keys.bob.clone(),
+            staker: fx.staker,
+            capsule_bytes: Arc::new(fx.capsule_bytes.clone()),
+            next: Mutex::new((0, 0)),
+            signed_inline: AtomicU64::new(0),
+        }
+    }
+
     pub(crate) fn next_key(&self) -> Result<(u64, usize)> {
         let mut next = self
             .next

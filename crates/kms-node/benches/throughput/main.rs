@@ -70,7 +70,7 @@ mod process;
 mod report;
 mod scale;
 
-use std::sync::{atomic::AtomicU64, Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::{bail, ensure, Context, Result};
 
@@ -123,13 +123,7 @@ fn main() -> Result<()> {
         .enable_all()
         .build()
         .context("tokio runtime")?;
-    let source = Arc::new(RequestSource {
-        bob: fx.keys.bob.clone(),
-        staker: fx.staker,
-        capsule_bytes: Arc::new(fx.capsule_bytes.clone()),
-        next: Mutex::new((0, 0)),
-        signed_inline: AtomicU64::new(0),
-    });
+    let source = Arc::new(RequestSource::for_fixture(&fx));
 
     let mut report = Report {
         bench: "kms-node re-encryption over HTTP (crates/kms-node/benches/throughput)",

@@ -18,7 +18,7 @@
 //! (`cpu_ratio`: the share of the node's CPU that went into the ceiling's work, whatever the
 //! load).
 
-use std::sync::{atomic::AtomicU64, Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::{bail, ensure, Context, Result};
 use serde::Serialize;
@@ -119,13 +119,7 @@ pub(crate) fn run_pinned(args: &Args) -> Result<()> {
         _guard: Box::new(()),
     });
     runtime.block_on(upload_kfrag(&fx, &node))?;
-    let source = Arc::new(RequestSource {
-        bob: fx.keys.bob.clone(),
-        staker: fx.staker,
-        capsule_bytes: Arc::new(fx.capsule_bytes.clone()),
-        next: Mutex::new((0, 0)),
-        signed_inline: AtomicU64::new(0),
-    });
+    let source = Arc::new(RequestSource::for_fixture(&fx));
 
     let mut report = PinnedReport {
         bench: "kms-node on one core (taskset) vs the one-core ceiling \
