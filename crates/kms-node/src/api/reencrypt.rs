@@ -158,7 +158,6 @@ pub(super) async fn reencrypt_capsules<D: PolicyDirectory>(
     // From what the node follows: no chain call on the request path, and before any curve
     // arithmetic.
     state.ensure_live(policy_id, record.end_timestamp, confirmed)?;
-    let record = Arc::new(record);
     let staker = state.identity.staker;
     let message =
         wire::reencrypt_message(policy_id, staker, request.timestamp, nonce, &capsule_bytes);
@@ -166,7 +165,7 @@ pub(super) async fn reencrypt_capsules<D: PolicyDirectory>(
     // The signature covers the raw capsule bytes, so it is checked first: decoding a capsule
     // verifies it (curve arithmetic), which only Bob's requests are worth.
     let (capsules, verified) = {
-        let (state, record, message) = (state.clone(), record.clone(), message.clone());
+        let (state, message) = (state.clone(), message.clone());
         run_blocking(&state.clone(), move || {
             if !signature.verify(&record.receiving_key, &message) {
                 return Err(ApiError::new(
