@@ -550,6 +550,8 @@ async fn api_on_chain_refusals_and_revocation_within_a_block() -> Result<()> {
     let id = create_policy(&chain, [0x0a; 16], signer_address, nodes, 2).await?;
     let (status, body) = client.post(&path(id, "kfrag"), upload_body(id)?).await?;
     ensure!(status == 201, "{status} {body}");
+    // Served once the node has read the creation's block (its poll interval).
+    wait_for_head(&client, chain.head().await?).await?;
     let (capsule, _) = encrypt(&keys.delegating.public_key(), b"hello").unwrap();
     let capsules = vec![capsule.to_bytes()?.into_vec()];
     let request = |sk: &SecretKey| {
