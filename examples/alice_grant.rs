@@ -47,6 +47,7 @@ async fn main() -> Result<()> {
         delegating_key: alice.delegating_key(LABEL).public_key(),
         verifying_key: alice.signing_key().public_key(),
         receiving_key: bob.receiving_key().public_key(),
+        senders: vec![alice.sender_key().public_key()],
         threshold: 2,
         shares: 3,
         // Periods are whole: the policy ends at a period boundary.

@@ -273,6 +273,7 @@ async fn run(
         delegating_key: alice.delegating_key("bench").public_key(),
         verifying_key: alice.signing_key().public_key(),
         receiving_key: bob.receiving_key().public_key(),
+        senders: Vec::new(),
         threshold: 3,
         shares: 5,
         end_timestamp: (now / d.seconds_per_period + 10) * d.seconds_per_period,

@@ -336,6 +336,7 @@ async fn main() -> Result<()> {
         delegating_key: alice.delegating_key("bench").public_key(),
         verifying_key: alice.signing_key().public_key(),
         receiving_key: bob.receiving_key().public_key(),
+        senders: Vec::new(),
         threshold: 3,
         shares: 5,
         end_timestamp: end,

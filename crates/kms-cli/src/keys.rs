@@ -25,7 +25,8 @@ pub enum KeysSubcommand {
     /// Example: kms keys new --dir ~/.kms/alice --password-file pw
     New(NewArgs),
     /// Show the public keys of an Umbral master secret: the receiving key to give Alice, the
-    /// kfrag signer's address, a label's policy (delegating) key.
+    /// kfrag signer's address, the sender key that signs what you encrypt, a label's policy
+    /// (delegating) key.
     ///
     /// Example: kms keys show --umbral ~/.kms/bob/umbral.json --label photos
     Show(ShowArgs),
@@ -83,16 +84,19 @@ impl NewArgs {
         let master = MasterSecret::random();
         master.save(&umbral_path)?;
         let receiving = encode_public_key(&master.receiving_key().public_key());
+        let sender = encode_public_key(&master.sender_key().public_key());
         if json {
             return print_json(&json!({
                 "umbral": umbral_path,
                 "receivingKey": receiving,
+                "senderKey": sender,
                 "keystore": account.as_ref().map(|_| &account_path),
                 "address": account.as_ref().map(|a| a.address()),
             }));
         }
         println!("umbral master secret  {}", umbral_path.display());
         println!("receiving key         {receiving}   (give it to Alice)");
+        println!("sender key            {sender}   (signs what you encrypt: give it to Alice)");
         if let Some(account) = account {
             println!("ethereum keystore     {}", account_path.display());
             println!("address               {}", account.address());
@@ -126,6 +130,7 @@ impl ShowArgs {
         let master = MasterSecret::load(&umbral)?;
         let receiving = encode_public_key(&master.receiving_key().public_key());
         let signer = ethereum_address(&master.signing_key().public_key());
+        let sender = encode_public_key(&master.sender_key().public_key());
         let policy_key = label
             .as_deref()
             .map(|l| encode_public_key(&master.delegating_key(l).public_key()));
@@ -133,12 +138,14 @@ impl ShowArgs {
             return print_json(&json!({
                 "receivingKey": receiving,
                 "kfragSigner": signer,
+                "senderKey": sender,
                 "label": label,
                 "policyKey": policy_key,
             }));
         }
         println!("receiving key  {receiving}");
         println!("kfrag signer   {signer}");
+        println!("sender key     {sender}   (signs what you encrypt: Alice lists it with `kms policy grant --sender`)");
         if let (Some(label), Some(key)) = (label, policy_key) {
             println!("policy key of {label:?}  {key}");
         }

@@ -90,6 +90,11 @@ pub struct GrantArgs {
     /// Bob's receiving key (hex, 33 bytes; `kms keys show` prints it).
     #[arg(long)]
     pub bob: String,
+    /// A sender key authorized to encrypt to the policy (hex, 33 bytes; `kms keys show` prints
+    /// it), recorded in the policy file: Bob accepts data signed by these. Repeat it for
+    /// several senders; without it, Alice's own sender key is the only one.
+    #[arg(long = "sender", value_name = "KEY")]
+    pub senders: Vec<String>,
     /// Cfrags Bob needs (m).
     #[arg(long)]
     pub threshold: usize,
@@ -129,6 +134,15 @@ impl GrantArgs {
                 self.out.display()
             );
         }
+        let senders = if self.senders.is_empty() {
+            vec![alice.sender_key().public_key()]
+        } else {
+            self.senders
+                .iter()
+                .map(|key| wire::decode_public_key("--sender", key))
+                .collect::<Result<Vec<_>, _>>()
+                .context("--sender must be a sender key: 0x + 33 bytes hex (`kms keys show`)")?
+        };
         let (chain, client) = chain.client(Account::Required).await?;
         let owner = chain.account()?;
         let now = chain
@@ -146,6 +160,7 @@ impl GrantArgs {
             delegating_key: alice.delegating_key(&self.label).public_key(),
             verifying_key: alice.signing_key().public_key(),
             receiving_key: bob,
+            senders,
             threshold: self.threshold,
             shares: self.shares,
             end_timestamp: end,

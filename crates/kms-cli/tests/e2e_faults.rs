@@ -307,6 +307,7 @@ impl Keys {
             delegating_key: self.delegating.public_key(),
             verifying_key: self.signer.public_key(),
             receiving_key: self.bob.public_key(),
+            senders: Vec::new(),
             threshold,
             shares: nodes.len(),
             end_timestamp: u64::from(u32::MAX),

@@ -50,6 +50,9 @@ pub struct GrantRequest {
     pub verifying_key: PublicKey,
     /// Bob's public key.
     pub receiving_key: PublicKey,
+    /// The sender keys authorized to encrypt to the policy, recorded in the policy file
+    /// ([`PolicyFile::senders`]); nothing of them goes on chain.
+    pub senders: Vec<PublicKey>,
     /// Capsule fragments Bob will need (`m`).
     pub threshold: usize,
     /// Nodes, one kfrag each (`n`, at most 32).
@@ -406,6 +409,7 @@ impl<P: Provider> Client<P> {
             delegating_key: request.delegating_key,
             verifying_key: request.verifying_key,
             receiving_key: request.receiving_key,
+            senders: request.senders.clone(),
             threshold: request.threshold,
             shares: wanted,
             end_timestamp: request.end_timestamp,
@@ -727,6 +731,7 @@ mod tests {
             delegating_key: key,
             verifying_key: key,
             receiving_key: key,
+            senders: Vec::new(),
             threshold: 2,
             shares: 3,
             end_timestamp: 2_000_000_000,

@@ -10,7 +10,7 @@
 //!   node caught with a wrong signed cfrag leaves a [`Fault`] that [`Client::report`] submits to
 //!   the Adjudicator.
 //!
-//! Modules: [`stream`] (file format), [`policy`] (policy file), [`sampling`] (stake-weighted
+//! Modules: [`stream`] (file format), [`sender`] (Enrico's sender key, the senders Bob trusts), [`policy`] (policy file), [`sampling`] (stake-weighted
 //! node choice), [`grant`] (Alice), [`retrieve`] (Bob), [`fault`] (evidence files), [`http`]
 //! (the nodes' API client), [`chain`] (transactions and contract errors), [`network`] (the
 //! stakers, whether their nodes answer, and what the nodes' audits saw).
@@ -24,6 +24,7 @@ pub mod network;
 pub mod policy;
 pub mod retrieve;
 pub mod sampling;
+pub mod sender;
 pub mod stream;
 
 pub use chain::ChainError;
@@ -40,6 +41,7 @@ pub use retrieve::{
     RetrieveOptions,
 };
 pub use sampling::{SamplingError, WeightedDraw};
+pub use sender::{SenderKey, TrustedSenders};
 pub use stream::{DataKey, Header, StreamError, StreamStats};
 
 /// Re-export of the umbral-pre version the formats are tied to.

@@ -53,6 +53,10 @@ pub struct PolicyFile {
     pub verifying_key: PublicKey,
     /// Bob's public key.
     pub receiving_key: PublicKey,
+    /// The sender keys the owner authorizes to encrypt to the policy (see [`crate::sender`]):
+    /// Bob accepts signed data from these (and from any sender he adds himself). Empty in
+    /// files written before senders were recorded (the JSON field is then absent).
+    pub senders: Vec<PublicKey>,
     /// Capsule fragments needed to decrypt.
     pub threshold: usize,
     /// Kfrags made, one per node.
@@ -121,6 +125,8 @@ struct RawPolicyFile {
     delegating_key: String,
     verifying_key: String,
     receiving_key: String,
+    #[serde(default)]
+    senders: Vec<String>,
     threshold: u64,
     shares: u64,
     end_timestamp: u64,
@@ -226,6 +232,12 @@ impl PolicyFile {
                 umbral_public_key: c.key(field("umbralPublicKey"), &node.umbral_public_key)?,
             });
         }
+        let senders = raw
+            .senders
+            .iter()
+            .enumerate()
+            .map(|(i, key)| c.key(format!("senders[{i}]"), key))
+            .collect::<Result<Vec<_>, _>>()?;
         let file = Self {
             chain_id: raw.chain_id,
             policy_manager: c.address("policyManager", &raw.policy_manager)?,
@@ -235,6 +247,7 @@ impl PolicyFile {
             delegating_key: c.key("delegatingKey", &raw.delegating_key)?,
             verifying_key: c.key("verifyingKey", &raw.verifying_key)?,
             receiving_key: c.key("receivingKey", &raw.receiving_key)?,
+            senders,
             threshold: usize::try_from(raw.threshold).unwrap_or(usize::MAX),
             shares: usize::try_from(raw.shares).unwrap_or(usize::MAX),
             end_timestamp: raw.end_timestamp,
@@ -302,6 +315,7 @@ impl PolicyFile {
             delegating_key: encode_public_key(&self.delegating_key),
             verifying_key: encode_public_key(&self.verifying_key),
             receiving_key: encode_public_key(&self.receiving_key),
+            senders: self.senders.iter().map(encode_public_key).collect(),
             threshold: self.threshold as u64,
             shares: self.shares as u64,
             end_timestamp: self.end_timestamp,
@@ -380,6 +394,7 @@ mod tests {
             delegating_key: key(),
             verifying_key: key(),
             receiving_key: key(),
+            senders: vec![key(), key()],
             threshold: 2,
             shares: 3,
             end_timestamp: 1_900_000_000,

@@ -325,6 +325,7 @@ impl Setup {
             delegating_key: self.delegating.public_key(),
             verifying_key: self.signer.public_key(),
             receiving_key: self.bob.public_key(),
+            senders: Vec::new(),
             threshold,
             shares,
             end_timestamp: self.now().await? + 2 * SECONDS_PER_PERIOD,

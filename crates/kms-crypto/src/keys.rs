@@ -42,6 +42,9 @@ pub const RECEIVING_KEY_LABEL: &[u8] = b"KMS_RECEIVING_KEY_V1";
 /// The label the kfrag signer's key is derived under (its Ethereum address is the policy's
 /// `kfragSigner`).
 pub const SIGNING_KEY_LABEL: &[u8] = b"KMS_KFRAG_SIGNER_V1";
+/// The label Enrico's sender key is derived under: it signs what he encrypts (signed streams and
+/// message sessions), so that Bob accepts only data from the senders he trusts.
+pub const SENDER_KEY_LABEL: &[u8] = b"KMS_SENDER_KEY_V1";
 /// The prefix of the label a policy's delegating key is derived under (then the policy label).
 pub const DELEGATING_KEY_PREFIX: &[u8] = b"KMS_DELEGATING_KEY_V1:";
 
@@ -262,6 +265,11 @@ impl MasterSecret {
         self.key(SIGNING_KEY_LABEL)
     }
 
+    /// Enrico's sender key: signs signed streams and message sessions.
+    pub fn sender_key(&self) -> SecretKey {
+        self.key(SENDER_KEY_LABEL)
+    }
+
     /// Alice's delegating key for the policy label `label`.
     pub fn delegating_key(&self, label: &str) -> SecretKey {
         let mut full = DELEGATING_KEY_PREFIX.to_vec();
@@ -404,9 +412,20 @@ mod tests {
             master.delegating_key("a").public_key(),
             master.delegating_key("b").public_key()
         );
-        assert_ne!(
+        // Every role's key is its own.
+        let roles = [
+            master.node_key().public_key(),
             master.receiving_key().public_key(),
-            master.node_key().public_key()
+            master.signing_key().public_key(),
+            master.sender_key().public_key(),
+            master.delegating_key("a").public_key(),
+        ];
+        for (i, a) in roles.iter().enumerate() {
+            assert!(roles[i + 1..].iter().all(|b| a != b), "role {i}");
+        }
+        assert_eq!(
+            loaded.sender_key().public_key(),
+            master.sender_key().public_key()
         );
         // Never overwritten.
         assert!(matches!(

@@ -405,6 +405,8 @@ impl<P: Provider + Clone> Auditor<P> {
             delegating_key,
             verifying_key,
             receiving_key,
+
+            senders: Vec::new(),
             threshold: 1,
             shares: nodes.len(),
             end_timestamp: end,

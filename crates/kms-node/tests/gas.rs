@@ -184,6 +184,7 @@ async fn nodes_with_the_shipped_defaults_stay_within_the_gas_bars() -> Result<()
             delegating_key: delegating.public_key(),
             verifying_key: signer.public_key(),
             receiving_key: bob.public_key(),
+            senders: Vec::new(),
             threshold: 2,
             shares: 3,
             end_timestamp: (period + POLICY_PERIODS) * SECONDS_PER_PERIOD,

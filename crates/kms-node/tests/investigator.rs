@@ -177,6 +177,7 @@ async fn grant(chain: &TestChain) -> Result<Granted> {
         delegating_key: delegating.public_key(),
         verifying_key: signer.public_key(),
         receiving_key: bob.public_key(),
+        senders: Vec::new(),
         threshold: 1,
         shares: 3,
         end_timestamp: chain.latest_timestamp().await? + 2 * SECONDS_PER_PERIOD,

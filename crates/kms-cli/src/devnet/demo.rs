@@ -184,6 +184,7 @@ async fn alice_grants(story: &Story<'_>) -> Result<(Granted, Row)> {
         delegating_key: alice.delegating_key(label).public_key(),
         verifying_key: alice.signing_key().public_key(),
         receiving_key: bob.receiving_key().public_key(),
+        senders: vec![alice.sender_key().public_key()],
         threshold: THRESHOLD,
         shares: SHARES,
         end_timestamp: (now / d.seconds_per_period + POLICY_PERIODS) * d.seconds_per_period,
