@@ -190,11 +190,27 @@ async fn a_reencryption_makes_no_chain_call() -> Result<()> {
             max_head_age: Duration::from_secs(7200),
             ..Limits::default()
         },
+        public_url: Some("http://node.test".to_owned()),
         ..settings(&chain, &proxy, &dir)?
     };
+    // The node record is on chain already, so the start sends no transaction: its receipt
+    // would be polled once an hour (a loaded machine's anvil may not have it at the first read).
+    let key = settings.umbral.public_key().to_compressed_bytes().into_vec();
+    let receipt = chain
+        .deployment()
+        .staking_escrow(&chain.provider(WORKER)?)
+        .publishNodeRecord("http://node.test".to_owned(), key.into())
+        .send()
+        .await?
+        .get_receipt()
+        .await?;
+    ensure!(receipt.status(), "publishNodeRecord reverted");
+    // The head before the start: a duty the node sends later (a commitment, if a period ends
+    // meanwhile) mines a block its hourly poll would not read for an hour.
+    let head = chain.head().await?;
     let node = kms_node::start(settings).await?;
     let client = Client::new(format!("http://{}", node.local_addr()));
-    wait_for_head(&client, chain.head().await?).await?;
+    wait_for_head(&client, head).await?;
     upload_kfrag(&client, staker, policy_id, &keys).await?;
     let serving = Serving {
         node,
