@@ -29,7 +29,7 @@
 //! have made one.
 //!
 //! Memory is bounded whatever the payload's size: two batches of segments in flight (about
-//! 4 MiB on two cores, 32 MiB at most), processed in parallel while the calling thread reads and
+//! 8 MiB on two cores, 32 MiB at most), processed in parallel while the calling thread reads and
 //! writes (see [`default_threads`]).
 
 mod chunk;

@@ -9,10 +9,10 @@ use std::{
 
 use super::StreamError;
 
-/// Chunks per thread in a batch: large enough that a helper thread's start-up (tens of
-/// microseconds, once per batch) is small against processing 1 MiB, small enough to keep memory
-/// bounded (two batches: 2 x 8 threads x 16 x 64 KiB = 16 MiB at most, twice that with
-/// segments of 32 chunks, which make a unit of their own).
+/// Chunks per thread in a batch (unsigned files; signed segments take about twice as many, see
+/// [`Layout::contiguous`]): large enough that a helper thread's start-up (tens of microseconds,
+/// once per batch) is small against processing 1 MiB, small enough to keep memory bounded (two
+/// batches: 2 x 8 threads x 16 x 64 KiB = 16 MiB at most, 32 MiB with segments).
 pub(super) const CHUNKS_PER_WORKER: usize = 16;
 
 /// How the input is cut into units: `pieces` pieces of `piece` bytes, stored `stride` bytes
@@ -40,7 +40,9 @@ impl Layout {
             piece: size,
             stride: size,
             capacity: size,
-            per_worker: (CHUNKS_PER_WORKER / chunks.max(1)).max(1),
+            // About 32 chunks of work per thread, whole units, at most 16 of them: a segment of
+            // 16 chunks makes 2 per thread, so that a thread finishing early finds work.
+            per_worker: (2 * CHUNKS_PER_WORKER / chunks.max(1)).clamp(1, CHUNKS_PER_WORKER),
         }
     }
 }

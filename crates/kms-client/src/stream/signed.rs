@@ -29,7 +29,7 @@ const SEGMENT_SIGNATURE_TAG: &[u8] = b"KMSENC02 segment";
 /// cause on the error path.
 const MAX_RECORD_CANDIDATES: usize = 16;
 
-/// A segment's chunk digests: `sha256(ciphertext_i || tag_i)`.
+/// A segment's chunk digests: `BLAKE3(ciphertext_i || tag_i)`, 32 bytes.
 type Digests = Vec<[u8; 32]>;
 
 /// What the sender signs for segment `segment`: `"KMSENC02 segment" || sha256(H) || u32
@@ -59,9 +59,16 @@ fn chunk_ranges(payload: usize) -> impl Iterator<Item = Range<usize>> {
 }
 
 /// The digests of the sealed chunks in `sealed`.
+///
+/// BLAKE3 rather than SHA-256: every payload byte is hashed once more besides the cipher's
+/// pass, and on the reference machine (SHA-NI) SHA-256 runs at 1.8 GB/s per core against 6.4
+/// GB/s for BLAKE3, with ChaCha20-Poly1305 at 1.4 GB/s: SHA-256 made signed streams 40% slower
+/// than unsigned, BLAKE3 about 10% (README, Benchmarks). The cost is portability: WebCrypto has
+/// no BLAKE3, so a browser client needs a library (`@noble/hashes` has it; so do Python's
+/// `blake3` and Go's `lukechampine.com/blake3`).
 fn digests(sealed: &[u8]) -> Digests {
     chunk_ranges(sealed.len())
-        .map(|range| Sha256::digest(&sealed[range]).into())
+        .map(|range| *blake3::hash(&sealed[range]).as_bytes())
         .collect()
 }
 

@@ -245,7 +245,7 @@ fn header_layout() {
         b"KMSENC02 segment".as_slice(),
         &Sha256::digest(&file[..header_len]),
         &[0, 0, 0, 0, 1],
-        &Sha256::digest(chunk),
+        blake3::hash(chunk).as_bytes(),
     ]
     .concat();
     let signature: [u8; 64] = record[4..].try_into().unwrap();
