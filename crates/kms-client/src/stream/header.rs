@@ -165,6 +165,7 @@ impl Header {
         }
     }
 
+    /// The signed header's own fields (`None` for `KMSENC01`).
     pub(super) fn signed(&self) -> Option<Signed> {
         self.signed
     }

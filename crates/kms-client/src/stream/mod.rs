@@ -202,7 +202,7 @@ pub enum StreamError {
     TooLarge,
     /// An option is out of its range.
     #[error("invalid option: {0}")]
-    Option(String),
+    BadOption(String),
 }
 
 /// A payload's data key. Zeroed when dropped; its `Debug` does not show it.
@@ -337,7 +337,7 @@ pub fn encrypt_stream_with_options<R: Read + ?Sized, W: Write + ?Sized>(
     options: &EncryptOptions,
 ) -> Result<StreamStats, StreamError> {
     if !(1..=MAX_SEGMENT_CHUNKS).contains(&options.segment_chunks) {
-        return Err(StreamError::Option(format!(
+        return Err(StreamError::BadOption(format!(
             "{} chunks per segment: must be 1 to {MAX_SEGMENT_CHUNKS}",
             options.segment_chunks
         )));

@@ -657,7 +657,7 @@ fn wrong_keys_and_options_are_named() {
             &options,
         )
         .unwrap_err();
-        assert!(matches!(err, StreamError::Option(_)), "{err}");
+        assert!(matches!(err, StreamError::BadOption(_)), "{err}");
     }
 }
 
