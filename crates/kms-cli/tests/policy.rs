@@ -227,6 +227,28 @@ fn grant_encrypt_retrieve_revoke_and_their_failures() -> Result<()> {
     };
     let other_args = retrieve_other(&[], "other.out");
     run.fails(&args(&other_args), 1, "not among the trusted senders");
+    // An unsigned KMSENC01 file (the previous version's test vector): refused, saying how to
+    // read or convert it, before any node is asked.
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../kms-client/tests/fixtures/stream/v1.kms"
+        ),
+        dir.path().join("old.kms"),
+    )?;
+    run.fails(
+        &[
+            "retrieve",
+            "--policy",
+            "policy.json",
+            "--umbral",
+            "bob/umbral.json",
+            "old.kms",
+            "old.out",
+        ],
+        1,
+        "--allow-unsigned",
+    );
     let bob_sender = bob["senderKey"].as_str().unwrap();
     let trusting = retrieve_other(&["--sender", bob_sender], "other.out");
     run.ok(&args(&trusting));
