@@ -3,9 +3,10 @@
 //! Enrico encrypts to (its public key) and what Bob retrieves with.
 //!
 //! `Client::plan_grant` only reads the chain (the nodes it would pick, the fee): Alice can
-//! check the plan before `Client::execute_grant` sends anything. Her Umbral key, and Bob's
-//! (standing in for Bob giving Alice his public key), are created in the examples' directory on
-//! first use.
+//! check the plan before `Client::execute_grant` sends anything. Her Umbral key, Bob's (standing
+//! in for Bob giving Alice his public key) and Enrico's (standing in for Enrico giving her his
+//! sender key, which the policy file lists as its only authorized sender) are created in the
+//! examples' directory on first use.
 //!
 //! ```sh
 //! cargo run -p kms-examples --example alice_grant
@@ -16,7 +17,7 @@ use anyhow::{ensure, Context, Result};
 use kms_client::GrantRequest;
 use kms_examples::{
     client, signer, umbral_key, work_dir, ALICE_UMBRAL_FILE, BOB_UMBRAL_FILE, DEV_ALICE_KEY,
-    POLICY_FILE,
+    ENRICO_UMBRAL_FILE, POLICY_FILE,
 };
 
 /// The policy's label: Alice's delegating key for it is derived from her master secret.
@@ -29,6 +30,7 @@ const PERIODS: u64 = 3;
 async fn main() -> Result<()> {
     let alice = umbral_key(ALICE_UMBRAL_FILE)?;
     let bob = umbral_key(BOB_UMBRAL_FILE)?;
+    let enrico = umbral_key(ENRICO_UMBRAL_FILE)?;
     let account = signer("ALICE_KEY", DEV_ALICE_KEY)?;
     let client = client(account.clone()).await?;
 
@@ -47,7 +49,7 @@ async fn main() -> Result<()> {
         delegating_key: alice.delegating_key(LABEL).public_key(),
         verifying_key: alice.signing_key().public_key(),
         receiving_key: bob.receiving_key().public_key(),
-        senders: vec![alice.sender_key().public_key()],
+        senders: vec![enrico.sender_key().public_key()],
         threshold: 2,
         shares: 3,
         // Periods are whole: the policy ends at a period boundary.

@@ -1,7 +1,8 @@
-//! Bob reads Enrico's message with kms-client: he asks the policy's nodes to re-encrypt the
+//! Bob reads Enrico's message with kms-client: he checks that a sender the policy authorizes
+//! signed it (before asking anyone anything), asks the policy's nodes to re-encrypt the
 //! file's capsule for him, checks every capsule fragment (Umbral's proof, and the node's signed
 //! answer against the terms read from the chain), opens the data key with the threshold of
-//! fragments, and decrypts the stream.
+//! fragments, and decrypts the stream, each segment released once its signature verified.
 //!
 //! A node caught with a wrong fragment leaves a `Fault`: provable evidence that
 //! `Client::report` files with the Adjudicator (`kms retrieve --report` does both).
@@ -13,7 +14,7 @@
 use std::{fs::File, io::BufReader};
 
 use anyhow::{Context, Result};
-use kms_client::{stream, PolicyFile, RetrieveOptions};
+use kms_client::{stream, PolicyFile, RetrieveOptions, TrustedSenders};
 use kms_examples::{
     client, signer, umbral_key, work_dir, BOB_UMBRAL_FILE, DEV_BOB_KEY, MESSAGE_FILE, POLICY_FILE,
 };
@@ -29,6 +30,13 @@ async fn main() -> Result<()> {
             .context("no message yet: run the enrico_encrypt example first")?,
     );
     let header = stream::read_header(&mut input)?;
+    let trusted = TrustedSenders::of_policy(&policy);
+    if let Some(sender) = header.check_sender(&trusted, false)? {
+        println!(
+            "signed by sender {}",
+            kms_crypto::wire::encode_public_key(&sender)
+        );
+    }
     // Reading needs no transaction; the account would pay for a report.
     let client = client(signer("BOB_KEY", DEV_BOB_KEY)?).await?;
 
@@ -61,7 +69,7 @@ async fn main() -> Result<()> {
         cfrags,
     )?;
     let mut message = Vec::new();
-    stream::decrypt_stream_with_key(&key, &header, &mut input, &mut message)?;
+    stream::decrypt_stream_with_key(&key, &header, &trusted, &mut input, &mut message)?;
     println!("decrypted: {}", String::from_utf8_lossy(&message));
     Ok(())
 }

@@ -41,6 +41,8 @@ pub const DEV_STAKER_KEY: &str =
 
 /// Alice's Umbral key file in the examples' directory.
 pub const ALICE_UMBRAL_FILE: &str = "alice.umbral.json";
+/// Enrico's Umbral key file in the examples' directory: his sender key signs what he encrypts.
+pub const ENRICO_UMBRAL_FILE: &str = "enrico.umbral.json";
 /// Bob's Umbral key file in the examples' directory.
 pub const BOB_UMBRAL_FILE: &str = "bob.umbral.json";
 /// The policy file Alice writes for Bob and Enrico.

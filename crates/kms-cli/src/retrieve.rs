@@ -5,7 +5,11 @@ use std::{fs::File, io::BufReader, path::PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use kms_client::{stream, Fault, PolicyFile, RetrieveError, RetrieveOptions};
+use kms_client::{
+    stream::{self, DecryptOptions},
+    Fault, PolicyFile, RetrieveError, RetrieveOptions, TrustedSenders,
+};
+use kms_crypto::wire;
 
 use crate::{
     error::CliError,
@@ -28,6 +32,14 @@ pub struct RetrieveArgs {
     /// File the evidence of any wrong cfrag with the Adjudicator (needs an account).
     #[arg(long)]
     pub report: bool,
+    /// Also trust this sender key (hex, 33 bytes; repeatable), besides the policy file's
+    /// senders.
+    #[arg(long = "sender", value_name = "KEY")]
+    pub senders: Vec<String>,
+    /// Accept an unsigned KMSENC01 file (anyone who knows the policy's public key could have
+    /// made it): only if you trust where it came from.
+    #[arg(long)]
+    pub allow_unsigned: bool,
     /// The encrypted file.
     pub input: PathBuf,
     /// Where to write the plaintext (written whole or not at all).
@@ -47,8 +59,31 @@ impl RetrieveArgs {
             File::open(&self.input)
                 .with_context(|| format!("cannot open {}", self.input.display()))?,
         );
-        let header = stream::read_header(&mut input)
-            .with_context(|| format!("{} is not a KMS-encrypted file", self.input.display()))?;
+        let header = stream::read_header(&mut input).with_context(|| {
+            format!(
+                "{} is not a KMS-encrypted file, or not an intact one",
+                self.input.display()
+            )
+        })?;
+        // Who made the file, before asking any node: an untrusted file is refused whatever.
+        let mut trusted = TrustedSenders::of_policy(&policy);
+        for key in &self.senders {
+            trusted.add(
+                wire::decode_public_key("--sender", key).context(
+                    "--sender must be a sender key: 0x + 33 bytes hex (`kms keys show`)",
+                )?,
+            );
+        }
+        let sender = header
+            .check_sender(&trusted, self.allow_unsigned)
+            .with_context(|| format!("{} is refused", self.input.display()))?;
+        match sender {
+            Some(key) => eprintln!("signed by sender {}", wire::encode_public_key(&key)),
+            None => eprintln!(
+                "warning: {} is unsigned (KMSENC01): accepted because of --allow-unsigned",
+                self.input.display()
+            ),
+        }
         let account = if self.report {
             Account::Required
         } else {
@@ -112,11 +147,16 @@ impl RetrieveArgs {
         let bar = progress(Some(total), "decrypting");
         let mut reader = bar.wrap_read(input);
         let stats = write_atomically(&self.output, |out| {
-            Ok(stream::decrypt_stream_with_key(
+            Ok(stream::decrypt_stream_with_options(
                 &key,
                 &header,
+                &trusted,
                 &mut reader,
                 out,
+                &DecryptOptions {
+                    allow_unsigned: self.allow_unsigned,
+                    ..DecryptOptions::default()
+                },
             )?)
         })?;
         bar.finish_and_clear();

@@ -623,6 +623,8 @@ async fn a_3_of_5_policy_survives_two_killed_nodes() -> Result<()> {
             "encrypt",
             "--policy-key",
             "policy.json",
+            "--umbral",
+            "alice/umbral.json",
             "photo.raw",
             "photo.kms",
         ],

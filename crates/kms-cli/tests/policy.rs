@@ -179,10 +179,13 @@ fn grant_encrypt_retrieve_revoke_and_their_failures() -> Result<()> {
     // Enrico encrypts; Bob retrieves and decrypts.
     let plaintext: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(dir.path().join("photo.raw"), &plaintext)?;
+    // Alice's grant lists her own sender key by default: she is Enrico here.
     run.ok(&[
         "encrypt",
         "--policy-key",
         "policy.json",
+        "--umbral",
+        "alice/umbral.json",
         "photo.raw",
         "photo.kms",
     ]);
@@ -196,6 +199,60 @@ fn grant_encrypt_retrieve_revoke_and_their_failures() -> Result<()> {
         "photo.out",
     ]);
     ensure!(std::fs::read(dir.path().join("photo.out"))? == plaintext);
+
+    // Signed by a sender the policy does not list: refused before any node is asked, unless Bob
+    // trusts that key himself.
+    run.ok(&[
+        "encrypt",
+        "--policy-key",
+        "policy.json",
+        "--umbral",
+        "bob/umbral.json",
+        "--segment-chunks",
+        "1",
+        "photo.raw",
+        "other.kms",
+    ]);
+    let retrieve_other = |extra: &[&str], out: &str| -> Vec<String> {
+        let mut args = vec![
+            "retrieve",
+            "--policy",
+            "policy.json",
+            "--umbral",
+            "bob/umbral.json",
+        ];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["other.kms", out]);
+        args.iter().map(|s| s.to_string()).collect()
+    };
+    let other_args = retrieve_other(&[], "other.out");
+    run.fails(&args(&other_args), 1, "not among the trusted senders");
+    // An unsigned KMSENC01 file (the previous version's test vector): refused, saying how to
+    // read or convert it, before any node is asked.
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../kms-client/tests/fixtures/stream/v1.kms"
+        ),
+        dir.path().join("old.kms"),
+    )?;
+    run.fails(
+        &[
+            "retrieve",
+            "--policy",
+            "policy.json",
+            "--umbral",
+            "bob/umbral.json",
+            "old.kms",
+            "old.out",
+        ],
+        1,
+        "--allow-unsigned",
+    );
+    let bob_sender = bob["senderKey"].as_str().unwrap();
+    let trusting = retrieve_other(&["--sender", bob_sender], "other.out");
+    run.ok(&args(&trusting));
+    ensure!(std::fs::read(dir.path().join("other.out"))? == plaintext);
 
     // Wrong key, bad file.
     run.fails(
@@ -317,7 +374,15 @@ fn a_faulty_node_is_reported_and_slashed() -> Result<()> {
         ALICE_KEY,
     ]);
     std::fs::write(dir.path().join("msg.txt"), b"meet at noon")?;
-    run.ok(&["encrypt", "--policy-key", "chat.json", "msg.txt", "msg.kms"]);
+    run.ok(&[
+        "encrypt",
+        "--policy-key",
+        "chat.json",
+        "--umbral",
+        "alice/umbral.json",
+        "msg.txt",
+        "msg.kms",
+    ]);
     // Bob audits every node and reports the wrong cfrag: slashed, and he still decrypts.
     let out = run.kms(&[
         "retrieve",

@@ -1,4 +1,4 @@
-//! Throughput of the streaming format, file to file:
+//! Throughput of the signed streaming format (KMSENC02), file to file:
 //!
 //! ```sh
 //! cargo run --release -p kms-client --example stream_bench -- [MiB (1024)] [threads (default)] [dir (tmp) | mem]
@@ -8,7 +8,8 @@
 //! to a third, checks the third equals the first, and prints MB/s for each direction. Run it
 //! under `/usr/bin/time -v` for the peak memory. With `mem` instead of a directory, the same in
 //! memory (the encrypted payload in a `Vec`, the plaintext to `io::sink`): the format's own
-//! speed, to compare with `openssl speed -evp chacha20-poly1305`.
+//! speed, to compare with `openssl speed -evp chacha20-poly1305`. Also times one segment
+//! signature and one verification (the per-segment cost of the streaming trade-off).
 
 use std::{
     error::Error,
@@ -17,7 +18,11 @@ use std::{
     time::Instant,
 };
 
-use kms_client::stream;
+use kms_client::{
+    sender,
+    stream::{self, DecryptOptions, EncryptOptions},
+    SenderKey, TrustedSenders,
+};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use umbral_pre::SecretKey;
@@ -28,8 +33,20 @@ fn main() -> Result<(), Box<dyn Error>> {
     let threads: usize = args
         .get(1)
         .map_or(Ok(stream::default_threads()), |a| a.parse())?;
+    let enrico = SenderKey::random();
+    let trusted = TrustedSenders::new([enrico.public_key()]);
+    let encrypt_options = EncryptOptions {
+        threads,
+        ..EncryptOptions::default()
+    };
+    let decrypt_options = DecryptOptions {
+        threads,
+        ..DecryptOptions::default()
+    };
+    let (sign_us, verify_us) = signature_costs(&enrico);
+    println!("segment signature: sign {sign_us:.0} µs, verify {verify_us:.0} µs");
     if args.get(2).map(String::as_str) == Some("mem") {
-        return in_memory(mib, threads);
+        return in_memory(mib, &enrico, &trusted, &encrypt_options, &decrypt_options);
     }
     let dir = match args.get(2) {
         Some(dir) => tempfile::tempdir_in(dir)?,
@@ -55,18 +72,19 @@ fn main() -> Result<(), Box<dyn Error>> {
     let alice = SecretKey::random();
     let start = Instant::now();
     let mut writer = File::create(&encrypted)?;
-    let stats = stream::encrypt_stream_with_threads(
+    let stats = stream::encrypt_stream_with_options(
         &alice.public_key(),
+        &enrico,
         &mut File::open(&input)?,
         &mut writer,
-        threads,
+        &encrypt_options,
     )?;
     drop(writer);
     let seconds = start.elapsed().as_secs_f64();
     let encrypt_rate = rate(seconds);
     println!(
-        "encrypt: {mib} MiB in {seconds:.3} s = {encrypt_rate:.0} MB/s ({} chunks, {threads} threads)",
-        stats.chunks
+        "encrypt: {mib} MiB in {seconds:.3} s = {encrypt_rate:.0} MB/s ({} chunks, {} segments, {threads} threads)",
+        stats.chunks, stats.segments
     );
 
     let start = Instant::now();
@@ -74,7 +92,14 @@ fn main() -> Result<(), Box<dyn Error>> {
     let header = stream::read_header(&mut reader)?;
     let key = stream::open_data_key_original(&alice, &header)?;
     let mut writer = File::create(&output)?;
-    stream::decrypt_stream_with_threads(&key, &header, &mut reader, &mut writer, threads)?;
+    stream::decrypt_stream_with_options(
+        &key,
+        &header,
+        &trusted,
+        &mut reader,
+        &mut writer,
+        &decrypt_options,
+    )?;
     drop(writer);
     let seconds = start.elapsed().as_secs_f64();
     let decrypt_rate = rate(seconds);
@@ -98,7 +123,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     println!("roundtrip ok");
     // One line for scripts (script/bench): the rates and this process's peak resident memory.
     println!(
-        "json: {{\"mib\": {mib}, \"threads\": {threads}, \"encryptMBps\": {encrypt_rate:.1}, \"decryptMBps\": {decrypt_rate:.1}, \"peakRssMiB\": {}}}",
+        "json: {{\"mib\": {mib}, \"threads\": {threads}, \"encryptMBps\": {encrypt_rate:.1}, \"decryptMBps\": {decrypt_rate:.1}, \"segmentChunks\": {}, \"signMicros\": {sign_us:.0}, \"verifyMicros\": {verify_us:.0}, \"peakRssMiB\": {}}}",
+        encrypt_options.segment_chunks,
         peak_rss_mib().map_or("null".to_owned(), |m| format!("{m:.1}"))
     );
     Ok(())
@@ -148,7 +174,32 @@ impl Read for Cycle {
     }
 }
 
-fn in_memory(mib: u64, threads: usize) -> Result<(), Box<dyn Error>> {
+/// Microseconds to sign, and to verify, one segment's message (16 digests).
+fn signature_costs(enrico: &SenderKey) -> (f64, f64) {
+    let message = vec![7u8; 16 + 32 + 5 + 16 * 32];
+    let rounds = 200;
+    let start = Instant::now();
+    let mut signature = [0u8; 64];
+    for _ in 0..rounds {
+        signature = enrico.sign(&message);
+    }
+    let sign = start.elapsed().as_secs_f64() * 1e6 / f64::from(rounds);
+    let start = Instant::now();
+    for _ in 0..rounds {
+        assert!(sender::verify(&enrico.public_key(), &message, &signature));
+    }
+    let verify = start.elapsed().as_secs_f64() * 1e6 / f64::from(rounds);
+    (sign, verify)
+}
+
+fn in_memory(
+    mib: u64,
+    enrico: &SenderKey,
+    trusted: &TrustedSenders,
+    encrypt_options: &EncryptOptions,
+    decrypt_options: &DecryptOptions,
+) -> Result<(), Box<dyn Error>> {
+    let threads = encrypt_options.threads;
     let bytes = mib * (1 << 20);
     let rate = |seconds: f64| bytes as f64 / seconds / 1e6;
     let mut block = vec![0u8; 1 << 20];
@@ -160,11 +211,12 @@ fn in_memory(mib: u64, threads: usize) -> Result<(), Box<dyn Error>> {
     };
     let alice = SecretKey::random();
     let start = Instant::now();
-    stream::encrypt_stream_with_threads(
+    stream::encrypt_stream_with_options(
         &alice.public_key(),
+        enrico,
         &mut input,
         &mut std::io::sink(),
-        threads,
+        encrypt_options,
     )?;
     let seconds = start.elapsed().as_secs_f64();
     println!(
@@ -175,17 +227,24 @@ fn in_memory(mib: u64, threads: usize) -> Result<(), Box<dyn Error>> {
     // not the format's cost).
     input.left = bytes;
     let mut encrypted = Vec::with_capacity(usize::try_from(bytes)? + (1 << 20) + 1024);
-    stream::encrypt_stream_with_threads(&alice.public_key(), &mut input, &mut encrypted, threads)?;
+    stream::encrypt_stream_with_options(
+        &alice.public_key(),
+        enrico,
+        &mut input,
+        &mut encrypted,
+        encrypt_options,
+    )?;
     let start = Instant::now();
     let mut reader = &encrypted[..];
     let header = stream::read_header(&mut reader)?;
     let key = stream::open_data_key_original(&alice, &header)?;
-    let stats = stream::decrypt_stream_with_threads(
+    let stats = stream::decrypt_stream_with_options(
         &key,
         &header,
+        trusted,
         &mut reader,
         &mut std::io::sink(),
-        threads,
+        decrypt_options,
     )?;
     let seconds = start.elapsed().as_secs_f64();
     println!(

@@ -42,7 +42,7 @@ pub use retrieve::{
 };
 pub use sampling::{SamplingError, WeightedDraw};
 pub use sender::{SenderKey, TrustedSenders};
-pub use stream::{DataKey, Header, StreamError, StreamStats};
+pub use stream::{DataKey, DecryptOptions, EncryptOptions, Header, StreamError, StreamStats};
 
 /// Re-export of the umbral-pre version the formats are tied to.
 pub use umbral_pre;

@@ -325,7 +325,7 @@ impl Setup {
             delegating_key: self.delegating.public_key(),
             verifying_key: self.signer.public_key(),
             receiving_key: self.bob.public_key(),
-            senders: Vec::new(),
+            senders: vec![enrico().public_key()],
             threshold,
             shares,
             end_timestamp: self.now().await? + 2 * SECONDS_PER_PERIOD,
@@ -395,10 +395,21 @@ fn random_payload(len: usize) -> Vec<u8> {
     bytes
 }
 
+/// Enrico's sender key: the policies' authorized sender.
+fn enrico() -> kms_client::SenderKey {
+    kms_client::SenderKey::new(kms_crypto::keys::MasterSecret::from_seed([7; 32]).sender_key())
+}
+
 /// Enrico encrypts `payload` to the policy; returns the encrypted file.
 fn encrypt(policy: &PolicyFile, payload: &[u8]) -> Vec<u8> {
     let mut file = Vec::new();
-    stream::encrypt_stream(&policy.delegating_key, &mut &payload[..], &mut file).unwrap();
+    stream::encrypt_stream(
+        &policy.delegating_key,
+        &enrico(),
+        &mut &payload[..],
+        &mut file,
+    )
+    .unwrap();
     file
 }
 
@@ -468,7 +479,13 @@ async fn grant_encrypt_retrieve_decrypt() -> Result<()> {
         retrieval.cfrags[0].clone(),
     )?;
     let mut plaintext = Vec::new();
-    stream::decrypt_stream_with_key(&key, &header, &mut reader, &mut plaintext)?;
+    stream::decrypt_stream_with_key(
+        &key,
+        &header,
+        &kms_client::TrustedSenders::of_policy(&policy),
+        &mut reader,
+        &mut plaintext,
+    )?;
     ensure!(plaintext == payload, "Bob's plaintext differs");
 
     // Alice decrypts her own data without the nodes.
@@ -476,7 +493,13 @@ async fn grant_encrypt_retrieve_decrypt() -> Result<()> {
     let header = stream::read_header(&mut reader)?;
     let key = stream::open_data_key_original(&setup.delegating, &header)?;
     let mut plaintext = Vec::new();
-    stream::decrypt_stream_with_key(&key, &header, &mut reader, &mut plaintext)?;
+    stream::decrypt_stream_with_key(
+        &key,
+        &header,
+        &kms_client::TrustedSenders::of_policy(&policy),
+        &mut reader,
+        &mut plaintext,
+    )?;
     ensure!(plaintext == payload, "Alice's plaintext differs");
 
     // Auditing: every node answers, with a valid cfrag for each of two capsules.
@@ -670,7 +693,13 @@ async fn a_lying_node_is_caught_reported_and_slashed() -> Result<()> {
         retrieval.cfrags[0].clone(),
     )?;
     let mut plaintext = Vec::new();
-    stream::decrypt_stream_with_key(&key, &header, &mut reader, &mut plaintext)?;
+    stream::decrypt_stream_with_key(
+        &key,
+        &header,
+        &kms_client::TrustedSenders::of_policy(&policy),
+        &mut reader,
+        &mut plaintext,
+    )?;
     ensure!(plaintext == payload);
 
     // The fault, through a file, as `kms report FILE` would read it.

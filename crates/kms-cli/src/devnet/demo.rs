@@ -2,7 +2,8 @@
 //!
 //! 1. the miners' nodes commit to the next period;
 //! 2. Alice grants Bob a 3-of-5 policy: nodes sampled by stake, fee paid, kfrags uploaded;
-//! 3. Enrico encrypts a file to the policy (streaming);
+//! 3. Enrico encrypts a file to the policy (streaming, signed with the sender key the policy
+//!    authorizes); a file signed by another key is refused;
 //! 4. Bob retrieves: asks all five nodes, verifies every cfrag, decrypts; the faulty node's
 //!    wrong cfrag is caught with its worker's signature;
 //! 5. periods pass (time travel): the nodes commit each period, and every miner's reward is the
@@ -31,7 +32,7 @@ use alloy::{
 use anyhow::{bail, ensure, Context, Result};
 use kms_client::{
     stream, Client, Fault, GrantOutcome, GrantRequest, Header, HttpConfig, NodeClient, PolicyFile,
-    RetrieveOptions,
+    RetrieveOptions, SenderKey, StreamError, TrustedSenders,
 };
 use kms_contracts::{Adjudicator, Deployment, PolicyManager, StakingEscrow};
 use kms_crypto::{keys::MasterSecret, Verdict};
@@ -99,6 +100,8 @@ struct Story<'a> {
 struct Granted {
     alice_client: Client<DynProvider>,
     bob: MasterSecret,
+    /// The sender Alice authorized in the policy.
+    enrico: SenderKey,
     request: GrantRequest,
     outcome: GrantOutcome,
     /// The policy as Bob reads it from the file Alice wrote.
@@ -169,6 +172,7 @@ async fn alice_grants(story: &Story<'_>) -> Result<(Granted, Row)> {
     let (devnet, d) = (story.devnet, &story.deployment);
     let alice_account = devnet.chain.address(alice_index(devnet))?;
     let (alice, bob) = (MasterSecret::random(), MasterSecret::random());
+    let enrico = SenderKey::new(MasterSecret::random().sender_key());
     let label = "demo/holiday-video";
     let alice_client = Client::connect(
         devnet.provider(alice_index(devnet))?,
@@ -184,7 +188,7 @@ async fn alice_grants(story: &Story<'_>) -> Result<(Granted, Row)> {
         delegating_key: alice.delegating_key(label).public_key(),
         verifying_key: alice.signing_key().public_key(),
         receiving_key: bob.receiving_key().public_key(),
-        senders: vec![alice.sender_key().public_key()],
+        senders: vec![enrico.public_key()],
         threshold: THRESHOLD,
         shares: SHARES,
         end_timestamp: (now / d.seconds_per_period + POLICY_PERIODS) * d.seconds_per_period,
@@ -230,6 +234,7 @@ async fn alice_grants(story: &Story<'_>) -> Result<(Granted, Row)> {
     let granted = Granted {
         alice_client,
         bob,
+        enrico,
         request,
         outcome,
         loaded,
@@ -250,16 +255,31 @@ fn enrico_encrypts(story: &Story<'_>, granted: &Granted) -> Result<(Encrypted, R
         let mut output = BufWriter::new(File::create(&sealed_path)?);
         let stats = stream::encrypt_stream(
             &granted.outcome.policy.delegating_key,
+            &granted.enrico,
             &mut input,
             &mut output,
         )?;
         output.flush()?;
         stats
     };
+    // Anyone can encrypt to the policy's public key, but Bob trusts only the policy's senders.
+    let mut forged = Vec::new();
+    stream::encrypt_stream(
+        &granted.outcome.policy.delegating_key,
+        &SenderKey::random(),
+        &mut &b"not from Enrico"[..],
+        &mut forged,
+    )?;
+    let refused = stream::read_header(&mut &forged[..])?
+        .check_sender(&TrustedSenders::of_policy(&granted.loaded), false);
+    ensure!(
+        matches!(refused, Err(StreamError::UntrustedSender { .. })),
+        "a file from an unauthorized sender was not refused: {refused:?}"
+    );
     let row = Row {
         step: "3 Enrico encrypts a file",
         detail: format!(
-            "{} bytes in {} chunks -> {}",
+            "{} bytes in {} chunks, signed -> {}; another sender's file refused",
             FILE_BYTES,
             stats.chunks,
             sealed_path.display()
@@ -290,6 +310,8 @@ async fn bob_retrieves(
     .await?;
     let mut sealed = BufReader::new(File::open(&encrypted.sealed_path)?);
     let header = stream::read_header(&mut sealed)?;
+    let trusted = TrustedSenders::of_policy(loaded);
+    header.check_sender(&trusted, false)?;
     let started = Instant::now();
     let retrieval = bob_client
         .retrieve(
@@ -313,7 +335,7 @@ async fn bob_retrieves(
         cfrags.iter().take(THRESHOLD).cloned(),
     )?;
     let mut decrypted = Vec::with_capacity(FILE_BYTES);
-    stream::decrypt_stream_with_key(&key, &header, &mut sealed, &mut decrypted)?;
+    stream::decrypt_stream_with_key(&key, &header, &trusted, &mut sealed, &mut decrypted)?;
     ensure!(decrypted == encrypted.content, "the decrypted file differs");
     let faulty: Vec<Address> = devnet
         .miners
