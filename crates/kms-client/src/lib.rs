@@ -40,6 +40,7 @@ pub use grant::{
 pub use http::{HttpConfig, NodeClient, NodeError};
 pub use message::{
     Inbox, MessageError, MessageSender, Opened, Sealed, SessionId, SessionLimits, SessionRecord,
+    SessionsOpened,
 };
 pub use network::{network_status, NetworkStatus, StakerStatus};
 pub use policy::{PolicyFile, PolicyFileError, PolicyNode};

@@ -32,7 +32,15 @@ use umbral_pre::{
 };
 use zeroize::Zeroizing;
 
-use crate::sender::{self, SenderKey, TrustedSenders, SENDER_KEY_SIZE, SIGNATURE_SIZE};
+use alloy::providers::Provider;
+
+use crate::{
+    client::Client,
+    fault::Fault,
+    policy::PolicyFile,
+    retrieve::{NodeReport, RetrieveError, RetrieveOptions},
+    sender::{self, SenderKey, TrustedSenders, SENDER_KEY_SIZE, SIGNATURE_SIZE},
+};
 
 /// The first 8 bytes of a session record; the last two digits are the format's version.
 pub const SESSION_MAGIC: &[u8; 8] = b"KMSSES01";
@@ -903,6 +911,56 @@ impl Inbox {
             skipped,
             plaintext,
         })
+    }
+}
+
+/// What [`Client::open_sessions`] did.
+#[derive(Debug, Clone, Default)]
+pub struct SessionsOpened {
+    /// The sessions whose key was opened.
+    pub opened: Vec<SessionId>,
+    /// The sessions whose key could not be opened, and why (a key commitment mismatch is
+    /// final: their messages are refused with it).
+    pub failed: Vec<(SessionId, MessageError)>,
+    /// Provable faults of nodes seen on the way: report them with [`Client::report`].
+    pub faults: Vec<Fault>,
+    /// Each node's part, in the policy's node order (empty when nothing was pending).
+    pub nodes: Vec<NodeReport>,
+}
+
+impl<P: Provider> Client<P> {
+    /// Opens the keys of every session pending in `inbox` with one retrieval from the policy's
+    /// nodes ([`Client::retrieve`]: each node is asked for all the capsules at once, in batches
+    /// of its advertised limit). A session that fails to open does not keep the others closed:
+    /// it is listed in [`SessionsOpened::failed`]. The retrieval itself fails as a whole (the
+    /// policy revoked or expired, too few nodes answering): then no session is opened.
+    pub async fn open_sessions(
+        &self,
+        policy: &PolicyFile,
+        receiving_sk: &SecretKey,
+        inbox: &mut Inbox,
+        options: &RetrieveOptions,
+    ) -> Result<SessionsOpened, RetrieveError> {
+        let pending = inbox.pending();
+        if pending.is_empty() {
+            return Ok(SessionsOpened::default());
+        }
+        let capsules: Vec<Capsule> = pending.iter().map(|(_, c)| c.clone()).collect();
+        let retrieval = self
+            .retrieve(policy, receiving_sk, &capsules, options)
+            .await?;
+        let mut opened = SessionsOpened {
+            faults: retrieval.faults,
+            nodes: retrieval.nodes,
+            ..SessionsOpened::default()
+        };
+        for ((id, _), cfrags) in pending.into_iter().zip(retrieval.cfrags) {
+            match inbox.open_session(id, receiving_sk, &policy.delegating_key, cfrags) {
+                Ok(()) => opened.opened.push(id),
+                Err(e) => opened.failed.push((id, e)),
+            }
+        }
+        Ok(opened)
     }
 }
 
