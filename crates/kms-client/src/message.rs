@@ -1368,6 +1368,38 @@ mod tests {
         );
     }
 
+    /// The layouts of `docs/client.md`, byte by byte.
+    #[test]
+    fn layouts_are_as_documented() {
+        let policy = Policy::new();
+        let enrico = SenderKey::random();
+        let mut sender = MessageSender::new(policy.key(), enrico.clone(), SessionLimits::default());
+        let sealed = sender.seal(b"abc").unwrap();
+        let record = sealed.session.unwrap();
+        let be32 = |at: usize| u32::from_be_bytes(record[at..at + 4].try_into().unwrap()) as usize;
+        assert_eq!(&record[..8], b"KMSSES01");
+        assert_eq!(record[8..41], enrico.public_key_bytes());
+        let c = be32(41);
+        let k = be32(45 + c);
+        assert_eq!(k, 72, "umbral-pre 0.11's DEM: nonce, key, tag");
+        assert_eq!(record.len(), 89 + c + k + 64);
+        eprintln!("session record: {} bytes (capsule {c})", record.len());
+        let id = session_id(&record[..89 + c + k]);
+        assert_eq!(sender.session_id(), Some(id));
+        let m = &sealed.message;
+        assert_eq!(m[0], 1);
+        assert_eq!(m[1..17], id.0);
+        assert_eq!(m[17..21], [0, 0, 0, 0]);
+        assert_eq!(m[21..23], [0, 3]);
+        assert_eq!(m.len(), 23 + 3 + 16 + 64);
+        let signature: [u8; 64] = m[42..].try_into().unwrap();
+        assert!(sender::verify(
+            &enrico.public_key(),
+            &[b"KMSMSG01 message".as_slice(), &m[..42]].concat(),
+            &signature
+        ));
+    }
+
     #[test]
     fn session_ids_display_as_hex() {
         let id = SessionId([0xab; 16]);
