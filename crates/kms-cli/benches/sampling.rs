@@ -186,6 +186,7 @@ async fn setup(chain: &TestChain, count: usize, port: u16) -> Result<Vec<NodeInf
             umbral_public_key: kms_crypto::wire::encode_public_key(&key.public_key()),
             chain_id: d.chain_id,
             version: "bench".into(),
+            max_capsules_per_request: 64,
         })
         .collect();
 

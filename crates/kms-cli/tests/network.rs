@@ -148,6 +148,7 @@ async fn status_shows_reachability_and_summed_audits() -> Result<()> {
         umbral_public_key: String::new(),
         chain_id: d.chain_id,
         version: "0.0.0-fake".into(),
+        max_capsules_per_request: 64,
     };
     let view = |node: usize, records: Vec<(usize, Option<Availability>)>| NetworkView {
         chain_id: d.chain_id,

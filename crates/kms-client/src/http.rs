@@ -1,7 +1,11 @@
 //! The HTTP client of the nodes' API (`docs/node.md`): one `reqwest::Client` (connection pool)
 //! reused for every node, timeouts, and retries of what may succeed on a second try.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use alloy::primitives::B256;
 use kms_crypto::wire::{
@@ -96,11 +100,14 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
 #[error("cannot set up the HTTP client: {0}")]
 pub struct HttpSetupError(String);
 
-/// A client of the nodes' HTTP API. Cheap to clone: clones share the connection pool.
+/// A client of the nodes' HTTP API. Cheap to clone: clones share the connection pool and what
+/// the nodes advertised.
 #[derive(Debug, Clone)]
 pub struct NodeClient {
     http: reqwest::Client,
     config: HttpConfig,
+    /// Each node's most capsules per re-encryption request, by URL, as it advertised.
+    capsule_limits: Arc<Mutex<HashMap<String, usize>>>,
 }
 
 /// The error message with its chain of causes (reqwest's own `Display` stops at the top).
@@ -135,7 +142,11 @@ impl NodeClient {
             .user_agent(concat!("kms-client/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| HttpSetupError(with_causes(&e)))?;
-        Ok(Self { http, config })
+        Ok(Self {
+            http,
+            config,
+            capsule_limits: Arc::default(),
+        })
     }
 
     /// The configuration.
@@ -225,6 +236,42 @@ impl NodeClient {
     /// `GET {url}/v1/node`: who the node says it is.
     pub async fn node_info(&self, url: &str) -> Result<NodeInfo, NodeError> {
         self.get(url, "/v1/node").await
+    }
+
+    /// The most capsules the node at `url` takes in one re-encryption request, as it advertises
+    /// in `GET /v1/node` (asked once per client and URL). When it cannot be asked, the nodes'
+    /// default ([`crate::retrieve::MAX_CAPSULES_PER_REQUEST`]), not remembered.
+    pub async fn capsule_limit(&self, url: &str) -> usize {
+        match self.known_capsule_limit(url) {
+            Some(limit) => limit,
+            None => self
+                .refresh_capsule_limit(url)
+                .await
+                .unwrap_or(crate::retrieve::MAX_CAPSULES_PER_REQUEST),
+        }
+    }
+
+    /// The limit the node at `url` advertised, if this client asked it already.
+    pub fn known_capsule_limit(&self, url: &str) -> Option<usize> {
+        self.capsule_limits
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(url)
+            .copied()
+    }
+
+    /// Asks the node at `url` its limit again and remembers it (`None` if it does not answer).
+    pub(crate) async fn refresh_capsule_limit(&self, url: &str) -> Option<usize> {
+        let info = self.node_info(url).await.ok()?;
+        // At least one: a node advertising 0 would make no progress possible anyway.
+        let limit = usize::try_from(info.max_capsules_per_request)
+            .unwrap_or(usize::MAX)
+            .max(1);
+        self.capsule_limits
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(url.to_owned(), limit);
+        Some(limit)
     }
 
     /// `GET {url}/v1/status`: what the node holds and how far it has read the chain (e.g. to

@@ -2,6 +2,9 @@
 //!
 //! - Enrico: [`stream`] encrypts a payload of any size to a policy's public key, in constant
 //!   memory.
+//! - Enrico, small messages: [`MessageSender`] seals chat lines or sensor readings in signed
+//!   sessions whose key one capsule carries; Bob's [`Inbox`] opens them, the sessions' keys with
+//!   one retrieval ([`Client::open_sessions`]).
 //! - Alice: [`Client::plan_grant`] then [`Client::execute_grant`] create a policy on chain and
 //!   hand its nodes their kfrags; [`Client::revoke`] and [`Client::refund`] get money back. The
 //!   result is a [`PolicyFile`] for Bob.
@@ -10,7 +13,7 @@
 //!   node caught with a wrong signed cfrag leaves a [`Fault`] that [`Client::report`] submits to
 //!   the Adjudicator.
 //!
-//! Modules: [`stream`] (file format), [`sender`] (Enrico's sender key, the senders Bob trusts), [`policy`] (policy file), [`sampling`] (stake-weighted
+//! Modules: [`stream`] (file format), [`message`] (small messages), [`sender`] (Enrico's sender key, the senders Bob trusts), [`policy`] (policy file), [`sampling`] (stake-weighted
 //! node choice), [`grant`] (Alice), [`retrieve`] (Bob), [`fault`] (evidence files), [`http`]
 //! (the nodes' API client), [`chain`] (transactions and contract errors), [`network`] (the
 //! stakers, whether their nodes answer, and what the nodes' audits saw).
@@ -20,6 +23,7 @@ pub mod client;
 pub mod fault;
 pub mod grant;
 pub mod http;
+pub mod message;
 pub mod network;
 pub mod policy;
 pub mod retrieve;
@@ -34,6 +38,10 @@ pub use grant::{
     GrantError, GrantOutcome, GrantPlan, GrantRequest, NodeHead, Refunded, UploadReport,
 };
 pub use http::{HttpConfig, NodeClient, NodeError};
+pub use message::{
+    Inbox, MessageError, MessageSender, Opened, Sealed, SessionId, SessionLimits, SessionRecord,
+    SessionsOpened,
+};
 pub use network::{network_status, NetworkStatus, StakerStatus};
 pub use policy::{PolicyFile, PolicyFileError, PolicyNode};
 pub use retrieve::{

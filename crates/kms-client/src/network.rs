@@ -603,6 +603,7 @@ mod tests {
                 umbral_public_key: String::new(),
                 chain_id,
                 version: "0.1.0".into(),
+                max_capsules_per_request: 64,
             })
         };
         let check = |answer| probe_outcome(&record, CHAIN, &answer);

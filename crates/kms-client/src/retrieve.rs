@@ -33,8 +33,10 @@ use crate::{
     policy::{check_url, PolicyFile, PolicyNode},
 };
 
-/// The most capsules the nodes take in one request (their default limit).
-pub const MAX_CAPSULES_PER_REQUEST: usize = 64;
+/// The most capsules a node takes in one request when it does not say otherwise (the nodes'
+/// default limit; each node advertises its own in `GET /v1/node`, and retrievals follow it).
+pub const MAX_CAPSULES_PER_REQUEST: usize =
+    kms_crypto::wire::DEFAULT_MAX_CAPSULES_PER_REQUEST as usize;
 
 /// How to retrieve.
 #[derive(Debug, Clone, Default)]
@@ -358,6 +360,11 @@ enum AskError {
 }
 
 /// Asks one node for every capsule, in batches the node accepts, and checks each answer.
+///
+/// The batches are as large as the node advertises (`GET /v1/node`'s `maxCapsulesPerRequest`,
+/// asked once per [`NodeClient`] and node). A retrieval that fits in one request of the default
+/// size does not wait for that answer: it is sent at once, and a node with a lower limit answers
+/// 413, after which its limit is asked and the rest is sent in batches of it.
 async fn ask_node(
     client: &NodeClient,
     ctx: &Context<'_>,
@@ -368,16 +375,37 @@ async fn ask_node(
 ) -> Result<Vec<Checked>, AskError> {
     let policy_id = ctx.policy.policy_id;
     let mut checked = Vec::with_capacity(capsules.len());
-    for (batch, bytes) in capsules
-        .chunks(MAX_CAPSULES_PER_REQUEST)
-        .zip(capsule_bytes.chunks(MAX_CAPSULES_PER_REQUEST))
-    {
-        let response = client
+    let mut limit = match client.known_capsule_limit(&node.url) {
+        Some(limit) => limit,
+        None if capsules.len() <= MAX_CAPSULES_PER_REQUEST => MAX_CAPSULES_PER_REQUEST,
+        None => client.capsule_limit(&node.url).await,
+    };
+    let mut asked_after_refusal = false;
+    let mut start = 0;
+    while start < capsules.len() {
+        let end = capsules.len().min(start.saturating_add(limit));
+        let (batch, bytes) = (&capsules[start..end], &capsule_bytes[start..end]);
+        let answer = client
             .reencrypt(&node.url, policy_id, |timestamp| {
                 ReencryptRequest::sign(receiving_sk, policy_id, node.staker, timestamp, bytes)
             })
-            .await
-            .map_err(AskError::Node)?;
+            .await;
+        let response = match answer {
+            Ok(response) => response,
+            // Too large for this node: its limit may be lower than assumed (once per batch run;
+            // a 413 for the body's size is reported as is).
+            Err(error @ NodeError::Refused { status: 413, .. }) if !asked_after_refusal => {
+                asked_after_refusal = true;
+                match client.refresh_capsule_limit(&node.url).await {
+                    Some(advertised) if advertised < batch.len() => {
+                        limit = advertised;
+                        continue;
+                    }
+                    _ => return Err(AskError::Node(error)),
+                }
+            }
+            Err(error) => return Err(AskError::Node(error)),
+        };
         if response.cfrags.len() != batch.len() {
             return Err(AskError::Count(format!(
                 "answered {} cfrags for {} capsules",
@@ -391,6 +419,7 @@ async fn ask_node(
                 .zip(&response.cfrags)
                 .map(|(capsule, answer)| check_answer(ctx, node, capsule, answer)),
         );
+        start = end;
     }
     Ok(checked)
 }

@@ -25,7 +25,8 @@ use kms_client::{
     fault::Fault,
     grant::GrantRequest,
     retrieve::{NodeOutcome, RetrieveOptions},
-    stream, ChainError, Client, HttpConfig, PolicyFile, ReportError, RetrieveError, SamplingError,
+    stream, ChainError, Client, HttpConfig, Inbox, MessageError, MessageSender, PolicyFile,
+    ReportError, RetrieveError, SamplingError, SenderKey, SessionLimits, TrustedSenders,
 };
 use kms_contracts::{test_utils::TestChain, Deployment};
 use kms_crypto::{
@@ -79,6 +80,8 @@ enum Kind {
     DeadUrl,
     /// Asks a minimum fee rate of 10 gwei.
     Expensive,
+    /// A real node that takes at most two capsules per request (`[limits] max_capsules`).
+    SmallBatches,
 }
 
 async fn send<P: Provider, D: alloy::contract::CallDecoder>(
@@ -129,8 +132,15 @@ async fn start_node(chain: &TestChain, accounts: (usize, usize), kind: Kind) -> 
         },
     )
     .with_head_view(head.clone());
-    let state = ApiState::new(identity, store, Arc::new(directory), Limits::default())?
-        .with_head_view(head.clone());
+    let limits = match kind {
+        Kind::SmallBatches => Limits {
+            max_capsules: 2,
+            ..Limits::default()
+        },
+        _ => Limits::default(),
+    };
+    let state =
+        ApiState::new(identity, store, Arc::new(directory), limits)?.with_head_view(head.clone());
     let mut app = kms_node::router(Arc::new(state));
     match kind {
         Kind::Slow => app = app.layer(middleware::from_fn(slow_reencryption)),
@@ -596,6 +606,98 @@ async fn revoked_policy_is_refused_by_every_node() -> Result<()> {
         setup.alice.revoke(&policy).await,
         "already revoked",
     )
+}
+
+/// Messages in sessions: Bob opens every pending session with one retrieval (one request per
+/// node, or per batch of a node's advertised limit), reads the messages; after a revocation he
+/// still reads the sessions he opened, and opens no new one.
+#[tokio::test]
+async fn sessions_open_in_one_retrieval_and_revocation_stops_new_ones() -> Result<()> {
+    let setup = Setup::start(&[Kind::Honest, Kind::Honest, Kind::SmallBatches]).await?;
+    let policy = setup.grant(2, 3).await?;
+    let enrico = SenderKey::random();
+    let limits = SessionLimits {
+        max_messages: 2,
+        ..SessionLimits::default()
+    };
+    let mut sender = MessageSender::new(policy.delegating_key, enrico.clone(), limits);
+    let mut inbox = Inbox::new(TrustedSenders::new([enrico.public_key()]));
+    // Five messages: three sessions.
+    let mut messages = Vec::new();
+    for i in 0..5 {
+        let sealed = sender.seal(format!("line {i}").as_bytes())?;
+        if let Some(record) = &sealed.session {
+            inbox.add_session(record)?;
+        }
+        messages.push(sealed.message);
+    }
+    ensure!(inbox.pending().len() == 3);
+    let err = inbox.open(&messages[0]).unwrap_err();
+    ensure!(matches!(err, MessageError::NotOpen { .. }), "{err}");
+
+    // Every node audited, so that the node taking two capsules per request is asked too: it
+    // refuses three, and is asked again in batches of the limit it advertises.
+    let bob = setup.bob_client().await?;
+    let audit = RetrieveOptions {
+        audit_all: true,
+        ..Default::default()
+    };
+    let opened = bob
+        .open_sessions(&policy, &setup.bob, &mut inbox, &audit)
+        .await?;
+    ensure!(
+        opened.opened.len() == 3 && opened.failed.is_empty(),
+        "{opened:?}"
+    );
+    ensure!(
+        opened
+            .nodes
+            .iter()
+            .all(|n| n.outcome == NodeOutcome::Answered { valid: 3, wrong: 0 }),
+        "{:?}",
+        opened.nodes
+    );
+    let small = &setup.nodes[2].url;
+    ensure!(bob.node_client().known_capsule_limit(small) == Some(2));
+    for (i, message) in messages.iter().enumerate() {
+        let read = inbox.open(message)?;
+        ensure!(read.plaintext == format!("line {i}").as_bytes());
+        ensure!(read.sender == enrico.public_key() && read.skipped == 0);
+    }
+    // Nothing pending: no request.
+    let none = bob
+        .open_sessions(&policy, &setup.bob, &mut inbox, &RetrieveOptions::default())
+        .await?;
+    ensure!(none.opened.is_empty() && none.nodes.is_empty());
+
+    setup.alice.revoke(&policy).await?;
+    setup.wait_for_heads().await?;
+    // Enrico has not heard of it: the open session goes on, and Bob reads it.
+    let late = sender.seal(b"after the revocation, same session")?;
+    ensure!(late.session.is_none());
+    ensure!(inbox.open(&late.message)?.plaintext == b"after the revocation, same session");
+    // A new session (rotated as a chat does on a removal) stays closed to him.
+    sender.rotate();
+    let new = sender.seal(b"after the rotation")?;
+    let id = inbox.add_session(new.session.as_deref().context("a new session")?)?;
+    match bob
+        .open_sessions(&policy, &setup.bob, &mut inbox, &RetrieveOptions::default())
+        .await
+    {
+        Err(RetrieveError::NotEnoughCFrags {
+            got: 0, failures, ..
+        }) => {
+            ensure!(
+                failures.iter().all(|f| f.reason.contains("HTTP 410")),
+                "{failures:?}"
+            );
+        }
+        other => bail!("expected NotEnoughCFrags, got {other:?}"),
+    }
+    ensure!(!inbox.is_open(id));
+    let err = inbox.open(&new.message).unwrap_err();
+    ensure!(matches!(err, MessageError::NotOpen { .. }), "{err}");
+    Ok(())
 }
 
 #[tokio::test]

@@ -652,6 +652,19 @@ pub struct NodeInfo {
     pub chain_id: u64,
     /// The node's software version.
     pub version: String,
+    /// The most capsules the node re-encrypts in one request (its `[limits] max_capsules`):
+    /// clients split larger retrievals into requests of this many. A node older than this field
+    /// takes [`DEFAULT_MAX_CAPSULES_PER_REQUEST`].
+    #[serde(default = "default_max_capsules_per_request")]
+    pub max_capsules_per_request: u32,
+}
+
+/// The most capsules per re-encryption request of a node that does not say
+/// ([`NodeInfo::max_capsules_per_request`]), and the nodes' default limit.
+pub const DEFAULT_MAX_CAPSULES_PER_REQUEST: u32 = 64;
+
+fn default_max_capsules_per_request() -> u32 {
+    DEFAULT_MAX_CAPSULES_PER_REQUEST
 }
 
 /// `GET /v1/status`.

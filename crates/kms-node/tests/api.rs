@@ -362,6 +362,7 @@ async fn node_info_status_and_metrics() {
     assert_eq!(info.worker, node.worker);
     assert_eq!(info.chain_id, CHAIN_ID);
     assert_eq!(decode_node_key(&info).unwrap(), node.umbral_pk);
+    assert_eq!(info.max_capsules_per_request, 64);
 
     let (status, value, _) = node.get("/v1/status").await;
     assert_eq!(status, StatusCode::OK);
@@ -641,6 +642,34 @@ async fn an_ended_policy_is_410_and_one_never_uploaded_404() {
     let (status, value) = node.post(&other.path("reencrypt"), &body).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{value}");
     assert_eq!(error_of(&value), "this node holds no kfrag for the policy");
+}
+
+/// `[limits] max_capsules` is advertised in `GET /v1/node`, so that clients split their requests
+/// by it; a node older than the field is read as taking the default.
+#[tokio::test]
+async fn the_capsule_limit_is_advertised_and_enforced() {
+    let limits = Limits {
+        max_capsules: 3,
+        ..test_limits()
+    };
+    let node = Node::start_with_limits(Arc::default(), kms_node::Behaviour::Honest, limits);
+    let (_, value, _) = node.get("/v1/node").await;
+    assert_eq!(value["maxCapsulesPerRequest"], 3, "{value}");
+    let (node, policy, capsule) = policy_on(node).await;
+    node.reencrypt_ok(&policy, &vec![capsule.clone(); 3]).await;
+    let body = node.reencrypt_body(&policy, &vec![capsule; 4], now());
+    let (status, value) = node.post(&policy.path("reencrypt"), &body).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{value}");
+
+    let old = json!({
+        "staker": node.staker, "worker": node.worker, "umbralPublicKey": "0x02",
+        "chainId": 1, "version": "0.0.1",
+    });
+    let info: NodeInfo = serde_json::from_value(old).unwrap();
+    assert_eq!(
+        info.max_capsules_per_request,
+        kms_crypto::wire::DEFAULT_MAX_CAPSULES_PER_REQUEST
+    );
 }
 
 #[tokio::test]

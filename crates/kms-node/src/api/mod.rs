@@ -66,7 +66,8 @@ pub use status::Metrics;
 pub struct Limits {
     /// Largest request body, in bytes (413 above).
     pub max_body_bytes: usize,
-    /// Most capsules in one re-encryption request (413 above).
+    /// Most capsules in one re-encryption request (413 above); `GET /v1/node` advertises it, and
+    /// clients split their requests by it.
     pub max_capsules: usize,
     /// Largest distance between a request's timestamp and the node's clock, in seconds (401
     /// above); also how long a request is remembered against replays.
@@ -104,7 +105,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_body_bytes: 256 * 1024,
-            max_capsules: 64,
+            max_capsules: wire::DEFAULT_MAX_CAPSULES_PER_REQUEST as usize,
             max_clock_skew_secs: 300,
             max_remembered_per_policy: 10_000,
             workers: std::thread::available_parallelism().map_or(1, usize::from),

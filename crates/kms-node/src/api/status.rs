@@ -124,6 +124,7 @@ pub(super) async fn node_info<D: PolicyDirectory>(
         umbral_public_key: wire::encode_public_key(&id.umbral.public_key()),
         chain_id: id.chain_id,
         version: env!("CARGO_PKG_VERSION").to_owned(),
+        max_capsules_per_request: u32::try_from(state.limits.max_capsules).unwrap_or(u32::MAX),
     })
 }
 
