@@ -497,7 +497,7 @@ impl MessageSender {
         let seq = session.next_seq;
         // `max_messages` is a u32, so `seq` stays below u32::MAX and this never wraps.
         session.next_seq = seq.saturating_add(1);
-        let message = seal_message(&self.sender, session.id, &session.key, seq, plaintext);
+        let message = seal_in_session(&self.sender, session.id, &session.key, seq, plaintext)?;
         Ok(Sealed {
             session: record,
             message,
@@ -551,14 +551,23 @@ fn open_session(
     ))
 }
 
-/// One message: header, ciphertext, tag, signature.
-fn seal_message(
+/// One message of session `session` (whose key is `key`) with sequence number `seq`, signed by
+/// `sender`: header, ciphertext, tag, signature ([`MessageSender::seal`] inside its session).
+/// For a sender that keeps its session across restarts. Each `seq` must be used once per
+/// session: the nonce is derived from it, and readers refuse a repeated one as a replay.
+pub fn seal_in_session(
     sender: &SenderKey,
     session: SessionId,
     key: &[u8; SESSION_KEY_SIZE],
     seq: u32,
     plaintext: &[u8],
-) -> Vec<u8> {
+) -> Result<Vec<u8>, MessageError> {
+    if plaintext.len() > MAX_PLAINTEXT_SIZE {
+        return Err(MessageError::TooLarge {
+            len: plaintext.len(),
+            max: MAX_PLAINTEXT_SIZE,
+        });
+    }
     let mut message = Vec::with_capacity(MESSAGE_OVERHEAD + plaintext.len());
     message.push(MESSAGE_VERSION);
     message.extend_from_slice(&session.0);
@@ -575,7 +584,7 @@ fn seal_message(
     message.extend_from_slice(&tag);
     let signature = sender.sign(&tagged(MESSAGE_SIGNATURE_TAG, &message));
     message.extend_from_slice(&signature);
-    message
+    Ok(message)
 }
 
 /// A message's fields, as parsed (nothing verified yet).
@@ -713,6 +722,23 @@ impl Inbox {
     /// The senders trusted.
     pub fn trusted(&self) -> &TrustedSenders {
         &self.trusted
+    }
+
+    /// Replaces the senders trusted (a member joined or left a group). A sender no longer
+    /// trusted is refused from now on, in the sessions already accepted too: their messages
+    /// fail with [`MessageError::UntrustedSender`].
+    pub fn set_trusted(&mut self, trusted: TrustedSenders) {
+        self.trusted = trusted;
+    }
+
+    /// The session's key, once opened: for a reader that keeps its opened sessions across
+    /// restarts, or reads them with another implementation of the layout. Whoever holds it
+    /// decrypts the session's messages, yet cannot make one that verifies as the sender's.
+    pub fn session_key(&self, id: SessionId) -> Option<Zeroizing<[u8; SESSION_KEY_SIZE]>> {
+        match &self.sessions.get(&id)?.key {
+            KeyState::Open(key) => Some(key.clone()),
+            KeyState::Pending | KeyState::Failed(_) => None,
+        }
     }
 
     /// Accepts a session record: parsed, its signature verified, its sender trusted. Adding a
@@ -856,6 +882,13 @@ impl Inbox {
             .sessions
             .get_mut(&id)
             .ok_or(MessageError::UnknownSession { session: id, seq })?;
+        if !self.trusted.contains(&session.record.sender) {
+            return Err(MessageError::UntrustedSender {
+                session: id,
+                sender: hex_key(&session.record.sender),
+                trusted: self.trusted.describe(),
+            });
+        }
         let key = match &session.key {
             KeyState::Open(key) => key,
             KeyState::Pending => return Err(MessageError::NotOpen { session: id, seq }),
@@ -1253,7 +1286,7 @@ mod tests {
         .unwrap();
         let key: [u8; 32] = key.as_ref().try_into().unwrap();
         // Her message in Enrico's session, with the next sequence number, signed by her.
-        let forged = seal_message(&mallory, id, &key, 1, b"send the keys to mallory");
+        let forged = seal_in_session(&mallory, id, &key, 1, b"send the keys to mallory").unwrap();
         let err = inbox.open(&forged).unwrap_err();
         assert!(matches!(err, MessageError::Forged { seq: 1, .. }), "{err}");
         assert!(
@@ -1271,6 +1304,33 @@ mod tests {
         ));
         // The genuine one still reads: refusals do not move the sequence.
         assert_eq!(inbox.open(&genuine).unwrap().plaintext, b"hi");
+    }
+
+    /// A sender taken out of the trusted set is refused in the sessions already open too; the
+    /// key of an open session is what its messages decrypt under, and a pending one has none.
+    #[test]
+    fn a_sender_no_longer_trusted_is_refused_and_open_keys_can_be_kept() {
+        let (policy, enrico, mut sender, mut inbox, first) = opened_session();
+        let id = sender.session_id().unwrap();
+        let key = inbox.session_key(id).unwrap();
+        let again = seal_in_session(&enrico, id, &key, 1, b"resumed").unwrap();
+        inbox.set_trusted(TrustedSenders::default());
+        let err = inbox.open(&first.message).unwrap_err();
+        assert!(matches!(err, MessageError::UntrustedSender { .. }), "{err}");
+        inbox.set_trusted(TrustedSenders::new([enrico.public_key()]));
+        assert_eq!(inbox.open(&first.message).unwrap().plaintext, b"hello");
+        assert_eq!(inbox.open(&again).unwrap().plaintext, b"resumed");
+        // A new session is pending until opened: no key yet.
+        sender.rotate();
+        let next = sender.seal(b"next").unwrap();
+        let next_id = inbox.add_session(next.session.as_ref().unwrap()).unwrap();
+        assert!(inbox.session_key(next_id).is_none());
+        policy.open_all(&mut inbox);
+        assert!(inbox.session_key(next_id).is_some());
+        assert!(matches!(
+            seal_in_session(&enrico, id, &key, 2, &vec![0; MAX_PLAINTEXT_SIZE + 1]),
+            Err(MessageError::TooLarge { .. })
+        ));
     }
 
     #[test]
@@ -1361,7 +1421,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(err, MessageError::KeyCommitment { session: id });
         assert!(inbox.pending().is_empty() && !inbox.is_open(id));
-        let message = seal_message(&enrico, id, &session.key, 0, b"x");
+        let message = seal_in_session(&enrico, id, &session.key, 0, b"x").unwrap();
         assert_eq!(
             inbox.open(&message),
             Err(MessageError::KeyCommitment { session: id })
