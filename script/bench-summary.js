@@ -78,6 +78,15 @@ if (stream) {
   lines.push(`| kms decrypt | ${fmt(stream.decryptMBps, 0)} | ${fmt(stream.decryptRatio * 100, 0)}% |`);
   lines.push("", `Peak RSS: ${fmt(stream.peakRssMiB)} MiB. One segment signature: sign ${fmt(stream.signMicros, 0)} µs, verify ${fmt(stream.verifyMicros, 0)} µs.`, "");
 }
+const messages = read("messages.json");
+if (messages) {
+  lines.push(`## Messages a Bob reads, 3-of-5 policy, 5 local nodes (${messages.messages} messages, a session every ${messages.sessionLimits.maxMessages})`, "");
+  lines.push(`| payload | live msg/s (goal >= ${fmt(messages.goalMessagesPerSecond, 0)}) | session open p50 ms | backlog msg/s | sealing msg/s | overhead bytes/msg (with records) |`, "| ---: | ---: | ---: | ---: | ---: | ---: |");
+  for (const r of messages.results) {
+    lines.push(`| ${r.payloadBytes} B | ${fmt(r.live.messagesPerSecond, 0)} | ${fmt(r.live.retrievalP50Ms, 1)} | ${fmt(r.backlog.messagesPerSecond, 0)} | ${fmt(r.sealingMessagesPerSecond, 0)} | ${r.overheadBytesPerMessage} (${fmt(r.overheadBytesPerMessageWithRecords, 2)}) |`);
+  }
+  lines.push("");
+}
 const catchup = read("catchup.json");
 if (catchup) {
   lines.push("## Catch-up", "");

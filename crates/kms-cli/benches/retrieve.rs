@@ -27,14 +27,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use alloy::{primitives::U256, providers::Provider};
 use anyhow::{ensure, Context, Result};
 use kms_cli::devnet::{self, DevnetArgs};
-use kms_client::{retrieve::retrieve_from, Client, GrantRequest, HttpConfig, RetrieveOptions};
+use kms_client::{retrieve::retrieve_from, Client, RetrieveOptions};
 use kms_crypto::keys::MasterSecret;
 use kms_node::test_utils::RpcProxy;
 use serde_json::{json, Value};
 use umbral_pre::{decrypt_reencrypted, encrypt, Capsule, SecretKey};
+
+mod devnet_policy;
 
 /// The delay each of the nodes' RPC calls gets in the delayed half of the run.
 const RPC_DELAY: Duration = Duration::from_millis(50);
@@ -238,63 +239,13 @@ async fn run(
     iterations: usize,
     out: &str,
 ) -> Result<()> {
-    let d = devnet.chain.deployment().clone();
-    // Wait for every node to commit, so that all five can be sampled.
-    let escrow = d.staking_escrow(devnet.chain.read_provider());
-    for miner in &devnet.miners {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while escrow
-            .getStakerInfo(miner.staker)
-            .call()
-            .await?
-            .lastCommittedPeriod
-            == U256::ZERO
-        {
-            ensure!(Instant::now() < deadline, "a node did not commit");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    let alice_index = devnet::alice_index(devnet);
-    let alice_provider = devnet.provider(alice_index)?;
-    let alice_client = Client::connect(alice_provider, d.clone(), HttpConfig::default()).await?;
+    // Every node committed, so that all five can be sampled.
+    devnet_policy::wait_for_commitments(devnet).await?;
     let (alice, bob) = (MasterSecret::random(), MasterSecret::random());
-    let now = devnet
-        .chain
-        .read_provider()
-        .get_block_by_number(Default::default())
-        .await?
-        .context("no block")?
-        .header
-        .timestamp;
-    let request = GrantRequest {
-        label: "bench".into(),
-        owner: devnet.chain.address(alice_index)?,
-        creator: devnet.chain.address(alice_index)?,
-        delegating_key: alice.delegating_key("bench").public_key(),
-        verifying_key: alice.signing_key().public_key(),
-        receiving_key: bob.receiving_key().public_key(),
-        senders: Vec::new(),
-        threshold: 3,
-        shares: 5,
-        end_timestamp: (now / d.seconds_per_period + 10) * d.seconds_per_period,
-        fee_rate: U256::from(1_000_000_000u64),
-        seed: 1,
-        salt: None,
-    };
-    let plan = alice_client.plan_grant(&request).await?;
-    let grant = alice_client
-        .execute_grant(&plan, &alice.delegating_key("bench"), &alice.signing_key())
-        .await?;
-    ensure!(grant.uploaded() == 5, "uploads failed");
-    let policy = grant.policy;
+    let policy = devnet_policy::grant(devnet, &alice, &bob, "bench", (3, 5), Vec::new()).await?;
     let (capsule, ciphertext) = encrypt(&policy.delegating_key, b"a 32-byte data key, say........")
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let bob_client = Client::connect(
-        devnet.provider(devnet::bob_index(devnet))?,
-        d.clone(),
-        HttpConfig::default(),
-    )
-    .await?;
+    let bob_client = devnet_policy::bob_client(devnet).await?;
     let bob_sk = bob.receiving_key();
     let options = RetrieveOptions::default();
     let retriever = Retriever {
