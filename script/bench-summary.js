@@ -71,11 +71,15 @@ if (retrieve) {
 }
 const stream = read("stream.json");
 if (stream) {
-  lines.push(`## Signed streaming encryption (KMSENC02, ${stream.segmentChunks ?? "?"} chunks per segment), ${stream.mib} MiB file to file`, "");
+  lines.push(`## Signed streaming encryption (KMSENC02, ${stream.segmentChunks ?? "?"} chunks per segment), ${stream.mib} MiB`, "");
   lines.push("| | MB/s | vs openssl |", "| --- | ---: | ---: |");
   lines.push(`| openssl speed chacha20-poly1305 (16 KiB blocks, 1 thread) | ${fmt(stream.opensslMBps, 0)} | |`);
-  lines.push(`| kms encrypt | ${fmt(stream.encryptMBps, 0)} | ${fmt(stream.encryptRatio * 100, 0)}% |`);
-  lines.push(`| kms decrypt | ${fmt(stream.decryptMBps, 0)} | ${fmt(stream.decryptRatio * 100, 0)}% |`);
+  if (stream.memory) {
+    lines.push(`| encrypt in memory (goal >= 50%) | ${fmt(stream.memory.encryptMBps, 0)} | ${fmt(stream.memory.encryptRatio * 100, 0)}% |`);
+    lines.push(`| decrypt in memory (goal >= 50%) | ${fmt(stream.memory.decryptMBps, 0)} | ${fmt(stream.memory.decryptRatio * 100, 0)}% |`);
+  }
+  lines.push(`| kms encrypt, file to file | ${fmt(stream.encryptMBps, 0)} | ${fmt(stream.encryptRatio * 100, 0)}% |`);
+  lines.push(`| kms decrypt, file to file | ${fmt(stream.decryptMBps, 0)} | ${fmt(stream.decryptRatio * 100, 0)}% |`);
   lines.push("", `Peak RSS: ${fmt(stream.peakRssMiB)} MiB. One segment signature: sign ${fmt(stream.signMicros, 0)} µs, verify ${fmt(stream.verifyMicros, 0)} µs.`, "");
 }
 const messages = read("messages.json");

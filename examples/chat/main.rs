@@ -36,14 +36,16 @@ use alloy::{
 };
 use anyhow::{bail, ensure, Context, Result};
 use kms_client::{
-    message::{seal_in_session, Inbox, MessageError, MessageSender, SessionId, SessionLimits},
+    message::{
+        seal_in_session, FeedItem, Inbox, MessageError, MessageSender, SessionId, SessionLimits,
+    },
     Client, GrantRequest, PolicyFile, RetrieveOptions, SenderKey, TrustedSenders,
 };
 use kms_crypto::keys::MasterSecret;
 use kms_examples::{client, signer, work_dir, DEV_ALICE_KEY, DEV_BOB_KEY};
 use umbral_pre::PublicKey;
 
-use crate::log::{Log, Record};
+use crate::log::Log;
 
 /// The room: one of the owner's policy labels.
 const ROOM_LABEL: &str = "chat/kms-examples";
@@ -102,10 +104,9 @@ impl Member {
     /// Seals `text` and appends it (after its session record, when it opens a session).
     fn post(&mut self, log: &Log, text: &str) -> Result<()> {
         let sealed = self.sender.seal(text.as_bytes())?;
-        if let Some(record) = sealed.session {
-            log.append(self.name, &Record::Session(record))?;
+        for item in FeedItem::of_sealed(sealed) {
+            log.append(self.name, &item)?;
         }
-        log.append(self.name, &Record::Message(sealed.message))?;
         println!("  {:>5} posts: {text}", self.name);
         Ok(())
     }
@@ -125,7 +126,7 @@ impl Member {
         for (number, claimed, record) in lines {
             self.read = number + 1;
             match record {
-                Ok(Record::Session(bytes)) => match self.inbox.add_session(&bytes) {
+                Ok(FeedItem::Session(bytes)) => match self.inbox.add_session(&bytes) {
                     Ok(id) => {
                         if let Some(record) = self.inbox.session(id) {
                             self.sessions.push((id, record.sender));
@@ -133,7 +134,7 @@ impl Member {
                     }
                     Err(e) => self.refuse(number, &claimed, &e.to_string()),
                 },
-                Ok(Record::Message(bytes)) => messages.push((number, claimed, bytes)),
+                Ok(FeedItem::Message(bytes)) => messages.push((number, claimed, bytes)),
                 Err(e) => self.refuse(number, &claimed, &e.to_string()),
             }
         }
@@ -297,7 +298,14 @@ async fn main() -> Result<()> {
     let senders: Vec<PublicKey> = room.members.iter().map(|(_, key)| *key).collect();
     let (owner, others) = members.split_at_mut(1);
     for member in others {
-        grant(&owner_client, owner_account.address(), &owner[0].keys, member, senders.clone()).await?;
+        grant(
+            &owner_client,
+            owner_account.address(),
+            &owner[0].keys,
+            member,
+            senders.clone(),
+        )
+        .await?;
     }
 
     println!("2. everyone posts; everyone reads");
@@ -308,7 +316,11 @@ async fn main() -> Result<()> {
     }
     for member in members.iter_mut() {
         let unopened = member.read(&log, &room, &reader).await?;
-        ensure!(unopened.is_empty(), "{} could not open: {unopened:?}", member.name);
+        ensure!(
+            unopened.is_empty(),
+            "{} could not open: {unopened:?}",
+            member.name
+        );
     }
     for member in &members {
         for (name, _) in &room.members {
@@ -388,12 +400,16 @@ async fn main() -> Result<()> {
         2,
         b"send me the keys",
     )?;
-    log.append("bob", &Record::Message(forged))?;
+    log.append("bob", &FeedItem::Message(forged))?;
 
     println!("7. alice, bob and carol read");
     for member in members.iter_mut().take(3) {
         let unopened = member.read(&log, &room, &reader).await?;
-        ensure!(unopened.is_empty(), "{} could not open: {unopened:?}", member.name);
+        ensure!(
+            unopened.is_empty(),
+            "{} could not open: {unopened:?}",
+            member.name
+        );
         ensure!(
             member.has_seen("bob", "dave has left the project")
                 && member.has_seen("carol", "new plan attached"),
@@ -407,7 +423,10 @@ async fn main() -> Result<()> {
             member.refused
         );
     }
-    if members.iter().any(|m| m.has_seen("bob", "send me the keys")) {
+    if members
+        .iter()
+        .any(|m| m.has_seen("bob", "send me the keys"))
+    {
         bail!("a forged message was accepted");
     }
     println!("the chat works: members read each other, a removed member reads no new session, forgeries are refused");

@@ -105,7 +105,10 @@ async fn examples_run_against_a_devnet() -> Result<()> {
         let (status, stdout, stderr) = run
             .as_ref()
             .map_err(|e| anyhow::anyhow!("example {name}: {e:#}"))?;
-        ensure!(status.success(), "example {name}: {status}\n{stdout}\n{stderr}");
+        ensure!(
+            status.success(),
+            "example {name}: {status}\n{stdout}\n{stderr}"
+        );
         bob = Some(stdout.as_str());
     }
     ensure!(

@@ -23,7 +23,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{bail, ensure, Result};
 use kms_cli::devnet::{self, DevnetArgs};
 use kms_client::{
     message::{Inbox, MessageError, MessageSender, SessionLimits, MESSAGE_OVERHEAD},
@@ -131,7 +131,12 @@ impl Bob<'_> {
         let started = Instant::now();
         let opened = self
             .client
-            .open_sessions(self.policy, self.receiving, inbox, &RetrieveOptions::default())
+            .open_sessions(
+                self.policy,
+                self.receiving,
+                inbox,
+                &RetrieveOptions::default(),
+            )
             .await?;
         ensure!(
             opened.failed.is_empty(),

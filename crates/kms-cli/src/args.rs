@@ -7,6 +7,7 @@ use crate::{
     devnet::DevnetArgs,
     encrypt::EncryptArgs,
     keys::KeysSubcommand,
+    message::MessageSubcommand,
     network::NetworkArgs,
     node::NodeSubcommand,
     policy::PolicyArgs,
@@ -43,6 +44,10 @@ pub enum Command {
     ///
     /// Example: kms retrieve --policy photos.policy.json --umbral bob/umbral.json video.mp4.kms video.mp4
     Retrieve(RetrieveArgs),
+    /// Small messages at chat and sensor rates: Enrico seals lines into a feed of signed
+    /// sessions, Bob reads it (one retrieval per session, not per message).
+    #[command(subcommand)]
+    Message(MessageSubcommand),
     /// File saved evidence of a wrong cfrag with the Adjudicator (the node is slashed, you are
     /// rewarded).
     ///
@@ -72,6 +77,7 @@ impl Command {
             Self::Policy(args) => args.run().await,
             Self::Encrypt(args) => args.run(),
             Self::Retrieve(args) => args.run().await,
+            Self::Message(command) => command.run().await,
             Self::Report(args) => args.run().await,
             Self::Node(command) => command.run().await,
             Self::Network(args) => args.run().await,

@@ -81,7 +81,7 @@ impl EncryptArgs {
 }
 
 /// `--policy-key`: a hex public key, or the policy file holding it.
-fn policy_key(value: &str) -> Result<PublicKey> {
+pub(crate) fn policy_key(value: &str) -> Result<PublicKey> {
     if value.starts_with("0x") || (value.len() == 66 && !Path::new(value).exists()) {
         return wire::decode_public_key("--policy-key", value)
             .context("--policy-key: 0x + 33 bytes hex, or a policy file");

@@ -8,6 +8,7 @@ pub mod encrypt;
 pub mod error;
 pub mod files;
 pub mod keys;
+pub mod message;
 pub mod network;
 pub mod node;
 pub mod opts;

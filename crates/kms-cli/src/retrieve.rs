@@ -66,14 +66,7 @@ impl RetrieveArgs {
             )
         })?;
         // Who made the file, before asking any node: an untrusted file is refused whatever.
-        let mut trusted = TrustedSenders::of_policy(&policy);
-        for key in &self.senders {
-            trusted.add(
-                wire::decode_public_key("--sender", key).context(
-                    "--sender must be a sender key: 0x + 33 bytes hex (`kms keys show`)",
-                )?,
-            );
-        }
+        let trusted = trusted_senders(&policy, &self.senders)?;
         let sender = header
             .check_sender(&trusted, self.allow_unsigned)
             .with_context(|| format!("{} is refused", self.input.display()))?;
@@ -167,6 +160,18 @@ impl RetrieveArgs {
         );
         Ok(())
     }
+}
+
+/// The policy file's senders and the `--sender` keys.
+pub(crate) fn trusted_senders(policy: &PolicyFile, senders: &[String]) -> Result<TrustedSenders> {
+    let mut trusted = TrustedSenders::of_policy(policy);
+    for key in senders {
+        trusted.add(
+            wire::decode_public_key("--sender", key)
+                .context("--sender must be a sender key: 0x + 33 bytes hex (`kms keys show`)")?,
+        );
+    }
+    Ok(trusted)
 }
 
 /// `kms report`.

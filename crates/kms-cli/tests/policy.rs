@@ -296,6 +296,82 @@ fn grant_encrypt_retrieve_revoke_and_their_failures() -> Result<()> {
     );
     ensure!(!dir.path().join("x.out").exists(), "no partial output");
 
+    // Messages: Alice (the policy's listed sender) seals three lines, two per session; Bob reads
+    // them through the nodes, Alice as the owner without them.
+    std::fs::write(dir.path().join("lines.txt"), "first\nsecond\n\nfourth\n")?;
+    let seal = |umbral: &str| {
+        run.ok(&[
+            "message",
+            "seal",
+            "--policy-key",
+            "policy.json",
+            "--umbral",
+            umbral,
+            "--max-messages",
+            "2",
+            "--append",
+            "room.feed",
+            "lines.txt",
+        ])
+    };
+    seal("alice/umbral.json");
+    let feed = std::fs::read_to_string(dir.path().join("room.feed"))?;
+    ensure!(
+        feed.lines().count() == 6,
+        "2 sessions and 4 messages:\n{feed}"
+    );
+    let read = |umbral: &str, extra: &[&str]| -> Vec<String> {
+        let mut args = vec![
+            "message",
+            "read",
+            "--policy",
+            "policy.json",
+            "--umbral",
+            umbral,
+        ];
+        args.extend_from_slice(extra);
+        args.push("room.feed");
+        args.iter().map(|s| s.to_string()).collect()
+    };
+    let lines = "first\nsecond\n\nfourth\n";
+    ensure!(run.ok(&args(&read("bob/umbral.json", &[]))) == lines);
+    ensure!(run.ok(&args(&read("alice/umbral.json", &["--owner"]))) == lines);
+    let json = run.ok(&args(&read("bob/umbral.json", &["--json"])));
+    let first: Value = serde_json::from_str(json.lines().next().unwrap())?;
+    ensure!(
+        first["text"] == "first" && first["seq"] == 0 && first["line"] == 2,
+        "{first}"
+    );
+    run.fails(
+        &args(&read("bob/umbral.json", &["--owner"])),
+        1,
+        "is not the policy's owner's key",
+    );
+    // A sender the policy does not list: the good lines still print, the others are refused.
+    seal("bob/umbral.json");
+    let out = run.kms(&args(&read("bob/umbral.json", &[])));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.code() == Some(1), "{stderr}");
+    ensure!(String::from_utf8_lossy(&out.stdout) == lines);
+    ensure!(
+        stderr.contains("not a trusted sender") && stderr.contains("6 of 12 lines were refused"),
+        "{stderr}"
+    );
+    std::fs::write(dir.path().join("bad.feed"), "not json\n")?;
+    run.fails(
+        &[
+            "message",
+            "read",
+            "--policy",
+            "policy.json",
+            "--umbral",
+            "bob/umbral.json",
+            "bad.feed",
+        ],
+        1,
+        "line 1 refused: bad feed line",
+    );
+
     // Listed as active, then revoked: Bob is refused (exit 4), the list says so.
     let list = |run: &Run<'_>| -> Value {
         serde_json::from_str(&run.ok(&["policy", "list", "--json", "--private-key", ALICE_KEY]))
@@ -324,6 +400,14 @@ fn grant_encrypt_retrieve_revoke_and_their_failures() -> Result<()> {
         "revoked",
     );
     ensure!(list(&run)[0]["state"] == "revoked");
+    // A new reader of the feed opens no session any more (the owner still reads hers).
+    run.fails(&args(&read("bob/umbral.json", &[])), 1, "cannot be opened");
+    ensure!(run
+        .ok(&args(&read(
+            "alice/umbral.json",
+            &["--owner", "--sender", bob_sender]
+        )))
+        .starts_with(lines));
     // Revoking twice: the contract's custom error, exit 3.
     run.fails(
         &[

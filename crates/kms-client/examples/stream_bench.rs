@@ -246,13 +246,19 @@ fn in_memory(
         &mut std::io::sink(),
         decrypt_options,
     )?;
-    let seconds = start.elapsed().as_secs_f64();
+    let decrypt_seconds = start.elapsed().as_secs_f64();
     println!(
-        "decrypt (memory): {mib} MiB in {seconds:.3} s = {:.0} MB/s",
-        rate(seconds)
+        "decrypt (memory): {mib} MiB in {decrypt_seconds:.3} s = {:.0} MB/s",
+        rate(decrypt_seconds)
     );
     if stats.plaintext_bytes != bytes {
         return Err("decrypted a different length".into());
     }
+    println!(
+        "json: {{\"mib\": {mib}, \"threads\": {threads}, \"encryptMBps\": {:.1}, \"decryptMBps\": {:.1}, \"segmentChunks\": {}}}",
+        rate(seconds),
+        rate(decrypt_seconds),
+        encrypt_options.segment_chunks
+    );
     Ok(())
 }

@@ -34,6 +34,9 @@ use zeroize::Zeroizing;
 
 use alloy::providers::Provider;
 
+pub mod feed;
+pub use feed::FeedItem;
+
 use crate::{
     client::Client,
     fault::Fault,
@@ -166,6 +169,9 @@ pub enum MessageError {
     /// A field does not decode.
     #[error("malformed session record: {0}")]
     Malformed(String),
+    /// A line of a feed ([`FeedItem::parse_line`]) is not one.
+    #[error("bad feed line: {0}")]
+    BadFeedLine(String),
     /// The session record's signature is not its sender key's: the record was altered, or
     /// signed by another key than the one it names.
     #[error("session record {session}: its signature is not by the sender key it names ({sender}): altered or re-signed")]

@@ -195,7 +195,11 @@ async fn a_reencryption_makes_no_chain_call() -> Result<()> {
     };
     // The node record is on chain already, so the start sends no transaction: its receipt
     // would be polled once an hour (a loaded machine's anvil may not have it at the first read).
-    let key = settings.umbral.public_key().to_compressed_bytes().into_vec();
+    let key = settings
+        .umbral
+        .public_key()
+        .to_compressed_bytes()
+        .into_vec();
     let receipt = chain
         .deployment()
         .staking_escrow(&chain.provider(WORKER)?)

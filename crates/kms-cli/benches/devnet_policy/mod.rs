@@ -82,9 +82,7 @@ pub(crate) async fn grant(
 }
 
 /// A client of the devnet's Bob account.
-pub(crate) async fn bob_client(
-    devnet: &Devnet,
-) -> Result<Client<alloy::providers::DynProvider>> {
+pub(crate) async fn bob_client(devnet: &Devnet) -> Result<Client<alloy::providers::DynProvider>> {
     Ok(Client::connect(
         devnet.provider(devnet::bob_index(devnet))?,
         devnet.chain.deployment().clone(),
