@@ -298,9 +298,9 @@ impl SegmentReader<'_> {
         for (i, range) in ranges.into_iter().enumerate() {
             let chunk = first_chunk + i as u64;
             let last = at_end && shape.is_some() && i + 1 == count;
-            // A copy: `open` decrypts in place when it succeeds.
+            // A copy: `try_open` decrypts in place when it succeeds.
             let mut sealed = unit[range.clone()].to_vec();
-            if self.cipher.open(chunk, last, &mut sealed) {
+            if self.cipher.try_open(chunk, last, &mut sealed) {
                 continue;
             }
             if let Some(error) = self.misplaced(&mut sealed, chunk, segment, last, range.start) {
@@ -311,7 +311,7 @@ impl SegmentReader<'_> {
                 // whose end was taken for a record is complete.
                 let rest = range.start..unit.len();
                 let whole = rest.len() == SEALED_CHUNK
-                    && self.cipher.open(chunk, false, &mut unit[rest].to_vec());
+                    && self.cipher.try_open(chunk, false, &mut unit[rest].to_vec());
                 return StreamError::Truncated {
                     chunks: chunk + u64::from(whole),
                 };
@@ -346,7 +346,7 @@ impl SegmentReader<'_> {
         let first = segment * self.segment_chunks as u64;
         for other in first..first + self.segment_chunks as u64 {
             for flag in [false, true] {
-                if (other, flag) == (chunk, last) || !self.cipher.open(other, flag, sealed) {
+                if (other, flag) == (chunk, last) || !self.cipher.try_open(other, flag, sealed) {
                     continue;
                 }
                 return Some(if other != chunk {

@@ -58,19 +58,19 @@ fn open_chunk(
     }
     let sealed = &mut slot.buf[..filled];
     if slot.last {
-        if cipher.open(chunk, true, sealed) {
+        if cipher.try_open(chunk, true, sealed) {
             return Ok(());
         }
         // A full chunk sealed as a middle one: what followed it was cut off.
-        if filled == SEALED_CHUNK && cipher.open(chunk, false, sealed) {
+        if filled == SEALED_CHUNK && cipher.try_open(chunk, false, sealed) {
             return Err(StreamError::Truncated { chunks: chunk + 1 });
         }
         return Err(StreamError::Tampered { chunk, offset });
     }
-    if cipher.open(chunk, false, sealed) {
+    if cipher.try_open(chunk, false, sealed) {
         return Ok(());
     }
-    if cipher.open(chunk, true, sealed) {
+    if cipher.try_open(chunk, true, sealed) {
         return Err(StreamError::TrailingData { chunk });
     }
     Err(StreamError::Tampered { chunk, offset })
