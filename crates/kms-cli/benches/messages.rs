@@ -24,7 +24,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Result};
-use kms_cli::devnet::{self, DevnetArgs};
+use kms_cli::devnet;
 use kms_client::{
     message::{Inbox, MessageError, MessageSender, SessionLimits, MESSAGE_OVERHEAD},
     Client, PolicyFile, RetrieveOptions, SenderKey, TrustedSenders,
@@ -42,34 +42,15 @@ const PAYLOADS: [usize; 2] = [64, 1024];
 /// The goal for the live reading rate.
 const GOAL_MESSAGES_PER_SECOND: f64 = 1000.0;
 
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
-
 #[tokio::main]
 async fn main() -> Result<()> {
-    let messages: usize = arg("--messages").map_or(Ok(20_000), |s| s.parse())?;
+    let messages: usize = devnet_policy::arg("--messages").map_or(Ok(20_000), |s| s.parse())?;
     ensure!(messages > 0, "--messages must be positive");
-    let out = arg("--out").unwrap_or_else(|| "bench-results/messages.json".into());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let args = DevnetArgs {
-        port,
-        nodes: NODES,
-        seconds_per_period: 3600,
-        node_port: 0,
-        deployments_file: format!("deployments/bench-{port}.json"),
-        dir: None,
-        demo: false,
-        faulty_node: false,
-    };
+    let out = devnet_policy::arg("--out").unwrap_or_else(|| "bench-results/messages.json".into());
+    let args = devnet_policy::devnet_args(NODES)?;
     let devnet = devnet::start(&args).await?;
     let result = run(&devnet, messages, &out).await;
-    let _ = std::fs::remove_file(format!("deployments/bench-{port}.json"));
+    let _ = std::fs::remove_file(&args.deployments_file);
     devnet.shutdown().await;
     result
 }

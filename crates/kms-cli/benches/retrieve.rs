@@ -28,7 +28,7 @@ use std::{
 };
 
 use anyhow::{ensure, Context, Result};
-use kms_cli::devnet::{self, DevnetArgs};
+use kms_cli::devnet;
 use kms_client::{retrieve::retrieve_from, Client, RetrieveOptions};
 use kms_crypto::keys::MasterSecret;
 use kms_node::test_utils::RpcProxy;
@@ -49,21 +49,13 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[index.min(sorted.len() - 1)].as_secs_f64() * 1000.0
 }
 
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
-
 #[tokio::main]
 async fn main() -> Result<()> {
-    let iterations: usize = arg("--iterations").map_or(Ok(200), |s| s.parse())?;
+    let iterations: usize = devnet_policy::arg("--iterations").map_or(Ok(200), |s| s.parse())?;
     ensure!(iterations > 0, "--iterations must be positive");
-    let out = arg("--out").unwrap_or_else(|| "bench-results/retrieve.json".into());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+    let out = devnet_policy::arg("--out").unwrap_or_else(|| "bench-results/retrieve.json".into());
+    let args = devnet_policy::devnet_args(NODES)?;
+    let port = args.port;
     // The proxies only forward once a node calls, after anvil is up.
     let mut proxies = Vec::with_capacity(NODES);
     for _ in 0..NODES {
@@ -73,19 +65,9 @@ async fn main() -> Result<()> {
         .iter()
         .map(|p| p.url().to_owned())
         .collect::<Vec<_>>();
-    let args = DevnetArgs {
-        port,
-        nodes: NODES,
-        seconds_per_period: 3600,
-        node_port: 0,
-        deployments_file: format!("deployments/bench-{port}.json"),
-        dir: None,
-        demo: false,
-        faulty_node: false,
-    };
     let devnet = devnet::start_with_node_rpc(&args, &node_rpc_urls).await?;
     let result = run(&devnet, &proxies, iterations, &out).await;
-    let _ = std::fs::remove_file(format!("deployments/bench-{port}.json"));
+    let _ = std::fs::remove_file(&args.deployments_file);
     devnet.shutdown().await;
     result
 }

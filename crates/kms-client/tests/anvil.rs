@@ -301,8 +301,10 @@ impl Setup {
         // period before the worker's bond.
         let into = chain.latest_timestamp().await? % SECONDS_PER_PERIOD;
         if into > SECONDS_PER_PERIOD - 60 {
-            tokio::time::sleep(std::time::Duration::from_secs(SECONDS_PER_PERIOD - into + 1))
-                .await;
+            tokio::time::sleep(std::time::Duration::from_secs(
+                SECONDS_PER_PERIOD - into + 1,
+            ))
+            .await;
         }
         let mut nodes = Vec::new();
         for (accounts, kind) in NODES.iter().zip(kinds) {

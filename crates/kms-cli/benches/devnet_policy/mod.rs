@@ -5,10 +5,36 @@ use std::time::{Duration, Instant};
 
 use alloy::{primitives::U256, providers::Provider};
 use anyhow::{ensure, Context, Result};
-use kms_cli::devnet::{self, Devnet};
+use kms_cli::devnet::{self, Devnet, DevnetArgs};
 use kms_client::{Client, GrantRequest, HttpConfig, PolicyFile};
 use kms_crypto::keys::MasterSecret;
 use umbral_pre::PublicKey;
+
+/// The value after `name` on the command line, if any.
+pub(crate) fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+/// A devnet of `nodes` nodes with hour-long periods, anvil on a free port, its deployments file
+/// `deployments/bench-<port>.json` (remove it after).
+pub(crate) fn devnet_args(nodes: usize) -> Result<DevnetArgs> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    Ok(DevnetArgs {
+        port,
+        nodes,
+        seconds_per_period: 3600,
+        node_port: 0,
+        deployments_file: format!("deployments/bench-{port}.json"),
+        dir: None,
+        demo: false,
+        faulty_node: false,
+    })
+}
 
 /// Waits (up to a minute each) until every miner of the devnet has committed to a period.
 pub(crate) async fn wait_for_commitments(devnet: &Devnet) -> Result<()> {
