@@ -66,7 +66,7 @@ pub enum PolicySubcommand {
     /// Revoke a policy: nodes refuse it from the revocation's block on (the command waits for
     /// them to read it); the unearned fee is refunded.
     ///
-    /// Example: kms policy revoke --policy photos.policy.json
+    /// Example: kms policy revoke --policy photos.policy.json   (one node: --node 0xSTAKER)
     Revoke(RevokeArgs),
     /// Collect the refund of periods nodes did not commit to.
     ///
@@ -252,12 +252,19 @@ pub struct RevokeArgs {
     /// The policy file.
     #[arg(long)]
     pub policy: PathBuf,
+    /// Revoke only this node's part (its staker address): the refund is what it has not
+    /// earned, it refuses the policy from the revocation's block, the other nodes keep serving.
+    #[arg(long, value_name = "ADDRESS")]
+    pub node: Option<Address>,
 }
 
 impl RevokeArgs {
-    /// Revokes the policy and prints the refund.
+    /// Revokes the policy (or one node's part) and prints the refund.
     pub async fn run(self, chain: &ChainOpts) -> Result<()> {
         let (client, file) = client_and_policy(chain, &self.policy).await?;
+        if let Some(node) = self.node {
+            return revoke_node(&client, &file, node).await;
+        }
         let refunded = client.revoke(&file).await.map_err(CliError::from)?;
         println!(
             "revoked {} in block {}; refunded {} ETH",
@@ -293,6 +300,45 @@ impl RevokeArgs {
         }
         Ok(())
     }
+}
+
+/// `kms policy revoke --node`: one node's arrangement.
+async fn revoke_node(client: &Client<DynProvider>, file: &PolicyFile, node: Address) -> Result<()> {
+    let refunded = client
+        .revoke_node(file, node)
+        .await
+        .map_err(CliError::from)?;
+    println!(
+        "revoked node {node} of {} in block {}; refunded {} ETH",
+        file.policy_id_hex(),
+        refunded.block,
+        format_eth(refunded.amount)
+    );
+    let Some(policy_node) = file.nodes.iter().find(|n| n.staker == node) else {
+        return Ok(());
+    };
+    let head = client
+        .wait_for_node_at(policy_node, refunded.block, REVOCATION_WAIT)
+        .await;
+    match &head.head {
+        Ok(Some(read)) if *read >= refunded.block => println!(
+            "refused by node {node} from block {}; the other {} nodes keep serving",
+            refunded.block,
+            file.nodes.len() - 1
+        ),
+        Ok(read) => eprintln!(
+            "warning: not yet in force at {node} ({}): it has read block {} only; it refuses \
+             once it reads block {}",
+            head.url,
+            read.map_or("none".into(), |h| h.to_string()),
+            refunded.block
+        ),
+        Err(e) => eprintln!(
+            "warning: cannot tell whether {node} ({}) has read block {}: {e}",
+            head.url, refunded.block
+        ),
+    }
+    Ok(())
 }
 
 /// `kms policy refund`.

@@ -372,6 +372,50 @@ fn grant_encrypt_retrieve_revoke_and_their_failures() -> Result<()> {
         "line 1 refused: bad feed line",
     );
 
+    // One node's part revoked: refunded, that node refuses, the other two still serve Bob.
+    let policy_file: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("policy.json"))?)?;
+    let first_node = policy_file["nodes"][0]["staker"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let revoke_node = |node: &str| -> Vec<String> {
+        [
+            "policy",
+            "revoke",
+            "--policy",
+            "policy.json",
+            "--node",
+            node,
+            "--private-key",
+            ALICE_KEY,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let out = run.ok(&args(&revoke_node(&first_node)));
+    ensure!(
+        out.contains("revoked node") && out.contains("refused by node"),
+        "{out}"
+    );
+    run.ok(&[
+        "retrieve",
+        "--policy",
+        "policy.json",
+        "--umbral",
+        "bob/umbral.json",
+        "photo.kms",
+        "photo.out2",
+    ]);
+    ensure!(std::fs::read(dir.path().join("photo.out2"))? == plaintext);
+    run.fails(
+        &args(&revoke_node("0x0707070707070707070707070707070707070707")),
+        3,
+        "not one of the policy's nodes",
+    );
+    run.fails(&args(&revoke_node(&first_node)), 3, "already revoked");
+
     // Listed as active, then revoked: Bob is refused (exit 4), the list says so.
     let list = |run: &Run<'_>| -> Value {
         serde_json::from_str(&run.ok(&["policy", "list", "--json", "--private-key", ALICE_KEY]))

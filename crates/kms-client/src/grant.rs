@@ -595,6 +595,49 @@ impl<P: Provider> Client<P> {
         })
     }
 
+    /// Revokes one node's part of the policy (`revokeArrangement`; the provider's account must be
+    /// the owner) and returns the refund of what that node has not earned. That node refuses the
+    /// policy from its first read of the revocation's block ([`Client::wait_for_node_at`]); the
+    /// others keep serving it. A node not in the policy is refused before anything is sent.
+    pub async fn revoke_node(
+        &self,
+        policy: &PolicyFile,
+        node: Address,
+    ) -> Result<Refunded, ChainError> {
+        self.check_policy_home(policy.chain_id, policy.policy_manager)?;
+        if !policy.nodes.iter().any(|n| n.staker == node) {
+            // What the contract would answer (`PolicyManager_NodeNotInPolicy`), without a call.
+            return Err(ChainError::Reverted {
+                what: "revoking the node's arrangement".into(),
+                reason: format!(
+                    "{node} is not one of the policy's nodes ({})",
+                    policy
+                        .nodes
+                        .iter()
+                        .map(|n| n.staker.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+        }
+        let manager = self.deployment.policy_manager(&self.provider);
+        let call = manager.revokeArrangement(FixedBytes(policy.policy_id), node, policy.stakers());
+        let what = "revoking the node's arrangement";
+        let receipt = transact(what, call, policy_manager_revert, self.receipt_timeout).await?;
+        let event = receipt
+            .decoded_log::<PolicyManager::ArrangementRevoked>()
+            .ok_or(ChainError::MissingEvent {
+                what: what.into(),
+                tx: receipt.transaction_hash,
+                event: "ArrangementRevoked",
+            })?;
+        Ok(Refunded {
+            tx_hash: receipt.transaction_hash,
+            block: receipt.block_number.unwrap_or_default(),
+            amount: event.refund,
+        })
+    }
+
     /// Waits, up to `timeout`, until every node of `policy` says (`GET /v1/status`) that it has
     /// read block `block` or a later one, e.g. the block of its revocation: a node refuses a
     /// revoked policy from its first read of that block, with no chain call per request. Returns
@@ -608,24 +651,45 @@ impl<P: Provider> Client<P> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut heads = Vec::with_capacity(policy.nodes.len());
         for node in &policy.nodes {
-            let head = loop {
-                let head = match self.nodes.status(&node.url).await {
-                    Ok(status) => Ok(status.head_block),
-                    Err(e) => Err(e.to_string()),
-                };
-                let read = matches!(head, Ok(Some(h)) if h >= block);
-                if read || tokio::time::Instant::now() >= deadline {
-                    break head;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            };
-            heads.push(NodeHead {
-                staker: node.staker,
-                url: node.url.clone(),
-                head,
-            });
+            heads.push(self.node_head_at(node, block, deadline).await);
         }
         heads
+    }
+
+    /// [`Client::wait_for_nodes_at`] for one node of the policy (after
+    /// [`Client::revoke_node`]).
+    pub async fn wait_for_node_at(
+        &self,
+        node: &PolicyNode,
+        block: u64,
+        timeout: std::time::Duration,
+    ) -> NodeHead {
+        self.node_head_at(node, block, tokio::time::Instant::now() + timeout)
+            .await
+    }
+
+    async fn node_head_at(
+        &self,
+        node: &PolicyNode,
+        block: u64,
+        deadline: tokio::time::Instant,
+    ) -> NodeHead {
+        let head = loop {
+            let head = match self.nodes.status(&node.url).await {
+                Ok(status) => Ok(status.head_block),
+                Err(e) => Err(e.to_string()),
+            };
+            let read = matches!(head, Ok(Some(h)) if h >= block);
+            if read || tokio::time::Instant::now() >= deadline {
+                break head;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        NodeHead {
+            staker: node.staker,
+            url: node.url.clone(),
+            head,
+        }
     }
 
     /// Refunds the owner the settled periods that nodes did not commit to (anyone may send it;

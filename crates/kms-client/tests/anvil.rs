@@ -614,6 +614,97 @@ async fn revoked_policy_is_refused_by_every_node() -> Result<()> {
     )
 }
 
+/// One node's part revoked: the refund is exactly what that node has not earned (the
+/// contract's own views before the transaction), it refuses the policy from the revocation's
+/// block, and the other two keep serving it.
+#[tokio::test]
+async fn one_node_revoked_refuses_while_the_others_serve() -> Result<()> {
+    let setup = Setup::start(&[Kind::Honest, Kind::Honest, Kind::Honest]).await?;
+    let policy = setup.grant(2, 3).await?;
+    let file = encrypt(&policy, b"served by two");
+    let header = stream::read_header(&mut &file[..])?;
+    let capsules = [header.capsule().clone()];
+    let revoked_node = policy.nodes[0].staker;
+
+    // Not one of the policy's nodes: refused before anything is sent.
+    reverted_with(
+        "revoking a stranger",
+        setup
+            .alice
+            .revoke_node(&policy, Address::repeat_byte(7))
+            .await,
+        "not one of the policy's nodes",
+    )?;
+
+    let alice = setup.chain.address(ALICE)?;
+    let before = setup.chain.read_provider().get_balance(alice).await?;
+    let revoked = setup.alice.revoke_node(&policy, revoked_node).await?;
+    // Expected from the state just before the transaction (anvil mines one per block).
+    let at = alloy::eips::BlockId::number(revoked.block - 1);
+    let manager = setup.d.policy_manager(setup.chain.read_provider());
+    let view = manager
+        .getPolicy(alloy::primitives::FixedBytes(policy.policy_id))
+        .block(at)
+        .call()
+        .await?;
+    let from = view.refundedThrough + U256::from(1);
+    let committed = manager
+        .committedCount(revoked_node, from, view.lastPeriod)
+        .block(at)
+        .call()
+        .await?;
+    let expected = (view.lastPeriod - from + U256::from(1) - committed) * view.feeRate;
+    ensure!(
+        revoked.amount == expected && !expected.is_zero(),
+        "refunded {} instead of {expected}",
+        revoked.amount
+    );
+    let receipt = setup
+        .chain
+        .read_provider()
+        .get_transaction_receipt(revoked.tx_hash)
+        .await?
+        .context("no receipt")?;
+    let gas = U256::from(receipt.gas_used) * U256::from(receipt.effective_gas_price);
+    let after = setup.chain.read_provider().get_balance(alice).await?;
+    ensure!(
+        after + gas == before + expected,
+        "Alice's balance moved by another amount"
+    );
+
+    let head = setup
+        .alice
+        .wait_for_node_at(&policy.nodes[0], revoked.block, Duration::from_secs(30))
+        .await;
+    ensure!(
+        matches!(head.head, Ok(Some(h)) if h >= revoked.block),
+        "{head:?}"
+    );
+    let bob = setup.bob_client().await?;
+    let audit = RetrieveOptions {
+        audit_all: true,
+        ..RetrieveOptions::default()
+    };
+    let retrieval = bob.retrieve(&policy, &setup.bob, &capsules, &audit).await?;
+    ensure!(retrieval.cfrags[0].len() == 2, "the other two serve");
+    for report in &retrieval.nodes {
+        match &report.outcome {
+            NodeOutcome::Failed(reason) if report.staker == revoked_node => ensure!(
+                reason.contains("410") && reason.contains("revoked"),
+                "{reason}"
+            ),
+            NodeOutcome::Answered { valid: 1, wrong: 0 } if report.staker != revoked_node => {}
+            other => bail!("{}: {other:?}", report.staker),
+        }
+    }
+    // Twice: the contract's reason.
+    reverted_with(
+        "second revocation of the node",
+        setup.alice.revoke_node(&policy, revoked_node).await,
+        "already revoked",
+    )
+}
+
 /// Messages in sessions: Bob opens every pending session with one retrieval (one request per
 /// node, or per batch of a node's advertised limit), reads the messages; after a revocation he
 /// still reads the sessions he opened, and opens no new one.
