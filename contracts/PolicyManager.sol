@@ -542,6 +542,17 @@ contract PolicyManager is IPolicyManager, Ownable2Step, EIP712 {
         if (feeRate > type(uint80).max) revert Errors.PolicyManager_FeeRateTooHigh(feeRate);
     }
 
+    /// @dev Checks that the node can take on a policy of `feeRate` through `lastPeriod`, as
+    /// `createPolicy` does: staked through `lastPeriod` with a bonded worker, asking at most `feeRate`.
+    function _checkEligible(address node, uint256 feeRate, uint256 lastPeriod) internal view {
+        (uint256 locked, address worker) = escrow.policyEligibility(node, lastPeriod);
+        if (locked == 0 || worker == address(0)) {
+            revert Errors.PolicyManager_NodeNotEligible(node, lastPeriod);
+        }
+        uint256 minRate = effectiveMinFeeRate(node);
+        if (feeRate < minRate) revert Errors.PolicyManager_FeeRateBelowNodeMinimum(node, feeRate, minRate);
+    }
+
     /// @dev Checks and records a new policy's nodes.
     function _addNodes(address[] calldata nodes, uint256 feeRate, uint256 start, uint256 lastPeriod)
         internal
@@ -575,48 +586,6 @@ contract PolicyManager is IPolicyManager, Ownable2Step, EIP712 {
         // Checked: a running rate past 96 bits must refuse the policy, never wrap.
         info.runningRate = SafeCast.toUint96(running);
         info.lastProcessedPeriod = uint32(last);
-    }
-
-    /// @dev Removes a policy's rate from a node and returns what the node has not earned of
-    /// `[from, lastPeriod]`: every period it has not committed to. Commitments already made (to the
-    /// current and the next period) were made while the policy was live, so they stay earned.
-    function _revokeNode(address node, uint256 feeRate, uint256 from, uint256 lastPeriod)
-        internal
-        returns (uint256 unearned)
-    {
-        NodeInfo storage info = nodeInfos[node];
-        // The rate is still in the running rate until `lastPeriod + 1` is processed.
-        if (info.lastProcessedPeriod <= lastPeriod) {
-            info.runningRate -= uint96(feeRate);
-            rateEnding[node][lastPeriod + 1] -= feeRate;
-        }
-        if (from > lastPeriod) return 0;
-        unearned = (lastPeriod - from + 1 - commitments[node].countInRange(from, lastPeriod)) * feeRate;
-    }
-
-    /// @dev The running rate after processing the periods `(last, through]`. Stops early once it is
-    /// zero: every entry of the table belongs to a rate inside the running rate.
-    function _applyRateEndings(address node, uint256 rate, uint256 last, uint256 through)
-        internal
-        view
-        returns (uint256)
-    {
-        mapping(uint256 => uint256) storage endings = rateEnding[node];
-        for (uint256 period = last + 1; rate != 0 && period <= through; ++period) {
-            rate -= endings[period];
-        }
-        return rate;
-    }
-
-    /// @dev Checks that the node can take on a policy of `feeRate` through `lastPeriod`, as
-    /// `createPolicy` does: staked through `lastPeriod` with a bonded worker, asking at most `feeRate`.
-    function _checkEligible(address node, uint256 feeRate, uint256 lastPeriod) internal view {
-        (uint256 locked, address worker) = escrow.policyEligibility(node, lastPeriod);
-        if (locked == 0 || worker == address(0)) {
-            revert Errors.PolicyManager_NodeNotEligible(node, lastPeriod);
-        }
-        uint256 minRate = effectiveMinFeeRate(node);
-        if (feeRate < minRate) revert Errors.PolicyManager_FeeRateBelowNodeMinimum(node, feeRate, minRate);
     }
 
     /// @dev Moves the end of a live arrangement's rate from `previousLast` to `lastPeriod` (later).
@@ -653,6 +622,37 @@ contract PolicyManager is IPolicyManager, Ownable2Step, EIP712 {
             emit FeesAccrued(node, period, feeRate);
         }
         if (credit != 0) feeAccounts[node].fees += uint96(credit); // at most 2 * feeRate
+    }
+
+    /// @dev Removes a policy's rate from a node and returns what the node has not earned of
+    /// `[from, lastPeriod]`: every period it has not committed to. Commitments already made (to the
+    /// current and the next period) were made while the policy was live, so they stay earned.
+    function _revokeNode(address node, uint256 feeRate, uint256 from, uint256 lastPeriod)
+        internal
+        returns (uint256 unearned)
+    {
+        NodeInfo storage info = nodeInfos[node];
+        // The rate is still in the running rate until `lastPeriod + 1` is processed.
+        if (info.lastProcessedPeriod <= lastPeriod) {
+            info.runningRate -= uint96(feeRate);
+            rateEnding[node][lastPeriod + 1] -= feeRate;
+        }
+        if (from > lastPeriod) return 0;
+        unearned = (lastPeriod - from + 1 - commitments[node].countInRange(from, lastPeriod)) * feeRate;
+    }
+
+    /// @dev The running rate after processing the periods `(last, through]`. Stops early once it is
+    /// zero: every entry of the table belongs to a rate inside the running rate.
+    function _applyRateEndings(address node, uint256 rate, uint256 last, uint256 through)
+        internal
+        view
+        returns (uint256)
+    {
+        mapping(uint256 => uint256) storage endings = rateEnding[node];
+        for (uint256 period = last + 1; rate != 0 && period <= through; ++period) {
+            rate -= endings[period];
+        }
+        return rate;
     }
 
     /// @dev The owner of `policyId`, once checked to have signed the revocation order `(policyId,
