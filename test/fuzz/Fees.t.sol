@@ -167,30 +167,33 @@ contract FeesFuzzTest is Base {
     ) internal returns (uint256, uint256) {
         for (uint256 k; k < 2; ++k) {
             if (p != bound((extendAt >> (16 * k)) & 0xffff, 0, 25)) continue;
-            PolicyManagerView memory policy = viewOf(id);
-            if (policy.revoked || currentPeriod() > lastPeriod || policy.live == 0) continue;
+            if (
+                policyManager.getPolicy(id).revoked || currentPeriod() > lastPeriod
+                    || liveArrangements(id) == 0
+            ) {
+                continue;
+            }
             uint256 added = bound((extension >> (16 * k)) & 0xffff, 1, 20);
-            uint256 value = policy.feeRate * policy.live * added;
-            vm.deal(alice, alice.balance + value);
-            vm.prank(alice);
-            lastPeriod =
-                policyManager.extendPolicy{value: value}(id, (lastPeriod + added + 1) * PERIOD, nodeList());
-            paid += value;
+            paid += extend(id, lastPeriod, added);
+            lastPeriod += added;
         }
         return (lastPeriod, paid);
     }
 
-    struct PolicyManagerView {
-        bool revoked;
-        uint256 feeRate;
-        uint256 live;
+    /// @dev Alice extends `id` from `lastPeriod` by `added` periods, paying its live arrangements at
+    /// its rate; returns what she paid.
+    function extend(bytes16 id, uint256 lastPeriod, uint256 added) internal returns (uint256 value) {
+        value = policyManager.getPolicy(id).feeRate * liveArrangements(id) * added;
+        vm.deal(alice, alice.balance + value);
+        vm.prank(alice);
+        uint256 extended =
+            policyManager.extendPolicy{value: value}(id, (lastPeriod + added + 1) * PERIOD, nodeList());
+        assertEq(extended, lastPeriod + added, "another last period");
     }
 
-    function viewOf(bytes16 id) internal view returns (PolicyManagerView memory policy) {
-        policy.revoked = policyManager.getPolicy(id).revoked;
-        policy.feeRate = policyManager.getPolicy(id).feeRate;
+    function liveArrangements(bytes16 id) internal view returns (uint256 live) {
         for (uint256 n; n < 3; ++n) {
-            if (!policyManager.arrangementRevoked(id, nodes[n])) ++policy.live;
+            if (!policyManager.arrangementRevoked(id, nodes[n])) ++live;
         }
     }
 

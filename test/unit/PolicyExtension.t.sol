@@ -299,7 +299,7 @@ contract PolicyExtensionTest is PolicyFixture {
 
     function test_RevertWhen_ExtendedNodeNotStakedThroughTheNewEnd() public {
         address shortNode = newNode("short", STAKE, 30);
-        address[] memory both = sorted(pair(nodeA, shortNode));
+        address[] memory both = list(nodeA, shortNode);
         vm.deal(alice, RATE * 2 * 40);
         vm.prank(alice);
         policyManager.createPolicy{value: RATE * 2 * 20}(SALT, alice, signer, endAfter(20), both);
@@ -379,11 +379,5 @@ contract PolicyExtensionTest is PolicyFixture {
         vm.expectRevert(abi.encodeWithSelector(Errors.PolicyManager_PolicyNotFound.selector, bytes16("nope")));
         policyManager.extendPolicy{value: pay(5)}(bytes16("nope"), endAfter(15), nodes);
         vm.stopPrank();
-    }
-
-    function pair(address a, address b) internal pure returns (address[] memory two) {
-        two = new address[](2);
-        two[0] = a;
-        two[1] = b;
     }
 }

@@ -548,7 +548,7 @@ contract PolicyManagerViewsTest is Base {
     }
 
     function test_IsArrangementActive_NeedsTheRightNodeList() public {
-        address[] memory nodes = sorted(pair(nodeA, nodeB));
+        address[] memory nodes = list(nodeA, nodeB);
         ID = createPolicy(SALT, alice, nodes, 10, 1 gwei);
         assertTrue(policyManager.isArrangementActive(ID, nodeA, nodes));
         assertFalse(
@@ -582,12 +582,6 @@ contract PolicyManagerViewsTest is Base {
     function test_RevertWhen_GetPolicyUnknown() public {
         vm.expectRevert(abi.encodeWithSelector(Errors.PolicyManager_PolicyNotFound.selector, ID));
         policyManager.getPolicy(ID);
-    }
-
-    function pair(address a, address b) internal pure returns (address[] memory nodes) {
-        nodes = new address[](2);
-        nodes[0] = a;
-        nodes[1] = b;
     }
 }
 
