@@ -3,6 +3,8 @@ pragma solidity ^0.8.28;
 
 import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
 import {Ownable2Step} from "@openzeppelin/contracts/access/Ownable2Step.sol";
+import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
+import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 
 import {IPolicyManager} from "./interfaces/IPolicyManager.sol";
@@ -27,7 +29,11 @@ import {PeriodBitmap} from "./libraries/PeriodBitmap.sol";
 /// the next accrual rewrites a live slot (5,000 gas) instead of creating one (22,100); and the
 /// withdrawal checks its caller against the copy instead of calling the escrow. See
 /// docs/economics.md#gas.
-contract PolicyManager is IPolicyManager, Ownable2Step {
+///
+/// The owner may extend a live policy (`extendPolicy`), paying the added periods at the policy's fee
+/// rate, and may have anyone else submit a revocation she signed (`revokeBySignature`, EIP-712
+/// typed data: see docs/client.md#signed-revocations).
+contract PolicyManager is IPolicyManager, Ownable2Step, EIP712 {
     using PeriodBitmap for mapping(uint256 => uint256);
 
     /*//////////////////////////////////////////////////////////////
@@ -91,6 +97,13 @@ contract PolicyManager is IPolicyManager, Ownable2Step {
     /// @notice The most nodes one policy may name.
     uint256 public constant MAX_NODES = 32;
 
+    /// @notice The EIP-712 type hash of a signed revocation order: `node` is the node whose
+    /// arrangement is revoked, or zero for the whole policy; the order is void after `deadline`
+    /// (Unix seconds). The domain is `eip712Domain()`: name "KMS PolicyManager", version "1", the
+    /// chain id and this contract's address.
+    bytes32 public constant REVOCATION_TYPEHASH =
+        keccak256("Revocation(bytes16 policyId,address node,uint64 deadline)");
+
     IStakingEscrow public immutable escrow;
     uint256 public immutable secondsPerPeriod;
 
@@ -122,6 +135,18 @@ contract PolicyManager is IPolicyManager, Ownable2Step {
         uint256 feeRate,
         address[] nodes
     );
+    /// @notice A live policy was extended to `endTimestamp` (through period `lastPeriod`) for every
+    /// node whose arrangement is not revoked; the owner paid `value` wei for the added periods. The
+    /// nodes are the `PolicyCreated` list (the event does not repeat it): a node that holds the
+    /// policy's kfrag, and whose arrangement is not revoked, serves it until the new end.
+    event PolicyExtended(
+        bytes16 indexed policyId,
+        address indexed owner,
+        uint256 previousEndTimestamp,
+        uint256 endTimestamp,
+        uint256 lastPeriod,
+        uint256 value
+    );
     event PolicyRevoked(bytes16 indexed policyId, address indexed owner, uint256 refund);
     event ArrangementRevoked(bytes16 indexed policyId, address indexed node, uint256 refund);
     event RefundPaid(
@@ -141,8 +166,11 @@ contract PolicyManager is IPolicyManager, Ownable2Step {
     /// @param minRate Lowest minimum fee rate a node may ask (wei per period).
     /// @param defaultRate The minimum fee rate of a node that set none.
     /// @param maxRate Highest minimum fee rate a node may ask.
+    /// @dev The EIP-712 domain's name and version are fixed here ("KMS PolicyManager", "1"), not
+    /// parameters: the deployment's arguments stay as they were.
     constructor(IStakingEscrow escrow_, address owner_, uint256 minRate, uint256 defaultRate, uint256 maxRate)
         Ownable(owner_)
+        EIP712("KMS PolicyManager", "1")
     {
         escrow = escrow_;
         secondsPerPeriod = escrow_.secondsPerPeriod();
@@ -204,26 +232,60 @@ contract PolicyManager is IPolicyManager, Ownable2Step {
         );
     }
 
+    /// @notice Extends a live policy to `endTimestamp`, for every node whose arrangement is not
+    /// revoked, at the policy's fee rate: `msg.value = feeRate * liveNodes * (newLastPeriod -
+    /// lastPeriod)`, where `newLastPeriod` is the period of `endTimestamp - 1` and `liveNodes` the
+    /// policy's nodes whose arrangement is not revoked. Revoked arrangements stay revoked, unpaid.
+    /// From then on the policy's fees, refunds and revocations run through the new last period, as
+    /// if it had been created with that end.
+    /// Requirements: the caller is the policy's owner; the policy is neither revoked nor ended;
+    /// `nodes` is the policy's node list; `endTimestamp <= type(uint32).max` and in a period after
+    /// the policy's last; at least one arrangement not revoked; each of its nodes eligible as
+    /// `createPolicy` requires, through the new last period (staked, a bonded worker, a minimum
+    /// fee rate at most the policy's); `msg.value` exactly the price above.
+    /// @param policyId The policy.
+    /// @param endTimestamp The new end, in Unix seconds.
+    /// @param nodes The policy's node list (from `PolicyCreated`), ascending.
+    /// @return lastPeriod The policy's new last period.
+    function extendPolicy(bytes16 policyId, uint256 endTimestamp, address[] calldata nodes)
+        external
+        payable
+        returns (uint256 lastPeriod)
+    {
+        (Policy storage policy, uint256 previousEnd) = _livePolicy(policyId, msg.sender);
+        _checkNodes(policyId, policy, nodes);
+        uint256 previousLast = (previousEnd - 1) / secondsPerPeriod;
+        if (endTimestamp <= previousEnd || endTimestamp > type(uint32).max) {
+            revert Errors.PolicyManager_InvalidExtension(endTimestamp, previousEnd);
+        }
+        lastPeriod = (endTimestamp - 1) / secondsPerPeriod;
+        if (lastPeriod == previousLast) {
+            revert Errors.PolicyManager_InvalidExtension(endTimestamp, previousEnd);
+        }
+
+        uint256 feeRate = policy.feeRate;
+        uint256 extended;
+        for (uint256 i; i < nodes.length; ++i) {
+            address node = nodes[i];
+            if (arrangementRevoked[policyId][node]) continue;
+            _checkEligible(node, feeRate, lastPeriod);
+            _extendPolicyRate(node, feeRate, previousLast, lastPeriod);
+            ++extended;
+        }
+        if (extended == 0) revert Errors.PolicyManager_NoLiveArrangement(policyId);
+        uint256 value = feeRate * extended * (lastPeriod - previousLast);
+        if (msg.value != value) revert Errors.PolicyManager_InvalidExtensionPayment(msg.value, value);
+        policy.endTimestamp = uint32(endTimestamp);
+        emit PolicyExtended(policyId, msg.sender, previousEnd, endTimestamp, lastPeriod, value);
+    }
+
     /// @notice Revokes a live policy and refunds the owner everything its nodes have not earned.
     /// Requirements: the caller is the policy's owner; the policy is neither revoked nor ended;
     /// `nodes` is the policy's node list.
     /// @return refunded The wei sent to the owner.
     function revokePolicy(bytes16 policyId, address[] calldata nodes) external returns (uint256 refunded) {
-        Policy storage policy = _livePolicyOfCaller(policyId);
-        _checkNodes(policyId, policy, nodes);
-        uint256 lastPeriod = _lastPeriod(policy);
-        uint256 from = uint256(policy.refundedThrough) + 1;
-        uint256 feeRate = policy.feeRate;
-        for (uint256 i; i < nodes.length; ++i) {
-            address node = nodes[i];
-            if (arrangementRevoked[policyId][node]) continue;
-            refunded += _revokeNode(node, feeRate, from, lastPeriod);
-        }
-        policy.revoked = true;
-        policy.refundedThrough = uint32(lastPeriod);
-        address owner = policy.owner;
-        emit PolicyRevoked(policyId, owner, refunded);
-        _send(owner, refunded);
+        (Policy storage policy, uint256 end) = _livePolicy(policyId, msg.sender);
+        refunded = _revokePolicy(policyId, policy, msg.sender, end, nodes);
     }
 
     /// @notice Revokes one node's part of a live policy and refunds what that node has not earned.
@@ -234,17 +296,36 @@ contract PolicyManager is IPolicyManager, Ownable2Step {
         external
         returns (uint256 refunded)
     {
-        Policy storage policy = _livePolicyOfCaller(policyId);
-        _checkNodes(policyId, policy, nodes);
-        if (!_contains(nodes, node)) {
-            revert Errors.PolicyManager_NodeNotInPolicy(policyId, node);
-        }
-        if (arrangementRevoked[policyId][node]) revert Errors.PolicyManager_AlreadyRevoked(policyId, node);
-        refunded = _revokeNode(node, policy.feeRate, uint256(policy.refundedThrough) + 1, _lastPeriod(policy));
-        arrangementRevoked[policyId][node] = true;
-        address owner = policy.owner;
-        emit ArrangementRevoked(policyId, node, refunded);
-        _send(owner, refunded);
+        (Policy storage policy, uint256 end) = _livePolicy(policyId, msg.sender);
+        refunded = _revokeArrangement(policyId, policy, msg.sender, end, node, nodes);
+    }
+
+    /// @notice Carries out a revocation order the policy's owner signed (EIP-712 typed data
+    /// `Revocation(bytes16 policyId,address node,uint64 deadline)` in the domain `eip712Domain()`;
+    /// see docs/client.md#signed-revocations): anyone may send it, and it revokes exactly as the
+    /// owner's own `revokePolicy` (`node == address(0)`) or `revokeArrangement(policyId, node,
+    /// nodes)` would, refunding the owner, never the caller. An order that was carried out cannot
+    /// be again: the policy or arrangement is revoked, and a second call reverts with
+    /// `PolicyManager_AlreadyRevoked`.
+    /// Requirements: `block.timestamp <= deadline`; `signature` is the policy owner's 65-byte
+    /// `r | s | v` ECDSA signature (`v` 27 or 28, low `s`) of `revocationTypedDataHash(policyId, node,
+    /// deadline)`; then the requirements of `revokePolicy` or `revokeArrangement`, the signer in the
+    /// caller's place.
+    /// @param policyId The policy.
+    /// @param node The node whose arrangement is revoked, or zero for the whole policy.
+    /// @param deadline The last second (Unix time) the order may be carried out.
+    /// @param nodes The policy's node list (from `PolicyCreated`), ascending.
+    /// @param signature The owner's signature, `r | s | v`.
+    /// @return refunded The wei sent to the owner.
+    function revokeBySignature(
+        bytes16 policyId,
+        address node,
+        uint64 deadline,
+        address[] calldata nodes,
+        bytes calldata signature
+    ) external returns (uint256 refunded) {
+        address owner = _revocationSigner(policyId, node, deadline, signature);
+        refunded = _revokeAsOwner(policyId, owner, node, nodes);
     }
 
     /// @notice Refunds the owner for the settled periods (up to the current one) that nodes did not
@@ -387,6 +468,18 @@ contract PolicyManager is IPolicyManager, Ownable2Step {
         view_.nodesHash = policy.nodesHash;
     }
 
+    /// @notice The EIP-712 digest the policy's owner signs to order a revocation (`node` zero: the
+    /// whole policy): `keccak256("\x19\x01" || domainSeparator || keccak256(abi.encode(
+    /// REVOCATION_TYPEHASH, policyId, node, deadline)))`, where `domainSeparator` hashes the
+    /// fields of `eip712Domain()` (docs/client.md#signed-revocations).
+    function revocationTypedDataHash(bytes16 policyId, address node, uint64 deadline)
+        public
+        view
+        returns (bytes32)
+    {
+        return _hashTypedDataV4(keccak256(abi.encode(REVOCATION_TYPEHASH, policyId, node, deadline)));
+    }
+
     /// @notice The id of the policy `creator` creates with `salt`: the first 16 bytes of
     /// `keccak256(abi.encodePacked(creator, salt))`.
     function policyIdOf(address creator, bytes16 salt) public pure returns (bytes16) {
@@ -449,6 +542,17 @@ contract PolicyManager is IPolicyManager, Ownable2Step {
         if (feeRate > type(uint80).max) revert Errors.PolicyManager_FeeRateTooHigh(feeRate);
     }
 
+    /// @dev Checks that the node can take on a policy of `feeRate` through `lastPeriod`, as
+    /// `createPolicy` does: staked through `lastPeriod` with a bonded worker, asking at most `feeRate`.
+    function _checkEligible(address node, uint256 feeRate, uint256 lastPeriod) internal view {
+        (uint256 locked, address worker) = escrow.policyEligibility(node, lastPeriod);
+        if (locked == 0 || worker == address(0)) {
+            revert Errors.PolicyManager_NodeNotEligible(node, lastPeriod);
+        }
+        uint256 minRate = effectiveMinFeeRate(node);
+        if (feeRate < minRate) revert Errors.PolicyManager_FeeRateBelowNodeMinimum(node, feeRate, minRate);
+    }
+
     /// @dev Checks and records a new policy's nodes.
     function _addNodes(address[] calldata nodes, uint256 feeRate, uint256 start, uint256 lastPeriod)
         internal
@@ -458,10 +562,7 @@ contract PolicyManager is IPolicyManager, Ownable2Step {
             address node = nodes[i];
             if (node <= previous) revert Errors.PolicyManager_NodesNotSorted(i);
             previous = node;
-            (uint256 locked, address worker) = escrow.policyEligibility(node, lastPeriod);
-            if (locked == 0 || worker == address(0)) {
-                revert Errors.PolicyManager_NodeNotEligible(node, lastPeriod);
-            }
+            _checkEligible(node, feeRate, lastPeriod);
             _addPolicyRate(node, feeRate, start, lastPeriod);
         }
     }
@@ -469,8 +570,6 @@ contract PolicyManager is IPolicyManager, Ownable2Step {
     /// @dev Adds a policy's rate to a node's accounting for `[start, lastPeriod]`.
     function _addPolicyRate(address node, uint256 feeRate, uint256 start, uint256 lastPeriod) internal {
         NodeInfo storage info = nodeInfos[node];
-        uint256 minRate = effectiveMinFeeRate(node);
-        if (feeRate < minRate) revert Errors.PolicyManager_FeeRateBelowNodeMinimum(node, feeRate, minRate);
         uint256 last = info.lastProcessedPeriod;
         uint256 running = info.runningRate;
         // With no live policy the ended-rate table past `last` is empty: skip ahead, so the next
@@ -481,21 +580,48 @@ contract PolicyManager is IPolicyManager, Ownable2Step {
             running += feeRate;
             rateEnding[node][lastPeriod + 1] += feeRate;
         }
-        // A node may already have committed to the current and the next period: credit those now,
-        // one event per period (`last <= start + 1`, so at most two).
-        if (last >= start) {
-            uint256 through = last < lastPeriod ? last : lastPeriod;
-            uint256 credit;
-            for (uint256 period = start; period <= through; ++period) {
-                if (!commitments[node].get(period)) continue;
-                credit += feeRate;
-                emit FeesAccrued(node, period, feeRate);
-            }
-            if (credit != 0) feeAccounts[node].fees += uint96(credit); // at most 2 * feeRate
-        }
+        // A node may already have committed to the current and the next period: credit those now
+        // (`last <= start + 1`, so at most two).
+        if (last >= start) _creditCommitments(node, feeRate, start, last < lastPeriod ? last : lastPeriod);
         // Checked: a running rate past 96 bits must refuse the policy, never wrap.
         info.runningRate = SafeCast.toUint96(running);
         info.lastProcessedPeriod = uint32(last);
+    }
+
+    /// @dev Moves the end of a live arrangement's rate from `previousLast` to `lastPeriod` (later).
+    /// While the node has not processed `previousLast + 1`, the rate is in its running rate and in
+    /// `rateEnding[previousLast + 1]`: only that entry moves. Otherwise the node has committed to
+    /// `previousLast + 1` (a commitment is to the next period, and the policy is live, so that is
+    /// the latest a node can have processed), which took the rate out of the running rate: it goes
+    /// back in, ending at `lastPeriod + 1`, and the commitment is credited now, as `createPolicy`
+    /// credits the commitments made before it.
+    function _extendPolicyRate(address node, uint256 feeRate, uint256 previousLast, uint256 lastPeriod)
+        internal
+    {
+        mapping(uint256 => uint256) storage endings = rateEnding[node];
+        endings[lastPeriod + 1] += feeRate;
+        NodeInfo storage info = nodeInfos[node];
+        uint256 last = info.lastProcessedPeriod;
+        if (last <= previousLast) {
+            endings[previousLast + 1] -= feeRate;
+            return;
+        }
+        // Checked, as in `_addPolicyRate`: a running rate past 96 bits must refuse, never wrap.
+        info.runningRate = SafeCast.toUint96(info.runningRate + feeRate);
+        _creditCommitments(node, feeRate, previousLast + 1, last);
+    }
+
+    /// @dev Credits the node `feeRate` for each period of `[from, through]` it has committed to, one
+    /// `FeesAccrued` per period: commitments made before the rate covered their period (at most
+    /// two periods: a node commits to the next period only).
+    function _creditCommitments(address node, uint256 feeRate, uint256 from, uint256 through) internal {
+        uint256 credit;
+        for (uint256 period = from; period <= through; ++period) {
+            if (!commitments[node].get(period)) continue;
+            credit += feeRate;
+            emit FeesAccrued(node, period, feeRate);
+        }
+        if (credit != 0) feeAccounts[node].fees += uint96(credit); // at most 2 * feeRate
     }
 
     /// @dev Removes a policy's rate from a node and returns what the node has not earned of
@@ -529,15 +655,97 @@ contract PolicyManager is IPolicyManager, Ownable2Step {
         return rate;
     }
 
-    function _livePolicyOfCaller(bytes16 policyId) internal view returns (Policy storage policy) {
-        policy = policies[policyId];
-        address owner = policy.owner;
-        if (owner == address(0)) revert Errors.PolicyManager_PolicyNotFound(policyId);
-        if (msg.sender != owner) revert Errors.PolicyManager_CallerNotPolicyOwner(msg.sender, owner);
-        if (policy.revoked) revert Errors.PolicyManager_AlreadyRevoked(policyId, address(0));
-        if (block.timestamp >= policy.endTimestamp) {
-            revert Errors.PolicyManager_PolicyEnded(policyId, policy.endTimestamp);
+    /// @dev The owner of `policyId`, once checked to have signed the revocation order `(policyId,
+    /// node, deadline)` with `signature`, and the order to be within its deadline.
+    function _revocationSigner(bytes16 policyId, address node, uint64 deadline, bytes calldata signature)
+        internal
+        view
+        returns (address owner)
+    {
+        if (block.timestamp > deadline) {
+            revert Errors.PolicyManager_SignatureExpired(deadline, block.timestamp);
         }
+        owner = policies[policyId].owner;
+        if (owner == address(0)) revert Errors.PolicyManager_PolicyNotFound(policyId);
+        (address signer, ECDSA.RecoverError recoverError,) =
+            ECDSA.tryRecoverCalldata(revocationTypedDataHash(policyId, node, deadline), signature);
+        if (recoverError != ECDSA.RecoverError.NoError || signer != owner) {
+            revert Errors.PolicyManager_InvalidSignature(signer, owner);
+        }
+    }
+
+    /// @dev What `revokePolicy` (`node` zero) or `revokeArrangement` do when `owner` calls them.
+    function _revokeAsOwner(bytes16 policyId, address owner, address node, address[] calldata nodes)
+        internal
+        returns (uint256)
+    {
+        (Policy storage policy, uint256 end) = _livePolicy(policyId, owner);
+        return node == address(0)
+            ? _revokePolicy(policyId, policy, owner, end, nodes)
+            : _revokeArrangement(policyId, policy, owner, end, node, nodes);
+    }
+
+    /// @dev The body of `revokePolicy`, once `_livePolicy` has checked the policy and its `owner`
+    /// and read its `end`.
+    function _revokePolicy(
+        bytes16 policyId,
+        Policy storage policy,
+        address owner,
+        uint256 end,
+        address[] calldata nodes
+    ) internal returns (uint256 refunded) {
+        _checkNodes(policyId, policy, nodes);
+        uint256 lastPeriod = (end - 1) / secondsPerPeriod;
+        uint256 from = uint256(policy.refundedThrough) + 1;
+        uint256 feeRate = policy.feeRate;
+        for (uint256 i; i < nodes.length; ++i) {
+            address node = nodes[i];
+            if (arrangementRevoked[policyId][node]) continue;
+            refunded += _revokeNode(node, feeRate, from, lastPeriod);
+        }
+        policy.revoked = true;
+        policy.refundedThrough = uint32(lastPeriod);
+        emit PolicyRevoked(policyId, owner, refunded);
+        _send(owner, refunded);
+    }
+
+    /// @dev The body of `revokeArrangement`, once `_livePolicy` has checked the policy and its
+    /// `owner` and read its `end`.
+    function _revokeArrangement(
+        bytes16 policyId,
+        Policy storage policy,
+        address owner,
+        uint256 end,
+        address node,
+        address[] calldata nodes
+    ) internal returns (uint256 refunded) {
+        _checkNodes(policyId, policy, nodes);
+        if (!_contains(nodes, node)) {
+            revert Errors.PolicyManager_NodeNotInPolicy(policyId, node);
+        }
+        if (arrangementRevoked[policyId][node]) revert Errors.PolicyManager_AlreadyRevoked(policyId, node);
+        refunded = _revokeNode(
+            node, policy.feeRate, uint256(policy.refundedThrough) + 1, (end - 1) / secondsPerPeriod
+        );
+        arrangementRevoked[policyId][node] = true;
+        emit ArrangementRevoked(policyId, node, refunded);
+        _send(owner, refunded);
+    }
+
+    /// @dev The policy, checked to exist, to be `owner`'s (the caller, or the signer of a
+    /// revocation order), and to be neither revoked nor ended; and its end timestamp.
+    function _livePolicy(bytes16 policyId, address owner)
+        internal
+        view
+        returns (Policy storage policy, uint256 end)
+    {
+        policy = policies[policyId];
+        address policyOwner = policy.owner;
+        if (policyOwner == address(0)) revert Errors.PolicyManager_PolicyNotFound(policyId);
+        if (owner != policyOwner) revert Errors.PolicyManager_CallerNotPolicyOwner(owner, policyOwner);
+        if (policy.revoked) revert Errors.PolicyManager_AlreadyRevoked(policyId, address(0));
+        end = policy.endTimestamp;
+        if (block.timestamp >= end) revert Errors.PolicyManager_PolicyEnded(policyId, end);
     }
 
     function _checkNodes(bytes16 policyId, Policy storage policy, address[] calldata nodes) internal view {

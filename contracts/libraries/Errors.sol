@@ -167,6 +167,23 @@ library Errors {
     /// @notice Thrown when the caller is not a staker with a stake in the escrow.
     error PolicyManager_NotANode(address caller);
 
+    /// @notice Thrown when an extension's new end is not in a period after the policy's last period
+    /// (or is beyond the supported range).
+    error PolicyManager_InvalidExtension(uint256 endTimestamp, uint256 currentEndTimestamp);
+
+    /// @notice Thrown when an extension's payment is not exactly `feeRate * live nodes * added periods`.
+    error PolicyManager_InvalidExtensionPayment(uint256 value, uint256 expected);
+
+    /// @notice Thrown when every arrangement of the policy is revoked: there is nothing to extend.
+    error PolicyManager_NoLiveArrangement(bytes16 policyId);
+
+    /// @notice Thrown when a signed revocation order is carried out after its deadline.
+    error PolicyManager_SignatureExpired(uint256 deadline, uint256 nowTimestamp);
+
+    /// @notice Thrown when a revocation order's signature is malformed or not the policy owner's
+    /// (`signer` is what it recovers to, zero when it recovers to nothing).
+    error PolicyManager_InvalidSignature(address signer, address owner);
+
     /*//////////////////////////////////////////////////////////////
                                ADJUDICATOR
     //////////////////////////////////////////////////////////////*/

@@ -154,6 +154,39 @@ contract GasTest is Base {
         vm.snapshotGasLastCall("revokePolicy (3 nodes)");
     }
 
+    /// Alice extends her policy by 30 periods, in the state nodes run in (each committed to the
+    /// current and the next period and withdrew its fees): per node, the rate's end moves from one
+    /// `rateEnding` entry (emptied) to another, written from zero (the dearest case, as for
+    /// `createPolicy`: no other policy of the node ends there).
+    function test_Gas_ExtendPolicy_ThreeNodes() public {
+        commitAll();
+        withdrawAll();
+        uint256 end = (policyManager.getPolicy(warmUp).lastPeriod + 31) * PERIOD;
+        uint256 value = 1 gwei * 3 * 30;
+        vm.deal(alice, value);
+        vm.prank(alice);
+        policyManager.extendPolicy{value: value}(warmUp, end, list(nodeA, nodeB, nodeC));
+        uint256 gasUsed = vm.snapshotGasLastCall("extendPolicy (3 nodes)");
+        assertLe(gasUsed, 150_000, "extendPolicy over its bar");
+        assertEq(policyManager.getPolicy(warmUp).endTimestamp, end);
+    }
+
+    /// A relayer carries out Alice's signed order to revoke her policy: `revokePolicy` plus the
+    /// signature's recovery and its calldata.
+    function test_Gas_RevokeBySignature_ThreeNodes() public {
+        uint64 deadline = uint64(vm.getBlockTimestamp() + 1 hours);
+        (uint8 v, bytes32 r, bytes32 s) = vm.sign(
+            uint256(keccak256("alice")), policyManager.revocationTypedDataHash(warmUp, address(0), deadline)
+        );
+        vm.prank(makeAddr("relayer"));
+        policyManager.revokeBySignature(
+            warmUp, address(0), deadline, list(nodeA, nodeB, nodeC), abi.encodePacked(r, s, v)
+        );
+        uint256 gasUsed = vm.snapshotGasLastCall("revokeBySignature (3 nodes)");
+        assertLe(gasUsed, 100_000, "revokeBySignature over its bar");
+        assertTrue(policyManager.getPolicy(warmUp).revoked);
+    }
+
     function test_Gas_Refund() public {
         advancePeriods(3); // two periods without commitments
         vm.prank(alice);

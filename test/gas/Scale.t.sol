@@ -4,8 +4,8 @@ pragma solidity ^0.8.28;
 import {Base} from "../utils/Base.sol";
 
 /// @notice No state-changing function walks the stakers or the policies: the gas of a node's
-/// commitment, of its mint and of a policy creation naming it stays the same (within 2%) whether
-/// the network has 10 or 1,000 stakers and whether the node holds 1 or 500 policies.
+/// commitment, of its mint and of a policy creation or extension naming it stays the same (within
+/// 2%) whether the network has 10 or 1,000 stakers and whether the node holds 1 or 500 policies.
 /// Run isolated (`forge test --isolate`), so every measured call is its own transaction.
 contract ScaleTest is Base {
     uint256 internal constant STAKE = 100_000e18;
@@ -14,6 +14,7 @@ contract ScaleTest is Base {
         uint256 commit;
         uint256 mint;
         uint256 createPolicy;
+        uint256 extendPolicy;
     }
 
     function test_Scale_StakerCountDoesNotChangeGas() public {
@@ -30,12 +31,15 @@ contract ScaleTest is Base {
         assertClose(small, large);
         vm.snapshotValue("scale: createPolicy, 1 policy on the node", small.createPolicy);
         vm.snapshotValue("scale: createPolicy, 500 policies on the node", large.createPolicy);
+        vm.snapshotValue("scale: extendPolicy, 1 policy on the node", small.extendPolicy);
+        vm.snapshotValue("scale: extendPolicy, 500 policies on the node", large.extendPolicy);
     }
 
     function assertClose(Costs memory a, Costs memory b) internal pure {
         vm.assertApproxEqRel(a.commit, b.commit, 0.02e18, "commit gas depends on scale");
         vm.assertApproxEqRel(a.mint, b.mint, 0.02e18, "mint gas depends on scale");
         vm.assertApproxEqRel(a.createPolicy, b.createPolicy, 0.02e18, "createPolicy gas depends on scale");
+        vm.assertApproxEqRel(a.extendPolicy, b.extendPolicy, 0.02e18, "extendPolicy gas depends on scale");
     }
 
     /// @dev A fresh network of `stakerCount` committed stakers; the first three are the measured
@@ -70,7 +74,14 @@ contract ScaleTest is Base {
         vm.deal(alice, 3 * 590 gwei);
         uint256 end = endAfter(590);
         vm.prank(alice);
-        policyManager.createPolicy{value: 3 * 590 gwei}(bytes16("measured"), alice, alice, end, nodes);
+        bytes16 measured =
+            policyManager.createPolicy{value: 3 * 590 gwei}(bytes16("measured"), alice, alice, end, nodes);
         costs.createPolicy = vm.snapshotGasLastCall("scale: last createPolicy");
+
+        // Five periods more, still within the nodes' stakes.
+        vm.deal(alice, 3 * 5 gwei);
+        vm.prank(alice);
+        policyManager.extendPolicy{value: 3 * 5 gwei}(measured, end + 5 * PERIOD, nodes);
+        costs.extendPolicy = vm.snapshotGasLastCall("scale: last extendPolicy");
     }
 }

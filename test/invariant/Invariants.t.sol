@@ -17,7 +17,7 @@ contract InvariantsTest is Base {
         super.setUp();
         handler = new KMSHandler(token, escrow, policyManager, adjudicator);
         targetContract(address(handler));
-        bytes4[] memory selectors = new bytes4[](17);
+        bytes4[] memory selectors = new bytes4[](19);
         selectors[0] = KMSHandler.advance.selector;
         selectors[1] = KMSHandler.deposit.selector;
         selectors[2] = KMSHandler.prolong.selector;
@@ -35,6 +35,8 @@ contract InvariantsTest is Base {
         selectors[14] = KMSHandler.processRateEndings.selector;
         selectors[15] = KMSHandler.rotateWorker.selector;
         selectors[16] = KMSHandler.commit.selector; // commitments are the heartbeat: twice the weight
+        selectors[17] = KMSHandler.extendPolicy.selector;
+        selectors[18] = KMSHandler.revokeBySignature.selector;
         targetSelector(FuzzSelector(address(handler), selectors));
     }
 
@@ -115,8 +117,8 @@ contract InvariantsTest is Base {
             address worker = escrow.workerOf(staker);
             assertEq(policyManager.recordedWorkerOf(staker), worker, "the worker copy is stale");
             if (worker == address(0)) continue;
-            // `feeAccounts[staker]`, slot 3 of the PolicyManager (see test/unit/PolicyManager.t.sol).
-            bytes32 slot = keccak256(abi.encode(staker, uint256(3)));
+            // `feeAccounts[staker]`, slot 5 of the PolicyManager (see test/unit/PolicyManager.t.sol).
+            bytes32 slot = keccak256(abi.encode(staker, uint256(5)));
             assertTrue(vm.load(address(policyManager), slot) != 0, "a running node's fee slot is free");
         }
     }

@@ -6,47 +6,10 @@ import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
 import {PolicyManager} from "../../contracts/PolicyManager.sol";
 import {Errors} from "../../contracts/libraries/Errors.sol";
 import {Base} from "../utils/Base.sol";
+import {PolicyFixture} from "../utils/PolicyFixture.sol";
 import {Vm} from "../utils/Vm.sol";
 
-contract PolicyManagerTest is Base {
-    uint256 internal constant STAKE = 100_000e18;
-    uint256 internal constant RATE = 1 gwei;
-    bytes16 internal constant SALT = bytes16("policy-1");
-    /// @dev The id of alice's policy made with `SALT`.
-    bytes16 internal ID;
-
-    address internal alice = makeAddr("alice");
-    address internal signer = makeAddr("signer");
-    address internal nodeA;
-    address internal nodeB;
-    address internal nodeC;
-    address[] internal nodes;
-
-    function setUp() public override {
-        super.setUp();
-        ID = policyManager.policyIdOf(alice, SALT);
-        nodeA = newNode("node-a", STAKE, 365);
-        nodeB = newNode("node-b", STAKE, 365);
-        nodeC = newNode("node-c", STAKE, 365);
-        nodes = list(nodeA, nodeB, nodeC);
-    }
-
-    function pay(uint256 periods) internal pure returns (uint256) {
-        return RATE * 3 * periods;
-    }
-
-    function create(uint256 periods) internal {
-        vm.deal(alice, pay(periods));
-        vm.prank(alice);
-        policyManager.createPolicy{value: pay(periods)}(SALT, alice, signer, endAfter(periods), nodes);
-    }
-
-    function commitAll() internal {
-        commit(nodeA);
-        commit(nodeB);
-        commit(nodeC);
-    }
-
+contract PolicyManagerTest is PolicyFixture {
     /*//////////////////////////////////////////////////////////////
                                  CREATE
     //////////////////////////////////////////////////////////////*/
@@ -490,10 +453,11 @@ contract PolicyManagerTest is Base {
         policyManager.recordWorker(nodeA, alice);
     }
 
-    /// @dev The storage slot of `feeAccounts[node]`: slot 3 holds the mapping (slots 0 to 2 hold
-    /// `Ownable2Step`'s owner and pending owner and the three fee-rate bounds packed after it).
+    /// @dev The storage slot of `feeAccounts[node]`: slot 5 holds the mapping (slots 0 and 1 hold
+    /// `Ownable2Step`'s owner and pending owner, 2 and 3 `EIP712`'s unused fallback name and
+    /// version, 4 the three fee-rate bounds).
     function feeSlot(address node) internal pure returns (bytes32) {
-        return keccak256(abi.encode(node, uint256(3)));
+        return keccak256(abi.encode(node, uint256(5)));
     }
 
     /*//////////////////////////////////////////////////////////////
@@ -566,17 +530,6 @@ contract PolicyManagerTest is Base {
         commit(nodeA);
         assertEq(policyManager.fees(nodeA), 2 * RATE, "one period of each policy, nothing after");
     }
-
-    /*//////////////////////////////////////////////////////////////
-                                HELPERS
-    //////////////////////////////////////////////////////////////*/
-
-    /// @dev ETH in = ETH out + ETH held, and what is held covers the accrued fees.
-    function _assertConserved(uint256 paid) internal view {
-        uint256 accrued = policyManager.fees(nodeA) + policyManager.fees(nodeB) + policyManager.fees(nodeC);
-        assertEq(address(policyManager).balance + alice.balance, paid);
-        assertGe(address(policyManager).balance, accrued);
-    }
 }
 
 contract PolicyManagerViewsTest is Base {
@@ -595,7 +548,7 @@ contract PolicyManagerViewsTest is Base {
     }
 
     function test_IsArrangementActive_NeedsTheRightNodeList() public {
-        address[] memory nodes = sorted(pair(nodeA, nodeB));
+        address[] memory nodes = list(nodeA, nodeB);
         ID = createPolicy(SALT, alice, nodes, 10, 1 gwei);
         assertTrue(policyManager.isArrangementActive(ID, nodeA, nodes));
         assertFalse(
@@ -629,12 +582,6 @@ contract PolicyManagerViewsTest is Base {
     function test_RevertWhen_GetPolicyUnknown() public {
         vm.expectRevert(abi.encodeWithSelector(Errors.PolicyManager_PolicyNotFound.selector, ID));
         policyManager.getPolicy(ID);
-    }
-
-    function pair(address a, address b) internal pure returns (address[] memory nodes) {
-        nodes = new address[](2);
-        nodes[0] = a;
-        nodes[1] = b;
     }
 }
 

@@ -187,6 +187,13 @@ abstract contract Base is Test {
         nodes[0] = a;
     }
 
+    function list(address a, address b) internal pure returns (address[] memory nodes) {
+        nodes = new address[](2);
+        nodes[0] = a;
+        nodes[1] = b;
+        sorted(nodes);
+    }
+
     function list(address a, address b, address c) internal pure returns (address[] memory nodes) {
         nodes = new address[](3);
         nodes[0] = a;

@@ -14,8 +14,10 @@ interface Vm {
     // Environment
     function warp(uint256 timestamp) external;
     function roll(uint256 blockNumber) external;
+    function chainId(uint256 newChainId) external;
     function getBlockNumber() external view returns (uint256);
     function deal(address account, uint256 balance) external;
+    function etch(address target, bytes calldata code) external;
     function prank(address sender) external;
     function startPrank(address sender) external;
     function stopPrank() external;

@@ -15,6 +15,8 @@ contract KMSHandler {
 
     uint256 internal constant STAKERS = 5;
     uint256 internal constant OWNERS = 2;
+    /// @dev Owner `i` is the address of the key `OWNER_KEY + i`: owners sign revocation orders.
+    uint256 internal constant OWNER_KEY = 0xC000;
 
     KMSToken public immutable token;
     StakingEscrow public immutable escrow;
@@ -27,10 +29,12 @@ contract KMSHandler {
     address[STAKERS] public workers;
     address[OWNERS] public owners;
     address public investigator = address(0x1111);
+    /// @notice Sends owners' signed revocation orders; never paid.
+    address public relayer = address(0x2222);
 
     struct PolicyRecord {
         bytes16 id;
-        address owner;
+        uint256 ownerIndex;
         address[] nodes;
     }
 
@@ -70,7 +74,7 @@ contract KMSHandler {
             workers[i] = address(uint160(0xB000 + i));
         }
         for (uint256 i; i < OWNERS; ++i) {
-            owners[i] = address(uint160(0xC000 + i));
+            owners[i] = vm.addr(OWNER_KEY + i);
         }
     }
 
@@ -278,7 +282,8 @@ contract KMSHandler {
     //////////////////////////////////////////////////////////////*/
 
     function createPolicy(uint256 ownerSeed, uint256 nodeMask, uint256 periods, uint256 rate) external {
-        address owner = owners[ownerSeed % OWNERS];
+        uint256 ownerIndex = ownerSeed % OWNERS;
+        address owner = owners[ownerIndex];
         periods = _bound(periods, 1, 20);
         rate = _bound(rate, 1 gwei, 100 gwei);
         uint256 current = escrow.currentPeriod();
@@ -303,18 +308,67 @@ contract KMSHandler {
         vm.prank(owner); // the next call, and its value, come from the owner
         bytes16 id = policyManager.createPolicy{value: value}(salt, owner, owner, end, chosen);
         require(id == policyManager.policyIdOf(owner, salt), "the id is not the creator's and salt's");
-        policies.push(PolicyRecord(id, owner, chosen));
+        policies.push(PolicyRecord(id, ownerIndex, chosen));
         ghostPaid += value;
         calls["createPolicy"]++;
+    }
+
+    /// @notice The owner extends a policy by 1 to 20 periods (to an end inside a period, one time
+    /// in two), paying its live arrangements at the policy's rate; one time in eight a wei too
+    /// much. The handler predicts the answer: accepted exactly when the policy is live, has a live
+    /// arrangement, each live node is eligible through the new last period (staked, a worker, a
+    /// minimum fee rate within the policy's), and the payment is exact.
+    function extendPolicy(uint256 policySeed, uint256 periods, uint256 offset) external {
+        if (policies.length == 0) return;
+        PolicyRecord storage policy = policies[policySeed % policies.length];
+        PolicyManager.PolicyView memory before = policyManager.getPolicy(policy.id);
+        uint256 secondsPerPeriod = escrow.secondsPerPeriod();
+        periods = _bound(periods, 1, 20);
+        uint256 lastPeriod = before.lastPeriod + periods;
+        uint256 end =
+            (lastPeriod + 1) * secondsPerPeriod - (offset % 2 == 0 ? 0 : (offset >> 8) % secondsPerPeriod);
+        uint256 live;
+        bool eligible = true;
+        for (uint256 i; i < policy.nodes.length; ++i) {
+            address node = policy.nodes[i];
+            if (policyManager.arrangementRevoked(policy.id, node)) continue;
+            ++live;
+            (uint256 locked, address worker) = escrow.policyEligibility(node, lastPeriod);
+            if (
+                locked == 0 || worker == address(0)
+                    || policyManager.effectiveMinFeeRate(node) > before.feeRate
+            ) {
+                eligible = false;
+            }
+        }
+        bool overpaid = (offset >> 4) % 8 == 0;
+        uint256 value = before.feeRate * live * periods + (overpaid ? 1 : 0);
+        bool accepted = !before.revoked && vm.getBlockTimestamp() < before.endTimestamp && live != 0
+            && eligible && !overpaid;
+        address owner = owners[policy.ownerIndex];
+        vm.deal(owner, owner.balance + value);
+        vm.prank(owner);
+        try policyManager.extendPolicy{value: value}(policy.id, end, policy.nodes) returns (uint256 last) {
+            require(accepted, "an extension the rules refuse was accepted");
+            PolicyManager.PolicyView memory after_ = policyManager.getPolicy(policy.id);
+            require(last == lastPeriod && after_.lastPeriod == lastPeriod, "another last period");
+            require(after_.endTimestamp == end && after_.feeRate == before.feeRate, "another end or rate");
+            ghostPaid += value;
+            calls["extendPolicy"]++;
+        } catch {
+            require(!accepted, "an extension the rules allow was refused");
+            vm.deal(owner, owner.balance - value);
+        }
     }
 
     function revokePolicy(uint256 policySeed) external {
         if (policies.length == 0) return;
         PolicyRecord storage policy = policies[policySeed % policies.length];
-        uint256 before = policy.owner.balance;
-        vm.prank(policy.owner);
+        address owner = owners[policy.ownerIndex];
+        uint256 before = owner.balance;
+        vm.prank(owner);
         try policyManager.revokePolicy(policy.id, policy.nodes) returns (uint256 refunded) {
-            require(policy.owner.balance - before == refunded, "refund not sent");
+            require(owner.balance - before == refunded, "refund not sent");
             ghostRefunded += refunded;
             calls["revokePolicy"]++;
         } catch {}
@@ -324,10 +378,38 @@ contract KMSHandler {
         if (policies.length == 0) return;
         PolicyRecord storage policy = policies[policySeed % policies.length];
         address node = policy.nodes[nodeSeed % policy.nodes.length];
-        vm.prank(policy.owner);
+        vm.prank(owners[policy.ownerIndex]);
         try policyManager.revokeArrangement(policy.id, node, policy.nodes) returns (uint256 refunded) {
             ghostRefunded += refunded;
             calls["revokeArrangement"]++;
+        } catch {}
+    }
+
+    /// @notice The relayer carries out an order to revoke a policy (or, two times in three, one of
+    /// its arrangements), signed by the policy's owner or, one time in eight, by the other owner:
+    /// that one is always refused; the owner's pays the owner, never the relayer.
+    function revokeBySignature(uint256 policySeed, uint256 nodeSeed, uint256 signerSeed) external {
+        if (policies.length == 0) return;
+        PolicyRecord storage policy = policies[policySeed % policies.length];
+        address node = nodeSeed % 3 == 0 ? address(0) : policy.nodes[(nodeSeed / 3) % policy.nodes.length];
+        bool forged = signerSeed % 8 == 0;
+        uint256 key = OWNER_KEY + (forged ? policy.ownerIndex + 1 : policy.ownerIndex) % OWNERS;
+        uint64 deadline = uint64(vm.getBlockTimestamp() + (signerSeed >> 8) % 1 days);
+        (uint8 v, bytes32 r, bytes32 s) =
+            vm.sign(key, policyManager.revocationTypedDataHash(policy.id, node, deadline));
+        address owner = owners[policy.ownerIndex];
+        uint256 before = owner.balance;
+        vm.prank(relayer);
+        try policyManager.revokeBySignature(
+            policy.id, node, deadline, policy.nodes, abi.encodePacked(r, s, v)
+        ) returns (
+            uint256 refunded
+        ) {
+            require(!forged, "an order signed by another key was carried out");
+            require(owner.balance - before == refunded, "refund not sent to the owner");
+            require(relayer.balance == 0, "the relayer was paid");
+            ghostRefunded += refunded;
+            calls["revokeBySignature"]++;
         } catch {}
     }
 
