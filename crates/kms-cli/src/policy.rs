@@ -43,6 +43,7 @@ impl PolicyArgs {
         match self.command {
             PolicySubcommand::Grant(args) => args.run(&self.chain).await,
             PolicySubcommand::Revoke(args) => args.run(&self.chain).await,
+            PolicySubcommand::Extend(args) => args.run(&self.chain).await,
             PolicySubcommand::Refund(args) => args.run(&self.chain).await,
             PolicySubcommand::List(args) => args.run(&self.chain).await,
         }
@@ -68,6 +69,11 @@ pub enum PolicySubcommand {
     ///
     /// Example: kms policy revoke --policy photos.policy.json   (one node: --node 0xSTAKER)
     Revoke(RevokeArgs),
+    /// Extend a live policy to a later end, paying the added periods for every node still
+    /// serving it; the policy file is updated (hand it to Bob again).
+    ///
+    /// Example: kms policy extend --policy photos.policy.json --by 10   (or --expires 2027-06-30)
+    Extend(ExtendArgs),
     /// Collect the refund of periods nodes did not commit to.
     ///
     /// Example: kms policy refund --policy photos.policy.json
@@ -339,6 +345,58 @@ async fn revoke_node(client: &Client<DynProvider>, file: &PolicyFile, node: Addr
         ),
     }
     Ok(())
+}
+
+/// `kms policy extend`.
+#[derive(Debug, Args)]
+pub struct ExtendArgs {
+    /// The policy file (rewritten with the new end).
+    #[arg(long)]
+    pub policy: PathBuf,
+    /// Periods to add after the policy's current end.
+    #[arg(long, conflicts_with = "expires", value_parser = clap::value_parser!(u64).range(1..))]
+    pub by: Option<u64>,
+    /// The new end, as for `kms policy grant`: periods from now, or a UTC date.
+    #[arg(long)]
+    pub expires: Option<String>,
+}
+
+impl ExtendArgs {
+    /// Extends the policy, pays, and rewrites the policy file.
+    pub async fn run(self, chain: &ChainOpts) -> Result<()> {
+        let (client, mut file) = client_and_policy(chain, &self.policy).await?;
+        let seconds_per_period = client.deployment().seconds_per_period.max(1);
+        let end = match (self.by, &self.expires) {
+            (Some(periods), None) => file
+                .end_timestamp
+                .saturating_add(periods.saturating_mul(seconds_per_period)),
+            (None, Some(expires)) => {
+                let now = client
+                    .provider()
+                    .get_block_by_number(Default::default())
+                    .await?
+                    .context("the chain has no latest block")?
+                    .header
+                    .timestamp;
+                end_timestamp(expires, now, seconds_per_period)?
+            }
+            _ => bail!("pass --by PERIODS (after the current end) or --expires (the new end)"),
+        };
+        let extended = client.extend(&file, end).await.map_err(CliError::from)?;
+        file.end_timestamp = extended.end_timestamp;
+        file.save(&self.policy)?;
+        println!(
+            "extended {} to {} (last period {}) in block {}; paid {} ETH; {} updated: hand it \
+             to Bob again",
+            file.policy_id_hex(),
+            extended.end_timestamp,
+            extended.last_period,
+            extended.block,
+            format_eth(extended.paid),
+            self.policy.display()
+        );
+        Ok(())
+    }
 }
 
 /// `kms policy refund`.

@@ -372,6 +372,42 @@ fn grant_encrypt_retrieve_revoke_and_their_failures() -> Result<()> {
         "line 1 refused: bad feed line",
     );
 
+    // Extended by two periods: paid, and the policy file now says the new end.
+    let end_of = || -> u64 {
+        let file: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("policy.json")).unwrap())
+                .unwrap();
+        file["endTimestamp"].as_u64().unwrap()
+    };
+    let first_end = end_of();
+    let out = run.ok(&[
+        "policy",
+        "extend",
+        "--policy",
+        "policy.json",
+        "--by",
+        "2",
+        "--private-key",
+        ALICE_KEY,
+    ]);
+    ensure!(
+        out.contains("extended") && out.contains("paid 0.000000006"),
+        "{out}"
+    );
+    ensure!(end_of() == first_end + 2 * 3600);
+    run.fails(
+        &[
+            "policy",
+            "extend",
+            "--policy",
+            "policy.json",
+            "--private-key",
+            ALICE_KEY,
+        ],
+        1,
+        "pass --by PERIODS",
+    );
+
     // One node's part revoked: refunded, that node refuses, the other two still serve Bob.
     let policy_file: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("policy.json"))?)?;

@@ -138,6 +138,21 @@ pub struct Refunded {
     pub amount: U256,
 }
 
+/// What [`Client::extend`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extended {
+    /// The transaction.
+    pub tx_hash: B256,
+    /// The block it was mined in.
+    pub block: u64,
+    /// Wei paid: the fee rate x the nodes still serving x the periods added.
+    pub paid: U256,
+    /// The new end (Unix seconds).
+    pub end_timestamp: u64,
+    /// The policy's new last period.
+    pub last_period: u64,
+}
+
 /// How far a node has read the chain ([`Client::wait_for_nodes_at`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeHead {
@@ -592,6 +607,67 @@ impl<P: Provider> Client<P> {
             tx_hash: receipt.transaction_hash,
             block: receipt.block_number.unwrap_or_default(),
             amount: event.refund,
+        })
+    }
+
+    /// Extends the policy to `end_timestamp` (the provider's account must be its owner), paying
+    /// exactly the periods added for every node whose arrangement is not revoked
+    /// (`extendPolicy`). Each such node must still qualify as at creation through the new last
+    /// period; the contract's reason otherwise. The nodes serve it to the new end once they have
+    /// read the extension's block `confirmations` deep.
+    pub async fn extend(
+        &self,
+        policy: &PolicyFile,
+        end_timestamp: u64,
+    ) -> Result<Extended, ChainError> {
+        self.check_policy_home(policy.chain_id, policy.policy_manager)?;
+        let what = "extending the policy";
+        let manager = self.deployment.policy_manager(&self.provider);
+        let id = FixedBytes(policy.policy_id);
+        let view = manager
+            .getPolicy(id)
+            .call()
+            .await
+            .map_err(|e| crate::chain::call_error(what, &e, policy_manager_revert))?;
+        let seconds_per_period = self.deployment.seconds_per_period.max(1);
+        let new_last = U256::from(end_timestamp.saturating_sub(1) / seconds_per_period);
+        if end_timestamp == 0 || new_last <= view.lastPeriod {
+            return Err(ChainError::Reverted {
+                what: what.into(),
+                reason: format!(
+                    "the new end {end_timestamp} falls in period {new_last}, not after the \
+                     policy's last period {} (it ends at {})",
+                    view.lastPeriod, view.endTimestamp
+                ),
+            });
+        }
+        let mut live = 0u64;
+        for node in &policy.nodes {
+            let revoked = manager
+                .arrangementRevoked(id, node.staker)
+                .call()
+                .await
+                .map_err(|e| crate::chain::call_error(what, &e, policy_manager_revert))?;
+            live += u64::from(!revoked);
+        }
+        let paid = view.feeRate * U256::from(live) * (new_last - view.lastPeriod);
+        let call = manager
+            .extendPolicy(id, U256::from(end_timestamp), policy.stakers())
+            .value(paid);
+        let receipt = transact(what, call, policy_manager_revert, self.receipt_timeout).await?;
+        let event = receipt
+            .decoded_log::<PolicyManager::PolicyExtended>()
+            .ok_or(ChainError::MissingEvent {
+                what: what.into(),
+                tx: receipt.transaction_hash,
+                event: "PolicyExtended",
+            })?;
+        Ok(Extended {
+            tx_hash: receipt.transaction_hash,
+            block: receipt.block_number.unwrap_or_default(),
+            paid: event.value,
+            end_timestamp: u64::try_from(event.endTimestamp).unwrap_or(u64::MAX),
+            last_period: u64::try_from(event.lastPeriod).unwrap_or(u64::MAX),
         })
     }
 

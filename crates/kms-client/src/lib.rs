@@ -35,7 +35,7 @@ pub use chain::ChainError;
 pub use client::{Client, ClientError};
 pub use fault::{Fault, FaultError, ReportOutcome};
 pub use grant::{
-    GrantError, GrantOutcome, GrantPlan, GrantRequest, NodeHead, Refunded, UploadReport,
+    Extended, GrantError, GrantOutcome, GrantPlan, GrantRequest, NodeHead, Refunded, UploadReport,
 };
 pub use http::{HttpConfig, NodeClient, NodeError};
 pub use message::{

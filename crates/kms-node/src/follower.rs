@@ -217,6 +217,10 @@ impl<P: Provider + Clone> Follower<P> {
                 PolicyEvent::Created(id, _) => {
                     pending.creations.insert(id);
                 }
+                // An unconfirmed extension changes nothing yet: the pruning duty asks the chain
+                // before deleting an ended policy's kfrag, so none is lost meanwhile.
+                PolicyEvent::Extended(id, end) if is_confirmed => batch.extended.push((id, end)),
+                PolicyEvent::Extended(..) => {}
                 PolicyEvent::Revoked(id) if is_confirmed => batch.revoked.push(id),
                 PolicyEvent::Revoked(id) => {
                     pending.revocations.insert(id);
@@ -228,7 +232,7 @@ impl<P: Provider + Clone> Follower<P> {
             self.publish(latest, pending);
             return Ok(Step::Idle { head });
         };
-        let applied = batch.created.len() + batch.revoked.len();
+        let applied = batch.created.len() + batch.revoked.len() + batch.extended.len();
         let next = Cursor {
             block: applied_to,
             hash: if applied_to == head {
@@ -341,6 +345,7 @@ impl<P: Provider + Clone> Follower<P> {
                 PolicyManager::PolicyCreated::SIGNATURE_HASH,
                 PolicyManager::PolicyRevoked::SIGNATURE_HASH,
                 PolicyManager::ArrangementRevoked::SIGNATURE_HASH,
+                PolicyManager::PolicyExtended::SIGNATURE_HASH,
             ])
             .from_block(from)
             .to_block(to);
@@ -378,6 +383,20 @@ impl<P: Provider + Clone> Follower<P> {
                         events.push((block, PolicyEvent::Revoked(event.inner.data.policyId.0)));
                     }
                 }
+                // Every policy's extensions are read (the event does not list the nodes): the
+                // store applies those of the policies it holds.
+                Some(&PolicyManager::PolicyExtended::SIGNATURE_HASH) => {
+                    if let Ok(event) = log.log_decode::<PolicyManager::PolicyExtended>() {
+                        let event = event.inner.data;
+                        events.push((
+                            block,
+                            PolicyEvent::Extended(
+                                event.policyId.0,
+                                u64::try_from(event.endTimestamp).unwrap_or(u64::MAX),
+                            ),
+                        ));
+                    }
+                }
                 Some(&PolicyManager::ArrangementRevoked::SIGNATURE_HASH) => {
                     if let Ok(event) = log.log_decode::<PolicyManager::ArrangementRevoked>() {
                         if event.inner.data.node == self.config.staker {
@@ -406,4 +425,6 @@ enum PolicyEvent {
     Created([u8; 16], PolicyRecord),
     /// A policy was revoked, or the node's arrangement in it.
     Revoked([u8; 16]),
+    /// A policy was extended to a new end (Unix seconds).
+    Extended([u8; 16], u64),
 }

@@ -537,6 +537,7 @@ fn confirm(node: &Node, policy: &Policy, nodes: Vec<Address>, end: u64, revoked:
             },
         )],
         revoked: if revoked { vec![policy.id] } else { vec![] },
+        extended: vec![],
     };
     let cursor = Cursor {
         block: 98,

@@ -353,6 +353,52 @@ async fn a_policy_past_its_end_is_410() -> Result<()> {
 }
 
 #[tokio::test]
+async fn an_extended_policy_is_served_past_its_first_end() -> Result<()> {
+    let (chain, proxy, dir) = staked_behind_a_proxy().await?;
+    let settings = settings(&chain, &proxy, &dir)?;
+    let staker = settings.staker;
+    let serving = Serving::start(&chain, settings, [0x44; 16]).await?;
+    let manager = chain.deployment().policy_manager(chain.read_provider());
+    let id = FixedBytes(serving.policy_id);
+    let first_end = manager.getPolicy(id).call().await?.endTimestamp;
+    // One period more, for its one node at the policy's rate (1 gwei).
+    let receipt = chain
+        .deployment()
+        .policy_manager(&chain.provider(ALICE)?)
+        .extendPolicy(
+            id,
+            first_end + alloy::primitives::U256::from(SECONDS_PER_PERIOD),
+            vec![staker],
+        )
+        .value(alloy::primitives::U256::from(1_000_000_000u64))
+        .send()
+        .await?
+        .get_receipt()
+        .await?;
+    ensure!(receipt.status(), "extendPolicy reverted");
+    wait_for_head(&serving.client, chain.head().await?).await?;
+    // Past the first end, before the new one: served, and the kfrag is not pruned.
+    chain.travel(2 * SECONDS_PER_PERIOD).await?;
+    wait_for_head(&serving.client, chain.head().await?).await?;
+    // Pruning scans every 10 duty ticks of 100 ms: give it a few.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (status, body) = serving.reencrypt().await?;
+    ensure!(status == 200, "{status} {body}");
+    ensure!(serving.node.store().get_kfrag(serving.policy_id)?.is_some());
+    // Past the new end: 410, then pruned.
+    chain.travel(SECONDS_PER_PERIOD).await?;
+    let body = until_status(&serving, 410).await?;
+    ensure!(reason(&body).starts_with("the policy ended at"), "{body}");
+    let store = serving.node.store().clone();
+    eventually("the kfrag's pruning", WAIT, || async {
+        Ok(store.get_kfrag(serving.policy_id)?.is_none())
+    })
+    .await?;
+    serving.node.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_node_starting_on_an_idle_chain_answers_503_and_carries_on() -> Result<()> {
     let chain = TestChain::start(SECONDS_PER_PERIOD).await?;
     chain.stake_minimum(STAKER, WORKER).await?;

@@ -117,7 +117,7 @@ fn fill_store(path: &Path, fixtures: &[Fixture], policies: usize, end: u64) -> R
         store.apply_batch(
             &FollowerBatch {
                 created,
-                revoked: Vec::new(),
+                ..FollowerBatch::default()
             },
             Cursor {
                 block,

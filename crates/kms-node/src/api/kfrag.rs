@@ -154,11 +154,18 @@ pub(super) async fn upload_kfrag<D: PolicyDirectory>(
     }
     // The upload has just found the policy on chain (`arrangement`): only a revocation or its
     // end refuses it here, not a creation the follower has not read yet.
-    let confirmed = match with_store(&state.store, move |s| s.policy(policy_id)).await? {
+    let stored_policy = with_store(&state.store, move |s| s.policy(policy_id)).await?;
+    let confirmed = match &stored_policy {
         Some(p) if p.revoked => Confirmed::Revoked,
         _ => Confirmed::Live,
     };
-    state.ensure_live(policy_id, arrangement.end_timestamp, confirmed)?;
+    // The creation's end, or later if the follower applied an extension.
+    let end_timestamp = stored_policy
+        .as_ref()
+        .map_or(arrangement.end_timestamp, |p| {
+            p.end_timestamp.max(arrangement.end_timestamp)
+        });
+    state.ensure_live(policy_id, end_timestamp, confirmed)?;
 
     let umbral = state.identity.umbral.clone();
     let opened = run_blocking(&state, move || Ok(upload.open(&umbral)?)).await?;
@@ -168,7 +175,7 @@ pub(super) async fn upload_kfrag<D: PolicyDirectory>(
         delegating_key: opened.delegating_key,
         receiving_key: opened.receiving_key,
         verifying_key: opened.verifying_key,
-        end_timestamp: arrangement.end_timestamp,
+        end_timestamp,
         nodes: arrangement.nodes,
     };
     let outcome = with_store(&state.store, move |s| {

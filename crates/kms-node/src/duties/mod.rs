@@ -607,7 +607,27 @@ impl<P: Provider + Clone> Duties<P> {
             .map_err(|e| contract(&e))
     }
 
-    /// Every [`PRUNE_EVERY`] ticks, deletes the kfrags of ended policies and of revoked ones
+    /// The policy's end on chain now (extensions included); zero if the chain has no such
+    /// policy (a reorg removed it).
+    async fn chain_end<Q: Provider>(
+        &self,
+        manager: &PolicyManager::PolicyManagerInstance<Q>,
+        policy_id: [u8; 16],
+    ) -> Result<u64, DutyError> {
+        match manager
+            .getPolicy(alloy::primitives::FixedBytes(policy_id))
+            .block(BlockId::latest())
+            .call()
+            .await
+        {
+            Ok(view) => Ok(u64::try_from(view.endTimestamp).unwrap_or(u64::MAX)),
+            // A revert is `PolicyNotFound`: nothing to keep the kfrag for.
+            Err(alloy::contract::Error::TransportError(e)) if e.as_error_resp().is_some() => Ok(0),
+            Err(e) => Err(DutyError::Chain(e.to_string())),
+        }
+    }
+
+    /// Every [`PRUNE_EVERY`] ticks, deletes the kfrags of ended policies (their end confirmed on chain: an extension may be unconfirmed) and of revoked ones
     /// (revocations also delete them in the follower); every [`PRUNE_CHAIN_CHECK_EVERY`] ticks,
     /// also of recent policies (not confirmed yet, or created within the follower's reorg rewind)
     /// that are inactive both at the confirmed block and at the latest one (revoked, or vanished
@@ -626,7 +646,13 @@ impl<P: Provider + Clone> Duties<P> {
         let mut deleted = 0u64;
         for policy in stored {
             let (policy_id, nodes) = (policy.policy_id, policy.nodes);
-            let mut gone = policy.end_timestamp <= now || policy.revoked;
+            let ended = policy.end_timestamp <= now && !policy.revoked;
+            let mut gone = ended || policy.revoked;
+            if ended {
+                // An extension may not be confirmed yet (the follower applies it then): the
+                // chain's end decides, one call per ended policy.
+                gone = self.chain_end(&manager, policy_id).await? <= now;
+            }
             let recent = policy
                 .created_block
                 .is_none_or(|block| block.saturating_add(REORG_REWIND_BLOCKS) > head);

@@ -326,6 +326,9 @@ pub struct FollowerBatch {
     pub created: Vec<([u8; 16], PolicyRecord)>,
     /// Policies revoked, or arrangements of this node revoked.
     pub revoked: Vec<[u8; 16]>,
+    /// Policies extended, with their new end (any policy's: those the node does not hold are
+    /// skipped).
+    pub extended: Vec<([u8; 16], u64)>,
 }
 
 /// Where a duty's transaction is. Recorded *before* the transaction is broadcast, with the signed
@@ -413,6 +416,36 @@ impl Store {
                 policies
                     .insert(*policy_id, bytes.as_slice())
                     .map_err(db_err)?;
+            }
+            for (policy_id, end) in &batch.extended {
+                let existing = match policies.get(*policy_id).map_err(db_err)? {
+                    Some(g) => Some(
+                        serde_json::from_slice::<PolicyRecord>(g.value())
+                            .map_err(|e| json_corrupt("policy", e))?,
+                    ),
+                    None => None,
+                };
+                let Some(mut record) = existing else { continue };
+                // A revoked arrangement is not extended; an end only moves later.
+                if record.revoked || record.end_timestamp >= *end {
+                    continue;
+                }
+                record.end_timestamp = *end;
+                let bytes = serde_json::to_vec(&record).map_err(|e| json_corrupt("policy", e))?;
+                policies
+                    .insert(*policy_id, bytes.as_slice())
+                    .map_err(db_err)?;
+                let stored = match kfrags.get(*policy_id).map_err(db_err)? {
+                    Some(g) => Some(StoredKfrag::decode(*policy_id, g.value())?),
+                    None => None,
+                };
+                if let Some(mut kfrag) = stored {
+                    kfrag.end_timestamp = kfrag.end_timestamp.max(*end);
+                    let bytes = kfrag.encode(*policy_id)?;
+                    kfrags
+                        .insert(*policy_id, bytes.as_slice())
+                        .map_err(db_err)?;
+                }
             }
             for policy_id in &batch.revoked {
                 let existing = match policies.get(*policy_id).map_err(db_err)? {
@@ -633,7 +666,7 @@ mod follower_tests {
         assert_eq!(store.kfrag_policies().unwrap(), vec![scanned(false, None)]);
         let created = FollowerBatch {
             created: vec![(id, policy(10))],
-            revoked: vec![],
+            ..FollowerBatch::default()
         };
         let cursor = |block| Cursor {
             block,
@@ -646,9 +679,19 @@ mod follower_tests {
             store.kfrag_policies().unwrap(),
             vec![scanned(false, Some(created_block))]
         );
+        // Extended: both records take the later end; an earlier one and another policy's
+        // change nothing.
+        let extended = FollowerBatch {
+            extended: vec![(id, 20), (id, 15), ([9u8; 16], 99)],
+            ..FollowerBatch::default()
+        };
+        store.apply_batch(&extended, cursor(5)).unwrap();
+        assert_eq!(store.policy(id).unwrap().unwrap().end_timestamp, 20);
+        assert_eq!(store.get_kfrag(id).unwrap().unwrap().end_timestamp, 20);
+        assert!(store.policy([9u8; 16]).unwrap().is_none());
         let revoked = FollowerBatch {
-            created: vec![],
             revoked: vec![id],
+            ..FollowerBatch::default()
         };
         assert_eq!(store.apply_batch(&revoked, cursor(6)).unwrap(), 1);
         assert_eq!(store.get_kfrag(id).unwrap(), None);
