@@ -62,14 +62,21 @@ contract StakingEscrow is IStakingEscrow {
         uint32 workerBondedPeriod;
         bool listed; // in `stakerList`
         uint8 subStakeCount;
-        // slot 2: at most two commitments await their reward: the current period and the next one.
-        // A zero period is a free slot; the last commitment is the larger period.
-        uint32 commitPeriodA;
-        uint96 commitLockedA;
-        uint32 commitPeriodB;
-        uint96 commitLockedB;
+        // slot 2: both commitments. A struct starts a slot of its own; as plain fields the first
+        // period packed into slot 1, and settling or making a commitment rewrote two slots.
+        Commitments commitments;
         // slot 3
         mapping(uint256 index => SubStake) subStakes;
+    }
+
+    /// @notice A staker's pending commitments, one slot: at most two await their reward, the current
+    /// period's and the next one's. A zero period is a free slot; the last commitment is the larger
+    /// period.
+    struct Commitments {
+        uint32 periodA;
+        uint96 lockedA;
+        uint32 periodB;
+        uint96 lockedB;
     }
 
     /// @notice Per-period totals, one slot.
@@ -212,7 +219,7 @@ contract StakingEscrow is IStakingEscrow {
     event RewardMinted(address indexed staker, uint256 firstPeriod, uint256 lastPeriod, uint256 amount);
     /// @notice `amount` of the reward just minted (`RewardMinted`, emitted before) was locked into
     /// sub-stake `index` (restaking is on). Emitted only when `amount` is positive.
-    event ReStaked(address indexed staker, uint256 indexed index, uint256 amount);
+    event ReStaked(address indexed staker, uint256 index, uint256 amount);
     event Slashed(address indexed staker, uint256 penalty, address indexed investigator, uint256 reward);
 
     /*//////////////////////////////////////////////////////////////
@@ -541,7 +548,7 @@ contract StakingEscrow is IStakingEscrow {
         StakerInfo storage info = stakers[staker];
         uint256 current = currentPeriod();
         uint256 next = current + 1;
-        if (info.commitPeriodA == next || info.commitPeriodB == next) {
+        if (info.commitments.periodA == next || info.commitments.periodB == next) {
             revert Errors.StakingEscrow_AlreadyCommitted(next);
         }
         // Settled first: a restaked reward joins a sub-stake locked in `next`, and counts here.
@@ -550,12 +557,12 @@ contract StakingEscrow is IStakingEscrow {
         if (locked == 0) revert Errors.StakingEscrow_NothingLockedNextPeriod(staker, next);
 
         // After settling, at most the current period's commitment remains: one slot is free.
-        if (info.commitPeriodA == 0) {
-            info.commitPeriodA = uint32(next);
-            info.commitLockedA = uint96(locked);
+        if (info.commitments.periodA == 0) {
+            info.commitments.periodA = uint32(next);
+            info.commitments.lockedA = uint96(locked);
         } else {
-            info.commitPeriodB = uint32(next);
-            info.commitLockedB = uint96(locked);
+            info.commitments.periodB = uint32(next);
+            info.commitments.lockedB = uint96(locked);
         }
 
         PeriodTotals storage totals = periodTotals[next];
@@ -675,7 +682,7 @@ contract StakingEscrow is IStakingEscrow {
         override
         returns (address staker, uint256 firstPeriod, uint256 lastPeriod)
     {
-        WorkerBond memory bond = workerBonds[worker];
+        WorkerBond storage bond = workerBonds[worker];
         return (bond.staker, bond.firstPeriod, bond.lastPeriod);
     }
 
@@ -706,8 +713,8 @@ contract StakingEscrow is IStakingEscrow {
         view_.lastCommittedPeriod = _lastCommittedPeriod(info);
         view_.worker = info.worker;
         view_.workerBondedPeriod = info.workerBondedPeriod;
-        view_.commitPeriods = [uint256(info.commitPeriodA), uint256(info.commitPeriodB)];
-        view_.commitLocked = [uint256(info.commitLockedA), uint256(info.commitLockedB)];
+        view_.commitPeriods = [uint256(info.commitments.periodA), uint256(info.commitments.periodB)];
+        view_.commitLocked = [uint256(info.commitments.lockedA), uint256(info.commitments.lockedB)];
     }
 
     /// @notice Whether the staker restakes its rewards (`setReStake`).
@@ -944,25 +951,25 @@ contract StakingEscrow is IStakingEscrow {
         internal
         returns (uint256 reward)
     {
-        uint256 periodA = info.commitPeriodA;
-        uint256 periodB = info.commitPeriodB;
+        uint256 periodA = info.commitments.periodA;
+        uint256 periodB = info.commitments.periodB;
         bool settleA = periodA != 0 && periodA < current;
         bool settleB = periodB != 0 && periodB < current;
         if (!settleA && !settleB) return 0;
         uint256 firstPeriod = type(uint256).max;
         uint256 lastPeriod;
         if (settleA) {
-            reward = _formula(periodA, info.commitLockedA);
+            reward = _formula(periodA, info.commitments.lockedA);
             (firstPeriod, lastPeriod) = (periodA, periodA);
-            info.commitPeriodA = 0;
-            info.commitLockedA = 0;
+            info.commitments.periodA = 0;
+            info.commitments.lockedA = 0;
         }
         if (settleB) {
-            reward += _formula(periodB, info.commitLockedB);
+            reward += _formula(periodB, info.commitments.lockedB);
             if (periodB < firstPeriod) firstPeriod = periodB;
             if (periodB > lastPeriod) lastPeriod = periodB;
-            info.commitPeriodB = 0;
-            info.commitLockedB = 0;
+            info.commitments.periodB = 0;
+            info.commitments.lockedB = 0;
         }
         if (reward != 0) {
             // No overflow of `value`: it stays within the token supply, and the mint of `reward`
@@ -990,14 +997,23 @@ contract StakingEscrow is IStakingEscrow {
         uint256 lockedNow;
         uint256 count = info.subStakeCount;
         for (uint256 i; i < count; ++i) {
-            SubStake memory subStake = info.subStakes[i];
-            if (subStake.amount == 0 || subStake.lastPeriod < current) continue;
-            lockedNow += subStake.amount;
-            if (subStake.lastPeriod > targetLast) (target, targetLast) = (i, subStake.lastPeriod);
+            SubStake storage subStake = info.subStakes[i];
+            uint256 amount = subStake.amount;
+            uint256 last = subStake.lastPeriod;
+            if (amount == 0 || last < current) continue;
+            // No overflow: the sum is within the stake, and so within the token's cap.
+            unchecked {
+                lockedNow += amount;
+            }
+            if (last > targetLast) (target, targetLast) = (i, last);
         }
         if (target == type(uint256).max || lockedNow >= maxStake) return;
-        uint256 reStaked = maxStake - lockedNow < reward ? maxStake - lockedNow : reward;
-        info.subStakes[target].amount += uint96(reStaked);
+        uint256 room = maxStake - lockedNow;
+        uint256 reStaked = room < reward ? room : reward;
+        // No overflow: the sub-stake stays within what is locked now, at most `maxStake`.
+        unchecked {
+            info.subStakes[target].amount += uint96(reStaked);
+        }
         emit ReStaked(staker, target, reStaked);
     }
 
@@ -1010,11 +1026,11 @@ contract StakingEscrow is IStakingEscrow {
     }
 
     function _pendingReward(StakerInfo storage info, uint256 current) internal view returns (uint256 reward) {
-        if (info.commitPeriodA != 0 && info.commitPeriodA < current) {
-            reward = _formula(info.commitPeriodA, info.commitLockedA);
+        if (info.commitments.periodA != 0 && info.commitments.periodA < current) {
+            reward = _formula(info.commitments.periodA, info.commitments.lockedA);
         }
-        if (info.commitPeriodB != 0 && info.commitPeriodB < current) {
-            reward += _formula(info.commitPeriodB, info.commitLockedB);
+        if (info.commitments.periodB != 0 && info.commitments.periodB < current) {
+            reward += _formula(info.commitments.periodB, info.commitments.lockedB);
         }
     }
 
@@ -1045,13 +1061,13 @@ contract StakingEscrow is IStakingEscrow {
     /// @dev After a slash, a commitment to the current or next period cannot count more than is
     /// still locked in its period.
     function _shrinkCommitments(StakerInfo storage info, uint256 current) internal {
-        uint256 periodA = info.commitPeriodA;
+        uint256 periodA = info.commitments.periodA;
         if (periodA >= current) {
-            info.commitLockedA = uint96(_shrinkCommitment(info, periodA, info.commitLockedA));
+            info.commitments.lockedA = uint96(_shrinkCommitment(info, periodA, info.commitments.lockedA));
         }
-        uint256 periodB = info.commitPeriodB;
+        uint256 periodB = info.commitments.periodB;
         if (periodB >= current) {
-            info.commitLockedB = uint96(_shrinkCommitment(info, periodB, info.commitLockedB));
+            info.commitments.lockedB = uint96(_shrinkCommitment(info, periodB, info.commitments.lockedB));
         }
     }
 
@@ -1066,8 +1082,8 @@ contract StakingEscrow is IStakingEscrow {
     }
 
     function _lastCommittedPeriod(StakerInfo storage info) internal view returns (uint256) {
-        uint256 periodA = info.commitPeriodA;
-        uint256 periodB = info.commitPeriodB;
+        uint256 periodA = info.commitments.periodA;
+        uint256 periodB = info.commitments.periodB;
         return periodA > periodB ? periodA : periodB;
     }
 
