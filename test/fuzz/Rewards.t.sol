@@ -60,6 +60,7 @@ contract RewardsFuzzTest is Base {
         }
         uint256 first = currentPeriod() + 1;
         uint256 issuance = RESERVE * ISSUANCE_RATE / 1e18;
+        assertEq(escrow.getPeriodTotals(first).lockedTotal, lockedTotal);
         advancePeriods(2); // `first` has ended
 
         uint256 next = currentPeriod() + 1;
