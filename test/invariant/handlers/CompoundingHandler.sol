@@ -35,8 +35,8 @@ contract CompoundingHandler is IReStakeExpectations {
                                 ACTIONS
     //////////////////////////////////////////////////////////////*/
 
-    /// @notice Locks unlocked tokens as a new sub-stake: half the time an amount below the minimum
-    /// stake, which is refused exactly when the staker's other sub-stakes do not make up the minimum
+    /// @notice Locks unlocked tokens as a new sub-stake: half the time an amount up to the minimum
+    /// stake, refused below it exactly when the staker's other sub-stakes do not make up the minimum
     /// through its last period; a full sub-stake table refuses too.
     function lock(uint256 actorSeed, uint256 amount, uint256 periods) external {
         address staker = _staker(actorSeed);
