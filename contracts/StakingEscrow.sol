@@ -50,24 +50,33 @@ contract StakingEscrow is IStakingEscrow {
     }
 
     /// @dev Three slots plus one per sub-stake. The sub-stake count sits beside the worker, so the
-    /// one read that finds the worker also bounds the sub-stake loop.
+    /// one read that finds the worker also bounds the sub-stake loop; the restake switch sits beside
+    /// the stake, which every mint rewrites.
     struct StakerInfo {
         // slot 0
         uint96 value; // tokens held for the staker, locked or not
         uint96 rewardsMinted; // cumulative
+        bool reStake; // lock each mint into the sub-stake that ends last (`setReStake`)
         // slot 1
         address worker;
         uint32 workerBondedPeriod;
         bool listed; // in `stakerList`
         uint8 subStakeCount;
-        // slot 2: at most two commitments await their reward: the current period and the next one.
-        // A zero period is a free slot; the last commitment is the larger period.
-        uint32 commitPeriodA;
-        uint96 commitLockedA;
-        uint32 commitPeriodB;
-        uint96 commitLockedB;
+        // slot 2: both commitments. A struct starts a slot of its own; as plain fields the first
+        // period packed into slot 1, and settling or making a commitment rewrote two slots.
+        Commitments commitments;
         // slot 3
         mapping(uint256 index => SubStake) subStakes;
+    }
+
+    /// @notice A staker's pending commitments, one slot: at most two await their reward, the current
+    /// period's and the next one's. A zero period is a free slot; the last commitment is the larger
+    /// period.
+    struct Commitments {
+        uint32 periodA;
+        uint96 lockedA;
+        uint32 periodB;
+        uint96 lockedB;
     }
 
     /// @notice Per-period totals, one slot.
@@ -184,6 +193,16 @@ contract StakingEscrow is IStakingEscrow {
         uint256 newLastPeriod
     );
     event Merged(address indexed staker, uint256 indexed index, uint256 mergedIndex);
+    /// @notice `amount` of the staker's unlocked tokens became sub-stake `index`, locked from
+    /// `firstPeriod` through `lastPeriod`.
+    event Locked(
+        address indexed staker, uint256 indexed index, uint256 amount, uint256 firstPeriod, uint256 lastPeriod
+    );
+    /// @notice Sub-stake `index` grew by `amount`: tokens deposited from the wallet, or the staker's
+    /// unlocked tokens when `fromUnlocked`.
+    event Increased(address indexed staker, uint256 indexed index, uint256 amount, bool fromUnlocked);
+    /// @notice The staker turned restaking of its rewards on or off.
+    event ReStakeSet(address indexed staker, bool reStake);
     event Withdrawn(address indexed staker, uint256 amount);
     event WorkerBonded(address indexed staker, address indexed worker, uint256 period);
     /// @notice The staker proposed `worker` (zero: withdrew its proposal); the bond takes effect when
@@ -198,6 +217,9 @@ contract StakingEscrow is IStakingEscrow {
     /// the pending commitments are always consecutive) were added to the stake. Emitted only when
     /// `amount` is positive (a settled commitment that earned nothing emits nothing).
     event RewardMinted(address indexed staker, uint256 firstPeriod, uint256 lastPeriod, uint256 amount);
+    /// @notice `amount` of the reward just minted (`RewardMinted`, emitted before) was locked into
+    /// sub-stake `index` (restaking is on). Emitted only when `amount` is positive.
+    event ReStaked(address indexed staker, uint256 index, uint256 amount);
     event Slashed(address indexed staker, uint256 penalty, address indexed investigator, uint256 reward);
 
     /*//////////////////////////////////////////////////////////////
@@ -297,7 +319,11 @@ contract StakingEscrow is IStakingEscrow {
 
         uint256 lastPeriod = current + periods;
         index = _store(info, freeIndex, SubStake(uint32(current), uint32(lastPeriod), uint96(amount)));
-        info.value += uint96(amount);
+        // No overflow: the transfer below takes `amount` from the caller, so the stake stays within
+        // the token supply, which fits 96 bits (or the transfer reverts).
+        unchecked {
+            info.value += uint96(amount);
+        }
         if (!info.listed) {
             info.listed = true;
             stakerList.push(msg.sender);
@@ -339,7 +365,10 @@ contract StakingEscrow is IStakingEscrow {
 
         StakerInfo storage info = stakers[msg.sender];
         (, uint256 freeIndex) = _scan(info, current);
-        subStake.amount = uint96(amount - newAmount);
+        // No underflow: `newAmount < amount`, checked above.
+        unchecked {
+            subStake.amount = uint96(amount - newAmount);
+        }
         newIndex =
             _store(info, freeIndex, SubStake(subStake.firstPeriod, uint32(newLastPeriod), uint96(newAmount)));
         emit Divided(msg.sender, index, newIndex, newAmount, newLastPeriod);
@@ -358,6 +387,90 @@ contract StakingEscrow is IStakingEscrow {
         if (merged.firstPeriod < target.firstPeriod) target.firstPeriod = merged.firstPeriod;
         delete stakers[msg.sender].subStakes[mergedIndex];
         emit Merged(msg.sender, index, mergedIndex);
+    }
+
+    /// @notice Locks `amount` of the caller's unlocked tokens (minted rewards, sub-stakes released
+    /// after their evidence window) as a new sub-stake, locked from now through `periods` more
+    /// periods, as a deposit of those tokens would.
+    /// Requirements: `0 < amount <= stakeOf(caller) - heldStakeOf(caller)`;
+    /// `minLockPeriods <= periods <= maxLockPeriods`; the caller's locked total stays within
+    /// `maxStake`; a free sub-stake slot; and `amount >= minStake`, or else the caller's other
+    /// sub-stakes make up the minimum through the new one's last period:
+    /// `lockedAt(caller, current + periods) + amount >= minStake`. So a sub-stake below `minStake`
+    /// is never all a staker has locked in any period of its lock (until a slash).
+    /// @dev Counts toward rewards from the staker's next commitment, like a deposit: a commitment
+    /// already made keeps the locked amount it recorded.
+    /// @param amount Tokens, in token units.
+    /// @param periods Lock duration in whole periods after the current one.
+    /// @return index The new sub-stake's index.
+    function lock(uint256 amount, uint256 periods) external returns (uint256 index) {
+        if (amount == 0) revert Errors.StakingEscrow_ZeroValue();
+        if (periods < minLockPeriods || periods > maxLockPeriods) {
+            revert Errors.StakingEscrow_LockOutOfRange(periods, minLockPeriods, maxLockPeriods);
+        }
+        StakerInfo storage info = stakers[msg.sender];
+        uint256 current = currentPeriod();
+        _checkUnlocked(info, current, amount);
+        (uint256 lockedNow, uint256 freeIndex) = _scan(info, current);
+        _checkMaxStake(lockedNow, amount);
+        uint256 lastPeriod = current + periods;
+        if (amount < minStake) {
+            (uint256 lockedThrough,) = _scan(info, lastPeriod);
+            if (lockedThrough + amount < minStake) {
+                revert Errors.StakingEscrow_LockedBelowMinStake(lockedThrough + amount, minStake);
+            }
+        }
+        index = _store(info, freeIndex, SubStake(uint32(current), uint32(lastPeriod), uint96(amount)));
+        emit Locked(msg.sender, index, amount, current, lastPeriod);
+    }
+
+    /// @notice Adds `amount` tokens from the caller's wallet to its sub-stake `index`, locked through
+    /// the same last period. Any positive amount: the minimum stake is the sub-stake's own.
+    /// Requirements: `amount > 0`; the sub-stake is locked in the current period; the caller's
+    /// locked total stays within `maxStake`; an allowance of `amount` for this contract.
+    /// @dev Counts toward rewards from the staker's next commitment, like a deposit: a commitment
+    /// already made keeps the locked amount it recorded.
+    /// @param index The sub-stake's index.
+    /// @param amount Tokens, in token units.
+    function increase(uint256 index, uint256 amount) external {
+        StakerInfo storage info = _increase(index, amount, false);
+        // No overflow: the transfer below takes `amount` from the caller, so the stake stays within
+        // the token supply, which fits 96 bits (or the transfer reverts).
+        unchecked {
+            info.value += uint96(amount);
+        }
+        emit Increased(msg.sender, index, amount, false);
+
+        IERC20(address(token)).safeTransferFrom(msg.sender, address(this), amount);
+    }
+
+    /// @notice Adds `amount` of the caller's unlocked tokens (minted rewards, sub-stakes released
+    /// after their evidence window) to its sub-stake `index`, locked through the same last period.
+    /// Any positive amount: the minimum stake is the sub-stake's own.
+    /// Requirements: `0 < amount <= stakeOf(caller) - heldStakeOf(caller)`; the sub-stake is locked
+    /// in the current period; the caller's locked total stays within `maxStake`.
+    /// @dev Counts toward rewards from the staker's next commitment, like a deposit: a commitment
+    /// already made keeps the locked amount it recorded.
+    /// @param index The sub-stake's index.
+    /// @param amount Tokens, in token units.
+    function increaseFromUnlocked(uint256 index, uint256 amount) external {
+        _increase(index, amount, true);
+        emit Increased(msg.sender, index, amount, true);
+    }
+
+    /// @notice Turns restaking on or off. While it is on, every reward minted to the caller's stake
+    /// (by its worker's commitment, or by `mint`) is locked into the caller's sub-stake that ends
+    /// last among those still locked in the next period (the lowest index on a tie), so it counts
+    /// in the locked amount of the staker's next commitment (the one that minted it, when a
+    /// commitment did). With no such sub-stake the reward stays unlocked, and so does whatever
+    /// would take the caller's locked total above `maxStake`.
+    /// Requirements: the caller has deposited.
+    /// @param reStake_ Whether to restake.
+    function setReStake(bool reStake_) external {
+        StakerInfo storage info = stakers[msg.sender];
+        if (!info.listed) revert Errors.StakingEscrow_NotAStaker(msg.sender);
+        info.reStake = reStake_;
+        emit ReStakeSet(msg.sender, reStake_);
     }
 
     /// @notice Withdraws free tokens: minted rewards, and sub-stakes whose lock ended more than
@@ -435,20 +548,21 @@ contract StakingEscrow is IStakingEscrow {
         StakerInfo storage info = stakers[staker];
         uint256 current = currentPeriod();
         uint256 next = current + 1;
-        if (info.commitPeriodA == next || info.commitPeriodB == next) {
+        if (info.commitments.periodA == next || info.commitments.periodB == next) {
             revert Errors.StakingEscrow_AlreadyCommitted(next);
         }
+        // Settled first: a restaked reward joins a sub-stake locked in `next`, and counts here.
+        uint256 reward = _settleFinished(staker, info, current);
         (uint256 locked,) = _scan(info, next);
         if (locked == 0) revert Errors.StakingEscrow_NothingLockedNextPeriod(staker, next);
 
-        uint256 reward = _settleFinished(staker, info, current);
         // After settling, at most the current period's commitment remains: one slot is free.
-        if (info.commitPeriodA == 0) {
-            info.commitPeriodA = uint32(next);
-            info.commitLockedA = uint96(locked);
+        if (info.commitments.periodA == 0) {
+            info.commitments.periodA = uint32(next);
+            info.commitments.lockedA = uint96(locked);
         } else {
-            info.commitPeriodB = uint32(next);
-            info.commitLockedB = uint96(locked);
+            info.commitments.periodB = uint32(next);
+            info.commitments.lockedB = uint96(locked);
         }
 
         PeriodTotals storage totals = periodTotals[next];
@@ -568,7 +682,7 @@ contract StakingEscrow is IStakingEscrow {
         override
         returns (address staker, uint256 firstPeriod, uint256 lastPeriod)
     {
-        WorkerBond memory bond = workerBonds[worker];
+        WorkerBond storage bond = workerBonds[worker];
         return (bond.staker, bond.firstPeriod, bond.lastPeriod);
     }
 
@@ -599,8 +713,13 @@ contract StakingEscrow is IStakingEscrow {
         view_.lastCommittedPeriod = _lastCommittedPeriod(info);
         view_.worker = info.worker;
         view_.workerBondedPeriod = info.workerBondedPeriod;
-        view_.commitPeriods = [uint256(info.commitPeriodA), uint256(info.commitPeriodB)];
-        view_.commitLocked = [uint256(info.commitLockedA), uint256(info.commitLockedB)];
+        view_.commitPeriods = [uint256(info.commitments.periodA), uint256(info.commitments.periodB)];
+        view_.commitLocked = [uint256(info.commitments.lockedA), uint256(info.commitments.lockedB)];
+    }
+
+    /// @notice Whether the staker restakes its rewards (`setReStake`).
+    function reStakeEnabled(address staker) external view returns (bool) {
+        return stakers[staker].reStake;
     }
 
     /// @notice Rewards of ended commitments, not yet minted.
@@ -791,43 +910,111 @@ contract StakingEscrow is IStakingEscrow {
         }
     }
 
+    /// @dev The checks and the lock of `increase` and `increaseFromUnlocked`.
+    function _increase(uint256 index, uint256 amount, bool fromUnlocked)
+        internal
+        returns (StakerInfo storage info)
+    {
+        if (amount == 0) revert Errors.StakingEscrow_ZeroValue();
+        uint256 current = currentPeriod();
+        SubStake storage subStake = _activeSubStake(msg.sender, index, current);
+        info = stakers[msg.sender];
+        if (fromUnlocked) _checkUnlocked(info, current, amount);
+        (uint256 lockedNow,) = _scan(info, current);
+        _checkMaxStake(lockedNow, amount);
+        subStake.amount += uint96(amount);
+    }
+
+    /// @dev Reverts unless the staker has `amount` unlocked: not held in `current`.
+    function _checkUnlocked(StakerInfo storage info, uint256 current, uint256 amount) internal view {
+        uint256 unlocked = info.value - _held(info, current);
+        if (amount > unlocked) revert Errors.StakingEscrow_InsufficientUnlocked(amount, unlocked);
+    }
+
+    /// @dev Reverts unless `amount` more locked keeps the staker within `maxStake`. `lockedNow` is
+    /// what is locked in the current period, the most of any period from now on.
+    function _checkMaxStake(uint256 lockedNow, uint256 amount) internal view {
+        if (lockedNow + amount > maxStake) {
+            revert Errors.StakingEscrow_StakeAboveMax(lockedNow + amount, maxStake);
+        }
+    }
+
     function _checkRemainingLock(uint256 lastPeriod, uint256 current) internal view {
         if (lastPeriod - current > maxLockPeriods) {
             revert Errors.StakingEscrow_LockOutOfRange(lastPeriod - current, minLockPeriods, maxLockPeriods);
         }
     }
 
-    /// @dev Credits the rewards of commitments to periods before `current` and frees their slots.
-    /// The caller mints the returned amount.
+    /// @dev Credits the rewards of commitments to periods before `current` and frees their slots;
+    /// locks them when the staker restakes (`_reStake`). The caller mints the returned amount.
     function _settleFinished(address staker, StakerInfo storage info, uint256 current)
         internal
         returns (uint256 reward)
     {
-        uint256 periodA = info.commitPeriodA;
-        uint256 periodB = info.commitPeriodB;
+        uint256 periodA = info.commitments.periodA;
+        uint256 periodB = info.commitments.periodB;
         bool settleA = periodA != 0 && periodA < current;
         bool settleB = periodB != 0 && periodB < current;
         if (!settleA && !settleB) return 0;
         uint256 firstPeriod = type(uint256).max;
         uint256 lastPeriod;
         if (settleA) {
-            reward = _formula(periodA, info.commitLockedA);
+            reward = _formula(periodA, info.commitments.lockedA);
             (firstPeriod, lastPeriod) = (periodA, periodA);
-            info.commitPeriodA = 0;
-            info.commitLockedA = 0;
+            info.commitments.periodA = 0;
+            info.commitments.lockedA = 0;
         }
         if (settleB) {
-            reward += _formula(periodB, info.commitLockedB);
+            reward += _formula(periodB, info.commitments.lockedB);
             if (periodB < firstPeriod) firstPeriod = periodB;
             if (periodB > lastPeriod) lastPeriod = periodB;
-            info.commitPeriodB = 0;
-            info.commitLockedB = 0;
+            info.commitments.periodB = 0;
+            info.commitments.lockedB = 0;
         }
         if (reward != 0) {
-            info.value += uint96(reward);
-            info.rewardsMinted += uint96(reward);
+            // No overflow of `value`: it stays within the token supply, and the mint of `reward`
+            // below within the cap, which fits 96 bits. `rewardsMinted`, a statistic only views
+            // read, could wrap only after some 20 times the cap had been minted to one staker (burnt
+            // tokens are issued again). Unchecked, the slot is read once, the restake switch with it.
+            unchecked {
+                info.value += uint96(reward);
+                info.rewardsMinted += uint96(reward);
+            }
+            bool reStake = info.reStake;
             emit RewardMinted(staker, firstPeriod, lastPeriod, reward);
+            if (reStake) _reStake(staker, info, current, reward);
         }
+    }
+
+    /// @dev Locks up to `reward` (already credited to `value`) into the sub-stake that ends last
+    /// among those locked in `current + 1` (the lowest index on a tie), within `maxStake` of what is
+    /// locked in `current` (the most the staker has locked in any period from now on: every
+    /// sub-stake starts at or before the current period). Nothing is locked when no sub-stake is
+    /// locked in `current + 1` or the staker is at `maxStake`; the rest stays unlocked.
+    function _reStake(address staker, StakerInfo storage info, uint256 current, uint256 reward) internal {
+        uint256 target = type(uint256).max;
+        uint256 targetLast = current; // the target must be locked in `current + 1`
+        uint256 lockedNow;
+        uint256 count = info.subStakeCount;
+        for (uint256 i; i < count; ++i) {
+            SubStake storage subStake = info.subStakes[i];
+            uint256 amount = subStake.amount;
+            uint256 last = subStake.lastPeriod;
+            if (amount == 0 || last < current) continue;
+            // No overflow: the sum is within the stake, and so within the token's cap.
+            unchecked {
+                lockedNow += amount;
+            }
+            if (last > targetLast) (target, targetLast) = (i, last);
+        }
+        if (target == type(uint256).max || lockedNow >= maxStake) return;
+        uint256 room = maxStake - lockedNow;
+        uint256 reStaked = room < reward ? room : reward;
+        // No overflow: the sub-stake stays within what is locked now, at most `maxStake`.
+        unchecked {
+            info.subStakes[target].amount += uint96(reStaked);
+        }
+        emit ReStaked(staker, target, reStaked);
     }
 
     /// @dev The mining formula: `locked * issuance(p) / lockedTotal(p)`, rounded down, so the rewards
@@ -839,11 +1026,11 @@ contract StakingEscrow is IStakingEscrow {
     }
 
     function _pendingReward(StakerInfo storage info, uint256 current) internal view returns (uint256 reward) {
-        if (info.commitPeriodA != 0 && info.commitPeriodA < current) {
-            reward = _formula(info.commitPeriodA, info.commitLockedA);
+        if (info.commitments.periodA != 0 && info.commitments.periodA < current) {
+            reward = _formula(info.commitments.periodA, info.commitments.lockedA);
         }
-        if (info.commitPeriodB != 0 && info.commitPeriodB < current) {
-            reward += _formula(info.commitPeriodB, info.commitLockedB);
+        if (info.commitments.periodB != 0 && info.commitments.periodB < current) {
+            reward += _formula(info.commitments.periodB, info.commitments.lockedB);
         }
     }
 
@@ -874,13 +1061,13 @@ contract StakingEscrow is IStakingEscrow {
     /// @dev After a slash, a commitment to the current or next period cannot count more than is
     /// still locked in its period.
     function _shrinkCommitments(StakerInfo storage info, uint256 current) internal {
-        uint256 periodA = info.commitPeriodA;
+        uint256 periodA = info.commitments.periodA;
         if (periodA >= current) {
-            info.commitLockedA = uint96(_shrinkCommitment(info, periodA, info.commitLockedA));
+            info.commitments.lockedA = uint96(_shrinkCommitment(info, periodA, info.commitments.lockedA));
         }
-        uint256 periodB = info.commitPeriodB;
+        uint256 periodB = info.commitments.periodB;
         if (periodB >= current) {
-            info.commitLockedB = uint96(_shrinkCommitment(info, periodB, info.commitLockedB));
+            info.commitments.lockedB = uint96(_shrinkCommitment(info, periodB, info.commitments.lockedB));
         }
     }
 
@@ -895,8 +1082,8 @@ contract StakingEscrow is IStakingEscrow {
     }
 
     function _lastCommittedPeriod(StakerInfo storage info) internal view returns (uint256) {
-        uint256 periodA = info.commitPeriodA;
-        uint256 periodB = info.commitPeriodB;
+        uint256 periodA = info.commitments.periodA;
+        uint256 periodB = info.commitments.periodB;
         return periodA > periodB ? periodA : periodB;
     }
 

@@ -33,6 +33,10 @@ library Errors {
     /// @notice Thrown when a sub-stake is smaller than the minimum stake.
     error StakingEscrow_AmountBelowMinStake(uint256 amount, uint256 minStake);
 
+    /// @notice Thrown when a sub-stake locked from unlocked tokens is below the minimum stake and the
+    /// staker's locked total in its last period, `locked` with it, would be too.
+    error StakingEscrow_LockedBelowMinStake(uint256 locked, uint256 minStake);
+
     /// @notice Thrown when the staker's locked total would exceed the maximum stake.
     error StakingEscrow_StakeAboveMax(uint256 lockedAfter, uint256 maxStake);
 

@@ -67,6 +67,25 @@ contract GasTest is Base {
         assertEq(policyManager.fees(nodeA), 1 gwei, "the accrual");
     }
 
+    /// @dev The same steady state for a node that restakes: the minted reward is locked into its
+    /// sub-stake and counted in the commitment. Held to the same bar.
+    function test_Gas_CommitToNextPeriod_ReStake() public {
+        vm.prank(nodeA);
+        escrow.setReStake(true);
+        assertEq(policyManager.fees(nodeA), 0);
+        commit(nodeB);
+        address worker = workerOf(nodeA);
+        vm.prank(worker);
+        escrow.commitToNextPeriod();
+        uint256 gasUsed = vm.snapshotGasLastCall("commitToNextPeriod (mint restaked + fee accrual)");
+        assertLe(gasUsed, 100_000, "commitToNextPeriod (restaked) over its bar");
+        uint256 reward = escrow.getStakerInfo(nodeA).rewardsMinted;
+        assertGt(reward, 0);
+        assertEq(escrow.stakeOf(nodeA), escrow.heldStakeOf(nodeA), "the reward is locked");
+        assertEq(escrow.getStakerInfo(nodeA).commitLocked[0], STAKE + reward, "and counted");
+        assertEq(policyManager.fees(nodeA), 1 gwei, "the accrual");
+    }
+
     function test_Gas_CommitToNextPeriod_FirstOfPeriod() public {
         vm.prank(workerOf(nodeA));
         escrow.commitToNextPeriod();
@@ -81,6 +100,34 @@ contract GasTest is Base {
         vm.stopPrank();
         uint256 gasUsed = vm.snapshotGasLastCall("deposit (new sub-stake)");
         assertLe(gasUsed, 150_000, "deposit over its bar");
+    }
+
+    function test_Gas_Lock() public {
+        vm.prank(workerOf(nodeA));
+        uint256 reward = escrow.mint();
+        vm.prank(nodeA);
+        escrow.lock(reward, 60);
+        uint256 gasUsed = vm.snapshotGasLastCall("lock (new sub-stake of rewards)");
+        assertLe(gasUsed, 65_000, "lock over its bar");
+    }
+
+    function test_Gas_Increase() public {
+        fund(nodeA, STAKE);
+        vm.startPrank(nodeA);
+        token.approve(address(escrow), STAKE);
+        escrow.increase(0, MIN_STAKE);
+        vm.stopPrank();
+        uint256 gasUsed = vm.snapshotGasLastCall("increase (from the wallet)");
+        assertLe(gasUsed, 65_000, "increase over its bar");
+    }
+
+    function test_Gas_IncreaseFromUnlocked() public {
+        vm.prank(workerOf(nodeA));
+        uint256 reward = escrow.mint();
+        vm.prank(nodeA);
+        escrow.increaseFromUnlocked(0, reward);
+        uint256 gasUsed = vm.snapshotGasLastCall("increaseFromUnlocked (rewards)");
+        assertLe(gasUsed, 40_000, "increaseFromUnlocked over its bar");
     }
 
     function test_Gas_Mint() public {

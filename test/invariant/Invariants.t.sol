@@ -3,6 +3,7 @@ pragma solidity ^0.8.28;
 
 import {PolicyManager} from "../../contracts/PolicyManager.sol";
 import {Base} from "../utils/Base.sol";
+import {CompoundingHandler} from "./handlers/CompoundingHandler.sol";
 import {KMSHandler} from "./handlers/KMSHandler.sol";
 
 /// @notice System invariants of the escrow and the policy manager under random sequences of
@@ -12,11 +13,15 @@ import {KMSHandler} from "./handlers/KMSHandler.sol";
 /// forge-config: default.invariant.fail-on-revert = true
 contract InvariantsTest is Base {
     KMSHandler internal handler;
+    CompoundingHandler internal compounding;
 
     function setUp() public override {
         super.setUp();
         handler = new KMSHandler(token, escrow, policyManager, adjudicator);
+        compounding = new CompoundingHandler(token, escrow, handler);
+        handler.setReStakeExpectations(compounding);
         targetContract(address(handler));
+        targetContract(address(compounding));
         bytes4[] memory selectors = new bytes4[](19);
         selectors[0] = KMSHandler.advance.selector;
         selectors[1] = KMSHandler.deposit.selector;
@@ -38,6 +43,12 @@ contract InvariantsTest is Base {
         selectors[17] = KMSHandler.extendPolicy.selector;
         selectors[18] = KMSHandler.revokeBySignature.selector;
         targetSelector(FuzzSelector(address(handler), selectors));
+        bytes4[] memory compounds = new bytes4[](4);
+        compounds[0] = CompoundingHandler.lock.selector;
+        compounds[1] = CompoundingHandler.increase.selector;
+        compounds[2] = CompoundingHandler.increaseFromUnlocked.selector;
+        compounds[3] = CompoundingHandler.setReStake.selector;
+        targetSelector(FuzzSelector(address(compounding), compounds));
     }
 
     /// Token conservation: supply = initial + rewards - burnt, within the cap; the escrow holds
@@ -58,12 +69,15 @@ contract InvariantsTest is Base {
         assertLe(handler.ghostRewardsTotal(), allocated);
     }
 
-    /// Each stake is exactly deposits - withdrawals + rewards - penalties (never negative).
+    /// Each stake is exactly deposits (new sub-stakes and top-ups from the wallet) - withdrawals +
+    /// rewards - penalties (never negative): locking, topping up from the unlocked balance and
+    /// restaking move no token.
     function invariant_StakeAccounting() public view {
         for (uint256 i; i < handler.stakerCount(); ++i) {
             address staker = handler.stakers(i);
-            uint256 expected = handler.ghostDeposited(staker) + handler.ghostRewards(staker)
-                - handler.ghostWithdrawn(staker) - handler.ghostPenalties(staker);
+            uint256 expected = handler.ghostDeposited(staker) + compounding.ghostIncreased(staker)
+                + handler.ghostRewards(staker) - handler.ghostWithdrawn(staker)
+                - handler.ghostPenalties(staker);
             assertEq(escrow.stakeOf(staker), expected, "stake != ghost accounting");
             assertEq(escrow.getStakerInfo(staker).rewardsMinted, handler.ghostRewards(staker));
         }
@@ -158,6 +172,19 @@ contract InvariantsTest is Base {
             }
         }
         assertEq(address(policyManager).balance, owed, "held ETH != fees + open obligations");
+    }
+
+    /// Restaked rewards are rewards (never more than minted), and no stake is locked beyond the
+    /// maximum, restaked rewards included (the handler checks each restake: locked into the
+    /// sub-stake that ends last and counted in the next period's locked amount and commitment).
+    function invariant_ReStakedRewardsLocked() public view {
+        uint256 current = escrow.currentPeriod();
+        for (uint256 i; i < handler.stakerCount(); ++i) {
+            address staker = handler.stakers(i);
+            assertLe(handler.ghostReStaked(staker), handler.ghostRewards(staker), "restaked more than minted");
+            assertLe(escrow.lockedAt(staker, current), MAX_STAKE, "locked above the maximum stake");
+            assertEq(escrow.reStakeEnabled(staker), compounding.ghostReStake(staker));
+        }
     }
 
     /// Commitments never count more than the committed stakers have locked in their period.

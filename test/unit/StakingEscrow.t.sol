@@ -666,6 +666,497 @@ contract StakingEscrowTest is Base {
     }
 
     /*//////////////////////////////////////////////////////////////
+                     LOCK, INCREASE AND RESTAKE
+    //////////////////////////////////////////////////////////////*/
+
+    /// @dev The worker commits, the committed period ends, and its reward is minted, unlocked.
+    function earnReward() internal returns (uint256 reward) {
+        vm.prank(worker);
+        escrow.commitToNextPeriod();
+        advancePeriods(2);
+        vm.prank(worker);
+        reward = escrow.mint();
+        assertGt(reward, 0);
+    }
+
+    /// @dev The locked amount the staker's commitment to `period` recorded.
+    function committedLocked(address who, uint256 period) internal view returns (uint256) {
+        StakingEscrow.StakerView memory info = escrow.getStakerInfo(who);
+        for (uint256 j; j < 2; ++j) {
+            if (info.commitPeriods[j] == period) return info.commitLocked[j];
+        }
+        revert("no commitment to the period");
+    }
+
+    function unlockedOf(address who) internal view returns (uint256) {
+        return escrow.stakeOf(who) - escrow.heldStakeOf(who);
+    }
+
+    function test_Lock_LocksUnlockedTokensAsANewSubStake() public {
+        deposit(staker, STAKE, 60);
+        bond(staker, worker);
+        uint256 reward = earnReward();
+        uint256 current = currentPeriod();
+        assertEq(unlockedOf(staker), reward);
+
+        vm.expectEmit(address(escrow));
+        emit StakingEscrow.Locked(staker, 1, reward, current, current + 30);
+        vm.prank(staker);
+        uint256 index = escrow.lock(reward, 30);
+
+        assertEq(index, 1);
+        StakingEscrow.SubStake memory subStake = escrow.getSubStakes(staker)[1];
+        assertEq(subStake.amount, reward);
+        assertEq(subStake.firstPeriod, current);
+        assertEq(subStake.lastPeriod, current + 30);
+        assertEq(escrow.stakeOf(staker), STAKE + reward, "no token moves");
+        assertEq(token.balanceOf(address(escrow)), STAKE + reward);
+        assertEq(escrow.lockedAt(staker, current), STAKE + reward);
+        assertEq(escrow.heldStakeOf(staker), STAKE + reward);
+        vm.expectRevert(abi.encodeWithSelector(Errors.StakingEscrow_InsufficientUnlocked.selector, 1, 0));
+        vm.prank(staker);
+        escrow.withdraw(1);
+    }
+
+    function test_Lock_CountsFromTheNextCommitment() public {
+        deposit(staker, STAKE, 60);
+        bond(staker, worker);
+        uint256 reward = earnReward();
+        uint256 next = currentPeriod() + 1;
+        vm.prank(worker);
+        escrow.commitToNextPeriod();
+
+        vm.prank(staker);
+        escrow.lock(reward, 30);
+        assertEq(committedLocked(staker, next), STAKE, "a commitment made keeps what it recorded");
+        assertEq(escrow.getPeriodTotals(next).lockedTotal, STAKE);
+
+        advancePeriods(1);
+        vm.prank(worker);
+        escrow.commitToNextPeriod();
+        assertEq(committedLocked(staker, next + 1), STAKE + reward);
+        assertEq(escrow.getPeriodTotals(next + 1).lockedTotal, STAKE + reward);
+    }
+
+    /// @dev A sub-stake below `minStake` is allowed while the staker's other sub-stakes keep its
+    /// locked total at `minStake` or more through the new one's last period.
+    function test_Lock_BelowMinStakeWithinTheOtherSubStakes() public {
+        deposit(staker, STAKE, 60);
+        bond(staker, worker);
+        earnReward();
+        uint256 depositLast = escrow.getSubStakes(staker)[0].lastPeriod;
+        uint256 periods = depositLast - currentPeriod();
+
+        vm.prank(staker);
+        uint256 index = escrow.lock(1e18, periods);
+        assertEq(escrow.getSubStakes(staker)[index].amount, 1e18);
+        assertEq(escrow.lockedAt(staker, depositLast), STAKE + 1e18);
+
+        // One period longer, nothing else is locked in its last period.
+        vm.expectRevert(
+            abi.encodeWithSelector(Errors.StakingEscrow_LockedBelowMinStake.selector, 1e18, MIN_STAKE)
+        );
+        vm.prank(staker);
+        escrow.lock(1e18, periods + 1);
+        // The minimum stake itself may be locked for any allowed duration.
+        vm.prank(staker);
+        escrow.lock(MIN_STAKE, periods + 1);
+        // Small amounts then count with it: what the staker has locked in the last period.
+        vm.prank(staker);
+        escrow.lock(1e18, periods + 1);
+        assertEq(escrow.lockedAt(staker, depositLast + 1), MIN_STAKE + 1e18);
+    }
+
+    function test_Lock_ReusesReleasedTokensAndTheirSlot() public {
+        deposit(staker, STAKE, 30);
+        advancePeriods(31 + EVIDENCE_WINDOW);
+        assertEq(escrow.heldStakeOf(staker), 0);
+        vm.prank(staker);
+        uint256 index = escrow.lock(STAKE, 30);
+        assertEq(index, 0, "the released slot is reused");
+        assertEq(escrow.getSubStakes(staker).length, 1);
+        assertEq(escrow.lockedAt(staker, currentPeriod()), STAKE);
+        assertEq(escrow.stakeOf(staker), STAKE);
+    }
+
+    function test_RevertWhen_LockZeroOrOutOfRange() public {
+        vm.startPrank(staker);
+        vm.expectRevert(Errors.StakingEscrow_ZeroValue.selector);
+        escrow.lock(0, 30);
+        vm.expectRevert(
+            abi.encodeWithSelector(
+                Errors.StakingEscrow_LockOutOfRange.selector, MIN_LOCK - 1, MIN_LOCK, MAX_LOCK
+            )
+        );
+        escrow.lock(STAKE, MIN_LOCK - 1);
+        vm.expectRevert(
+            abi.encodeWithSelector(
+                Errors.StakingEscrow_LockOutOfRange.selector, MAX_LOCK + 1, MIN_LOCK, MAX_LOCK
+            )
+        );
+        escrow.lock(STAKE, MAX_LOCK + 1);
+        vm.stopPrank();
+    }
+
+    /// @dev Only withdrawable tokens can be locked: not locked ones, not those held for the evidence
+    /// window after their lock (nor anyone's without a stake).
+    function test_RevertWhen_LockMoreThanUnlocked() public {
+        vm.expectRevert(abi.encodeWithSelector(Errors.StakingEscrow_InsufficientUnlocked.selector, 1, 0));
+        vm.prank(staker);
+        escrow.lock(1, 30);
+
+        deposit(staker, STAKE, 30);
+        bond(staker, worker);
+        vm.expectRevert(abi.encodeWithSelector(Errors.StakingEscrow_InsufficientUnlocked.selector, 1, 0));
+        vm.prank(staker);
+        escrow.lock(1, 30);
+
+        uint256 reward = earnReward();
+        vm.expectRevert(
+            abi.encodeWithSelector(Errors.StakingEscrow_InsufficientUnlocked.selector, reward + 1, reward)
+        );
+        vm.prank(staker);
+        escrow.lock(reward + 1, 30);
+
+        advancePeriods(30); // unlocked, but held for the evidence window: still not free
+        assertEq(escrow.lockedAt(staker, currentPeriod()), 0);
+        vm.expectRevert(
+            abi.encodeWithSelector(Errors.StakingEscrow_InsufficientUnlocked.selector, reward + 1, reward)
+        );
+        vm.prank(staker);
+        escrow.lock(reward + 1, 30);
+    }
+
+    function test_RevertWhen_LockAboveMaxStake() public {
+        deposit(staker, MAX_STAKE, 60);
+        bond(staker, worker);
+        earnReward();
+        vm.expectRevert(
+            abi.encodeWithSelector(
+                Errors.StakingEscrow_StakeAboveMax.selector, MAX_STAKE + MIN_STAKE, MAX_STAKE
+            )
+        );
+        vm.prank(staker);
+        escrow.lock(MIN_STAKE, 30);
+    }
+
+    function test_RevertWhen_LockWithoutAFreeSlot() public {
+        for (uint256 i; i < escrow.MAX_SUB_STAKES(); ++i) {
+            deposit(staker, MIN_STAKE, 60);
+        }
+        bond(staker, worker);
+        earnReward();
+        vm.expectRevert(abi.encodeWithSelector(Errors.StakingEscrow_TooManySubStakes.selector, 16));
+        vm.prank(staker);
+        escrow.lock(MIN_STAKE, 30);
+    }
+
+    function test_Increase_AddsWalletTokensToTheSubStake() public {
+        deposit(staker, STAKE, 60);
+        uint256 first = currentPeriod();
+        uint256 last = first + 60;
+        advancePeriods(5);
+        fund(staker, 1e18);
+        vm.startPrank(staker);
+        token.approve(address(escrow), 1e18);
+        vm.expectEmit(address(escrow));
+        emit StakingEscrow.Increased(staker, 0, 1e18, false);
+        escrow.increase(0, 1e18); // below the minimum stake: a top-up
+        vm.stopPrank();
+
+        StakingEscrow.SubStake memory subStake = escrow.getSubStakes(staker)[0];
+        assertEq(subStake.amount, STAKE + 1e18);
+        assertEq(subStake.firstPeriod, first);
+        assertEq(subStake.lastPeriod, last);
+        assertEq(escrow.stakeOf(staker), STAKE + 1e18);
+        assertEq(token.balanceOf(address(escrow)), STAKE + 1e18);
+        assertEq(token.balanceOf(staker), 0);
+        assertEq(escrow.lockedAt(staker, last), STAKE + 1e18);
+        assertEq(escrow.lockedAt(staker, last + 1), 0);
+    }
+
+    function test_IncreaseFromUnlocked_LocksRewardsIntoTheSubStake() public {
+        deposit(staker, STAKE, 60);
+        bond(staker, worker);
+        uint256 reward = earnReward();
+        vm.expectEmit(address(escrow));
+        emit StakingEscrow.Increased(staker, 0, reward, true);
+        vm.prank(staker);
+        escrow.increaseFromUnlocked(0, reward);
+
+        assertEq(escrow.getSubStakes(staker)[0].amount, STAKE + reward);
+        assertEq(escrow.stakeOf(staker), STAKE + reward, "no token moves");
+        assertEq(token.balanceOf(address(escrow)), STAKE + reward);
+        assertEq(escrow.heldStakeOf(staker), STAKE + reward);
+        assertEq(escrow.lockedAt(staker, currentPeriod()), STAKE + reward);
+        vm.expectRevert(abi.encodeWithSelector(Errors.StakingEscrow_InsufficientUnlocked.selector, 1, 0));
+        vm.prank(staker);
+        escrow.withdraw(1);
+    }
+
+    /// @dev Like a deposit, an increase counts from the next commitment: the one already made to the
+    /// next period keeps its locked amount, and the rewards follow the formula on what each recorded.
+    function test_Increase_CountsFromTheNextCommitment() public {
+        address other = newNode("other", 3 * STAKE, 60);
+        deposit(staker, STAKE, 60);
+        bond(staker, worker);
+        commit(other);
+        uint256 reward = earnReward();
+        uint256 next = currentPeriod() + 1;
+        vm.prank(worker);
+        escrow.commitToNextPeriod();
+        commit(other);
+
+        fund(staker, 5_000e18);
+        vm.startPrank(staker);
+        token.approve(address(escrow), 5_000e18);
+        escrow.increase(0, 5_000e18);
+        escrow.increaseFromUnlocked(0, reward);
+        vm.stopPrank();
+        uint256 increased = STAKE + 5_000e18 + reward;
+        assertEq(escrow.lockedAt(staker, next), increased);
+        assertEq(committedLocked(staker, next), STAKE, "a commitment made keeps what it recorded");
+        assertEq(escrow.getPeriodTotals(next).lockedTotal, 4 * STAKE);
+
+        advancePeriods(1);
+        vm.prank(worker);
+        escrow.commitToNextPeriod();
+        commit(other);
+        assertEq(committedLocked(staker, next + 1), increased);
+        assertEq(escrow.getPeriodTotals(next + 1).lockedTotal, 3 * STAKE + increased);
+
+        advancePeriods(2); // `next` and `next + 1` have ended
+        uint256 expected = STAKE * escrow.getPeriodTotals(next).issuance / (4 * STAKE) + increased
+            * escrow.getPeriodTotals(next + 1).issuance / (3 * STAKE + increased);
+        assertEq(escrow.pendingReward(staker), expected);
+        vm.prank(worker);
+        assertEq(escrow.mint(), expected);
+    }
+
+    function test_RevertWhen_IncreaseZeroUnknownOrUnlockedSubStake() public {
+        vm.startPrank(staker);
+        vm.expectRevert(Errors.StakingEscrow_ZeroValue.selector);
+        escrow.increase(0, 0);
+        vm.expectRevert(Errors.StakingEscrow_ZeroValue.selector);
+        escrow.increaseFromUnlocked(0, 0);
+        vm.expectRevert(abi.encodeWithSelector(Errors.StakingEscrow_SubStakeNotFound.selector, staker, 0));
+        escrow.increase(0, 1);
+        vm.expectRevert(abi.encodeWithSelector(Errors.StakingEscrow_SubStakeNotFound.selector, staker, 0));
+        escrow.increaseFromUnlocked(0, 1);
+        vm.stopPrank();
+
+        deposit(staker, STAKE, 30);
+        uint256 last = currentPeriod() + 30;
+        advancePeriods(31);
+        vm.startPrank(staker);
+        vm.expectRevert(
+            abi.encodeWithSelector(Errors.StakingEscrow_SubStakeInactive.selector, 0, last, last + 1)
+        );
+        escrow.increase(0, 1);
+        vm.expectRevert(
+            abi.encodeWithSelector(Errors.StakingEscrow_SubStakeInactive.selector, 0, last, last + 1)
+        );
+        escrow.increaseFromUnlocked(0, 1);
+        vm.stopPrank();
+    }
+
+    function test_RevertWhen_IncreaseAboveMaxStake() public {
+        deposit(staker, MAX_STAKE - 1, 60);
+        fund(staker, 2);
+        vm.startPrank(staker);
+        token.approve(address(escrow), 2);
+        vm.expectRevert(
+            abi.encodeWithSelector(Errors.StakingEscrow_StakeAboveMax.selector, MAX_STAKE + 1, MAX_STAKE)
+        );
+        escrow.increase(0, 2);
+        escrow.increase(0, 1);
+        vm.stopPrank();
+        assertEq(escrow.lockedAt(staker, currentPeriod()), MAX_STAKE);
+    }
+
+    function test_RevertWhen_IncreaseFromUnlockedAboveMaxStake() public {
+        deposit(staker, MAX_STAKE, 60);
+        bond(staker, worker);
+        earnReward();
+        vm.expectRevert(
+            abi.encodeWithSelector(Errors.StakingEscrow_StakeAboveMax.selector, MAX_STAKE + 1, MAX_STAKE)
+        );
+        vm.prank(staker);
+        escrow.increaseFromUnlocked(0, 1);
+    }
+
+    function test_RevertWhen_IncreaseWithoutAllowance() public {
+        deposit(staker, STAKE, 60);
+        fund(staker, 1e18);
+        vm.expectRevert(
+            abi.encodeWithSelector(IERC20Errors.ERC20InsufficientAllowance.selector, address(escrow), 0, 1e18)
+        );
+        vm.prank(staker);
+        escrow.increase(0, 1e18);
+    }
+
+    function test_RevertWhen_IncreaseFromUnlockedMoreThanUnlocked() public {
+        deposit(staker, STAKE, 30);
+        deposit(staker, STAKE, 90);
+        vm.expectRevert(abi.encodeWithSelector(Errors.StakingEscrow_InsufficientUnlocked.selector, 1, 0));
+        vm.prank(staker);
+        escrow.increaseFromUnlocked(1, 1);
+        // Sub-stake 0 has unlocked, but is held for the evidence window: nothing is free yet.
+        advancePeriods(31);
+        vm.expectRevert(abi.encodeWithSelector(Errors.StakingEscrow_InsufficientUnlocked.selector, STAKE, 0));
+        vm.prank(staker);
+        escrow.increaseFromUnlocked(1, STAKE);
+        // Released after the window, its tokens can be locked again.
+        advancePeriods(EVIDENCE_WINDOW);
+        vm.prank(staker);
+        escrow.increaseFromUnlocked(1, STAKE);
+        assertEq(escrow.lockedAt(staker, currentPeriod()), 2 * STAKE);
+    }
+
+    function test_SetReStake() public {
+        deposit(staker, STAKE, 60);
+        assertFalse(escrow.reStakeEnabled(staker), "off by default");
+        vm.expectEmit(address(escrow));
+        emit StakingEscrow.ReStakeSet(staker, true);
+        vm.prank(staker);
+        escrow.setReStake(true);
+        assertTrue(escrow.reStakeEnabled(staker));
+
+        vm.expectEmit(address(escrow));
+        emit StakingEscrow.ReStakeSet(staker, false);
+        vm.prank(staker);
+        escrow.setReStake(false);
+        assertFalse(escrow.reStakeEnabled(staker));
+        // Off again: rewards stay unlocked.
+        bond(staker, worker);
+        uint256 reward = earnReward();
+        assertEq(unlockedOf(staker), reward);
+    }
+
+    function test_RevertWhen_SetReStakeWithoutStake() public {
+        vm.expectRevert(abi.encodeWithSelector(Errors.StakingEscrow_NotAStaker.selector, staker));
+        vm.prank(staker);
+        escrow.setReStake(true);
+        // A worker is not a staker: restaking is the staker's choice.
+        deposit(staker, STAKE, 60);
+        bond(staker, worker);
+        vm.expectRevert(abi.encodeWithSelector(Errors.StakingEscrow_NotAStaker.selector, worker));
+        vm.prank(worker);
+        escrow.setReStake(true);
+    }
+
+    /// @dev The commitment that mints the reward locks it into the sub-stake that ends last (the
+    /// lowest index on a tie), and records it in the next period's locked amount and total.
+    function test_ReStake_LocksTheRewardIntoTheSubStakeEndingLast() public {
+        deposit(staker, STAKE, 30);
+        deposit(staker, STAKE, 90);
+        deposit(staker, STAKE, 90);
+        bond(staker, worker);
+        vm.prank(staker);
+        escrow.setReStake(true);
+        uint256 first = currentPeriod() + 1;
+        vm.prank(worker);
+        escrow.commitToNextPeriod();
+        advancePeriods(2);
+        uint256 reward = escrow.pendingReward(staker);
+        assertEq(reward, escrow.getPeriodTotals(first).issuance, "a lone staker's reward");
+        uint256 next = currentPeriod() + 1;
+
+        vm.expectEmit(address(escrow));
+        emit StakingEscrow.RewardMinted(staker, first, first, reward);
+        vm.expectEmit(address(escrow));
+        emit StakingEscrow.ReStaked(staker, 1, reward);
+        vm.expectEmit(address(escrow));
+        emit StakingEscrow.CommitmentMade(staker, next, 3 * STAKE + reward);
+        vm.prank(worker);
+        escrow.commitToNextPeriod();
+
+        StakingEscrow.SubStake[] memory subStakes = escrow.getSubStakes(staker);
+        assertEq(subStakes[0].amount, STAKE);
+        assertEq(subStakes[1].amount, STAKE + reward);
+        assertEq(subStakes[2].amount, STAKE);
+        assertEq(escrow.stakeOf(staker), 3 * STAKE + reward);
+        assertEq(escrow.heldStakeOf(staker), 3 * STAKE + reward);
+        assertEq(committedLocked(staker, next), 3 * STAKE + reward);
+        assertEq(escrow.getPeriodTotals(next).lockedTotal, 3 * STAKE + reward);
+        assertEq(escrow.getStakerInfo(staker).rewardsMinted, reward);
+        assertEq(token.totalSupply(), INITIAL_SUPPLY + reward);
+        assertEq(token.balanceOf(address(escrow)), 3 * STAKE + reward);
+    }
+
+    function test_ReStake_ByMintCountsInTheNextCommitment() public {
+        deposit(staker, STAKE, 60);
+        bond(staker, worker);
+        vm.prank(staker);
+        escrow.setReStake(true);
+        vm.prank(worker);
+        escrow.commitToNextPeriod();
+        advancePeriods(2);
+
+        vm.prank(staker);
+        uint256 reward = escrow.mint();
+        assertEq(escrow.getSubStakes(staker)[0].amount, STAKE + reward);
+        assertEq(unlockedOf(staker), 0);
+        uint256 next = currentPeriod() + 1;
+        vm.prank(worker);
+        escrow.commitToNextPeriod();
+        assertEq(committedLocked(staker, next), STAKE + reward);
+        assertEq(escrow.getPeriodTotals(next).lockedTotal, STAKE + reward);
+    }
+
+    function test_ReStake_RewardStaysUnlockedWithoutASubStakeLockedNextPeriod() public {
+        deposit(staker, STAKE, 30);
+        uint256 last = currentPeriod() + 30;
+        bond(staker, worker);
+        vm.prank(staker);
+        escrow.setReStake(true);
+        advancePeriods(28);
+        vm.prank(worker);
+        escrow.commitToNextPeriod(); // to `last - 1`
+        advancePeriods(2); // the sub-stake's last period: locked now, not in the next
+        assertEq(currentPeriod(), last);
+
+        vm.recordLogs();
+        vm.prank(worker);
+        uint256 reward = escrow.mint();
+        assertGt(reward, 0);
+        Vm.Log[] memory logs = vm.getRecordedLogs();
+        for (uint256 i; i < logs.length; ++i) {
+            assertTrue(logs[i].topics[0] != StakingEscrow.ReStaked.selector, "restaked into an ending stake");
+        }
+        assertEq(escrow.getSubStakes(staker)[0].amount, STAKE);
+        assertEq(unlockedOf(staker), reward, "withdrawable at once");
+    }
+
+    function test_ReStake_StopsAtMaxStake() public {
+        deposit(staker, MAX_STAKE - 1_000e18, 60);
+        bond(staker, worker);
+        vm.prank(staker);
+        escrow.setReStake(true);
+        vm.prank(worker);
+        escrow.commitToNextPeriod();
+        advancePeriods(2);
+        uint256 reward = escrow.pendingReward(staker);
+        assertGt(reward, 1_000e18);
+
+        vm.expectEmit(address(escrow));
+        emit StakingEscrow.ReStaked(staker, 0, 1_000e18);
+        vm.prank(worker);
+        escrow.mint();
+        assertEq(escrow.lockedAt(staker, currentPeriod()), MAX_STAKE);
+        assertEq(unlockedOf(staker), reward - 1_000e18, "the rest stays unlocked");
+
+        // At the maximum, the whole reward stays unlocked.
+        vm.prank(worker);
+        escrow.commitToNextPeriod();
+        advancePeriods(2);
+        vm.prank(worker);
+        uint256 second = escrow.mint();
+        assertEq(escrow.lockedAt(staker, currentPeriod()), MAX_STAKE);
+        assertEq(unlockedOf(staker), reward - 1_000e18 + second);
+    }
+
+    /*//////////////////////////////////////////////////////////////
                                 SLASHING
     //////////////////////////////////////////////////////////////*/
 

@@ -6,6 +6,24 @@ import {PolicyManager} from "../../../contracts/PolicyManager.sol";
 import {StakingEscrow} from "../../../contracts/StakingEscrow.sol";
 import {Vm} from "../../utils/Vm.sol";
 
+/// @notice What restaking a reward must do, predicted from the escrow's views before the mint and
+/// checked after it (implemented by `CompoundingHandler`, which drives the restake switch).
+interface IReStakeExpectations {
+    /// @notice Lock `amount` into sub-stake `target`, which held `targetBefore`, while the staker
+    /// had `lockedNextBefore` locked in the next period.
+    struct ReStake {
+        uint256 target;
+        uint256 amount;
+        uint256 targetBefore;
+        uint256 lockedNextBefore;
+    }
+
+    function expectReStake(address staker, uint256 reward) external view returns (ReStake memory);
+
+    /// @notice Reverts unless the last mint restaked as `expected`; returns the amount restaked.
+    function checkReStaked(address staker, ReStake calldata expected) external view returns (uint256);
+}
+
 /// @notice Drives the escrow and the policy manager with bounded random actions by a fixed cast
 /// of stakers (each with its current worker, rotated to fresh keys) and policy owners, and keeps
 /// ghost totals of every token and every wei that moves, for the invariants to check against the
@@ -48,11 +66,16 @@ contract KMSHandler {
 
     RetiredWorker[] public retiredWorkers;
 
+    /// @notice Predicts and checks each restake (`CompoundingHandler`, which drives the switch).
+    IReStakeExpectations public reStakeExpectations;
+
     // Ghost totals: tokens
     mapping(address => uint256) public ghostDeposited;
     mapping(address => uint256) public ghostWithdrawn;
     mapping(address => uint256) public ghostRewards;
     mapping(address => uint256) public ghostPenalties;
+    /// @notice Rewards the handler saw locked by restaking (a part of `ghostRewards`).
+    mapping(address => uint256) public ghostReStaked;
     uint256 public ghostRewardsTotal;
     uint256 public ghostBurnt;
     uint256 public ghostInvestigatorRewards;
@@ -76,6 +99,12 @@ contract KMSHandler {
         for (uint256 i; i < OWNERS; ++i) {
             owners[i] = vm.addr(OWNER_KEY + i);
         }
+    }
+
+    /// @notice Links the restake checks, once.
+    function setReStakeExpectations(IReStakeExpectations expectations) external {
+        require(address(reStakeExpectations) == address(0), "already linked");
+        reStakeExpectations = expectations;
     }
 
     function stakerCount() external pure returns (uint256) {
@@ -183,6 +212,11 @@ contract KMSHandler {
         address staker = stakers[actorSeed % STAKERS];
         // Sub-stakes stay held for the evidence window after their lock ends.
         uint256 unlocked = escrow.stakeOf(staker) - escrow.heldStakeOf(staker);
+        // Not one held token more: locked and restaked tokens are never withdrawable.
+        vm.prank(staker);
+        try escrow.withdraw(unlocked + 1) {
+            revert("a held token was withdrawn");
+        } catch {}
         if (unlocked == 0) return;
         amount = _bound(amount, 1, unlocked);
         vm.prank(staker);
@@ -227,15 +261,27 @@ contract KMSHandler {
                           COMMITMENTS AND REWARDS
     //////////////////////////////////////////////////////////////*/
 
+    /// @notice The worker commits. The reward minted is the formula's; restaked, it is locked into
+    /// the sub-stake that ends last and counted in the commitment, which records exactly what is
+    /// locked in the next period.
     function commit(uint256 actorSeed) external {
         uint256 i = actorSeed % STAKERS;
         address staker = stakers[i];
         uint256 expected = escrow.pendingReward(staker);
         uint256 before = escrow.stakeOf(staker);
+        uint256 next = escrow.currentPeriod() + 1;
+        uint256 lockedNext = escrow.lockedAt(staker, next);
+        IReStakeExpectations.ReStake memory reStake = reStakeExpectations.expectReStake(staker, expected);
         vm.prank(workers[i]);
         try escrow.commitToNextPeriod() {
             uint256 reward = escrow.stakeOf(staker) - before;
             require(reward == expected, "commit minted other than the formula's reward");
+            ghostReStaked[staker] += reStakeExpectations.checkReStaked(staker, reStake);
+            StakingEscrow.StakerView memory info = escrow.getStakerInfo(staker);
+            uint256 committed = info.commitPeriods[0] == next ? info.commitLocked[0] : info.commitLocked[1];
+            require(
+                committed == lockedNext + reStake.amount, "the commitment does not count the restaked reward"
+            );
             ghostRewards[staker] += reward;
             ghostRewardsTotal += reward;
             calls["commit"]++;
@@ -247,9 +293,11 @@ contract KMSHandler {
         address staker = stakers[i];
         if (escrow.workerOf(staker) == address(0)) return;
         uint256 expected = escrow.pendingReward(staker);
+        IReStakeExpectations.ReStake memory reStake = reStakeExpectations.expectReStake(staker, expected);
         vm.prank(workers[i]);
         uint256 reward = escrow.mint();
         require(reward == expected, "mint minted other than the formula's reward");
+        ghostReStaked[staker] += reStakeExpectations.checkReStaked(staker, reStake);
         ghostRewards[staker] += reward;
         ghostRewardsTotal += reward;
         calls["mint"]++;
