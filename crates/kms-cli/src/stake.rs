@@ -36,6 +36,9 @@ impl StakeArgs {
         match self.command {
             StakeSubcommand::Deposit(args) => args.run(&chain).await,
             StakeSubcommand::Prolong(args) => args.run(&chain).await,
+            StakeSubcommand::Lock(args) => args.run(&chain).await,
+            StakeSubcommand::Increase(args) => args.run(&chain).await,
+            StakeSubcommand::Restake(args) => args.run(&chain).await,
             StakeSubcommand::Divide(args) => args.run(&chain).await,
             StakeSubcommand::Merge(args) => args.run(&chain).await,
             StakeSubcommand::Withdraw(args) => args.run(&chain).await,
@@ -53,6 +56,23 @@ pub enum StakeSubcommand {
     ///
     /// Example: kms stake deposit --amount 15000 --periods 30 --keystore staker.json --password-file pw
     Deposit(DepositArgs),
+    /// Lock free tokens in the escrow (minted rewards, released sub-stakes) as a new sub-stake.
+    /// Below the minimum stake only while the other sub-stakes keep the minimum locked through
+    /// its last period.
+    ///
+    /// Example: kms stake lock --amount 250 --periods 30   (or --all)
+    Lock(LockArgs),
+    /// Top up a locked sub-stake, from the wallet (approves the escrow first when needed) or with
+    /// `--from-unlocked` from free tokens in the escrow; any amount. Counts from the next
+    /// commitment.
+    ///
+    /// Example: kms stake increase --index 0 --amount 100 --from-unlocked
+    Increase(IncreaseArgs),
+    /// Turn restaking on or off: when on, each reward is locked into the sub-stake that ends
+    /// last and counts in the next period's locked amount.
+    ///
+    /// Example: kms stake restake on
+    Restake(RestakeArgs),
     /// Extend a sub-stake's lock.
     ///
     /// Example: kms stake prolong --index 0 --periods 10
@@ -116,6 +136,128 @@ impl DepositArgs {
         }
         let escrow = d.staking_escrow(&chain.provider);
         send("deposit", escrow.deposit(amount, U256::from(self.periods))).await?;
+        Ok(())
+    }
+}
+
+/// `kms stake lock`.
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    /// Tokens, in KMS.
+    #[arg(long, conflicts_with = "all")]
+    pub amount: Option<String>,
+    /// Every free token in the escrow.
+    #[arg(long)]
+    pub all: bool,
+    /// Periods to lock for after the current one.
+    #[arg(long)]
+    pub periods: u64,
+}
+
+impl LockArgs {
+    /// Locks the amount (or everything free) as a new sub-stake.
+    pub async fn run(self, chain: &Chain) -> Result<()> {
+        let free = unlocked(chain).await?;
+        let amount = match (self.amount, self.all) {
+            (Some(amount), false) => parse_tokens(&amount)?,
+            (None, true) => free,
+            _ => bail!("pass --amount KMS or --all"),
+        };
+        if amount.is_zero() || amount > free {
+            bail!(
+                "{} KMS are free in the escrow (minted rewards, released sub-stakes), the lock \
+                 needs {}: `kms rewards withdraw` mints pending rewards first",
+                format_tokens(free),
+                format_tokens(amount)
+            );
+        }
+        let escrow = chain.deployment.staking_escrow(&chain.provider);
+        send("lock", escrow.lock(amount, U256::from(self.periods))).await?;
+        println!(
+            "locked {} KMS for {} periods",
+            format_tokens(amount),
+            self.periods
+        );
+        Ok(())
+    }
+}
+
+/// `kms stake increase`.
+#[derive(Debug, Args)]
+pub struct IncreaseArgs {
+    /// The sub-stake's index (`kms stake status`).
+    #[arg(long)]
+    pub index: u64,
+    /// Tokens, in KMS.
+    #[arg(long)]
+    pub amount: String,
+    /// Take the tokens from the free ones in the escrow instead of the wallet.
+    #[arg(long)]
+    pub from_unlocked: bool,
+}
+
+impl IncreaseArgs {
+    /// Tops the sub-stake up.
+    pub async fn run(self, chain: &Chain) -> Result<()> {
+        let d = &chain.deployment;
+        let amount = parse_tokens(&self.amount)?;
+        let index = U256::from(self.index);
+        let escrow = d.staking_escrow(&chain.provider);
+        if self.from_unlocked {
+            send(
+                "increaseFromUnlocked",
+                escrow.increaseFromUnlocked(index, amount),
+            )
+            .await?;
+        } else {
+            let staker = chain.account()?;
+            let token = d.token(&chain.provider);
+            let balance = token.balanceOf(staker).call().await?;
+            if balance < amount {
+                bail!(
+                    "{staker} holds {} KMS, the increase needs {}: get tokens first, or use \
+                     --from-unlocked",
+                    format_tokens(balance),
+                    format_tokens(amount)
+                );
+            }
+            let allowance = token.allowance(staker, d.staking_escrow).call().await?;
+            if allowance < amount {
+                send("approve", token.approve(d.staking_escrow, amount)).await?;
+            }
+            send("increase", escrow.increase(index, amount)).await?;
+        }
+        println!(
+            "sub-stake {} increased by {} KMS (counts from the next commitment)",
+            self.index,
+            format_tokens(amount)
+        );
+        Ok(())
+    }
+}
+
+/// `kms stake restake`.
+#[derive(Debug, Args)]
+pub struct RestakeArgs {
+    /// `on` or `off`.
+    #[arg(value_parser = ["on", "off"])]
+    pub switch: String,
+}
+
+impl RestakeArgs {
+    /// Sets the switch.
+    pub async fn run(self, chain: &Chain) -> Result<()> {
+        let on = self.switch == "on";
+        let escrow = chain.deployment.staking_escrow(&chain.provider);
+        send("setReStake", escrow.setReStake(on)).await?;
+        println!(
+            "restaking {}",
+            if on {
+                "on: each reward is locked into the sub-stake that ends last"
+            } else {
+                "off: rewards stay free (withdrawable)"
+            }
+        );
         Ok(())
     }
 }
@@ -386,6 +528,7 @@ async fn status(chain: &Chain, staker: Address, periods: u64, json: bool) -> Res
     let fees = manager.fees(staker).call().await?;
     let held = escrow.heldStakeOf(staker).call().await?;
     let pending_worker = escrow.pendingWorker(staker).call().await?;
+    let restake = escrow.reStakeEnabled(staker).call().await?;
     let current = chain.current_period().await?;
     let mut locked = Vec::new();
     for period in current..=current + periods {
@@ -419,6 +562,7 @@ async fn status(chain: &Chain, staker: Address, periods: u64, json: bool) -> Res
             "feesWei": fees.to_string(),
             "worker": info.worker,
             "pendingWorker": pending_worker,
+            "reStake": restake,
             "nodeUrl": record.url,
             "ethBalanceWei": balance.to_string(),
         }));
@@ -428,6 +572,14 @@ async fn status(chain: &Chain, staker: Address, periods: u64, json: bool) -> Res
     println!("staked            {} KMS", format_tokens(info.value));
     println!("locked now        {} KMS", format_tokens(info.lockedNow));
     println!("held (not withdrawable) {} KMS", format_tokens(held));
+    println!(
+        "restaking         {}",
+        if restake {
+            "on (rewards locked into the sub-stake that ends last)"
+        } else {
+            "off"
+        }
+    );
     println!("worker            {}", info.worker);
     if !pending_worker.is_zero() {
         println!("proposed worker   {pending_worker} (not yet accepted)");

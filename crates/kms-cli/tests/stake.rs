@@ -222,10 +222,50 @@ async fn staking_commands_and_their_refusals() -> Result<()> {
         3,
         "StakingEscrow_InsufficientUnlocked",
     );
+    // Compounding: a top-up from the wallet (any amount), none from free tokens or a lock while
+    // nothing is free, and the restake switch shown by the status.
+    let first = |status: &Value| {
+        status["subStakes"][0]["amount"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let before = U256::from_str_radix(&first(&cli.status(&staker)), 10)?;
+    cli.ok(
+        staker_key,
+        &["stake", "increase", "--index", "0", "--amount", "1000"],
+    );
+    let after = U256::from_str_radix(&first(&cli.status(&staker)), 10)?;
+    ensure!(after - before == U256::from(1000u64) * U256::from(10u64).pow(U256::from(18)));
+    cli.fails(
+        staker_key,
+        &[
+            "stake",
+            "increase",
+            "--index",
+            "0",
+            "--amount",
+            "1",
+            "--from-unlocked",
+        ],
+        3,
+        "StakingEscrow_InsufficientUnlocked",
+    );
+    cli.fails(
+        staker_key,
+        &["stake", "lock", "--amount", "1", "--periods", "30"],
+        1,
+        "are free in the escrow",
+    );
+    ensure!(cli.status(&staker)["reStake"] == false);
+    cli.ok(staker_key, &["stake", "restake", "on"]);
+    ensure!(cli.status(&staker)["reStake"] == true);
     // Human-readable status too.
     let text = cli.ok(None, &["stake", "status", "--staker", &staker]);
     ensure!(
-        text.contains("sub-stakes") && text.contains("35000"),
+        text.contains("sub-stakes")
+            && text.contains("36000")
+            && text.contains("restaking         on"),
         "{text}"
     );
     Ok(())
