@@ -7,7 +7,8 @@
 //! 4. Bob retrieves: asks all five nodes, verifies every cfrag, decrypts; the faulty node's
 //!    wrong cfrag is caught with its worker's signature;
 //! 5. periods pass (time travel): the nodes commit each period, and every miner's reward is the
-//!    formula's `locked * issuance / lockedTotal` of each period it committed to;
+//!    formula's `locked * issuance / lockedTotal` of each period it committed to; one miner
+//!    restakes, so its rewards are locked and counted in its later commitments' `locked`;
 //! 6. each node earned the fee rate for every period it committed to while the policy was live;
 //! 7. Alice revokes: the refund is everything not earned, and Bob is refused from the next block;
 //! 8. Bob reports the wrong cfrag: the Adjudicator slashes the faulty miner and pays Bob;
@@ -52,7 +53,9 @@ use crate::{
 const THRESHOLD: usize = 3;
 const SHARES: usize = 5;
 const POLICY_PERIODS: u64 = 6;
-const PERIODS_TO_PASS: u64 = 3;
+/// Four: the restaker's reward of the last one is paid on a commitment that counted a restaked
+/// reward.
+const PERIODS_TO_PASS: u64 = 4;
 const FILE_BYTES: usize = 3 * 1024 * 1024 + 17;
 /// 0.001 ETH per node and period.
 const FEE_RATE_GWEI: u64 = 1_000_000;
@@ -371,9 +374,42 @@ async fn bob_retrieves(
     Ok((retrieved, row))
 }
 
-/// 5. Periods pass; the nodes commit each one; rewards follow the formula.
+/// The tokens in `staker`'s sub-stakes.
+async fn sub_staked(reader: &DynProvider, d: &Deployment, staker: Address) -> Result<U256> {
+    let sub_stakes = d.staking_escrow(reader).getSubStakes(staker).call().await?;
+    Ok(sub_stakes.iter().map(|s| U256::from(s.amount)).sum())
+}
+
+/// 5. Periods pass; the nodes commit each one; rewards follow the formula. The first honest
+/// miner restakes: its rewards are locked into its sub-stake and counted in its next
+/// commitment's locked amount, which the formula then pays on.
 async fn periods_pass(story: &Story<'_>) -> Result<Row> {
     let (devnet, d, reader) = (story.devnet, &story.deployment, &story.reader);
+    let restaker = devnet
+        .miners
+        .iter()
+        .find(|m| !m.faulty)
+        .context("no honest miner")?
+        .staker;
+    let account = (0..32)
+        .find(|&i| devnet.chain.address(i).ok() == Some(restaker))
+        .context("the restaking miner is not a dev account")?;
+    let staked_before = sub_staked(reader, d, restaker).await?;
+    let minted_before = d
+        .staking_escrow(reader)
+        .getStakerInfo(restaker)
+        .call()
+        .await?
+        .rewardsMinted;
+    let receipt = d
+        .staking_escrow(&devnet.provider(account)?)
+        .setReStake(true)
+        .send()
+        .await?
+        .get_receipt()
+        .await?;
+    ensure!(receipt.status(), "setReStake reverted");
+    let restake_block = receipt.block_number.unwrap_or_default();
     for _ in 0..PERIODS_TO_PASS {
         devnet.chain.travel(d.seconds_per_period).await?;
         let period = devnet.chain.current_period().await?;
@@ -393,11 +429,69 @@ async fn periods_pass(story: &Story<'_>) -> Result<Row> {
         );
         reward_lines.push(format_tokens(actual));
     }
+    // The restaker: every reward minted since the switch was locked into its sub-stake, and its
+    // last commitment counted it.
+    let restaked: U256 = reader
+        .get_logs(
+            &Filter::new()
+                .address(d.staking_escrow)
+                .event_signature(StakingEscrow::ReStaked::SIGNATURE_HASH)
+                .topic1(restaker.into_word())
+                .from_block(restake_block),
+        )
+        .await?
+        .iter()
+        .map(|log| {
+            log.log_decode::<StakingEscrow::ReStaked>()
+                .map(|e| e.inner.data.amount)
+        })
+        .sum::<Result<U256, _>>()?;
+    let minted = escrow.getStakerInfo(restaker).call().await?.rewardsMinted - minted_before;
+    let staked_after = sub_staked(reader, d, restaker).await?;
+    let commitments = reader
+        .get_logs(
+            &Filter::new()
+                .address(d.staking_escrow)
+                .event_signature(StakingEscrow::CommitmentMade::SIGNATURE_HASH)
+                .topic1(restaker.into_word())
+                .from_block(restake_block),
+        )
+        .await?
+        .iter()
+        .map(|log| {
+            log.log_decode::<StakingEscrow::CommitmentMade>()
+                .map(|e| (e.inner.data.period, e.inner.data.locked))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let last_locked = commitments
+        .last()
+        .map(|(_, locked)| *locked)
+        .context("the restaker made no commitment")?;
+    // A period already rewarded (by the formula above) whose locked amount counted restaked
+    // tokens.
+    let rewarded_on_restaked = commitments
+        .iter()
+        .find(|(period, locked)| *period < U256::from(current) && *locked > staked_before)
+        .map(|(period, locked)| (*period, *locked))
+        .context("no rewarded period counted a restaked reward yet")?;
+    ensure!(
+        !restaked.is_zero()
+            && restaked == minted
+            && staked_after == staked_before + restaked
+            && last_locked == staked_after,
+        "restaking: {restaked} restaked of {minted} minted; sub-stakes {staked_before} -> \
+         {staked_after}; last commitment's locked {last_locked}"
+    );
     Ok(Row {
         step: "5 periods pass, miners rewarded",
         detail: format!(
-            "{PERIODS_TO_PASS} periods; rewards = formula exactly: {} KMS",
-            reward_lines.join(" / ")
+            "{PERIODS_TO_PASS} periods; rewards = formula exactly: {} KMS; miner {restaker} \
+             restakes: {} KMS locked into its sub-stake, counted from its next commitment \
+             (period {}: rewarded on {} KMS locked)",
+            reward_lines.join(" / "),
+            format_tokens(restaked),
+            rewarded_on_restaked.0,
+            format_tokens(rewarded_on_restaked.1)
         ),
     })
 }
