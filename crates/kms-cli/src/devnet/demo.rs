@@ -380,8 +380,8 @@ async fn sub_staked(reader: &DynProvider, d: &Deployment, staker: Address) -> Re
     Ok(sub_stakes.iter().map(|s| U256::from(s.amount)).sum())
 }
 
-/// 5. Periods pass; the nodes commit each one; rewards follow the formula. The first honest
-/// miner restakes: its rewards are locked into its sub-stake and counted in its next
+/// Step 5: periods pass; the nodes commit each one; rewards follow the formula. The first
+/// honest miner restakes: its rewards are locked into its sub-stake and counted in its next
 /// commitment's locked amount, which the formula then pays on.
 async fn periods_pass(story: &Story<'_>) -> Result<Row> {
     let (devnet, d, reader) = (story.devnet, &story.deployment, &story.reader);
