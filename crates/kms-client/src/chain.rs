@@ -106,6 +106,21 @@ pub(crate) fn call_error(
     }
 }
 
+/// The first `E` event `receipt` holds, or [`ChainError::MissingEvent`] for `what`.
+pub(crate) fn event_of<E: alloy::sol_types::SolEvent>(
+    what: &str,
+    receipt: &TransactionReceipt,
+) -> Result<E, ChainError> {
+    receipt
+        .decoded_log::<E>()
+        .map(|log| log.data)
+        .ok_or(ChainError::MissingEvent {
+            what: what.into(),
+            tx: receipt.transaction_hash,
+            event: E::SIGNATURE,
+        })
+}
+
 /// Simulates `call`, then sends it and waits up to `timeout` for a successful receipt; a revert
 /// is described by `describe` (e.g. [`any_revert`]).
 pub async fn transact<P, D>(

@@ -20,7 +20,7 @@ use rand_core::{OsRng, RngCore};
 use umbral_pre::{generate_kfrags, PublicKey, SecretKey, Signer};
 
 use crate::{
-    chain::{policy_manager_revert, transact, ChainError},
+    chain::{event_of, policy_manager_revert, transact, ChainError},
     client::Client,
     http::NodeError,
     policy::{PolicyFile, PolicyNode, MAX_NODES},
@@ -136,6 +136,16 @@ pub struct Refunded {
     pub block: u64,
     /// Wei sent to the policy's owner.
     pub amount: U256,
+}
+
+impl Refunded {
+    fn of(receipt: &alloy::rpc::types::TransactionReceipt, amount: U256) -> Self {
+        Self {
+            tx_hash: receipt.transaction_hash,
+            block: receipt.block_number.unwrap_or_default(),
+            amount,
+        }
+    }
 }
 
 /// What [`Client::extend`] did.
@@ -526,13 +536,7 @@ impl<P: Provider> Client<P> {
             .value(value);
         let receipt = transact(what, call, policy_manager_revert, self.receipt_timeout).await?;
         let tx_hash = receipt.transaction_hash;
-        let created = receipt
-            .decoded_log::<PolicyManager::PolicyCreated>()
-            .ok_or_else(|| ChainError::MissingEvent {
-                what: what.into(),
-                tx: tx_hash,
-                event: "PolicyCreated",
-            })?;
+        let created: PolicyManager::PolicyCreated = event_of(what, &receipt)?;
         if created.policyId.0 != policy.policy_id {
             // The id is the sender's: a request whose creator is not the provider's account.
             return Err(ChainError::Mismatch(format!(
@@ -596,18 +600,8 @@ impl<P: Provider> Client<P> {
         let call = manager.revokePolicy(FixedBytes(policy.policy_id), policy.stakers());
         let what = "revoking the policy";
         let receipt = transact(what, call, policy_manager_revert, self.receipt_timeout).await?;
-        let event = receipt
-            .decoded_log::<PolicyManager::PolicyRevoked>()
-            .ok_or(ChainError::MissingEvent {
-                what: what.into(),
-                tx: receipt.transaction_hash,
-                event: "PolicyRevoked",
-            })?;
-        Ok(Refunded {
-            tx_hash: receipt.transaction_hash,
-            block: receipt.block_number.unwrap_or_default(),
-            amount: event.refund,
-        })
+        let event: PolicyManager::PolicyRevoked = event_of(what, &receipt)?;
+        Ok(Refunded::of(&receipt, event.refund))
     }
 
     /// Extends the policy to `end_timestamp` (the provider's account must be its owner), paying
@@ -655,13 +649,7 @@ impl<P: Provider> Client<P> {
             .extendPolicy(id, U256::from(end_timestamp), policy.stakers())
             .value(paid);
         let receipt = transact(what, call, policy_manager_revert, self.receipt_timeout).await?;
-        let event = receipt
-            .decoded_log::<PolicyManager::PolicyExtended>()
-            .ok_or(ChainError::MissingEvent {
-                what: what.into(),
-                tx: receipt.transaction_hash,
-                event: "PolicyExtended",
-            })?;
+        let event: PolicyManager::PolicyExtended = event_of(what, &receipt)?;
         Ok(Extended {
             tx_hash: receipt.transaction_hash,
             block: receipt.block_number.unwrap_or_default(),
@@ -700,18 +688,8 @@ impl<P: Provider> Client<P> {
         let call = manager.revokeArrangement(FixedBytes(policy.policy_id), node, policy.stakers());
         let what = "revoking the node's arrangement";
         let receipt = transact(what, call, policy_manager_revert, self.receipt_timeout).await?;
-        let event = receipt
-            .decoded_log::<PolicyManager::ArrangementRevoked>()
-            .ok_or(ChainError::MissingEvent {
-                what: what.into(),
-                tx: receipt.transaction_hash,
-                event: "ArrangementRevoked",
-            })?;
-        Ok(Refunded {
-            tx_hash: receipt.transaction_hash,
-            block: receipt.block_number.unwrap_or_default(),
-            amount: event.refund,
-        })
+        let event: PolicyManager::ArrangementRevoked = event_of(what, &receipt)?;
+        Ok(Refunded::of(&receipt, event.refund))
     }
 
     /// Waits, up to `timeout`, until every node of `policy` says (`GET /v1/status`) that it has
@@ -776,19 +754,8 @@ impl<P: Provider> Client<P> {
         let call = manager.refund(FixedBytes(policy.policy_id), policy.stakers());
         let what = "refunding the policy";
         let receipt = transact(what, call, policy_manager_revert, self.receipt_timeout).await?;
-        let event =
-            receipt
-                .decoded_log::<PolicyManager::RefundPaid>()
-                .ok_or(ChainError::MissingEvent {
-                    what: what.into(),
-                    tx: receipt.transaction_hash,
-                    event: "RefundPaid",
-                })?;
-        Ok(Refunded {
-            tx_hash: receipt.transaction_hash,
-            block: receipt.block_number.unwrap_or_default(),
-            amount: event.amount,
-        })
+        let event: PolicyManager::RefundPaid = event_of(what, &receipt)?;
+        Ok(Refunded::of(&receipt, event.amount))
     }
 
     /// The policy as the contract sees it now (owner, end, revocation, ...).

@@ -760,13 +760,7 @@ impl<P: Provider> Client<P> {
         )
         .await?;
         let tx_hash = receipt.transaction_hash;
-        let event = receipt.decoded_log::<Adjudicator::CFragEvaluated>().ok_or(
-            ChainError::MissingEvent {
-                what: what.into(),
-                tx: tx_hash,
-                event: "CFragEvaluated",
-            },
-        )?;
+        let event: Adjudicator::CFragEvaluated = crate::chain::event_of(what, &receipt)?;
         let verdict = Verdict::from_u8(event.verdict).ok_or_else(|| {
             ChainError::Mismatch(format!(
                 "the Adjudicator returned verdict {}, unknown to this kms",
