@@ -868,14 +868,19 @@ async fn a_lying_node_is_caught_reported_and_slashed() -> Result<()> {
     let mut reader = &file[..];
     let header = stream::read_header(&mut reader)?;
 
-    // The liar answers first (the others are slow): its cfrag fails, the other two suffice.
+    // The liar's cfrag fails, the other two suffice. Every node is asked to the end: the liar
+    // usually answers first (the others are slow), but on a loaded machine it may not, and a
+    // retrieval that stops at the threshold would then never read its answer.
     let bob = setup.bob_client().await?;
     let retrieval = bob
         .retrieve(
             &policy,
             &setup.bob,
             std::slice::from_ref(header.capsule()),
-            &RetrieveOptions::default(),
+            &RetrieveOptions {
+                audit_all: true,
+                ..RetrieveOptions::default()
+            },
         )
         .await?;
     ensure!(retrieval.cfrags[0].len() == 2);
