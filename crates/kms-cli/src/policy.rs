@@ -13,7 +13,10 @@ use alloy::{
 };
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use kms_client::{Client, GrantError, GrantRequest, PolicyFile};
+use kms_client::{
+    revocation::{self, RevocationOrderBody},
+    Client, GrantError, GrantRequest, HttpConfig, NodeClient, PolicyFile, Refunded,
+};
 use kms_contracts::PolicyManager;
 use kms_crypto::wire;
 use serde_json::json;
@@ -262,25 +265,198 @@ pub struct RevokeArgs {
     /// earned, it refuses the policy from the revocation's block, the other nodes keep serving.
     #[arg(long, value_name = "ADDRESS")]
     pub node: Option<Address>,
+    /// Revoke with no transaction: sign a revocation order with the owner's key and send it to
+    /// the nodes, which refuse the policy from their answer on (no RPC endpoint needed). The
+    /// refund follows when the order is carried out on chain: by a later `kms policy revoke`
+    /// from any account (the nodes hand the order to anyone).
+    #[arg(long)]
+    pub offline: bool,
+    /// With --offline: the last second (Unix time) the order may be carried out on chain.
+    /// Default: the policy file's end, after which there is nothing left to refund.
+    #[arg(long, requires = "offline", value_name = "UNIX_SECONDS")]
+    pub deadline: Option<u64>,
+    /// With --offline: also write the signed order to this file (JSON), for whoever will carry
+    /// it out (`kms policy revoke --order FILE`).
+    #[arg(long, requires = "offline", value_name = "FILE")]
+    pub save_order: Option<PathBuf>,
+    /// Carry out the owner's signed order in this file (from `--offline --save-order`), instead
+    /// of the ones the policy's nodes hand out. Any account may; the refund goes to the owner.
+    #[arg(long, conflicts_with = "offline", value_name = "FILE")]
+    pub order: Option<PathBuf>,
 }
 
 impl RevokeArgs {
-    /// Revokes the policy (or one node's part) and prints the refund.
+    /// Revokes the policy (or one node's part) and prints the refund: as the owner, or by the
+    /// owner's signed order (carried out by any account), or signs and sends such an order.
     pub async fn run(self, chain: &ChainOpts) -> Result<()> {
-        let (client, file) = client_and_policy(chain, &self.policy).await?;
-        if let Some(node) = self.node {
-            return revoke_node(&client, &file, node).await;
+        if self.offline {
+            return self.send_order(chain).await;
         }
-        let refunded = client.revoke(&file).await.map_err(CliError::from)?;
+        let (connected, client) = chain.client(Account::Required).await?;
+        let file = PolicyFile::load(&self.policy)?;
+        let account = connected
+            .account
+            .context("this command sends a transaction: pass an account")?;
+        if account != file.owner || self.order.is_some() {
+            return self.settle_order(&client, &file, account).await;
+        }
+        let refunded = match self.node {
+            Some(node) => client.revoke_node(&file, node).await,
+            None => client.revoke(&file).await,
+        }
+        .map_err(CliError::from)?;
+        announce_revocation(&client, &file, self.node, &refunded, "").await;
+        Ok(())
+    }
+
+    /// `--offline`: signs the order and hands it to the nodes it concerns.
+    async fn send_order(&self, chain: &ChainOpts) -> Result<()> {
+        let file = PolicyFile::load(&self.policy)?;
+        let owner = chain.wallet.signer()?.context(
+            "signing the revocation order needs the policy owner's key: pass --keystore FILE \
+             --password-file FILE (or --private-key)",
+        )?;
+        let now = unix_now();
+        let deadline = self.deadline.unwrap_or(file.end_timestamp);
+        if deadline <= now {
+            bail!(
+                "the deadline {deadline} has passed (now {now}): the order could never be carried \
+                 out; pass a later --deadline (the policy file says it ends at {}; after an \
+                 extension, the chain's end is later)",
+                file.end_timestamp
+            );
+        }
+        let order = revocation::sign_order(&file, &owner, self.node, deadline).await?;
+        if let Some(path) = &self.save_order {
+            let body = RevocationOrderBody::from(&order);
+            std::fs::write(path, serde_json::to_string_pretty(&body)? + "\n")
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        let nodes = NodeClient::new(HttpConfig::default())?;
+        let deliveries = revocation::send_order(&nodes, &file, &order).await;
+        let scope = scope_of(&file, self.node);
+        let refusing = deliveries.iter().filter(|d| d.refuses()).count();
         println!(
-            "revoked {} in block {}; refunded {} ETH",
+            "signed an order revoking {scope}, valid on chain until {deadline}; refused by {refusing} \
+             of {} node(s), with no transaction",
+            deliveries.len()
+        );
+        for delivery in deliveries.iter().filter(|d| !d.refuses()) {
+            if let Err(e) = &delivery.outcome {
+                eprintln!(
+                    "warning: {} ({}) did not take the order: {e}",
+                    delivery.staker, delivery.url
+                );
+            }
+        }
+        if let Some(path) = &self.save_order {
+            println!("order saved to {}", path.display());
+        }
+        let node_arg = self.node.map_or(String::new(), |n| format!(" --node {n}"));
+        if refusing < deliveries.len() {
+            bail!(
+                "{} node(s) did not take the order and still serve the policy: run the same \
+                 command again (a node keeps an order once), or revoke on chain now with \
+                 `kms policy revoke --policy {}{node_arg}`",
+                deliveries.len() - refusing,
+                self.policy.display()
+            );
+        }
+        println!(
+            "the refund follows once the order is carried out on chain, from any account: \
+             `kms policy revoke --policy {}{node_arg}`",
+            self.policy.display()
+        );
+        Ok(())
+    }
+
+    /// Carries out the owner's signed order (the `--order` file's, or the nodes'): any account
+    /// may, the owner is refunded.
+    async fn settle_order(
+        &self,
+        client: &Client<DynProvider>,
+        file: &PolicyFile,
+        account: Address,
+    ) -> Result<()> {
+        let orders = match &self.order {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                let body: RevocationOrderBody = serde_json::from_str(&text)
+                    .with_context(|| format!("{} is not a revocation order", path.display()))?;
+                vec![body
+                    .decode()
+                    .with_context(|| format!("{} is not a revocation order", path.display()))?]
+            }
+            None => client.fetch_orders(file).await,
+        };
+        let now = client
+            .provider()
+            .get_block_by_number(Default::default())
+            .await?
+            .context("the chain has no latest block")?
+            .header
+            .timestamp;
+        let wanted = self.node.unwrap_or(Address::ZERO);
+        let scope = scope_of(file, self.node);
+        let Some(order) = orders
+            .iter()
+            .find(|o| o.policy_id == file.policy_id && o.node == wanted && o.deadline >= now)
+        else {
+            let source = self.order.as_ref().map_or_else(
+                || "no node of the policy hands out".to_owned(),
+                |p| format!("{} is not", p.display()),
+            );
+            bail!(
+                "{account} is not the policy's owner ({}), and {source} a signed order revoking \
+                 {scope} that can still be carried out: ask the owner to sign one (`kms policy \
+                 revoke --offline`), or to revoke herself",
+                file.owner
+            );
+        };
+        let refunded = client
+            .settle_order(file, order)
+            .await
+            .map_err(CliError::from)?;
+        let how = format!(" by the owner's signed order (refund sent to the owner {})", file.owner);
+        announce_revocation(client, file, self.node, &refunded, &how).await;
+        Ok(())
+    }
+}
+
+/// "the whole policy" or "node X's part", for messages.
+fn scope_of(file: &PolicyFile, node: Option<Address>) -> String {
+    match node {
+        Some(node) => format!("node {node}'s part of {}", file.policy_id_hex()),
+        None => format!("the whole policy {}", file.policy_id_hex()),
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Prints a revocation's refund, then waits (a little) for the nodes it concerns to read its
+/// block, and says which refuse from it.
+async fn announce_revocation(
+    client: &Client<DynProvider>,
+    file: &PolicyFile,
+    node: Option<Address>,
+    refunded: &Refunded,
+    how: &str,
+) {
+    let Some(node) = node else {
+        println!(
+            "revoked {} in block {}{how}; refunded {} ETH",
             file.policy_id_hex(),
             refunded.block,
             format_eth(refunded.amount)
         );
         // In force at a node from its first read of that block: say which nodes are there.
         let heads = client
-            .wait_for_nodes_at(&file, refunded.block, REVOCATION_WAIT)
+            .wait_for_nodes_at(file, refunded.block, REVOCATION_WAIT)
             .await;
         let behind: Vec<String> = heads
             .iter()
@@ -304,24 +480,16 @@ impl RevokeArgs {
         for node in behind {
             eprintln!("warning: not yet in force at {node}; it refuses once it reads the block");
         }
-        Ok(())
-    }
-}
-
-/// `kms policy revoke --node`: one node's arrangement.
-async fn revoke_node(client: &Client<DynProvider>, file: &PolicyFile, node: Address) -> Result<()> {
-    let refunded = client
-        .revoke_node(file, node)
-        .await
-        .map_err(CliError::from)?;
+        return;
+    };
     println!(
-        "revoked node {node} of {} in block {}; refunded {} ETH",
+        "revoked node {node} of {} in block {}{how}; refunded {} ETH",
         file.policy_id_hex(),
         refunded.block,
         format_eth(refunded.amount)
     );
     let Some(policy_node) = file.nodes.iter().find(|n| n.staker == node) else {
-        return Ok(());
+        return;
     };
     let head = client
         .wait_for_node_at(policy_node, refunded.block, REVOCATION_WAIT)
@@ -344,7 +512,6 @@ async fn revoke_node(client: &Client<DynProvider>, file: &PolicyFile, node: Addr
             head.url, refunded.block
         ),
     }
-    Ok(())
 }
 
 /// `kms policy extend`.

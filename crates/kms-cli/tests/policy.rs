@@ -452,6 +452,67 @@ fn grant_encrypt_retrieve_revoke_and_their_failures() -> Result<()> {
     );
     run.fails(&args(&revoke_node(&first_node)), 3, "already revoked");
 
+    // The second node's part by a signed order: no transaction; that node refuses at once, and
+    // Bob, with one node left of the two he needs, is refused. Bob's own account then carries
+    // out the order the node hands out; the refund goes to Alice.
+    let second_node = policy_file["nodes"][1]["staker"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let revoke_as = |key: &str, extra: &[&str]| -> Vec<String> {
+        ["policy", "revoke", "--policy", "policy.json", "--private-key", key]
+            .iter()
+            .chain(extra)
+            .map(|s| s.to_string())
+            .collect()
+    };
+    run.fails(
+        &args(&revoke_as(BOB_KEY, &["--offline"])),
+        1,
+        "sign with the owner's key",
+    );
+    let offline = run.ok(&args(&revoke_as(
+        ALICE_KEY,
+        &["--offline", "--node", &second_node, "--save-order", "order.json"],
+    )));
+    ensure!(
+        offline.contains("refused by 1 of 1 node(s), with no transaction"),
+        "{offline}"
+    );
+    run.fails(
+        &[
+            "retrieve",
+            "--policy",
+            "policy.json",
+            "--umbral",
+            "bob/umbral.json",
+            "photo.kms",
+            "photo.out3",
+        ],
+        4,
+        "signed order",
+    );
+    // No order for the whole policy: a stranger is told what to do.
+    run.fails(
+        &args(&revoke_as(BOB_KEY, &[])),
+        1,
+        "ask the owner to sign one",
+    );
+    let settled = run.ok(&args(&revoke_as(BOB_KEY, &["--node", &second_node])));
+    ensure!(
+        settled.contains("by the owner's signed order") && settled.contains("refused by node"),
+        "{settled}"
+    );
+    // The same order from its file: spent.
+    run.fails(
+        &args(&revoke_as(
+            BOB_KEY,
+            &["--node", &second_node, "--order", "order.json"],
+        )),
+        3,
+        "already revoked",
+    );
+
     // Listed as active, then revoked: Bob is refused (exit 4), the list says so.
     let list = |run: &Run<'_>| -> Value {
         serde_json::from_str(&run.ok(&["policy", "list", "--json", "--private-key", ALICE_KEY]))

@@ -139,7 +139,7 @@ pub struct Refunded {
 }
 
 impl Refunded {
-    fn of(receipt: &alloy::rpc::types::TransactionReceipt, amount: U256) -> Self {
+    pub(crate) fn of(receipt: &alloy::rpc::types::TransactionReceipt, amount: U256) -> Self {
         Self {
             tx_hash: receipt.transaction_hash,
             block: receipt.block_number.unwrap_or_default(),

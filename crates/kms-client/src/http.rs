@@ -8,6 +8,7 @@ use std::{
 };
 
 use alloy::primitives::B256;
+use kms_crypto::revocation::{RevocationAccepted, RevocationOrderBody, RevocationOrders};
 use kms_crypto::wire::{
     ErrorBody, EvidenceStatus, KfragAccepted, KfragUpload, NetworkView, NodeInfo, NodeStatus,
     ReencryptRequest, ReencryptResponse,
@@ -316,6 +317,43 @@ impl NodeClient {
                 self.once(self.http.post(&target).json(upload)).await?;
             Ok(accepted.created || status == StatusCode::CREATED)
         })
+        .await
+    }
+
+    /// `POST {url}/v1/policies/{id}/revocation`: hands the node the owner's signed revocation
+    /// order; from the answer on, the node refuses the policy. Returns whether the node kept it
+    /// now (`false`: it held this very order, or one of its kind with a later deadline).
+    ///
+    /// A 404 is retried too, as for uploads: the node may be a block behind the policy's
+    /// creation (a node that holds no kfrag for the policy answers 404 for good).
+    pub async fn send_revocation_order(
+        &self,
+        url: &str,
+        order: &RevocationOrderBody,
+    ) -> Result<bool, NodeError> {
+        let target = endpoint(url, &format!("/v1/policies/{}/revocation", order.policy_id));
+        self.retrying(&target, |_| false, || async {
+            let (status, accepted): (_, RevocationAccepted) =
+                self.once(self.http.post(&target).json(order)).await?;
+            Ok(accepted.created || status == StatusCode::CREATED)
+        })
+        .await
+    }
+
+    /// `GET {url}/v1/policies/{id}/revocation`: the owner's signed orders the node keeps for
+    /// the policy (a 404 when it keeps none; not retried).
+    pub async fn revocation_orders(
+        &self,
+        url: &str,
+        policy_id: [u8; 16],
+    ) -> Result<RevocationOrders, NodeError> {
+        self.get(
+            url,
+            &format!(
+                "/v1/policies/{}/revocation",
+                alloy::hex::encode_prefixed(policy_id)
+            ),
+        )
         .await
     }
 

@@ -7,7 +7,8 @@
 //!   one retrieval ([`Client::open_sessions`]).
 //! - Alice: [`Client::plan_grant`] then [`Client::execute_grant`] create a policy on chain and
 //!   hand its nodes their kfrags; [`Client::revoke`] and [`Client::refund`] get money back. The
-//!   result is a [`PolicyFile`] for Bob.
+//!   result is a [`PolicyFile`] for Bob. [`revocation`]: she revokes with no transaction by a
+//!   signed order the nodes obey at once, and anyone settles it on chain.
 //! - Bob: [`Client::retrieve`] asks the policy's nodes for capsule fragments and verifies each;
 //!   [`stream::open_data_key_reencrypted`] and [`stream::decrypt_stream_with_key`] decrypt. A
 //!   node caught with a wrong signed cfrag leaves a [`Fault`] that [`Client::report`] submits to
@@ -27,6 +28,7 @@ pub mod message;
 pub mod network;
 pub mod policy;
 pub mod retrieve;
+pub mod revocation;
 pub mod sampling;
 pub mod sender;
 pub mod stream;
@@ -48,6 +50,7 @@ pub use retrieve::{
     AnswerTerms, NodeFailure, NodeOutcome, NodeReport, ReportError, Retrieval, RetrieveError,
     RetrieveOptions,
 };
+pub use revocation::{OrderDelivery, OrderError, RevocationOrder};
 pub use sampling::{SamplingError, WeightedDraw};
 pub use sender::{SenderKey, TrustedSenders};
 pub use stream::{DataKey, DecryptOptions, EncryptOptions, Header, StreamError, StreamStats};

@@ -10,7 +10,7 @@ use std::{sync::Arc, time::Duration};
 
 use alloy::{
     primitives::{Address, U256},
-    providers::{DynProvider, Provider},
+    providers::{ext::AnvilApi, DynProvider, Provider},
     signers::local::PrivateKeySigner,
 };
 use anyhow::{bail, ensure, Context, Result};
@@ -23,6 +23,7 @@ use axum::{
 };
 use kms_client::{
     fault::Fault,
+    revocation::{self, OrderError},
     grant::GrantRequest,
     retrieve::{NodeOutcome, RetrieveOptions},
     stream, ChainError, Client, HttpConfig, Inbox, MessageError, MessageSender, PolicyFile,
@@ -114,6 +115,7 @@ async fn start_node(chain: &TestChain, accounts: (usize, usize), kind: Kind) -> 
         umbral: umbral.clone(),
         chain_id: d.chain_id,
         adjudicator: d.adjudicator,
+        policy_manager: d.policy_manager,
         seconds_per_period: d.seconds_per_period,
     };
     let directory = ChainDirectory::new(chain.read_provider(), d.policy_manager, d.start_block);
@@ -377,6 +379,41 @@ impl Setup {
     async fn bob_client(&self) -> Result<Client<DynProvider>> {
         Ok(Client::connect(self.chain.read_provider(), self.d.clone(), quick_http()).await?)
     }
+
+    /// What revoking `nodes`' arrangements in `block` refunds, by the contract's own views at
+    /// the block before (anvil mines one transaction per block): each node's periods from the
+    /// first not yet refunded through the last, less those it committed to, at the fee rate.
+    async fn unearned(&self, policy: &PolicyFile, nodes: &[Address], block: u64) -> Result<U256> {
+        let at = alloy::eips::BlockId::number(block - 1);
+        let manager = self.d.policy_manager(self.chain.read_provider());
+        let view = manager
+            .getPolicy(alloy::primitives::FixedBytes(policy.policy_id))
+            .block(at)
+            .call()
+            .await?;
+        let from = view.refundedThrough + U256::from(1);
+        let mut unearned = U256::ZERO;
+        for node in nodes {
+            let committed = manager
+                .committedCount(*node, from, view.lastPeriod)
+                .block(at)
+                .call()
+                .await?;
+            unearned += (view.lastPeriod - from + U256::from(1) - committed) * view.feeRate;
+        }
+        Ok(unearned)
+    }
+
+    /// The wei the sender of `tx` paid for its gas.
+    async fn gas_paid(&self, tx: alloy::primitives::B256) -> Result<U256> {
+        let receipt = self
+            .chain
+            .read_provider()
+            .get_transaction_receipt(tx)
+            .await?
+            .context("no receipt")?;
+        Ok(U256::from(receipt.gas_used) * U256::from(receipt.effective_gas_price))
+    }
 }
 
 /// `what` was refused by the contract with a reason containing `expected` (in words, from the
@@ -639,33 +676,13 @@ async fn one_node_revoked_refuses_while_the_others_serve() -> Result<()> {
     let alice = setup.chain.address(ALICE)?;
     let before = setup.chain.read_provider().get_balance(alice).await?;
     let revoked = setup.alice.revoke_node(&policy, revoked_node).await?;
-    // Expected from the state just before the transaction (anvil mines one per block).
-    let at = alloy::eips::BlockId::number(revoked.block - 1);
-    let manager = setup.d.policy_manager(setup.chain.read_provider());
-    let view = manager
-        .getPolicy(alloy::primitives::FixedBytes(policy.policy_id))
-        .block(at)
-        .call()
-        .await?;
-    let from = view.refundedThrough + U256::from(1);
-    let committed = manager
-        .committedCount(revoked_node, from, view.lastPeriod)
-        .block(at)
-        .call()
-        .await?;
-    let expected = (view.lastPeriod - from + U256::from(1) - committed) * view.feeRate;
+    let expected = setup.unearned(&policy, &[revoked_node], revoked.block).await?;
     ensure!(
         revoked.amount == expected && !expected.is_zero(),
         "refunded {} instead of {expected}",
         revoked.amount
     );
-    let receipt = setup
-        .chain
-        .read_provider()
-        .get_transaction_receipt(revoked.tx_hash)
-        .await?
-        .context("no receipt")?;
-    let gas = U256::from(receipt.gas_used) * U256::from(receipt.effective_gas_price);
+    let gas = setup.gas_paid(revoked.tx_hash).await?;
     let after = setup.chain.read_provider().get_balance(alice).await?;
     ensure!(
         after + gas == before + expected,
@@ -701,6 +718,106 @@ async fn one_node_revoked_refuses_while_the_others_serve() -> Result<()> {
     reverted_with(
         "second revocation of the node",
         setup.alice.revoke_node(&policy, revoked_node).await,
+        "already revoked",
+    )
+}
+
+/// Alice revokes with no transaction: her signed order reaches the three nodes, and each refuses
+/// Bob's next request, with no block mined in between (automine off: nothing can be). A third
+/// party then fetches the order from the nodes and carries it out; the owner gets exactly what
+/// the nodes had not earned, and pays nothing.
+#[tokio::test]
+async fn a_signed_order_is_obeyed_at_once_and_settled_by_a_third_party() -> Result<()> {
+    let setup = Setup::start(&[Kind::Honest, Kind::Honest, Kind::Honest]).await?;
+    let policy = setup.grant(2, 3).await?;
+    let file = encrypt(&policy, b"revoked by a signature");
+    let header = stream::read_header(&mut &file[..])?;
+    let capsules = [header.capsule().clone()];
+    let bob = setup.bob_client().await?;
+    let audit = RetrieveOptions {
+        audit_all: true,
+        ..RetrieveOptions::default()
+    };
+    let served = bob.retrieve(&policy, &setup.bob, &capsules, &audit).await?;
+    ensure!(served.cfrags[0].len() == 3, "all three serve before the order");
+
+    let reader = setup.chain.read_provider();
+    let deadline = setup.chain.latest_timestamp().await? + 3600;
+    // Only the owner's key signs an order.
+    let stranger = PrivateKeySigner::random();
+    let err = revocation::sign_order(&policy, &stranger, None, deadline)
+        .await
+        .unwrap_err();
+    ensure!(matches!(err, OrderError::NotOwner { .. }), "{err}");
+    let order = revocation::sign_order(&policy, &setup.chain.signer(ALICE)?, None, deadline).await?;
+
+    reader.anvil_set_auto_mine(false).await?;
+    let block = reader.get_block_number().await?;
+    let deliveries = revocation::send_order(setup.alice.node_client(), &policy, &order).await;
+    ensure!(deliveries.len() == 3, "{deliveries:?}");
+    for delivery in &deliveries {
+        ensure!(matches!(delivery.outcome, Ok(true)), "{delivery:?}");
+    }
+    // The very next request: every node refuses, and says why.
+    let refused = bob.retrieve(&policy, &setup.bob, &capsules, &audit).await;
+    match refused {
+        Err(RetrieveError::NotEnoughCFrags { got: 0, failures, .. }) => {
+            ensure!(failures.len() == 3, "{failures:?}");
+            for failure in &failures {
+                ensure!(
+                    failure.reason.contains("410") && failure.reason.contains("signed order"),
+                    "{failure}"
+                );
+            }
+        }
+        other => bail!("retrieval after the order: {other:?}"),
+    }
+    ensure!(
+        reader.get_block_number().await? == block,
+        "a block was mined while the order took effect"
+    );
+    reader.anvil_set_auto_mine(true).await?;
+
+    // Anyone (the deployer's account here) settles it, from what the nodes hand out.
+    let relay = Client::connect(setup.chain.provider(0)?, setup.d.clone(), quick_http()).await?;
+    let orders = relay.fetch_orders(&policy).await;
+    ensure!(orders == vec![order], "{orders:?}");
+    let alice = setup.chain.address(ALICE)?;
+    let relay_account = setup.chain.address(0)?;
+    let (alice_before, relay_before) = (
+        reader.get_balance(alice).await?,
+        reader.get_balance(relay_account).await?,
+    );
+    let settled = relay.settle_order(&policy, &orders[0]).await?;
+    let expected = setup
+        .unearned(&policy, &policy.stakers(), settled.block)
+        .await?;
+    ensure!(
+        settled.amount == expected && !expected.is_zero(),
+        "refunded {} instead of {expected}",
+        settled.amount
+    );
+    ensure!(
+        reader.get_balance(alice).await? == alice_before + expected,
+        "the owner's balance moved by another amount"
+    );
+    ensure!(
+        reader.get_balance(relay_account).await? + setup.gas_paid(settled.tx_hash).await?
+            == relay_before,
+        "the third party got or paid more than its gas"
+    );
+    // Settled: the nodes follow the revocation and forget the spent order; it cannot pay twice.
+    for head in setup
+        .alice
+        .wait_for_nodes_at(&policy, settled.block, Duration::from_secs(30))
+        .await
+    {
+        ensure!(matches!(head.head, Ok(Some(h)) if h >= settled.block), "{head:?}");
+    }
+    ensure!(relay.fetch_orders(&policy).await.is_empty());
+    reverted_with(
+        "settling the order again",
+        relay.settle_order(&policy, &order).await,
         "already revoked",
     )
 }

@@ -12,6 +12,8 @@
 //! - [`wire`]: the JSON bodies of the node's HTTP API (`docs/node.md`), shared by the node and
 //!   its clients, with both halves of each signed message (sealing and opening a kfrag upload,
 //!   signing and checking a cfrag answer).
+//! - [`revocation`]: the policy owner's signed revocation orders (EIP-712), as the nodes take
+//!   them and `PolicyManager.revokeBySignature` carries them out.
 //! - [`keys`]: the Umbral master-secret file and the Ethereum web3 keystore.
 //! - [`fixtures`]: the deterministic test vectors the Solidity tests read
 //!   (`test/fixtures/adjudicator/cases.json`).
@@ -24,6 +26,7 @@ pub mod evidence;
 pub mod fault;
 pub mod fixtures;
 pub mod keys;
+pub mod revocation;
 mod secp256k1;
 #[cfg(feature = "test-utils")]
 pub mod test_utils;

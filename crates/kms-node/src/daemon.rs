@@ -268,6 +268,7 @@ fn api_state(
         umbral: settings.umbral.clone(),
         chain_id,
         adjudicator: settings.deployment.adjudicator,
+        policy_manager: settings.deployment.policy_manager,
         seconds_per_period: settings.deployment.seconds_per_period,
     };
     Ok(ApiState::new(

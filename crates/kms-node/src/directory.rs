@@ -18,6 +18,8 @@ pub struct Arrangement {
     pub nodes: Vec<Address>,
     /// When the policy ends (Unix seconds).
     pub end_timestamp: u64,
+    /// The policy's owner: revokes it, herself or by a signed order.
+    pub owner: Address,
 }
 
 /// The chain could not be asked.
@@ -106,17 +108,24 @@ impl<P: Provider + Clone + 'static> PolicyDirectory for ChainDirectory<P> {
             .await
             .map_err(chain_err)?
             .map_err(chain_err)?;
-            if let Some(record) = record {
-                return Ok(Some(Arrangement {
-                    nodes: record.nodes,
-                    end_timestamp: record.end_timestamp,
-                }));
-            }
-            if let Some(cursor) = cursor {
-                // Confirmed blocks hold no policy naming this node with this id; policies not
-                // naming it are found past the cursor only, which is what the caller refuses
-                // anyway.
-                from_block = from_block.max(cursor.block + 1);
+            match record {
+                Some(record) if record.owner != Address::ZERO => {
+                    return Ok(Some(Arrangement {
+                        nodes: record.nodes,
+                        end_timestamp: record.end_timestamp,
+                        owner: record.owner,
+                    }));
+                }
+                // Recorded before owners were: the logs from the deployment on have it.
+                Some(_) => {}
+                None => {
+                    if let Some(cursor) = cursor {
+                        // Confirmed blocks hold no policy naming this node with this id;
+                        // policies not naming it are found past the cursor only, which is what
+                        // the caller refuses anyway.
+                        from_block = from_block.max(cursor.block + 1);
+                    }
+                }
             }
         }
         // A follower at the head leaves no block to search: asking for logs from past the head
@@ -149,6 +158,7 @@ impl<P: Provider + Clone + 'static> PolicyDirectory for ChainDirectory<P> {
         Ok(Some(Arrangement {
             nodes: event.nodes,
             end_timestamp,
+            owner: event.owner,
         }))
     }
 }

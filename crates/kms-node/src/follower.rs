@@ -372,6 +372,7 @@ impl<P: Provider + Clone> Follower<P> {
                                 end_timestamp: u64::try_from(event.endTimestamp)
                                     .unwrap_or(u64::MAX),
                                 kfrag_signer: event.kfragSigner,
+                                owner: event.owner,
                                 created_block: block,
                                 revoked: false,
                             },

@@ -21,7 +21,12 @@ use axum::{
     Router,
 };
 use http_body_util::BodyExt;
-use kms_crypto::{ethereum_address, recover_answer_signer, test_utils::PolicyKeys, AnswerContext};
+use kms_crypto::{
+    ethereum_address, recover_answer_signer,
+    revocation::{OrderDomain, RevocationOrder, RevocationOrderBody},
+    test_utils::PolicyKeys,
+    AnswerContext,
+};
 use kms_node::{
     api::decode_node_key,
     store::FollowerBatch,
@@ -41,6 +46,7 @@ use umbral_pre::{
 
 const CHAIN_ID: u64 = 31337;
 const ADJUDICATOR: alloy::primitives::Address = alloy::primitives::Address::repeat_byte(0xad);
+const POLICY_MANAGER: Address = Address::repeat_byte(0xb0);
 const SECONDS_PER_PERIOD: u64 = 3_600;
 
 /// The context a node serving `staker` signs its answers for `policy_id` in, in `period`; the
@@ -73,6 +79,8 @@ fn now() -> u64 {
 /// Alice, Bob, one policy and its kfrags.
 struct Policy {
     id: [u8; 16],
+    /// Its owner's Ethereum key (signs revocation orders).
+    owner: PrivateKeySigner,
     keys: PolicyKeys,
     kfrags: Vec<VerifiedKeyFrag>,
 }
@@ -93,6 +101,7 @@ impl Policy {
     fn with_keys(id_byte: u8, keys: PolicyKeys, threshold: usize, shares: usize) -> Self {
         Self {
             id: [id_byte; 16],
+            owner: PrivateKeySigner::random(),
             kfrags: keys.kfrags(threshold, shares),
             keys,
         }
@@ -187,6 +196,7 @@ impl Node {
             umbral: SecretKey::random(),
             chain_id: CHAIN_ID,
             adjudicator: ADJUDICATOR,
+            policy_manager: POLICY_MANAGER,
             seconds_per_period: SECONDS_PER_PERIOD,
         };
         let (staker, umbral_pk) = (identity.staker, identity.umbral.public_key());
@@ -217,6 +227,7 @@ impl Node {
                 arrangement: Arrangement {
                     nodes,
                     end_timestamp: now() + 3600,
+                    owner: policy.owner.address(),
                 },
             },
         );
@@ -532,6 +543,7 @@ fn confirm(node: &Node, policy: &Policy, nodes: Vec<Address>, end: u64, revoked:
                 nodes,
                 end_timestamp: end,
                 kfrag_signer: ethereum_address(&policy.signer.public_key()),
+                owner: policy.owner.address(),
                 created_block: 90,
                 revoked: false,
             },
@@ -589,6 +601,165 @@ async fn a_revocation_is_refused_from_the_head_then_from_the_store() {
     confirm(&node, &revoked, vec![node.staker], now() + 3600, true);
     let (status, value) = node.post(&revoked.path("kfrag"), &upload).await;
     assert_eq!(status, StatusCode::GONE, "{value}");
+}
+
+/// The owner's order for `policy`, revoking `node`'s arrangement (zero: the whole policy), as a
+/// request body.
+async fn order_body(policy: &Policy, signer: &PrivateKeySigner, node: Address, deadline: u64) -> Value {
+    let domain = OrderDomain {
+        chain_id: CHAIN_ID,
+        policy_manager: POLICY_MANAGER,
+    };
+    let order = RevocationOrder::sign(signer, domain, policy.id, node, deadline)
+        .await
+        .unwrap();
+    serde_json::to_value(RevocationOrderBody::from(&order)).unwrap()
+}
+
+#[tokio::test]
+async fn a_signed_revocation_order_is_refused_at_once_kept_and_handed_out() {
+    let (node, policy, capsule) = node_with_policy().await;
+    node.reencrypt_ok(&policy, std::slice::from_ref(&capsule))
+        .await;
+    let path = policy.path("revocation");
+    let deadline = now() + 600;
+    let (status, value, _) = node.get(&path).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{value}");
+
+    // Orders the node must not take, each with its reason; the policy is still served after.
+    let stranger = PrivateKeySigner::random();
+    let refusals = [
+        (
+            order_body(&policy, &stranger, Address::ZERO, deadline).await,
+            StatusCode::FORBIDDEN,
+            "not by the policy's owner",
+        ),
+        (
+            order_body(&policy, &policy.owner, Address::repeat_byte(0x42), deadline).await,
+            StatusCode::BAD_REQUEST,
+            "send it to that node",
+        ),
+        (
+            order_body(&policy, &policy.owner, Address::ZERO, now() - 1).await,
+            StatusCode::BAD_REQUEST,
+            "expired",
+        ),
+        (
+            json!({"policyId": "0x07", "node": Address::ZERO, "deadline": deadline, "signature": "0x00"}),
+            StatusCode::BAD_REQUEST,
+            "policyId",
+        ),
+        (json!({"policyId": 1}), StatusCode::BAD_REQUEST, "invalid JSON body"),
+    ];
+    for (body, expected, reason) in refusals {
+        let (status, value) = node.post(&path, &body).await;
+        assert_eq!(status, expected, "{value}");
+        assert!(error_of(&value).contains(reason), "{reason}: {value}");
+    }
+    // Another chain's (or contract's) order does not recover the owner.
+    let mut other_chain = order_body(&policy, &policy.owner, Address::ZERO, deadline).await;
+    let domain = OrderDomain {
+        chain_id: 1,
+        policy_manager: POLICY_MANAGER,
+    };
+    let order = RevocationOrder::sign(&policy.owner, domain, policy.id, Address::ZERO, deadline)
+        .await
+        .unwrap();
+    other_chain["signature"] = json!(RevocationOrderBody::from(&order).signature);
+    let (status, value) = node.post(&path, &other_chain).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{value}");
+    // The malleable twin of a valid signature (s' = n - s): the contract refuses it, so must
+    // the node.
+    let mut high_s = order_body(&policy, &policy.owner, Address::ZERO, deadline).await;
+    let mut signature = decode_hex("signature", high_s["signature"].as_str().unwrap()).unwrap();
+    let n = alloy::primitives::U256::from_be_bytes(alloy::hex!(
+        "fffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141"
+    ));
+    let s = alloy::primitives::U256::from_be_slice(&signature[32..64]);
+    signature[32..64].copy_from_slice(&(n - s).to_be_bytes::<32>());
+    signature[64] ^= 0x1b ^ 0x1c;
+    high_s["signature"] = json!(alloy::hex::encode_prefixed(&signature));
+    let (status, value) = node.post(&path, &high_s).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{value}");
+    assert!(error_of(&value).contains("s is above n/2"), "{value}");
+    // Posted under another policy's path, or for a policy the node does not hold.
+    let other = Policy::new(9, 1, 1);
+    let (status, value) = node
+        .post(&other.path("revocation"), &order_body(&policy, &policy.owner, Address::ZERO, deadline).await)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{value}");
+    let (status, value) = node
+        .post(&other.path("revocation"), &order_body(&other, &other.owner, Address::ZERO, deadline).await)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{value}");
+    node.reencrypt_ok(&policy, std::slice::from_ref(&capsule))
+        .await;
+
+    // The owner's order for the whole policy: refused from the answer on, no block needed (the
+    // head view is unchanged), and kept once however often it is sent.
+    let whole = order_body(&policy, &policy.owner, Address::ZERO, deadline).await;
+    let (status, value) = node.post(&path, &whole).await;
+    assert_eq!(status, StatusCode::CREATED, "{value}");
+    assert_eq!(value["created"], json!(true));
+    let (status, value) = node.post(&path, &whole).await;
+    assert_eq!(status, StatusCode::OK, "{value}");
+    assert_eq!(value["created"], json!(false));
+    let body = node.reencrypt_body(&policy, std::slice::from_ref(&capsule), now());
+    let (status, value) = node.post(&policy.path("reencrypt"), &body).await;
+    assert_eq!(status, StatusCode::GONE, "{value}");
+    assert!(error_of(&value).contains("by a signed order"), "{value}");
+    let (status, value) = node
+        .post(&policy.path("kfrag"), &policy.upload(0, &node.umbral_pk, node.staker))
+        .await;
+    assert_eq!(status, StatusCode::GONE, "{value}");
+    // An order for this node's arrangement too, then a later whole-policy order replacing the
+    // first: both kinds handed to anyone, the whole-policy one first.
+    let mine = order_body(&policy, &policy.owner, node.staker, deadline).await;
+    assert_eq!(node.post(&path, &mine).await.0, StatusCode::CREATED);
+    let later = order_body(&policy, &policy.owner, Address::ZERO, deadline + 60).await;
+    assert_eq!(node.post(&path, &later).await.0, StatusCode::CREATED);
+    assert_eq!(node.post(&path, &whole).await.0, StatusCode::OK, "an earlier deadline changes nothing");
+    let (status, value, _) = node.get(&path).await;
+    assert_eq!(status, StatusCode::OK, "{value}");
+    assert_eq!(value["orders"], json!([later, mine]));
+    let (_, _, text) = node.get("/metrics").await;
+    assert!(text.contains("kms_node_revocation_orders_kept_total 3"), "{text}");
+
+    // Settled on chain and confirmed: the orders are spent and forgotten, Bob learns why.
+    let mut nodes = vec![node.staker, Address::repeat_byte(0x42)];
+    nodes.sort();
+    confirm(&node, &policy, nodes, now() + 3600, true);
+    let (status, value, _) = node.get(&path).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{value}");
+    let (status, value) = node.post(&path, &later).await;
+    assert_eq!(status, StatusCode::GONE, "{value}");
+    let body = node.reencrypt_body(&policy, std::slice::from_ref(&capsule), now());
+    let (status, value) = node.post(&policy.path("reencrypt"), &body).await;
+    assert_eq!(status, StatusCode::GONE, "{value}");
+    assert!(error_of(&value).contains("is revoked"), "{value}");
+}
+
+#[tokio::test]
+async fn an_order_for_a_confirmed_policy_costs_no_chain_call() {
+    let (node, policy, capsule) = node_with_policy().await;
+    confirm(&node, &policy, vec![node.staker, Address::repeat_byte(0x42)], now() + 3600, false);
+    // The chain is down: the owner comes from the store.
+    node.directory.fail_with(Some("down".into()));
+    let order = order_body(&policy, &policy.owner, Address::ZERO, now() + 60).await;
+    let (status, value) = node.post(&policy.path("revocation"), &order).await;
+    assert_eq!(status, StatusCode::CREATED, "{value}");
+    let body = node.reencrypt_body(&policy, std::slice::from_ref(&capsule), now());
+    assert_eq!(node.post(&policy.path("reencrypt"), &body).await.0, StatusCode::GONE);
+
+    // Not confirmed yet: the chain is asked, and its failure is a 503 (retry), not a refusal.
+    let (node, policy, _) = node_with_policy().await;
+    node.directory.fail_with(Some("down".into()));
+    let order = order_body(&policy, &policy.owner, Address::ZERO, now() + 60).await;
+    let (status, value) = node.post(&policy.path("revocation"), &order).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{value}");
+    node.directory.fail_with(None);
+    let (status, value) = node.post(&policy.path("revocation"), &order).await;
+    assert_eq!(status, StatusCode::CREATED, "{value}");
 }
 
 #[tokio::test]

@@ -62,6 +62,7 @@ async fn chain_directory_follows_a_policy_to_its_revocation() -> Result<()> {
         Some(Arrangement {
             nodes: nodes.clone(),
             end_timestamp: end,
+            owner: alice,
         })
     );
     // Another policy id is still unknown.

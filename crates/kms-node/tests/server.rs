@@ -47,6 +47,7 @@ impl Server {
             umbral: SecretKey::random(),
             chain_id: 31337,
             adjudicator: Address::repeat_byte(0xad),
+            policy_manager: Address::repeat_byte(0xb0),
             seconds_per_period: 3_600,
         };
         let state = ApiState::new(

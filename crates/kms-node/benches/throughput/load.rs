@@ -319,6 +319,7 @@ pub(crate) async fn start_node(fx: &Fixture) -> Result<(Node, Limits)> {
             arrangement: Arrangement {
                 nodes: vec![fx.staker],
                 end_timestamp: unix_now() + 24 * 3600,
+                owner: Address::repeat_byte(0xa1),
             },
         },
     ));
@@ -328,6 +329,7 @@ pub(crate) async fn start_node(fx: &Fixture) -> Result<(Node, Limits)> {
         umbral: fx.node_umbral.clone(),
         chain_id: CHAIN_ID,
         adjudicator: ADJUDICATOR,
+        policy_manager: alloy::primitives::Address::repeat_byte(0xb0),
         seconds_per_period: SECONDS_PER_PERIOD,
     };
     let limits = Limits {

@@ -91,6 +91,7 @@ pub(crate) fn serve_node(config: &str) -> Result<()> {
                     arrangement: Arrangement {
                         nodes: vec![staker],
                         end_timestamp,
+                        owner: alloy::primitives::Address::repeat_byte(0xa1),
                     },
                 },
             );
@@ -101,6 +102,7 @@ pub(crate) fn serve_node(config: &str) -> Result<()> {
             umbral,
             chain_id: CHAIN_ID,
             adjudicator: ADJUDICATOR,
+            policy_manager: alloy::primitives::Address::repeat_byte(0xb0),
             seconds_per_period: SECONDS_PER_PERIOD,
         };
         let limits = Limits {

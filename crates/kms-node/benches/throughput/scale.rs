@@ -107,6 +107,7 @@ fn fill_store(path: &Path, fixtures: &[Fixture], policies: usize, end: u64) -> R
                     nodes: vec![fx.staker],
                     end_timestamp: end,
                     kfrag_signer: fx.keys.signer_address(),
+                    owner: fx.staker,
                     created_block: chunk as u64 + 1,
                     revoked: false,
                 };

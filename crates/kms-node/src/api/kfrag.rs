@@ -154,7 +154,11 @@ pub(super) async fn upload_kfrag<D: PolicyDirectory>(
     }
     // The upload has just found the policy on chain (`arrangement`): only a revocation or its
     // end refuses it here, not a creation the follower has not read yet.
-    let stored_policy = with_store(&state.store, move |s| s.policy(policy_id)).await?;
+    let held = with_store(&state.store, move |s| s.held(policy_id)).await?;
+    if held.ordered {
+        return Err(super::gone_by_order());
+    }
+    let stored_policy = held.policy;
     let confirmed = match &stored_policy {
         Some(p) if p.revoked => Confirmed::Revoked,
         _ => Confirmed::Live,

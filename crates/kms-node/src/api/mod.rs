@@ -13,6 +13,7 @@
 //! - `kfrag`: `POST /v1/policies/{id}/kfrag`, Alice's uploads;
 //! - `reencrypt`: `POST /v1/policies/{id}/reencrypt`, Bob's requests and the signed answers;
 //! - `status`: `GET /v1/node`, `/v1/status`, `/metrics`, and the metrics every request counts in;
+//! - `revocation`: `POST` and `GET /v1/policies/{id}/revocation`, the owner's signed orders;
 //! - `investigation`: `POST /v1/evidence`, `GET /v1/evidence/{id}`, `GET /v1/network`;
 //! - `gate`: the 503 every request gets while the node starts, with what it waits for.
 //!
@@ -23,6 +24,7 @@ mod gate;
 mod investigation;
 mod kfrag;
 mod reencrypt;
+mod revocation;
 mod status;
 
 use std::{
@@ -146,6 +148,8 @@ pub struct NodeIdentity {
     pub chain_id: u64,
     /// The Adjudicator the worker's answers name (they are judged by it alone).
     pub adjudicator: Address,
+    /// The `PolicyManager`: the owner's revocation orders are signed in its EIP-712 domain.
+    pub policy_manager: Address,
     /// The length of a period, in seconds: answers name the chain's current period.
     pub seconds_per_period: u64,
 }
@@ -158,6 +162,7 @@ impl std::fmt::Debug for NodeIdentity {
             .field("umbral", &self.umbral.public_key())
             .field("chain_id", &self.chain_id)
             .field("adjudicator", &self.adjudicator)
+            .field("policy_manager", &self.policy_manager)
             .field("seconds_per_period", &self.seconds_per_period)
             .finish()
     }
@@ -361,6 +366,10 @@ pub fn router<D: PolicyDirectory>(state: Arc<ApiState<D>>) -> Router {
             "/v1/policies/{id}/reencrypt",
             post(reencrypt::reencrypt_capsules::<D>),
         )
+        .route(
+            "/v1/policies/{id}/revocation",
+            post(revocation::take_order::<D>).get(revocation::orders::<D>),
+        )
         .route("/v1/evidence", post(investigation::relay_evidence::<D>))
         .route(
             "/v1/evidence/{id}",
@@ -475,6 +484,15 @@ fn gone_revoked() -> ApiError {
     ApiError::new(
         StatusCode::GONE,
         "the policy, or this node's arrangement in it, is revoked",
+    )
+}
+
+/// 410: the owner's signed revocation order is kept (and maybe not yet carried out on chain).
+fn gone_by_order() -> ApiError {
+    ApiError::new(
+        StatusCode::GONE,
+        "the policy's owner revoked it, or this node's arrangement in it, by a signed order \
+         (GET /v1/policies/{id}/revocation hands it out; anyone may carry it out on chain)",
     )
 }
 

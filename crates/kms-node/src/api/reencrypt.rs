@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use umbral_pre::{reencrypt, Capsule, CapsuleFrag, DefaultDeserialize, KeyFrag, VerifiedKeyFrag};
 
 use super::{
-    body_bytes, gone_ended, gone_revoked, parse_json, parse_policy_id, run_blocking, unix_now,
+    body_bytes, gone_by_order, gone_ended, gone_revoked, parse_json, parse_policy_id, run_blocking, unix_now,
     with_store, ApiError, ApiState, Behaviour, Confirmed,
 };
 use crate::{directory::PolicyDirectory, guard::Admission, store::StoredKfrag};
@@ -142,8 +142,13 @@ pub(super) async fn reencrypt_capsules<D: PolicyDirectory>(
     let signature = request.decode_signature()?;
     let nonce = request.decode_nonce()?;
 
-    let (record, policy) = with_store(&state.store, move |s| s.kfrag_and_policy(policy_id)).await?;
+    let held = with_store(&state.store, move |s| s.held(policy_id)).await?;
+    let (record, policy) = (held.kfrag, held.policy);
     let confirmed = Confirmed::of(policy.as_ref());
+    // The owner's signed order: refused from the moment the node kept it, before any block.
+    if held.ordered {
+        return Err(gone_by_order());
+    }
     let Some(record) = record else {
         // A revocation or the policy's end deletes the kfrag; the confirmed record says which.
         return Err(match policy {

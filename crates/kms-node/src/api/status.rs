@@ -29,6 +29,7 @@ pub struct Metrics {
     pub(super) reencryptions: IntCounter,
     pub(super) kfrags: IntGauge,
     pub(super) connections: IntGauge,
+    pub(super) revocation_orders: IntCounter,
 }
 
 impl Metrics {
@@ -53,11 +54,16 @@ impl Metrics {
             IntCounter::new("reencryptions_total", "Capsules re-encrypted and signed")?;
         let kfrags = IntGauge::new("kfrags_stored", "Kfrags held in the store")?;
         let connections = IntGauge::new("http_connections_open", "HTTP connections being served")?;
+        let revocation_orders = IntCounter::new(
+            "revocation_orders_kept_total",
+            "Owners' signed revocation orders kept (each refuses its policy from then on)",
+        )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(reencryptions.clone()))?;
         registry.register(Box::new(kfrags.clone()))?;
         registry.register(Box::new(connections.clone()))?;
+        registry.register(Box::new(revocation_orders.clone()))?;
         Ok(Self {
             registry,
             requests,
@@ -65,6 +71,7 @@ impl Metrics {
             reencryptions,
             kfrags,
             connections,
+            revocation_orders,
         })
     }
 

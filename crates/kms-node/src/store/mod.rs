@@ -10,6 +10,7 @@
 //! | `policies_v1`| `[u8; 16]` policy id   | JSON of a [`PolicyRecord`] (this node's confirmed policies) |
 //! | `cursor_v1`  | `&str` `"cursor"`      | JSON of the follower's [`Cursor`]        |
 //! | `duties_v1`  | `&str` duty key        | JSON of a [`DutyRecord`]                 |
+//! | `revocation_orders_v1` | `[u8; 16]` policy id | JSON list of the owner's signed orders ([`RevocationOrderBody`]) for a policy whose kfrag the node holds |
 //!
 //! and the investigator's tables (evidence, audit policies, peers' availability): see
 //! [`investigation`].
@@ -22,6 +23,7 @@ use std::{path::Path, sync::Arc};
 use alloy::primitives::{Address, Bytes};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
+use kms_crypto::revocation::{RevocationOrder, RevocationOrderBody};
 use umbral_pre::PublicKey;
 
 /// The store's schema version, recorded in the `meta` table.
@@ -32,6 +34,7 @@ const KFRAGS: TableDefinition<'_, [u8; 16], &[u8]> = TableDefinition::new("kfrag
 const POLICIES: TableDefinition<'_, [u8; 16], &[u8]> = TableDefinition::new("policies_v1");
 const CURSOR: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("cursor_v1");
 const DUTIES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("duties_v1");
+const ORDERS: TableDefinition<'_, [u8; 16], &[u8]> = TableDefinition::new("revocation_orders_v1");
 const CURSOR_KEY: &str = "cursor";
 
 #[cfg(feature = "test-utils")]
@@ -174,6 +177,7 @@ impl Store {
             txn.open_table(POLICIES).map_err(db_err)?;
             txn.open_table(CURSOR).map_err(db_err)?;
             txn.open_table(DUTIES).map_err(db_err)?;
+            txn.open_table(ORDERS).map_err(db_err)?;
             txn.open_table(investigation::EVIDENCE).map_err(db_err)?;
             txn.open_table(investigation::AUDITS).map_err(db_err)?;
             txn.open_table(investigation::AVAILABILITY)
@@ -215,12 +219,10 @@ impl Store {
         Ok(outcome)
     }
 
-    /// The kfrag stored for `policy_id` and the policy's confirmed record, read together (one
-    /// snapshot: a revocation deletes the kfrag and marks the record in one transaction).
-    pub fn kfrag_and_policy(
-        &self,
-        policy_id: [u8; 16],
-    ) -> Result<(Option<StoredKfrag>, Option<PolicyRecord>), StoreError> {
+    /// The kfrag stored for `policy_id`, the policy's confirmed record and whether its owner
+    /// ordered this node to refuse it, read together (one snapshot: a revocation deletes the
+    /// kfrag, marks the record and forgets the orders in one transaction).
+    pub fn held(&self, policy_id: [u8; 16]) -> Result<Held, StoreError> {
         let txn = self.db.begin_read().map_err(db_err)?;
         let kfrags = txn.open_table(KFRAGS).map_err(db_err)?;
         let kfrag = kfrags
@@ -234,7 +236,13 @@ impl Store {
             .map_err(db_err)?
             .map(|g| serde_json::from_slice(g.value()).map_err(|e| json_corrupt("policy", e)))
             .transpose()?;
-        Ok((kfrag, policy))
+        let orders = txn.open_table(ORDERS).map_err(db_err)?;
+        let ordered = orders.get(policy_id).map_err(db_err)?.is_some();
+        Ok(Held {
+            kfrag,
+            policy,
+            ordered,
+        })
     }
 
     /// The kfrag stored for `policy_id`.
@@ -247,12 +255,17 @@ impl Store {
             .transpose()
     }
 
-    /// Deletes the kfrag of `policy_id`; whether there was one.
+    /// Deletes the kfrag of `policy_id`, and the revocation orders kept for it (nothing is left
+    /// to refuse, nor to settle once the policy has ended); whether there was a kfrag.
     pub fn delete_kfrag(&self, policy_id: [u8; 16]) -> Result<bool, StoreError> {
         let txn = self.db.begin_write().map_err(db_err)?;
         let removed = {
             let mut table = txn.open_table(KFRAGS).map_err(db_err)?;
             let removed = table.remove(policy_id).map_err(db_err)?.is_some();
+            txn.open_table(ORDERS)
+                .map_err(db_err)?
+                .remove(policy_id)
+                .map_err(db_err)?;
             removed
         };
         txn.commit().map_err(db_err)?;
@@ -267,6 +280,29 @@ impl Store {
     }
 }
 
+/// What the node holds of a policy ([`Store::held`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Held {
+    /// Its kfrag.
+    pub kfrag: Option<StoredKfrag>,
+    /// Its confirmed record.
+    pub policy: Option<PolicyRecord>,
+    /// Whether the owner's signed order to refuse it is kept ([`Store::put_revocation_order`]).
+    pub ordered: bool,
+}
+
+/// What [`Store::put_revocation_order`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderOutcome {
+    /// Kept: the first order of its kind (the whole policy, or this node) for the policy, or one
+    /// with a later deadline than the one it replaced.
+    Kept,
+    /// An order of its kind with this deadline or a later one is kept already; nothing changed.
+    AlreadyKept,
+    /// The node holds no kfrag for the policy (any more): nothing kept.
+    NoKfrag,
+}
+
 /// A policy naming this node, as the chain follower saw it at confirmation depth.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -277,6 +313,10 @@ pub struct PolicyRecord {
     pub end_timestamp: u64,
     /// The policy's kfrag signer.
     pub kfrag_signer: Address,
+    /// The policy's owner (signs revocation orders); zero in records written before it was
+    /// recorded.
+    #[serde(default)]
+    pub owner: Address,
     /// The block the policy was created in.
     pub created_block: u64,
     /// Whether the policy, or this node's arrangement in it, was revoked.
@@ -373,6 +413,19 @@ pub enum DutyRecord {
     },
 }
 
+fn decode_orders(policy_id: [u8; 16], bytes: &[u8]) -> Result<Vec<RevocationOrder>, StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        policy: alloy::primitives::hex::encode(policy_id),
+        reason: format!("revocation orders: {reason}"),
+    };
+    let bodies: Vec<RevocationOrderBody> =
+        serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+    bodies
+        .iter()
+        .map(|b| b.decode().map_err(|e| corrupt(e.to_string())))
+        .collect()
+}
+
 fn json_corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt {
         policy: what.to_owned(),
@@ -401,6 +454,7 @@ impl Store {
         {
             let mut policies = txn.open_table(POLICIES).map_err(db_err)?;
             let mut kfrags = txn.open_table(KFRAGS).map_err(db_err)?;
+            let mut orders = txn.open_table(ORDERS).map_err(db_err)?;
             for (policy_id, record) in &batch.created {
                 let known_revoked = match policies.get(*policy_id).map_err(db_err)? {
                     Some(g) => {
@@ -466,6 +520,8 @@ impl Store {
                 if kfrags.remove(*policy_id).map_err(db_err)?.is_some() {
                     deleted += 1;
                 }
+                // Settled (or revoked by the owner herself): the orders are spent.
+                orders.remove(*policy_id).map_err(db_err)?;
             }
             let mut table = txn.open_table(CURSOR).map_err(db_err)?;
             let bytes = serde_json::to_vec(&cursor).map_err(|e| json_corrupt("cursor", e))?;
@@ -531,6 +587,70 @@ impl Store {
         Ok(out)
     }
 
+    /// Keeps the owner's signed `order` for `policy_id` (checked by the caller), if the node holds
+    /// the policy's kfrag: from then on the node refuses the policy ([`Held::ordered`]). One
+    /// order of each kind (the whole policy, this node's arrangement) is kept, the one with the
+    /// latest deadline: any of them settles the refund on chain, the latest for longest.
+    pub fn put_revocation_order(
+        &self,
+        policy_id: [u8; 16],
+        order: &RevocationOrder,
+    ) -> Result<OrderOutcome, StoreError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        let outcome = {
+            let kfrags = txn.open_table(KFRAGS).map_err(db_err)?;
+            let mut table = txn.open_table(ORDERS).map_err(db_err)?;
+            if kfrags.get(policy_id).map_err(db_err)?.is_none() {
+                OrderOutcome::NoKfrag
+            } else {
+                let mut kept = match table.get(policy_id).map_err(db_err)? {
+                    Some(g) => decode_orders(policy_id, g.value())?,
+                    None => Vec::new(),
+                };
+                let same_kind = kept
+                    .iter()
+                    .position(|o| o.is_whole_policy() == order.is_whole_policy());
+                let outcome = match same_kind {
+                    Some(i) if kept[i].deadline >= order.deadline => OrderOutcome::AlreadyKept,
+                    Some(i) => {
+                        kept[i] = *order;
+                        OrderOutcome::Kept
+                    }
+                    None => {
+                        kept.push(*order);
+                        OrderOutcome::Kept
+                    }
+                };
+                if outcome == OrderOutcome::Kept {
+                    kept.sort_by_key(|o| !o.is_whole_policy());
+                    let bodies: Vec<RevocationOrderBody> =
+                        kept.iter().map(RevocationOrderBody::from).collect();
+                    let bytes =
+                        serde_json::to_vec(&bodies).map_err(|e| json_corrupt("orders", e))?;
+                    table.insert(policy_id, bytes.as_slice()).map_err(db_err)?;
+                }
+                outcome
+            }
+        };
+        if outcome == OrderOutcome::Kept {
+            txn.commit().map_err(db_err)?;
+        } else {
+            txn.abort().map_err(db_err)?;
+        }
+        Ok(outcome)
+    }
+
+    /// The signed revocation orders kept for `policy_id`, the whole-policy one first.
+    pub fn revocation_orders(
+        &self,
+        policy_id: [u8; 16],
+    ) -> Result<Vec<RevocationOrder>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(ORDERS).map_err(db_err)?;
+        let guard = table.get(policy_id).map_err(db_err)?;
+        guard.map_or(Ok(Vec::new()), |g| decode_orders(policy_id, g.value()))
+    }
+
     /// The record of the duty `key` (e.g. `commit/42`).
     pub fn duty(&self, key: &str) -> Result<Option<DutyRecord>, StoreError> {
         let txn = self.db.begin_read().map_err(db_err)?;
@@ -574,7 +694,7 @@ mod tests {
     use super::*;
     use umbral_pre::SecretKey;
 
-    fn record(end: u64) -> StoredKfrag {
+    pub(super) fn record(end: u64) -> StoredKfrag {
         StoredKfrag {
             kfrag: vec![1, 2, 3],
             delegating_key: SecretKey::random().public_key(),
@@ -628,6 +748,7 @@ mod follower_tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use super::tests::record;
     use alloy::primitives::B256;
     use umbral_pre::SecretKey;
 
@@ -636,6 +757,7 @@ mod follower_tests {
             nodes: vec![Address::repeat_byte(1)],
             end_timestamp: end,
             kfrag_signer: Address::repeat_byte(9),
+            owner: Address::repeat_byte(8),
             created_block: 3,
             revoked: false,
         }
@@ -714,5 +836,47 @@ mod follower_tests {
         assert_eq!(store.duty("commit/3").unwrap(), Some(sent.clone()));
         assert_eq!(store.duty("commit/4").unwrap(), None);
         assert_eq!(store.duties().unwrap(), vec![("commit/3".to_owned(), sent)]);
+    }
+
+    #[test]
+    fn revocation_orders_are_kept_one_per_kind_and_go_with_the_kfrag() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.redb");
+        let store = Store::open(&path).unwrap();
+        let (id, other) = ([4u8; 16], [5u8; 16]);
+        let order = |node: Address, deadline: u64| RevocationOrder {
+            policy_id: id,
+            node,
+            deadline,
+            signature: [deadline as u8; 65],
+        };
+        let me = Address::repeat_byte(1);
+        // Nothing to refuse without the kfrag.
+        assert_eq!(
+            store.put_revocation_order(id, &order(Address::ZERO, 10)).unwrap(),
+            OrderOutcome::NoKfrag
+        );
+        store.put_kfrag_if_absent(id, &record(100)).unwrap();
+        store.put_kfrag_if_absent(other, &record(100)).unwrap();
+        assert!(!store.held(id).unwrap().ordered);
+        let put = |o| store.put_revocation_order(id, &o).unwrap();
+        assert_eq!(put(order(me, 10)), OrderOutcome::Kept);
+        assert_eq!(put(order(Address::ZERO, 10)), OrderOutcome::Kept);
+        assert_eq!(put(order(Address::ZERO, 10)), OrderOutcome::AlreadyKept);
+        assert_eq!(put(order(Address::ZERO, 9)), OrderOutcome::AlreadyKept);
+        assert_eq!(put(order(Address::ZERO, 11)), OrderOutcome::Kept);
+        assert!(store.held(id).unwrap().ordered);
+        assert!(!store.held(other).unwrap().ordered);
+        // Kept across a restart, the whole-policy order first.
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(
+            store.revocation_orders(id).unwrap(),
+            vec![order(Address::ZERO, 11), order(me, 10)]
+        );
+        // Deleting the kfrag (the policy ended) forgets them.
+        store.delete_kfrag(id).unwrap();
+        assert!(store.revocation_orders(id).unwrap().is_empty());
+        assert!(!store.held(id).unwrap().ordered);
     }
 }
