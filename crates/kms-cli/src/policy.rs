@@ -418,7 +418,10 @@ impl RevokeArgs {
             .settle_order(file, order)
             .await
             .map_err(CliError::from)?;
-        let how = format!(" by the owner's signed order (refund sent to the owner {})", file.owner);
+        let how = format!(
+            " by the owner's signed order (refund sent to the owner {})",
+            file.owner
+        );
         announce_revocation(client, file, self.node, &refunded, &how).await;
         Ok(())
     }

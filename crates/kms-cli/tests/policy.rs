@@ -460,11 +460,18 @@ fn grant_encrypt_retrieve_revoke_and_their_failures() -> Result<()> {
         .unwrap()
         .to_owned();
     let revoke_as = |key: &str, extra: &[&str]| -> Vec<String> {
-        ["policy", "revoke", "--policy", "policy.json", "--private-key", key]
-            .iter()
-            .chain(extra)
-            .map(|s| s.to_string())
-            .collect()
+        [
+            "policy",
+            "revoke",
+            "--policy",
+            "policy.json",
+            "--private-key",
+            key,
+        ]
+        .iter()
+        .chain(extra)
+        .map(|s| s.to_string())
+        .collect()
     };
     run.fails(
         &args(&revoke_as(BOB_KEY, &["--offline"])),
@@ -473,7 +480,13 @@ fn grant_encrypt_retrieve_revoke_and_their_failures() -> Result<()> {
     );
     let offline = run.ok(&args(&revoke_as(
         ALICE_KEY,
-        &["--offline", "--node", &second_node, "--save-order", "order.json"],
+        &[
+            "--offline",
+            "--node",
+            &second_node,
+            "--save-order",
+            "order.json",
+        ],
     )));
     ensure!(
         offline.contains("refused by 1 of 1 node(s), with no transaction"),

@@ -332,11 +332,15 @@ impl NodeClient {
         order: &RevocationOrderBody,
     ) -> Result<bool, NodeError> {
         let target = endpoint(url, &format!("/v1/policies/{}/revocation", order.policy_id));
-        self.retrying(&target, |_| false, || async {
-            let (status, accepted): (_, RevocationAccepted) =
-                self.once(self.http.post(&target).json(order)).await?;
-            Ok(accepted.created || status == StatusCode::CREATED)
-        })
+        self.retrying(
+            &target,
+            |_| false,
+            || async {
+                let (status, accepted): (_, RevocationAccepted) =
+                    self.once(self.http.post(&target).json(order)).await?;
+                Ok(accepted.created || status == StatusCode::CREATED)
+            },
+        )
         .await
     }
 

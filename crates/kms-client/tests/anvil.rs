@@ -23,9 +23,9 @@ use axum::{
 };
 use kms_client::{
     fault::Fault,
-    revocation::{self, OrderError},
     grant::GrantRequest,
     retrieve::{NodeOutcome, RetrieveOptions},
+    revocation::{self, OrderError},
     stream, ChainError, Client, HttpConfig, Inbox, MessageError, MessageSender, PolicyFile,
     ReportError, RetrieveError, SamplingError, SenderKey, SessionLimits, TrustedSenders,
 };
@@ -676,7 +676,9 @@ async fn one_node_revoked_refuses_while_the_others_serve() -> Result<()> {
     let alice = setup.chain.address(ALICE)?;
     let before = setup.chain.read_provider().get_balance(alice).await?;
     let revoked = setup.alice.revoke_node(&policy, revoked_node).await?;
-    let expected = setup.unearned(&policy, &[revoked_node], revoked.block).await?;
+    let expected = setup
+        .unearned(&policy, &[revoked_node], revoked.block)
+        .await?;
     ensure!(
         revoked.amount == expected && !expected.is_zero(),
         "refunded {} instead of {expected}",
@@ -739,7 +741,10 @@ async fn a_signed_order_is_obeyed_at_once_and_settled_by_a_third_party() -> Resu
         ..RetrieveOptions::default()
     };
     let served = bob.retrieve(&policy, &setup.bob, &capsules, &audit).await?;
-    ensure!(served.cfrags[0].len() == 3, "all three serve before the order");
+    ensure!(
+        served.cfrags[0].len() == 3,
+        "all three serve before the order"
+    );
 
     let reader = setup.chain.read_provider();
     let deadline = setup.chain.latest_timestamp().await? + 3600;
@@ -749,7 +754,8 @@ async fn a_signed_order_is_obeyed_at_once_and_settled_by_a_third_party() -> Resu
         .await
         .unwrap_err();
     ensure!(matches!(err, OrderError::NotOwner { .. }), "{err}");
-    let order = revocation::sign_order(&policy, &setup.chain.signer(ALICE)?, None, deadline).await?;
+    let order =
+        revocation::sign_order(&policy, &setup.chain.signer(ALICE)?, None, deadline).await?;
 
     reader.anvil_set_auto_mine(false).await?;
     let block = reader.get_block_number().await?;
@@ -761,7 +767,9 @@ async fn a_signed_order_is_obeyed_at_once_and_settled_by_a_third_party() -> Resu
     // The very next request: every node refuses, and says why.
     let refused = bob.retrieve(&policy, &setup.bob, &capsules, &audit).await;
     match refused {
-        Err(RetrieveError::NotEnoughCFrags { got: 0, failures, .. }) => {
+        Err(RetrieveError::NotEnoughCFrags {
+            got: 0, failures, ..
+        }) => {
             ensure!(failures.len() == 3, "{failures:?}");
             for failure in &failures {
                 ensure!(
@@ -812,7 +820,10 @@ async fn a_signed_order_is_obeyed_at_once_and_settled_by_a_third_party() -> Resu
         .wait_for_nodes_at(&policy, settled.block, Duration::from_secs(30))
         .await
     {
-        ensure!(matches!(head.head, Ok(Some(h)) if h >= settled.block), "{head:?}");
+        ensure!(
+            matches!(head.head, Ok(Some(h)) if h >= settled.block),
+            "{head:?}"
+        );
     }
     ensure!(relay.fetch_orders(&policy).await.is_empty());
     reverted_with(

@@ -45,7 +45,9 @@ pub enum RevocationError {
     #[error("signature: expected {SIGNATURE_LEN} bytes (r | s | v), got {0}")]
     SignatureLength(usize),
     /// A high `s`: the contract (OpenZeppelin's `ECDSA`) refuses malleable signatures.
-    #[error("signature: s is above n/2 (a malleable signature the contract refuses): normalize it")]
+    #[error(
+        "signature: s is above n/2 (a malleable signature the contract refuses): normalize it"
+    )]
     SignatureS,
     /// `v` other than 27 or 28.
     #[error("signature: v must be 27 or 28, got {0}")]
@@ -92,7 +94,12 @@ pub struct RevocationOrder {
 
 impl RevocationOrder {
     /// The digest the owner signs (`PolicyManager.revocationTypedDataHash`).
-    pub fn digest_of(domain: OrderDomain, policy_id: [u8; 16], node: Address, deadline: u64) -> B256 {
+    pub fn digest_of(
+        domain: OrderDomain,
+        policy_id: [u8; 16],
+        node: Address,
+        deadline: u64,
+    ) -> B256 {
         Revocation {
             policyId: FixedBytes(policy_id),
             node,
@@ -249,7 +256,9 @@ mod tests {
     fn vector_domain() -> OrderDomain {
         OrderDomain {
             chain_id: 31337,
-            policy_manager: "0x9fE46736679d2D9a65F0992F2272dE9f3c7fa6e0".parse().unwrap(),
+            policy_manager: "0x9fE46736679d2D9a65F0992F2272dE9f3c7fa6e0"
+                .parse()
+                .unwrap(),
         }
     }
 
@@ -264,12 +273,15 @@ mod tests {
 
     #[tokio::test]
     async fn the_documented_vector_is_reproduced() {
-        let whole = RevocationOrder::sign(&owner(), vector_domain(), POLICY, Address::ZERO, DEADLINE)
-            .await
-            .unwrap();
+        let whole =
+            RevocationOrder::sign(&owner(), vector_domain(), POLICY, Address::ZERO, DEADLINE)
+                .await
+                .unwrap();
         assert_eq!(
             whole.digest(vector_domain()),
-            B256::from(hex!("821fd2681af625fdee4c3d17a1ff9f84fe0f296816a4001e1dcc2aa26e44f0bd"))
+            B256::from(hex!(
+                "821fd2681af625fdee4c3d17a1ff9f84fe0f296816a4001e1dcc2aa26e44f0bd"
+            ))
         );
         assert_eq!(
             whole.signature,
@@ -279,13 +291,17 @@ mod tests {
                 "1b"
             )
         );
-        let node: Address = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC".parse().unwrap();
+        let node: Address = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"
+            .parse()
+            .unwrap();
         let one = RevocationOrder::sign(&owner(), vector_domain(), POLICY, node, DEADLINE)
             .await
             .unwrap();
         assert_eq!(
             one.digest(vector_domain()),
-            B256::from(hex!("02915539f4ded432235e96f313112b08c9b4ac87969a77db2345b1154e36b7fc"))
+            B256::from(hex!(
+                "02915539f4ded432235e96f313112b08c9b4ac87969a77db2345b1154e36b7fc"
+            ))
         );
         assert_eq!(one.signature[64], 0x1c);
         assert_eq!(one.signer(vector_domain()).unwrap(), owner().address());
@@ -295,9 +311,10 @@ mod tests {
 
     #[tokio::test]
     async fn an_order_holds_in_its_own_domain_only() {
-        let order = RevocationOrder::sign(&owner(), vector_domain(), POLICY, Address::ZERO, DEADLINE)
-            .await
-            .unwrap();
+        let order =
+            RevocationOrder::sign(&owner(), vector_domain(), POLICY, Address::ZERO, DEADLINE)
+                .await
+                .unwrap();
         let other_chain = OrderDomain {
             chain_id: 1,
             ..vector_domain()
@@ -312,9 +329,10 @@ mod tests {
 
     #[tokio::test]
     async fn signatures_the_contract_refuses_are_refused() {
-        let order = RevocationOrder::sign(&owner(), vector_domain(), POLICY, Address::ZERO, DEADLINE)
-            .await
-            .unwrap();
+        let order =
+            RevocationOrder::sign(&owner(), vector_domain(), POLICY, Address::ZERO, DEADLINE)
+                .await
+                .unwrap();
         // The same signature with s' = n - s and v flipped recovers the same key: the contract
         // refuses it, and so must the node.
         let mut high = order;
@@ -335,12 +353,16 @@ mod tests {
 
     #[tokio::test]
     async fn the_json_body_round_trips_and_names_bad_fields() {
-        let order = RevocationOrder::sign(&owner(), vector_domain(), POLICY, Address::ZERO, DEADLINE)
-            .await
-            .unwrap();
+        let order =
+            RevocationOrder::sign(&owner(), vector_domain(), POLICY, Address::ZERO, DEADLINE)
+                .await
+                .unwrap();
         let body = RevocationOrderBody::from(&order);
         let json = serde_json::to_string(&body).unwrap();
-        assert!(json.contains("\"policyId\":\"0x5f0c8a4d0e2b1c3d4e5f60718293a4b5\""), "{json}");
+        assert!(
+            json.contains("\"policyId\":\"0x5f0c8a4d0e2b1c3d4e5f60718293a4b5\""),
+            "{json}"
+        );
         let back: RevocationOrderBody = serde_json::from_str(&json).unwrap();
         assert_eq!(back.decode().unwrap(), order);
         let short = RevocationOrderBody {

@@ -605,7 +605,12 @@ async fn a_revocation_is_refused_from_the_head_then_from_the_store() {
 
 /// The owner's order for `policy`, revoking `node`'s arrangement (zero: the whole policy), as a
 /// request body.
-async fn order_body(policy: &Policy, signer: &PrivateKeySigner, node: Address, deadline: u64) -> Value {
+async fn order_body(
+    policy: &Policy,
+    signer: &PrivateKeySigner,
+    node: Address,
+    deadline: u64,
+) -> Value {
     let domain = OrderDomain {
         chain_id: CHAIN_ID,
         policy_manager: POLICY_MANAGER,
@@ -649,7 +654,11 @@ async fn a_signed_revocation_order_is_refused_at_once_kept_and_handed_out() {
             StatusCode::BAD_REQUEST,
             "policyId",
         ),
-        (json!({"policyId": 1}), StatusCode::BAD_REQUEST, "invalid JSON body"),
+        (
+            json!({"policyId": 1}),
+            StatusCode::BAD_REQUEST,
+            "invalid JSON body",
+        ),
     ];
     for (body, expected, reason) in refusals {
         let (status, value) = node.post(&path, &body).await;
@@ -685,11 +694,17 @@ async fn a_signed_revocation_order_is_refused_at_once_kept_and_handed_out() {
     // Posted under another policy's path, or for a policy the node does not hold.
     let other = Policy::new(9, 1, 1);
     let (status, value) = node
-        .post(&other.path("revocation"), &order_body(&policy, &policy.owner, Address::ZERO, deadline).await)
+        .post(
+            &other.path("revocation"),
+            &order_body(&policy, &policy.owner, Address::ZERO, deadline).await,
+        )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{value}");
     let (status, value) = node
-        .post(&other.path("revocation"), &order_body(&other, &other.owner, Address::ZERO, deadline).await)
+        .post(
+            &other.path("revocation"),
+            &order_body(&other, &other.owner, Address::ZERO, deadline).await,
+        )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{value}");
     node.reencrypt_ok(&policy, std::slice::from_ref(&capsule))
@@ -709,7 +724,10 @@ async fn a_signed_revocation_order_is_refused_at_once_kept_and_handed_out() {
     assert_eq!(status, StatusCode::GONE, "{value}");
     assert!(error_of(&value).contains("by a signed order"), "{value}");
     let (status, value) = node
-        .post(&policy.path("kfrag"), &policy.upload(0, &node.umbral_pk, node.staker))
+        .post(
+            &policy.path("kfrag"),
+            &policy.upload(0, &node.umbral_pk, node.staker),
+        )
         .await;
     assert_eq!(status, StatusCode::GONE, "{value}");
     // An order for this node's arrangement too, then a later whole-policy order replacing the
@@ -718,12 +736,19 @@ async fn a_signed_revocation_order_is_refused_at_once_kept_and_handed_out() {
     assert_eq!(node.post(&path, &mine).await.0, StatusCode::CREATED);
     let later = order_body(&policy, &policy.owner, Address::ZERO, deadline + 60).await;
     assert_eq!(node.post(&path, &later).await.0, StatusCode::CREATED);
-    assert_eq!(node.post(&path, &whole).await.0, StatusCode::OK, "an earlier deadline changes nothing");
+    assert_eq!(
+        node.post(&path, &whole).await.0,
+        StatusCode::OK,
+        "an earlier deadline changes nothing"
+    );
     let (status, value, _) = node.get(&path).await;
     assert_eq!(status, StatusCode::OK, "{value}");
     assert_eq!(value["orders"], json!([later, mine]));
     let (_, _, text) = node.get("/metrics").await;
-    assert!(text.contains("kms_node_revocation_orders_kept_total 3"), "{text}");
+    assert!(
+        text.contains("kms_node_revocation_orders_kept_total 3"),
+        "{text}"
+    );
 
     // Settled on chain and confirmed: the orders are spent and forgotten, Bob learns why.
     let mut nodes = vec![node.staker, Address::repeat_byte(0x42)];
@@ -742,14 +767,23 @@ async fn a_signed_revocation_order_is_refused_at_once_kept_and_handed_out() {
 #[tokio::test]
 async fn an_order_for_a_confirmed_policy_costs_no_chain_call() {
     let (node, policy, capsule) = node_with_policy().await;
-    confirm(&node, &policy, vec![node.staker, Address::repeat_byte(0x42)], now() + 3600, false);
+    confirm(
+        &node,
+        &policy,
+        vec![node.staker, Address::repeat_byte(0x42)],
+        now() + 3600,
+        false,
+    );
     // The chain is down: the owner comes from the store.
     node.directory.fail_with(Some("down".into()));
     let order = order_body(&policy, &policy.owner, Address::ZERO, now() + 60).await;
     let (status, value) = node.post(&policy.path("revocation"), &order).await;
     assert_eq!(status, StatusCode::CREATED, "{value}");
     let body = node.reencrypt_body(&policy, std::slice::from_ref(&capsule), now());
-    assert_eq!(node.post(&policy.path("reencrypt"), &body).await.0, StatusCode::GONE);
+    assert_eq!(
+        node.post(&policy.path("reencrypt"), &body).await.0,
+        StatusCode::GONE
+    );
 
     // Not confirmed yet: the chain is asked, and its failure is a 503 (retry), not a refusal.
     let (node, policy, _) = node_with_policy().await;

@@ -20,8 +20,8 @@ use sha2::{Digest, Sha256};
 use umbral_pre::{reencrypt, Capsule, CapsuleFrag, DefaultDeserialize, KeyFrag, VerifiedKeyFrag};
 
 use super::{
-    body_bytes, gone_by_order, gone_ended, gone_revoked, parse_json, parse_policy_id, run_blocking, unix_now,
-    with_store, ApiError, ApiState, Behaviour, Confirmed,
+    body_bytes, gone_by_order, gone_ended, gone_revoked, parse_json, parse_policy_id, run_blocking,
+    unix_now, with_store, ApiError, ApiState, Behaviour, Confirmed,
 };
 use crate::{directory::PolicyDirectory, guard::Admission, store::StoredKfrag};
 

@@ -14,9 +14,7 @@ use axum::{
     Extension, Json,
 };
 use kms_crypto::{
-    revocation::{
-        OrderDomain, RevocationAccepted, RevocationOrderBody, RevocationOrders,
-    },
+    revocation::{OrderDomain, RevocationAccepted, RevocationOrderBody, RevocationOrders},
     wire::encode_hex,
 };
 
@@ -99,9 +97,9 @@ pub(super) async fn take_order<D: PolicyDirectory>(
                 .owner
         }
     };
-    let signer = order.signer(state.order_domain()).map_err(|e| {
-        ApiError::bad_request(e.to_string())
-    })?;
+    let signer = order
+        .signer(state.order_domain())
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     if signer != owner {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,

@@ -21,9 +21,9 @@
 use std::{path::Path, sync::Arc};
 
 use alloy::primitives::{Address, Bytes};
+use kms_crypto::revocation::{RevocationOrder, RevocationOrderBody};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
-use kms_crypto::revocation::{RevocationOrder, RevocationOrderBody};
 use umbral_pre::PublicKey;
 
 /// The store's schema version, recorded in the `meta` table.
@@ -747,8 +747,8 @@ mod tests {
 mod follower_tests {
     #![allow(clippy::unwrap_used)]
 
-    use super::*;
     use super::tests::record;
+    use super::*;
     use alloy::primitives::B256;
     use umbral_pre::SecretKey;
 
@@ -853,7 +853,9 @@ mod follower_tests {
         let me = Address::repeat_byte(1);
         // Nothing to refuse without the kfrag.
         assert_eq!(
-            store.put_revocation_order(id, &order(Address::ZERO, 10)).unwrap(),
+            store
+                .put_revocation_order(id, &order(Address::ZERO, 10))
+                .unwrap(),
             OrderOutcome::NoKfrag
         );
         store.put_kfrag_if_absent(id, &record(100)).unwrap();
