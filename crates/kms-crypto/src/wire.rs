@@ -689,6 +689,64 @@ pub struct NodeStatus {
     /// last read older than the node's bound, catching up with the chain).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refusing: Option<String>,
+    /// The node's version (the `kms` crate's).
+    #[serde(default)]
+    pub version: String,
+    /// The chain id it serves.
+    #[serde(default)]
+    pub chain_id: u64,
+    /// The staker it serves.
+    #[serde(default)]
+    pub staker: Address,
+    /// Its worker (pays the duties' transactions, signs the answers).
+    #[serde(default)]
+    pub worker: Address,
+    /// Blocks between the head the node read and its follower's cursor (the confirmation depth,
+    /// plus any lag).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_blocks: Option<u64>,
+    /// Re-encryption requests answered (200) since the start.
+    #[serde(default)]
+    pub requests_served: u64,
+    /// Capsules re-encrypted since the start.
+    #[serde(default)]
+    pub reencryptions: u64,
+    /// The node's standing on chain as its duties last read it (absent until their first read,
+    /// and on a node that runs no duties).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standing: Option<StandingStatus>,
+    /// What the operator should act on, in words (empty: nothing).
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
+
+/// The node's standing on chain, in [`NodeStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StandingStatus {
+    /// The block it was read at.
+    pub block: u64,
+    /// Seconds since it was read.
+    pub age_seconds: u64,
+    /// The chain's period then.
+    pub current_period: u64,
+    /// The last period the staker committed to (`None`: never).
+    pub last_committed_period: Option<u64>,
+    /// The period the next commitment is for.
+    pub next_commitment_period: u64,
+    /// The time (Unix seconds) it must be mined by.
+    pub next_commitment_due_by: u64,
+    /// Whether the staker has committed to it already.
+    pub committed_next: bool,
+    /// The worker's balance, in wei (a decimal string: it exceeds 2^53).
+    pub worker_balance_wei: String,
+    /// Below this balance (wei, decimal) the worker is low: 14 periods of duties at the gas
+    /// price then.
+    pub low_balance_below_wei: String,
+    /// Whether the worker's balance is low.
+    pub low_balance: bool,
+    /// Duty transactions sent and not yet settled.
+    pub pending_duties: u64,
 }
 
 /// `POST /v1/evidence`'s answer, and `GET /v1/evidence/{id}`: where the filing of a piece of

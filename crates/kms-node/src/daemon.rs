@@ -29,6 +29,7 @@ use crate::{
     evidence::EvidenceDesk,
     follower::{Follower, FollowerConfig},
     head::HeadView,
+    standing::StandingView,
     store::Store,
     tx::TxSender,
     wakeup::Wakeups,
@@ -160,9 +161,12 @@ pub async fn start(settings: Settings) -> Result<RunningNode, DaemonError> {
 
     // The follower keeps the head view the API refuses on: no chain call per request.
     let head_view = Arc::new(HeadView::new(settings.limits.max_head_age));
+    // The duties read the node's standing (commitments, the worker's balance) for the status.
+    let standing = Arc::new(StandingView::new());
     let state = api_state(&settings, &provider, &store, chain_id, investigation)?
         .with_metrics(metrics)
-        .with_head_view(head_view.clone());
+        .with_head_view(head_view.clone())
+        .with_standing(standing.clone());
     let clock = state.clock();
     let registry = state.metrics().registry();
     let (duty_metrics, chain_lag) =
@@ -201,6 +205,7 @@ pub async fn start(settings: Settings) -> Result<RunningNode, DaemonError> {
         settings.duties.clone(),
     )
     .with_metrics(duty_metrics)
+    .with_standing(standing, worker)
     .with_clock(clock)
     .with_investigation(desk, audits);
     tasks.spawn(duties.run(wakeups));

@@ -31,6 +31,7 @@ mod guard;
 pub mod head;
 pub mod server;
 pub mod settings;
+pub mod standing;
 pub mod store;
 #[cfg(feature = "test-utils")]
 pub mod test_utils;
@@ -46,5 +47,6 @@ pub use directory::{Arrangement, ChainDirectory, DirectoryError, PolicyDirectory
 pub use duties::{Duties, DutyConfig, FeeThreshold};
 pub use follower::{Follower, FollowerConfig, Step};
 pub use head::{HeadBlock, HeadView, NotFresh};
+pub use standing::{Standing, StandingView};
 pub use store::{Cursor, DutyRecord, PolicyRecord, PutOutcome, Store, StoreError, StoredKfrag};
 pub use tx::{TxError, TxSender};

@@ -98,6 +98,41 @@ async fn duties_run_once_per_period_across_restarts() -> Result<()> {
         record.url == node.public_url(),
         "node record not published: {record:?}"
     );
+    // The status shows the commitment and the worker's balance as the duties read them (read
+    // again right after the commitment settled), with no warning.
+    let client = Client::new(format!("http://{}", node.local_addr()));
+    eventually("the status to show the commitment", WAIT, || async {
+        let (code, status) = client.get("/v1/status").await?;
+        ensure!(code == 200, "{code} {status}");
+        Ok(status["standing"]["committedNext"] == true)
+    })
+    .await?;
+    let (_, status) = client.get("/v1/status").await?;
+    let standing = &status["standing"];
+    let read_at = standing["block"].as_u64().context("no standing block")?;
+    let balance = reader
+        .get_balance(worker)
+        .block_id(read_at.into())
+        .await?;
+    ensure!(
+        standing["lastCommittedPeriod"] == period + 1
+            && standing["nextCommitmentPeriod"] == period + 1
+            && standing["nextCommitmentDueBy"] == (period + 1) * SECONDS_PER_PERIOD
+            && standing["lowBalance"] == false
+            && standing["workerBalanceWei"] == balance.to_string()
+            && standing["pendingDuties"] == 0,
+        "{status}"
+    );
+    ensure!(
+        address(&status["staker"]) == Some(staker)
+            && address(&status["worker"]) == Some(worker)
+            && status["chainId"] == 31337
+            && status["version"].as_str().is_some_and(|v| !v.is_empty())
+            && status["lagBlocks"].is_u64()
+            && status["warnings"] == serde_json::json!([]),
+        "{status}"
+    );
+
 
     // A policy naming the node reaches the store through the follower.
     let policy_id =
@@ -207,6 +242,10 @@ async fn fees_below_the_default_threshold_are_skipped_saying_why() -> Result<()>
     // The node record and the commitment: no withdrawal was sent.
     ensure!(reader.get_transaction_count(worker).await? == 3);
     Ok(())
+}
+
+fn address(value: &serde_json::Value) -> Option<Address> {
+    value.as_str()?.parse().ok()
 }
 
 async fn d_record(chain: &TestChain, staker: Address) -> Result<StakingEscrow::NodeView> {

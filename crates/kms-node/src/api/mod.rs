@@ -13,6 +13,7 @@
 //! - `kfrag`: `POST /v1/policies/{id}/kfrag`, Alice's uploads;
 //! - `reencrypt`: `POST /v1/policies/{id}/reencrypt`, Bob's requests and the signed answers;
 //! - `status`: `GET /v1/node`, `/v1/status`, `/metrics`, and the metrics every request counts in;
+//!   `page`: `GET /` (or `/status`), the status as a page for a browser;
 //! - `revocation`: `POST` and `GET /v1/policies/{id}/revocation`, the owner's signed orders;
 //! - `investigation`: `POST /v1/evidence`, `GET /v1/evidence/{id}`, `GET /v1/network`;
 //! - `gate`: the 503 every request gets while the node starts, with what it waits for.
@@ -23,6 +24,7 @@
 mod gate;
 mod investigation;
 mod kfrag;
+mod page;
 mod reencrypt;
 mod revocation;
 mod status;
@@ -197,6 +199,7 @@ pub struct ApiState<D> {
     clock: Arc<ChainClock>,
     investigation: Investigation,
     head: Arc<HeadView>,
+    standing: Arc<crate::standing::StandingView>,
 }
 
 /// Verified kfrags by policy, with the digest of the record each was verified from.
@@ -248,6 +251,7 @@ impl<D: PolicyDirectory> ApiState<D> {
             clock: Arc::new(ChainClock::new()),
             investigation: Investigation::default(),
             head: Arc::new(HeadView::new(max_head_age)),
+            standing: Arc::default(),
         })
     }
 
@@ -313,6 +317,13 @@ impl<D: PolicyDirectory> ApiState<D> {
         self
     }
 
+    /// Shows the node's standing on chain as the duties read it into `view` (commitments, the
+    /// worker's balance) in `GET /v1/status`; without it, the status has no `standing`.
+    pub fn with_standing(mut self, view: Arc<crate::standing::StandingView>) -> Self {
+        self.standing = view;
+        self
+    }
+
     /// The view of the chain head the API serves on.
     pub fn head_view(&self) -> Arc<HeadView> {
         self.head.clone()
@@ -361,6 +372,8 @@ pub fn router<D: PolicyDirectory>(state: Arc<ApiState<D>>) -> Router {
     Router::new()
         .route("/v1/node", get(status::node_info::<D>))
         .route("/v1/status", get(status::status::<D>))
+        .route("/", get(status::status_page::<D>))
+        .route("/status", get(status::status_page::<D>))
         .route("/v1/policies/{id}/kfrag", post(kfrag::upload_kfrag::<D>))
         .route(
             "/v1/policies/{id}/reencrypt",

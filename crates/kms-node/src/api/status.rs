@@ -1,5 +1,5 @@
-//! `GET /v1/node`, `GET /v1/status` and `GET /metrics`, and the metrics every request is
-//! counted in.
+//! `GET /v1/node`, `GET /v1/status` (and its page, `GET /`), `GET /metrics`, and the metrics
+//! every request is counted in.
 
 use std::{sync::Arc, time::Instant};
 
@@ -11,7 +11,7 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
-use kms_crypto::wire::{self, NodeInfo, NodeStatus};
+use kms_crypto::wire::{self, NodeInfo, NodeStatus, StandingStatus};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
@@ -138,23 +138,88 @@ pub(super) async fn node_info<D: PolicyDirectory>(
 pub(super) async fn status<D: PolicyDirectory>(
     State(state): State<Arc<ApiState<D>>>,
 ) -> Result<Json<NodeStatus>, ApiError> {
+    Ok(Json(node_status(&state).await?))
+}
+
+/// `GET /` and `GET /status`: the same as `GET /v1/status`, as a page for a browser.
+pub(super) async fn status_page<D: PolicyDirectory>(
+    State(state): State<Arc<ApiState<D>>>,
+) -> Result<Response, ApiError> {
+    let status = node_status(&state).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            // The page is the node's own: nothing of it runs scripts or loads from elsewhere.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; style-src 'unsafe-inline'",
+            ),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        super::page::render_status(&status),
+    )
+        .into_response())
+}
+
+/// What `GET /v1/status` answers: from the store, the head view, the counters and the duties'
+/// last read of the node's standing; no chain call.
+async fn node_status<D: PolicyDirectory>(state: &ApiState<D>) -> Result<NodeStatus, ApiError> {
     let (kfrags, policies, cursor) = with_store(&state.store, |s| {
         Ok((s.kfrag_count()?, s.policy_count()?, s.cursor()?))
     })
     .await?;
-    Ok(Json(NodeStatus {
+    let head_block = state.head.head().map(|h| h.number);
+    // The freshness check is the same for every policy id.
+    let refusing = state.head.check([0; 16]).err().map(|e| e.to_string());
+    let standing = state.standing.latest();
+    let mut warnings = Vec::new();
+    if let Some(reason) = &refusing {
+        warnings.push(format!("re-encryptions are refused (503): {reason}"));
+    }
+    if let Some((standing, _)) = &standing {
+        warnings.extend(standing.warnings());
+    }
+    let id = &state.identity;
+    let requests_served = state
+        .metrics
+        .requests
+        .with_label_values(&["/v1/policies/{id}/reencrypt", "200"])
+        .get();
+    Ok(NodeStatus {
         kfrags,
         uptime_seconds: state.started.elapsed().as_secs(),
         policies,
         cursor_block: cursor.map(|c| c.block),
-        head_block: state.head.head().map(|h| h.number),
+        head_block,
         head_age_ms: state
             .head
             .age()
             .map(|age| u64::try_from(age.as_millis()).unwrap_or(u64::MAX)),
-        // The freshness check is the same for every policy id.
-        refusing: state.head.check([0; 16]).err().map(|e| e.to_string()),
-    }))
+        refusing,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        chain_id: id.chain_id,
+        staker: id.staker,
+        worker: id.worker.address(),
+        lag_blocks: head_block
+            .zip(cursor)
+            .map(|(head, cursor)| head.saturating_sub(cursor.block)),
+        requests_served,
+        reencryptions: state.metrics.reencryptions.get(),
+        standing: standing.map(|(s, age)| StandingStatus {
+            block: s.block,
+            age_seconds: age.as_secs(),
+            current_period: s.current_period,
+            last_committed_period: s.last_committed_period,
+            next_commitment_period: s.next_commitment_period,
+            next_commitment_due_by: s.next_commitment_due_by,
+            committed_next: s.committed_next,
+            worker_balance_wei: s.worker_balance_wei.to_string(),
+            low_balance_below_wei: s.low_balance_below_wei().to_string(),
+            low_balance: s.low_balance(),
+            pending_duties: s.pending_duties,
+        }),
+        warnings,
+    })
 }
 
 pub(super) async fn metrics<D: PolicyDirectory>(

@@ -32,7 +32,7 @@ use alloy::{
     sol_types::SolCall,
 };
 use kms_contracts::{describe_contract_error, Deployment, PolicyManager, StakingEscrow};
-use prometheus::{IntCounterVec, Opts, Registry};
+use prometheus::{Gauge, IntCounterVec, Opts, Registry};
 
 use std::sync::Arc;
 
@@ -41,6 +41,7 @@ use crate::{
     clock::ChainClock,
     evidence::{EvidenceDesk, FilingError},
     follower::REORG_REWIND_BLOCKS,
+    standing::{Standing, StandingView},
     store::{DutyRecord, Store},
     tx::{blocking, TxError, TxSender},
     wakeup::Wakeups,
@@ -179,10 +180,12 @@ enum Due {
     Skip(String),
 }
 
-/// The duties' Prometheus counters: `kms_node_duties_total{duty, outcome}`.
+/// The duties' Prometheus metrics: `kms_node_duties_total{duty, outcome}`, and the worker's
+/// balance as the duties last read it, `kms_node_worker_balance_eth`.
 #[derive(Debug, Clone)]
 pub struct DutyMetrics {
     runs: IntCounterVec,
+    worker_balance: Gauge,
 }
 
 impl DutyMetrics {
@@ -193,7 +196,15 @@ impl DutyMetrics {
             &["duty", "outcome"],
         )?;
         registry.register(Box::new(runs.clone()))?;
-        Ok(Self { runs })
+        let worker_balance = Gauge::new(
+            "worker_balance_eth",
+            "The worker's ETH balance (it pays every duty transaction), read every 30 s",
+        )?;
+        registry.register(Box::new(worker_balance.clone()))?;
+        Ok(Self {
+            runs,
+            worker_balance,
+        })
     }
 
     fn count(&self, duty: &str, outcome: &str) {
@@ -247,6 +258,7 @@ pub struct Duties<P> {
     clock: Option<Arc<ChainClock>>,
     desk: Option<EvidenceDesk<P>>,
     auditor: Option<Arc<Auditor<P>>>,
+    standing: Option<(Arc<StandingView>, Address)>,
 }
 
 impl From<AuditError> for DutyError {
@@ -299,7 +311,16 @@ impl<P: Provider + Clone> Duties<P> {
             clock: None,
             desk: None,
             auditor: None,
+            standing: None,
         }
+    }
+
+    /// Reads the node's standing (commitments, the balance of `worker`) into `view` at most
+    /// every [`crate::standing::STANDING_REFRESH`], and after a duty transaction settles, for
+    /// the status endpoint.
+    pub fn with_standing(mut self, view: Arc<StandingView>, worker: Address) -> Self {
+        self.standing = Some((view, worker));
+        self
     }
 
     /// Sets `clock` to the latest block's timestamp at every tick (the API's answers name the
@@ -413,6 +434,14 @@ impl<P: Provider + Clone> Duties<P> {
             }
         }
         results.push(("prune", self.prune(now, block.header.number).await));
+        // After the duties: a commitment just made shows at once.
+        let transacted = results
+            .iter()
+            .any(|(_, result)| matches!(result, Ok(Some("done"))));
+        let standing = self
+            .refresh_standing(block.header.number, now, period, transacted)
+            .await;
+        results.push(("standing", standing.map(|()| None)));
         for (duty, result) in results {
             match result {
                 Ok(Some(outcome)) => self.count(duty, outcome),
@@ -468,6 +497,69 @@ impl<P: Provider + Clone> Duties<P> {
             Some(DutyRecord::Sent { .. }) => DutyState::InFlight,
             Some(_) => DutyState::Settled,
         })
+    }
+
+    /// Reads the standing into the view, if one is set and a read is due (or `force`).
+    async fn refresh_standing(
+        &self,
+        block: u64,
+        now: u64,
+        period: u64,
+        force: bool,
+    ) -> Result<(), DutyError> {
+        let Some((view, worker)) = &self.standing else {
+            return Ok(());
+        };
+        if !force && !view.is_due() {
+            return Ok(());
+        }
+        // One block for all the reads (the tick's transactions came after its first read).
+        let block = self.provider.get_block_number().await.map_err(chain)?.max(block);
+        let info = StakingEscrow::new(self.deployment.staking_escrow, &self.provider)
+            .getStakerInfo(self.staker)
+            .block(BlockId::number(block))
+            .call()
+            .await
+            .map_err(|e| contract(&e))?;
+        let balance = self
+            .provider
+            .get_balance(*worker)
+            .block_id(BlockId::number(block))
+            .await
+            .map_err(chain)?;
+        let gas_price = self.provider.get_gas_price().await.map_err(chain)?;
+        let store = self.store.clone();
+        let pending = blocking(move || {
+            Ok(store
+                .duties()?
+                .iter()
+                .filter(|(_, record)| matches!(record, DutyRecord::Sent { .. }))
+                .count())
+        })
+        .await?;
+        let next = period + 1;
+        let standing = Standing {
+            block,
+            timestamp: now,
+            current_period: period,
+            last_committed_period: u64::try_from(info.lastCommittedPeriod)
+                .ok()
+                .filter(|&p| p != 0),
+            next_commitment_period: next,
+            next_commitment_due_by: next.saturating_mul(self.deployment.seconds_per_period),
+            committed_next: info.commitPeriods.contains(&U256::from(next)),
+            locked_next: !info.lockedNextPeriod.is_zero(),
+            worker_balance_wei: balance,
+            gas_price_wei: gas_price,
+            pending_duties: u64::try_from(pending).unwrap_or(u64::MAX),
+        };
+        if let Some(metrics) = &self.metrics {
+            // Wei to ETH as a float: a gauge's precision is plenty for an alert threshold.
+            let wei = u128::try_from(balance).unwrap_or(u128::MAX);
+            metrics.worker_balance.set(wei as f64 / 1e18);
+        }
+        view.publish(standing);
+        Ok(())
     }
 
     async fn staker_info(&self) -> Result<StakingEscrow::StakerView, DutyError> {
