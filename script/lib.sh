@@ -18,6 +18,27 @@ ensure_node_modules() {
   cp package-lock.json "$stamp"
 }
 
+# The browser tests (the node's status page) run Debian's Chromium through puppeteer-core (from
+# package-lock.json). It comes from Debian's packages, which every project machine reaches; a
+# machine that already has it (or names another in $CHROMIUM) installs nothing.
+ensure_chromium() {
+  if [[ -n "${CHROMIUM:-}" && -x "${CHROMIUM}" ]] || command -v chromium >/dev/null; then
+    return
+  fi
+  echo "==> apt-get install chromium (Debian's, for the browser tests)"
+  local sudo=""
+  if [[ "$(id -u)" != 0 ]]; then
+    command -v sudo >/dev/null || {
+      echo "error: Chromium is missing and this user cannot install it: run \`apt-get install chromium\` as root, or set CHROMIUM to a Chromium binary" >&2
+      exit 1
+    }
+    sudo="sudo"
+  fi
+  # A fresh machine's package lists may be stale or absent: refresh them once if the install fails.
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null ||
+    { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null; }
+}
+
 # rust-toolchain.toml pins the compiler by version. The project's machines cannot download a
 # toolchain, but the one they come with is installed as `stable` and may be exactly that version:
 # then the pinned name is made to point at it (rustup treats it as installed, components and all).
