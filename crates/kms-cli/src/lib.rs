@@ -11,6 +11,7 @@ pub mod keys;
 pub mod message;
 pub mod network;
 pub mod node;
+pub mod node_check;
 pub mod opts;
 pub mod policy;
 pub mod retrieve;

@@ -34,6 +34,13 @@ pub enum NodeSubcommand {
     ///
     /// Stops cleanly on SIGINT or SIGTERM.
     Run(RunArgs),
+    /// Check a node's configuration before running it (or while it runs): the keys readable and
+    /// private, the RPC endpoint on the right chain, the worker bonded and funded, the stake
+    /// locked, the node record, and the public URL reaching this machine from outside. Exits 1
+    /// if a check fails; each failure says what to do.
+    ///
+    /// Example: KMS_PASSWORD_FILE=pw.txt kms node check --config ~/.kms/node/node.toml
+    Check(CheckArgs),
 }
 
 impl NodeSubcommand {
@@ -42,6 +49,7 @@ impl NodeSubcommand {
         match self {
             Self::Init(args) => args.run().await,
             Self::Run(args) => args.run().await,
+            Self::Check(args) => args.run().await,
         }
     }
 }
@@ -214,6 +222,28 @@ async fn mines_only_on_transactions(rpc_url: &str) -> Option<bool> {
         .await
         .ok()
         .flatten()
+}
+
+/// `kms node check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The configuration file.
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Where the keystore's password comes from.
+    #[command(flatten)]
+    pub password: PasswordArgs,
+}
+
+impl CheckArgs {
+    /// Runs the checks; fails if one failed.
+    pub async fn run(self) -> Result<()> {
+        let config = NodeConfig::load(&self.config).ok();
+        let fallback = config.as_ref().and_then(|c| c.node.password_file.as_deref());
+        let password = self.password.read(fallback).map_err(|e| e.to_string());
+        let password = password.as_ref().map(|p| p.as_slice()).map_err(String::as_str);
+        crate::node_check::check(&self.config, password).await
+    }
 }
 
 /// `kms node run`.

@@ -130,3 +130,112 @@ async fn init_then_run_until_sigterm() -> Result<()> {
     ensure!(status.success(), "exit status {status}");
     Ok(())
 }
+
+/// `kms node check` before the bond (says what to do), after it (passes, answering the public
+/// URL itself), against a public URL that leads nowhere, with a keystore others can read, and
+/// with the node running (asks the node itself).
+#[tokio::test]
+async fn check_says_what_is_missing_then_passes() -> Result<()> {
+    let chain = TestChain::start(3600).await?;
+    let dir = tempfile::tempdir()?;
+    let deployments = dir.path().join("deployments.json");
+    std::fs::write(&deployments, chain.deployment().to_json())?;
+    let password = dir.path().join("password");
+    kms_crypto::keys::write_secret_file(&password, b"pw\n")?;
+    let node_dir = dir.path().join("node");
+    let port = support::free_port();
+    let out = kms(&[
+        "node",
+        "init",
+        "--dir",
+        node_dir.to_str().unwrap(),
+        "--staker",
+        &chain.address(1)?.to_string(),
+        "--rpc-url",
+        &chain.endpoint_url().to_string(),
+        "--deployments",
+        deployments.to_str().unwrap(),
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--password-file",
+        password.to_str().unwrap(),
+        "--worker-private-key",
+        &alloy::hex::encode_prefixed(chain.signer(2)?.to_bytes()),
+    ]);
+    ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let config = node_dir.join("node.toml");
+    let check = || {
+        let out = kms(&["node", "check", "--config", config.to_str().unwrap()]);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    // Not staked, not bonded: exit 1, and what to run.
+    let (code, stdout, stderr) = check();
+    ensure!(code == Some(1), "{stdout}{stderr}");
+    for expected in [
+        "ok    worker keystore",
+        "ok    umbral key",
+        "ok    rpc: ",
+        "FAIL  worker bond",
+        "kms stake bond-worker",
+        "warn  stake",
+        "ok    public url",
+        "checked with a token",
+    ] {
+        ensure!(stdout.contains(expected), "{expected}: {stdout}");
+    }
+    ensure!(stderr.contains("check(s) failed"), "{stderr}");
+
+    // Staked and bonded: every check passes.
+    chain.stake_minimum(1, 2).await?;
+    let (code, stdout, _) = check();
+    ensure!(code == Some(0), "{stdout}");
+    for expected in ["ok    worker bond", "ok    worker funds", "ok    stake", "0 failed"] {
+        ensure!(stdout.contains(expected), "{expected}: {stdout}");
+    }
+
+    // A keystore others can read, and a public URL that leads nowhere: both fail, saying why.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let keystore = node_dir.join("worker.json");
+        std::fs::set_permissions(&keystore, std::fs::Permissions::from_mode(0o644))?;
+        let (code, stdout, _) = check();
+        ensure!(code == Some(1) && stdout.contains("chmod 600"), "{stdout}");
+        std::fs::set_permissions(&keystore, std::fs::Permissions::from_mode(0o600))?;
+    }
+    let text = std::fs::read_to_string(&config)?;
+    let nowhere = format!("http://127.0.0.1:{}", support::free_port());
+    std::fs::write(
+        &config,
+        text.replace(&format!("http://127.0.0.1:{port}"), &nowhere),
+    )?;
+    let (code, stdout, _) = check();
+    ensure!(
+        code == Some(1) && stdout.contains("FAIL  public url") && stdout.contains("firewall"),
+        "{stdout}"
+    );
+    std::fs::write(&config, &text)?;
+
+    // Running: the check asks the node itself.
+    let _node = tokio::process::Command::new(KMS)
+        .args(["node", "run", "--config", config.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, stdout, _) = check();
+        if code == Some(0) && stdout.contains("reaches this running node") {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "never passed with the node running: {stdout}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    Ok(())
+}
