@@ -39,6 +39,7 @@ async fn start_devnet() -> Result<(devnet::Devnet, String)> {
     let port = free_port()?;
     let deployments_file = format!("deployments/test-examples-{port}.json");
     let devnet = devnet::start(&DevnetArgs {
+        plain_http: false,
         port,
         nodes: 3,
         seconds_per_period: 3600,

@@ -63,6 +63,7 @@ impl StatusArgs {
     /// Reads the stakers, asks their nodes, prints the table (or the JSON).
     pub async fn run(self, chain: &ChainOpts) -> Result<()> {
         // Reads only: no account, so a keystore in the environment asks for no password.
+        let allow_plain_http = chain.allow_plain_http;
         let chain = Chain::connect(chain, None).await?;
         let timeout = Duration::from_secs(self.timeout);
         let nodes = NodeClient::new(HttpConfig {
@@ -70,6 +71,7 @@ impl StatusArgs {
             request_timeout: timeout,
             attempts: 1,
             backoff: Duration::ZERO,
+            allow_plain_http,
         })?;
         let status = network_status(&chain.provider, &chain.deployment, &nodes)
             .await

@@ -23,7 +23,11 @@ pub enum NodeSubcommand {
     /// Example:
     ///   kms node init --dir ~/.kms/node --staker 0xStaker --rpc-url ws://127.0.0.1:8545 \
     ///     --deployments deployments/31337.json --listen 0.0.0.0:9151 \
-    ///     --public-url http://node.example:9151 --password-file pw.txt
+    ///     --public-url https://node.example:9151 --password-file pw.txt
+    ///
+    /// It makes a self-signed TLS certificate for the public URL's host (clients pin it: the node
+    /// publishes its SHA-256 with its URL); `--tls ca --tls-cert F --tls-key F` serves a
+    /// CA-issued one instead (what web apps' browsers need), `--tls off` plain HTTP (devnets).
     ///
     /// Then, as the staker: `kms stake bond-worker --worker <printed worker address>`, and send
     /// the worker some ETH for gas.
@@ -93,9 +97,19 @@ pub struct InitArgs {
     /// Where the API listens.
     #[arg(long, default_value = "127.0.0.1:9151")]
     pub listen: SocketAddr,
-    /// The URL clients reach the API at (default: http:// + --listen).
+    /// The URL clients reach the API at (default: https:// + --listen, or http:// with --tls off).
     #[arg(long)]
     pub public_url: Option<String>,
+    /// How the API is served: a self-signed certificate made now (pinned by clients), a
+    /// CA-issued one (--tls-cert, --tls-key), or plain HTTP (devnets only).
+    #[arg(long, value_enum, default_value = "self-signed")]
+    pub tls: TlsArg,
+    /// With --tls ca: the certificate chain (PEM, leaf first) issued for the public URL's host.
+    #[arg(long, value_name = "FILE", required_if_eq("tls", "ca"))]
+    pub tls_cert: Option<PathBuf>,
+    /// With --tls ca: its private key (PEM, readable by the owner only).
+    #[arg(long, value_name = "FILE", required_if_eq("tls", "ca"))]
+    pub tls_key: Option<PathBuf>,
     /// Blocks an event must be deep before the node acts on it [default: 2, or 0 on a chain that
     /// mines a block only with a transaction (anvil's default), where a depth of 2 would wait
     /// for two more transactions]
@@ -109,6 +123,17 @@ pub struct InitArgs {
     pub password: PasswordArgs,
 }
 
+/// `kms node init --tls`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TlsArg {
+    /// A self-signed certificate, made now; clients pin it.
+    SelfSigned,
+    /// A CA-issued certificate (--tls-cert, --tls-key).
+    Ca,
+    /// Plain HTTP: devnets only.
+    Off,
+}
+
 impl InitArgs {
     /// Writes the node's directory and prints what the staker does next.
     pub async fn run(self) -> Result<()> {
@@ -120,10 +145,11 @@ impl InitArgs {
                 config_path.display()
             );
         }
+        let scheme = if self.tls == TlsArg::Off { "http" } else { "https" };
         let public_url = self
             .public_url
             .clone()
-            .unwrap_or_else(|| format!("http://{}", self.listen));
+            .unwrap_or_else(|| format!("{scheme}://{}", self.listen));
         let deployments = std::path::absolute(&self.deployments)
             .with_context(|| format!("resolving {}", self.deployments.display()))?;
         Deployment::load(&deployments)?;
@@ -132,7 +158,7 @@ impl InitArgs {
             deployments,
             self.staker,
             self.listen,
-            public_url,
+            public_url.clone(),
         );
         config.chain.confirmations = choose_confirmations(&self.rpc_url, self.confirmations).await;
         if let Some(password_file) = &self.password.password_file {
@@ -155,6 +181,7 @@ impl InitArgs {
         };
         let master = MasterSecret::random();
         master.save(&self.dir.join(&config.node.umbral_key))?;
+        let pin = self.write_tls(&mut config, &public_url)?;
         config.save(&config_path)?;
         println!("wrote {}", config_path.display());
         println!("worker address:    {}", worker.address());
@@ -162,6 +189,14 @@ impl InitArgs {
             "umbral public key: {}",
             kms_crypto::wire::encode_public_key(&master.node_key().public_key())
         );
+        match pin {
+            Some(url) => println!("published URL:     {url} (the certificate's pin included)"),
+            None if self.tls == TlsArg::Off => println!(
+                "plain HTTP (--tls off): for a devnet only; clients refuse it unless given \
+                 --allow-plain-http"
+            ),
+            None => println!("published URL:     {public_url} (CA-issued certificate)"),
+        }
         println!(
             "next: as the staker {} run `kms stake bond-worker --worker {}`, send the worker ETH for gas, then `kms node run --config {}`",
             self.staker,
@@ -170,6 +205,84 @@ impl InitArgs {
         );
         Ok(())
     }
+}
+
+impl InitArgs {
+    /// Sets `[tls]`: makes the self-signed pair (and returns the URL with its pin), points at the
+    /// CA-issued files, or turns TLS off.
+    fn write_tls(&self, config: &mut NodeConfig, public_url: &str) -> Result<Option<String>> {
+        use kms_node::config::{TlsMode, TlsSection};
+        let section = match self.tls {
+            TlsArg::Off => {
+                config.tls = Some(TlsSection {
+                    mode: TlsMode::Off,
+                    cert_file: None,
+                    key_file: None,
+                });
+                return Ok(None);
+            }
+            TlsArg::Ca => {
+                let absolute = |p: &Option<PathBuf>, flag: &str| -> Result<PathBuf> {
+                    let p = p.as_ref().with_context(|| format!("--tls ca needs {flag}"))?;
+                    std::path::absolute(p).with_context(|| format!("resolving {}", p.display()))
+                };
+                TlsSection {
+                    mode: TlsMode::Ca,
+                    cert_file: Some(absolute(&self.tls_cert, "--tls-cert")?),
+                    key_file: Some(absolute(&self.tls_key, "--tls-key")?),
+                }
+            }
+            TlsArg::SelfSigned => {
+                let mut names = vec![host_of(public_url)?];
+                let listen_ip = self.listen.ip().to_string();
+                if !self.listen.ip().is_unspecified() && !names.contains(&listen_ip) {
+                    names.push(listen_ip);
+                }
+                let (cert, key) = kms_node::tls::generate_self_signed(&names)?;
+                let (cert_file, key_file) = (PathBuf::from("tls/cert.pem"), PathBuf::from("tls/key.pem"));
+                std::fs::create_dir_all(self.dir.join("tls"))?;
+                std::fs::write(self.dir.join(&cert_file), cert)?;
+                keys::write_secret_file(&self.dir.join(&key_file), key.as_bytes())?;
+                TlsSection {
+                    mode: TlsMode::SelfSigned,
+                    cert_file: Some(cert_file),
+                    key_file: Some(key_file),
+                }
+            }
+        };
+        config.tls = Some(section);
+        // Loaded as `kms node run` will: the pair must serve.
+        let mut resolved = config.clone();
+        if let Some(tls) = resolved.tls.as_mut() {
+            for file in [tls.cert_file.as_mut(), tls.key_file.as_mut()].into_iter().flatten() {
+                if file.is_relative() {
+                    *file = self.dir.join(&*file);
+                }
+            }
+        }
+        let identity = resolved
+            .tls_identity()?
+            .context("no TLS identity loaded")?;
+        Ok((identity.kind() == kms_node::tls::TlsKind::SelfSigned)
+            .then(|| identity.public_url(public_url)))
+    }
+}
+
+/// The host of `url` (a DNS name or an IP address), for the certificate.
+fn host_of(url: &str) -> Result<String> {
+    let rest = url
+        .split_once("://")
+        .map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '#', '?']).next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        // [IPv6]:port
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(host, _)| host),
+    };
+    if host.is_empty() {
+        bail!("--public-url {url:?} has no host");
+    }
+    Ok(host.to_owned())
 }
 
 /// The depth a node acts at: `given`, or 2, or 0 on a chain that mines only on transactions
@@ -271,6 +384,7 @@ impl RunArgs {
         let worker = keys::load_keystore(&config.node.worker_keystore, &password)?;
         let umbral = MasterSecret::load(&config.node.umbral_key)?.node_key();
         let deployment = Deployment::load(&config.chain.deployments)?;
+        let tls = config.tls_identity()?;
         let settings = Settings {
             rpc_url: self.rpc_url.unwrap_or_else(|| config.chain.rpc_url.clone()),
             deployment,
@@ -279,6 +393,7 @@ impl RunArgs {
             umbral,
             listen: self.listen.unwrap_or(config.node.listen),
             public_url: Some(config.node.public_url.clone()),
+            tls,
             store_path: config.store_path(),
             confirmations: config.chain.confirmations,
             poll_interval: Duration::from_millis(config.chain.poll_interval_ms.max(10)),

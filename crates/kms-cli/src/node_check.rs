@@ -4,6 +4,10 @@
 //! be accepted at the node's start) and funded, the staker has tokens locked, and the public URL
 //! reaches this node from outside, through the URL the node record publishes.
 //!
+//! The certificate is checked by loading it as the node will, and, through the reachability
+//! check, the way clients check it: against its pin (self-signed), or against the web PKI for
+//! the public URL's host (CA-issued).
+//!
 //! The reachability check goes out through the public URL and must come back to this machine:
 //! when the node is not running, the check listens on the node's listen address itself for a
 //! moment and asks, through the public URL, for a random token only it knows; when the node is
@@ -20,10 +24,12 @@ use anyhow::{bail, Result};
 use kms_contracts::{Deployment, StakingEscrow};
 use kms_crypto::{
     keys::{self, MasterSecret},
-    wire::{self, NodeInfo},
+    wire,
 };
+use kms_client::{HttpConfig, NodeClient};
 use kms_node::{
     standing::{LOW_BALANCE_PERIODS, PERIOD_DUTY_GAS},
+    tls::{TlsIdentity, TlsKind},
     NodeConfig,
 };
 use rand_core::{OsRng, RngCore};
@@ -73,10 +79,13 @@ impl Report {
     }
 }
 
-/// What the key checks found, for the chain checks.
+/// What the key checks found, for the chain and reachability checks.
 struct Keys {
     worker: Option<Address>,
     umbral_public_key: Option<String>,
+    tls: Option<TlsIdentity>,
+    /// The URL the node publishes (its certificate's pin included, if self-signed).
+    published_url: String,
 }
 
 /// Runs every check of the configuration at `config_path` with the keystore `password` (or why
@@ -93,7 +102,8 @@ pub async fn check(config_path: &Path, password: Result<&[u8], &str>) -> Result<
             bail!("the configuration does not load: nothing else can be checked");
         }
     };
-    let keys = check_keys(&config, password, &mut report);
+    let mut keys = check_keys(&config, password, &mut report);
+    check_certificate(&config, &mut keys, &mut report);
     let deployment = match Deployment::load(&config.chain.deployments) {
         Ok(d) => {
             report.ok(
@@ -117,11 +127,6 @@ pub async fn check(config_path: &Path, password: Result<&[u8], &str>) -> Result<
         }
     }
     check_reachability(&config, &keys, &mut report).await;
-    report.warn(
-        "certificate",
-        "not checked: the node serves plain HTTP (TLS is not built yet); put it behind a TLS \
-         reverse proxy on the open internet",
-    );
     println!(
         "{} failed, {} warning(s)",
         report.failed, report.warned
@@ -169,6 +174,32 @@ fn check_keys(config: &NodeConfig, password: Result<&[u8], &str>, report: &mut R
     Keys {
         worker,
         umbral_public_key,
+        tls: None,
+        published_url: config.node.public_url.clone(),
+    }
+}
+
+/// The certificate loads as the node will load it (its key private and matching).
+fn check_certificate(config: &NodeConfig, keys: &mut Keys, report: &mut Report) {
+    match config.tls_identity() {
+        Ok(None) => report.warn(
+            "certificate",
+            "none: plain HTTP (`[tls] mode = \"off\"`), for a devnet only; clients refuse it \
+             unless given --allow-plain-http",
+        ),
+        Ok(Some(identity)) => {
+            let published = identity.public_url(&config.node.public_url);
+            let detail = match identity.kind() {
+                TlsKind::SelfSigned => format!(
+                    "self-signed, pinned in the published URL {published}"
+                ),
+                TlsKind::CaIssued => "CA-issued: checked against the web PKI below".to_owned(),
+            };
+            report.ok("certificate", detail);
+            keys.published_url = published;
+            keys.tls = Some(identity);
+        }
+        Err(e) => report.fail("certificate", e),
     }
 }
 
@@ -337,10 +368,10 @@ async fn check_chain_standing(
             "node record",
             format!(
                 "none yet: `kms node run` publishes {} at start",
-                config.node.public_url
+                keys.published_url
             ),
         ),
-        Ok(record) if record.url == config.node.public_url => {
+        Ok(record) if record.url == keys.published_url => {
             let key = wire::encode_hex(&record.umbralPublicKey);
             if keys.umbral_public_key.as_ref().is_some_and(|k| *k != key) {
                 report.warn(
@@ -357,26 +388,36 @@ async fn check_chain_standing(
             format!(
                 "publishes {}, the configuration says {}: `kms node run` publishes the new URL \
                  at start (clients use the old one until then)",
-                record.url, config.node.public_url
+                record.url, keys.published_url
             ),
         ),
         Err(e) => report.fail("node record", e),
     }
 }
 
-/// The public URL reaches this node from outside (see the module docs).
+/// The public URL reaches this node from outside (see the module docs), over TLS as clients
+/// reach it.
 async fn check_reachability(config: &NodeConfig, keys: &Keys, report: &mut Report) {
-    let public_url = config.node.public_url.trim_end_matches('/').to_owned();
-    let http = match reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-    {
-        Ok(http) => http,
+    let url = keys.published_url.clone();
+    let nodes = match NodeClient::new(HttpConfig {
+        connect_timeout: Duration::from_secs(10),
+        request_timeout: Duration::from_secs(10),
+        attempts: 1,
+        backoff: Duration::ZERO,
+        // The node's own mode: a devnet's plain-HTTP node is checked over plain HTTP.
+        allow_plain_http: keys.tls.is_none(),
+    }) {
+        Ok(nodes) => nodes,
         Err(e) => return report.fail("public url", e),
     };
     match tokio::net::TcpListener::bind(config.node.listen).await {
         Ok(listener) => {
-            // The node is not running: answer through the listen address ourselves.
+            // The node is not running: answer through the listen address ourselves, with the
+            // node's certificate.
+            let acceptor = match keys.tls.as_ref().map(TlsIdentity::acceptor).transpose() {
+                Ok(acceptor) => acceptor,
+                Err(e) => return report.fail("public url", e),
+            };
             let mut token = [0u8; 16];
             OsRng.fill_bytes(&mut token);
             let token = alloy::hex::encode(token);
@@ -385,34 +426,44 @@ async fn check_reachability(config: &NodeConfig, keys: &Keys, report: &mut Repor
                 let answer = answer.clone();
                 async move { answer }
             });
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let limits = config.limits();
+            let gauge = match kms_node::api::Metrics::new() {
+                Ok(metrics) => metrics.open_connections(),
+                Err(e) => return report.fail("public url", e),
+            };
             let server = tokio::spawn(async move {
-                let _ = axum::serve(listener, app).await;
+                let shutdown = async move {
+                    let _ = stopped.await;
+                };
+                kms_node::server::serve(listener, app, &limits, acceptor, gauge, shutdown).await;
             });
-            let url = format!("{public_url}/.well-known/kms-node-check");
-            let result = async { http.get(&url).send().await?.text().await }.await;
-            server.abort();
+            let result = nodes.get_text(&url, "/.well-known/kms-node-check").await;
+            let _ = stop.send(());
+            let _ = server.await;
             match result {
                 Ok(body) if body == token => report.ok(
                     "public url",
                     format!(
-                        "{public_url} reaches this machine's {} (checked with a token; the node is \
-                         not running)",
+                        "{url} reaches this machine's {} (checked with a token; the node is not \
+                         running)",
                         config.node.listen
                     ),
                 ),
                 Ok(_) => report.fail(
                     "public url",
                     format!(
-                        "{public_url} answers, but not from this machine's {}: it points \
-                         elsewhere (DNS, port forwarding, a proxy)",
+                        "{url} answers, but not from this machine's {}: it points elsewhere (DNS, \
+                         port forwarding, a proxy)",
                         config.node.listen
                     ),
                 ),
                 Err(e) => report.fail(
                     "public url",
                     format!(
-                        "{public_url} does not reach this machine's {}: {e} (check DNS, the \
-                         firewall, port forwarding)",
+                        "{url} does not reach this machine's {}: {e} (check DNS, the firewall, \
+                         port forwarding; for a CA-issued certificate, that it names the URL's \
+                         host)",
                         config.node.listen
                     ),
                 ),
@@ -420,14 +471,11 @@ async fn check_reachability(config: &NodeConfig, keys: &Keys, report: &mut Repor
         }
         Err(_) => {
             // Taken: the node (or something else) is running there; ask it who it is.
-            let url = format!("{public_url}/v1/node");
-            let info = async { http.get(&url).send().await?.json::<NodeInfo>().await }.await;
-            match info {
+            match nodes.node_info(&url).await {
                 Ok(info) if info.staker != config.node.staker => report.fail(
                     "public url",
                     format!(
-                        "{public_url} answers as the node of {}, not of {}: it points at \
-                         another node",
+                        "{url} answers as the node of {}, not of {}: it points at another node",
                         info.staker, config.node.staker
                     ),
                 ),
@@ -440,14 +488,14 @@ async fn check_reachability(config: &NodeConfig, keys: &Keys, report: &mut Repor
                     report.fail(
                         "public url",
                         format!(
-                            "{public_url} answers with another Umbral key than this \
-                             configuration's: it points at another node of the same staker"
+                            "{url} answers with another Umbral key than this configuration's: it \
+                             points at another node of the same staker"
                         ),
                     );
                 }
                 Ok(_) => report.ok(
                     "public url",
-                    format!("{public_url} reaches this running node (GET /v1/node)"),
+                    format!("{url} reaches this running node (GET /v1/node)"),
                 ),
                 Err(e) => report.fail(
                     "public url",

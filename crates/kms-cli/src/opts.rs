@@ -33,6 +33,10 @@ pub struct ChainOpts {
     #[allow(rustdoc::invalid_html_tags)]
     #[arg(long, env = "KMS_DEPLOYMENTS", global = true)]
     pub deployments: Option<PathBuf>,
+    /// Let node URLs be plain http:// (a devnet started with `kms devnet --plain-http`);
+    /// refused otherwise: nodes serve https://.
+    #[arg(long, env = "KMS_ALLOW_PLAIN_HTTP", global = true)]
+    pub allow_plain_http: bool,
     /// The account that signs.
     #[command(flatten)]
     pub wallet: WalletOpts,
@@ -48,6 +52,14 @@ pub enum Account {
 }
 
 impl ChainOpts {
+    /// How to reach the nodes: the defaults, plain HTTP only if allowed.
+    pub fn http_config(&self) -> HttpConfig {
+        HttpConfig {
+            allow_plain_http: self.allow_plain_http,
+            ..HttpConfig::default()
+        }
+    }
+
     /// Connects to the chain (with the account, if any) and loads the deployment.
     pub async fn connect(&self, account: Account) -> Result<Chain> {
         let signer = match account {
@@ -63,7 +75,7 @@ impl ChainOpts {
         let client = Client::connect(
             chain.provider.clone(),
             chain.deployment.clone(),
-            HttpConfig::default(),
+            self.http_config(),
         )
         .await?;
         Ok((chain, client))

@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use kms_client::{
     revocation::{self, RevocationOrderBody},
-    Client, GrantError, GrantRequest, HttpConfig, NodeClient, PolicyFile, Refunded,
+    Client, GrantError, GrantRequest, NodeClient, PolicyFile, Refunded,
 };
 use kms_contracts::PolicyManager;
 use kms_crypto::wire;
@@ -332,7 +332,7 @@ impl RevokeArgs {
             std::fs::write(path, serde_json::to_string_pretty(&body)? + "\n")
                 .with_context(|| format!("cannot write {}", path.display()))?;
         }
-        let nodes = NodeClient::new(HttpConfig::default())?;
+        let nodes = NodeClient::new(chain.http_config())?;
         let deliveries = revocation::send_order(&nodes, &file, &order).await;
         let scope = scope_of(&file, self.node);
         let refusing = deliveries.iter().filter(|d| d.refuses()).count();

@@ -521,6 +521,15 @@ async fn stop_when(
 // 1. Two of five nodes killed
 // ---------------------------------------------------------------------------------------------
 
+/// The nodes' client: they serve plain HTTP (`kms node init --tls off`), as these tests are
+/// about faults, not TLS.
+fn plain_http() -> HttpConfig {
+    HttpConfig {
+        allow_plain_http: true,
+        ..HttpConfig::default()
+    }
+}
+
 /// `kms` with the devnet's chain and deployments, in `dir`.
 fn kms_in(net: &Net, dir: &Path, args: &[&str]) -> Output {
     Command::new(KMS)
@@ -528,6 +537,8 @@ fn kms_in(net: &Net, dir: &Path, args: &[&str]) -> Output {
         .args(args)
         .env("ETH_RPC_URL", net.http())
         .env("KMS_DEPLOYMENTS", &net.deployments)
+        // The nodes serve plain HTTP (`--tls off`): these tests are about faults, not TLS.
+        .env("KMS_ALLOW_PLAIN_HTTP", "1")
         .env_remove("ETH_PRIVATE_KEY")
         .env_remove("ETH_KEYSTORE")
         .env_remove("KMS_PASSWORD")
@@ -794,14 +805,14 @@ async fn sigkill_during_uploads_and_catch_up_loses_nothing_and_repeats_no_duty()
         url: node.url(),
         umbral_public_key: node_key,
     };
-    let patient = NodeClient::new(HttpConfig::default())?;
+    let patient = NodeClient::new(plain_http())?;
 
     let keys = Keys::new();
     let once = NodeClient::new(HttpConfig {
         attempts: 1,
         connect_timeout: Duration::from_millis(500),
         request_timeout: Duration::from_secs(10),
-        ..HttpConfig::default()
+        ..plain_http()
     })?;
     let mut policies: Vec<TestPolicy> = Vec::new();
     let mut last_policy_block = 0;
@@ -1070,7 +1081,7 @@ async fn nodes_reconnect_and_catch_up_after_anvil_restarts() -> Result<()> {
         wait_committed(&net.chain, *staker).await?;
     }
     nodes.sort_by_key(|n| n.staker);
-    let client = NodeClient::new(HttpConfig::default())?;
+    let client = NodeClient::new(plain_http())?;
     let mut bob_nodes = Vec::new();
     for node in &nodes {
         bob_nodes.push(policy_node(&client, node).await?);
@@ -1227,7 +1238,7 @@ async fn a_shallow_reorg_neither_commits_twice_nor_keeps_a_vanished_policy() -> 
     let miner = Miner::start(reader.clone(), Duration::from_millis(200));
     node.start_ready(WAIT).await?;
     wait_committed(&net.chain, staker).await?;
-    let client = NodeClient::new(HttpConfig::default())?;
+    let client = NodeClient::new(plain_http())?;
     let bob_node = policy_node(&client, &node).await?;
     let keys = Keys::new();
 

@@ -118,8 +118,24 @@ async fn init_then_run_until_sigterm() -> Result<()> {
         ensure!(Instant::now() < deadline, "the node did not commit");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // HTTPS with the self-signed certificate `init` made, its pin in the published URL.
     let record = escrow.nodeRecordOf(staker).call().await?;
-    ensure!(record.url.starts_with("http://127.0.0.1:"), "{record:?}");
+    let pin = kms_crypto::tls::parse_node_url(&record.url)?.pin;
+    let identity = kms_node::tls::TlsIdentity::from_pem(
+        &std::fs::read_to_string(node_dir.join("tls/cert.pem"))?,
+        &std::fs::read_to_string(node_dir.join("tls/key.pem"))?,
+        kms_node::tls::TlsKind::SelfSigned,
+    )?;
+    ensure!(
+        record.url.starts_with("https://127.0.0.1:") && pin == Some(identity.fingerprint()),
+        "{record:?}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(node_dir.join("tls/key.pem"))?.permissions().mode() & 0o777;
+        ensure!(mode == 0o600, "tls/key.pem has mode {mode:o}");
+    }
 
     // SIGTERM: a clean exit.
     let pid = child.id().context("no pid")?;
@@ -179,6 +195,7 @@ async fn check_says_what_is_missing_then_passes() -> Result<()> {
     for expected in [
         "ok    worker keystore",
         "ok    umbral key",
+        "ok    certificate: self-signed, pinned in the published URL https://127.0.0.1:",
         "ok    rpc: ",
         "FAIL  worker bond",
         "kms stake bond-worker",
@@ -209,10 +226,10 @@ async fn check_says_what_is_missing_then_passes() -> Result<()> {
         std::fs::set_permissions(&keystore, std::fs::Permissions::from_mode(0o600))?;
     }
     let text = std::fs::read_to_string(&config)?;
-    let nowhere = format!("http://127.0.0.1:{}", support::free_port());
+    let nowhere = format!("https://127.0.0.1:{}", support::free_port());
     std::fs::write(
         &config,
-        text.replace(&format!("http://127.0.0.1:{port}"), &nowhere),
+        text.replace(&format!("https://127.0.0.1:{port}"), &nowhere),
     )?;
     let (code, stdout, _) = check();
     ensure!(
@@ -239,3 +256,4 @@ async fn check_says_what_is_missing_then_passes() -> Result<()> {
     }
     Ok(())
 }
+

@@ -26,7 +26,10 @@ async fn the_status_page_shows_every_field_in_chromium() -> Result<()> {
         "no Chromium at {chromium}: install Debian's `chromium` (script/test does), or set CHROMIUM"
     );
     let port = free_port();
+    // Plain HTTP: the page is for a browser, which cannot pin a self-signed certificate (a
+    // node that browsers reach serves a CA-issued one: docs/node.md#tls).
     let devnet = devnet::start(&DevnetArgs {
+        plain_http: true,
         port,
         nodes: 3,
         seconds_per_period: 3600,

@@ -1,5 +1,10 @@
 //! The HTTP client of the nodes' API (`docs/node.md`): one `reqwest::Client` (connection pool)
 //! reused for every node, timeouts, and retries of what may succeed on a second try.
+//!
+//! TLS: a node URL pinned to its certificate (`https://…#tls-sha256=…`, see
+//! [`kms_crypto::tls`]) is reached through a client that accepts exactly that certificate (one
+//! client per pin); any other `https://` URL is verified against the web PKI. Plain `http://` is
+//! refused unless [`HttpConfig::allow_plain_http`] (devnets).
 
 use std::{
     collections::HashMap,
@@ -13,7 +18,14 @@ use kms_crypto::wire::{
     ErrorBody, EvidenceStatus, KfragAccepted, KfragUpload, NetworkView, NodeInfo, NodeStatus,
     ReencryptRequest, ReencryptResponse,
 };
+use kms_crypto::tls::{fingerprint, parse_node_url, Fingerprint};
 use reqwest::StatusCode;
+use rustls::{
+    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider},
+    pki_types::{CertificateDer, ServerName, UnixTime},
+    CertificateError, DigitallySignedStruct, SignatureScheme,
+};
 use serde::de::DeserializeOwned;
 
 /// Timeouts and retries of node requests.
@@ -27,6 +39,9 @@ pub struct HttpConfig {
     pub attempts: u32,
     /// Wait before the first retry; doubled before each further one.
     pub backoff: Duration,
+    /// Whether plain `http://` node URLs may be used (a devnet's); refused otherwise, since a
+    /// node on the open internet serves `https://`.
+    pub allow_plain_http: bool,
 }
 
 impl Default for HttpConfig {
@@ -36,6 +51,7 @@ impl Default for HttpConfig {
             request_timeout: Duration::from_secs(30),
             attempts: 3,
             backoff: Duration::from_millis(250),
+            allow_plain_http: false,
         }
     }
 }
@@ -59,6 +75,10 @@ pub enum NodeError {
     /// The node's answer is not what the API specifies.
     #[error("invalid answer: {0}")]
     InvalidAnswer(String),
+    /// The node presented another certificate than its URL pins (a man in the middle, or a
+    /// node that changed its certificate without publishing the new pin).
+    #[error("TLS: {0}")]
+    Certificate(String),
     /// The URL is not usable.
     #[error("bad node URL {url:?}: {reason}")]
     BadUrl {
@@ -76,7 +96,7 @@ impl NodeError {
         match self {
             Self::Unreachable(_) => true,
             Self::Refused { status, .. } => *status >= 500 || *status == 429,
-            Self::InvalidAnswer(_) | Self::BadUrl { .. } => false,
+            Self::InvalidAnswer(_) | Self::Certificate(_) | Self::BadUrl { .. } => false,
         }
     }
 
@@ -106,6 +126,8 @@ pub struct HttpSetupError(String);
 #[derive(Debug, Clone)]
 pub struct NodeClient {
     http: reqwest::Client,
+    /// The clients of pinned URLs, by pin.
+    pinned: Arc<Mutex<HashMap<Fingerprint, reqwest::Client>>>,
     config: HttpConfig,
     /// Each node's most capsules per re-encryption request, by URL, as it advertised.
     capsule_limits: Arc<Mutex<HashMap<String, usize>>>,
@@ -128,6 +150,104 @@ fn endpoint(url: &str, path: &str) -> String {
     format!("{}{path}", url.trim_end_matches('/'))
 }
 
+/// A request that got no answer: a certificate that is not the pinned one, or unreachable.
+fn send_error(error: &reqwest::Error) -> NodeError {
+    let message = with_causes(error);
+    if message.contains(PIN_MISMATCH) {
+        NodeError::Certificate(message)
+    } else {
+        NodeError::Unreachable(message)
+    }
+}
+
+/// What a pin mismatch says (and how [`NodeClient`] tells it from other connection failures).
+const PIN_MISMATCH: &str = "the node's certificate is not the one its URL pins";
+
+/// Accepts exactly the certificate whose SHA-256 is `pin` (a node's self-signed certificate, the
+/// pin published with its URL), and checks the handshake's signatures with it as rustls does:
+/// the pin replaces the certificate authorities, not the proof that the server holds the key.
+#[derive(Debug)]
+struct PinnedCertificate {
+    pin: Fingerprint,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinnedCertificate {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let presented = fingerprint(end_entity);
+        if presented == self.pin {
+            return Ok(ServerCertVerified::assertion());
+        }
+        let message = format!(
+            "{PIN_MISMATCH} (pinned sha256 {}, presented {}): a man in the middle, or a node that \
+             changed its certificate; check the node record (`kms network status`) and ask the \
+             policy's owner for a fresh policy file",
+            alloy::hex::encode(self.pin),
+            alloy::hex::encode(presented)
+        );
+        Err(rustls::Error::InvalidCertificate(CertificateError::Other(
+            rustls::OtherError(Arc::new(std::io::Error::other(message))),
+        )))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// The TLS configuration of a client of the node pinned to `pin`.
+fn pinned_tls_config(pin: Fingerprint) -> Result<rustls::ClientConfig, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let verifier = Arc::new(PinnedCertificate {
+        pin,
+        provider: provider.clone(),
+    });
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -145,6 +265,7 @@ impl NodeClient {
             .map_err(|e| HttpSetupError(with_causes(&e)))?;
         Ok(Self {
             http,
+            pinned: Arc::default(),
             config,
             capsule_limits: Arc::default(),
         })
@@ -155,16 +276,52 @@ impl NodeClient {
         &self.config
     }
 
+    /// The client and the full URL of `path` at the node at `url`: the pinned client of a pinned
+    /// URL; plain HTTP refused unless allowed.
+    fn route(&self, url: &str, path: &str) -> Result<(reqwest::Client, String), NodeError> {
+        let bad = |reason: String| NodeError::BadUrl {
+            url: url.to_owned(),
+            reason,
+        };
+        let parsed = parse_node_url(url).map_err(|e| bad(e.reason))?;
+        if parsed.is_plain_http() && !self.config.allow_plain_http {
+            return Err(bad(
+                "plain http:// is refused: a node serves https:// (on a devnet's plain-HTTP nodes, \
+                 pass --allow-plain-http, or set HttpConfig::allow_plain_http)"
+                    .into(),
+            ));
+        }
+        let target = endpoint(&parsed.base, path);
+        let Some(pin) = parsed.pin else {
+            return Ok((self.http.clone(), target));
+        };
+        let mut pinned = self
+            .pinned
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(client) = pinned.get(&pin) {
+            return Ok((client.clone(), target));
+        }
+        let tls = pinned_tls_config(pin)
+            .map_err(|e| bad(format!("cannot set up its pinned TLS client: {e}")))?;
+        let client = reqwest::Client::builder()
+            .connect_timeout(self.config.connect_timeout)
+            .timeout(self.config.request_timeout)
+            .user_agent(concat!("kms-client/", env!("CARGO_PKG_VERSION")))
+            .tls_backend_preconfigured(tls)
+            .build()
+            .map_err(|e| bad(format!("cannot set up its pinned TLS client: {}", with_causes(&e))))?;
+        pinned.insert(pin, client.clone());
+        Ok((client, target))
+    }
+
     /// One attempt: sends the request and decodes a 2xx answer as `T`, anything else as the
     /// node's `{"error": ...}`.
     async fn once<T: DeserializeOwned>(
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<(StatusCode, T), NodeError> {
-        let response = request
-            .send()
-            .await
-            .map_err(|e| NodeError::Unreachable(with_causes(&e)))?;
+        let response = request.send().await.map_err(|e| send_error(&e))?;
         let status = response.status();
         let retry_after_secs = response
             .headers()
@@ -225,13 +382,33 @@ impl NodeClient {
 
     /// `GET {url}{path}`, its JSON answer (a 5xx or 429 retried, a 404 not).
     async fn get<T: DeserializeOwned>(&self, url: &str, path: &str) -> Result<T, NodeError> {
-        let target = endpoint(url, path);
+        let (http, target) = self.route(url, path)?;
         self.retrying(
             &target,
             |_| false,
-            || async { Ok(self.once(self.http.get(&target)).await?.1) },
+            || async { Ok(self.once(http.get(&target)).await?.1) },
         )
         .await
+    }
+
+    /// `GET {url}{path}` as text, once (no retry), through the same TLS rules as every request:
+    /// e.g. `kms node check`'s reachability probe.
+    pub async fn get_text(&self, url: &str, path: &str) -> Result<String, NodeError> {
+        let (http, target) = self.route(url, path)?;
+        let response = http.get(&target).send().await.map_err(|e| send_error(&e))?;
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| NodeError::Unreachable(with_causes(&e)))?;
+        if !status.is_success() {
+            return Err(NodeError::Refused {
+                status: status.as_u16(),
+                reason: text.chars().take(200).collect(),
+                retry_after_secs: None,
+            });
+        }
+        Ok(text)
     }
 
     /// `GET {url}/v1/node`: who the node says it is.
@@ -304,17 +481,17 @@ impl NodeClient {
         policy_id: [u8; 16],
         upload: &KfragUpload,
     ) -> Result<bool, NodeError> {
-        let target = endpoint(
+        let (http, target) = self.route(
             url,
             &format!(
                 "/v1/policies/{}/kfrag",
                 alloy::hex::encode_prefixed(policy_id)
             ),
-        );
+        )?;
         let not_found = |e: &NodeError| matches!(e, NodeError::Refused { status: 404, .. });
         self.retrying(&target, not_found, || async {
             let (status, accepted): (_, KfragAccepted) =
-                self.once(self.http.post(&target).json(upload)).await?;
+                self.once(http.post(&target).json(upload)).await?;
             Ok(accepted.created || status == StatusCode::CREATED)
         })
         .await
@@ -322,22 +499,21 @@ impl NodeClient {
 
     /// `POST {url}/v1/policies/{id}/revocation`: hands the node the owner's signed revocation
     /// order; from the answer on, the node refuses the policy. Returns whether the node kept it
-    /// now (`false`: it held this very order, or one of its kind with a later deadline).
-    ///
-    /// A 404 is retried too, as for uploads: the node may be a block behind the policy's
-    /// creation (a node that holds no kfrag for the policy answers 404 for good).
+    /// now (`false`: it held this very order, or one of its kind with a later deadline). A 404
+    /// (the node holds no kfrag for the policy) is not retried.
     pub async fn send_revocation_order(
         &self,
         url: &str,
         order: &RevocationOrderBody,
     ) -> Result<bool, NodeError> {
-        let target = endpoint(url, &format!("/v1/policies/{}/revocation", order.policy_id));
+        let (http, target) =
+            self.route(url, &format!("/v1/policies/{}/revocation", order.policy_id))?;
         self.retrying(
             &target,
             |_| false,
             || async {
                 let (status, accepted): (_, RevocationAccepted) =
-                    self.once(self.http.post(&target).json(order)).await?;
+                    self.once(http.post(&target).json(order)).await?;
                 Ok(accepted.created || status == StatusCode::CREATED)
             },
         )
@@ -370,17 +546,17 @@ impl NodeClient {
         policy_id: [u8; 16],
         sign: impl Fn(u64) -> ReencryptRequest,
     ) -> Result<ReencryptResponse, NodeError> {
-        let target = endpoint(
+        let (http, target) = self.route(
             url,
             &format!(
                 "/v1/policies/{}/reencrypt",
                 alloy::hex::encode_prefixed(policy_id)
             ),
-        );
+        )?;
         let replayed = |e: &NodeError| matches!(e, NodeError::Refused { status: 409, .. });
         self.retrying(&target, replayed, || async {
             let request = sign(unix_now());
-            Ok(self.once(self.http.post(&target).json(&request)).await?.1)
+            Ok(self.once(http.post(&target).json(&request)).await?.1)
         })
         .await
     }

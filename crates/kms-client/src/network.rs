@@ -185,12 +185,14 @@ pub struct Observed {
     pub view: Option<Result<NetworkView, NodeError>>,
 }
 
-/// A node error, briefly: `unreachable`, `HTTP 503`, `invalid answer`, `bad URL`.
+/// A node error, briefly: `unreachable`, `HTTP 503`, `invalid answer`, `certificate not the
+/// pinned one`, `bad URL`.
 fn brief(error: &NodeError) -> String {
     match error {
         NodeError::Unreachable(_) => "unreachable".into(),
         NodeError::Refused { status, .. } => format!("HTTP {status}"),
         NodeError::InvalidAnswer(_) => "invalid answer".into(),
+        NodeError::Certificate(_) => "certificate not the pinned one".into(),
         NodeError::BadUrl { .. } => "bad URL".into(),
     }
 }

@@ -438,6 +438,8 @@ fn quick_http() -> HttpConfig {
         request_timeout: Duration::from_secs(10),
         attempts: 2,
         backoff: Duration::from_millis(50),
+        // The in-process nodes serve plain HTTP.
+        allow_plain_http: true,
     }
 }
 

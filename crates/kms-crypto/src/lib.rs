@@ -14,6 +14,7 @@
 //!   signing and checking a cfrag answer).
 //! - [`revocation`]: the policy owner's signed revocation orders (EIP-712), as the nodes take
 //!   them and `PolicyManager.revokeBySignature` carries them out.
+//! - [`tls`]: a node's URL with its certificate pin (`#tls-sha256=…`).
 //! - [`keys`]: the Umbral master-secret file and the Ethereum web3 keystore.
 //! - [`fixtures`]: the deterministic test vectors the Solidity tests read
 //!   (`test/fixtures/adjudicator/cases.json`).
@@ -28,6 +29,7 @@ pub mod fixtures;
 pub mod keys;
 pub mod revocation;
 mod secp256k1;
+pub mod tls;
 #[cfg(feature = "test-utils")]
 pub mod test_utils;
 pub mod umbral;

@@ -17,6 +17,11 @@
 //! umbral_key = "umbral.json"                 # Umbral master secret, 0600
 //! # password_file = "password.txt"
 //!
+//! [tls]                                      # see docs/node.md#tls
+//! mode = "self-signed"                       # "self-signed" (pinned), "ca", or "off" (devnets)
+//! cert_file = "tls/cert.pem"                 # the chain, leaf first (PEM)
+//! key_file = "tls/key.pem"                   # its private key (PEM), 0600
+//!
 //! [duties]
 //! commit = true
 //! mint = true
@@ -46,7 +51,8 @@
 //! ```
 //!
 //! The `[limits]` keys after `workers`, and the whole `[audit]` section, may be omitted (older
-//! files): they take the defaults shown.
+//! files): they take the defaults shown. `[tls]` may not: plain HTTP is for devnets only, and
+//! says so (`mode = "off"`).
 //!
 //! `withdraw_fees_threshold_wei` says when the node withdraws its fees (at most once a period,
 //! after its commitment): `"auto"`, the default, once they are worth ten withdrawals' gas at the
@@ -154,6 +160,34 @@ pub struct NodeSection {
     /// The keystore's password file (else `--password-file` or `KMS_PASSWORD`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
+}
+
+/// How the API is served (`[tls] mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsMode {
+    /// A self-signed certificate (`kms node init` makes one): clients pin it; the node publishes
+    /// its URL with the certificate's SHA-256 as the fragment.
+    SelfSigned,
+    /// A certificate a certificate authority issued for the public URL's host name: clients and
+    /// browsers verify it against the web PKI (what a node that web apps reach needs).
+    Ca,
+    /// Plain HTTP: devnets only (clients refuse it unless told otherwise).
+    Off,
+}
+
+/// `[tls]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// Self-signed, CA-issued, or off.
+    pub mode: TlsMode,
+    /// The certificate chain, leaf first (PEM); not with `mode = "off"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    /// Its private key (PEM; refused when group or others can read it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
 }
 
 /// `[duties]`.
@@ -339,6 +373,9 @@ pub struct NodeConfig {
     pub chain: ChainSection,
     /// `[node]`.
     pub node: NodeSection,
+    /// `[tls]`: required (a file without it is refused with what to add).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSection>,
     /// `[duties]`.
     #[serde(default)]
     pub duties: DutiesSection,
@@ -376,6 +413,11 @@ impl NodeConfig {
                 umbral_key: PathBuf::from("umbral.json"),
                 password_file: None,
             },
+            tls: Some(TlsSection {
+                mode: TlsMode::SelfSigned,
+                cert_file: Some(PathBuf::from("tls/cert.pem")),
+                key_file: Some(PathBuf::from("tls/key.pem")),
+            }),
             duties: DutiesSection::default(),
             audit: AuditSection::default(),
             limits: LimitsSection::default(),
@@ -405,9 +447,80 @@ impl NodeConfig {
         if let Some(p) = config.node.password_file.as_mut() {
             resolve(p);
         }
+        if let Some(tls) = config.tls.as_mut() {
+            tls.cert_file.as_mut().map(resolve);
+            tls.key_file.as_mut().map(resolve);
+        }
+        config.check_tls(path)?;
         config.duty_config(path)?;
         config.check_limits(path)?;
         Ok(config)
+    }
+
+    /// Refuses a missing `[tls]`, and a mode without its files (or `off` with some).
+    fn check_tls(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |field: &'static str, reason: &str| ConfigError::Invalid {
+            path: path.to_owned(),
+            field,
+            reason: reason.to_owned(),
+        };
+        let Some(tls) = &self.tls else {
+            return Err(invalid(
+                "tls",
+                "missing: add a [tls] section, with `mode = \"self-signed\"` (or \"ca\") and \
+                 `cert_file`/`key_file` (a new `kms node init` makes a self-signed pair), or \
+                 `mode = \"off\"` for a devnet (plain HTTP)",
+            ));
+        };
+        match (tls.mode, &tls.cert_file, &tls.key_file) {
+            (TlsMode::Off, None, None) | (TlsMode::SelfSigned | TlsMode::Ca, Some(_), Some(_)) => {
+                Ok(())
+            }
+            (TlsMode::Off, _, _) => Err(invalid(
+                "tls.mode",
+                "\"off\" serves plain HTTP: remove cert_file and key_file, or choose \"self-signed\" or \"ca\"",
+            )),
+            _ => Err(invalid(
+                "tls",
+                "cert_file and key_file are both needed with mode \"self-signed\" or \"ca\"",
+            )),
+        }
+    }
+
+    /// The certificate the API serves, from `[tls]`'s files (`None`: plain HTTP). The key file
+    /// is refused when group or others can read it.
+    pub fn tls_identity(&self) -> Result<Option<crate::tls::TlsIdentity>, ConfigError> {
+        let Some(tls) = &self.tls else {
+            return Ok(None);
+        };
+        let kind = match tls.mode {
+            TlsMode::Off => return Ok(None),
+            TlsMode::SelfSigned => crate::tls::TlsKind::SelfSigned,
+            TlsMode::Ca => crate::tls::TlsKind::CaIssued,
+        };
+        let (Some(cert_file), Some(key_file)) = (&tls.cert_file, &tls.key_file) else {
+            return Ok(None);
+        };
+        let cert = std::fs::read_to_string(cert_file).map_err(|source| ConfigError::Io {
+            path: cert_file.clone(),
+            source,
+        })?;
+        let key = kms_crypto::keys::read_secret_file(key_file).map_err(|e| ConfigError::Invalid {
+            path: key_file.clone(),
+            field: "tls.key_file",
+            reason: e.to_string(),
+        })?;
+        let key = String::from_utf8(key.to_vec()).map_err(|_| ConfigError::Invalid {
+            path: key_file.clone(),
+            field: "tls.key_file",
+            reason: "not a PEM file".into(),
+        })?;
+        crate::tls::TlsIdentity::from_pem(&cert, &key, kind).map_err(|e| ConfigError::Invalid {
+            path: cert_file.clone(),
+            field: "tls",
+            reason: e.to_string(),
+        })
+        .map(Some)
     }
 
     /// Refuses `[limits]` values that would make the node refuse everything or never time out.

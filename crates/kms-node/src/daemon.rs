@@ -91,10 +91,20 @@ pub async fn start(settings: Settings) -> Result<RunningNode, DaemonError> {
     let addr = listener
         .local_addr()
         .map_err(|e| DaemonError::Api(e.to_string()))?;
+    let scheme = if settings.tls.is_some() { "https" } else { "http" };
     let public_url = settings
         .public_url
         .clone()
-        .unwrap_or_else(|| format!("http://{addr}"));
+        .unwrap_or_else(|| format!("{scheme}://{addr}"));
+    // A self-signed certificate's pin goes with the URL (`kms_crypto::tls`).
+    let public_url = match &settings.tls {
+        Some(tls) => tls.public_url(&public_url),
+        None => public_url,
+    };
+    let acceptor = match &settings.tls {
+        Some(tls) => Some(tls.acceptor().map_err(|e| DaemonError::Api(e.to_string()))?),
+        None => None,
+    };
     let gate = Gate::new("connecting to the chain");
     let metrics = Metrics::new().map_err(|e| DaemonError::Api(e.to_string()))?;
     let (shutdown, _) = watch::channel(false);
@@ -104,6 +114,7 @@ pub async fn start(settings: Settings) -> Result<RunningNode, DaemonError> {
         listener,
         gate.clone(),
         settings.limits.clone(),
+        acceptor,
         metrics.open_connections(),
         wakeups.clone(),
     ));
@@ -139,10 +150,15 @@ pub async fn start(settings: Settings) -> Result<RunningNode, DaemonError> {
         worker,
         settings.duties.beneficiary.unwrap_or(settings.staker),
     );
+    // The audits reach the peers as any client does; plain HTTP only among a devnet's nodes
+    // (a node serving plain HTTP is one).
     let client = kms_client::Client::connect(
         provider.clone(),
         settings.deployment.clone(),
-        kms_client::HttpConfig::default(),
+        kms_client::HttpConfig {
+            allow_plain_http: settings.tls.is_none(),
+            ..kms_client::HttpConfig::default()
+        },
     )
     .await
     .map_err(chain)?;
@@ -293,11 +309,20 @@ async fn serve_api(
     listener: TcpListener,
     gate: Arc<Gate>,
     limits: Limits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     open_connections: IntGauge,
     mut wakeups: Wakeups,
 ) {
     let graceful = async move { wakeups.shutdown().await };
-    crate::server::serve(listener, gate.router(), &limits, open_connections, graceful).await;
+    crate::server::serve(
+        listener,
+        gate.router(),
+        &limits,
+        tls,
+        open_connections,
+        graceful,
+    )
+    .await;
 }
 
 /// The block notifier service: wakes the other services at each new block, until shutdown or

@@ -33,6 +33,7 @@ pub mod server;
 pub mod settings;
 pub mod standing;
 pub mod store;
+pub mod tls;
 #[cfg(feature = "test-utils")]
 pub mod test_utils;
 pub mod tx;

@@ -8,6 +8,10 @@
 //!   backlog, holding no file descriptor of the node's (which its store and RPC calls need);
 //! - the request body's own deadline ([`Limits::body_read_timeout`], 408) is the router's.
 //!
+//! With a TLS acceptor (`crate::tls`), every connection is TLS: its handshake must end within
+//! [`Limits::header_read_timeout`] too, and runs in the connection's own task (a slow handshake
+//! holds its slot, not the accept loop).
+//!
 //! Shutdown stops accepting, lets every connection finish the request it is serving (idle ones
 //! close at once), and returns when all are closed, as `axum::serve`'s graceful shutdown does.
 
@@ -24,6 +28,8 @@ use tokio::{
     net::TcpListener,
     sync::{watch, Semaphore},
 };
+use tokio_rustls::TlsAcceptor;
+use tokio_util::either::Either;
 use tower::Service;
 
 use crate::api::Limits;
@@ -55,15 +61,18 @@ fn is_connection_error(e: &io::Error) -> bool {
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then shuts down gracefully (see the
-/// module docs) and returns. `open_connections` counts the connections being served. Handlers
-/// can extract the peer's address as `ConnectInfo<SocketAddr>`.
+/// module docs) and returns; over TLS with `tls`, plain HTTP without. `open_connections` counts
+/// the connections being served. Handlers can extract the peer's address as
+/// `ConnectInfo<SocketAddr>`.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: &Limits,
+    tls: Option<TlsAcceptor>,
     open_connections: IntGauge,
     shutdown: impl Future<Output = ()>,
 ) {
+    let handshake_timeout = limits.header_read_timeout;
     // `acquire_many` takes a u32: the limit is capped there (far above any fd limit anyway).
     let max_connections = u32::try_from(limits.max_connections.max(1)).unwrap_or(u32::MAX);
     let slots = Arc::new(Semaphore::new(max_connections as usize));
@@ -107,10 +116,27 @@ pub async fn serve(
             Ok(service) => TowerToHyperService::new(service),
             Err(never) => match never {},
         };
-        let connection = builder.serve_connection(TokioIo::new(stream), service);
         let (mut stopped, open) = (stopped.clone(), Open::new(open_connections.clone()));
+        let (builder, tls) = (builder.clone(), tls.clone());
         tokio::spawn(async move {
             let (_slot, _open) = (slot, open);
+            let stream = match tls {
+                None => Either::Left(stream),
+                Some(acceptor) => {
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => Either::Right(tls),
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    }
+                }
+            };
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
             let mut connection = std::pin::pin!(connection);
             let mut stopping = false;
             loop {

@@ -27,8 +27,12 @@ pub struct Settings {
     pub umbral: SecretKey,
     /// Where the API listens (port 0: any free port).
     pub listen: SocketAddr,
-    /// The URL published in the node record; `None`: `http://` + the bound address.
+    /// The URL published in the node record; `None`: `https://` (or `http://` without `tls`) +
+    /// the bound address. With a self-signed certificate, the pin is added as its fragment.
     pub public_url: Option<String>,
+    /// The certificate the API serves over TLS; `None`: plain HTTP (devnets only: clients refuse
+    /// it unless told otherwise).
+    pub tls: Option<crate::tls::TlsIdentity>,
     /// The store's file.
     pub store_path: std::path::PathBuf,
     /// Act on events this many blocks deep.

@@ -23,7 +23,8 @@ use crate::{
 /// The settings of a node on `chain` for its dev accounts `staker` and `worker`, its store at
 /// `store_path`: any free port of 127.0.0.1, acting at depth 0, polling every 100 ms, its Umbral
 /// key derived from the staker's index, honest, and **audits off** (a test that wants them sets
-/// `duties.audit`). Callers change what their test needs with `Settings { .., ..settings }`.
+/// `duties.audit`), over plain HTTP (a test that wants TLS sets `tls`). Callers change what
+/// their test needs with `Settings { .., ..settings }`.
 pub fn local_settings(
     chain: &kms_contracts::devchain::DevChain,
     staker: usize,
@@ -39,6 +40,7 @@ pub fn local_settings(
         umbral: kms_crypto::keys::MasterSecret::from_seed([seed; 32]).node_key(),
         listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         public_url: None,
+        tls: None,
         store_path,
         confirmations: 0,
         poll_interval: std::time::Duration::from_millis(100),

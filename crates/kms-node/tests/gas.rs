@@ -157,7 +157,12 @@ async fn nodes_with_the_shipped_defaults_stay_within_the_gas_bars() -> Result<()
     }
     let stakers: Vec<Address> = nodes.iter().map(|n| n.staker).collect();
 
-    let alice = Client::connect(chain.provider(ALICE)?, d.clone(), HttpConfig::default()).await?;
+    // The test's nodes serve plain HTTP.
+    let http = HttpConfig {
+        allow_plain_http: true,
+        ..HttpConfig::default()
+    };
+    let alice = Client::connect(chain.provider(ALICE)?, d.clone(), http).await?;
     let mut granted = Vec::new();
     for period in first..first + PERIODS {
         // Every node commits at the start of the period, and withdraws the fees that accrued

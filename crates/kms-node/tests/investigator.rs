@@ -145,6 +145,8 @@ fn http() -> HttpConfig {
         request_timeout: Duration::from_secs(10),
         attempts: 2,
         backoff: Duration::from_millis(50),
+        // The test's nodes serve plain HTTP.
+        allow_plain_http: true,
     }
 }
 

@@ -67,7 +67,7 @@ impl Server {
             let shutdown = async move {
                 let _ = stopped.await;
             };
-            kms_node::server::serve(listener, app, &limits, gauge, shutdown).await;
+            kms_node::server::serve(listener, app, &limits, None, gauge, shutdown).await;
         });
         Self {
             addr,

@@ -25,6 +25,7 @@ pub(crate) fn devnet_args(nodes: usize) -> Result<DevnetArgs> {
         .local_addr()?
         .port();
     Ok(DevnetArgs {
+        plain_http: false,
         port,
         nodes,
         seconds_per_period: 3600,

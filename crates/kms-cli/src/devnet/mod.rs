@@ -45,6 +45,10 @@ pub struct DevnetArgs {
     /// with --demo).
     #[arg(long)]
     pub faulty_node: bool,
+    /// Serve the nodes over plain HTTP instead of TLS with self-signed, pinned certificates
+    /// (clients then need --allow-plain-http, KMS_ALLOW_PLAIN_HTTP=1).
+    #[arg(long)]
+    pub plain_http: bool,
 }
 
 impl DevnetArgs {

@@ -219,6 +219,18 @@ pub async fn start_with_node_rpc(args: &DevnetArgs, node_rpc_urls: &[String]) ->
                 .context("--node-port too high for this many nodes")?,
         };
         let listen = format!("127.0.0.1:{port}").parse()?;
+        // As `kms node init` makes it: a self-signed certificate for the node's address, which
+        // the node pins in its published URL and every client checks.
+        let tls = if args.plain_http {
+            None
+        } else {
+            let (cert, key) = kms_node::tls::generate_self_signed(&["127.0.0.1".into()])?;
+            Some(kms_node::tls::TlsIdentity::from_pem(
+                &cert,
+                &key,
+                kms_node::tls::TlsKind::SelfSigned,
+            )?)
+        };
         let mut settings = Settings {
             rpc_url: node_rpc_urls
                 .get(i - 1)
@@ -230,6 +242,7 @@ pub async fn start_with_node_rpc(args: &DevnetArgs, node_rpc_urls: &[String]) ->
             umbral: MasterSecret::random().node_key(),
             listen,
             public_url: None,
+            tls,
             store_path: node_dir.join("node.redb"),
             // Anvil mines a block per transaction only: acting at depth 0 keeps the demo moving.
             confirmations: 0,

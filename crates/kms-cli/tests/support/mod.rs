@@ -231,6 +231,9 @@ impl NodeProcess {
             password_file.to_str().unwrap(),
             "--worker-private-key",
             worker_key,
+            // Plain HTTP (`url()`, `http_get`): the tests using these nodes are about faults.
+            "--tls",
+            "off",
         ]);
         ensure!(
             out.status.success(),

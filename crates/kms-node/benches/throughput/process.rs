@@ -130,6 +130,7 @@ pub(crate) fn serve_node(config: &str) -> Result<()> {
             listener,
             kms_node::router(Arc::new(state)),
             &limits,
+            None,
             connections,
             stdin_closed,
         )
