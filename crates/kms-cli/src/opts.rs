@@ -35,7 +35,12 @@ pub struct ChainOpts {
     pub deployments: Option<PathBuf>,
     /// Let node URLs be plain http:// (a devnet started with `kms devnet --plain-http`);
     /// refused otherwise: nodes serve https://.
-    #[arg(long, env = "KMS_ALLOW_PLAIN_HTTP", global = true)]
+    #[arg(
+        long,
+        env = "KMS_ALLOW_PLAIN_HTTP",
+        global = true,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub allow_plain_http: bool,
     /// The account that signs.
     #[command(flatten)]
