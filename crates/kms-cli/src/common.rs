@@ -18,6 +18,17 @@ use kms_client::{
 
 use crate::error::CliError;
 
+/// The latest block's timestamp: the chain's "now" (a devnet's clock may be ahead of the local
+/// one).
+pub async fn chain_now<P: Provider>(provider: &P) -> Result<u64> {
+    Ok(provider
+        .get_block_by_number(Default::default())
+        .await?
+        .context("the chain has no latest block")?
+        .header
+        .timestamp)
+}
+
 /// Simulates `call` (so a revert shows its custom error and nothing is sent), sends it, and
 /// waits for the receipt with a spinner. Returns the transaction hash.
 pub async fn send<P: Provider, D: CallDecoder>(

@@ -145,7 +145,11 @@ impl InitArgs {
                 config_path.display()
             );
         }
-        let scheme = if self.tls == TlsArg::Off { "http" } else { "https" };
+        let scheme = if self.tls == TlsArg::Off {
+            "http"
+        } else {
+            "https"
+        };
         let public_url = self
             .public_url
             .clone()
@@ -223,7 +227,9 @@ impl InitArgs {
             }
             TlsArg::Ca => {
                 let absolute = |p: &Option<PathBuf>, flag: &str| -> Result<PathBuf> {
-                    let p = p.as_ref().with_context(|| format!("--tls ca needs {flag}"))?;
+                    let p = p
+                        .as_ref()
+                        .with_context(|| format!("--tls ca needs {flag}"))?;
                     std::path::absolute(p).with_context(|| format!("resolving {}", p.display()))
                 };
                 TlsSection {
@@ -239,7 +245,8 @@ impl InitArgs {
                     names.push(listen_ip);
                 }
                 let (cert, key) = kms_node::tls::generate_self_signed(&names)?;
-                let (cert_file, key_file) = (PathBuf::from("tls/cert.pem"), PathBuf::from("tls/key.pem"));
+                let (cert_file, key_file) =
+                    (PathBuf::from("tls/cert.pem"), PathBuf::from("tls/key.pem"));
                 std::fs::create_dir_all(self.dir.join("tls"))?;
                 std::fs::write(self.dir.join(&cert_file), cert)?;
                 keys::write_secret_file(&self.dir.join(&key_file), key.as_bytes())?;
@@ -254,15 +261,16 @@ impl InitArgs {
         // Loaded as `kms node run` will: the pair must serve.
         let mut resolved = config.clone();
         if let Some(tls) = resolved.tls.as_mut() {
-            for file in [tls.cert_file.as_mut(), tls.key_file.as_mut()].into_iter().flatten() {
+            for file in [tls.cert_file.as_mut(), tls.key_file.as_mut()]
+                .into_iter()
+                .flatten()
+            {
                 if file.is_relative() {
                     *file = self.dir.join(&*file);
                 }
             }
         }
-        let identity = resolved
-            .tls_identity()?
-            .context("no TLS identity loaded")?;
+        let identity = resolved.tls_identity()?.context("no TLS identity loaded")?;
         Ok((identity.kind() == kms_node::tls::TlsKind::SelfSigned)
             .then(|| identity.public_url(public_url)))
     }
@@ -270,14 +278,14 @@ impl InitArgs {
 
 /// The host of `url` (a DNS name or an IP address), for the certificate.
 fn host_of(url: &str) -> Result<String> {
-    let rest = url
-        .split_once("://")
-        .map_or(url, |(_, rest)| rest);
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
     let authority = rest.split(['/', '#', '?']).next().unwrap_or_default();
     let host = match authority.strip_prefix('[') {
         // [IPv6]:port
         Some(v6) => v6.split(']').next().unwrap_or_default(),
-        None => authority.rsplit_once(':').map_or(authority, |(host, _)| host),
+        None => authority
+            .rsplit_once(':')
+            .map_or(authority, |(host, _)| host),
     };
     if host.is_empty() {
         bail!("--public-url {url:?} has no host");
@@ -352,9 +360,14 @@ impl CheckArgs {
     /// Runs the checks; fails if one failed.
     pub async fn run(self) -> Result<()> {
         let config = NodeConfig::load(&self.config).ok();
-        let fallback = config.as_ref().and_then(|c| c.node.password_file.as_deref());
+        let fallback = config
+            .as_ref()
+            .and_then(|c| c.node.password_file.as_deref());
         let password = self.password.read(fallback).map_err(|e| e.to_string());
-        let password = password.as_ref().map(|p| p.as_slice()).map_err(String::as_str);
+        let password = password
+            .as_ref()
+            .map(|p| p.as_slice())
+            .map_err(String::as_str);
         crate::node_check::check(&self.config, password).await
     }
 }

@@ -21,12 +21,12 @@ use alloy::{
     providers::{DynProvider, Provider, ProviderBuilder},
 };
 use anyhow::{bail, Result};
+use kms_client::{HttpConfig, NodeClient};
 use kms_contracts::{Deployment, StakingEscrow};
 use kms_crypto::{
     keys::{self, MasterSecret},
     wire,
 };
-use kms_client::{HttpConfig, NodeClient};
 use kms_node::{
     standing::{LOW_BALANCE_PERIODS, PERIOD_DUTY_GAS},
     tls::{TlsIdentity, TlsKind},
@@ -127,12 +127,12 @@ pub async fn check(config_path: &Path, password: Result<&[u8], &str>) -> Result<
         }
     }
     check_reachability(&config, &keys, &mut report).await;
-    println!(
-        "{} failed, {} warning(s)",
-        report.failed, report.warned
-    );
+    println!("{} failed, {} warning(s)", report.failed, report.warned);
     if report.failed > 0 {
-        bail!("{} check(s) failed (FAIL above): fix them before `kms node run`", report.failed);
+        bail!(
+            "{} check(s) failed (FAIL above): fix them before `kms node run`",
+            report.failed
+        );
     }
     Ok(())
 }
@@ -190,9 +190,9 @@ fn check_certificate(config: &NodeConfig, keys: &mut Keys, report: &mut Report) 
         Ok(Some(identity)) => {
             let published = identity.public_url(&config.node.public_url);
             let detail = match identity.kind() {
-                TlsKind::SelfSigned => format!(
-                    "self-signed, pinned in the published URL {published}"
-                ),
+                TlsKind::SelfSigned => {
+                    format!("self-signed, pinned in the published URL {published}")
+                }
                 TlsKind::CaIssued => "CA-issued: checked against the web PKI below".to_owned(),
             };
             report.ok("certificate", detail);
@@ -267,7 +267,10 @@ async fn check_rpc(
     }
     match provider.get_code_at(deployment.staking_escrow).await {
         Ok(code) if !code.is_empty() => {
-            report.ok("rpc", format!("{rpc_url} serves chain {chain_id}, contracts found"));
+            report.ok(
+                "rpc",
+                format!("{rpc_url} serves chain {chain_id}, contracts found"),
+            );
             Some(provider)
         }
         Ok(_) => {

@@ -207,11 +207,7 @@ impl Chain {
 
     /// The latest block's period.
     pub async fn current_period(&self) -> Result<u64> {
-        let block = self
-            .provider
-            .get_block_by_number(Default::default())
-            .await?
-            .context("the chain has no latest block")?;
-        Ok(block.header.timestamp / self.deployment.seconds_per_period.max(1))
+        let now = crate::common::chain_now(&self.provider).await?;
+        Ok(now / self.deployment.seconds_per_period.max(1))
     }
 }

@@ -22,7 +22,7 @@ use kms_crypto::wire;
 use serde_json::json;
 
 use crate::{
-    common::{format_eth, parse_wei, print_json},
+    common::{chain_now, format_eth, parse_wei, print_json},
     error::CliError,
     files::load_master_secret,
     opts::Chain,
@@ -154,13 +154,7 @@ impl GrantArgs {
         };
         let (chain, client) = chain.client(Account::Required).await?;
         let owner = chain.account()?;
-        let now = chain
-            .provider
-            .get_block_by_number(Default::default())
-            .await?
-            .context("no latest block")?
-            .header
-            .timestamp;
+        let now = chain_now(&chain.provider).await?;
         let end = end_timestamp(&self.expires, now, chain.deployment.seconds_per_period)?;
         let request = GrantRequest {
             label: self.label.clone(),
@@ -390,13 +384,7 @@ impl RevokeArgs {
             }
             None => client.fetch_orders(file).await,
         };
-        let now = client
-            .provider()
-            .get_block_by_number(Default::default())
-            .await?
-            .context("the chain has no latest block")?
-            .header
-            .timestamp;
+        let now = chain_now(client.provider()).await?;
         let wanted = self.node.unwrap_or(Address::ZERO);
         let scope = scope_of(file, self.node);
         let Some(order) = orders
@@ -541,13 +529,7 @@ impl ExtendArgs {
                 .end_timestamp
                 .saturating_add(periods.saturating_mul(seconds_per_period)),
             (None, Some(expires)) => {
-                let now = client
-                    .provider()
-                    .get_block_by_number(Default::default())
-                    .await?
-                    .context("the chain has no latest block")?
-                    .header
-                    .timestamp;
+                let now = chain_now(client.provider()).await?;
                 end_timestamp(expires, now, seconds_per_period)?
             }
             _ => bail!("pass --by PERIODS (after the current end) or --expires (the new end)"),
@@ -722,13 +704,7 @@ async fn list(chain: &Chain, owner: Address, json: bool) -> Result<()> {
         let view = manager.getPolicy(event.policyId).call().await?;
         policies.push((event, view));
     }
-    let now = chain
-        .provider
-        .get_block_by_number(Default::default())
-        .await?
-        .context("no latest block")?
-        .header
-        .timestamp;
+    let now = chain_now(&chain.provider).await?;
     let state = |view: &PolicyManager::PolicyView| {
         if view.revoked {
             "revoked"

@@ -94,6 +94,8 @@ async fn network_status(chain: &TestChain, dir: &std::path::Path, args: &[&str])
         .arg(chain.endpoint_url().to_string())
         .arg("--deployments")
         .arg(&deployments)
+        // The fake nodes serve plain HTTP.
+        .arg("--allow-plain-http")
         .args(args)
         .env_remove("ETH_PRIVATE_KEY")
         .env_remove("ETH_KEYSTORE")

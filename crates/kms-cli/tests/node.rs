@@ -133,7 +133,10 @@ async fn init_then_run_until_sigterm() -> Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(node_dir.join("tls/key.pem"))?.permissions().mode() & 0o777;
+        let mode = std::fs::metadata(node_dir.join("tls/key.pem"))?
+            .permissions()
+            .mode()
+            & 0o777;
         ensure!(mode == 0o600, "tls/key.pem has mode {mode:o}");
     }
 
@@ -168,7 +171,7 @@ async fn check_says_what_is_missing_then_passes() -> Result<()> {
         "--staker",
         &chain.address(1)?.to_string(),
         "--rpc-url",
-        &chain.endpoint_url().to_string(),
+        chain.endpoint_url().as_ref(),
         "--deployments",
         deployments.to_str().unwrap(),
         "--listen",
@@ -178,7 +181,11 @@ async fn check_says_what_is_missing_then_passes() -> Result<()> {
         "--worker-private-key",
         &alloy::hex::encode_prefixed(chain.signer(2)?.to_bytes()),
     ]);
-    ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let config = node_dir.join("node.toml");
     let check = || {
         let out = kms(&["node", "check", "--config", config.to_str().unwrap()]);
@@ -211,7 +218,12 @@ async fn check_says_what_is_missing_then_passes() -> Result<()> {
     chain.stake_minimum(1, 2).await?;
     let (code, stdout, _) = check();
     ensure!(code == Some(0), "{stdout}");
-    for expected in ["ok    worker bond", "ok    worker funds", "ok    stake", "0 failed"] {
+    for expected in [
+        "ok    worker bond",
+        "ok    worker funds",
+        "ok    stake",
+        "0 failed",
+    ] {
         ensure!(stdout.contains(expected), "{expected}: {stdout}");
     }
 
@@ -251,9 +263,11 @@ async fn check_says_what_is_missing_then_passes() -> Result<()> {
         if code == Some(0) && stdout.contains("reaches this running node") {
             break;
         }
-        ensure!(Instant::now() < deadline, "never passed with the node running: {stdout}");
+        ensure!(
+            Instant::now() < deadline,
+            "never passed with the node running: {stdout}"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     Ok(())
 }
-

@@ -675,12 +675,7 @@ impl<P: Provider> Client<P> {
                 what: "revoking the node's arrangement".into(),
                 reason: format!(
                     "{node} is not one of the policy's nodes ({})",
-                    policy
-                        .nodes
-                        .iter()
-                        .map(|n| n.staker.to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    policy.staker_list()
                 ),
             });
         }

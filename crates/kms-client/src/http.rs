@@ -14,11 +14,11 @@ use std::{
 
 use alloy::primitives::B256;
 use kms_crypto::revocation::{RevocationAccepted, RevocationOrderBody, RevocationOrders};
+use kms_crypto::tls::{fingerprint, parse_node_url, Fingerprint};
 use kms_crypto::wire::{
     ErrorBody, EvidenceStatus, KfragAccepted, KfragUpload, NetworkView, NodeInfo, NodeStatus,
     ReencryptRequest, ReencryptResponse,
 };
-use kms_crypto::tls::{fingerprint, parse_node_url, Fingerprint};
 use reqwest::StatusCode;
 use rustls::{
     client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
@@ -310,7 +310,12 @@ impl NodeClient {
             .user_agent(concat!("kms-client/", env!("CARGO_PKG_VERSION")))
             .tls_backend_preconfigured(tls)
             .build()
-            .map_err(|e| bad(format!("cannot set up its pinned TLS client: {}", with_causes(&e))))?;
+            .map_err(|e| {
+                bad(format!(
+                    "cannot set up its pinned TLS client: {}",
+                    with_causes(&e)
+                ))
+            })?;
         pinned.insert(pin, client.clone());
         Ok((client, target))
     }
@@ -604,6 +609,7 @@ mod tests {
         let client = NodeClient::new(HttpConfig {
             attempts: 2,
             backoff: Duration::from_millis(1),
+            allow_plain_http: true,
             ..HttpConfig::default()
         })
         .unwrap();

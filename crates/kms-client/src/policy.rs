@@ -352,6 +352,15 @@ impl PolicyFile {
         self.nodes.iter().map(|n| n.staker).collect()
     }
 
+    /// The node stakers, comma-separated (for messages naming the policy's nodes).
+    pub fn staker_list(&self) -> String {
+        self.stakers()
+            .iter()
+            .map(Address::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// The policy id as `0x` + 32 hex digits.
     pub fn policy_id_hex(&self) -> String {
         hex::encode_prefixed(self.policy_id)

@@ -79,7 +79,7 @@ pub async fn sign_order<S: Signer + ?Sized>(
         if !policy.nodes.iter().any(|n| n.staker == node) {
             return Err(OrderError::NotInPolicy {
                 node,
-                nodes: node_list(policy),
+                nodes: policy.staker_list(),
             });
         }
     }
@@ -91,15 +91,6 @@ pub async fn sign_order<S: Signer + ?Sized>(
         deadline,
     )
     .await?)
-}
-
-fn node_list(policy: &PolicyFile) -> String {
-    policy
-        .nodes
-        .iter()
-        .map(|n| n.staker.to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// What one node answered to an order ([`send_order`]).

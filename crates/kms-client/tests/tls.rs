@@ -27,7 +27,10 @@ fn info() -> NodeInfo {
 /// Serves `GET /v1/node` over TLS with `identity` on a free port; its `https://` URL.
 async fn serve(identity: &TlsIdentity) -> (String, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("https://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let url = format!(
+        "https://127.0.0.1:{}",
+        listener.local_addr().unwrap().port()
+    );
     let app = Router::new().route("/v1/node", get(|| async { Json(info()) }));
     let acceptor = identity.acceptor().unwrap();
     let gauge = kms_node::api::Metrics::new().unwrap().open_connections();
@@ -87,7 +90,10 @@ async fn a_pinned_certificate_is_served_and_a_wrong_pin_refused() {
     // No pin: a self-signed certificate fails the web PKI.
     let err = nodes.node_info(&url).await.unwrap_err();
     assert!(matches!(err, NodeError::Unreachable(_)), "{err}");
-    assert!(err.to_string().to_lowercase().contains("certificate"), "{err}");
+    assert!(
+        err.to_string().to_lowercase().contains("certificate"),
+        "{err}"
+    );
 
     // Plain HTTP: refused unless allowed (before anything is sent), and a pin needs https.
     let plain = url.replacen("https://", "http://", 1);

@@ -29,9 +29,9 @@ pub mod fixtures;
 pub mod keys;
 pub mod revocation;
 mod secp256k1;
-pub mod tls;
 #[cfg(feature = "test-utils")]
 pub mod test_utils;
+pub mod tls;
 pub mod umbral;
 pub mod wire;
 

@@ -101,7 +101,10 @@ mod tests {
         let url = with_pin("https://node.example:9151", &pin);
         assert_eq!(
             url,
-            format!("https://node.example:9151#tls-sha256={}", alloy::primitives::hex::encode(pin))
+            format!(
+                "https://node.example:9151#tls-sha256={}",
+                alloy::primitives::hex::encode(pin)
+            )
         );
         let parsed = parse_node_url(&url).unwrap();
         assert_eq!(parsed.base, "https://node.example:9151");

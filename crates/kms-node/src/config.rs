@@ -505,22 +505,24 @@ impl NodeConfig {
             path: cert_file.clone(),
             source,
         })?;
-        let key = kms_crypto::keys::read_secret_file(key_file).map_err(|e| ConfigError::Invalid {
-            path: key_file.clone(),
-            field: "tls.key_file",
-            reason: e.to_string(),
-        })?;
+        let key =
+            kms_crypto::keys::read_secret_file(key_file).map_err(|e| ConfigError::Invalid {
+                path: key_file.clone(),
+                field: "tls.key_file",
+                reason: e.to_string(),
+            })?;
         let key = String::from_utf8(key.to_vec()).map_err(|_| ConfigError::Invalid {
             path: key_file.clone(),
             field: "tls.key_file",
             reason: "not a PEM file".into(),
         })?;
-        crate::tls::TlsIdentity::from_pem(&cert, &key, kind).map_err(|e| ConfigError::Invalid {
-            path: cert_file.clone(),
-            field: "tls",
-            reason: e.to_string(),
-        })
-        .map(Some)
+        crate::tls::TlsIdentity::from_pem(&cert, &key, kind)
+            .map_err(|e| ConfigError::Invalid {
+                path: cert_file.clone(),
+                field: "tls",
+                reason: e.to_string(),
+            })
+            .map(Some)
     }
 
     /// Refuses `[limits]` values that would make the node refuse everything or never time out.

@@ -91,7 +91,11 @@ pub async fn start(settings: Settings) -> Result<RunningNode, DaemonError> {
     let addr = listener
         .local_addr()
         .map_err(|e| DaemonError::Api(e.to_string()))?;
-    let scheme = if settings.tls.is_some() { "https" } else { "http" };
+    let scheme = if settings.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let public_url = settings
         .public_url
         .clone()
@@ -102,7 +106,10 @@ pub async fn start(settings: Settings) -> Result<RunningNode, DaemonError> {
         None => public_url,
     };
     let acceptor = match &settings.tls {
-        Some(tls) => Some(tls.acceptor().map_err(|e| DaemonError::Api(e.to_string()))?),
+        Some(tls) => Some(
+            tls.acceptor()
+                .map_err(|e| DaemonError::Api(e.to_string()))?,
+        ),
         None => None,
     };
     let gate = Gate::new("connecting to the chain");

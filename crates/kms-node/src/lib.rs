@@ -33,9 +33,9 @@ pub mod server;
 pub mod settings;
 pub mod standing;
 pub mod store;
-pub mod tls;
 #[cfg(feature = "test-utils")]
 pub mod test_utils;
+pub mod tls;
 pub mod tx;
 pub mod wakeup;
 pub use kms_crypto::wire;

@@ -161,7 +161,11 @@ mod tests {
             ..healthy
         };
         assert!(low.low_balance());
-        assert!(low.warnings()[0].contains("fund the worker"), "{:?}", low.warnings());
+        assert!(
+            low.warnings()[0].contains("fund the worker"),
+            "{:?}",
+            low.warnings()
+        );
     }
 
     #[test]

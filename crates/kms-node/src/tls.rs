@@ -55,7 +55,10 @@ impl std::fmt::Debug for TlsIdentity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsIdentity")
             .field("kind", &self.kind)
-            .field("fingerprint", &alloy::primitives::hex::encode(self.fingerprint()))
+            .field(
+                "fingerprint",
+                &alloy::primitives::hex::encode(self.fingerprint()),
+            )
             .finish_non_exhaustive()
     }
 }

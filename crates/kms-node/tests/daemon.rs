@@ -110,10 +110,7 @@ async fn duties_run_once_per_period_across_restarts() -> Result<()> {
     let (_, status) = client.get("/v1/status").await?;
     let standing = &status["standing"];
     let read_at = standing["block"].as_u64().context("no standing block")?;
-    let balance = reader
-        .get_balance(worker)
-        .block_id(read_at.into())
-        .await?;
+    let balance = reader.get_balance(worker).block_id(read_at.into()).await?;
     ensure!(
         standing["lastCommittedPeriod"] == period + 1
             && standing["nextCommitmentPeriod"] == period + 1
@@ -132,7 +129,6 @@ async fn duties_run_once_per_period_across_restarts() -> Result<()> {
             && status["warnings"] == serde_json::json!([]),
         "{status}"
     );
-
 
     // A policy naming the node reaches the store through the follower.
     let policy_id =

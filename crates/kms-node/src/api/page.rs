@@ -64,12 +64,28 @@ pub(super) fn render_status(status: &NodeStatus) -> String {
             "headAgeMs",
             or_dash(status.head_age_ms.map(|ms| format!("{ms} ms ago"))),
         ),
-        ("Follower block", "cursorBlock", or_dash(status.cursor_block)),
-        ("Lag", "lagBlocks", or_dash(status.lag_blocks.map(|l| format!("{l} blocks")))),
+        (
+            "Follower block",
+            "cursorBlock",
+            or_dash(status.cursor_block),
+        ),
+        (
+            "Lag",
+            "lagBlocks",
+            or_dash(status.lag_blocks.map(|l| format!("{l} blocks"))),
+        ),
         ("Kfrags held", "kfrags", status.kfrags.to_string()),
         ("Policies followed", "policies", status.policies.to_string()),
-        ("Requests served", "requestsServed", status.requests_served.to_string()),
-        ("Capsules re-encrypted", "reencryptions", status.reencryptions.to_string()),
+        (
+            "Requests served",
+            "requestsServed",
+            status.requests_served.to_string(),
+        ),
+        (
+            "Capsules re-encrypted",
+            "reencryptions",
+            status.reencryptions.to_string(),
+        ),
     ];
     let standing = status.standing.as_ref();
     rows.extend([
@@ -96,7 +112,11 @@ pub(super) fn render_status(status: &NodeStatus) -> String {
                     "period {}, due before {} (Unix s){}",
                     s.next_commitment_period,
                     s.next_commitment_due_by,
-                    if s.committed_next { ": made" } else { ": not yet" }
+                    if s.committed_next {
+                        ": made"
+                    } else {
+                        ": not yet"
+                    }
                 )
             })),
         ),

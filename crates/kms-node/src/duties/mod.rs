@@ -514,7 +514,12 @@ impl<P: Provider + Clone> Duties<P> {
             return Ok(());
         }
         // One block for all the reads (the tick's transactions came after its first read).
-        let block = self.provider.get_block_number().await.map_err(chain)?.max(block);
+        let block = self
+            .provider
+            .get_block_number()
+            .await
+            .map_err(chain)?
+            .max(block);
         let info = StakingEscrow::new(self.deployment.staking_escrow, &self.provider)
             .getStakerInfo(self.staker)
             .block(BlockId::number(block))
