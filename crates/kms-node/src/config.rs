@@ -11,7 +11,7 @@
 //! [node]
 //! staker = "0x…"
 //! listen = "127.0.0.1:9151"
-//! public_url = "http://127.0.0.1:9151"       # published on chain in the node record
+//! public_url = "https://127.0.0.1:9151"      # published in the node record (with the pin)
 //! data_dir = "."                             # the store is data_dir/node.redb
 //! worker_keystore = "worker.json"            # web3 secret storage, 0600
 //! umbral_key = "umbral.json"                 # Umbral master secret, 0600
@@ -847,5 +847,41 @@ mod tests {
             err.contains("duties.withdraw_fees_threshold_wei") && err.contains("\"Auto\""),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_tls_section_is_required_and_consistent() {
+        let (_dir, path, text) = saved_default();
+        assert!(
+            text.contains("[tls]") && text.contains("mode = \"self-signed\""),
+            "{text}"
+        );
+        // A file from before TLS: refused, saying what to add.
+        let start = text.find("[tls]").unwrap();
+        let end = start + text[start..].find("\n\n").unwrap();
+        let without = format!("{}{}", &text[..start], &text[end..]);
+        std::fs::write(&path, &without).unwrap();
+        let err = NodeConfig::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("tls") && err.contains("mode = \"off\""),
+            "{err}"
+        );
+        // Plain HTTP says so, and takes no files; a certificate needs both files.
+        let off = text.replace("mode = \"self-signed\"", "mode = \"off\"");
+        std::fs::write(&path, &off).unwrap();
+        let err = NodeConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("remove cert_file and key_file"), "{err}");
+        let no_key = text
+            .lines()
+            .filter(|l| !l.starts_with("key_file"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(&path, &no_key).unwrap();
+        let err = NodeConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("both needed"), "{err}");
+        let plain = format!("{without}\n[tls]\nmode = \"off\"\n");
+        std::fs::write(&path, &plain).unwrap();
+        let config = NodeConfig::load(&path).unwrap();
+        assert!(config.tls_identity().unwrap().is_none());
     }
 }
