@@ -141,7 +141,9 @@ pub async fn check(config_path: &Path, password: Result<&[u8], &str>) -> Result<
 fn check_keys(config: &NodeConfig, password: Result<&[u8], &str>, report: &mut Report) -> Keys {
     let keystore = &config.node.worker_keystore;
     let mut worker = None;
-    match private_file(keystore) {
+    // The keystore is encrypted, but its password may be weak: it is held to the key files'
+    // rule (readable by the owner only), with the same message.
+    match keys::read_secret_file(keystore).map(|_| ()) {
         Err(e) => report.fail("worker keystore", e),
         Ok(()) => match password {
             Err(reason) => report.fail("worker keystore", format!("cannot open it: {reason}")),
@@ -201,28 +203,6 @@ fn check_certificate(config: &NodeConfig, keys: &mut Keys, report: &mut Report) 
         }
         Err(e) => report.fail("certificate", e),
     }
-}
-
-/// Refuses a file group or others may read (the keystore is encrypted, but its password may be
-/// weak: keep it as private as the other keys).
-fn private_file(path: &Path) -> Result<(), String> {
-    let metadata =
-        std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = metadata.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(format!(
-                "{} is readable by group or others (mode {mode:o}): run `chmod 600 {}`",
-                path.display(),
-                path.display()
-            ));
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = metadata;
-    Ok(())
 }
 
 /// The RPC endpoint answers, on the deployment's chain, and the contracts are there.

@@ -415,21 +415,21 @@ fn grant_encrypt_retrieve_revoke_and_their_failures() -> Result<()> {
         .as_str()
         .unwrap()
         .to_owned();
-    let revoke_node = |node: &str| -> Vec<String> {
+    let revoke_as = |key: &str, extra: &[&str]| -> Vec<String> {
         [
             "policy",
             "revoke",
             "--policy",
             "policy.json",
-            "--node",
-            node,
             "--private-key",
-            ALICE_KEY,
+            key,
         ]
         .iter()
+        .chain(extra)
         .map(|s| s.to_string())
         .collect()
     };
+    let revoke_node = |node: &str| revoke_as(ALICE_KEY, &["--node", node]);
     let out = run.ok(&args(&revoke_node(&first_node)));
     ensure!(
         out.contains("revoked node") && out.contains("refused by node"),
@@ -459,20 +459,6 @@ fn grant_encrypt_retrieve_revoke_and_their_failures() -> Result<()> {
         .as_str()
         .unwrap()
         .to_owned();
-    let revoke_as = |key: &str, extra: &[&str]| -> Vec<String> {
-        [
-            "policy",
-            "revoke",
-            "--policy",
-            "policy.json",
-            "--private-key",
-            key,
-        ]
-        .iter()
-        .chain(extra)
-        .map(|s| s.to_string())
-        .collect()
-    };
     run.fails(
         &args(&revoke_as(BOB_KEY, &["--offline"])),
         1,

@@ -57,6 +57,34 @@ pub fn local_settings(
     })
 }
 
+/// Serves `app` over TLS with `identity` on a free port of 127.0.0.1 until the task is aborted
+/// (the node's own server loop, `crate::server::serve`, with the default limits); the port.
+pub async fn serve_tls(
+    identity: &crate::tls::TlsIdentity,
+    app: axum::Router,
+) -> Result<(u16, tokio::task::JoinHandle<()>), String> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .map_err(|e| e.to_string())?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    let acceptor = identity.acceptor().map_err(|e| e.to_string())?;
+    let gauge = crate::api::Metrics::new()
+        .map_err(|e| e.to_string())?
+        .open_connections();
+    let task = tokio::spawn(async move {
+        crate::server::serve(
+            listener,
+            app,
+            &Limits::default(),
+            Some(acceptor),
+            gauge,
+            std::future::pending(),
+        )
+        .await;
+    });
+    Ok((port, task))
+}
+
 /// A head view that never goes stale, holding one head and no unconfirmed revocation: for an
 /// API without a chain follower (a daemon's follower keeps its real one).
 pub fn steady_head() -> std::sync::Arc<HeadView> {

@@ -6,7 +6,10 @@
 #![allow(clippy::unwrap_used)]
 
 use axum::{routing::get, Router};
-use kms_node::tls::{TlsIdentity, TlsKind};
+use kms_node::{
+    test_utils::serve_tls,
+    tls::{TlsIdentity, TlsKind},
+};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 
 /// A CA, and a certificate it issued for `localhost`: `(ca_pem, chain_pem, leaf_key_pem)`.
@@ -37,25 +40,11 @@ async fn a_ca_issued_chain_is_served_and_verified_by_name() {
     std::fs::write(&key_file, &key).unwrap();
     let identity = TlsIdentity::from_pem_files(&cert_file, &key_file, TlsKind::CaIssued).unwrap();
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
+    let app = Router::new().route("/v1/node", get(|| async { "a node" }));
+    let (port, server) = serve_tls(&identity, app).await.unwrap();
     let url = format!("https://localhost:{port}");
     // No pin: clients verify it as browsers do.
     assert_eq!(identity.public_url(&url), url);
-    let acceptor = identity.acceptor().unwrap();
-    let app = Router::new().route("/v1/node", get(|| async { "a node" }));
-    let gauge = kms_node::api::Metrics::new().unwrap().open_connections();
-    let server = tokio::spawn(async move {
-        kms_node::server::serve(
-            listener,
-            app,
-            &kms_node::Limits::default(),
-            Some(acceptor),
-            gauge,
-            std::future::pending(),
-        )
-        .await;
-    });
 
     let trusting = reqwest::Client::builder()
         .tls_certs_only([reqwest::Certificate::from_pem(ca.as_bytes()).unwrap()])
