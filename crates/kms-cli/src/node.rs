@@ -414,6 +414,7 @@ impl RunArgs {
             duties: config.duty_config(&self.config)?,
             limits: config.limits(),
             behaviour: kms_node::Behaviour::Honest,
+            cors: config.cors_origins(&self.config)?,
         };
         // Starting waits as long as the chain takes (its API answers 503 meanwhile): a signal
         // stops it there too.

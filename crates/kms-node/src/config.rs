@@ -48,6 +48,9 @@
 //! body_read_timeout_secs = 30                # then 408
 //! max_connections = 512                      # further connections wait in the backlog
 //! max_head_age_secs = 15                     # 503 once the chain head was read this long ago
+//!
+//! [cors]                                     # browser apps calling /v1/ (see docs/node.md#cors)
+//! allowed_origins = ["*"]                    # any; or ["https://app.example"]; [] for none
 //! ```
 //!
 //! The `[limits]` keys after `workers`, and the whole `[audit]` section, may be omitted (older
@@ -75,7 +78,7 @@ use alloy::primitives::{Address, U256};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    api::Limits,
+    api::{AllowedOrigins, Limits},
     audit::AuditConfig,
     duties::{DutyConfig, FeeThreshold},
 };
@@ -385,6 +388,25 @@ pub struct NodeConfig {
     /// `[limits]`.
     #[serde(default)]
     pub limits: LimitsSection,
+    /// `[cors]` (may be omitted: any origin).
+    #[serde(default)]
+    pub cors: CorsSection,
+}
+
+/// `[cors]`: which browser origins may call the JSON API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsSection {
+    /// `["*"]` (any, the default), a list of origins (`"https://app.example"`), or `[]`.
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for CorsSection {
+    fn default() -> Self {
+        Self {
+            allowed_origins: vec!["*".to_owned()],
+        }
+    }
 }
 
 impl NodeConfig {
@@ -421,6 +443,7 @@ impl NodeConfig {
             duties: DutiesSection::default(),
             audit: AuditSection::default(),
             limits: LimitsSection::default(),
+            cors: CorsSection::default(),
         }
     }
 
@@ -454,7 +477,17 @@ impl NodeConfig {
         config.check_tls(path)?;
         config.duty_config(path)?;
         config.check_limits(path)?;
+        config.cors_origins(path)?;
         Ok(config)
+    }
+
+    /// `[cors] allowed_origins`, checked.
+    pub fn cors_origins(&self, path: &Path) -> Result<AllowedOrigins, ConfigError> {
+        AllowedOrigins::parse(&self.cors.allowed_origins).map_err(|e| ConfigError::Invalid {
+            path: path.to_owned(),
+            field: "cors.allowed_origins",
+            reason: e.to_string(),
+        })
     }
 
     /// Refuses a missing `[tls]`, and a mode without its files (or `off` with some).
@@ -883,5 +916,43 @@ mod tests {
         std::fs::write(&path, &plain).unwrap();
         let config = NodeConfig::load(&path).unwrap();
         assert!(config.tls_identity().unwrap().is_none());
+    }
+
+    #[test]
+    fn the_cors_section_defaults_to_any_origin_and_is_checked() {
+        let (dir, path, text) = saved_default();
+        assert!(text.contains("[cors]"), "{text}");
+        let loaded = NodeConfig::load(&path).unwrap();
+        assert_eq!(loaded.cors_origins(&path).unwrap(), AllowedOrigins::Any);
+
+        // A file from before CORS: any origin.
+        let start = text.find("[cors]").unwrap();
+        let end = start + text[start..].find("\n\n").map_or(text.len() - start, |e| e + 2);
+        let old = dir.path().join("old.toml");
+        std::fs::write(&old, format!("{}{}", &text[..start], &text[end..])).unwrap();
+        let loaded = NodeConfig::load(&old).unwrap();
+        assert_eq!(loaded.cors_origins(&old).unwrap(), AllowedOrigins::Any);
+
+        let listed = text.replace(
+            "allowed_origins = [\"*\"]",
+            "allowed_origins = [\"https://app.example\"]",
+        );
+        std::fs::write(&path, &listed).unwrap();
+        let loaded = NodeConfig::load(&path).unwrap();
+        assert!(matches!(
+            loaded.cors_origins(&path).unwrap(),
+            AllowedOrigins::List(origins) if origins == ["https://app.example"]
+        ));
+
+        let bad = text.replace(
+            "allowed_origins = [\"*\"]",
+            "allowed_origins = [\"https://app.example/\"]",
+        );
+        std::fs::write(&path, &bad).unwrap();
+        let err = NodeConfig::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("cors.allowed_origins") && err.contains("is not an origin"),
+            "{err}"
+        );
     }
 }

@@ -22,7 +22,7 @@ use tokio::{net::TcpListener, sync::watch, task::JoinSet};
 
 pub use crate::settings::{DaemonError, Settings};
 use crate::{
-    api::{router, ApiState, Gate, Investigation, Limits, Metrics, NodeIdentity},
+    api::{router, AllowedOrigins, ApiState, Gate, Investigation, Limits, Metrics, NodeIdentity},
     audit::{AuditMetrics, Auditor},
     directory::ChainDirectory,
     duties::{startup, Duties, DutyMetrics},
@@ -121,6 +121,7 @@ pub async fn start(settings: Settings) -> Result<RunningNode, DaemonError> {
         listener,
         gate.clone(),
         settings.limits.clone(),
+        settings.cors.clone(),
         acceptor,
         metrics.open_connections(),
         wakeups.clone(),
@@ -316,14 +317,20 @@ async fn serve_api(
     listener: TcpListener,
     gate: Arc<Gate>,
     limits: Limits,
+    cors: AllowedOrigins,
     tls: Option<tokio_rustls::TlsAcceptor>,
     open_connections: IntGauge,
     mut wakeups: Wakeups,
 ) {
     let graceful = async move { wakeups.shutdown().await };
+    // Outside the gate: a page gets the 503 "starting" with its reason, not a CORS failure.
+    let app = match cors.layer() {
+        Some(layer) => gate.router().layer(layer),
+        None => gate.router(),
+    };
     crate::server::serve(
         listener,
-        gate.router(),
+        app,
         &limits,
         tls,
         open_connections,

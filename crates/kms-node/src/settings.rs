@@ -47,6 +47,8 @@ pub struct Settings {
     pub limits: Limits,
     /// How re-encryptions are answered: [`Behaviour::Honest`] except in devnets and tests.
     pub behaviour: Behaviour,
+    /// Which browser origins may call the JSON API (`[cors]`; any by default).
+    pub cors: crate::api::AllowedOrigins,
 }
 
 impl std::fmt::Debug for Settings {

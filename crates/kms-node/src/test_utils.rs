@@ -17,7 +17,7 @@ use crate::{
     audit::AuditConfig,
     directory::{Arrangement, DirectoryError, PolicyDirectory},
     head::{HeadBlock, HeadView},
-    Behaviour, DutyConfig, Limits, Settings,
+    api::AllowedOrigins, Behaviour, DutyConfig, Limits, Settings,
 };
 
 /// The settings of a node on `chain` for its dev accounts `staker` and `worker`, its store at
@@ -54,6 +54,7 @@ pub fn local_settings(
         },
         limits: Limits::default(),
         behaviour: Behaviour::Honest,
+        cors: AllowedOrigins::Any,
     })
 }
 

@@ -129,6 +129,36 @@ async fn duties_run_once_per_period_across_restarts() -> Result<()> {
             && status["warnings"] == serde_json::json!([]),
         "{status}"
     );
+    // Browser apps (the TypeScript SDK) call the API from other origins: the running daemon
+    // answers their preflights (any origin by default) and keeps /metrics to itself.
+    let origin = "http://app.example:8080";
+    let preflight = client
+        .http
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/v1/policies/0x{}/reencrypt", client.base, "00".repeat(16)),
+        )
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type")
+        .send()
+        .await?;
+    let allowed = |r: &reqwest::Response| {
+        r.headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap_or_default().to_owned())
+    };
+    ensure!(
+        preflight.status() == 200 && allowed(&preflight).as_deref() == Some(origin),
+        "preflight: {preflight:?}"
+    );
+    let metrics = client
+        .http
+        .get(format!("{}/metrics", client.base))
+        .header("origin", origin)
+        .send()
+        .await?;
+    ensure!(allowed(&metrics).is_none(), "metrics shared: {metrics:?}");
 
     // A policy naming the node reaches the store through the follower.
     let policy_id =

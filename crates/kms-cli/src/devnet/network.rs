@@ -12,7 +12,7 @@ use alloy::{
 use anyhow::{bail, ensure, Context, Result};
 use kms_contracts::devchain::{ChainOptions, DevChain};
 use kms_crypto::keys::{private_key_hex, MasterSecret};
-use kms_node::{audit::AuditConfig, Behaviour, DutyConfig, Limits, RunningNode, Settings};
+use kms_node::{api::AllowedOrigins, audit::AuditConfig, Behaviour, DutyConfig, Limits, RunningNode, Settings};
 
 use super::DevnetArgs;
 use crate::common::{format_tokens, send};
@@ -255,6 +255,8 @@ pub async fn start_with_node_rpc(args: &DevnetArgs, node_rpc_urls: &[String]) ->
             } else {
                 Behaviour::Honest
             },
+            // Browser apps (the TypeScript SDK's demo page) call the nodes from their own origin.
+            cors: AllowedOrigins::Any,
         };
         let node = kms_node::start(settings.clone())
             .await

@@ -16,11 +16,13 @@
 //!   `page`: `GET /` (or `/status`), the status as a page for a browser;
 //! - `revocation`: `POST` and `GET /v1/policies/{id}/revocation`, the owner's signed orders;
 //! - `investigation`: `POST /v1/evidence`, `GET /v1/evidence/{id}`, `GET /v1/network`;
-//! - `gate`: the 503 every request gets while the node starts, with what it waits for.
+//! - `gate`: the 503 every request gets while the node starts, with what it waits for;
+//! - `cors`: the headers and preflights that let browser apps call `/v1/` from other origins.
 //!
 //! The messages themselves (how an upload is opened, how an answer is signed) are in
 //! [`kms_crypto::wire`]; the handlers here keep the statuses, limits, replays and chain checks.
 
+mod cors;
 mod gate;
 mod investigation;
 mod kfrag;
@@ -61,6 +63,7 @@ use crate::{
     store::Store,
 };
 
+pub use cors::{AllowedOrigins, OriginError, PREFLIGHT_MAX_AGE};
 pub use gate::Gate;
 pub use investigation::{Accepted, EvidenceIntake, Investigation, RECENT_PERIODS};
 pub use status::Metrics;
