@@ -18,6 +18,18 @@ ensure_node_modules() {
   cp package-lock.json "$stamp"
 }
 
+# The TypeScript SDK's own packages (sdk/ts/package-lock.json: umbral-pre's WASM build, viem,
+# noble, TypeScript, esbuild), installed beside the root's.
+ensure_sdk_modules() {
+  local stamp="sdk/ts/node_modules/.kms-lock-stamp"
+  if [[ -f "$stamp" ]] && cmp -s sdk/ts/package-lock.json "$stamp"; then
+    return
+  fi
+  echo "==> npm ci in sdk/ts (the TypeScript SDK's packages)"
+  (cd sdk/ts && npm ci --no-audit --no-fund --loglevel=error)
+  cp sdk/ts/package-lock.json "$stamp"
+}
+
 # The browser tests (the node's status page) run Debian's Chromium through puppeteer-core (from
 # package-lock.json). It comes from Debian's packages, which every project machine reaches; a
 # machine that already has it (or names another in $CHROMIUM) installs nothing.
