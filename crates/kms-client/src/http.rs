@@ -261,6 +261,9 @@ impl NodeClient {
             .connect_timeout(config.connect_timeout)
             .timeout(config.request_timeout)
             .user_agent(concat!("kms-client/", env!("CARGO_PKG_VERSION")))
+            // Never followed: a redirect would leave the pinned or https URL for one the caller
+            // did not choose (plain http:// included); the API has none.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| HttpSetupError(with_causes(&e)))?;
         Ok(Self {
@@ -284,14 +287,22 @@ impl NodeClient {
             reason,
         };
         let parsed = parse_node_url(url).map_err(|e| bad(e.reason))?;
-        if parsed.is_plain_http() && !self.config.allow_plain_http {
-            return Err(bad(
-                "plain http:// is refused: a node serves https:// (on a devnet's plain-HTTP nodes, \
-                 pass --allow-plain-http, or set HttpConfig::allow_plain_http)"
-                    .into(),
-            ));
-        }
         let target = endpoint(&parsed.base, path);
+        // The scheme as reqwest will read the URL: it trims spaces and control characters and
+        // reads `http:/host` as `http://host`, which a look at the text's prefix would let by.
+        let read = reqwest::Url::parse(&target).map_err(|e| bad(format!("not a URL: {e}")))?;
+        match read.scheme() {
+            "https" => {}
+            "http" if self.config.allow_plain_http => {}
+            "http" => {
+                return Err(bad(
+                    "plain http:// is refused: a node serves https:// (on a devnet's plain-HTTP \
+                     nodes, pass --allow-plain-http, or set HttpConfig::allow_plain_http)"
+                        .into(),
+                ))
+            }
+            other => return Err(bad(format!("the scheme {other}: is not https"))),
+        }
         let Some(pin) = parsed.pin else {
             return Ok((self.http.clone(), target));
         };
@@ -308,6 +319,9 @@ impl NodeClient {
             .connect_timeout(self.config.connect_timeout)
             .timeout(self.config.request_timeout)
             .user_agent(concat!("kms-client/", env!("CARGO_PKG_VERSION")))
+            // Never followed: a redirect would leave the pinned or https URL for one the caller
+            // did not choose (plain http:// included); the API has none.
+            .redirect(reqwest::redirect::Policy::none())
             .tls_backend_preconfigured(tls)
             .build()
             .map_err(|e| {

@@ -100,5 +100,43 @@ async fn a_pinned_certificate_is_served_and_a_wrong_pin_refused() {
         .await
         .unwrap_err();
     assert!(matches!(err, NodeError::BadUrl { .. }), "{err}");
+    // Written so that a prefix check would miss it, yet read as http:// by the URL parser.
+    let port = plain.rsplit(':').next().unwrap();
+    for disguised in [
+        format!(" {plain}"),
+        format!("\t{plain}"),
+        format!("HTTP://127.0.0.1:{port}"),
+        format!("http:/127.0.0.1:{port}"),
+    ] {
+        let err = nodes.node_info(&disguised).await.unwrap_err();
+        assert!(
+            matches!(&err, NodeError::BadUrl { reason, .. } if reason.contains("--allow-plain-http")),
+            "{disguised:?}: {err}"
+        );
+    }
+    task.abort();
+}
+
+#[tokio::test]
+async fn a_redirect_is_not_followed() {
+    // A node (or whoever answers for its URL) sending the client elsewhere, to plain HTTP here.
+    let (cert, key) = generate_self_signed(&["127.0.0.1".into()]).unwrap();
+    let identity = TlsIdentity::from_pem(&cert, &key, TlsKind::SelfSigned).unwrap();
+    let app = Router::new().route(
+        "/v1/node",
+        get(|| async {
+            (
+                axum::http::StatusCode::FOUND,
+                [(axum::http::header::LOCATION, "http://127.0.0.1:9/v1/node")],
+            )
+        }),
+    );
+    let (port, task) = serve_tls(&identity, app).await.unwrap();
+    let pinned = identity.public_url(&format!("https://127.0.0.1:{port}"));
+    let err = client(false).node_info(&pinned).await.unwrap_err();
+    assert!(
+        matches!(&err, NodeError::Refused { status: 302, .. }),
+        "{err}"
+    );
     task.abort();
 }

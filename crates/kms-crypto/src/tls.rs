@@ -43,15 +43,6 @@ pub struct NodeUrl {
     pub pin: Option<Fingerprint>,
 }
 
-impl NodeUrl {
-    /// Whether requests go over plain HTTP.
-    pub fn is_plain_http(&self) -> bool {
-        self.base
-            .get(..7)
-            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("http://"))
-    }
-}
-
 /// Takes `url` apart. A fragment other than `tls-sha256=<64 hex digits>` is refused (a typo must
 /// not silently turn pinning off), and so is a pin on a URL that is not `https://`.
 pub fn parse_node_url(url: &str) -> Result<NodeUrl, WireError> {
@@ -109,7 +100,6 @@ mod tests {
         let parsed = parse_node_url(&url).unwrap();
         assert_eq!(parsed.base, "https://node.example:9151");
         assert_eq!(parsed.pin, Some(pin));
-        assert!(!parsed.is_plain_http());
         // Pinning again replaces the pin.
         assert_eq!(with_pin(&url, &pin), url);
     }
@@ -117,7 +107,7 @@ mod tests {
     #[test]
     fn unpinned_urls_pass_and_bad_fragments_are_refused() {
         let plain = parse_node_url("http://127.0.0.1:9151").unwrap();
-        assert!(plain.is_plain_http() && plain.pin.is_none());
+        assert!(plain.pin.is_none());
         for bad in [
             "https://n:1#sha256=00",
             "https://n:1#tls-sha256=zz",

@@ -927,7 +927,10 @@ mod tests {
 
         // A file from before CORS: any origin.
         let start = text.find("[cors]").unwrap();
-        let end = start + text[start..].find("\n\n").map_or(text.len() - start, |e| e + 2);
+        let end = start
+            + text[start..]
+                .find("\n\n")
+                .map_or(text.len() - start, |e| e + 2);
         let old = dir.path().join("old.toml");
         std::fs::write(&old, format!("{}{}", &text[..start], &text[end..])).unwrap();
         let loaded = NodeConfig::load(&old).unwrap();

@@ -328,15 +328,7 @@ async fn serve_api(
         Some(layer) => gate.router().layer(layer),
         None => gate.router(),
     };
-    crate::server::serve(
-        listener,
-        app,
-        &limits,
-        tls,
-        open_connections,
-        graceful,
-    )
-    .await;
+    crate::server::serve(listener, app, &limits, tls, open_connections, graceful).await;
 }
 
 /// The block notifier service: wakes the other services at each new block, until shutdown or

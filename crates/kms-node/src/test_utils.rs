@@ -14,10 +14,11 @@ use std::{
 use alloy::primitives::Address;
 
 use crate::{
+    api::AllowedOrigins,
     audit::AuditConfig,
     directory::{Arrangement, DirectoryError, PolicyDirectory},
     head::{HeadBlock, HeadView},
-    api::AllowedOrigins, Behaviour, DutyConfig, Limits, Settings,
+    Behaviour, DutyConfig, Limits, Settings,
 };
 
 /// The settings of a node on `chain` for its dev accounts `staker` and `worker`, its store at

@@ -136,7 +136,11 @@ async fn duties_run_once_per_period_across_restarts() -> Result<()> {
         .http
         .request(
             reqwest::Method::OPTIONS,
-            format!("{}/v1/policies/0x{}/reencrypt", client.base, "00".repeat(16)),
+            format!(
+                "{}/v1/policies/0x{}/reencrypt",
+                client.base,
+                "00".repeat(16)
+            ),
         )
         .header("origin", origin)
         .header("access-control-request-method", "POST")

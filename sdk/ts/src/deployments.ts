@@ -7,6 +7,7 @@
  */
 import { getAddress, type Address } from "viem";
 import { FormatError, KmsError } from "./errors.js";
+import { importNodeOnly } from "./node-only.js";
 
 /** Addresses and parameters of one deployment of the KMS contracts. */
 export interface Deployment {
@@ -109,7 +110,7 @@ export async function loadDeployment(pathOrUrl: string | URL): Promise<Deploymen
       text = await response.text();
     } else {
       // Imported lazily so that a browser bundle never needs `node:fs`.
-      const fs = await import("node:fs/promises");
+      const fs = await importNodeOnly<typeof import("node:fs/promises")>("node:fs/promises");
       text = await fs.readFile(pathOrUrl instanceof URL ? pathOrUrl : source.startsWith("file:") ? new URL(source) : source, "utf8");
     }
   } catch (cause) {

@@ -33,6 +33,9 @@ import { compareAddresses, readCandidates, readMinFeeRates, sampleNodes, type Ex
 import { umbral } from "./umbral.js";
 
 /** The domain tag of the kfrag upload signature (docs/node.md, Alice's upload). */
+
+/** How long a transaction may take to be mined before the call fails saying so (2 minutes). */
+export const RECEIPT_TIMEOUT_MS = 120_000;
 export const KFRAG_UPLOAD_TAG = "KMS_KFRAG_UPLOAD_V1";
 
 /** A grant request that cannot be carried out as asked (`InvalidGrant`, `KeyMismatch`, `Kfrag`). */
@@ -111,7 +114,9 @@ export async function sendPolicyManagerTx(
   }
   let receipt;
   try {
-    receipt = await publicClient.waitForTransactionReceipt({ hash });
+    // Bounded, as the Rust client's receipt timeout: a transaction priced out of the pool would
+    // otherwise hold the caller forever.
+    receipt = await publicClient.waitForTransactionReceipt({ hash, timeout: RECEIPT_TIMEOUT_MS });
   } catch (error) {
     throw chainErrorOf(`${what} (waiting for transaction ${hash})`, error);
   }
@@ -408,7 +413,7 @@ export interface GrantOutcome {
  * its node before paying, creates the policy (simulated, then sent from `walletClient`'s account,
  * which must be the plan's `creator`), checks `PolicyCreated`, and uploads concurrently. A failed
  * upload does not fail the grant (the policy is paid): see {@link GrantOutcome.uploads}.
- * @throws {GrantError} `KeyMismatch`, `InvalidGrant`, `Kfrag`; {@link ChainError} with the contract's error.
+ * @throws {GrantError} `KeyMismatch`, `CreatorMismatch` (the wallet is not the plan's creator), `InvalidGrant`, `Kfrag`; {@link ChainError} with the contract's error.
  */
 export async function executeGrant(
   plan: GrantPlan,
@@ -424,6 +429,16 @@ export async function executeGrant(
     throw new GrantError("KeyMismatch", "the kfrag signer secret key is not the one the plan was made with: plan again with its public key");
   }
   checkPolicyHome(policy, deployment);
+  // The policy id derives from the account that sends `createPolicy`: from any other account
+  // the fee would pay for a policy under another id, which the sealed uploads do not name.
+  const sender = walletClient.account.address;
+  if (policyIdOf(sender, plan.policySalt).toLowerCase() !== policy.policyId.toLowerCase()) {
+    throw new GrantError(
+      "CreatorMismatch",
+      `the wallet's account ${sender} is not the plan's creator (policy ${policy.policyId} derives from another account): nothing was sent`,
+      { hint: "plan again with creator set to the wallet's account, or send from the creator's account" },
+    );
+  }
   const what = "creating the policy";
   let latest;
   try {

@@ -16,6 +16,7 @@ import { bytesEqual, toHex } from "./bytes.js";
 import { KmsError } from "./errors.js";
 import { certificateFingerprint, parseNodeUrl, type NodeUrl } from "./policy-file.js";
 import { RequestClock } from "./request.js";
+import { importNodeOnly } from "./node-only.js";
 
 /** Timeouts and retries of node requests (defaults: the Rust `HttpConfig`'s). */
 export interface NodeClientOptions {
@@ -89,6 +90,38 @@ export class NodeError extends KmsError {
     if (this.code === "Refused") return this.status! >= 500 || this.status === 429;
     return false;
   }
+}
+
+/**
+ * The largest answer read from a node, in bytes: far above any the API gives (64 cfrags with
+ * their signatures are about 60 KB), so that a hostile node cannot fill Bob's memory by streaming
+ * an endless body.
+ */
+export const MAX_ANSWER_BYTES = 16 * 1024 * 1024;
+
+/** The body as text, refusing one longer than `limit` bytes as soon as it passes it. */
+async function readBounded(response: Response, limit: number, url: string): Promise<string> {
+  if (!response.body) return "";
+  const reader = response.body.getReader();
+  const parts: Uint8Array[] = [];
+  let length = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    length += value.length;
+    if (length > limit) {
+      await reader.cancel().catch(() => undefined);
+      throw new NodeError("InvalidAnswer", url, `the answer exceeds ${limit} bytes`);
+    }
+    parts.push(value);
+  }
+  const all = new Uint8Array(length);
+  let offset = 0;
+  for (const part of parts) {
+    all.set(part, offset);
+    offset += part.length;
+  }
+  return new TextDecoder().decode(all);
 }
 
 /** The longest `Retry-After` a retry waits for, ms: a node that asks for more is reported instead. */
@@ -167,13 +200,6 @@ function withCauses(error: unknown): string {
   return parts.join(": ");
 }
 
-/**
- * Imports a Node.js-only module. The name goes through a variable so that bundlers (esbuild,
- * webpack, vite) leave the import alone: a browser bundle must not pull in undici or node:tls.
- */
-function importNodeOnly<T>(name: string): Promise<T> {
-  return import(/* @vite-ignore */ /* webpackIgnore: true */ name) as Promise<T>;
-}
 
 /** The pin mismatch error raised inside `connect`, found again in fetch's causes. */
 class PinMismatch extends Error {}
@@ -319,10 +345,14 @@ export class NodeClient {
         method,
         headers: body === undefined ? { accept: "application/json" } : { "content-type": "application/json", accept: "application/json" },
         body: body === undefined ? undefined : JSON.stringify(body),
+        // Never followed: a redirect would leave the pinned or https URL for one the caller did
+        // not choose (plain http:// included), and the API has none.
+        redirect: "manual",
         signal: combined,
       });
-      text = await response.text();
+      text = await readBounded(response, MAX_ANSWER_BYTES, url);
     } catch (error) {
+      if (error instanceof NodeError) throw error;
       if (signal?.aborted) throw new NodeError("Aborted", url, withCauses(signal.reason), { cause: error });
       const mismatch = findPinMismatch(error);
       if (mismatch) throw new NodeError("Certificate", url, mismatch.message, { cause: error });
@@ -330,6 +360,10 @@ export class NodeClient {
       throw new NodeError("Unreachable", url, withCauses(error), { cause: error });
     }
     const status = response.status;
+    if (response.type === "opaqueredirect" || (status >= 300 && status < 400)) {
+      const location = response.headers.get("location");
+      throw new NodeError("InvalidAnswer", url, `HTTP ${status}: the node redirects${location ? ` to ${location.slice(0, 200)}` : ""}, which is not followed`);
+    }
     if (status >= 200 && status < 300) {
       try {
         return [status, JSON.parse(text) as T];

@@ -18,6 +18,7 @@ import { addressOfPublicKey } from "./policy-file.js";
 import { umbral } from "./umbral.js";
 import { KmsError } from "./errors.js";
 import { bytesEqual, concatBytes, fromHex, toHex, utf8 } from "./bytes.js";
+import { importNodeOnly } from "./node-only.js";
 
 /** The label a node's Umbral key is derived under. */
 export const NODE_KEY_LABEL = "KMS_NODE_KEY_V1";
@@ -87,8 +88,9 @@ export class MasterSecret {
     let seed: Uint8Array;
     try {
       seed = fromHex(record.seed, "seed", SEED_BYTES);
-    } catch (cause) {
-      throw format(cause instanceof Error ? cause.message : String(cause));
+    } catch {
+      // Not fromHex's message, nor it as the cause: it quotes the text, here the secret seed.
+      throw format(`seed: expected 0x and ${2 * SEED_BYTES} hex digits (${SEED_BYTES} bytes)`);
     }
     return MasterSecret.fromSeed(seed);
   }
@@ -200,9 +202,14 @@ export async function decryptKeystore(text: string, password: string | Uint8Arra
   }
   const salt = fromHex(kdfparams.salt, "kdfparams.salt");
   const passwordBytes = typeof password === "string" ? utf8(password) : password;
+  // Bounds far above what wallets write (geth: scrypt n = 2^18, r = 8, p = 1; pbkdf2 c = 262,144),
+  // so that a crafted keystore cannot make the derivation run for hours or take gigabytes.
+  const bounds: Record<string, number> = { n: 1 << 20, r: 16, p: 16, c: 10_000_000, dklen: 64 };
   const num = (name: string): number => {
     const value = kdfparams[name];
     if (typeof value !== "number" || !Number.isSafeInteger(value) || value <= 0) throw format(`kdfparams.${name} must be a positive integer`);
+    const bound = bounds[name];
+    if (bound !== undefined && value > bound) throw format(`kdfparams.${name} is ${value}, above the ${bound} this SDK accepts`);
     return value;
   };
   let derived: Uint8Array;
@@ -244,7 +251,7 @@ export async function readPasswordFile(path: string): Promise<string> {
 /** Reads a secret file as UTF-8, refusing one that group or others can read (mode & 0o077). */
 async function readSecretFile(path: string): Promise<string> {
   // Imported lazily so that a browser bundle never needs `node:fs`.
-  const fs = await import("node:fs/promises");
+  const fs = await importNodeOnly<typeof import("node:fs/promises")>("node:fs/promises");
   try {
     const stats = await fs.stat(path);
     if (typeof process !== "undefined" && process.platform !== "win32" && (stats.mode & 0o077) !== 0) {

@@ -377,9 +377,10 @@ export class Inbox {
     return parsed.id.slice();
   }
 
-  /** The sessions whose key is not open yet, with their capsules' bytes (to retrieve cfrags for). */
+  /** The sessions of trusted senders whose key is not open yet, with their capsules' bytes (to retrieve cfrags for). */
   pending(): Array<{ id: Uint8Array; capsuleBytes: Uint8Array }> {
-    return [...this.#sessions.values()].filter((s) => s.key.state === "pending").map((s) => ({ id: s.record.id.slice(), capsuleBytes: s.record.capsuleBytes }));
+    // A sender no longer trusted (setTrusted) gets no key asked of the nodes.
+    return [...this.#sessions.values()].filter((s) => s.key.state === "pending" && this.#trusted.has(s.record.sender)).map((s) => ({ id: s.record.id.slice(), capsuleBytes: s.record.capsuleBytes }));
   }
 
   /** Whether the session's key is open. */
@@ -419,6 +420,7 @@ export class Inbox {
     if (session === undefined) {
       throw new MessageError("UnknownSession", `message 0 of unknown session ${hex}: add its session record first`, { session: hex, seq: 0 });
     }
+    if (!this.#trusted.has(session.record.sender)) throw this.#untrusted(session.record);
     if (session.key.state === "open") return;
     if (session.key.state === "failed") throw session.key.error;
     const capsule = umbral.Capsule.fromBytes(session.record.capsuleBytes);

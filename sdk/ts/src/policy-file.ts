@@ -355,9 +355,17 @@ export class NodeUrlError extends FormatError {}
 export function parseNodeUrl(url: string): NodeUrl {
   const err = (reason: string) => new NodeUrlError("BadUrl", `url ${JSON.stringify(url)}: ${reason}`);
   const hash = url.indexOf("#");
-  const plainHttp = url.slice(0, 7).toLowerCase() === "http://";
+  const base = hash < 0 ? url : url.slice(0, hash);
+  // Plain HTTP is what fetch would speak, not just the prefix: the URL parser also reads
+  // " http://h" and "http:/h" as http://h (a chain record can hold either).
+  let scheme: string | undefined;
+  try {
+    scheme = new URL(base).protocol;
+  } catch {
+    scheme = undefined;
+  }
+  const plainHttp = url.slice(0, 7).toLowerCase() === "http://" || scheme === "http:";
   if (hash < 0) return { base: url, pin: undefined, plainHttp };
-  const base = url.slice(0, hash);
   const fragment = url.slice(hash + 1);
   if (!fragment.startsWith(`${PIN_KEY}=`)) {
     throw err(`the fragment must be \`${PIN_KEY}=<64 hex digits>\` (the node's certificate pin)`);

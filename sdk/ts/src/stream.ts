@@ -12,12 +12,11 @@
  * its signature and every tag verified; on a refusal the stream errors with a {@link StreamError}
  * and what was released before is authentic but incomplete: discard it all the same.
  */
-import { chacha20poly1305 } from "@noble/ciphers/chacha.js";
-import { blake3 } from "@noble/hashes/blake3.js";
 import { sha256 } from "@noble/hashes/sha2.js";
 
 import { bytesEqual, concatBytes, readU16, readU32, toHex, u16be, u32be, utf8 } from "./bytes.js";
 import { KmsError } from "./errors.js";
+import { aeadOpen, aeadSeal, blake3 } from "./primitives.js";
 import {
   SENDER_KEY_SIZE,
   SIGNATURE_SIZE,
@@ -420,17 +419,13 @@ class ChunkCipher {
 
   seal(chunk: number, last: boolean, plaintext: Uint8Array): Uint8Array {
     if (chunk > 0xffffffff) throw new StreamError("TooLarge", "the payload exceeds the format's limit of 2^32 chunks of 64 KiB", {}, { hint: "split it" });
-    return chacha20poly1305(this.key, chunkNonce(this.header.noncePrefix, chunk, last), this.header.headerBytes).encrypt(plaintext);
+    return aeadSeal(this.key, chunkNonce(this.header.noncePrefix, chunk, last), this.header.headerBytes, plaintext);
   }
 
   /** The plaintext if `sealed` is chunk `chunk` with this `last` flag, else `undefined`. */
   open(chunk: number, last: boolean, sealed: Uint8Array): Uint8Array | undefined {
     if (chunk > 0xffffffff || sealed.length < TAG_SIZE) return undefined;
-    try {
-      return chacha20poly1305(this.key, chunkNonce(this.header.noncePrefix, chunk, last), this.header.headerBytes).decrypt(sealed);
-    } catch {
-      return undefined;
-    }
+    return aeadOpen(this.key, chunkNonce(this.header.noncePrefix, chunk, last), this.header.headerBytes, sealed);
   }
 }
 

@@ -8,7 +8,7 @@ import { createServer as createTlsServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { NodeClient, NodeError } from "../src/http.js";
+import { MAX_ANSWER_BYTES, NodeClient, NodeError } from "../src/http.js";
 import { certificateFingerprint, withPin } from "../src/policy-file.js";
 
 type Handler = (req: IncomingMessage, res: ServerResponse, body: string) => void;
@@ -121,6 +121,29 @@ test("an answer that is not the API's is InvalidAnswer; an unreachable node is r
   await assert.rejects(client.node(server.url), (e: unknown) => e instanceof NodeError && e.code === "Unreachable");
 });
 
+test("an endless answer is cut at MAX_ANSWER_BYTES, not read into memory", async () => {
+  let written = 0;
+  const server = await serve((_req, res) => {
+    res.writeHead(200, { "content-type": "application/json" });
+    const piece = Buffer.alloc(1 << 20, 0x20);
+    const more = (): void => {
+      while (written <= MAX_ANSWER_BYTES + (4 << 20)) {
+        written += piece.length;
+        if (!res.write(piece)) return void res.once("drain", more);
+      }
+      res.end("{}");
+    };
+    more();
+  });
+  const client = new NodeClient({ allowPlainHttp: true, backoffMs: 1, attempts: 1 });
+  try {
+    await assert.rejects(client.node(server.url), (e: unknown) =>
+      e instanceof NodeError && e.code === "InvalidAnswer" && /exceeds 16777216 bytes/.test(e.message));
+  } finally {
+    await server.close();
+  }
+});
+
 test("a request is aborted by the caller's signal, and times out on a silent node", async () => {
   const server = await serve(() => {
     /* never answers */
@@ -181,5 +204,27 @@ test("a pinned URL reaches exactly the pinned certificate; a wrong pin is refuse
     assert.equal(requests, 1, "no request reached the server through the wrong pin");
   } finally {
     await server.close();
+  }
+});
+
+test("a redirect is not followed (not even to plain http from an https-only client)", async () => {
+  let reached = 0;
+  const target = await serve((_req, res) => {
+    reached++;
+    json(res, 200, NODE_INFO);
+  });
+  const redirecting = await serve((_req, res) => {
+    res.writeHead(302, { location: `${target.url}/v1/node` });
+    res.end();
+  });
+  try {
+    const error = await new NodeClient({ allowPlainHttp: true, attempts: 1 }).node(redirecting.url).catch((e: unknown) => e);
+    assert.ok(error instanceof NodeError, String(error));
+    assert.equal(error.code, "InvalidAnswer");
+    assert.match(error.message, /redirects to http:\/\/127\.0\.0\.1/);
+    assert.equal(reached, 0, "the redirect's target was never asked");
+  } finally {
+    await redirecting.close();
+    await target.close();
   }
 });

@@ -84,4 +84,25 @@ test("a Rust-made keystore decrypts; a wrong password is refused", async () => {
   assert.equal(privateKeyToAddress(sk).toLowerCase(), KEYSTORE_ADDRESS);
   await assert.rejects(decryptKeystore(KEYSTORE, "wrong"), (e: unknown) => e instanceof KeyFileError && e.code === "WrongPassword");
   await assert.rejects(decryptKeystore("{}", "x"), (e: unknown) => e instanceof KeyFileError && e.code === "KeystoreFormat");
+  // A crafted keystore asking for a derivation of hours (scrypt n = 2^30) is refused at once.
+  const costly = KEYSTORE.replace(/"n"\s*:\s*\d+/, '"n": 1073741824');
+  assert.notEqual(costly, KEYSTORE);
+  await assert.rejects(decryptKeystore(costly, "correct horse"), (e: unknown) =>
+    e instanceof KeyFileError && e.code === "KeystoreFormat" && /kdfparams\.n is 1073741824/.test(e.message));
+});
+
+test("a malformed seed is refused without quoting it", () => {
+  // One digit short of a seed, or one letter wrong: the error must not carry the secret.
+  const secret = "416236ad7059908ccbef7d551a07b9f6c5a7153737068f3836f05713dca6a12";
+  for (const seed of [`0x${secret}`, `0x${secret}z`]) {
+    const text = `{"version":1,"kind":"kms-umbral-master-secret","seed":"${seed}"}`;
+    assert.throws(
+      () => MasterSecret.parse(text, "u.json"),
+      (e: unknown) => {
+        const shown = `${String(e)} ${String((e as Error).cause)}`;
+        return e instanceof KeyFileError && /seed: expected 0x and 64 hex digits/.test(e.message) && !shown.includes(secret.slice(0, 16));
+      },
+      seed,
+    );
+  }
 });

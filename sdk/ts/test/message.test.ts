@@ -147,7 +147,7 @@ test("records refused: cut, extended, other format, altered, re-signed, untruste
 });
 
 test("messages refused with the Rust client's errors, and a refusal never moves the sequence", () => {
-  const { enrico, sender, inbox, deliver } = setup();
+  const { alice, enrico, sender, inbox, deliver } = setup();
   const m = [0, 1, 2, 3, 4].map((i) => deliver(`m${i}`).message);
   const first = inbox.open(m[0]!);
   const session = toHex(first.session);
@@ -172,8 +172,14 @@ test("messages refused with the Rust client's errors, and a refusal never moves 
   const other = new Inbox(new TrustedSenders([enrico.publicKey()]));
   sender.rotate();
   const fresh = sender.seal(utf8("new"));
-  other.addSession(fresh.session!);
+  const freshId = other.addSession(fresh.session!);
   refused(() => other.open(fresh.message), "NotOpen", { seq: 0 });
+  // A sender no longer trusted: its pending session is not listed and its key not opened.
+  assert.equal(other.pending().length, 1);
+  other.setTrusted(new TrustedSenders());
+  assert.equal(other.pending().length, 0);
+  refused(() => other.openSessionOriginal(freshId, alice), "UntrustedSender");
+  assert.ok(!other.isOpen(freshId));
   inbox.setTrusted(new TrustedSenders());
   refused(() => inbox.open(m[4]!), "UntrustedSender", { sender: toHex(enrico.publicKey()) });
   assert.ok(inbox.forget(first.session));

@@ -131,6 +131,11 @@ test("node URLs: the pin is split off, checked, and put back", () => {
   assert.equal(withPin(url, pin), url);
   const plain = parseNodeUrl("http://127.0.0.1:9151");
   assert.ok(plain.plainHttp && plain.pin === undefined);
+  // What fetch would send as plain HTTP is plain HTTP, whatever the spelling.
+  for (const sloppy of [" http://127.0.0.1:9151", "http:/127.0.0.1:9151", "\thttp://h:1", "HTTP:h:1"]) {
+    assert.ok(parseNodeUrl(sloppy).plainHttp, sloppy);
+  }
+  assert.equal(parseNodeUrl("https:/h:1").plainHttp, false);
   assert.throws(() => parseNodeUrl("https://h:1#tls-sha1=00"), /the fragment must be `tls-sha256=<64 hex digits>`/);
   assert.throws(() => parseNodeUrl("https://h:1#tls-sha256=abcd"), /must be 64 hex digits/);
   assert.throws(() => parseNodeUrl(`http://h:1#tls-sha256=${"00".repeat(32)}`), /needs an https:\/\/ URL/);

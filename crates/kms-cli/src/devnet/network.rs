@@ -12,7 +12,9 @@ use alloy::{
 use anyhow::{bail, ensure, Context, Result};
 use kms_contracts::devchain::{ChainOptions, DevChain};
 use kms_crypto::keys::{private_key_hex, MasterSecret};
-use kms_node::{api::AllowedOrigins, audit::AuditConfig, Behaviour, DutyConfig, Limits, RunningNode, Settings};
+use kms_node::{
+    api::AllowedOrigins, audit::AuditConfig, Behaviour, DutyConfig, Limits, RunningNode, Settings,
+};
 
 use super::DevnetArgs;
 use crate::common::{format_tokens, send};

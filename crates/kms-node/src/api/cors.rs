@@ -132,7 +132,10 @@ mod tests {
 
     fn app(origins: &AllowedOrigins) -> Router {
         let router = Router::new()
-            .route("/v1/node", get(|| async { "node" }).post(|| async { "posted" }))
+            .route(
+                "/v1/node",
+                get(|| async { "node" }).post(|| async { "posted" }),
+            )
             .route("/metrics", get(|| async { "metrics" }));
         match origins.layer() {
             Some(layer) => router.layer(layer),
@@ -195,9 +198,17 @@ mod tests {
         assert_eq!(answer.status(), StatusCode::OK);
         assert_eq!(allowed_origin(&answer), Some("https://app.example"));
         let headers = answer.headers();
-        let methods = headers[header::ACCESS_CONTROL_ALLOW_METHODS].to_str().unwrap();
-        assert!(methods.contains("POST") && methods.contains("GET"), "{methods}");
-        assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_HEADERS], "content-type");
+        let methods = headers[header::ACCESS_CONTROL_ALLOW_METHODS]
+            .to_str()
+            .unwrap();
+        assert!(
+            methods.contains("POST") && methods.contains("GET"),
+            "{methods}"
+        );
+        assert_eq!(
+            headers[header::ACCESS_CONTROL_ALLOW_HEADERS],
+            "content-type"
+        );
         assert_eq!(headers[header::ACCESS_CONTROL_MAX_AGE], "3600");
         assert!(!headers.contains_key(header::ACCESS_CONTROL_ALLOW_CREDENTIALS));
 
@@ -208,7 +219,10 @@ mod tests {
         let answer = send(&app, get).await;
         assert_eq!(answer.status(), StatusCode::OK);
         assert_eq!(allowed_origin(&answer), Some("https://other.example"));
-        assert_eq!(answer.headers()[header::ACCESS_CONTROL_EXPOSE_HEADERS], "retry-after");
+        assert_eq!(
+            answer.headers()[header::ACCESS_CONTROL_EXPOSE_HEADERS],
+            "retry-after"
+        );
     }
 
     #[tokio::test]

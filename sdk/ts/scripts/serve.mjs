@@ -1,0 +1,160 @@
+#!/usr/bin/env node
+// SPDX-License-Identifier: GPL-3.0-or-later
+// The demo page's server: a tiny static server (node:http, no framework) for the page
+// (examples/web/), the SDK's browser bundle (built at start, examples/web/dist/), the deployments
+// file and, optionally, a directory of files (policy files, encrypted files) under /files/.
+//
+//   npm run demo -- --rpc http://127.0.0.1:8545 --deployments ../../deployments/31337.json \
+//     [--port 8080] [--host 127.0.0.1] [--files DIR] [--no-bundle]
+//
+// The page reads /config.json (the RPC URL and where the deployments file is) and then talks to
+// the chain's RPC and the nodes directly from the browser: run the devnet with --plain-http
+// (browsers cannot accept the nodes' self-signed, pinned certificates) and nodes that answer CORS.
+import http from "node:http";
+import { createReadStream } from "node:fs";
+import { stat, readFile } from "node:fs/promises";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { bundle, bundleDemo, defaultOutdir } from "./bundle.mjs";
+
+const sdkRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+const pageDir = path.join(sdkRoot, "examples", "web");
+
+const contentTypes = {
+  ".html": "text/html; charset=utf-8",
+  ".js": "text/javascript; charset=utf-8",
+  ".mjs": "text/javascript; charset=utf-8",
+  ".css": "text/css; charset=utf-8",
+  ".json": "application/json",
+  ".map": "application/json",
+  ".wasm": "application/wasm",
+  ".mp4": "video/mp4",
+  ".svg": "image/svg+xml",
+};
+
+/** `root` + the URL path, or undefined when the path escapes `root` (`..`, absolute). */
+function inside(root, urlPath) {
+  let decoded;
+  try {
+    decoded = decodeURIComponent(urlPath);
+  } catch {
+    return undefined;
+  }
+  const file = path.resolve(root, "." + path.posix.normalize("/" + decoded));
+  return file === root || file.startsWith(root + path.sep) ? file : undefined;
+}
+
+async function sendFile(response, file, method) {
+  let info;
+  try {
+    info = await stat(file);
+  } catch {
+    info = undefined;
+  }
+  if (!info?.isFile()) {
+    response.writeHead(404, { "content-type": "text/plain" }).end("not found\n");
+    return;
+  }
+  response.writeHead(200, {
+    "content-type": contentTypes[path.extname(file)] ?? "application/octet-stream",
+    "content-length": info.size,
+    // The page is development material: always the file on disk.
+    "cache-control": "no-store",
+  });
+  if (method === "HEAD") response.end();
+  else createReadStream(file).pipe(response);
+}
+
+/**
+ * Starts the server.
+ * @param {{ port?: number, host?: string, rpc: string, deployments: string, files?: string, buildBundle?: boolean }} options
+ * @returns {Promise<{ url: string, close: () => Promise<void> }>}
+ */
+export async function startServer({ port = 8080, host = "127.0.0.1", rpc, deployments, files, buildBundle = true }) {
+  // Both are optional for the page's own smoke test (bundle only); the CLI requires them.
+  const deploymentsFile = deployments ? path.resolve(deployments) : undefined;
+  if (deploymentsFile) {
+    await readFile(deploymentsFile).catch((e) => {
+      throw new Error(`deployments file ${deploymentsFile}: ${e.code ?? e.message}: is the devnet running?`);
+    });
+  }
+  const filesDir = files ? path.resolve(files) : undefined;
+  if (buildBundle) {
+    await bundle({ outdir: defaultOutdir });
+    await bundleDemo({ outdir: defaultOutdir });
+  }
+  const config = JSON.stringify({ rpc: rpc ?? null, deployments: deploymentsFile ? "/deployments.json" : null });
+
+  const server = http.createServer((request, response) => {
+    const url = new URL(request.url ?? "/", "http://localhost");
+    if (request.method !== "GET" && request.method !== "HEAD") {
+      response.writeHead(405, { allow: "GET, HEAD" }).end();
+      return;
+    }
+    const route = url.pathname;
+    let file;
+    if (route === "/favicon.ico") {
+      // No icon: say so without a 404 (which a page's console reports as an error).
+      response.writeHead(204).end();
+      return;
+    } else if (route === "/config.json") {
+      response.writeHead(200, { "content-type": "application/json", "cache-control": "no-store" }).end(config);
+      return;
+    } else if (route === "/deployments.json" && deploymentsFile) {
+      file = deploymentsFile;
+    } else if (route.startsWith("/dist/")) {
+      file = inside(defaultOutdir, route.slice("/dist".length));
+    } else if (route.startsWith("/files/") && filesDir) {
+      file = inside(filesDir, route.slice("/files".length));
+    } else {
+      file = inside(pageDir, route === "/" ? "/index.html" : route);
+      // The page's own sources only: not its dist/ by another path, nor dotfiles.
+      if (file && (file.startsWith(defaultOutdir) || path.basename(file).startsWith("."))) file = undefined;
+    }
+    if (!file) {
+      response.writeHead(404, { "content-type": "text/plain" }).end("not found\n");
+      return;
+    }
+    sendFile(response, file, request.method).catch((error) => {
+      if (!response.headersSent) response.writeHead(500, { "content-type": "text/plain" });
+      response.end(`${error.message}\n`);
+    });
+  });
+  await new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, resolve);
+  });
+  const address = server.address();
+  return {
+    url: `http://${host}:${address.port}/`,
+    close: () => new Promise((resolve) => {
+      server.closeAllConnections?.();
+      server.close(() => resolve());
+    }),
+  };
+}
+
+if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  const args = process.argv.slice(2);
+  const value = (flag) => {
+    const i = args.indexOf(flag);
+    return i >= 0 ? args[i + 1] : undefined;
+  };
+  try {
+    if (!value("--rpc")) throw new Error("--rpc is required (the devnet's RPC URL, e.g. http://127.0.0.1:8545)");
+    if (!value("--deployments")) throw new Error("--deployments is required (the devnet's deployments file)");
+    const server = await startServer({
+      port: Number(value("--port") ?? 8080),
+      host: value("--host") ?? "127.0.0.1",
+      rpc: value("--rpc"),
+      deployments: value("--deployments"),
+      files: value("--files"),
+      buildBundle: !args.includes("--no-bundle"),
+    });
+    console.log(`KMS demo page: ${server.url} (Ctrl-C stops)`);
+    console.log("The nodes must be reachable over plain http with CORS: `kms devnet --plain-http`.");
+  } catch (error) {
+    console.error(`serve: ${error.message}`);
+    process.exit(1);
+  }
+}
