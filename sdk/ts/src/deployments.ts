@@ -6,7 +6,7 @@
  * mixed-case; unknown fields ignored (newer deployments add contracts).
  */
 import { getAddress, type Address } from "viem";
-import { FormatError, KmsError } from "./errors.js";
+import { KmsError } from "./errors.js";
 import { importNodeOnly } from "./node-only.js";
 
 /** Addresses and parameters of one deployment of the KMS contracts. */

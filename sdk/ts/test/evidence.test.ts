@@ -1,44 +1,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
-import { decodeAbiParameters, getAbiItem, getAddress, type Hex } from "viem";
-import { adjudicatorAbi } from "../src/abi.js";
+import { getAddress } from "viem";
 import { fromHex } from "../src/bytes.js";
 import { evidenceHash, faultToJson, parseFaultFile, predictOutcome, type Fault } from "../src/evidence.js";
-
-// The same loader as answer.test.ts (a test file imported by another would run its tests twice).
-/** The Adjudicator's test vectors (docs/adjudicator.md "Test vectors"), decoded. */
-export interface FixtureCase {
-  name: string;
-  expect: string;
-  field: string;
-  staker: Hex;
-  kfragSigner: Hex;
-  worker: Hex;
-  signer: Hex;
-  evidence: {
-    policyId: Hex;
-    staker: Hex;
-    period: bigint;
-    capsule: Hex;
-    cfrag: Hex;
-    delegatingKey: Hex;
-    receivingKey: Hex;
-    kfragSignatureV: boolean;
-    workerSignature: Hex;
-  };
-}
-
-export function loadFixtures(): { chainId: number; adjudicator: Hex; cases: FixtureCase[] } {
-  const url = new URL("../../../../test/fixtures/adjudicator/cases.json", import.meta.url);
-  const raw = JSON.parse(readFileSync(url, "utf8")) as { chainId: number; adjudicator: Hex; cases: (Omit<FixtureCase, "evidence"> & { evidence: Hex })[] };
-  const evaluate = getAbiItem({ abi: adjudicatorAbi, name: "evaluateCFrag" });
-  const cases = raw.cases.map((c) => {
-    const [evidence] = decodeAbiParameters(evaluate.inputs, c.evidence) as unknown as [FixtureCase["evidence"]];
-    return { ...c, evidence };
-  });
-  return { chainId: raw.chainId, adjudicator: raw.adjudicator, cases };
-}
+import { loadFixtures } from "./fixtures/adjudicator.js";
 
 const fixtures = loadFixtures();
 
