@@ -16,11 +16,11 @@
 // A debug build of kms (target/debug) is far slower than a release build: the report says which.
 import { execFile } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { mkdtemp, mkdir, writeFile, copyFile, rm, open } from "node:fs/promises";
+import { mkdir, copyFile, rm, open } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
-import { startDevnet, runKms, newUmbralKeys, cliGrant, kmsBin, sdkRoot } from "./devnet.mjs";
+import { startDevnet, runKms, newUmbralKeys, cliGrant, kmsBin, sdkRoot, makeTempDir, removeTempDir } from "./devnet.mjs";
 import { startServer } from "./serve.mjs";
 import { bundle, defaultOutdir } from "./bundle.mjs";
 import { withPage } from "./chromium.mjs";
@@ -32,6 +32,10 @@ const option = (flag, fallback) => {
 };
 const MIB = option("--mib", 64);
 const RUNS = option("--runs", 3);
+if (!(Number.isInteger(MIB) && MIB > 0 && Number.isInteger(RUNS) && RUNS > 0)) {
+  console.error("bench: --mib and --runs take whole numbers above 0");
+  process.exit(2);
+}
 const log = (text) => console.error(`bench: ${text}`);
 
 /** Random bytes written to `file` in 1 MiB pieces; their SHA-256. */
@@ -50,7 +54,7 @@ async function randomFile(file, size) {
   return hash.digest("hex");
 }
 
-const work = await mkdtemp(path.join(os.tmpdir(), "kms-sdk-bench-"));
+const work = await makeTempDir("kms-sdk-bench-");
 let devnet;
 let server;
 try {
@@ -63,7 +67,7 @@ try {
     alice: alice.path, label: "bench", bobKey: bob.receivingKey, senders: [enrico.senderKey], out: path.join(files, "policy.json"),
   });
   const plain = path.join(work, "plain");
-  const expected = await randomFile(plain, MIB << 20);
+  const expected = await randomFile(plain, MIB * 1048576);
   const encrypted = path.join(files, "plain.kms");
   await runKms(["encrypt", "--policy-key", policy, "--umbral", enrico.path, plain, encrypted]);
   await copyFile(bob.path, path.join(files, "bob-umbral.json"));
@@ -118,7 +122,7 @@ try {
   const kmsBuild = kmsBin.includes(`${path.sep}release${path.sep}`) ? "release" : kmsBin.includes(`${path.sep}debug${path.sep}`) ? "debug" : "unknown";
   const { stdout: kmsVersion } = await promisify(execFile)(kmsBin, ["--version"]);
   const report = {
-    file: { mib: MIB, bytes: MIB << 20 },
+    file: { mib: MIB, bytes: MIB * 1048576 },
     machine: {
       cpu: cpus[0]?.model, cores: cpus.length, memoryGiB: Math.round(os.totalmem() / 2 ** 30),
       os: `${os.type()} ${os.release()} ${os.arch()}`, node: process.version, chromium: browser.version,
@@ -153,5 +157,5 @@ try {
 } finally {
   await server?.close();
   await devnet?.stop();
-  await rm(work, { recursive: true, force: true });
+  await removeTempDir(work);
 }

@@ -9,7 +9,13 @@ import {
   encryptStream, streamOfBytes, SenderKey, TrustedSenders, fromHex, toHex, retrieve, NodeClient, umbral,
 } from "../src/index.js";
 
-const text = async (url) => (await fetch(url)).text();
+/** A response of `url`, or an error naming it (not a parse error about an error page). */
+async function get(url) {
+  const response = await fetch(url);
+  if (!response.ok) throw new Error(`GET ${url}: HTTP ${response.status}`);
+  return response;
+}
+const text = async (url) => (await get(url)).text();
 const PIECE = 1 << 20;
 
 /** Reads a stream to the end; the bytes, counted, and optionally kept. */
@@ -29,7 +35,7 @@ window.kmsBench = async ({ rpc, deployments, policy: policyUrl, key, file, runs 
   const deployment = parseDeployment(await text(deployments), deployments);
   const policy = parsePolicyFile(await text(policyUrl), policyUrl);
   const receivingSecretKey = MasterSecret.parse(await text(key), key).receivingKey();
-  const encrypted = new Uint8Array(await (await fetch(file)).arrayBuffer());
+  const encrypted = new Uint8Array(await (await get(file)).arrayBuffer());
   const header = readHeader(encrypted);
   const payload = encrypted.subarray(header.length);
   const retrieval = await retrieve({

@@ -14,10 +14,9 @@
 //
 //   node scripts/demo-devnet.mjs [--file PATH] [--mime 'video/mp4; codecs="avc1.42E01E"'] [--port 8080] [--chain-port 8545]
 import { randomBytes } from "node:crypto";
-import { copyFile, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
-import os from "node:os";
+import { copyFile, mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { cliGrant, newUmbralKeys, runKms, startDevnet } from "./devnet.mjs";
+import { cliGrant, makeTempDir, newUmbralKeys, removeTempDir, runKms, startDevnet } from "./devnet.mjs";
 import { startServer } from "./serve.mjs";
 
 const args = process.argv.slice(2);
@@ -30,13 +29,14 @@ const chainPort = Number(value("--chain-port") ?? 8545);
 const given = value("--file");
 const mime = value("--mime");
 
-const work = await mkdtemp(path.join(os.tmpdir(), "kms-demo-web-"));
+// Removed at exit whatever happens (Bob's key file is in it).
+const work = await makeTempDir("kms-demo-web-");
 let devnet;
 let server;
 const stop = async () => {
   await server?.close();
   await devnet?.stop();
-  await rm(work, { recursive: true, force: true });
+  await removeTempDir(work);
 };
 try {
   console.log(`kms devnet --plain-http --nodes 3 (anvil on port ${chainPort}) ...`);

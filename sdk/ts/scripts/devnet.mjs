@@ -10,9 +10,10 @@
 //
 // The kms binary is $KMS_BIN, else $CARGO_TARGET_DIR/debug/kms, else <repo>/target/debug/kms.
 import { spawn, execFile } from "node:child_process";
-import { rm, access, constants } from "node:fs/promises";
+import { rm, access, constants, mkdtemp } from "node:fs/promises";
 import { rmSync } from "node:fs";
 import net from "node:net";
+import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -83,20 +84,48 @@ export function parseDevnetOutput(text) {
 }
 
 const running = new Set();
+const tempDirs = new Set();
 let hooked = false;
+let signalled = false;
 function hookExit() {
   if (hooked) return;
   hooked = true;
-  // Last resort, synchronous: whatever is still running when this process exits.
+  // Last resort, synchronous: whatever is still running when this process exits, and the
+  // temporary directories (key files among them) nobody removed.
   process.on("exit", () => {
     for (const devnet of running) devnet.killNow();
+    for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
   });
+  // A signal would end the process without 'exit': stop the devnets, then exit (which runs the
+  // hook above). A second signal while they stop exits at once (the hook SIGKILLs them).
   for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"]) {
-    process.once(signal, async () => {
+    process.on(signal, async () => {
+      const code = 128 + (signal === "SIGINT" ? 2 : signal === "SIGTERM" ? 15 : 1);
+      if (signalled) process.exit(code);
+      signalled = true;
       await Promise.allSettled([...running].map((d) => d.stop()));
-      process.exit(128 + (signal === "SIGINT" ? 2 : signal === "SIGTERM" ? 15 : 1));
+      process.exit(code);
     });
   }
+}
+
+/**
+ * A new temporary directory (under the OS's), removed by {@link removeTempDir} or, failing that,
+ * when this process exits, by a signal too.
+ * @param {string} prefix
+ * @returns {Promise<string>}
+ */
+export async function makeTempDir(prefix) {
+  hookExit();
+  const dir = await mkdtemp(path.join(os.tmpdir(), prefix));
+  tempDirs.add(dir);
+  return dir;
+}
+
+/** Removes a directory made by {@link makeTempDir}. */
+export async function removeTempDir(dir) {
+  await rm(dir, { recursive: true, force: true });
+  tempDirs.delete(dir);
 }
 
 /**
@@ -136,6 +165,8 @@ export async function startDevnet({
   });
   const collect = (chunk) => {
     output += chunk;
+    // A devnet left running for hours (the demo) logs on: keep the last 1 MiB, not all of it.
+    if (output.length > 2 << 20) output = output.slice(-(1 << 20));
     if (echo) process.stderr.write(chunk);
   };
   child.stdout.setEncoding("utf8").on("data", collect);

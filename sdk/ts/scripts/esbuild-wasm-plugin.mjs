@@ -64,7 +64,8 @@ export function wasmBindgenPlugin({ mode = "embed", outdir } = {}) {
           await copyFile(args.path, path.join(outdir, fileName));
           lines.push(
             `const url = new URL(${JSON.stringify(`./${fileName}`)}, import.meta.url);`,
-            `const response = fetch(url);`,
+            // A 404 would otherwise surface as a MIME-type or a compile error about the error page.
+            `const response = fetch(url).then((r) => { if (!r.ok) throw new Error(\`GET \${url}: HTTP \${r.status} (umbral-pre's WebAssembly, served next to the bundle)\`); return r; });`,
             `const { instance } = typeof WebAssembly.instantiateStreaming === "function"`,
             `  ? await WebAssembly.instantiateStreaming(response, ${importObject})`,
             `  : await WebAssembly.instantiate(await (await response).arrayBuffer(), ${importObject});`,

@@ -12,7 +12,8 @@
 // (browsers cannot accept the nodes' self-signed, pinned certificates) and nodes that answer CORS.
 import http from "node:http";
 import { createReadStream } from "node:fs";
-import { stat, readFile } from "node:fs/promises";
+import { stat, readFile, realpath } from "node:fs/promises";
+import { pipeline } from "node:stream";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { bundle, bundleDemo, defaultOutdir } from "./bundle.mjs";
@@ -29,10 +30,15 @@ const contentTypes = {
   ".map": "application/json",
   ".wasm": "application/wasm",
   ".mp4": "video/mp4",
+  ".webm": "video/webm",
+  ".txt": "text/plain; charset=utf-8",
   ".svg": "image/svg+xml",
 };
 
-/** `root` + the URL path, or undefined when the path escapes `root` (`..`, absolute). */
+/**
+ * `root` + the URL path, or undefined when the path escapes `root` (`..`, absolute) or names a
+ * dotfile or dot directory (`.git/`, `.env`) anywhere along it.
+ */
 function inside(root, urlPath) {
   let decoded;
   try {
@@ -40,29 +46,60 @@ function inside(root, urlPath) {
   } catch {
     return undefined;
   }
+  if (decoded.includes("\0") || decoded.split("/").some((part) => part.startsWith("."))) return undefined;
   const file = path.resolve(root, "." + path.posix.normalize("/" + decoded));
   return file === root || file.startsWith(root + path.sep) ? file : undefined;
 }
 
-async function sendFile(response, file, method) {
+/** Headers on every answer: no MIME sniffing (a served file is never run as another type), no framing. */
+const commonHeaders = { "x-content-type-options": "nosniff", "x-frame-options": "DENY" };
+
+const notFound = (response) => response.writeHead(404, { ...commonHeaders, "content-type": "text/plain" }).end("not found\n");
+
+/**
+ * Sends `file` if it is a regular file whose real path is still under `root` (when given): a symlink inside
+ * a served directory that points out of it (`files/x -> /etc/passwd`, `~/.ssh`) is not followed.
+ */
+async function sendFile(response, root, file, method) {
   let info;
+  // The type goes by the name asked for (a link's target may have another).
+  const type = contentTypes[path.extname(file)] ?? "application/octet-stream";
   try {
-    info = await stat(file);
+    const real = await realpath(file);
+    if (root !== undefined) {
+      const realRoot = await realpath(root);
+      if (real !== realRoot && !real.startsWith(realRoot + path.sep)) throw new Error("outside");
+    }
+    info = await stat(real);
+    file = real;
   } catch {
     info = undefined;
   }
   if (!info?.isFile()) {
-    response.writeHead(404, { "content-type": "text/plain" }).end("not found\n");
+    notFound(response);
     return;
   }
   response.writeHead(200, {
-    "content-type": contentTypes[path.extname(file)] ?? "application/octet-stream",
+    ...commonHeaders,
+    "content-type": type,
     "content-length": info.size,
     // The page is development material: always the file on disk.
     "cache-control": "no-store",
   });
   if (method === "HEAD") response.end();
-  else createReadStream(file).pipe(response);
+  // pipeline, not pipe: a read error (the file gone or unreadable since stat) ends this
+  // response instead of being an unhandled 'error' event that stops the server.
+  else pipeline(createReadStream(file), response, () => {});
+}
+
+/**
+ * Whether the request's Host is this server's own loopback name. A page on another site can
+ * make its own name resolve to 127.0.0.1 (DNS rebinding) and then read this server as
+ * same-origin, Bob's key file under /files/ included; its requests carry its own Host.
+ */
+function loopbackHost(hostHeader, port) {
+  const names = ["127.0.0.1", "localhost", "[::1]"];
+  return names.some((name) => hostHeader === `${name}:${port}` || (port === 80 && hostHeader === name));
 }
 
 /**
@@ -85,37 +122,49 @@ export async function startServer({ port = 8080, host = "127.0.0.1", rpc, deploy
   }
   const config = JSON.stringify({ rpc: rpc ?? null, deployments: deploymentsFile ? "/deployments.json" : null });
 
+  // On a loopback address only browsers of this machine reach the server, and only by a
+  // loopback name; bound elsewhere (--host 0.0.0.0), its names are the operator's business.
+  const loopback = host === "127.0.0.1" || host === "localhost" || host === "::1";
   const server = http.createServer((request, response) => {
     const url = new URL(request.url ?? "/", "http://localhost");
+    if (loopback && !loopbackHost(request.headers.host ?? "", server.address().port)) {
+      response.writeHead(403, { ...commonHeaders, "content-type": "text/plain" }).end(`the Host header must name this server (127.0.0.1:${server.address().port})\n`);
+      return;
+    }
     if (request.method !== "GET" && request.method !== "HEAD") {
-      response.writeHead(405, { allow: "GET, HEAD" }).end();
+      response.writeHead(405, { ...commonHeaders, allow: "GET, HEAD" }).end();
       return;
     }
     const route = url.pathname;
     let file;
+    let root;
     if (route === "/favicon.ico") {
       // No icon: say so without a 404 (which a page's console reports as an error).
       response.writeHead(204).end();
       return;
     } else if (route === "/config.json") {
-      response.writeHead(200, { "content-type": "application/json", "cache-control": "no-store" }).end(config);
+      response.writeHead(200, { ...commonHeaders, "content-type": "application/json", "cache-control": "no-store" }).end(config);
       return;
     } else if (route === "/deployments.json" && deploymentsFile) {
+      // The one file named on the command line, wherever it (or its link) points.
       file = deploymentsFile;
     } else if (route.startsWith("/dist/")) {
-      file = inside(defaultOutdir, route.slice("/dist".length));
+      root = defaultOutdir;
+      file = inside(root, route.slice("/dist".length));
     } else if (route.startsWith("/files/") && filesDir) {
-      file = inside(filesDir, route.slice("/files".length));
+      root = filesDir;
+      file = inside(root, route.slice("/files".length));
     } else {
-      file = inside(pageDir, route === "/" ? "/index.html" : route);
-      // The page's own sources only: not its dist/ by another path, nor dotfiles.
-      if (file && (file.startsWith(defaultOutdir) || path.basename(file).startsWith("."))) file = undefined;
+      root = pageDir;
+      file = inside(root, route === "/" ? "/index.html" : route);
+      // The page's own sources only: not its dist/ by another path.
+      if (file && (file === defaultOutdir || file.startsWith(defaultOutdir + path.sep))) file = undefined;
     }
     if (!file) {
-      response.writeHead(404, { "content-type": "text/plain" }).end("not found\n");
+      notFound(response);
       return;
     }
-    sendFile(response, file, request.method).catch((error) => {
+    sendFile(response, root, file, request.method).catch((error) => {
       if (!response.headersSent) response.writeHead(500, { "content-type": "text/plain" });
       response.end(`${error.message}\n`);
     });
@@ -126,7 +175,7 @@ export async function startServer({ port = 8080, host = "127.0.0.1", rpc, deploy
   });
   const address = server.address();
   return {
-    url: `http://${host}:${address.port}/`,
+    url: `http://${host.includes(":") ? `[${host}]` : host}:${address.port}/`,
     close: () => new Promise((resolve) => {
       server.closeAllConnections?.();
       server.close(() => resolve());

@@ -8,6 +8,7 @@ export * from "./errors.js";
 export * from "./bytes.js";
 export * from "./abi.js";
 export { umbral } from "./umbral.js";
+export { cryptoBackends, type CryptoBackends } from "./primitives.js";
 
 // Where the contracts live, the key files, and the policy file Alice hands Bob.
 export * from "./deployments.js";

@@ -4,10 +4,12 @@
 //
 // URL parameters (all optional; the test drives the page with them):
 //   policy=URL  key=URL  file=URL   Bob's policy file, his umbral.json, the encrypted file
+//                                   (policy and key: this page's origin only, see textOf)
 //   mime=TYPE                       play the decrypted stream through MediaSource as TYPE
 //   auto=1                          start retrieving at load
 // `window.kmsDemo` holds the state for scripts: { state, result, error }.
 import { createPublicClient, createWalletClient, http } from "viem";
+import { sha256 } from "@noble/hashes/sha2.js";
 import { privateKeyToAccount } from "viem/accounts";
 // The package's public API (src/index.ts), as an application imports "@kms/sdk".
 import {
@@ -63,12 +65,20 @@ chainReady.catch((e) => {
   log(`chain: ${describe(e)}`, true);
 });
 
-/** The text of a chosen file, else of the URL parameter `param`, else undefined. */
+/**
+ * The text of a chosen file, else of the URL parameter `param`, else undefined. The parameter
+ * must name a file of this page's origin: the policy file is Bob's trust root (its nodes, its
+ * senders, Alice's verifying key), and a link to this page must not be able to substitute a
+ * stranger's (with auto=1, before Bob has chosen anything).
+ */
 async function textOf(input, param) {
   const file = $(input).files?.[0];
   if (file) return { text: await file.text(), source: file.name };
   const url = params.get(param);
   if (!url) return undefined;
+  if (new URL(url, location.href).origin !== location.origin) {
+    throw new Error(`the ${param} parameter must be a URL of this page's origin (${location.origin}), not ${url}: choose the file instead`);
+  }
   const response = await fetch(url);
   if (!response.ok) throw new Error(`GET ${url}: HTTP ${response.status}`);
   return { text: await response.text(), source: url };
@@ -82,21 +92,35 @@ async function encryptedStream() {
   if (!url) throw new Error("choose the encrypted file, or give its URL");
   const response = await fetch(url);
   if (!response.ok || !response.body) throw new Error(`GET ${url}: HTTP ${response.status}`);
-  return { stream: response.body, size: Number(response.headers.get("content-length")) || 0, name: url };
+  // A compressed response's content-length counts the compressed bytes, not the body's.
+  const size = response.headers.has("content-encoding") ? 0 : Number(response.headers.get("content-length")) || 0;
+  return { stream: response.body, size, name: url };
 }
 
 /**
  * Where decrypted chunks go as they arrive: a MediaSource SourceBuffer when the type is playable
- * that way, and always a list of parts for the Blob (download, or playback from the Blob when
- * MediaSource cannot take the stream).
+ * that way, and always a Blob (download, or playback from the Blob when MediaSource cannot take
+ * the stream). The Blob is offered by design, so the whole plaintext is kept, but not in the JS
+ * heap: every 8 MiB the pieces become a Blob of their own, which the browser's blob storage holds
+ * (and pages to disk when large); the final Blob is made of those without a copy.
  */
 function makeSink(mime) {
-  const parts = [];
+  const blobs = [];
+  let pending = [];
+  let pendingBytes = 0;
+  const flushPending = () => {
+    if (pending.length > 0) blobs.push(new Blob(pending));
+    pending = [];
+    pendingBytes = 0;
+  };
   const output = $("output");
   output.replaceChildren();
   let sourceBuffer;
+  let mediaSource;
   let mediaFailed = false;
+  let aborted = false;
   let video;
+  let waitingLogged = false;
   const mediaReady = (async () => {
     if (!mime || !mime.startsWith("video/") && !mime.startsWith("audio/")) return;
     if (!("MediaSource" in window) || !MediaSource.isTypeSupported(mime)) {
@@ -104,17 +128,25 @@ function makeSink(mime) {
       mediaFailed = true;
       return;
     }
-    const mediaSource = new MediaSource();
-    video = document.createElement(mime.startsWith("audio/") ? "audio" : "video");
-    video.controls = true;
-    video.muted = true;
-    video.src = URL.createObjectURL(mediaSource);
-    output.append(video);
-    await new Promise((resolve) => mediaSource.addEventListener("sourceopen", resolve, { once: true }));
-    sourceBuffer = mediaSource.addSourceBuffer(mime);
-    return mediaSource;
+    try {
+      mediaSource = new MediaSource();
+      video = document.createElement(mime.startsWith("audio/") ? "audio" : "video");
+      video.controls = true;
+      video.muted = true;
+      video.src = URL.createObjectURL(mediaSource);
+      output.append(video);
+      await new Promise((resolve) => mediaSource.addEventListener("sourceopen", resolve, { once: true }));
+      URL.revokeObjectURL(video.src);
+      sourceBuffer = mediaSource.addSourceBuffer(mime);
+    } catch (error) {
+      // isTypeSupported said yes and addSourceBuffer no: the Blob still comes at the end.
+      mediaFailed = true;
+      log(`MediaSource refused ${mime} (${describe(error)}): the file is offered as a Blob at the end`);
+    }
   })();
   const appendOnce = (bytes) => new Promise((resolve, reject) => {
+    // appendBuffer throws QuotaExceededError synchronously: listeners only once it took the data.
+    sourceBuffer.appendBuffer(bytes);
     const done = () => {
       sourceBuffer.removeEventListener("error", failed);
       resolve();
@@ -125,7 +157,6 @@ function makeSink(mime) {
     };
     sourceBuffer.addEventListener("updateend", done, { once: true });
     sourceBuffer.addEventListener("error", failed, { once: true });
-    sourceBuffer.appendBuffer(bytes);
   });
   const removeRange = (end) => new Promise((resolve) => {
     sourceBuffer.addEventListener("updateend", resolve, { once: true });
@@ -133,20 +164,24 @@ function makeSink(mime) {
   });
   // The browser buffers a bounded amount of media: when full, let playback catch up (this also
   // slows the download and the decryption down to the playback's pace: the stream's backpressure)
-  // and drop what was played.
+  // and drop what was played. A paused video holds the download until it plays on.
   const append = async (bytes) => {
     for (;;) {
+      if (aborted) return;
       try {
         return await appendOnce(bytes);
       } catch (error) {
         if (error?.name !== "QuotaExceededError") throw error;
+        if (!waitingLogged) {
+          waitingLogged = true;
+          log("the media buffer is full: the download waits for playback (press play if paused)");
+        }
         if (video.currentTime > 10) await removeRange(video.currentTime - 10);
         await new Promise((resolve) => setTimeout(resolve, 500));
       }
     }
   };
   return {
-    parts,
     /** How the media went: through MediaSource, or as a Blob at the end (or not media). */
     media() {
       if (!video) return { mode: mediaFailed ? "blob" : "none" };
@@ -159,29 +194,44 @@ function makeSink(mime) {
       };
     },
     async write(chunk) {
-      parts.push(chunk);
-      const mediaSource = await mediaReady;
-      if (!sourceBuffer || mediaFailed) return;
+      pending.push(chunk);
+      pendingBytes += chunk.length;
+      if (pendingBytes >= 8 << 20) flushPending();
+      await mediaReady;
+      if (!sourceBuffer || mediaFailed || aborted) return;
       try {
         await append(chunk);
         if (video.paused && video.buffered.length > 0) video.play().catch(() => {});
       } catch (error) {
         mediaFailed = true;
         log(`playback while streaming stopped (${describe(error)}): the file is offered as a Blob at the end`);
-        if (mediaSource?.readyState === "open") mediaSource.endOfStream("decode");
+        if (mediaSource?.readyState === "open" && !sourceBuffer.updating) mediaSource.endOfStream("decode");
       }
     },
+    /**
+     * The stream failed (a refused segment, a network error): what played was verified, but the
+     * file is not whole, so playback is ended with an error and no Blob is offered.
+     */
+    abort() {
+      aborted = true;
+      blobs.length = 0;
+      pending = [];
+      if (mediaSource?.readyState === "open" && !sourceBuffer?.updating) mediaSource.endOfStream("decode");
+      video?.pause();
+    },
     async close(name) {
-      const mediaSource = await mediaReady;
+      await mediaReady;
       if (mediaSource?.readyState === "open" && !mediaFailed) mediaSource.endOfStream();
-      const blob = new Blob(parts, { type: mime || "application/octet-stream" });
+      flushPending();
+      const blob = new Blob(blobs, { type: mime || "application/octet-stream" });
+      blobs.length = 0;
       const link = document.createElement("a");
       link.href = URL.createObjectURL(blob);
       link.download = name.replace(/^.*\//, "").replace(/\.kms$/, "") || "decrypted";
       link.textContent = `download the decrypted file (${mib(blob.size)})`;
       output.append(document.createElement("br"), link);
-      if (mediaFailed && mime?.startsWith("video/")) {
-        const fallback = document.createElement("video");
+      if (mediaFailed && (mime?.startsWith("video/") || mime?.startsWith("audio/"))) {
+        const fallback = document.createElement(mime.startsWith("audio/") ? "audio" : "video");
         fallback.controls = true;
         fallback.src = link.href;
         output.append(fallback);
@@ -193,6 +243,17 @@ function makeSink(mime) {
       return blob;
     },
   };
+}
+
+/** SHA-256 of a Blob, read piece by piece (a multi-GiB Blob does not fit one ArrayBuffer). */
+async function sha256OfBlob(blob) {
+  const hash = sha256.create();
+  const reader = blob.stream().getReader();
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return toHex(hash.digest()).replace(/^0x/, "");
+    hash.update(value);
+  }
 }
 
 /** Counts the bytes that pass, for the progress bar. */
@@ -215,7 +276,9 @@ function counter(onBytes) {
 async function bobRetrieves() {
   demo.state = "running";
   demo.error = undefined;
+  demo.result = undefined;
   field("state", "running");
+  for (const name of ["nodes", "bytes", "rate", "sha256"]) field(name, "—");
   const started = performance.now();
   const { publicClient, deployment, nodeClient } = await chainReady;
   const policyText = await textOf("policy-file", "policy");
@@ -229,54 +292,87 @@ async function bobRetrieves() {
 
   const { stream, size, name } = await encryptedStream();
   const progress = $("progress");
-  progress.max = size || 1;
-  const { header, payload } = await readHeaderFromStream(stream.pipeThrough(counter((n) => (progress.value = n))));
-  log(`header: ${header.length} bytes, ${header.segmentChunks ?? "-"} chunks per segment, sender ${header.sender ? toHex(header.sender) : "none (KMSENC01)"}`);
-
-  // Refuse a file from a sender the policy does not authorize before asking any node.
-  const trusted = new TrustedSenders(policy.senders);
-  header.checkSender(trusted);
-  const capsule = header.capsule();
-  const retrieval = await retrieve({
-    publicClient,
-    deployment,
-    nodeClient,
-    policy,
-    receivingSecretKey: receivingSk,
-    capsules: [capsule],
-  });
-  const cfrags = retrieval.cfrags[0];
-  field("nodes", `${cfrags.length} verified cfrags of ${policy.threshold} needed; faults: ${retrieval.faults.length}`);
-  for (const fault of retrieval.faults) log(`fault: node ${fault.staker} (${fault.url}) answered a wrong cfrag: ${fault.reason}`, true);
-  log(`retrieved ${cfrags.length} cfrags in ${Math.round(performance.now() - started)} ms`);
-
-  const delegatingPk = umbral.PublicKey.fromCompressedBytes(fromHex(policy.delegatingKey, "delegating key", 33));
-  const dataKey = openDataKeyReencrypted(receivingSk, delegatingPk, header, cfrags);
-  capsule.free();
-
-  const sink = makeSink($("mime").value.trim() || params.get("mime") || "");
-  const reader = payload.pipeThrough(decryptStream(dataKey, header, trusted)).getReader();
-  const decryptStart = performance.now();
-  let bytes = 0;
-  let chunks = 0;
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    bytes += value.length;
-    chunks += 1;
-    field("bytes", `${mib(bytes)} in ${chunks} pieces`);
-    await sink.write(value);
+  // Without a size (no content-length) the bar is indeterminate rather than full at once.
+  if (size > 0) {
+    progress.max = size;
+    progress.value = 0;
+  } else {
+    progress.removeAttribute("value");
   }
-  const seconds = (performance.now() - decryptStart) / 1000;
-  progress.value = progress.max;
-  const blob = await sink.close(name);
-  const digest = toHex(new Uint8Array(await crypto.subtle.digest("SHA-256", await blob.arrayBuffer()))).replace(/^0x/, "");
-  field("sha256", digest);
-  field("rate", `${(bytes / 1048576 / seconds).toFixed(1)} MiB/s (download and decryption, ${seconds.toFixed(2)} s)`);
-  log(`decrypted ${bytes} bytes in ${chunks} pieces; SHA-256 ${digest}`);
-  demo.result = { bytes, chunks, sha256: digest, cfrags: cfrags.length, faults: retrieval.faults.length, seconds, media: sink.media() };
-  demo.state = "done";
-  field("state", "done");
+  // What to stop when anything below fails: the download (else it stays open, half read), the
+  // playback of a file that turned out not whole.
+  const source = stream.pipeThrough(counter((n) => { if (size > 0) progress.value = n; }));
+  let payload;
+  let reader;
+  let sink;
+  try {
+    const read = await readHeaderFromStream(source);
+    payload = read.payload;
+    const header = read.header;
+    log(`header: ${header.length} bytes, ${header.segmentChunks ?? "-"} chunks per segment, sender ${header.sender ? toHex(header.sender) : "none (KMSENC01)"}`);
+
+    // Refuse a file from a sender the policy does not authorize before asking any node.
+    const trusted = new TrustedSenders(policy.senders);
+    header.checkSender(trusted);
+    const capsule = header.capsule();
+    const retrieval = await retrieve({
+      publicClient,
+      deployment,
+      nodeClient,
+      policy,
+      receivingSecretKey: receivingSk,
+      capsules: [capsule],
+    });
+    const cfrags = retrieval.cfrags[0];
+    field("nodes", `${cfrags.length} verified cfrags of ${policy.threshold} needed; faults: ${retrieval.faults.length}`);
+    for (const fault of retrieval.faults) log(`fault: node ${fault.staker} (${fault.url}) answered a wrong cfrag: ${fault.reason}`, true);
+    log(`retrieved ${cfrags.length} cfrags in ${Math.round(performance.now() - started)} ms`);
+
+    const delegatingPk = umbral.PublicKey.fromCompressedBytes(fromHex(policy.delegatingKey, "delegating key", 33));
+    const dataKey = openDataKeyReencrypted(receivingSk, delegatingPk, header, cfrags);
+    capsule.free();
+
+    // decryptStream releases a segment's plaintext only once its signature and tags verified.
+    const decrypting = decryptStream(dataKey, header, trusted);
+    sink = makeSink($("mime").value.trim() || params.get("mime") || "");
+    reader = payload.pipeThrough(decrypting).getReader();
+    const decryptStart = performance.now();
+    let bytes = 0;
+    let chunks = 0;
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      bytes += value.length;
+      chunks += 1;
+      field("bytes", `${mib(bytes)} in ${chunks} pieces`);
+      await sink.write(value);
+    }
+    reader = undefined;
+    const seconds = (performance.now() - decryptStart) / 1000;
+    if (size > 0) progress.value = progress.max;
+    else progress.value = progress.max = 1;
+    const blob = await sink.close(name);
+    const digest = await sha256OfBlob(blob);
+    field("sha256", digest);
+    field("rate", `${(bytes / 1048576 / seconds).toFixed(1)} MiB/s (download and decryption, ${seconds.toFixed(2)} s)`);
+    log(`decrypted ${bytes} bytes in ${chunks} pieces; SHA-256 ${digest}`);
+    demo.result = { bytes, chunks, sha256: digest, cfrags: cfrags.length, faults: retrieval.faults.length, seconds, media: sink.media() };
+    demo.state = "done";
+    field("state", "done");
+  } catch (error) {
+    sink?.abort();
+    // Whichever end of the pipe is still ours: cancelling it cancels the download.
+    const cancel = reader ?? (payload?.locked ? undefined : payload) ?? (source.locked ? undefined : source);
+    cancel?.cancel(error).catch(() => {});
+    throw error;
+  }
+}
+
+/** The whole number in input `id` (BigInt of "" is 0 and of "1.5" a bare SyntaxError). */
+function wholeNumber(id, what) {
+  const text = $(id).value.trim();
+  if (!/^[0-9]+$/.test(text)) throw new Error(`${what}: a whole number, not "${text}"`);
+  return BigInt(text);
 }
 
 /**
@@ -293,7 +389,7 @@ async function aliceGrants() {
   const walletClient = createWalletClient({ account, chain, transport: http(config.rpc) });
   const master = MasterSecret.random();
   const label = $("label").value.trim();
-  const periods = BigInt($("periods").value);
+  const periods = wholeNumber("periods", "periods");
   const latest = await publicClient.getBlock({ blockTag: "latest" });
   const plan = await planGrant({
     publicClient,
@@ -308,7 +404,7 @@ async function aliceGrants() {
     threshold: Number($("threshold").value),
     shares: Number($("shares").value),
     endTimestamp: latest.timestamp + periods * deployment.secondsPerPeriod,
-    feeRate: BigInt($("fee-rate").value.trim()),
+    feeRate: wholeNumber("fee-rate", "the fee rate (wei)"),
     owner: account.address,
     creator: account.address,
   });
@@ -327,19 +423,23 @@ async function aliceGrants() {
   demo.grant = { policyId: outcome.policy.policyId, uploaded: outcome.uploaded, usable: outcome.usable };
 }
 
+// One run at a time per button: a second click would interleave two retrievals on one output,
+// or pay for a second policy.
 $("retrieve").addEventListener("click", () => {
+  $("retrieve").disabled = true;
   bobRetrieves().catch((error) => {
     demo.state = "error";
     demo.error = describe(error);
     field("state", `error: ${describe(error)}`);
     log(describe(error), true);
-  });
+  }).finally(() => ($("retrieve").disabled = false));
 });
 $("grant").addEventListener("click", () => {
+  $("grant").disabled = true;
   aliceGrants().catch((error) => {
     field("grant", `error: ${describe(error)}`);
     log(`grant: ${describe(error)}`, true);
-  });
+  }).finally(() => ($("grant").disabled = false));
 });
 if (params.get("file")) $("enc-url").value = params.get("file");
 if (params.get("mime")) $("mime").value = params.get("mime");

@@ -15,8 +15,8 @@ import { withPage } from "../../scripts/chromium.mjs";
 // Both ways of shipping the WebAssembly: embedded (dist/kms-sdk.js, built by the server) and as a
 // file fetched next to the bundle (dist/wasm-file/).
 const server = await startServer({ port: 0 });
-await bundle({ outdir: path.join(defaultOutdir, "wasm-file"), wasm: "file" });
 try {
+  await bundle({ outdir: path.join(defaultOutdir, "wasm-file"), wasm: "file" });
   // A page of the server's origin that runs nothing itself (not the demo page, which needs a chain).
   const result = await withPage(`${server.url}config.json`, async (page, errors) => {
     const runs = [];

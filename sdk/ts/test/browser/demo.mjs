@@ -13,15 +13,17 @@
 //   5. a WebM clip recorded in the page (MediaRecorder), encrypted by the CLI, plays through
 //      MediaSource as the page decrypts it (buffered, no media error), and its bytes are identical;
 //   6. Alice grants Bob a policy from the page (dev key): all 3 kfrags uploaded (CORS POSTs);
-//   and the page must have logged no error.
+//   7. refusals: the same file with a byte flipped in its third segment stops with the SDK's
+//      Tampered error shown and no Blob offered; a file from a sender the policy does not
+//      authorize stops with UntrustedSender before any request to a node;
+//   and the page must have logged no other error.
 // Exits 1 with the reason on any failure.
 //
 //   node sdk/ts/test/browser/demo.mjs [--echo]      (from anywhere; --echo: the devnet's and the page's output)
 import { createHash, randomBytes } from "node:crypto";
-import { mkdtemp, mkdir, writeFile, copyFile, rm } from "node:fs/promises";
-import os from "node:os";
+import { mkdir, writeFile, copyFile, readFile } from "node:fs/promises";
 import path from "node:path";
-import { startDevnet, runKms, newUmbralKeys, cliGrant, corsProblem } from "../../scripts/devnet.mjs";
+import { startDevnet, runKms, newUmbralKeys, cliGrant, corsProblem, makeTempDir, removeTempDir } from "../../scripts/devnet.mjs";
 import { startServer } from "../../scripts/serve.mjs";
 import { withPage } from "../../scripts/chromium.mjs";
 
@@ -64,7 +66,7 @@ async function recordWebm() {
   return btoa(binary);
 }
 
-const work = await mkdtemp(path.join(os.tmpdir(), "kms-sdk-demo-"));
+const work = await makeTempDir("kms-sdk-demo-");
 let devnet;
 let server;
 try {
@@ -87,6 +89,11 @@ try {
   await runKms(["encrypt", "--policy-key", policy, "--umbral", enrico.path, path.join(work, "data.bin"), path.join(files, "data.bin.kms")]);
   // Served for the test only: a real Bob opens his key file from his own disk (the file input).
   await copyFile(bob.path, path.join(files, "bob-umbral.json"));
+  // For the refusals: one byte flipped 3 MiB in (the third segment), and Alice as the sender.
+  const tampered = await readFile(path.join(files, "data.bin.kms"));
+  tampered[3 << 20] ^= 0x01;
+  await writeFile(path.join(files, "tampered.kms"), tampered);
+  await runKms(["encrypt", "--policy-key", policy, "--umbral", alice.path, path.join(work, "data.bin"), path.join(files, "untrusted.kms")]);
 
   step("serving the page");
   server = await startServer({ port: 0, rpc: devnet.rpc, deployments: devnet.deploymentsPath, files });
@@ -100,6 +107,33 @@ try {
     const demo = await page.evaluate(() => ({ ...window.kmsDemo }));
     const shownSha256 = await page.$eval('[data-field="sha256"]', (e) => e.textContent.trim());
     const rate = await page.$eval('[data-field="rate"]', (e) => e.textContent.trim());
+
+    step("refusals: a tampered file, a file from an unauthorized sender");
+    const nodeOrigins = new Set(devnet.nodes.map((n) => new URL(n.url).origin));
+    const refusals = {};
+    for (const [file, code] of [["tampered.kms", "Tampered"], ["untrusted.kms", "UntrustedSender"]]) {
+      const mark = errors.length;
+      const nodeRequests = [];
+      const watch = (r) => nodeOrigins.has(new URL(r.url()).origin) && nodeRequests.push(`${r.method()} ${r.url()}`);
+      page.on("request", watch);
+      await page.goto(query(file), { waitUntil: "load" });
+      await page.waitForFunction(() => ["done", "error"].includes(window.kmsDemo?.state), { timeout: 180_000, polling: 250 });
+      page.off("request", watch);
+      refusals[file] = {
+        code,
+        ...await page.evaluate(() => ({
+          state: window.kmsDemo.state,
+          error: window.kmsDemo.error,
+          shown: document.querySelector('[data-field="state"]').textContent,
+          links: document.querySelectorAll("#output a").length,
+          released: document.querySelector('[data-field="bytes"]').textContent,
+        })),
+        nodeRequests,
+      };
+      // The page reports the refusal on its console: expected, and nothing else.
+      const logged = errors.splice(mark);
+      errors.push(...logged.filter((e) => !e.includes(`${code}:`)));
+    }
 
     step("a video: recorded in the browser (WebM, VP8), kms encrypt, then played through MediaSource as it decrypts");
     const webm = Buffer.from(await page.evaluate(recordWebm), "base64");
@@ -118,7 +152,7 @@ try {
     const grant = await page.evaluate(() => window.kmsDemo.grant);
     const fields = await page.$$eval("[data-field]", (elements) =>
       Object.fromEntries(elements.map((e) => [e.dataset.field, e.textContent.trim()])));
-    return { demo, shownSha256, rate, video, grant, fields, errors };
+    return { demo, shownSha256, rate, refusals, video, grant, fields, errors };
   }, { echo });
 
   const problems = [];
@@ -129,6 +163,16 @@ try {
   if (outcome.shownSha256 !== expected) problems.push(`the page shows SHA-256 ${outcome.shownSha256}`);
   if (!(result.cfrags >= 2)) problems.push(`${result.cfrags} cfrags, the threshold is 2`);
   if (result.faults !== 0) problems.push(`${result.faults} faults from honest nodes`);
+  for (const [file, r] of Object.entries(outcome.refusals)) {
+    if (r.state !== "error" || !r.error?.startsWith(`${r.code}: `) || !r.shown.includes(`error: ${r.code}: `)) {
+      problems.push(`${file}: expected the SDK's ${r.code} error shown, got state ${r.state}, error ${r.error}, shown ${JSON.stringify(r.shown)}`);
+    }
+    if (r.links !== 0) problems.push(`${file}: the page offered the refused file for download`);
+  }
+  if (outcome.refusals["untrusted.kms"].nodeRequests.length > 0) {
+    problems.push(`an unauthorized sender's file was refused only after asking the nodes: ${outcome.refusals["untrusted.kms"].nodeRequests.join(", ")}`);
+  }
+  if (outcome.refusals["untrusted.kms"].released !== "—") problems.push(`plaintext of an unauthorized sender's file was released: ${outcome.refusals["untrusted.kms"].released}`);
   const video = outcome.video.result ?? {};
   if (outcome.video.state !== "done") problems.push(`the video failed: ${outcome.video.error}`);
   if (video.sha256 !== clip.sha256 || video.bytes !== clip.bytes) problems.push(`the video decrypted to ${video.bytes} bytes, SHA-256 ${video.sha256}; expected ${clip.bytes}, ${clip.sha256}`);
@@ -149,5 +193,5 @@ try {
 } finally {
   await server?.close();
   await devnet?.stop();
-  await rm(work, { recursive: true, force: true });
+  await removeTempDir(work);
 }

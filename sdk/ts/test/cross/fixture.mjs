@@ -3,14 +3,12 @@
 // in $KMS_CROSS_DEVNET; or, when a file runs alone, one of its own, stopped after it), viem
 // clients on it, the SDK (compiled to build/src by `tsc -p tsconfig.test.json`) and the CLI.
 import { after } from "node:test";
-import { mkdtemp, rm } from "node:fs/promises";
 import { createReadStream } from "node:fs";
 import { Readable } from "node:stream";
-import os from "node:os";
 import path from "node:path";
 import { createPublicClient, createWalletClient, http } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
-import { startDevnet, runKms, newUmbralKeys, cliGrant, sdkRoot } from "../../scripts/devnet.mjs";
+import { startDevnet, runKms, newUmbralKeys, cliGrant, sdkRoot, makeTempDir, removeTempDir } from "../../scripts/devnet.mjs";
 
 export { runKms, newUmbralKeys, cliGrant };
 
@@ -38,10 +36,10 @@ export async function devnet() {
   return shared;
 }
 
-/** A temporary directory, removed after the file's tests. */
+/** A temporary directory, removed after the file's tests (or at exit, on a signal too). */
 export async function workDir() {
-  const dir = await mkdtemp(path.join(os.tmpdir(), "kms-sdk-cross-"));
-  cleanups.push(() => rm(dir, { recursive: true, force: true }));
+  const dir = await makeTempDir("kms-sdk-cross-");
+  cleanups.push(() => removeTempDir(dir));
   return dir;
 }
 

@@ -12,9 +12,24 @@ import path from "node:path";
 import { startDevnet, sdkRoot } from "../../scripts/devnet.mjs";
 
 const here = path.join(sdkRoot, "test", "cross");
+// The test runner must not outlive this process (a SIGTERM to it alone, from a CI timeout): its
+// tests would go on against the stopped devnet, spawning kms after kms.
+const children = new Set();
+process.on("exit", () => {
+  for (const child of children) child.kill("SIGTERM");
+});
 const run = (command, args, env = process.env) => new Promise((resolve) => {
   const child = spawn(command, args, { cwd: sdkRoot, stdio: "inherit", env });
-  child.once("exit", (code, signal) => resolve(code ?? (signal ? 1 : 0)));
+  children.add(child);
+  child.once("exit", (code, signal) => {
+    children.delete(child);
+    resolve(code ?? (signal ? 1 : 0));
+  });
+  child.once("error", (error) => {
+    children.delete(child);
+    console.error(`cross tests: ${command}: ${error.message}`);
+    resolve(1);
+  });
 });
 
 // Type errors in modules under construction must not stop the tests: tsc emits anyway, and the
