@@ -216,8 +216,10 @@ impl<P: Provider + Clone> Auditor<P> {
             tokio::select! {
                 _ = wakeups.shutdown() => break,
                 result = self.tick() => {
+                    // A warning: a round that keeps failing is an audit that does not happen
+                    // (the next wake-up retries it), which the operator should see.
                     if let Err(e) = result {
-                        tracing::debug!(error = %e, "audit tick had a failure");
+                        tracing::warn!(error = %e, "audit tick failed; retrying at the next wake-up");
                     }
                 }
             }

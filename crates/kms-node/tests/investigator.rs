@@ -110,6 +110,12 @@ async fn start_node(
 /// A chain with the three nodes, each committed to the next period (so it can take policies),
 /// and at least half a period left before the next boundary.
 async fn network(investigator_audit: AuditConfig) -> Result<(TestChain, Vec<Node>)> {
+    // The nodes' logs go to the test's captured output, shown when a test fails: an audit round
+    // that does not run says why (the auditor warns on every failed tick).
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("kms_node=info,kms_client=info")
+        .try_init();
     let chain = TestChain::start(SECONDS_PER_PERIOD).await?;
     let into = chain.latest_timestamp().await? % SECONDS_PER_PERIOD;
     if into > SECONDS_PER_PERIOD / 2 {
