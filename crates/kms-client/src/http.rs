@@ -254,6 +254,34 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// The largest answer read from a node, in bytes: far above any the API gives (64 cfrags with
+/// their signatures are about 60 KB), so that a hostile node cannot fill the client's memory by
+/// sending an endless body.
+pub const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
+
+/// The body, refused as soon as it passes `limit` bytes (or announces more).
+async fn read_bounded(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, NodeError> {
+    let too_long = || NodeError::InvalidAnswer(format!("the answer exceeds {limit} bytes"));
+    if response
+        .content_length()
+        .is_some_and(|length| length > limit as u64)
+    {
+        return Err(too_long());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| NodeError::Unreachable(with_causes(&e)))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(too_long());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 impl NodeClient {
     /// A client with `config`.
     pub fn new(config: HttpConfig) -> Result<Self, HttpSetupError> {
@@ -347,10 +375,7 @@ impl NodeClient {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.trim().parse::<u64>().ok());
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| NodeError::Unreachable(with_causes(&e)))?;
+        let bytes = read_bounded(response, MAX_ANSWER_BYTES).await?;
         if status.is_success() {
             let value = serde_json::from_slice(&bytes)
                 .map_err(|e| NodeError::InvalidAnswer(format!("HTTP {status}: {e}")))?;

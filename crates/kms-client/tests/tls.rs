@@ -140,3 +140,26 @@ async fn a_redirect_is_not_followed() {
     );
     task.abort();
 }
+
+#[tokio::test]
+async fn an_answer_past_the_size_cap_is_refused() {
+    let (cert, key) = generate_self_signed(&["127.0.0.1".into()]).unwrap();
+    let identity = TlsIdentity::from_pem(&cert, &key, TlsKind::SelfSigned).unwrap();
+    // Valid JSON once read whole: only the cap refuses it.
+    let app = Router::new().route(
+        "/v1/node",
+        get(|| async {
+            let mut body = vec![b' '; kms_client::http::MAX_ANSWER_BYTES];
+            body.extend_from_slice(b"{}");
+            body
+        }),
+    );
+    let (port, task) = serve_tls(&identity, app).await.unwrap();
+    let pinned = identity.public_url(&format!("https://127.0.0.1:{port}"));
+    let err = client(false).node_info(&pinned).await.unwrap_err();
+    assert!(
+        matches!(&err, NodeError::InvalidAnswer(reason) if reason.contains("exceeds")),
+        "{err}"
+    );
+    task.abort();
+}

@@ -252,19 +252,24 @@ export async function readPasswordFile(path: string): Promise<string> {
 async function readSecretFile(path: string): Promise<string> {
   // Imported lazily so that a browser bundle never needs `node:fs`.
   const fs = await importNodeOnly<typeof import("node:fs/promises")>("node:fs/promises");
+  let handle: Awaited<ReturnType<typeof fs.open>> | undefined;
   try {
-    const stats = await fs.stat(path);
+    // One open file for the check and the read: the mode checked is the file's that is read.
+    handle = await fs.open(path, "r");
+    const stats = await handle.stat();
     if (typeof process !== "undefined" && process.platform !== "win32" && (stats.mode & 0o077) !== 0) {
       const mode = (stats.mode & 0o777).toString(8);
       throw new KeyFileError("KeyFilePermissions", `${path} is readable by group or others (mode ${mode})`, {
         hint: `run \`chmod 600 ${path}\``,
       });
     }
-    return await fs.readFile(path, "utf8");
+    return await handle.readFile("utf8");
   } catch (cause) {
     if (cause instanceof KeyFileError) throw cause;
     throw new KeyFileError("KeyFileRead", `cannot read ${path}: ${cause instanceof Error ? cause.message : String(cause)}`, {
       cause,
     });
+  } finally {
+    await handle?.close().catch(() => undefined);
   }
 }
