@@ -282,16 +282,21 @@ async fn read_bounded(mut response: reqwest::Response, limit: usize) -> Result<V
     Ok(body)
 }
 
+/// What every client of the nodes shares, web PKI or pinned: the timeouts, the user agent, and
+/// no redirects (one would leave the pinned or https URL for one the caller did not choose, plain
+/// http:// included; the API has none).
+fn client_builder(config: &HttpConfig) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .connect_timeout(config.connect_timeout)
+        .timeout(config.request_timeout)
+        .user_agent(concat!("kms-client/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
+}
+
 impl NodeClient {
     /// A client with `config`.
     pub fn new(config: HttpConfig) -> Result<Self, HttpSetupError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            .timeout(config.request_timeout)
-            .user_agent(concat!("kms-client/", env!("CARGO_PKG_VERSION")))
-            // Never followed: a redirect would leave the pinned or https URL for one the caller
-            // did not choose (plain http:// included); the API has none.
-            .redirect(reqwest::redirect::Policy::none())
+        let http = client_builder(&config)
             .build()
             .map_err(|e| HttpSetupError(with_causes(&e)))?;
         Ok(Self {
@@ -343,13 +348,7 @@ impl NodeClient {
         }
         let tls = pinned_tls_config(pin)
             .map_err(|e| bad(format!("cannot set up its pinned TLS client: {e}")))?;
-        let client = reqwest::Client::builder()
-            .connect_timeout(self.config.connect_timeout)
-            .timeout(self.config.request_timeout)
-            .user_agent(concat!("kms-client/", env!("CARGO_PKG_VERSION")))
-            // Never followed: a redirect would leave the pinned or https URL for one the caller
-            // did not choose (plain http:// included); the API has none.
-            .redirect(reqwest::redirect::Policy::none())
+        let client = client_builder(&self.config)
             .tls_backend_preconfigured(tls)
             .build()
             .map_err(|e| {

@@ -29,9 +29,23 @@ fn info() -> NodeInfo {
 
 /// Serves `GET /v1/node` over TLS with `identity` on a free port; its `https://` URL.
 async fn serve(identity: &TlsIdentity) -> (String, tokio::task::JoinHandle<()>) {
-    let app = Router::new().route("/v1/node", get(|| async { Json(info()) }));
+    serve_app(
+        identity,
+        Router::new().route("/v1/node", get(|| async { Json(info()) })),
+    )
+    .await
+}
+
+/// Serves `app` over TLS with `identity` on a free port; its `https://` URL.
+async fn serve_app(identity: &TlsIdentity, app: Router) -> (String, tokio::task::JoinHandle<()>) {
     let (port, task) = serve_tls(identity, app).await.unwrap();
     (format!("https://127.0.0.1:{port}"), task)
+}
+
+/// A self-signed certificate for 127.0.0.1, as `kms node init` makes one.
+fn self_signed() -> TlsIdentity {
+    let (cert, key) = generate_self_signed(&["127.0.0.1".into()]).unwrap();
+    TlsIdentity::from_pem(&cert, &key, TlsKind::SelfSigned).unwrap()
 }
 
 fn client(allow_plain_http: bool) -> NodeClient {
@@ -46,8 +60,7 @@ fn client(allow_plain_http: bool) -> NodeClient {
 
 #[tokio::test]
 async fn a_pinned_certificate_is_served_and_a_wrong_pin_refused() {
-    let (cert, key) = generate_self_signed(&["127.0.0.1".into()]).unwrap();
-    let identity = TlsIdentity::from_pem(&cert, &key, TlsKind::SelfSigned).unwrap();
+    let identity = self_signed();
     let (url, task) = serve(&identity).await;
     let nodes = client(false);
 
@@ -120,8 +133,7 @@ async fn a_pinned_certificate_is_served_and_a_wrong_pin_refused() {
 #[tokio::test]
 async fn a_redirect_is_not_followed() {
     // A node (or whoever answers for its URL) sending the client elsewhere, to plain HTTP here.
-    let (cert, key) = generate_self_signed(&["127.0.0.1".into()]).unwrap();
-    let identity = TlsIdentity::from_pem(&cert, &key, TlsKind::SelfSigned).unwrap();
+    let identity = self_signed();
     let app = Router::new().route(
         "/v1/node",
         get(|| async {
@@ -131,8 +143,8 @@ async fn a_redirect_is_not_followed() {
             )
         }),
     );
-    let (port, task) = serve_tls(&identity, app).await.unwrap();
-    let pinned = identity.public_url(&format!("https://127.0.0.1:{port}"));
+    let (url, task) = serve_app(&identity, app).await;
+    let pinned = identity.public_url(&url);
     let err = client(false).node_info(&pinned).await.unwrap_err();
     assert!(
         matches!(&err, NodeError::Refused { status: 302, .. }),
@@ -143,8 +155,7 @@ async fn a_redirect_is_not_followed() {
 
 #[tokio::test]
 async fn an_answer_past_the_size_cap_is_refused() {
-    let (cert, key) = generate_self_signed(&["127.0.0.1".into()]).unwrap();
-    let identity = TlsIdentity::from_pem(&cert, &key, TlsKind::SelfSigned).unwrap();
+    let identity = self_signed();
     // Valid JSON once read whole: only the cap refuses it.
     let app = Router::new().route(
         "/v1/node",
@@ -154,8 +165,8 @@ async fn an_answer_past_the_size_cap_is_refused() {
             body
         }),
     );
-    let (port, task) = serve_tls(&identity, app).await.unwrap();
-    let pinned = identity.public_url(&format!("https://127.0.0.1:{port}"));
+    let (url, task) = serve_app(&identity, app).await;
+    let pinned = identity.public_url(&url);
     let err = client(false).node_info(&pinned).await.unwrap_err();
     assert!(
         matches!(&err, NodeError::InvalidAnswer(reason) if reason.contains("exceeds")),

@@ -24,11 +24,12 @@ import { startDevnet, runKms, newUmbralKeys, cliGrant, kmsBin, sdkRoot, makeTemp
 import { startServer } from "./serve.mjs";
 import { bundle, defaultOutdir } from "./bundle.mjs";
 import { withPage } from "./chromium.mjs";
+import { flagValue } from "./args.mjs";
 
 const args = process.argv.slice(2);
 const option = (flag, fallback) => {
-  const i = args.indexOf(flag);
-  return i >= 0 ? Number(args[i + 1]) : fallback;
+  const text = flagValue(args, flag);
+  return text === undefined ? fallback : Number(text);
 };
 const MIB = option("--mib", 64);
 const RUNS = option("--runs", 3);

@@ -18,6 +18,7 @@ import { gzipSync } from "node:zlib";
 import { writeFile, mkdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { flagValue } from "./args.mjs";
 import { wasmBindgenPlugin } from "./esbuild-wasm-plugin.mjs";
 
 const sdkRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
@@ -106,10 +107,7 @@ export async function bundleSizes({ entry } = {}) {
 
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   const args = process.argv.slice(2);
-  const value = (flag) => {
-    const i = args.indexOf(flag);
-    return i >= 0 ? args[i + 1] : undefined;
-  };
+  const value = (flag) => flagValue(args, flag);
   try {
     const outdir = path.resolve(value("--outdir") ?? defaultOutdir);
     const wasm = value("--wasm") ?? "embed";

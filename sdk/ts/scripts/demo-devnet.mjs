@@ -18,12 +18,10 @@ import { copyFile, mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { cliGrant, makeTempDir, newUmbralKeys, removeTempDir, runKms, startDevnet } from "./devnet.mjs";
 import { startServer } from "./serve.mjs";
+import { flagValue } from "./args.mjs";
 
 const args = process.argv.slice(2);
-const value = (flag) => {
-  const i = args.indexOf(flag);
-  return i >= 0 ? args[i + 1] : undefined;
-};
+const value = (flag) => flagValue(args, flag);
 const port = Number(value("--port") ?? 8080);
 const chainPort = Number(value("--chain-port") ?? 8545);
 const given = value("--file");

@@ -16,6 +16,7 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { flagValue } from "./args.mjs";
 
 export const sdkRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 export const repoRoot = path.resolve(sdkRoot, "..", "..");
@@ -246,8 +247,8 @@ export async function startDevnet({
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   const args = process.argv.slice(2);
   const value = (flag) => {
-    const i = args.indexOf(flag);
-    return i >= 0 ? Number(args[i + 1]) : undefined;
+    const text = flagValue(args, flag);
+    return text === undefined ? undefined : Number(text);
   };
   const devnet = await startDevnet({
     nodes: value("--nodes"), port: value("--port"), nodePort: value("--node-port"),

@@ -16,6 +16,7 @@ import { stat, readFile, realpath } from "node:fs/promises";
 import { pipeline } from "node:stream";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { flagValue } from "./args.mjs";
 import { bundle, bundleDemo, defaultOutdir } from "./bundle.mjs";
 
 const sdkRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
@@ -185,10 +186,7 @@ export async function startServer({ port = 8080, host = "127.0.0.1", rpc, deploy
 
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   const args = process.argv.slice(2);
-  const value = (flag) => {
-    const i = args.indexOf(flag);
-    return i >= 0 ? args[i + 1] : undefined;
-  };
+  const value = (flag) => flagValue(args, flag);
   try {
     if (!value("--rpc")) throw new Error("--rpc is required (the devnet's RPC URL, e.g. http://127.0.0.1:8545)");
     if (!value("--deployments")) throw new Error("--deployments is required (the devnet's deployments file)");

@@ -12,7 +12,7 @@
  * Plain `http://` is refused unless {@link NodeClientOptions.allowPlainHttp}. Node-only modules
  * are imported dynamically, so a browser bundle does not pull them in.
  */
-import { bytesEqual, toHex } from "./bytes.js";
+import { bytesEqual, concatBytes, toHex } from "./bytes.js";
 import { KmsError } from "./errors.js";
 import { certificateFingerprint, parseNodeUrl, type NodeUrl } from "./policy-file.js";
 import { RequestClock } from "./request.js";
@@ -115,13 +115,7 @@ async function readBounded(response: Response, limit: number, url: string): Prom
     }
     parts.push(value);
   }
-  const all = new Uint8Array(length);
-  let offset = 0;
-  for (const part of parts) {
-    all.set(part, offset);
-    offset += part.length;
-  }
-  return new TextDecoder().decode(all);
+  return new TextDecoder().decode(concatBytes(...parts));
 }
 
 /** The longest `Retry-After` a retry waits for, ms: a node that asks for more is reported instead. */

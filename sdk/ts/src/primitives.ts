@@ -15,6 +15,8 @@ import { chacha20poly1305 } from "@noble/ciphers/chacha.js";
 import { blake3 as nobleBlake3 } from "@noble/hashes/blake3.js";
 import { createBLAKE3 } from "hash-wasm";
 
+import { importNodeOnly } from "./node-only.js";
+
 /** Which implementation each primitive uses here (for benchmarks and bug reports). */
 export interface CryptoBackends {
   blake3: "hash-wasm" | "noble";
@@ -25,11 +27,10 @@ type NodeCrypto = typeof import("node:crypto");
 
 const wasmBlake3 = await createBLAKE3().catch(() => undefined);
 
-// Imported by a variable name, so that bundlers leave node:crypto out of browser builds.
-const nodeCryptoName = "node:crypto";
+// Left out of browser builds (importNodeOnly), and looked for only in Node.js.
 const nodeCrypto: NodeCrypto | undefined =
   typeof process !== "undefined" && typeof process.versions?.node === "string"
-    ? await import(/* @vite-ignore */ nodeCryptoName).catch(() => undefined)
+    ? await importNodeOnly<NodeCrypto>("node:crypto").catch(() => undefined)
     : undefined;
 
 const TAG_LENGTH = 16;

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { chmodSync, copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
@@ -19,7 +19,7 @@ import {
 } from "../src/message.js";
 import { SenderKey, TrustedSenders } from "../src/sender.js";
 import { umbral } from "../src/umbral.js";
-import { RUST_FIXTURES, about, delegatingKey, kmsBinary, senderSecret } from "./fixtures/rust.js";
+import { RUST_FIXTURES, about, delegatingKey, kmsBinary, privateCopy, senderSecret } from "./fixtures/rust.js";
 
 function refused(action: () => unknown, code: string, details: Record<string, unknown> = {}): MessageError {
   try {
@@ -223,9 +223,7 @@ test("a feed sealed here is read by the Rust `kms message read --owner`", (t) =>
   const facts = about();
   const dir = mkdtempSync(join(tmpdir(), "kms-h1-"));
   try {
-    // The CLI refuses a master secret readable by others (git does not keep 0600).
-    copyFileSync(RUST_FIXTURES + "alice.umbral.json", join(dir, "alice.json"));
-    chmodSync(join(dir, "alice.json"), 0o600);
+    privateCopy("alice.umbral.json", dir, "alice.json");
     const enrico = SenderKey.fromSecretKey(senderSecret(readFileSync(RUST_FIXTURES + "enrico.umbral.json", "utf8")));
     const sender = new MessageSender(umbral.PublicKey.fromCompressedBytes(Buffer.from(facts.policyKey.slice(2), "hex")), enrico, { maxMessages: 2 });
     const texts = ["one", "two", "", "four é", "five"];

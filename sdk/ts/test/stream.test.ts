@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { chmodSync, copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
@@ -30,7 +30,7 @@ import {
   streamOfBytes,
 } from "../src/stream.js";
 import { umbral } from "../src/umbral.js";
-import { RUST_FIXTURES, STREAM_VECTORS, about, delegatingKey, fixture, kmsBinary, pattern } from "./fixtures/rust.js";
+import { RUST_FIXTURES, STREAM_VECTORS, about, delegatingKey, fixture, kmsBinary, pattern, privateCopy } from "./fixtures/rust.js";
 
 interface Vectors {
   plaintextBytes: number;
@@ -327,8 +327,7 @@ test("a file `kms encrypt` makes now (3 chunks per segment, 2 segments) decrypts
   const facts = about();
   const dir = mkdtempSync(join(tmpdir(), "kms-h1-"));
   try {
-    copyFileSync(RUST_FIXTURES + "enrico.umbral.json", join(dir, "enrico.json"));
-    chmodSync(join(dir, "enrico.json"), 0o600);
+    privateCopy("enrico.umbral.json", dir, "enrico.json");
     const length = 5 * CHUNK_SIZE + 17;
     writeFileSync(join(dir, "plain"), pattern(length));
     execFileSync(kms, ["encrypt", "--policy-key", facts.policyKey, "--umbral", join(dir, "enrico.json"), "--segment-chunks", "3", join(dir, "plain"), join(dir, "plain.kms")], { stdio: "ignore", timeout: 30_000 });
