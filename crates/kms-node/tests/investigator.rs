@@ -527,10 +527,20 @@ async fn audits_catch_a_wrong_peer_never_an_honest_one_within_budget() -> Result
                 "period {period} ended with its audit {record:?}"
             );
             // Never past the period's end: the node would move on to the next period's audit,
-            // leaving the rounds still due in this one (rounds missed are not made up).
+            // leaving the rounds still due in this one (rounds missed are not made up). Nor past
+            // the next round: landing just before the end would leave the node a second of chain
+            // time for that round, and anvil's clock runs on with the wall clock, so a block
+            // mined while the round runs (its evidence's transactions) could already be in the
+            // next period on a loaded machine. A round is planned at least a twentieth of a
+            // period before the end, which is the slack this leaves it.
             let end = (period + 1) * SECONDS_PER_PERIOD;
+            let next_round = record
+                .as_ref()
+                .and_then(|r| r.rounds.iter().copied().find(|&at| at > now))
+                .unwrap_or(end - 1)
+                .min(end - 1);
             chain
-                .travel((SECONDS_PER_PERIOD / 12).min(end - 1 - now).max(1))
+                .travel((SECONDS_PER_PERIOD / 12).min(next_round - now).max(1))
                 .await?;
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
