@@ -174,7 +174,7 @@ impl Net {
     }
 
     fn ws(&self) -> String {
-        self.chain.anvil().ws_endpoint()
+        self.chain.ws_endpoint()
     }
 }
 

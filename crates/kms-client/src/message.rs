@@ -768,12 +768,16 @@ impl Inbox {
         Ok(id)
     }
 
-    /// The sessions whose key is not open yet, with their capsules (to retrieve cfrags for), in
-    /// no particular order.
+    /// The sessions of trusted senders whose key is not open yet, with their capsules (to
+    /// retrieve cfrags for), in no particular order. A sender no longer trusted
+    /// ([`set_trusted`](Self::set_trusted)) gets no key asked of the nodes: its messages would be
+    /// refused anyway.
     pub fn pending(&self) -> Vec<(SessionId, Capsule)> {
         self.sessions
             .iter()
-            .filter(|(_, s)| matches!(s.key, KeyState::Pending))
+            .filter(|(_, s)| {
+                matches!(s.key, KeyState::Pending) && self.trusted.contains(&s.record.sender)
+            })
             .map(|(id, s)| (*id, s.record.capsule.clone()))
             .collect()
     }
@@ -1331,6 +1335,11 @@ mod tests {
         let next = sender.seal(b"next").unwrap();
         let next_id = inbox.add_session(next.session.as_ref().unwrap()).unwrap();
         assert!(inbox.session_key(next_id).is_none());
+        // ... and asked of the nodes only while its sender is trusted.
+        inbox.set_trusted(TrustedSenders::default());
+        assert!(inbox.pending().is_empty());
+        inbox.set_trusted(TrustedSenders::new([enrico.public_key()]));
+        assert_eq!(inbox.pending().len(), 1);
         policy.open_all(&mut inbox);
         assert!(inbox.session_key(next_id).is_some());
         assert!(matches!(

@@ -10,6 +10,7 @@
 use std::{
     path::{Path, PathBuf},
     process::{ExitStatus, Stdio},
+    time::Duration,
 };
 
 use alloy::{
@@ -29,8 +30,15 @@ use crate::{Deployment, DeploymentError};
 /// wrapper that does not forward signals: killing it would leave anvil running.
 pub const ANVIL_BIN: &str = "node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil";
 
-/// forge, relative to the repository root.
-pub const FORGE_BIN: &str = "node_modules/.bin/forge";
+/// The forge binary itself, relative to the repository root: like anvil's node wrapper, forge's
+/// would leave forge running when killed (after [`DEPLOY_TIMEOUT`], say).
+pub const FORGE_BIN: &str = "node_modules/@foundry-rs/forge-linux-amd64/bin/forge";
+
+/// How long the deployment script may take. It compiles nothing when `forge build` has run (a
+/// few seconds of transactions); a cold compilation with the npm solc takes a minute or two. A
+/// script that is still running after this waits on something that will not come, and the
+/// test that started it should fail saying so rather than hang its CI job.
+pub const DEPLOY_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The deployment script, relative to the repository root (forge must run from there).
 pub const DEPLOY_SCRIPT: &str = "script/Deploy.s.sol";
@@ -100,6 +108,16 @@ pub enum DevChainError {
         /// forge's standard output.
         stdout: String,
         /// forge's standard error.
+        stderr: String,
+    },
+    /// The deployment script did not finish within [`DEPLOY_TIMEOUT`]; it was killed.
+    #[error("`forge script {DEPLOY_SCRIPT}` against {endpoint} did not finish in {} s and was killed\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}", DEPLOY_TIMEOUT.as_secs())]
+    ForgeTimedOut {
+        /// The RPC endpoint the script was sending to.
+        endpoint: String,
+        /// What forge printed on its standard output until then.
+        stdout: String,
+        /// What forge printed on its standard error until then.
         stderr: String,
     },
     /// The script ran but its deployments file is unusable.
@@ -251,11 +269,12 @@ impl DevChain {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
+        let endpoint = loopback_endpoint(port);
         let mut command = tokio::process::Command::new(root.join(FORGE_BIN));
         command
             .current_dir(&root)
             .args(["script", DEPLOY_SCRIPT, "--rpc-url"])
-            .arg(anvil.endpoint())
+            .arg(endpoint.as_str())
             .arg("--broadcast");
         for name in SCRIPT_PARAMETERS {
             command.env_remove(name);
@@ -269,17 +288,10 @@ impl DevChain {
             .stdin(Stdio::null())
             .kill_on_drop(true);
 
-        tracing::debug!(port, "deploying the KMS contracts with forge");
-        let output = {
+        tracing::debug!(%endpoint, "deploying the KMS contracts with forge");
+        {
             let _guard = FORGE_LOCK.lock().await;
-            command.output().await.map_err(DevChainError::ForgeSpawn)?
-        };
-        if !output.status.success() {
-            return Err(DevChainError::ForgeFailed {
-                status: output.status,
-                stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-            });
+            run_deploy_script(command, &endpoint).await?;
         }
 
         let path = root.join(&relative_path);
@@ -296,9 +308,7 @@ impl DevChain {
                 anvil: anvil_chain,
             });
         }
-        let reader = ProviderBuilder::new()
-            .connect_http(anvil.endpoint_url())
-            .erased();
+        let reader = ProviderBuilder::new().connect_http(endpoint).erased();
         Ok(Self {
             anvil,
             deployment,
@@ -318,9 +328,15 @@ impl DevChain {
         &self.anvil
     }
 
-    /// Anvil's HTTP endpoint.
+    /// Anvil's HTTP endpoint, by address: `localhost` (alloy's own endpoint) may resolve to `::1`
+    /// first, where anvil does not listen but another process may have the same port.
     pub fn endpoint_url(&self) -> Url {
-        self.anvil.endpoint_url()
+        loopback_endpoint(self.anvil.port())
+    }
+
+    /// Anvil's WebSocket endpoint, by address as [`endpoint_url`](Self::endpoint_url).
+    pub fn ws_endpoint(&self) -> String {
+        format!("ws://127.0.0.1:{}", self.anvil.port())
     }
 
     /// Anvil's dev account `index` (0 is the deployer, holding the initial token supply).
@@ -405,6 +421,68 @@ pub(crate) fn step_failed(step: &'static str, reason: impl std::fmt::Display) ->
     DevChainError::Transaction {
         step,
         reason: reason.to_string(),
+    }
+}
+
+/// Anvil's HTTP endpoint on `port`: anvil listens on 127.0.0.1.
+fn loopback_endpoint(port: u16) -> Url {
+    Url::parse(&format!("http://127.0.0.1:{port}")).expect("a loopback URL with a port parses")
+}
+
+/// Runs the deployment script to its end, or kills it after [`DEPLOY_TIMEOUT`] keeping what it
+/// printed until then (forge says there what it was waiting for).
+async fn run_deploy_script(
+    mut command: tokio::process::Command,
+    endpoint: &Url,
+) -> Result<(), DevChainError> {
+    use tokio::io::AsyncReadExt;
+
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(DevChainError::ForgeSpawn)?;
+    // Read both pipes while forge runs: a full pipe would block it.
+    let drain = |pipe: Option<Box<dyn tokio::io::AsyncRead + Unpin + Send>>| {
+        tokio::spawn(async move {
+            let mut text = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut text).await;
+            }
+            String::from_utf8_lossy(&text).into_owned()
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let status = match tokio::time::timeout(DEPLOY_TIMEOUT, child.wait()).await {
+        Ok(status) => Some(status.map_err(DevChainError::ForgeSpawn)?),
+        Err(_elapsed) => {
+            let _ = child.kill().await;
+            None
+        }
+    };
+    // A child of forge's (the solc wrapper) may still hold a pipe open: wait for its end briefly.
+    let collect = |task: tokio::task::JoinHandle<String>| async move {
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default()
+    };
+    let stdout = collect(stdout).await;
+    let stderr = collect(stderr).await;
+    match status {
+        Some(status) if status.success() => Ok(()),
+        Some(status) => Err(DevChainError::ForgeFailed {
+            status,
+            stdout,
+            stderr,
+        }),
+        None => Err(DevChainError::ForgeTimedOut {
+            endpoint: endpoint.to_string(),
+            stdout,
+            stderr,
+        }),
     }
 }
 

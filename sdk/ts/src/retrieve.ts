@@ -312,6 +312,32 @@ function checkAnswer(ctx: Context, node: PolicyNode, capsule: umbral.Capsule, ca
   return { reason: `the cfrag fails verification (${verifyError}) but the Adjudicator would not slash for it (${why})` };
 }
 
+/** Frees the verified cfrags of an answer nobody will read. */
+function freeChecked(result: Checked[] | Error): void {
+  if (result instanceof Error) return;
+  for (const check of result) if ("valid" in check) check.valid.free();
+}
+
+function abortedError(signal: AbortSignal): RetrieveError {
+  return new RetrieveError("Aborted", "the retrieval was aborted", { cause: signal.reason });
+}
+
+/** `work`, or `Aborted` as soon as `signal` aborts. */
+async function untilAborted<T>(work: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return work;
+  if (signal.aborted) throw abortedError(signal);
+  let onAbort = () => {};
+  const aborted = new Promise<never>((_, reject) => {
+    onAbort = () => reject(abortedError(signal));
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
+  try {
+    return await Promise.race([work, aborted]);
+  } finally {
+    signal.removeEventListener("abort", onAbort);
+  }
+}
+
 function errorText(error: unknown): string {
   if (error instanceof Error) return error.message;
   return String(error);
@@ -368,6 +394,8 @@ async function askNode(
       }
       throw error;
     }
+    // The retrieval ended while this node was answering: its capsules are freed, nothing to check.
+    signal.throwIfAborted();
     if (answers.length !== batch.length) {
       throw new NodeError("InvalidAnswer", node.url, `answered ${answers.length} cfrags for ${batch.length} capsules`);
     }
@@ -387,6 +415,7 @@ async function askNode(
 export async function retrieve(params: RetrieveParams): Promise<Retrieval> {
   const { policy, deployment } = params;
   if (params.capsules.length === 0) throw new RetrieveError("NoCapsules", "no capsules to retrieve");
+  if (params.signal?.aborted) throw abortedError(params.signal);
   if (deployment.chainId !== undefined && BigInt(deployment.chainId) !== BigInt(policy.chainId)) {
     throw new RetrieveError("WrongChain", `the policy is on chain ${policy.chainId}, the deployment on chain ${deployment.chainId}`, {
       hint: "use the deployment of the policy's chain",
@@ -425,8 +454,12 @@ export async function retrieve(params: RetrieveParams): Promise<Retrieval> {
         throw new RetrieveError("Capsule", `capsule ${index} cannot be used: ${errorText(error)}`, { cause: error });
       }
     });
-    const nodes = await refreshNodes(params.publicClient, deployment, policy);
-    const terms = await readAnswerTerms(params.publicClient, deployment, nodes.map((n) => n.worker));
+    // viem's reads take no signal: the caller's abort ends the wait (the read itself runs out).
+    const nodes = await untilAborted(refreshNodes(params.publicClient, deployment, policy), params.signal);
+    const terms = await untilAborted(
+      readAnswerTerms(params.publicClient, deployment, nodes.map((n) => n.worker)),
+      params.signal,
+    );
     const key = (hex: string) => {
       const k = umbral.PublicKey.fromCompressedBytes(fromHex(hex, "key", 33));
       keys.push(k);
@@ -482,7 +515,7 @@ async function askAll(
       if (result instanceof Error) {
         if (params.signal?.aborted) {
           for (const list of cfrags) for (const cfrag of list) cfrag.free();
-          throw new RetrieveError("Aborted", "the retrieval was aborted", { cause: params.signal.reason });
+          throw abortedError(params.signal);
         }
         const reason = result instanceof NodeError ? result.message : errorText(result);
         reasons[i]!.push(reason);
@@ -505,8 +538,10 @@ async function askAll(
       if (!params.auditAll && enough()) break;
     }
   } finally {
-    // Enough (or failed): the other requests are not needed.
+    // Enough (or failed): the other requests are not needed. One may have been answered and
+    // checked already, its verified cfrags in WASM memory that only free() returns.
     controller.abort(new Error("enough cfrags"));
+    for (const late of pending.values()) void late.then(({ result }) => freeChecked(result));
   }
   const failures: NodeFailure[] = nodes
     .map((node, i) => ({ staker: node.staker, url: node.url, reason: reasons[i]!.join(", ") }))

@@ -13,16 +13,21 @@ import { certificateFingerprint, withPin } from "../src/policy-file.js";
 
 type Handler = (req: IncomingMessage, res: ServerResponse, body: string) => void;
 
-async function serve(handler: Handler, server: Server = createServer(), scheme = "http"): Promise<{ url: string; close: () => Promise<void> }> {
+async function serve(
+  handler: Handler,
+  server: Server = createServer(),
+  scheme = "http",
+  host = "127.0.0.1",
+): Promise<{ url: string; close: () => Promise<void> }> {
   server.on("request", (req: IncomingMessage, res: ServerResponse) => {
     let body = "";
     req.on("data", (chunk: Buffer) => (body += chunk.toString()));
     req.on("end", () => handler(req, res, body));
   });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  await new Promise<void>((resolve) => server.listen(0, host, resolve));
   const { port } = server.address() as AddressInfo;
   return {
-    url: `${scheme}://127.0.0.1:${port}`,
+    url: `${scheme}://${host.includes(":") ? `[${host}]` : host}:${port}`,
     close: () => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }),
   };
 }
@@ -202,6 +207,18 @@ test("a pinned URL reaches exactly the pinned certificate; a wrong pin is refuse
     assert.ok(error.message.includes(`pinned sha256 ${"01".repeat(32)}, presented ${Buffer.from(pin).toString("hex")}`), error.message);
     assert.ok(Date.now() - started < 5_000, "not retried");
     assert.equal(requests, 1, "no request reached the server through the wrong pin");
+  } finally {
+    await server.close();
+  }
+});
+
+test("a pinned URL with an IPv6 address connects to that address", { skip: tls ? false : "needs openssl" }, async () => {
+  // The certificate names 127.0.0.1: a pin stands for the certificate, whatever names it holds.
+  const server = await serve((_req, res) => json(res, 200, { ...NODE_INFO, maxCapsulesPerRequest: 7 }), createTlsServer({ key: tls!.key, cert: tls!.cert }), "https", "::1");
+  const pin = certificateFingerprint(new Uint8Array(new X509Certificate(tls!.cert).raw));
+  try {
+    assert.match(server.url, /^https:\/\/\[::1\]:\d+$/);
+    assert.equal(await new NodeClient({ attempts: 1 }).capsuleLimit(withPin(server.url, pin)), 7);
   } finally {
     await server.close();
   }

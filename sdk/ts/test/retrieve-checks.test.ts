@@ -29,7 +29,13 @@ function pk33(sk: umbral.SecretKey): Hex {
   return toHex(bytes);
 }
 
-async function scenario(behaviours: Behaviour[], threshold: number) {
+/** How the fake chain and nodes take their time: per node, ms before answering; a chain read that never ends. */
+interface Timing {
+  answerDelays?: number[];
+  chainHangs?: boolean;
+}
+
+async function scenario(behaviours: Behaviour[], threshold: number, timing: Timing = {}) {
   const alice = umbral.SecretKey.random();
   const bob = umbral.SecretKey.random();
   const signerSk = umbral.SecretKey.random();
@@ -61,6 +67,7 @@ async function scenario(behaviours: Behaviour[], threshold: number) {
       return { number: 1n, timestamp: BigInt(PERIOD) * SECONDS_PER_PERIOD + 5n };
     },
     async readContract({ functionName, args }: { functionName: string; args: readonly unknown[] }) {
+      if (timing.chainHangs) await new Promise(() => {});
       if (functionName === "nodeRecordOf") {
         const i = stakers.indexOf(args[0] as Address);
         return { worker: workers[i]!.address, url: policy.nodes[i]!.url, umbralPublicKey: policy.nodes[i]!.umbralPublicKey };
@@ -82,6 +89,9 @@ async function scenario(behaviours: Behaviour[], threshold: number) {
       signRequest();
       const i = policy.nodes.findIndex((n) => n.url === url);
       const behaviour = behaviours[i]!;
+      // A node that answers whatever the abort: its answer arrives after the retrieval ended.
+      const delay = timing.answerDelays?.[i] ?? 0;
+      if (delay > 0) await new Promise((resolve) => setTimeout(resolve, delay));
       const cfrag = umbral.reencrypt(behaviour === "wrongCfrag" ? otherCapsule : capsule, kfrags[i]!);
       const cfragBytes = cfrag.toBytes();
       const cfragSimple = umbral.CapsuleFrag.fromBytes(cfragBytes).toBytesSimple();
@@ -97,8 +107,9 @@ async function scenario(behaviours: Behaviour[], threshold: number) {
       return [{ cfrag: toBase64(cfragBytes), signature, period }];
     },
   };
-  const run = (auditAll = true) =>
+  const run = (auditAll = true, signal?: AbortSignal) =>
     retrieve({
+      signal,
       publicClient: publicClient as never,
       deployment: { stakingEscrow: "0x0000000000000000000000000000000000000001", adjudicator: ADJUDICATOR, secondsPerPeriod: SECONDS_PER_PERIOD },
       nodeClient: nodeClient as never,
@@ -143,4 +154,62 @@ test("with threshold honest nodes the cfrags open the capsule", async () => {
   ]);
   const key = umbral.decryptReencrypted(bob, alicePk, capsule, retrieval.cfrags[0]!, ciphertext);
   assert.deepEqual(key, new Uint8Array(32).fill(7));
+});
+
+test("a caller's abort ends a retrieval waiting on the chain", async () => {
+  const { run } = await scenario(["honest"], 1, { chainHangs: true });
+  const controller = new AbortController();
+  const retrieval = run(true, controller.signal);
+  setTimeout(() => controller.abort(new Error("the user left")), 20);
+  const error = await retrieval.catch((e: unknown) => e);
+  assert.ok(error instanceof RetrieveError, String(error));
+  assert.equal(error.code, "Aborted");
+  assert.match(String((error.cause as Error).message), /the user left/);
+  // Aborted before it starts: no chain read at all.
+  const early = await run(true, AbortSignal.abort()).catch((e: unknown) => e);
+  assert.ok(early instanceof RetrieveError && early.code === "Aborted", String(early));
+});
+
+test("cfrags checked but not returned are freed; answers after the end are not checked", async () => {
+  // Watch the cfrags retrieve verifies (not the ones the fake nodes make and free themselves).
+  const verify = umbral.CapsuleFrag.prototype.verify;
+  const free = umbral.VerifiedCapsuleFrag.prototype.free;
+  const verified = new Set<unknown>();
+  const freed = new Set<unknown>();
+  umbral.CapsuleFrag.prototype.verify = function (this: umbral.CapsuleFrag, ...args: Parameters<typeof verify>) {
+    const cfrag = verify.apply(this, args);
+    verified.add(cfrag);
+    return cfrag;
+  };
+  umbral.VerifiedCapsuleFrag.prototype.free = function (this: umbral.VerifiedCapsuleFrag) {
+    if (verified.has(this)) freed.add(this);
+    free.call(this);
+  };
+  const settle = () => new Promise((resolve) => setTimeout(resolve, 150));
+  try {
+    // Three answers at once: those checked beside the one that met the threshold are freed.
+    const together = await scenario(["honest", "honest", "honest"], 1);
+    const first = await together.run(false);
+    await settle();
+    const kept = first.cfrags[0]!;
+    assert.equal(kept.length, 1);
+    assert.ok(!freed.has(kept[0]), "the returned cfrag is the caller's");
+    assert.equal(freed.size, verified.size - 1, `of ${verified.size} verified, all but the returned one are freed`);
+
+    // Two answers after the threshold was met: not checked at all (the capsules are gone).
+    verified.clear();
+    freed.clear();
+    const late = await scenario(["honest", "honest", "honest"], 1, { answerDelays: [0, 40, 60] });
+    const second = await late.run(false);
+    assert.deepEqual(
+      second.nodes.map((n) => n.outcome.kind),
+      ["Answered", "NotNeeded", "NotNeeded"],
+    );
+    await settle();
+    assert.equal(verified.size, 1, "only the answer that counted was verified");
+    assert.equal(freed.size, 0);
+  } finally {
+    umbral.CapsuleFrag.prototype.verify = verify;
+    umbral.VerifiedCapsuleFrag.prototype.free = free;
+  }
 });
