@@ -6,7 +6,8 @@ use kms_client::{ChainError, GrantError, ReportError, RetrieveError};
 /// An error with an exit code of its own; any other error exits with 1.
 ///
 /// Exit codes: 1 for errors, 2 for usage (clap's own), 3 when a contract refused the
-/// transaction, 4 when there are not enough nodes or valid cfrags.
+/// transaction, 4 when there are not enough nodes or valid cfrags, 78 (sysexits' `EX_CONFIG`)
+/// when a node's configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     /// A contract refused a transaction `kms` sent itself (exit code 3).
@@ -20,6 +21,12 @@ pub enum CliError {
     /// Not enough nodes or valid cfrags (exit code 4).
     #[error("{0}")]
     NotEnough(String),
+    /// `kms node run` cannot use its configuration: the file, the keystore or its password, a
+    /// key, the deployments file, the TLS files (exit code 78, `EX_CONFIG`). Starting again
+    /// without a change fails the same way, so a service manager should not restart it; a failure
+    /// that time may mend (the chain unreachable, the worker not bonded yet) exits with 1.
+    #[error(transparent)]
+    Config(anyhow::Error),
     /// A transaction or read of the client library (exit code 3 if a contract refused it).
     #[error(transparent)]
     Chain(#[from] ChainError),
@@ -43,7 +50,7 @@ impl CliError {
             |e: &ChainError| matches!(e, ChainError::Reverted { .. } | ChainError::Failed { .. });
         match self {
             Self::Reverted { .. } => true,
-            Self::NotEnough(_) => false,
+            Self::NotEnough(_) | Self::Config(_) => false,
             Self::Chain(e)
             | Self::Grant(GrantError::Chain(e))
             | Self::Retrieve(RetrieveError::Chain(e))
@@ -64,11 +71,16 @@ impl CliError {
             3
         } else if self.is_not_enough() {
             4
+        } else if matches!(self, Self::Config(_)) {
+            EX_CONFIG
         } else {
             1
         }
     }
 }
+
+/// sysexits.h's "configuration error", which systemd units name in `RestartPreventExitStatus`.
+pub const EX_CONFIG: u8 = 78;
 
 /// The exit code for a failed command: the first [`CliError`] in the chain (under any context)
 /// decides; 1 without one.
@@ -101,5 +113,8 @@ mod tests {
         });
         assert_eq!(exit_code(&unreachable.into()), 1);
         assert_eq!(exit_code(&anyhow::anyhow!("no such file")), 1);
+        let config = CliError::Config(anyhow::anyhow!("no such file").context("reading node.toml"));
+        assert_eq!(config.to_string(), "reading node.toml");
+        assert_eq!(exit_code(&anyhow::Error::new(config)), EX_CONFIG);
     }
 }

@@ -13,6 +13,8 @@ use kms_contracts::Deployment;
 use kms_crypto::keys::{self, MasterSecret};
 use kms_node::{NodeConfig, Settings};
 
+use crate::error::CliError;
+
 /// `kms node ...`.
 // The doc comments are the commands' help text (clap), written for a terminal, not rustdoc.
 #[allow(rustdoc::bare_urls)]
@@ -390,8 +392,26 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    /// Runs the node until SIGINT or SIGTERM.
+    /// Runs the node until SIGINT or SIGTERM. A configuration it cannot use is a
+    /// [`CliError::Config`] (exit code 78): restarting would not help.
     pub async fn run(self) -> Result<()> {
+        let settings = self.settings().map_err(CliError::Config)?;
+        // Starting waits as long as the chain takes (its API answers 503 meanwhile): a signal
+        // stops it there too.
+        let node = tokio::select! {
+            node = kms_node::start(settings) => node.map_err(start_error)?,
+            () = shutdown_signal() => {
+                println!("stopped while starting");
+                return Ok(());
+            }
+        };
+        println!("listening on {}", node.local_addr());
+        node.run_until(shutdown_signal()).await;
+        Ok(())
+    }
+
+    /// The node's settings from its files: everything read before the chain is asked anything.
+    fn settings(self) -> Result<Settings> {
         let config = NodeConfig::load(&self.config)?;
         let password = self.password.read(config.node.password_file.as_deref())?;
         let worker = keys::load_keystore(&config.node.worker_keystore, &password)?;
@@ -416,18 +436,20 @@ impl RunArgs {
             behaviour: kms_node::Behaviour::Honest,
             cors: config.cors_origins(&self.config)?,
         };
-        // Starting waits as long as the chain takes (its API answers 503 meanwhile): a signal
-        // stops it there too.
-        let node = tokio::select! {
-            node = kms_node::start(settings) => node?,
-            () = shutdown_signal() => {
-                println!("stopped while starting");
-                return Ok(());
-            }
-        };
-        println!("listening on {}", node.local_addr());
-        node.run_until(shutdown_signal()).await;
-        Ok(())
+        Ok(settings)
+    }
+}
+
+/// Why the node did not start, as an exit code sees it: the chain the RPC endpoint serves and
+/// the store's schema are facts of the configuration and the files, which a restart meets again
+/// (a [`CliError::Config`]); the chain unreachable or the worker not bonded yet may mend.
+fn start_error(error: kms_node::DaemonError) -> anyhow::Error {
+    use kms_node::{store::StoreError, DaemonError};
+    match error {
+        DaemonError::WrongChain { .. } | DaemonError::Store(StoreError::Schema { .. }) => {
+            CliError::Config(error.into()).into()
+        }
+        other => other.into(),
     }
 }
 

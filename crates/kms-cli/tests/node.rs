@@ -20,6 +20,9 @@ fn run_refuses_a_missing_config_with_a_reason() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("/nonexistent/node.toml"), "{stderr}");
+    // A configuration error: a service manager should not restart it (the systemd unit's
+    // RestartPreventExitStatus).
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
 }
 
 #[tokio::test]
@@ -95,9 +98,24 @@ async fn init_then_run_until_sigterm() -> Result<()> {
     let config = node_dir.join("node.toml");
     // Not bonded yet: the node says what to do.
     let out = kms(&["node", "run", "--config", config.to_str().unwrap()]);
-    ensure!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     ensure!(stderr.contains("kms stake bond-worker"), "{stderr}");
+    // ... which may be done while it waits to be restarted: not a configuration error.
+    ensure!(out.status.code() == Some(1), "{:?}", out.status);
+    // A wrong keystore password is one: no restart mends it.
+    let wrong = dir.path().join("wrong-password");
+    kms_crypto::keys::write_secret_file(&wrong, b"incorrect horse\n")?;
+    let out = kms(&[
+        "node",
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--password-file",
+        wrong.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.code() == Some(78), "{:?}: {stderr}", out.status);
+    ensure!(stderr.contains("worker.json"), "{stderr}");
 
     chain.stake_minimum(1, 2).await?;
     let mut child = tokio::process::Command::new(KMS)

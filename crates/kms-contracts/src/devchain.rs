@@ -111,10 +111,12 @@ pub enum DevChainError {
         stderr: String,
     },
     /// The deployment script did not finish within [`DEPLOY_TIMEOUT`]; it was killed.
-    #[error("`forge script {DEPLOY_SCRIPT}` against {endpoint} did not finish in {} s and was killed\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}", DEPLOY_TIMEOUT.as_secs())]
+    #[error("`forge script {DEPLOY_SCRIPT}` against {endpoint} did not finish in {seconds} s and was killed\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}")]
     ForgeTimedOut {
         /// The RPC endpoint the script was sending to.
         endpoint: String,
+        /// How long it was given.
+        seconds: u64,
         /// What forge printed on its standard output until then.
         stdout: String,
         /// What forge printed on its standard error until then.
@@ -291,7 +293,7 @@ impl DevChain {
         tracing::debug!(%endpoint, "deploying the KMS contracts with forge");
         {
             let _guard = FORGE_LOCK.lock().await;
-            run_deploy_script(command, &endpoint).await?;
+            run_deploy_script(command, &endpoint, DEPLOY_TIMEOUT).await?;
         }
 
         let path = root.join(&relative_path);
@@ -429,11 +431,12 @@ fn loopback_endpoint(port: u16) -> Url {
     Url::parse(&format!("http://127.0.0.1:{port}")).expect("a loopback URL with a port parses")
 }
 
-/// Runs the deployment script to its end, or kills it after [`DEPLOY_TIMEOUT`] keeping what it
-/// printed until then (forge says there what it was waiting for).
+/// Runs the deployment script to its end, or kills it after `timeout` keeping what it printed
+/// until then (forge says there what it was waiting for).
 async fn run_deploy_script(
     mut command: tokio::process::Command,
     endpoint: &Url,
+    timeout: Duration,
 ) -> Result<(), DevChainError> {
     use tokio::io::AsyncReadExt;
 
@@ -454,7 +457,7 @@ async fn run_deploy_script(
     };
     let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
     let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
-    let status = match tokio::time::timeout(DEPLOY_TIMEOUT, child.wait()).await {
+    let status = match tokio::time::timeout(timeout, child.wait()).await {
         Ok(status) => Some(status.map_err(DevChainError::ForgeSpawn)?),
         Err(_elapsed) => {
             let _ = child.kill().await;
@@ -462,12 +465,14 @@ async fn run_deploy_script(
         }
     };
     // A child of forge's (the solc wrapper) may still hold a pipe open: wait for its end briefly.
-    let collect = |task: tokio::task::JoinHandle<String>| async move {
-        tokio::time::timeout(Duration::from_secs(5), task)
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or_default()
+    let collect = |mut task: tokio::task::JoinHandle<String>| async move {
+        match tokio::time::timeout(Duration::from_secs(5), &mut task).await {
+            Ok(text) => text.unwrap_or_default(),
+            Err(_elapsed) => {
+                task.abort();
+                String::new()
+            }
+        }
     };
     let stdout = collect(stdout).await;
     let stderr = collect(stderr).await;
@@ -480,6 +485,7 @@ async fn run_deploy_script(
         }),
         None => Err(DevChainError::ForgeTimedOut {
             endpoint: endpoint.to_string(),
+            seconds: timeout.as_secs(),
             stdout,
             stderr,
         }),
@@ -511,5 +517,68 @@ fn tool(root: &Path, relative: &str) -> Result<PathBuf, DevChainError> {
             path,
             root: root.to_path_buf(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shell(script: &str) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new("sh");
+        command.args(["-c", script]).kill_on_drop(true);
+        command
+    }
+
+    /// A script that hangs is killed at its deadline, and what it printed is kept to say where.
+    #[tokio::test]
+    async fn a_deployment_that_hangs_is_killed_with_its_output() {
+        let endpoint = loopback_endpoint(1);
+        let started = std::time::Instant::now();
+        let outcome = run_deploy_script(
+            shell("echo 'Compiling 60 files'; echo 'waiting for receipts' >&2; exec sleep 60"),
+            &endpoint,
+            Duration::from_secs(1),
+        )
+        .await;
+        assert!(started.elapsed() < Duration::from_secs(20), "it waited");
+        match outcome {
+            Err(DevChainError::ForgeTimedOut {
+                endpoint,
+                seconds,
+                stdout,
+                stderr,
+            }) => {
+                assert_eq!(endpoint, "http://127.0.0.1:1/");
+                assert_eq!(seconds, 1);
+                assert_eq!(stdout, "Compiling 60 files\n");
+                assert_eq!(stderr, "waiting for receipts\n");
+            }
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_deployment_keeps_its_status_and_output() {
+        let outcome = run_deploy_script(
+            shell("echo 'script failed: InvalidParameter()' >&2; exit 3"),
+            &loopback_endpoint(1),
+            Duration::from_secs(30),
+        )
+        .await;
+        match outcome {
+            Err(DevChainError::ForgeFailed { status, stderr, .. }) => {
+                assert_eq!(status.code(), Some(3));
+                assert!(stderr.contains("InvalidParameter()"), "{stderr}");
+            }
+            other => panic!("expected a failure, got {other:?}"),
+        }
+        run_deploy_script(
+            shell("true"),
+            &loopback_endpoint(1),
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("a script that succeeds");
     }
 }

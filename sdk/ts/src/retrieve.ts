@@ -364,43 +364,49 @@ async function askNode(
     (capsules.length <= DEFAULT_MAX_CAPSULES_PER_REQUEST ? DEFAULT_MAX_CAPSULES_PER_REQUEST : await client.capsuleLimit(node.url, { signal }));
   let askedAfterRefusal = false;
   const checked: Checked[] = [];
-  let start = 0;
-  while (start < capsules.length) {
-    const end = Math.min(capsules.length, start + limit);
-    const batch = capsuleBytes.slice(start, end);
-    let answers: SignedCFragBody[];
-    try {
-      answers = await client.reencrypt(
-        node.url,
-        ctx.policy.policyId,
-        () =>
-          signReencryptRequest({
-            receivingSecretKey: params.receivingSecretKey,
-            policyId: ctx.policy.policyId,
-            staker: node.staker,
-            timestamp: clock.next(ctx.policy.policyId, node.staker, batch),
-            capsules: batch,
-          }),
-        { signal },
-      );
-    } catch (error) {
-      if (error instanceof NodeError && error.code === "Refused" && error.status === 413 && !askedAfterRefusal) {
-        askedAfterRefusal = true;
-        const advertised = await client.refreshCapsuleLimit(node.url, { signal });
-        if (advertised !== undefined && advertised < batch.length) {
-          limit = advertised;
-          continue;
+  try {
+    let start = 0;
+    while (start < capsules.length) {
+      const end = Math.min(capsules.length, start + limit);
+      const batch = capsuleBytes.slice(start, end);
+      let answers: SignedCFragBody[];
+      try {
+        answers = await client.reencrypt(
+          node.url,
+          ctx.policy.policyId,
+          () =>
+            signReencryptRequest({
+              receivingSecretKey: params.receivingSecretKey,
+              policyId: ctx.policy.policyId,
+              staker: node.staker,
+              timestamp: clock.next(ctx.policy.policyId, node.staker, batch),
+              capsules: batch,
+            }),
+          { signal },
+        );
+      } catch (error) {
+        if (error instanceof NodeError && error.code === "Refused" && error.status === 413 && !askedAfterRefusal) {
+          askedAfterRefusal = true;
+          const advertised = await client.refreshCapsuleLimit(node.url, { signal });
+          if (advertised !== undefined && advertised < batch.length) {
+            limit = advertised;
+            continue;
+          }
         }
+        throw error;
       }
-      throw error;
+      // The retrieval ended while this node was answering: its capsules are freed, nothing to check.
+      signal.throwIfAborted();
+      if (answers.length !== batch.length) {
+        throw new NodeError("InvalidAnswer", node.url, `answered ${answers.length} cfrags for ${batch.length} capsules`);
+      }
+      answers.forEach((answer, i) => checked.push(checkAnswer(ctx, node, capsules[start + i]!, capsuleSimple[start + i]!, answer)));
+      start = end;
     }
-    // The retrieval ended while this node was answering: its capsules are freed, nothing to check.
-    signal.throwIfAborted();
-    if (answers.length !== batch.length) {
-      throw new NodeError("InvalidAnswer", node.url, `answered ${answers.length} cfrags for ${batch.length} capsules`);
-    }
-    answers.forEach((answer, i) => checked.push(checkAnswer(ctx, node, capsules[start + i]!, capsuleSimple[start + i]!, answer)));
-    start = end;
+  } catch (error) {
+    // A later batch failed (or the retrieval ended): the earlier batches' cfrags go unread.
+    freeChecked(checked);
+    throw error;
   }
   return checked;
 }
@@ -513,6 +519,11 @@ async function askAll(
       const { i, result } = await Promise.race(pending.values());
       pending.delete(i);
       if (result instanceof Error) {
+        // The SDK cannot talk to any node here (undici missing): say so, not "not enough cfrags".
+        if (result instanceof KmsError && result.code === "ModuleMissing") {
+          for (const list of cfrags) for (const cfrag of list) cfrag.free();
+          throw result;
+        }
         if (params.signal?.aborted) {
           for (const list of cfrags) for (const cfrag of list) cfrag.free();
           throw abortedError(params.signal);

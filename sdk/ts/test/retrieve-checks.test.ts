@@ -9,10 +9,11 @@ import { getAddress, type Address, type Hex } from "viem";
 import { privateKeyToAccount, sign } from "viem/accounts";
 import { answerDigest, eip191Hash } from "../src/answer.js";
 import { toBase64, toHex } from "../src/bytes.js";
+import { KmsError } from "../src/errors.js";
 import { RequestClock } from "../src/request.js";
 import { retrieve, RetrieveError, type NodeOutcome } from "../src/retrieve.js";
 import type { PolicyFile } from "../src/policy-file.js";
-import type { SignedCFragBody } from "../src/http.js";
+import { NodeError, type SignedCFragBody } from "../src/http.js";
 import { umbral } from "../src/umbral.js";
 
 const ADJUDICATOR: Address = "0x9fE46736679d2D9a65F0992F2272dE9f3c7fa6e0";
@@ -33,6 +34,11 @@ function pk33(sk: umbral.SecretKey): Hex {
 interface Timing {
   answerDelays?: number[];
   chainHangs?: boolean;
+  /** Capsules per request (every node's limit), and the request (0-based, per node) that fails. */
+  batchLimit?: number;
+  failingRequest?: number;
+  /** The node client cannot load undici. */
+  moduleMissing?: boolean;
 }
 
 async function scenario(behaviours: Behaviour[], threshold: number, timing: Timing = {}) {
@@ -80,13 +86,19 @@ async function scenario(behaviours: Behaviour[], threshold: number, timing: Timi
       throw new Error(`unexpected read ${functionName}`);
     },
   };
+  const limit = timing.batchLimit ?? 64;
+  const requests = new Map<string, number>();
   const nodeClient = {
     clock: new RequestClock(),
-    knownCapsuleLimit: () => 64,
-    capsuleLimit: async () => 64,
-    refreshCapsuleLimit: async () => 64,
+    knownCapsuleLimit: () => limit,
+    capsuleLimit: async () => limit,
+    refreshCapsuleLimit: async () => limit,
     async reencrypt(url: string, _policyId: string, signRequest: () => unknown): Promise<SignedCFragBody[]> {
       signRequest();
+      const request = requests.get(url) ?? 0;
+      requests.set(url, request + 1);
+      if (request === timing.failingRequest) throw new NodeError("Unreachable", url, "the connection dropped");
+      if (timing.moduleMissing) throw new KmsError("ModuleMissing", "cannot load undici: not found");
       const i = policy.nodes.findIndex((n) => n.url === url);
       const behaviour = behaviours[i]!;
       // A node that answers whatever the abort: its answer arrives after the retrieval ended.
@@ -107,7 +119,7 @@ async function scenario(behaviours: Behaviour[], threshold: number, timing: Timi
       return [{ cfrag: toBase64(cfragBytes), signature, period }];
     },
   };
-  const run = (auditAll = true, signal?: AbortSignal) =>
+  const run = (auditAll = true, signal?: AbortSignal, capsuleCount = 1) =>
     retrieve({
       signal,
       publicClient: publicClient as never,
@@ -115,7 +127,7 @@ async function scenario(behaviours: Behaviour[], threshold: number, timing: Timi
       nodeClient: nodeClient as never,
       policy,
       receivingSecretKey: bob,
-      capsules: [capsule.toBytes()],
+      capsules: Array.from({ length: capsuleCount }, () => capsule.toBytes()),
       auditAll,
     });
   return { run, bob, alicePk, capsule, ciphertext };
@@ -156,7 +168,7 @@ test("with threshold honest nodes the cfrags open the capsule", async () => {
   assert.deepEqual(key, new Uint8Array(32).fill(7));
 });
 
-test("a caller's abort ends a retrieval waiting on the chain", async () => {
+test("a caller's abort ends a retrieval waiting on the chain", { timeout: 10_000 }, async () => {
   const { run } = await scenario(["honest"], 1, { chainHangs: true });
   const controller = new AbortController();
   const retrieval = run(true, controller.signal);
@@ -170,13 +182,22 @@ test("a caller's abort ends a retrieval waiting on the chain", async () => {
   assert.ok(early instanceof RetrieveError && early.code === "Aborted", String(early));
 });
 
-test("cfrags checked but not returned are freed; answers after the end are not checked", async () => {
+test("a node client that cannot load its modules is said so, not NotEnoughCFrags", async () => {
+  const { run } = await scenario(["honest", "honest"], 1, { moduleMissing: true });
+  const error = await run().catch((e: unknown) => e);
+  assert.ok(error instanceof KmsError, String(error));
+  assert.equal(error.code, "ModuleMissing");
+});
+
+test("cfrags checked but not returned are freed; answers after the end are not checked", { timeout: 10_000 }, async () => {
   // Watch the cfrags retrieve verifies (not the ones the fake nodes make and free themselves).
   const verify = umbral.CapsuleFrag.prototype.verify;
   const free = umbral.VerifiedCapsuleFrag.prototype.free;
+  let verifications = 0;
   const verified = new Set<unknown>();
   const freed = new Set<unknown>();
   umbral.CapsuleFrag.prototype.verify = function (this: umbral.CapsuleFrag, ...args: Parameters<typeof verify>) {
+    verifications++;
     const cfrag = verify.apply(this, args);
     verified.add(cfrag);
     return cfrag;
@@ -185,20 +206,26 @@ test("cfrags checked but not returned are freed; answers after the end are not c
     if (verified.has(this)) freed.add(this);
     free.call(this);
   };
+  const reset = () => {
+    verifications = 0;
+    verified.clear();
+    freed.clear();
+  };
   const settle = () => new Promise((resolve) => setTimeout(resolve, 150));
   try {
-    // Three answers at once: those checked beside the one that met the threshold are freed.
+    // Three answers at once, all checked before the first is counted: the two beside the one
+    // that met the threshold are freed.
     const together = await scenario(["honest", "honest", "honest"], 1);
     const first = await together.run(false);
     await settle();
     const kept = first.cfrags[0]!;
     assert.equal(kept.length, 1);
+    assert.equal(verified.size, 3, "all three answers were checked");
     assert.ok(!freed.has(kept[0]), "the returned cfrag is the caller's");
-    assert.equal(freed.size, verified.size - 1, `of ${verified.size} verified, all but the returned one are freed`);
+    assert.equal(freed.size, 2, "the other two are freed");
 
     // Two answers after the threshold was met: not checked at all (the capsules are gone).
-    verified.clear();
-    freed.clear();
+    reset();
     const late = await scenario(["honest", "honest", "honest"], 1, { answerDelays: [0, 40, 60] });
     const second = await late.run(false);
     assert.deepEqual(
@@ -206,8 +233,17 @@ test("cfrags checked but not returned are freed; answers after the end are not c
       ["Answered", "NotNeeded", "NotNeeded"],
     );
     await settle();
-    assert.equal(verified.size, 1, "only the answer that counted was verified");
+    assert.equal(verifications, 1, "only the answer that counted was checked");
     assert.equal(freed.size, 0);
+
+    // A node answering in batches whose second request fails: its first batch's cfrag is freed.
+    reset();
+    const batches = await scenario(["honest"], 1, { batchLimit: 1, failingRequest: 1 });
+    const error = await batches.run(true, undefined, 2).catch((e: unknown) => e);
+    assert.ok(error instanceof RetrieveError && error.code === "NotEnoughCFrags", String(error));
+    assert.match(error.failures[0]!.reason, /the connection dropped/);
+    assert.equal(verified.size, 1, "the first batch was checked");
+    assert.equal(freed.size, 1, "and its cfrag freed");
   } finally {
     umbral.CapsuleFrag.prototype.verify = verify;
     umbral.VerifiedCapsuleFrag.prototype.free = free;

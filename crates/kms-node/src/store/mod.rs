@@ -57,12 +57,81 @@ pub enum StoreError {
         /// What is wrong.
         reason: String,
     },
+    /// The store file's permissions could not be set to this user only.
+    #[error("store {}: cannot make it private (mode 0600): {source}", path.display())]
+    Permissions {
+        /// The store file.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// The file was written by another schema version.
     #[error("store: schema version {found}, this node reads {SCHEMA_VERSION}")]
     Schema {
         /// The version in the file.
         found: u64,
     },
+}
+
+/// Creates `path` empty with mode `0600` if it is missing (redb initializes an empty file), and
+/// narrows an existing file that group or others have any access to down to `0600`.
+///
+/// Only the narrowing can fail the open, and only when the file's owner could chmod it: a file
+/// this user can use but does not own (`root:kms 0660`, a share that has no modes) is left as it
+/// is with a warning, as redb opened it before. Other errors (no `data_dir`, a read-only one)
+/// are left for redb to report as it always did.
+#[cfg(unix)]
+fn make_private(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Ok(_) | Err(_) => return Ok(()),
+    }
+    let Ok(metadata) = std::fs::metadata(path) else {
+        return Ok(());
+    };
+    let mode = metadata.permissions().mode() & 0o777;
+    if mode & 0o077 == 0 {
+        return Ok(());
+    }
+    let mode = format!("{mode:o}");
+    match std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+        Ok(()) => {
+            tracing::warn!(
+                path = %path.display(), mode,
+                "the store holds kfrags and was open to group or others: narrowed to 0600"
+            );
+            Ok(())
+        }
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::Unsupported
+            ) =>
+        {
+            tracing::warn!(
+                path = %path.display(), mode, error = %e,
+                "the store holds kfrags and is open to group or others, and this user cannot \
+                 narrow it (not its owner?): chown it to the node's user or chmod 600 it"
+            );
+            Ok(())
+        }
+        Err(source) => Err(StoreError::Permissions {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+#[cfg(not(unix))]
+fn make_private(_path: &Path) -> Result<(), StoreError> {
+    Ok(())
 }
 
 fn db_err<E: Into<redb::Error>>(e: E) -> StoreError {
@@ -159,8 +228,13 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens the store at `path`, creating the file and its tables if needed.
+    /// Opens the store at `path`, creating the file and its tables if needed. The file holds
+    /// kfrags, secrets of the policies' owners: it is made readable by this user only (`0600`),
+    /// whatever the umask, and an existing one others can read is narrowed to that, with a
+    /// warning.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref();
+        make_private(path)?;
         let db = Database::create(path).map_err(db_err)?;
         let txn = db.begin_write().map_err(db_err)?;
         {
@@ -739,6 +813,27 @@ mod tests {
         assert_eq!(store.get_kfrag(a).unwrap(), Some(first));
         assert!(store.delete_kfrag(a).unwrap());
         assert!(!store.delete_kfrag(a).unwrap());
+        assert_eq!(store.kfrag_count().unwrap(), 1);
+    }
+
+    /// Kfrags are the owners' secrets: the file is this user's only, whatever the umask, and an
+    /// existing one others could read is narrowed (its data kept).
+    #[cfg(unix)]
+    #[test]
+    fn the_store_file_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.redb");
+        let store = Store::open(&path).unwrap();
+        assert_eq!(mode(&path), 0o600);
+        store.put_kfrag_if_absent([1; 16], &record(100)).unwrap();
+        drop(store);
+
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let store = Store::open(&path).unwrap();
+        assert_eq!(mode(&path), 0o600);
         assert_eq!(store.kfrag_count().unwrap(), 1);
     }
 }
