@@ -893,6 +893,17 @@ async fn sigkill_during_uploads_and_catch_up_loses_nothing_and_repeats_no_duty()
                             | Err(NodeError::Refused { status: 503, .. }) => {
                                 tokio::time::sleep(Duration::from_millis(10)).await;
                             }
+                            // The node's upload limit (30 at once, then 120 a minute per
+                            // address): after many kills more than 30 kfrags can be pending.
+                            // Alice waits as told, as the real client does.
+                            Err(NodeError::Refused {
+                                status: 429,
+                                retry_after_secs,
+                                ..
+                            }) => {
+                                let secs = retry_after_secs.unwrap_or(1);
+                                tokio::time::sleep(Duration::from_secs(secs)).await;
+                            }
                             // A refusal of a valid kfrag of a live policy is a failure.
                             Err(e) => return Some(format!("{}: {e}", alloy::hex::encode(id))),
                         }

@@ -593,7 +593,8 @@ impl NodeConfig {
         }
     }
 
-    /// Writes the configuration to a new file at `path`.
+    /// Writes the configuration to a new file at `path`, readable by this user only (`0600`): it
+    /// names the RPC endpoint, whose URL often carries a provider's API key.
     pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
         let text = toml::to_string_pretty(self).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
@@ -611,11 +612,11 @@ impl NodeConfig {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(path)
-            .map_err(io)?;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(path).map_err(io)?;
         std::io::Write::write_all(&mut file, text.as_bytes()).map_err(io)
     }
 
@@ -785,6 +786,12 @@ mod tests {
         );
         config.save(&path).unwrap();
         assert!(config.save(&path).is_err(), "never overwrites");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "the RPC URL's API key is the user's only");
+        }
         let loaded = NodeConfig::load(&path).unwrap();
         assert_eq!(loaded.node.staker, config.node.staker);
         assert_eq!(
