@@ -438,25 +438,14 @@ async fn run_deploy_script(
     endpoint: &Url,
     timeout: Duration,
 ) -> Result<(), DevChainError> {
-    use tokio::io::AsyncReadExt;
-
     let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(DevChainError::ForgeSpawn)?;
     // Read both pipes while forge runs: a full pipe would block it.
-    let drain = |pipe: Option<Box<dyn tokio::io::AsyncRead + Unpin + Send>>| {
-        tokio::spawn(async move {
-            let mut text = Vec::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_end(&mut text).await;
-            }
-            String::from_utf8_lossy(&text).into_owned()
-        })
-    };
-    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
-    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let stdout = tokio::spawn(read_to_text(child.stdout.take()));
+    let stderr = tokio::spawn(read_to_text(child.stderr.take()));
     let status = match tokio::time::timeout(timeout, child.wait()).await {
         Ok(status) => Some(status.map_err(DevChainError::ForgeSpawn)?),
         Err(_elapsed) => {
@@ -490,6 +479,17 @@ async fn run_deploy_script(
             stderr,
         }),
     }
+}
+
+/// All that `pipe` gives until its end, as text (nothing for no pipe).
+async fn read_to_text(pipe: Option<impl tokio::io::AsyncRead + Unpin>) -> String {
+    use tokio::io::AsyncReadExt;
+
+    let mut text = Vec::new();
+    if let Some(mut pipe) = pipe {
+        let _ = pipe.read_to_end(&mut text).await;
+    }
+    String::from_utf8_lossy(&text).into_owned()
 }
 
 /// Starts anvil (in a blocking task: the builder waits for anvil's banner).

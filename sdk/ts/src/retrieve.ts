@@ -318,6 +318,11 @@ function freeChecked(result: Checked[] | Error): void {
   for (const check of result) if ("valid" in check) check.valid.free();
 }
 
+/** Frees every capsule's verified cfrags gathered so far (a retrieval that fails returns none). */
+function freeAll(cfrags: umbral.VerifiedCapsuleFrag[][]): void {
+  for (const list of cfrags) for (const cfrag of list) cfrag.free();
+}
+
 function abortedError(signal: AbortSignal): RetrieveError {
   return new RetrieveError("Aborted", "the retrieval was aborted", { cause: signal.reason });
 }
@@ -519,14 +524,17 @@ async function askAll(
       const { i, result } = await Promise.race(pending.values());
       pending.delete(i);
       if (result instanceof Error) {
-        // The SDK cannot talk to any node here (undici missing): say so, not "not enough cfrags".
-        if (result instanceof KmsError && result.code === "ModuleMissing") {
-          for (const list of cfrags) for (const cfrag of list) cfrag.free();
-          throw result;
-        }
-        if (params.signal?.aborted) {
-          for (const list of cfrags) for (const cfrag of list) cfrag.free();
-          throw abortedError(params.signal);
+        // The retrieval ends here, not with "not enough cfrags": the SDK cannot talk to any node
+        // (undici missing), or the caller aborted.
+        const fatal =
+          result instanceof KmsError && result.code === "ModuleMissing"
+            ? result
+            : params.signal?.aborted
+              ? abortedError(params.signal)
+              : undefined;
+        if (fatal) {
+          freeAll(cfrags);
+          throw fatal;
         }
         const reason = result instanceof NodeError ? result.message : errorText(result);
         reasons[i]!.push(reason);
@@ -559,7 +567,7 @@ async function askAll(
     .filter((failure) => failure.reason !== "");
   if (!enough()) {
     const got = Math.min(...cfrags.map((c) => c.length));
-    for (const list of cfrags) for (const cfrag of list) cfrag.free();
+    freeAll(cfrags);
     const listed = failures.map((f) => `${f.staker} (${f.url}): ${f.reason}`).join("; ");
     const provable = faults.length ? ` ${faults.length} provable fault(s) can be reported.` : "";
     throw new RetrieveError(
